@@ -1,0 +1,11 @@
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 LOG_FORMAT=json OPS_HOST=0.0.0.0
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY shared ./shared
+COPY contracts ./contracts
+COPY services ./services
+RUN pip install --no-cache-dir . && useradd --system --uid 10001 leadwire
+USER leadwire
+ENTRYPOINT ["leadwire"]
+CMD ["run", "all"]

@@ -1,0 +1,65 @@
+# The one command surface for people, hooks and CI.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
+export DATABASE_URL ?= postgresql://leadwire:leadwire@127.0.0.1:5432/leadwire
+
+.PHONY: help up test bench lint fmt migrate schemas asyncapi contracts infra install sandbox clean
+
+help:
+	@echo "make up       set up everything and run all services (demo against the Graph sandbox without META_ACCESS_TOKEN)"
+	@echo "make test     set up everything and run the whole test suite"
+	@echo "make bench    run every benchmark under tests/benchmarks/ and print figures"
+	@echo "make lint     ruff;  make fmt: ruff format;  make migrate;  make contracts: regenerate schemas + AsyncAPI"
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+infra:
+	@bash scripts/ensure-infra.sh
+
+migrate: install infra
+	$(BIN)/leadwire migrate
+
+up: install infra migrate
+	@bash scripts/up.sh
+
+test: install infra
+	$(BIN)/leadwire migrate
+	$(BIN)/python -m pytest
+
+bench: install infra migrate
+	@set -e; for bench in tests/benchmarks/bench_*.py; do \
+		module=$${bench%.py}; module=$${module//\//.}; \
+		echo "== $$module"; $(BIN)/python -m $$module; \
+	done
+
+lint: install
+	$(BIN)/ruff check .
+
+fmt: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+schemas: install
+	$(BIN)/leadwire schemas
+
+asyncapi: install
+	$(BIN)/leadwire asyncapi
+
+contracts: schemas asyncapi
+
+sandbox: install
+	$(BIN)/python -m services.graph_sandbox
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

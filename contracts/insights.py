@@ -1,0 +1,20 @@
+"""Insights refreshes."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+from pydantic import Field
+
+from contracts.envelope import Payload
+
+
+class InsightsUpdated(Payload):
+    """Stored insights for an ad account were refreshed for a date window."""
+
+    account_id: str = Field(pattern=r"^act_\d+$", examples=["act_1000000001"])
+    level: Literal["ad", "adset", "campaign", "account"] = "ad"
+    date_since: date
+    date_until: date
+    rows_changed: int = Field(ge=0)

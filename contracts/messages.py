@@ -1,0 +1,54 @@
+"""Every message leadwire sends or accepts: its envelope class, literal type and version, routing key.
+
+A consumer validates the whole envelope, so an unknown `type` or `schema_version` is a validation error, and the
+message is parked with that error instead of being guessed at.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from contracts.alerts import AlertRaised
+from contracts.envelope import Envelope
+from contracts.insights import InsightsUpdated
+from contracts.leads import LeadCaptured, LeadgenReceived, LeadSynced
+from shared.topology import RoutingKey
+
+
+class LeadgenReceivedMessage(Envelope[LeadgenReceived]):
+    routing_key: ClassVar[str] = RoutingKey.LEADGEN_RECEIVED
+    type: Literal["LeadgenReceived"] = "LeadgenReceived"
+    schema_version: Literal[1] = 1
+
+
+class LeadCapturedMessage(Envelope[LeadCaptured]):
+    routing_key: ClassVar[str] = RoutingKey.LEAD_CAPTURED
+    type: Literal["LeadCaptured"] = "LeadCaptured"
+    schema_version: Literal[1] = 1
+
+
+class LeadSyncedMessage(Envelope[LeadSynced]):
+    routing_key: ClassVar[str] = RoutingKey.LEAD_SYNCED
+    type: Literal["LeadSynced"] = "LeadSynced"
+    schema_version: Literal[1] = 1
+
+
+class InsightsUpdatedMessage(Envelope[InsightsUpdated]):
+    routing_key: ClassVar[str] = RoutingKey.INSIGHTS_UPDATED
+    type: Literal["InsightsUpdated"] = "InsightsUpdated"
+    schema_version: Literal[1] = 1
+
+
+class AlertRaisedMessage(Envelope[AlertRaised]):
+    routing_key: ClassVar[str] = RoutingKey.ALERT_RAISED
+    type: Literal["AlertRaised"] = "AlertRaised"
+    schema_version: Literal[1] = 1
+
+
+MESSAGES: tuple[type[Envelope], ...] = (
+    LeadgenReceivedMessage,
+    LeadCapturedMessage,
+    LeadSyncedMessage,
+    InsightsUpdatedMessage,
+    AlertRaisedMessage,
+)

@@ -1,0 +1,11 @@
+"""The capi_sender service: composition root."""
+
+from __future__ import annotations
+
+from shared.service import Service
+from shared.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> Service:
+    service = Service("capi_sender", settings)
+    return service

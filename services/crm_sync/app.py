@@ -1,0 +1,11 @@
+"""The crm_sync service: composition root."""
+
+from __future__ import annotations
+
+from shared.service import Service
+from shared.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> Service:
+    service = Service("crm_sync", settings)
+    return service

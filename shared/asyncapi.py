@@ -1,0 +1,32 @@
+"""The AsyncAPI document of every channel, generated from the services' FastStream brokers."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from faststream.specification import AsyncAPI
+
+from shared.settings import Settings
+from shared.topology import SERVICES
+
+ASYNCAPI_PATH = Path(__file__).resolve().parent.parent / "contracts" / "asyncapi.yaml"
+
+
+def render(settings: Settings) -> str:
+    brokers = [importlib.import_module(f"services.{name}.app").create_app(settings).broker for name in SERVICES]
+    spec = AsyncAPI(
+        *brokers,
+        title="leadwire",
+        version="1",
+        description=(
+            "Messages on the `leadwire` topic exchange. Outside systems publish `ConversionRequested` with "
+            "routing key `conversion.requested` and `CampaignCommand` with `campaign.command`, as persistent "
+            "JSON messages in the envelope {message_id, type, schema_version, occurred_at, correlation_id, "
+            "causation_id, payload}."
+        ),
+        schema_version="3.0.0",
+    )
+    text = spec.to_specification().to_yaml()
+    # The broker URL may carry credentials: document the server without them.
+    return text.replace(settings.broker.amqp_url.get_secret_value(), "amqp://rabbitmq:5672/")

@@ -1,0 +1,269 @@
+"""Publishing with confirms, reliable consumption (retry with backoff, then park), idempotency.
+
+A consumed message is acknowledged only after its effect is durable: either the handler returned (its database
+transaction committed), or a retry copy / parked copy of it was confirmed by the broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from faststream.middlewares import BaseMiddleware
+from faststream.rabbit import Channel, QueueType, RabbitBroker, RabbitQueue
+from faststream.rabbit.publisher import RabbitPublisher
+from pydantic import ValidationError
+
+from contracts.envelope import Envelope
+from shared import metrics
+from shared.logging import correlation_scope
+from shared.topology import (
+    CONSUMERS,
+    DELAY_TIERS,
+    EXCHANGE,
+    H_ATTEMPT,
+    H_NOT_BEFORE,
+    H_PARKED_AT,
+    H_QUEUE,
+    H_REASON,
+    H_ROUTING_KEY,
+    RETRY_EXCHANGE,
+    Consumer,
+    by_queue_name,
+    delay_queue,
+    delay_queue_name,
+    delay_tier,
+    parking_queue,
+)
+
+if TYPE_CHECKING:
+    import asyncpg
+    from faststream.message import StreamMessage
+
+    from shared.settings import BrokerSettings
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 600.0
+
+
+class RetryLater(Exception):
+    """Retry this message after `delay` seconds (e.g. Meta throttled the scope until then).
+
+    With `counts_attempt=False` the wait does not use up one of the bounded attempts: a throttle is not the
+    message's fault, and Meta tells us when it ends.
+    """
+
+    def __init__(self, reason: str, delay: float, *, counts_attempt: bool = False) -> None:
+        super().__init__(reason)
+        self.delay = max(0.0, delay)
+        self.counts_attempt = counts_attempt
+
+
+class PermanentError(Exception):
+    """Retrying cannot help (Meta says the lead does not exist, the event is too old): park at once."""
+
+
+def backoff_seconds(attempt: int) -> float:
+    """Exponential backoff with full jitter for the retry after `attempt` failures (1-based)."""
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempt - 1))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """Field paths and messages only: pydantic's own str() quotes the input, which may hold PII."""
+    parts = [
+        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+        for err in exc.errors(include_input=False, include_url=False)
+    ]
+    return f"invalid message ({exc.error_count()} errors): " + "; ".join(parts[:10])
+
+
+def make_broker(settings: BrokerSettings, *, service: str) -> RabbitBroker:
+    """A broker with publisher confirms, our reliability middleware, and a bounded prefetch."""
+    return RabbitBroker(
+        settings.amqp_url.get_secret_value(),
+        app_id=f"leadwire.{service}",
+        graceful_timeout=settings.graceful_timeout_seconds,
+        default_channel=Channel(prefetch_count=settings.prefetch_count, publisher_confirms=True),
+        middlewares=[ReliableConsumer.factory(max_attempts=settings.retry_attempts)],
+        logger=logging.getLogger(f"leadwire.{service}.broker"),
+        log_level=logging.DEBUG,
+    )
+
+
+async def declare_topology(broker: RabbitBroker, consumers: Iterable[Consumer] = CONSUMERS) -> None:
+    """Declare exchanges, delay tiers, consumer queues with their bindings, and parking queues. Idempotent."""
+    exchange = await broker.declare_exchange(EXCHANGE)
+    retry_exchange = await broker.declare_exchange(RETRY_EXCHANGE)
+    for tier in DELAY_TIERS:
+        await broker.declare_queue(delay_queue(tier))
+    for c in consumers:
+        queue = await broker.declare_queue(RabbitQueue(c.queue_name, queue_type=QueueType.QUORUM, durable=True))
+        for routing_key in c.routing_keys:
+            await queue.bind(exchange, routing_key=routing_key)
+        await queue.bind(retry_exchange, routing_key="", arguments={"x-match": "all", H_QUEUE: c.queue_name})
+        await broker.declare_queue(parking_queue(c))
+
+
+async def publish(target: RabbitBroker | RabbitPublisher, message: Envelope[Any]) -> None:
+    """Publish a persistent message on the `leadwire` exchange and wait for the broker's confirm.
+
+    `target` is a declared publisher (preferred: it documents the channel) or the broker itself. Raises whatever
+    the driver raises when the broker is unreachable or refuses the message; callers that answer someone (the
+    ingress) turn that into a retryable error for them.
+    """
+    await target.publish(
+        message.model_dump_json().encode(),
+        exchange=EXCHANGE,
+        routing_key=type(message).routing_key,
+        persist=True,
+        mandatory=True,
+        content_type="application/json",
+        message_id=str(message.message_id),
+        correlation_id=str(message.correlation_id),
+        message_type=message.type,
+        timestamp=message.occurred_at,
+    )
+    metrics.MESSAGES_PUBLISHED.labels(message.type).inc()
+
+
+async def claim(conn: asyncpg.Connection, consumer_name: str, message_id: object) -> bool:
+    """Record that `consumer_name` handles `message_id`; False if it already did.
+
+    Call inside the transaction that holds the handler's effect, so the claim and the effect commit together.
+    """
+    row = await conn.fetchval(
+        "insert into processed_messages (consumer, message_id) values ($1, $2) "
+        "on conflict do nothing returning true",
+        consumer_name,
+        str(message_id),
+    )
+    return bool(row)
+
+
+class ReliableConsumer(BaseMiddleware):
+    """Ack on success; on failure republish to a delay queue (bounded attempts) or park; then ack.
+
+    Set on the broker, so every subscriber gets it; subscribers use `AckPolicy.MANUAL` so that FastStream's own
+    acknowledgement logic stays out of the way.
+    """
+
+    max_attempts = 5
+
+    @classmethod
+    def factory(cls, *, max_attempts: int) -> type[ReliableConsumer]:
+        return type("ReliableConsumer", (cls,), {"max_attempts": max_attempts})
+
+    async def consume_scope(self, call_next: Any, msg: StreamMessage[Any]) -> Any:
+        subscriber = self.context.get_local("handler_")
+        spec = by_queue_name(subscriber.queue.name) if subscriber is not None else None
+        if spec is None:  # a subscriber outside our topology (tests, tooling): plain behaviour
+            return await call_next(msg)
+        headers = dict(msg.headers or {})
+        with correlation_scope(msg.correlation_id):
+            not_before = float(headers.get(H_NOT_BEFORE) or 0)
+            if not_before - time.time() > 0.5:
+                # Still waiting out a long delay that no single tier covers: hop again, same attempt.
+                await self._redeliver(msg, spec, headers, not_before - time.time(), int(headers.get(H_ATTEMPT, 1)))
+                await msg.ack()
+                return None
+            return await self._consume(call_next, msg, spec, headers)
+
+    async def _consume(
+        self, call_next: Any, msg: StreamMessage[Any], spec: Consumer, headers: dict[str, Any]
+    ) -> Any:
+        attempt = int(headers.get(H_ATTEMPT, 1))
+        started = time.perf_counter()
+        labels = (spec.service, spec.name)
+        try:
+            result = await call_next(msg)
+        except ValidationError as exc:
+            await self._park(msg, spec, headers, describe_validation_error(exc), attempt)
+        except PermanentError as exc:
+            await self._park(msg, spec, headers, f"permanent: {exc}", attempt)
+        except RetryLater as exc:
+            next_attempt = attempt + 1 if exc.counts_attempt else attempt
+            if next_attempt > self.max_attempts:
+                await self._park(msg, spec, headers, f"gave up after {attempt} attempts: {exc}", attempt)
+            else:
+                logger.warning("retry in %.1fs: %s", exc.delay, exc, extra=_ids(msg, spec, attempt))
+                metrics.MESSAGES_RETRIED.labels(*labels).inc()
+                await self._redeliver(msg, spec, headers, exc.delay, next_attempt)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            if attempt >= self.max_attempts:
+                logger.exception("handler failed, attempts exhausted", extra=_ids(msg, spec, attempt))
+                await self._park(msg, spec, headers, f"gave up after {attempt} attempts: {reason}", attempt)
+            else:
+                delay = backoff_seconds(attempt)
+                logger.warning("handler failed (%s), retry in %.1fs", reason, delay, extra=_ids(msg, spec, attempt))
+                metrics.MESSAGES_RETRIED.labels(*labels).inc()
+                await self._redeliver(msg, spec, headers, delay, attempt + 1)
+        else:
+            await msg.ack()
+            metrics.MESSAGES_CONSUMED.labels(*labels).inc()
+            metrics.HANDLER_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+            return result
+        metrics.MESSAGES_FAILED.labels(*labels).inc()
+        await msg.ack()
+        return None
+
+    async def _redeliver(
+        self, msg: StreamMessage[Any], spec: Consumer, headers: dict[str, Any], delay: float, attempt: int
+    ) -> None:
+        tier = delay_tier(delay)
+        new_headers = {
+            **_clean(headers),
+            H_QUEUE: spec.queue_name,
+            H_ATTEMPT: attempt,
+            H_NOT_BEFORE: f"{time.time() + delay:.3f}",
+            H_ROUTING_KEY: headers.get(H_ROUTING_KEY) or msg.raw_message.routing_key or "",
+        }
+        await self._republish(msg, delay_queue_name(tier), new_headers)
+
+    async def _park(
+        self, msg: StreamMessage[Any], spec: Consumer, headers: dict[str, Any], reason: str, attempt: int
+    ) -> None:
+        logger.error("parked: %s", reason, extra=_ids(msg, spec, attempt))
+        metrics.MESSAGES_PARKED.labels(spec.service, spec.name).inc()
+        new_headers = {
+            **_clean(headers),
+            H_REASON: reason[:2000],
+            H_ATTEMPT: attempt,
+            H_PARKED_AT: datetime.now(UTC).isoformat(),
+            H_ROUTING_KEY: headers.get(H_ROUTING_KEY) or msg.raw_message.routing_key or "",
+        }
+        await self._republish(msg, spec.parking_queue_name, new_headers)
+
+    async def _republish(self, msg: StreamMessage[Any], queue_name: str, headers: dict[str, Any]) -> None:
+        broker: RabbitBroker = self.context.get("broker")
+        raw = msg.raw_message
+        await broker.publish(
+            msg.body,
+            queue=queue_name,
+            headers=headers,
+            persist=True,
+            mandatory=True,
+            content_type=raw.content_type,
+            message_id=raw.message_id,
+            correlation_id=raw.correlation_id,
+            message_type=raw.type,
+            timestamp=raw.timestamp,
+        )
+
+
+def _clean(headers: dict[str, Any]) -> dict[str, Any]:
+    # x-death grows with every dead-lettering hop; our own headers carry what matters.
+    return {k: v for k, v in headers.items() if k not in {"x-death", "x-first-death-exchange",
+                                                          "x-first-death-queue", "x-first-death-reason",
+                                                          H_NOT_BEFORE, H_QUEUE}}
+
+
+def _ids(msg: StreamMessage[Any], spec: Consumer, attempt: int) -> dict[str, Any]:
+    return {"message_id": msg.message_id, "queue": spec.queue_name, "attempt": attempt}

@@ -1,0 +1,54 @@
+"""/healthz (alive), /readyz (broker and database reachable) and Prometheus /metrics for a service."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+if TYPE_CHECKING:
+    from shared.service import Service
+
+SERVICE_KEY: web.AppKey[Service] = web.AppKey("service")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "alive", "service": request.app[SERVICE_KEY].name})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    service = request.app[SERVICE_KEY]
+    checks = await service.ready()
+    ok = all(checks.values())
+    return web.json_response(
+        {"status": "ready" if ok else "not ready", "service": service.name, "checks": checks},
+        status=200 if ok else 503,
+    )
+
+
+async def metrics(_: web.Request) -> web.Response:
+    response = web.Response(body=generate_latest())
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    return response
+
+
+def add_routes(app: web.Application, service: Service) -> None:
+    app[SERVICE_KEY] = service
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+
+
+async def serve(
+    service: Service, host: str, port: int, app: web.Application | None = None
+) -> tuple[web.AppRunner, int]:
+    """Serve the ops routes (on `app` if given, beside its own); port 0 picks a free one."""
+    app = app if app is not None else web.Application()
+    add_routes(app, service)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1] if site._server else port  # type: ignore[union-attr]
+    return runner, bound

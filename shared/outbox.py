@@ -1,0 +1,99 @@
+"""Transactional outbox: write a message in the same transaction as the state change, publish it after commit.
+
+`enqueue` inserts into `outbox` (and notifies the relay); `OutboxRelay.run` publishes unpublished rows in order
+with broker confirms and marks them published. A crash between publish and mark republishes the message with the
+same message_id, which consumers already treat as a duplicate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import asyncpg
+from faststream.rabbit import RabbitBroker
+
+from shared.topology import EXCHANGE
+
+logger = logging.getLogger(__name__)
+
+CHANNEL = "leadwire_outbox"
+
+
+async def enqueue(conn: asyncpg.Connection, message: Any) -> None:
+    """Add an envelope to the outbox inside the caller's transaction."""
+    await conn.execute(
+        "insert into outbox (message_id, routing_key, message_type, body) values ($1, $2, $3, $4::jsonb)",
+        message.message_id,
+        type(message).routing_key,
+        message.type,
+        message.model_dump_json(),
+    )
+    await conn.execute("select pg_notify($1, '')", CHANNEL)
+
+
+class OutboxRelay:
+    def __init__(self, pool: asyncpg.Pool, broker: RabbitBroker, *, batch_size: int = 200,
+                 poll_seconds: float = 1.0) -> None:
+        self.pool = pool
+        self.broker = broker
+        self.batch_size = batch_size
+        self.poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+
+    async def run(self) -> None:
+        listener = await self.pool.acquire()
+        try:
+            await listener.add_listener(CHANNEL, self._notified)
+            while True:
+                published = await self.relay_once()
+                if published < self.batch_size:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+                    self._wake.clear()
+        finally:
+            with contextlib.suppress(Exception):
+                await listener.remove_listener(CHANNEL, self._notified)
+            await self.pool.release(listener)
+
+    def _notified(self, *_: object) -> None:
+        self._wake.set()
+
+    async def relay_once(self) -> int:
+        """Publish one batch of pending messages; returns how many were published."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            # skip locked: several relays (one per process) share the work without publishing a row twice.
+            rows = await conn.fetch(
+                "select id, message_id, routing_key, message_type, body from outbox "
+                "where published_at is null order by id limit $1 for update skip locked",
+                self.batch_size,
+            )
+            if not rows:
+                return 0
+            await asyncio.gather(*(self._publish(row) for row in rows))
+            await conn.execute(
+                "update outbox set published_at = now() where id = any($1::bigint[])", [r["id"] for r in rows]
+            )
+        return len(rows)
+
+    async def _publish(self, row: asyncpg.Record) -> None:
+        body = row["body"]
+        await self.broker.publish(
+            body if isinstance(body, bytes | str) else _dumps(body),
+            exchange=EXCHANGE,
+            routing_key=row["routing_key"],
+            persist=True,
+            mandatory=True,
+            content_type="application/json",
+            message_id=str(row["message_id"]),
+            correlation_id=str(body.get("correlation_id", "")) if isinstance(body, dict) else None,
+            message_type=row["message_type"],
+        )
+
+
+def _dumps(body: object) -> bytes:
+    import json
+
+    return json.dumps(body, separators=(",", ":")).encode()

@@ -1,0 +1,191 @@
+"""What every service process is made of: a FastStream app on RabbitMQ, its resources, its ops endpoints.
+
+A service module builds one `Service` in its `create_app(settings)`, registers subscribers on `service.broker`
+and background jobs with `service.background`, and returns it. `Service.start()` opens resources (database
+pool, HTTP session, Graph client), declares the broker topology for its consumers, starts consuming, then starts
+background jobs and the ops server. `Service.stop()` reverses that: background jobs are cancelled, the broker
+drains in-flight messages (graceful timeout), connections close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import asyncpg
+from faststream import FastStream
+from faststream.middlewares import AckPolicy
+from faststream.rabbit import QueueType, RabbitBroker, RabbitQueue
+from faststream.rabbit.publisher import RabbitPublisher
+
+from contracts.envelope import Envelope
+from shared import ops
+from shared.db.pool import create_pool
+from shared.logging import register_secret
+from shared.messaging import declare_topology, make_broker
+from shared.settings import Settings
+from shared.topology import EXCHANGE, Consumer, consumers_of
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from shared.graph.client import GraphClient
+
+logger = logging.getLogger(__name__)
+
+# Default ops ports, one per service, so `leadwire run all` can serve each service's endpoints side by side.
+OPS_PORTS = {
+    "ingress": 8080,  # INGRESS_PORT: the ingress serves its webhooks and the ops routes on one port
+    "lead_fetcher": 8081,
+    "crm_sync": 8082,
+    "capi_sender": 8083,
+    "insights_poller": 8084,
+    "rules_engine": 8085,
+    "campaign_executor": 8086,
+}
+
+BackgroundJob = Callable[[], Awaitable[None]]
+
+
+class Service:
+    def __init__(
+        self,
+        name: str,
+        settings: Settings | None = None,
+        *,
+        uses_database: bool = True,
+        uses_graph: bool = False,
+    ) -> None:
+        self.name = name
+        self.settings = settings or Settings()
+        self.uses_database = uses_database
+        self.uses_graph = uses_graph
+        self.broker: RabbitBroker = make_broker(self.settings.broker, service=name)
+        self.app = FastStream(self.broker)
+        self._background: list[tuple[str, BackgroundJob]] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ops_runner: web.AppRunner | None = None
+        self.ops_port: int | None = None
+        self.pool: asyncpg.Pool | None = None
+        self.http: aiohttp.ClientSession | None = None
+        self.graph: GraphClient | None = None
+        # A service with a public HTTP API (the ingress) sets this; the ops routes are mounted on that app.
+        self.web_app: Callable[[], web.Application] | None = None
+        self.web_host = self.settings.ops.ops_host
+        for secret in (
+            self.settings.meta.app_secret,
+            self.settings.meta.access_token,
+            self.settings.meta.page_access_token,
+            self.settings.meta.webhook_verify_token,
+            self.settings.ingress.crm_events_secret,
+        ):
+            register_secret(secret.get_secret_value())
+
+    def subscribe(self, consumer: Consumer) -> Any:
+        """Decorator registering a handler on a consumer's queue (declared by `declare_topology`).
+
+        Acks are manual: `ReliableConsumer` acks after the handler returned, or after a retry or parked copy
+        was confirmed.
+        """
+        queue = RabbitQueue(
+            consumer.queue_name,
+            queue_type=QueueType.QUORUM,
+            durable=True,
+            declare=False,
+            routing_key=consumer.routing_keys[0],
+        )
+        return self.broker.subscriber(
+            queue, EXCHANGE, ack_policy=AckPolicy.MANUAL, title=consumer.queue_name, no_reply=True
+        )
+
+    def publisher(self, message_cls: type[Envelope[Any]], description: str | None = None) -> RabbitPublisher:
+        """A declared publisher for one message type (documented in the AsyncAPI file)."""
+        return self.broker.publisher(
+            exchange=EXCHANGE,
+            routing_key=message_cls.routing_key,
+            schema=message_cls,
+            persist=True,
+            title=f"{message_cls.routing_key}:{self.name}",
+            description=description or (message_cls.__doc__ or "").strip() or None,
+        )
+
+    def background(self, name: str, job: BackgroundJob) -> None:
+        """Run `job` (a coroutine function) once the broker consumes; it is cancelled on stop."""
+        self._background.append((name, job))
+
+    @property
+    def db(self) -> asyncpg.Pool:
+        if self.pool is None:
+            raise RuntimeError(f"{self.name}: database pool used before start")
+        return self.pool
+
+    async def start(self) -> None:
+        if self.uses_database:
+            self.pool = await create_pool(self.settings.database)
+        if self.uses_graph:
+            from shared.graph.client import GraphClient
+
+            timeout = aiohttp.ClientTimeout(total=self.settings.meta.request_timeout_seconds)
+            self.http = aiohttp.ClientSession(timeout=timeout)
+            self.graph = GraphClient(self.http, self.settings.meta)
+        await self.broker.connect()
+        await declare_topology(self.broker, consumers_of(self.name))
+        await self.app.start()
+        for job_name, job in self._background:
+            self._tasks.append(asyncio.create_task(self._supervise(job_name, job), name=f"{self.name}.{job_name}"))
+        port = self.settings.ops.ops_port if self.settings.ops.ops_port is not None else OPS_PORTS[self.name]
+        app = self.web_app() if self.web_app is not None else None
+        self._ops_runner, self.ops_port = await ops.serve(self, self.web_host, port, app)
+        logger.info("%s started", self.name, extra={"service": self.name, "ops_port": self.ops_port})
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.app.stop()  # drains in-flight messages within the broker's graceful timeout
+        if self._ops_runner is not None:
+            await self._ops_runner.cleanup()
+        if self.http is not None:
+            await self.http.close()
+        if self.pool is not None:
+            await self.pool.close()
+        logger.info("%s stopped", self.name, extra={"service": self.name})
+
+    async def ready(self) -> dict[str, bool]:
+        """What /readyz reports: each dependency reachable right now."""
+        checks = {"broker": await _check(self.broker.ping(timeout=2.0))}
+        if self.uses_database:
+            checks["database"] = self.pool is not None and await _check(self.pool.fetchval("select 1"))
+        return checks
+
+    async def _supervise(self, name: str, job: BackgroundJob) -> None:
+        """Keep a background job running: log and restart it (with a pause) if it crashes."""
+        while True:
+            try:
+                await job()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("background job %s crashed; restarting in 5 s", name)
+                await asyncio.sleep(5)
+
+
+async def _check(probe: Awaitable[object]) -> bool:
+    try:
+        return bool(await asyncio.wait_for(probe, timeout=2.0))
+    except Exception:
+        return False
+
+
+def _password(url: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).password

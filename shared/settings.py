@@ -1,0 +1,164 @@
+"""Configuration from the environment (and `.env`), one pydantic-settings block per concern.
+
+Names follow what users already have from Meta's guides (`META_ACCESS_TOKEN`, `META_AD_ACCOUNT_ID`, ...).
+Secrets are `SecretStr`, so they never show in reprs, logs or validation errors.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, TypeVar
+
+from pydantic import AnyUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+T = TypeVar("T", bound=BaseSettings)
+
+_COMMON = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message names the variable, never its value."""
+
+
+class MetaSettings(BaseSettings):
+    """Meta app, token and objects. Empty token = demo mode against the Graph sandbox."""
+
+    model_config = SettingsConfigDict(**_COMMON, env_prefix="META_")
+
+    app_id: str = ""
+    app_secret: SecretStr = SecretStr("")
+    access_token: SecretStr = SecretStr("")
+    page_access_token: SecretStr = SecretStr("")
+    ad_account_id: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    page_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    pixel_id: str = ""
+    webhook_verify_token: SecretStr = SecretStr("")
+    api_version: str = Field(default="v26.0", pattern=r"^v\d+\.\d+$")
+    graph_url: AnyUrl = AnyUrl("https://graph.facebook.com")
+    usage_slowdown_threshold: float = Field(default=75.0, ge=1, le=100)
+    request_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @field_validator("ad_account_id", "page_ids", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("ad_account_id")
+    @classmethod
+    def _act_prefix(cls, value: list[str]) -> list[str]:
+        for account in value:
+            if not account.startswith("act_") or not account[4:].isdigit():
+                raise ValueError("must look like act_<digits>")
+        return value
+
+    @property
+    def demo(self) -> bool:
+        """True when no real token is configured: the services talk to the Graph sandbox."""
+        return not self.access_token.get_secret_value()
+
+    @property
+    def graph_base(self) -> str:
+        return str(self.graph_url).rstrip("/")
+
+
+class BrokerSettings(BaseSettings):
+    model_config = SettingsConfigDict(**_COMMON)
+
+    amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    retry_attempts: int = Field(default=5, ge=1, le=50, alias="RETRY_ATTEMPTS")
+    prefetch_count: int = Field(default=32, ge=1, le=10_000, alias="PREFETCH_COUNT")
+    graceful_timeout_seconds: float = Field(default=15.0, gt=0, alias="GRACEFUL_TIMEOUT_SECONDS")
+
+
+class DatabaseSettings(BaseSettings):
+    model_config = SettingsConfigDict(**_COMMON)
+
+    database_url: SecretStr = SecretStr("postgresql://leadwire:leadwire@127.0.0.1:5432/leadwire")
+    db_pool_min: int = Field(default=1, ge=0)
+    db_pool_max: int = Field(default=10, ge=1)
+
+
+class OpsSettings(BaseSettings):
+    """Where each process serves /healthz, /readyz and /metrics."""
+
+    model_config = SettingsConfigDict(**_COMMON)
+
+    ops_host: str = "127.0.0.1"
+    ops_port: int | None = Field(default=None, ge=0, le=65535)
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    log_format: str = Field(default="auto", pattern=r"^(auto|json|text)$")
+
+
+class IngressSettings(BaseSettings):
+    model_config = SettingsConfigDict(**_COMMON)
+
+    ingress_host: str = "0.0.0.0"
+    ingress_port: int = Field(default=8080, ge=0, le=65535)
+    ingress_max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    crm_events_secret: SecretStr = SecretStr("")
+
+
+class Settings:
+    """Everything one process needs. Each block reads its own variables the first time it is used.
+
+    Tests and tools pass blocks explicitly: `Settings(database=DatabaseSettings(database_url=...))`. A service
+    with variables of its own declares its own block class and reads it with `settings.block(MyBlock)`.
+    """
+
+    def __init__(self, **blocks: BaseSettings) -> None:
+        self._blocks: dict[type[BaseSettings], BaseSettings] = {type(b): b for b in blocks.values()}
+
+    def block(self, cls: type[T]) -> T:
+        if cls not in self._blocks:
+            self._blocks[cls] = _load(cls)
+        return self._blocks[cls]  # type: ignore[return-value]
+
+    def replace(self, *blocks: BaseSettings) -> Settings:
+        """A copy with some blocks swapped."""
+        copy = Settings()
+        copy._blocks = {**self._blocks, **{type(b): b for b in blocks}}
+        return copy
+
+    @property
+    def meta(self) -> MetaSettings:
+        return self.block(MetaSettings)
+
+    @property
+    def broker(self) -> BrokerSettings:
+        return self.block(BrokerSettings)
+
+    @property
+    def database(self) -> DatabaseSettings:
+        return self.block(DatabaseSettings)
+
+    @property
+    def ops(self) -> OpsSettings:
+        return self.block(OpsSettings)
+
+    @property
+    def ingress(self) -> IngressSettings:
+        return self.block(IngressSettings)
+
+    def __repr__(self) -> str:
+        return f"Settings({', '.join(cls.__name__ for cls in self._blocks)})"
+
+
+def _load(cls: type[T]) -> T:
+    try:
+        return cls()
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc, cls)) from None
+
+
+def describe_validation_error(exc: ValidationError, cls: type[BaseSettings]) -> str:
+    """One line per bad variable, naming it (never echoing its value)."""
+    prefix = cls.model_config.get("env_prefix", "") or ""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        info = cls.model_fields.get(field)
+        name = (info.alias if info and info.alias else f"{prefix}{field}").upper()
+        problems.append(f"{name}: {error['msg']}")
+    return "invalid setting " + "; ".join(problems)

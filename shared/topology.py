@@ -1,0 +1,130 @@
+"""Every exchange, queue, routing key, retry and parking queue of leadwire. Names appear nowhere else.
+
+Layout on the broker:
+
+* `leadwire` (topic, durable): all business messages. Routing keys `conversion.requested` and `campaign.command`
+  are pinned for outside systems; the others are ours and carry their version.
+* One durable quorum queue per consumer, `leadwire.<service>.<consumer>`, bound to its routing keys.
+* Delayed retries without a broker plugin: shared delay queues `leadwire.delay.<n>s` hold a message for `n`
+  seconds (queue TTL), then dead-letter it into `leadwire.retry` (headers exchange), where each consumer queue is
+  bound on the header `x-leadwire-queue` = its own name. So a retry returns to the one consumer that failed, not
+  to every subscriber of the routing key. Longer waits hop through the longest tier until due.
+* One parking queue per consumer, `leadwire.<service>.<consumer>.parked`: the original body, with the reason and
+  attempt count in headers. Nothing consumes it automatically; operators inspect and replay.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from faststream.rabbit import ExchangeType, QueueType, RabbitExchange, RabbitQueue
+
+EXCHANGE = RabbitExchange("leadwire", type=ExchangeType.TOPIC, durable=True)
+RETRY_EXCHANGE = RabbitExchange("leadwire.retry", type=ExchangeType.HEADERS, durable=True)
+
+# Seconds a message waits in each delay queue. A wait is served by the largest tier not above it; what remains
+# is served by further hops (the `x-leadwire-not-before` header tells the consumer when the message is due).
+DELAY_TIERS: tuple[int, ...] = (1, 5, 30, 120, 600)
+
+# Headers our retry and parking machinery sets.
+H_QUEUE = "x-leadwire-queue"
+H_ATTEMPT = "x-leadwire-attempt"
+H_NOT_BEFORE = "x-leadwire-not-before"
+H_REASON = "x-leadwire-reason"
+H_ROUTING_KEY = "x-leadwire-routing-key"
+H_PARKED_AT = "x-leadwire-parked-at"
+
+
+class RoutingKey:
+    LEADGEN_RECEIVED = "lead.leadgen_received.v1"
+    LEAD_CAPTURED = "lead.captured.v1"
+    LEAD_SYNCED = "lead.synced.v1"
+    CONVERSION_REQUESTED = "conversion.requested"  # pinned for outside systems
+    CONVERSION_SENT = "conversion.sent.v1"
+    INSIGHTS_UPDATED = "insights.updated.v1"
+    CAMPAIGN_COMMAND = "campaign.command"  # pinned for outside systems
+    COMMAND_RESULT = "campaign.command_result.v1"
+    ALERT_RAISED = "alert.raised.v1"
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """One durable queue, its bindings, and its parking queue."""
+
+    service: str
+    name: str
+    routing_keys: tuple[str, ...]
+
+    @property
+    def queue_name(self) -> str:
+        return f"leadwire.{self.service}.{self.name}"
+
+    @property
+    def parking_queue_name(self) -> str:
+        return f"{self.queue_name}.parked"
+
+    @property
+    def queue(self) -> RabbitQueue:
+        # declare=False: `declare_topology` declares it with all its bindings before consumers start.
+        return RabbitQueue(self.queue_name, queue_type=QueueType.QUORUM, durable=True, declare=False)
+
+
+SERVICES: tuple[str, ...] = (
+    "ingress",
+    "lead_fetcher",
+    "crm_sync",
+    "capi_sender",
+    "insights_poller",
+    "rules_engine",
+    "campaign_executor",
+)
+
+CONSUMERS: tuple[Consumer, ...] = (
+    Consumer("lead_fetcher", "leadgen_received", (RoutingKey.LEADGEN_RECEIVED,)),
+    Consumer("crm_sync", "lead_captured", (RoutingKey.LEAD_CAPTURED,)),
+    Consumer("capi_sender", "conversion_requested", (RoutingKey.CONVERSION_REQUESTED,)),
+    Consumer("rules_engine", "insights_updated", (RoutingKey.INSIGHTS_UPDATED,)),
+    Consumer("campaign_executor", "campaign_command", (RoutingKey.CAMPAIGN_COMMAND,)),
+)
+
+_BY_QUEUE = {consumer.queue_name: consumer for consumer in CONSUMERS}
+
+
+def consumer(service: str, name: str) -> Consumer:
+    return _BY_QUEUE[f"leadwire.{service}.{name}"]
+
+
+def consumers_of(service: str) -> tuple[Consumer, ...]:
+    return tuple(c for c in _BY_QUEUE.values() if c.service == service)
+
+
+def by_queue_name(queue_name: str) -> Consumer | None:
+    return _BY_QUEUE.get(queue_name)
+
+
+def register(extra: Consumer) -> Consumer:
+    """Make an extra consumer known to the retry/park machinery (tests and tools use their own queues)."""
+    _BY_QUEUE[extra.queue_name] = extra
+    return extra
+
+
+def delay_queue_name(seconds: int) -> str:
+    return f"leadwire.delay.{seconds}s"
+
+
+def delay_queue(seconds: int) -> RabbitQueue:
+    return RabbitQueue(
+        delay_queue_name(seconds),
+        durable=True,
+        arguments={"x-message-ttl": seconds * 1000, "x-dead-letter-exchange": RETRY_EXCHANGE.name},
+    )
+
+
+def parking_queue(c: Consumer) -> RabbitQueue:
+    return RabbitQueue(c.parking_queue_name, queue_type=QueueType.QUORUM, durable=True)
+
+
+def delay_tier(wait_seconds: float) -> int:
+    """The delay queue to use for a wait: the largest tier not above it (at least the smallest)."""
+    fitting = [tier for tier in DELAY_TIERS if tier <= wait_seconds]
+    return fitting[-1] if fitting else DELAY_TIERS[0]

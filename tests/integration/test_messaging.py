@@ -1,0 +1,199 @@
+"""The broker topology and reliable consumption, against the real RabbitMQ."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from faststream.rabbit import RabbitBroker
+
+from contracts.leads import LeadgenReceived
+from contracts.messages import LeadgenReceivedMessage
+from shared.messaging import PermanentError, RetryLater, claim, declare_topology
+from shared.service import Service
+from shared.settings import Settings
+from shared.topology import EXCHANGE, H_ATTEMPT, H_REASON, Consumer, register
+from tests.fixtures.infra import drain, eventually, unique
+
+
+def _message(leadgen_id: str = "111") -> LeadgenReceivedMessage:
+    return LeadgenReceivedMessage.new(LeadgenReceived(leadgen_id=leadgen_id, page_id="222"))
+
+
+async def _send(broker: RabbitBroker, routing_key: str, body: bytes | dict[str, Any]) -> None:
+    await broker.publish(body, exchange=EXCHANGE, routing_key=routing_key, persist=True)
+
+
+@pytest.fixture
+async def test_service(settings: Settings) -> AsyncIterator[Callable[..., Any]]:
+    """Start a throwaway service whose one consumer runs `handler`; returns (service, consumer)."""
+    started: list[Service] = []
+
+    async def start(handler: Callable[[LeadgenReceivedMessage], Any]) -> tuple[Service, Consumer]:
+        name = unique("svc_")
+        consumer = register(Consumer(name, "work", (f"test.{name}",)))
+        service = Service(name, settings, uses_database=False)
+
+        @service.subscribe(consumer)
+        async def handle(message: LeadgenReceivedMessage) -> None:
+            await handler(message)
+
+        await service.start()
+        started.append(service)
+        return service, consumer
+
+    yield start
+    for service in started:
+        await service.stop()
+
+
+async def test_topology_declaration_is_idempotent(broker: RabbitBroker, amqp: Any) -> None:
+    consumer = register(Consumer(unique("svc_"), "work", (f"test.{unique()}",)))
+    await declare_topology(broker, [consumer])
+    await declare_topology(broker, [consumer])  # same arguments again: no error, no change
+
+    await _send(broker, consumer.routing_keys[0], _message().model_dump(mode="json"))
+    queue = await amqp.declare_queue(consumer.queue_name, passive=True)
+    await eventually(lambda: _count(amqp, consumer.queue_name, 1), what="message routed to the consumer queue")
+    assert queue.name == consumer.queue_name
+    await amqp.declare_queue(consumer.parking_queue_name, passive=True)  # parking queue exists too
+
+
+async def _count(amqp: Any, name: str, expected: int) -> bool:
+    queue = await amqp.declare_queue(name, passive=True)
+    return queue.declaration_result.message_count == expected
+
+
+async def test_failing_message_is_parked_after_attempts_and_consumer_goes_on(
+    test_service: Callable[..., Any], broker: RabbitBroker, amqp: Any
+) -> None:
+    handled: list[str] = []
+
+    async def handler(message: LeadgenReceivedMessage) -> None:
+        if message.payload.leadgen_id == "666":
+            raise RuntimeError("CRM said no")
+        handled.append(message.payload.leadgen_id)
+
+    _, consumer = await test_service(handler)
+    await _send(broker, consumer.routing_keys[0], _message("666").model_dump(mode="json"))
+    await _send(broker, consumer.routing_keys[0], _message("777").model_dump(mode="json"))
+
+    await eventually(lambda: _async(handled == ["777"]), what="the next message handled")
+    parked = await eventually(lambda: drain(amqp, consumer.parking_queue_name), timeout=20, what="parked message")
+    assert len(parked) == 1
+    headers = parked[0].headers
+    assert headers[H_ATTEMPT] == 3  # RETRY_ATTEMPTS in the test settings
+    assert "RuntimeError: CRM said no" in headers[H_REASON]
+    assert LeadgenReceivedMessage.model_validate_json(parked[0].body).payload.leadgen_id == "666"
+
+
+async def test_invalid_payload_is_parked_at_once_without_its_values(
+    test_service: Callable[..., Any], broker: RabbitBroker, amqp: Any
+) -> None:
+    calls: list[Any] = []
+
+    async def handler(message: LeadgenReceivedMessage) -> None:
+        calls.append(message)
+
+    _, consumer = await test_service(handler)
+    bad = _message().model_dump(mode="json")
+    bad["payload"]["leadgen_id"] = "jane.doe@example.com"  # not an id; PII must not reach the reason
+    await _send(broker, consumer.routing_keys[0], bad)
+    unknown_version = {**_message().model_dump(mode="json"), "schema_version": 99}
+    await _send(broker, consumer.routing_keys[0], unknown_version)
+    await _send(broker, consumer.routing_keys[0], b"{not json")
+
+    parked = await eventually(
+        lambda: _collect(amqp, consumer.parking_queue_name, 3), timeout=10, what="three parked messages"
+    )
+    reasons = [m.headers[H_REASON] for m in parked]
+    assert all(m.headers[H_ATTEMPT] == 1 for m in parked), "invalid messages are not retried"
+    assert any("payload.leadgen_id" in r for r in reasons)
+    assert any("schema_version" in r for r in reasons)
+    assert not any("jane.doe" in r for r in reasons)
+    assert calls == []
+
+
+async def test_retry_later_redelivers_without_using_attempts(
+    test_service: Callable[..., Any], broker: RabbitBroker
+) -> None:
+    seen: list[float] = []
+
+    async def handler(message: LeadgenReceivedMessage) -> None:
+        seen.append(asyncio.get_running_loop().time())
+        if len(seen) < 5:  # more deferrals than RETRY_ATTEMPTS: throttles must not exhaust attempts
+            raise RetryLater("scope throttled", delay=1)
+
+    _, consumer = await test_service(handler)
+    await _send(broker, consumer.routing_keys[0], _message().model_dump(mode="json"))
+    await eventually(lambda: _async(len(seen) == 5), timeout=30, what="five deliveries")
+    gaps = [b - a for a, b in zip(seen, seen[1:], strict=False)]
+    assert min(gaps) >= 0.9, f"redelivered before the delay: {gaps}"
+
+
+async def test_permanent_error_is_parked_without_retry(
+    test_service: Callable[..., Any], broker: RabbitBroker, amqp: Any
+) -> None:
+    calls: list[str] = []
+
+    async def handler(message: LeadgenReceivedMessage) -> None:
+        calls.append(message.payload.leadgen_id)
+        raise PermanentError("lead does not exist at Meta")
+
+    _, consumer = await test_service(handler)
+    await _send(broker, consumer.routing_keys[0], _message().model_dump(mode="json"))
+    parked = await eventually(lambda: drain(amqp, consumer.parking_queue_name), what="parked message")
+    assert parked[0].headers[H_REASON] == "permanent: lead does not exist at Meta"
+    assert calls == ["111"]
+
+
+async def test_claim_is_idempotent_per_consumer(db: Any) -> None:
+    message_id = unique()
+    async with db.acquire() as conn:
+        assert await claim(conn, "a", message_id) is True
+        assert await claim(conn, "a", message_id) is False
+        assert await claim(conn, "b", message_id) is True
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs a local RabbitMQ to restart")
+async def test_confirmed_message_survives_broker_restart(broker: RabbitBroker, amqp: Any) -> None:
+    consumer = register(Consumer(unique("svc_"), "work", (f"test.{unique()}",)))
+    await declare_topology(broker, [consumer])
+    await _send(broker, consumer.routing_keys[0], _message("424242").model_dump(mode="json"))
+
+    await asyncio.to_thread(subprocess.run, ["rabbitmqctl", "stop_app"], check=True, capture_output=True)
+    await asyncio.to_thread(subprocess.run, ["rabbitmqctl", "start_app"], check=True, capture_output=True)
+
+    import aio_pika  # noqa: PLC0415
+
+    from tests.fixtures.infra import AMQP_URL  # noqa: PLC0415
+
+    connection = await eventually(lambda: _connect(aio_pika, AMQP_URL), timeout=60, what="broker back")
+    try:
+        channel = await connection.channel()
+        messages = await eventually(lambda: drain(channel, consumer.queue_name), timeout=30, what="message back")
+        assert LeadgenReceivedMessage.model_validate_json(messages[0].body).payload.leadgen_id == "424242"
+    finally:
+        await connection.close()
+
+
+async def _connect(aio_pika: Any, url: str) -> Any:
+    try:
+        return await aio_pika.connect(url)
+    except Exception:
+        return None
+
+
+async def _collect(amqp: Any, queue_name: str, n: int, _store: dict[str, list[Any]] = {}) -> list[Any] | None:  # noqa: B006
+    got = _store.setdefault(queue_name, [])
+    got.extend(await drain(amqp, queue_name))
+    return got if len(got) >= n else None
+
+
+async def _async(value: Any) -> Any:
+    return value
