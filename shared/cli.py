@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--check", action="store_true", help="fail if the committed files are stale")
         cmd.set_defaults(func=func)
     for service in (*SERVICES, "graph_sandbox"):
-        if importlib.util.find_spec(f"services.{service}.cli") is not None:
+        package = f"services.{service}"
+        if importlib.util.find_spec(package) is not None and importlib.util.find_spec(f"{package}.cli") is not None:
             importlib.import_module(f"services.{service}.cli").register(sub)
     return parser
 
