@@ -29,16 +29,21 @@ def test_secrets_absent_from_reprs() -> None:
     assert SECRET_TOKEN not in str(meta.model_dump())
 
 
-async def _run_cli(*args: str, env: dict[str, str], stop_after: float | None = None) -> tuple[int, str]:
+async def _run_cli(*args: str, env: dict[str, str], stop_when: str | None = None) -> tuple[int, str]:
+    """Run `leadwire ARGS`; with `stop_when`, send SIGTERM once that text was printed. Returns (code, output)."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "shared.cli", *args,
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
-    if stop_after is not None:
-        await asyncio.sleep(stop_after)  # let it run and log; the point is what it printed meanwhile
-        process.send_signal(signal.SIGTERM)
-    output, _ = await asyncio.wait_for(process.communicate(), timeout=60)
-    return process.returncode or 0, output.decode()
+    assert process.stdout is not None
+    lines: list[str] = []
+    async with asyncio.timeout(60):
+        while line := (await process.stdout.readline()).decode():
+            lines.append(line)
+            if stop_when is not None and stop_when in line:
+                process.send_signal(signal.SIGTERM)
+        await process.wait()
+    return process.returncode or 0, "".join(lines)
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -54,7 +59,7 @@ async def test_missing_or_bad_setting_stops_the_service_with_one_line() -> None:
     ]
 
 
-async def test_secrets_set_in_environment_never_logged() -> None:
+async def test_secrets_set_in_environment_never_logged(database_dsn: str) -> None:
     env = _env(
         META_ACCESS_TOKEN=SECRET_TOKEN,
         META_APP_SECRET=SECRET_APP,
@@ -62,8 +67,8 @@ async def test_secrets_set_in_environment_never_logged() -> None:
         LOG_LEVEL="DEBUG",
         OPS_PORT="0",
     )
-    code, output = await _run_cli("run", "lead_fetcher", env=env, stop_after=4)
+    code, output = await _run_cli("run", "lead_fetcher", env=env, stop_when="lead_fetcher started")
     assert code == 0, output
-    assert "lead_fetcher started" in output
+    assert "lead_fetcher stopped" in output
     for secret in (SECRET_TOKEN, SECRET_APP, "verify-secret-xyz", "guest:guest"):
         assert secret not in output
