@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 from contracts.alerts import AlertRaised
+from contracts.conversions import ConversionRequested, ConversionSent
 from contracts.envelope import Envelope
 from contracts.insights import InsightsUpdated
 from contracts.leads import LeadCaptured, LeadgenReceived, LeadSynced
@@ -33,6 +34,20 @@ class LeadSyncedMessage(Envelope[LeadSynced]):
     schema_version: Literal[1] = 1
 
 
+class ConversionRequestedMessage(Envelope[ConversionRequested]):
+    """A CRM outcome (or any conversion) to send to Meta's Conversions API. Outside systems publish this."""
+
+    routing_key: ClassVar[str] = RoutingKey.CONVERSION_REQUESTED
+    type: Literal["ConversionRequested"] = "ConversionRequested"
+    schema_version: Literal[1] = 1
+
+
+class ConversionSentMessage(Envelope[ConversionSent]):
+    routing_key: ClassVar[str] = RoutingKey.CONVERSION_SENT
+    type: Literal["ConversionSent"] = "ConversionSent"
+    schema_version: Literal[1] = 1
+
+
 class InsightsUpdatedMessage(Envelope[InsightsUpdated]):
     routing_key: ClassVar[str] = RoutingKey.INSIGHTS_UPDATED
     type: Literal["InsightsUpdated"] = "InsightsUpdated"
@@ -49,6 +64,8 @@ MESSAGES: tuple[type[Envelope], ...] = (
     LeadgenReceivedMessage,
     LeadCapturedMessage,
     LeadSyncedMessage,
+    ConversionRequestedMessage,
+    ConversionSentMessage,
     InsightsUpdatedMessage,
     AlertRaisedMessage,
 )

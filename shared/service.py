@@ -19,7 +19,7 @@ import aiohttp
 import asyncpg
 from faststream import FastStream
 from faststream.middlewares import AckPolicy
-from faststream.rabbit import QueueType, RabbitBroker, RabbitQueue
+from faststream.rabbit import Channel, QueueType, RabbitBroker, RabbitQueue
 from faststream.rabbit.publisher import RabbitPublisher
 
 from contracts.envelope import Envelope
@@ -85,11 +85,12 @@ class Service:
         ):
             register_secret(secret.get_secret_value())
 
-    def subscribe(self, consumer: Consumer) -> Any:
+    def subscribe(self, consumer: Consumer, *, prefetch: int | None = None) -> Any:
         """Decorator registering a handler on a consumer's queue (declared by `declare_topology`).
 
         Acks are manual: `ReliableConsumer` acks after the handler returned, or after a retry or parked copy
-        was confirmed.
+        was confirmed. `prefetch` gives this consumer its own channel and limit (a batching consumer needs at
+        least one batch of unacknowledged messages in flight); default `PREFETCH_COUNT`.
         """
         queue = RabbitQueue(
             consumer.queue_name,
@@ -99,7 +100,12 @@ class Service:
             routing_key=consumer.routing_keys[0],
         )
         return self.broker.subscriber(
-            queue, EXCHANGE, ack_policy=AckPolicy.MANUAL, title=consumer.queue_name, no_reply=True
+            queue,
+            EXCHANGE,
+            channel=Channel(prefetch_count=prefetch) if prefetch is not None else None,
+            ack_policy=AckPolicy.MANUAL,
+            title=consumer.queue_name,
+            no_reply=True,
         )
 
     def publisher(self, message_cls: type[Envelope[Any]], description: str | None = None) -> RabbitPublisher:
