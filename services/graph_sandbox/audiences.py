@@ -1,0 +1,195 @@
+"""Customer-file custom audiences (BUC `custom_audience`, meta-api-facts §12)."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from .core import GraphRequest, Sandbox, json_param, list_param, paginate
+from .errors import GraphError, invalid_param, missing_param
+from .objects import render
+from .state import Node
+
+MAX_ROWS = 10_000
+MULTI_KEYS = (
+    "EXTERN_ID",
+    "EMAIL",
+    "PHONE",
+    "GEN",
+    "DOBY",
+    "DOBM",
+    "DOBD",
+    "LN",
+    "FN",
+    "FI",
+    "CT",
+    "ST",
+    "ZIP",
+    "MADID",
+    "COUNTRY",
+)
+SINGLE_KEYS = (
+    "EMAIL_SHA256",
+    "PHONE_SHA256",
+    "MOBILE_ADVERTISER_ID",
+    "EXTERN_ID",
+    "EMAIL",
+    "PHONE",
+    "PAGE_SCOPED_USER_ID",
+    "UID",
+)
+UNHASHED = ("EXTERN_ID", "MADID", "MOBILE_ADVERTISER_ID", "PAGE_SCOPED_USER_ID", "UID")
+SUBTYPES = ("CUSTOM", "LOOKALIKE", "WEBSITE", "ENGAGEMENT", "APP", "OFFLINE_CONVERSION")
+FILE_SOURCES = ("USER_PROVIDED_ONLY", "PARTNER_PROVIDED_ONLY", "BOTH_USER_AND_PARTNER_PROVIDED")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+async def list_audiences(sb: Sandbox, req: GraphRequest, account: Node | None) -> dict[str, Any]:
+    assert account is not None
+    fields = list_param(req.params, "fields")
+    nodes = sorted(sb.state.of_kind("customaudience", account=account.id), key=lambda n: int(n.id), reverse=True)
+    return paginate(sb, req, [render(sb, n, fields) for n in nodes])
+
+
+async def create_audience(sb: Sandbox, req: GraphRequest, account: Node | None) -> dict[str, Any]:
+    assert account is not None
+    p = req.params
+    if not p.get("name"):
+        raise missing_param("name")
+    subtype = str(p.get("subtype") or "CUSTOM")
+    if subtype not in SUBTYPES:
+        raise invalid_param(f"Param subtype must be one of {{{', '.join(SUBTYPES)}}}", blame=["subtype"])
+    source = p.get("customer_file_source")
+    if subtype == "CUSTOM":
+        if not source:
+            raise missing_param("customer_file_source")
+        if source not in FILE_SOURCES:
+            raise invalid_param(
+                f"Param customer_file_source must be one of {{{', '.join(FILE_SOURCES)}}}",
+                blame=["customer_file_source"],
+            )
+    if subtype == "LOOKALIKE":
+        origin = sb.state.get(str(p.get("origin_audience_id") or ""))
+        if origin is None or origin.kind != "customaudience":
+            raise invalid_param("Param origin_audience_id must be a custom audience", blame=["origin_audience_id"])
+        if not json_param(p, "lookalike_spec"):
+            raise missing_param("lookalike_spec")
+    node = sb.state.add(
+        Node(
+            sb.state.new_id(),
+            "customaudience",
+            {
+                "name": str(p["name"]),
+                "subtype": subtype,
+                "description": p.get("description"),
+                "customer_file_source": source,
+                "approximate_count_lower_bound": 0,
+                "approximate_count_upper_bound": 0,
+                "time_created": int(time.time()),
+                "operation_status": {"code": 200, "description": "Normal"},
+                "delivery_status": {"code": 200, "description": "This audience is ready for use."},
+            },
+            account=account.id,
+            extra={"members": set(), "sessions": {}},
+        )
+    )
+    return {"id": node.id}
+
+
+def _parse_payload(params: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    payload = json_param(params, "payload")
+    if not isinstance(payload, dict):
+        raise missing_param("payload")
+    schema = payload.get("schema")
+    if isinstance(schema, str):
+        schema_list = [schema]
+        if schema not in SINGLE_KEYS:
+            raise invalid_param(f"Invalid schema {schema}", blame=["payload"])
+    elif isinstance(schema, list) and schema:
+        schema_list = [str(s) for s in schema]
+        bad = [s for s in schema_list if s not in MULTI_KEYS]
+        if bad:
+            raise invalid_param(f"Invalid schema field {bad[0]}; allowed: {', '.join(MULTI_KEYS)}", blame=["payload"])
+    else:
+        raise invalid_param("payload.schema is required", blame=["payload"])
+    data = payload.get("data")
+    if not isinstance(data, list) or not data:
+        raise invalid_param("payload.data must be a non-empty array", blame=["payload"])
+    if len(data) > MAX_ROWS:
+        raise GraphError(
+            f"(#100) Too many users in one request: at most {MAX_ROWS} rows per call",
+            code=100,
+            user_title="Too many users",
+            user_msg=f"Upload at most {MAX_ROWS} rows per request.",
+        )
+    rows: list[list[Any]] = []
+    for row in data:
+        row_list = row if isinstance(row, list) else [row]
+        if len(row_list) != len(schema_list):
+            raise invalid_param("Each payload.data row must have one value per schema field", blame=["payload"])
+        rows.append(row_list)
+    return schema_list, rows
+
+
+def _apply(sb: Sandbox, req: GraphRequest, audience: Node, mode: str) -> dict[str, Any]:
+    if audience.fields.get("subtype") != "CUSTOM":
+        raise invalid_param("Users can only be added to customer-file custom audiences")
+    schema, rows = _parse_payload(req.params)
+    session = json_param(req.params, "session") or {}
+    if mode == "replace" and not session:
+        raise missing_param("session")
+    session_id = int(session.get("session_id") or sb.state.rng.randint(10**9, 10**12))
+    batch_seq = int(session.get("batch_seq") or 1)
+    sessions: dict[int, dict[str, Any]] = audience.extra.setdefault("sessions", {})
+    state = sessions.setdefault(session_id, {"num_received": 0, "num_invalid": 0, "schema": schema})
+    if state["schema"] != schema:
+        raise invalid_param("A session must keep the same schema for all batches", blame=["payload"])
+    members: set[tuple[Any, ...]] = audience.extra.setdefault("members", set())
+    if mode == "replace" and batch_seq == 1 and state["num_received"] == 0:
+        members.clear()
+    invalid = 0
+    samples: dict[str, str] = {}
+    for row in rows:
+        ok = True
+        for key, value in zip(schema, row, strict=True):
+            key_base = key.removesuffix("_SHA256")
+            if value in ("", None) or key_base in UNHASHED or key in UNHASHED:
+                continue
+            if not (isinstance(value, str) and _SHA256.match(value)):
+                ok = False
+                if len(samples) < 100:
+                    samples[str(value)[:64]] = f"{key} value is not a SHA-256 hex digest"
+        if ok:
+            if mode == "remove":
+                members.discard(tuple(row))
+            else:
+                members.add(tuple(row))
+        else:
+            invalid += 1
+    state["num_received"] += len(rows)
+    state["num_invalid"] += invalid
+    audience.fields["approximate_count_lower_bound"] = len(members)
+    audience.fields["approximate_count_upper_bound"] = len(members)
+    return {
+        "audience_id": audience.id,
+        "session_id": session_id,
+        "num_received": state["num_received"],
+        "num_invalid_entries": state["num_invalid"],
+        "invalid_entry_samples": samples,
+    }
+
+
+async def add_users(sb: Sandbox, req: GraphRequest, audience: Node | None) -> dict[str, Any]:
+    assert audience is not None
+    return _apply(sb, req, audience, "add")
+
+
+async def remove_users(sb: Sandbox, req: GraphRequest, audience: Node | None) -> dict[str, Any]:
+    assert audience is not None
+    return _apply(sb, req, audience, "remove")
+
+
+async def replace_users(sb: Sandbox, req: GraphRequest, audience: Node | None) -> dict[str, Any]:
+    assert audience is not None
+    return _apply(sb, req, audience, "replace")

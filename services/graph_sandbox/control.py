@@ -1,0 +1,180 @@
+"""Control API under `/_sandbox/` (JSON, no auth): reset, limits, faults, call log, leads, webhooks, ..."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from . import insights
+from .core import Sandbox
+from .keys import SANDBOX
+from .state import JPY_ACCOUNT, MAIN_ACCOUNT, PAGE_ID, PIXEL_ID
+
+logger = logging.getLogger(__name__)
+
+ControlHandler = Callable[[Sandbox, dict[str, Any], web.Request], Awaitable[Any]]
+
+
+def _wrap(fn: ControlHandler) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(request: web.Request) -> web.Response:
+        sb = request.app[SANDBOX]
+        body: dict[str, Any] = {}
+        if request.can_read_body:
+            try:
+                raw = await request.json()
+            except json.JSONDecodeError:
+                return web.json_response({"error": "body must be JSON"}, status=400)
+            if raw is not None and not isinstance(raw, dict):
+                return web.json_response({"error": "body must be a JSON object"}, status=400)
+            body = raw or {}
+        try:
+            result = await fn(sb, body, request)
+        except (ValueError, KeyError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(result)
+
+    return handler
+
+
+def summary(sb: Sandbox) -> dict[str, Any]:
+    st = sb.state
+
+    def ids(kind: str, account: str) -> list[str]:
+        return sorted((n.id for n in st.of_kind(kind, account=account)), key=int)
+
+    return {
+        "seed": st.seed,
+        "days": st.days,
+        "accounts": {
+            acc: {
+                "campaigns": ids("campaign", acc),
+                "adsets": ids("adset", acc),
+                "ads": ids("ad", acc),
+                "currency": st.currency(acc),
+                "timezone_name": st.nodes[acc].fields["timezone_name"],
+            }
+            for acc in (MAIN_ACCOUNT, JPY_ACCOUNT)
+        },
+        "main_account": MAIN_ACCOUNT,
+        "jpy_account": JPY_ACCOUNT,
+        "page_id": PAGE_ID,
+        "form_ids": sorted((n.id for n in st.of_kind("leadgen_form")), key=int),
+        "pixel_id": PIXEL_ID,
+        "app_id": st.app_id,
+        "adsets_by_name": {n.fields["name"]: n.id for n in st.of_kind("adset")},
+        "leads": len(st.of_kind("lead")),
+    }
+
+
+async def reset(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
+    if sb.webhooks is not None:
+        await sb.webhooks.reset()
+    sb.reset(body.get("seed"), body.get("ads"), body.get("days"))
+    logger.info("sandbox reset", extra={"seed": sb.state.seed})
+    return summary(sb)
+
+
+async def get_state(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
+    return summary(sb)
+
+
+async def limits(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
+    if request.method == "POST":
+        sb.limits.update(body)
+    return sb.limits.as_dict()
+
+
+async def faults(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
+    if request.method == "POST":
+        sb.faults.update(body)
+    return sb.faults.as_dict()
+
+
+async def calls(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
+    return sb.calls.as_dict()
+
+
+async def calls_reset(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
+    sb.calls.reset()
+    return {"ok": True}
+
+
+async def create_leads(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
+    forms = sorted((n.id for n in sb.state.of_kind("leadgen_form")), key=int)
+    form_id = str(body.get("form_id") or forms[0])
+    if form_id not in forms:
+        raise ValueError(f"unknown form_id {form_id}")
+    ad = sb.state.get(str(body["ad_id"])) if body.get("ad_id") else None
+    if body.get("ad_id") and (ad is None or ad.kind != "ad"):
+        raise ValueError(f"unknown ad_id {body['ad_id']}")
+    count = int(body.get("count", 1))
+    leads = [
+        sb.state.create_lead(form_id, ad=ad, organic=bool(body.get("organic")), created=body.get("created_time"))
+        for _ in range(count)
+    ]
+    if body.get("deliver", True) and sb.webhooks is not None:
+        sb.webhooks.submit(leads)
+        sb.webhooks.flush()
+    return {"lead_ids": [lead.id for lead in leads], "form_id": form_id}
+
+
+async def webhooks(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
+    if request.method == "POST":
+        sb.webhooks.configure(body)
+    return {"config": sb.webhooks.config.as_dict(), "deliveries": sb.webhooks.deliveries}
+
+
+async def capi_events(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
+    pixel = request.query.get("pixel_id")
+    events = [e for e in sb.state.capi_events if pixel is None or e["pixel_id"] == pixel]
+    requests = sb.state.capi_requests[pixel] if pixel else sum(sb.state.capi_requests.values())
+    return {"events": events, "requests": requests, "requests_by_pixel": dict(sb.state.capi_requests)}
+
+
+async def token(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
+    if request.method == "POST":
+        for key, value in body.items():
+            if key not in sb.state.token:
+                raise ValueError(f"unknown token field {key!r}")
+            sb.state.token[key] = value
+    return sb.state.token
+
+
+async def insights_knobs(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
+    if request.method == "POST":
+        sb.insights.update(body)
+    return sb.insights.as_dict()
+
+
+async def insights_restate(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
+    dates = insights.restate(sb, float(body.get("factor", 1.1)), int(body.get("days", 3)))
+    return {"restated_dates": dates, "restatements": sb.state.restatements}
+
+
+async def health(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
+    return {"ok": True}
+
+
+def setup(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/_sandbox/health", _wrap(health))
+    r.add_post("/_sandbox/reset", _wrap(reset))
+    r.add_get("/_sandbox/state", _wrap(get_state))
+    for path, fn in (
+        ("/_sandbox/limits", limits),
+        ("/_sandbox/faults", faults),
+        ("/_sandbox/webhooks", webhooks),
+        ("/_sandbox/token", token),
+        ("/_sandbox/insights", insights_knobs),
+    ):
+        r.add_get(path, _wrap(fn))
+        r.add_post(path, _wrap(fn))
+    r.add_get("/_sandbox/calls", _wrap(calls))
+    r.add_post("/_sandbox/calls/reset", _wrap(calls_reset))
+    r.add_post("/_sandbox/leads", _wrap(create_leads))
+    r.add_get("/_sandbox/capi/events", _wrap(capi_events))
+    r.add_post("/_sandbox/insights/restate", _wrap(insights_restate))

@@ -1,0 +1,108 @@
+"""Lead forms, leads, Page app subscriptions and `debug_token` (BUC `leadgen` / `pages`, keyed by Page)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .core import GraphRequest, Sandbox, list_param, paginate
+from .errors import invalid_param, missing_param, unsupported_get
+from .objects import matches, parse_filtering, render
+from .state import Node
+
+LEAD_TIME_OPERATORS = ("LESS_THAN", "GREATER_THAN", "GREATER_THAN_OR_EQUAL", "LESS_THAN_OR_EQUAL")
+
+
+async def page_forms(sb: Sandbox, req: GraphRequest, page: Node | None) -> dict[str, Any]:
+    assert page is not None
+    fields = list_param(req.params, "fields")
+    forms = sorted(sb.state.of_kind("leadgen_form", page_id=page.id), key=lambda n: int(n.id))
+    return paginate(sb, req, [render(sb, f, fields) for f in forms])
+
+
+async def get_lead(sb: Sandbox, req: GraphRequest, lead: Node | None) -> dict[str, Any]:
+    assert lead is not None
+    return render(sb, lead, list_param(req.params, "fields"))
+
+
+def _leads(sb: Sandbox, req: GraphRequest, candidates: list[Node]) -> dict[str, Any]:
+    filters = parse_filtering(req)
+    for f in filters:
+        if f["field"] != "time_created" or f["operator"] not in LEAD_TIME_OPERATORS:
+            raise invalid_param(
+                f"Filtering on leads supports field time_created with operators {', '.join(LEAD_TIME_OPERATORS)}",
+                blame=["filtering"],
+            )
+    selected = [
+        n
+        for n in candidates
+        if all(matches(int(n.fields["created_time"]), f["operator"], f.get("value")) for f in filters)
+    ]
+    selected.sort(key=lambda n: (n.fields["created_time"], int(n.id)), reverse=True)
+    fields = list_param(req.params, "fields")
+    return paginate(sb, req, [render(sb, n, fields) for n in selected])
+
+
+async def form_leads(sb: Sandbox, req: GraphRequest, form: Node | None) -> dict[str, Any]:
+    assert form is not None
+    return _leads(sb, req, sb.state.of_kind("lead", form_id=form.id))
+
+
+async def ad_leads(sb: Sandbox, req: GraphRequest, ad: Node | None) -> dict[str, Any]:
+    assert ad is not None
+    return _leads(sb, req, sb.state.of_kind("lead", ad_id=ad.id))
+
+
+async def get_subscribed_apps(sb: Sandbox, req: GraphRequest, page: Node | None) -> dict[str, Any]:
+    assert page is not None
+    fields = sb.state.subscribed_apps.get(page.id)
+    data = [] if fields is None else [{"id": sb.state.app_id, "name": "Leadwire", "subscribed_fields": fields}]
+    return {"data": data}
+
+
+async def subscribe_app(sb: Sandbox, req: GraphRequest, page: Node | None) -> dict[str, Any]:
+    assert page is not None
+    fields = list_param(req.params, "subscribed_fields")
+    if not fields:
+        raise missing_param("subscribed_fields")
+    known = {"leadgen", "feed", "messages", "mention", "ratings"}
+    bad = [f for f in fields if f not in known]
+    if bad:
+        raise invalid_param(
+            f"Param subscribed_fields[0] must be one of {{{', '.join(sorted(known))}}}", blame=["subscribed_fields"]
+        )
+    sb.state.subscribed_apps[page.id] = sorted(set(sb.state.subscribed_apps.get(page.id, [])) | set(fields))
+    return {"success": True}
+
+
+async def unsubscribe_app(sb: Sandbox, req: GraphRequest, page: Node | None) -> dict[str, Any]:
+    assert page is not None
+    sb.state.subscribed_apps.pop(page.id, None)
+    return {"success": True}
+
+
+async def debug_token(sb: Sandbox, req: GraphRequest, node: Node | None) -> dict[str, Any]:
+    if not req.params.get("input_token"):
+        raise missing_param("input_token")
+    tok = sb.state.token
+    valid = bool(tok["is_valid"]) and not sb.faults.token_expired
+    data: dict[str, Any] = {
+        "app_id": sb.state.app_id,
+        "type": tok["type"],
+        "application": "Leadwire",
+        "data_access_expires_at": tok["data_access_expires_at"],
+        "expires_at": tok["expires_at"],
+        "is_valid": valid,
+        "scopes": list(tok["scopes"]),
+        "granular_scopes": [{"scope": s} for s in tok["scopes"]],
+        "user_id": tok["user_id"],
+    }
+    if not valid:
+        data["error"] = {"code": 190, "message": "Error validating access token: Session has expired.", "subcode": 463}
+    return {"data": data}
+
+
+def lead_or_404(sb: Sandbox, lead_id: str) -> Node:
+    node = sb.state.get(lead_id)
+    if node is None or node.kind != "lead":
+        raise unsupported_get(lead_id)
+    return node

@@ -1,0 +1,194 @@
+"""Insights: seeded scenarios, shapes, breakdowns, limits, async report runs, restatement."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.fixtures.sandbox import SandboxHandle
+
+
+def action(row: dict[str, Any], kind: str, key: str = "actions") -> float:
+    return next((float(a["value"]) for a in row.get(key, []) if a["action_type"] == kind), 0.0)
+
+
+async def insights(sandbox: SandboxHandle, obj: str | None = None, **params: Any) -> list[dict[str, Any]]:
+    status, _, body = await sandbox.graph("GET", f"{obj or sandbox.account_id}/insights", limit=500, **params)
+    assert status == 200, body
+    assert "next" not in body.get("paging", {})
+    return body["data"]
+
+
+async def test_seeded_winners_and_losers(sandbox: SandboxHandle) -> None:
+    fields = "adset_name,spend,impressions,actions,frequency,cost_per_action_type"
+    rows = {r["adset_name"]: r for r in await insights(sandbox, level="adset", date_preset="last_3d", fields=fields)}
+    loser, winner = rows["Prospecting - Broad"], rows["Prospecting - Lookalike"]
+    assert int(loser["impressions"]) > 1000
+    assert float(loser["spend"]) / action(loser, "lead") > 50
+    assert action(winner, "lead") > 5
+    assert float(winner["spend"]) / action(winner, "lead") < 25
+    assert action(winner, "lead", "cost_per_action_type") < 25
+    week = {
+        r["adset_name"]: r
+        for r in await insights(sandbox, level="adset", date_preset="last_7d", fields="adset_name,frequency")
+    }
+    assert float(week["Prospecting - Interests"]["frequency"]) > 4
+    today = {
+        r["adset_name"]: r
+        for r in await insights(sandbox, level="adset", date_preset="today", fields="adset_name,spend,actions")
+    }
+    burner = today["Prospecting - Advantage+"]
+    assert float(burner["spend"]) > 300
+    assert action(burner, "lead") == 0
+
+
+async def test_row_shape_and_lead_types(sandbox: SandboxHandle) -> None:
+    rows = await insights(
+        sandbox,
+        level="ad",
+        date_preset="last_7d",
+        time_increment=1,
+        fields="ad_id,ad_name,campaign_id,account_currency,spend,impressions,actions",
+    )
+    row = rows[0]
+    assert row.keys() >= {"ad_id", "ad_name", "campaign_id", "account_currency", "spend", "date_start", "date_stop"}
+    assert row["date_start"] == row["date_stop"]
+    assert row["account_currency"] == "USD"
+    assert isinstance(row["spend"], str)
+    assert "." in row["spend"]
+    for r in rows:
+        # `lead` already includes on-Facebook and pixel leads.
+        assert action(r, "lead") == action(r, "onsite_conversion.lead_grouped") + action(
+            r, "offsite_conversion.fb_pixel_lead"
+        )
+        assert action(r, "leadgen_grouped") == action(r, "onsite_conversion.lead_grouped")
+        assert all(isinstance(a["value"], str) for a in r.get("actions", []))
+
+
+async def test_levels_add_up_and_filtering(sandbox: SandboxHandle) -> None:
+    account = await insights(sandbox, date_preset="last_7d", fields="spend")
+    ads = await insights(sandbox, level="ad", date_preset="last_7d", fields="spend")
+    assert abs(float(account[0]["spend"]) - sum(float(r["spend"]) for r in ads)) < 0.05
+    first = sandbox.state["accounts"][sandbox.account_id]["campaigns"][0]
+    filt = json.dumps([{"field": "campaign.id", "operator": "IN", "value": [first]}])
+    rows = await insights(sandbox, level="campaign", date_preset="last_7d", fields="campaign_id", filtering=filt)
+    assert [r["campaign_id"] for r in rows] == [first]
+    camp_rows = await insights(sandbox, first, date_preset="last_7d", fields="spend")
+    assert (
+        camp_rows[0]["spend"]
+        == next(
+            r
+            for r in await insights(sandbox, level="campaign", date_preset="last_7d", fields="campaign_id,spend")
+            if r["campaign_id"] == first
+        )["spend"]
+    )
+
+
+async def test_breakdowns_sum_to_total(sandbox: SandboxHandle) -> None:
+    adset = sandbox.state["adsets_by_name"]["Prospecting - Lookalike"]
+    total = await insights(sandbox, adset, date_preset="last_7d", fields="impressions")
+    rows = await insights(sandbox, adset, date_preset="last_7d", fields="impressions", breakdowns="age,gender")
+    assert len(rows) == 6 * 3
+    assert {r["gender"] for r in rows} == {"female", "male", "unknown"}
+    assert sum(int(r["impressions"]) for r in rows) == int(total[0]["impressions"])
+    rows = await insights(
+        sandbox, adset, date_preset="last_7d", fields="impressions", breakdowns='["publisher_platform"]'
+    )
+    assert {r["publisher_platform"] for r in rows} >= {"facebook", "instagram"}
+
+
+async def test_time_range_and_jpy(sandbox: SandboxHandle) -> None:
+    _, _, _acc = await sandbox.graph("GET", sandbox.state["jpy_account"], fields="currency")
+    rows = await insights(
+        sandbox, sandbox.state["jpy_account"], date_preset="last_3d", time_increment=1, fields="spend,account_currency"
+    )
+    assert len(rows) == 3
+    assert all("." not in r["spend"] and r["account_currency"] == "JPY" for r in rows)
+    since, until = rows[0]["date_start"], rows[-1]["date_stop"]
+    ranged = await insights(
+        sandbox, sandbox.state["jpy_account"], fields="spend", time_range=json.dumps({"since": since, "until": until})
+    )
+    assert int(ranged[0]["spend"]) == sum(int(r["spend"]) for r in rows)
+    status, _, body = await sandbox.graph("GET", f"{sandbox.account_id}/insights", date_preset="last_decade")
+    assert (status, body["error"]["code"]) == (400, 100)
+
+
+async def test_sync_too_much_data_and_paging(sandbox: SandboxHandle) -> None:
+    await sandbox.insights(sync_row_limit=50)
+    status, _, body = await sandbox.graph(
+        "GET", f"{sandbox.account_id}/insights", level="ad", date_preset="last_30d", time_increment=1
+    )
+    assert status == 400
+    assert (body["error"]["code"], body["error"]["error_subcode"]) == (100, 1487534)
+    assert "reduce the amount of data" in body["error"]["message"]
+    status, _, body = await sandbox.graph(
+        "GET", f"{sandbox.account_id}/insights", level="campaign", date_preset="last_7d", time_increment=1, limit=5
+    )
+    assert status == 200
+    assert len(body["data"]) == 5
+    assert body["paging"]["next"]
+
+
+async def _run_job(sandbox: SandboxHandle, **params: Any) -> tuple[dict[str, Any], list[str]]:
+    status, _, body = await sandbox.graph("POST", f"{sandbox.account_id}/insights", **params)
+    assert status == 200, body
+    run_id = body["report_run_id"]
+    statuses = []
+    for _ in range(20):
+        _, _, job = await sandbox.graph("GET", run_id)
+        statuses.append(job["async_status"])
+        if job["async_status"] in ("Job Completed", "Job Failed", "Job Skipped"):
+            return job, statuses
+    raise AssertionError(statuses)
+
+
+async def test_async_report_progression_and_result(sandbox: SandboxHandle) -> None:
+    job, statuses = await _run_job(sandbox, level="adset", date_preset="last_7d", fields="adset_id,spend")
+    assert statuses == ["Job Not Started", "Job Started", "Job Running", "Job Completed"]
+    assert job["async_percent_completion"] == 100
+    status, _, page = await sandbox.graph("GET", f"{job['id']}/insights", limit=3)
+    assert status == 200
+    assert len(page["data"]) == 3
+    assert page["paging"]["next"]
+
+
+async def test_async_report_failures(sandbox: SandboxHandle) -> None:
+    await sandbox.insights(job_fail=True)
+    job, _ = await _run_job(sandbox, level="ad", date_preset="last_7d")
+    assert job["async_status"] == "Job Failed"
+    assert (job["error_code"], job["error_subcode"]) == (-2, 2490547)
+    status, _, _body = await sandbox.graph("GET", f"{job['id']}/insights")
+    assert status == 400
+    await sandbox.insights(job_fail=False, job_skip=True)
+    job, _ = await _run_job(sandbox, level="ad", date_preset="last_7d")
+    assert job["async_status"] == "Job Skipped"
+
+
+async def test_async_fails_on_too_many_campaigns_until_split(sandbox: SandboxHandle) -> None:
+    await sandbox.insights(max_campaigns_per_job=1, polls_to_complete=1)
+    job, _ = await _run_job(sandbox, level="campaign", date_preset="last_7d")
+    assert (job["async_status"], job["error_subcode"]) == ("Job Failed", 1487534)
+    campaigns = sandbox.state["accounts"][sandbox.account_id]["campaigns"]
+    for half in (campaigns[:1], campaigns[1:2]):
+        filt = json.dumps([{"field": "campaign.id", "operator": "IN", "value": half}])
+        job, _ = await _run_job(sandbox, level="campaign", date_preset="last_7d", filtering=filt)
+        assert job["async_status"] == "Job Completed"
+
+
+async def test_restatement_changes_recent_days_only(sandbox: SandboxHandle) -> None:
+    params = {"level": "account", "date_preset": "last_7d", "time_increment": 1, "fields": "spend"}
+    before = {r["date_start"]: float(r["spend"]) for r in await insights(sandbox, **params)}
+    await sandbox.restate(factor=1.5, days=3)
+    after = {r["date_start"]: float(r["spend"]) for r in await insights(sandbox, **params)}
+    days = sorted(before)
+    assert [after[d] == before[d] for d in days] == [True] * 5 + [False] * 2  # today is not in last_7d
+    assert after[days[-1]] > before[days[-1]] * 1.4
+
+
+async def test_large_seed(sandbox: SandboxHandle) -> None:
+    state = await sandbox.reset(seed=1, ads=1000, days=30)
+    assert len(state["accounts"][sandbox.account_id]["ads"]) == 1000
+    status, _, body = await sandbox.graph(
+        "GET", f"{sandbox.account_id}/insights", level="ad", date_preset="last_30d", time_increment=1
+    )
+    assert (status, body["error"]["error_subcode"]) == (400, 1487534)

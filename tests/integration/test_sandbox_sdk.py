@@ -1,0 +1,337 @@
+"""Fidelity: Meta's official `facebook_business` SDK must parse every sandbox answer.
+
+The SDK is synchronous (`requests`), and the sandbox runs in the test's event loop, so each SDK session runs in
+a worker thread via `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pytest
+from facebook_business.adobjects.adaccount import AdAccount
+from facebook_business.adobjects.adreportrun import AdReportRun
+from facebook_business.adobjects.adset import AdSet
+from facebook_business.adobjects.campaign import Campaign
+from facebook_business.adobjects.customaudience import CustomAudience
+from facebook_business.adobjects.lead import Lead
+from facebook_business.adobjects.leadgenform import LeadgenForm
+from facebook_business.adobjects.page import Page
+from facebook_business.adobjects.serverside.action_source import ActionSource
+from facebook_business.adobjects.serverside.event import Event
+from facebook_business.adobjects.serverside.event_request import EventRequest
+from facebook_business.adobjects.serverside.user_data import UserData
+from facebook_business.api import FacebookAdsApi, FacebookResponse
+from facebook_business.exceptions import FacebookRequestError
+from facebook_business.session import FacebookSession
+
+from tests.fixtures.sandbox import SandboxHandle
+
+T = TypeVar("T")
+
+
+def make_api(sandbox: SandboxHandle, *, with_secret: bool = True) -> FacebookAdsApi:
+    session = FacebookSession(
+        access_token=sandbox.token, app_secret=sandbox.app_secret if with_secret else None, timeout=10
+    )
+    session.GRAPH = sandbox.url  # point this session (not the class) at the sandbox
+    return FacebookAdsApi(session, api_version=sandbox.version)
+
+
+async def run(fn: Callable[[], T]) -> T:
+    return await asyncio.to_thread(fn)
+
+
+async def test_sdk_lists_campaigns_across_cursor_pages(sandbox: SandboxHandle) -> None:
+    api = make_api(sandbox)
+
+    def list_campaigns() -> list[Campaign]:
+        account = AdAccount(sandbox.account_id, api=api)
+        fields = [
+            Campaign.Field.name,
+            Campaign.Field.objective,
+            Campaign.Field.effective_status,
+            Campaign.Field.daily_budget,
+        ]
+        return list(account.get_campaigns(fields=fields, params={"limit": 1}))
+
+    await sandbox.reset_calls()
+    campaigns = await run(list_campaigns)
+    assert {c[Campaign.Field.name] for c in campaigns} == {
+        "Leads - Prospecting",
+        "Leads - Retargeting (CBO)",
+        "Traffic - Blog (paused)",
+    }
+    cbo = next(c for c in campaigns if c[Campaign.Field.name].endswith("(CBO)"))
+    assert cbo[Campaign.Field.daily_budget] == "15000"
+    calls = await sandbox.calls()
+    assert calls["by_path"]["GET /act_1000000001/campaigns"] == 3  # one call per page
+
+
+async def test_sdk_creates_and_updates_objects(sandbox: SandboxHandle) -> None:
+    api = make_api(sandbox)
+    page_id = sandbox.state["page_id"]
+
+    def build() -> dict[str, Any]:
+        account = AdAccount(sandbox.account_id, api=api)
+        campaign = account.create_campaign(
+            params={
+                Campaign.Field.name: "SDK campaign",
+                Campaign.Field.objective: Campaign.Objective.outcome_leads,
+                Campaign.Field.status: Campaign.Status.paused,
+                Campaign.Field.special_ad_categories: [],
+                "is_adset_budget_sharing_enabled": False,
+            }
+        )
+        adset = account.create_ad_set(
+            params={
+                AdSet.Field.name: "SDK ad set",
+                AdSet.Field.campaign_id: campaign.get_id(),
+                AdSet.Field.daily_budget: 2500,
+                AdSet.Field.billing_event: AdSet.BillingEvent.impressions,
+                AdSet.Field.optimization_goal: AdSet.OptimizationGoal.lead_generation,
+                AdSet.Field.targeting: {"geo_locations": {"countries": ["US"]}},
+                AdSet.Field.promoted_object: {"page_id": page_id},
+                AdSet.Field.status: AdSet.Status.active,
+            }
+        )
+        creative = account.create_ad_creative(
+            params={
+                "name": "SDK creative",
+                "object_story_spec": {
+                    "page_id": page_id,
+                    "link_data": {
+                        "message": "hi",
+                        "link": "https://example.com",
+                        "call_to_action": {
+                            "type": "SIGN_UP",
+                            "value": {"lead_gen_form_id": sandbox.state["form_ids"][0]},
+                        },
+                    },
+                },
+            }
+        )
+        ad = account.create_ad(
+            params={
+                "name": "SDK ad",
+                "adset_id": adset.get_id(),
+                "creative": {"creative_id": creative.get_id()},
+                "status": "ACTIVE",
+            }
+        )
+        AdSet(adset.get_id(), api=api).api_update(params={AdSet.Field.daily_budget: 3000})
+        read = AdSet(adset.get_id(), api=api).api_get(
+            fields=[AdSet.Field.daily_budget, AdSet.Field.effective_status, AdSet.Field.name]
+        )
+        ad_read = ad.api_get(fields=["effective_status", "adset_id"])
+        return {"adset": dict(read), "ad": dict(ad_read)}
+
+    result = await run(build)
+    assert result["adset"]["daily_budget"] == "3000"
+    assert result["adset"]["effective_status"] == "CAMPAIGN_PAUSED"
+    assert result["ad"]["effective_status"] == "CAMPAIGN_PAUSED"
+
+
+async def test_sdk_surfaces_meta_errors(sandbox: SandboxHandle) -> None:
+    api = make_api(sandbox)
+
+    def legacy_objective() -> None:
+        AdAccount(sandbox.account_id, api=api).create_campaign(
+            params={
+                "name": "old",
+                "objective": "LINK_CLICKS",
+                "special_ad_categories": [],
+                "status": "PAUSED",
+                "is_adset_budget_sharing_enabled": False,
+            }
+        )
+
+    with pytest.raises(FacebookRequestError) as exc:
+        await run(legacy_objective)
+    assert exc.value.api_error_code() == 100
+    assert exc.value.http_status() == 400
+
+    with pytest.raises(FacebookRequestError) as exc:
+        await run(lambda: Campaign("123456", api=api).api_get(fields=["name"]))
+    assert (exc.value.api_error_code(), exc.value.api_error_subcode()) == (100, 33)
+
+    # The rejected create above already used one ads_management call on this account.
+    await sandbox.limits(buc={"ads_management": {"budget": 2, "window_seconds": 60}})
+    await run(lambda: AdAccount(sandbox.account_id, api=api).api_get(fields=["name"]))
+    with pytest.raises(FacebookRequestError) as exc:
+        await run(lambda: AdAccount(sandbox.account_id, api=api).api_get(fields=["name"]))
+    assert exc.value.api_error_code() == 80004
+    assert exc.value.api_transient_error() is True
+    assert "x-business-use-case-usage" in {k.lower() for k in exc.value.http_headers()}
+
+
+async def test_sdk_reads_sync_and_async_insights(sandbox: SandboxHandle) -> None:
+    api = make_api(sandbox)
+    fields = ["campaign_id", "campaign_name", "spend", "impressions", "actions", "cost_per_action_type"]
+
+    def sync_insights() -> list[dict[str, Any]]:
+        cursor = AdAccount(sandbox.account_id, api=api).get_insights(
+            fields=fields, params={"level": "campaign", "date_preset": "last_7d", "time_increment": 1, "limit": 5}
+        )
+        return [dict(row) for row in cursor]
+
+    def async_insights() -> tuple[int, list[dict[str, Any]]]:
+        job = AdAccount(sandbox.account_id, api=api).get_insights(
+            fields=fields, params={"level": "campaign", "date_preset": "last_7d", "time_increment": 1}, is_async=True
+        )
+        polls = 0
+        while True:
+            job = job.api_get()
+            polls += 1
+            if (
+                job[AdReportRun.Field.async_status] == "Job Completed"
+                and job[AdReportRun.Field.async_percent_completion] == 100
+            ):
+                break
+            assert polls < 20
+        return polls, [dict(row) for row in job.get_result(params={"limit": 4})]
+
+    sync_rows = await run(sync_insights)
+    polls, async_rows = await run(async_insights)
+    assert len(sync_rows) == 14  # 2 delivering campaigns x 7 days (the paused one stopped 10 days ago)
+    assert polls >= 3
+    assert sorted(async_rows, key=lambda r: (r["campaign_id"], r["date_start"])) == sorted(
+        sync_rows, key=lambda r: (r["campaign_id"], r["date_start"])
+    )
+
+
+async def test_sdk_reads_leads_and_forms(sandbox: SandboxHandle) -> None:
+    api = make_api(sandbox)
+    lead_ids = await sandbox.create_leads(count=3, deliver=False)
+    since = int(time.time()) - 60
+
+    def read() -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
+        forms = list(Page(sandbox.state["page_id"], api=api).get_lead_gen_forms(fields=["name", "status"]))
+        form = LeadgenForm(sandbox.state["form_ids"][0], api=api)
+        fresh = [
+            dict(lead)
+            for lead in form.get_leads(
+                fields=["id", "created_time", "field_data", "ad_id", "form_id"],
+                params={
+                    "filtering": [{"field": "time_created", "operator": "GREATER_THAN", "value": since}],
+                    "limit": 2,
+                },
+            )
+        ]
+        one = Lead(lead_ids[0], api=api).api_get(
+            fields=[
+                "id",
+                "created_time",
+                "field_data",
+                "ad_id",
+                "adset_id",
+                "campaign_id",
+                "form_id",
+                "is_organic",
+                "platform",
+                "custom_disclaimer_responses",
+            ]
+        )
+        return fresh, dict(one), [f["name"] for f in forms]
+
+    fresh, one, form_names = await run(read)
+    assert form_names == ["Contact us", "Get a quote"]
+    assert {lead["id"] for lead in fresh} == set(lead_ids)
+    assert one["created_time"].endswith("+0000")
+    assert {f["name"] for f in one["field_data"]} >= {"full_name", "email", "phone_number"}
+
+
+async def test_sdk_sends_capi_events(sandbox: SandboxHandle) -> None:
+    api = make_api(sandbox, with_secret=False)
+    pixel = sandbox.state["pixel_id"]
+
+    def send() -> Any:
+        user = UserData(emails=["mary@example.com"], phones=["15559876543"], lead_id="880000000000123")
+        event = Event(
+            event_name="Lead",
+            event_time=int(time.time()),
+            user_data=user,
+            action_source=ActionSource.SYSTEM_GENERATED,
+            custom_data=None,
+        )
+        previous = FacebookAdsApi.get_default_api()
+        FacebookAdsApi.set_default_api(api)  # EventRequest.execute() uses the default API object
+        try:
+            return EventRequest(pixel_id=pixel, events=[event, event], test_event_code="TEST123").execute()
+        finally:
+            FacebookAdsApi.set_default_api(previous)
+
+    response = await run(send)
+    assert response.events_received == 2
+    stored = await sandbox.capi_events(pixel)
+    assert stored["requests"] == 1
+    assert stored["events"][0]["event"]["user_data"]["em"] == [hashlib.sha256(b"mary@example.com").hexdigest()]
+
+
+async def test_sdk_batch_with_failures(sandbox: SandboxHandle) -> None:
+    api = make_api(sandbox)
+    campaign_ids = sandbox.state["accounts"][sandbox.account_id]["campaigns"]
+
+    def run_batch() -> tuple[dict[str, Any], list[int]]:
+        ok: dict[str, Any] = {}
+        failed: list[int] = []
+        batch = api.new_batch()
+        for cid in [*campaign_ids, "424242"]:
+            Campaign(cid, api=api).api_get(
+                fields=["name", "status"],
+                batch=batch,
+                success=lambda r: ok.__setitem__(r.json()["id"], r.json()),
+                failure=lambda r: failed.append(r.error().api_error_code()),
+            )
+        retry = batch.execute()
+        assert retry is None
+        return ok, failed
+
+    ok, failed = await run(run_batch)
+    assert set(ok) == set(campaign_ids)
+    assert failed == [100]
+    calls = await sandbox.calls()
+    assert calls["total"] == 4  # every batch item is a call
+
+
+async def test_sdk_batch_retries_null_items(sandbox: SandboxHandle) -> None:
+    api = make_api(sandbox)
+    ids = sandbox.state["accounts"][sandbox.account_id]["adsets"]
+    await sandbox.faults(batch_null_rate=0.5)
+
+    def run_batch() -> tuple[set[str], int]:
+        got: set[str] = set()
+        batch = api.new_batch()
+        for aid in ids:
+            AdSet(aid, api=api).api_get(fields=["name"], batch=batch, success=lambda r: got.add(r.json()["id"]))
+        rounds = 0
+        while batch is not None:
+            rounds += 1
+            batch = batch.execute()
+            assert rounds < 30
+        return got, rounds
+
+    got, rounds = await run(run_batch)
+    assert got == set(ids)
+    assert rounds > 1
+
+
+async def test_sdk_custom_audience_upload(sandbox: SandboxHandle) -> None:
+    api = make_api(sandbox)
+
+    def upload() -> dict[str, Any]:
+        audience = AdAccount(sandbox.account_id, api=api).create_custom_audience(
+            params={"name": "Qualified leads", "subtype": "CUSTOM", "customer_file_source": "USER_PROVIDED_ONLY"}
+        )
+        response: FacebookResponse = CustomAudience(audience.get_id(), api=api).add_users(
+            schema=CustomAudience.Schema.email_hash, users=["a@example.com", "b@example.com"]
+        )
+        return response.json()
+
+    body = await run(upload)
+    assert body["num_received"] == 2
+    assert body["num_invalid_entries"] == 0
