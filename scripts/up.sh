@@ -33,13 +33,17 @@ BANNER
   export META_APP_ID=${META_APP_ID:-100000000000001}
   export META_APP_SECRET=${META_APP_SECRET:-demo-app-secret}
   export META_WEBHOOK_VERIFY_TOKEN=${META_WEBHOOK_VERIFY_TOKEN:-demo-verify-token}
-  export META_AD_ACCOUNT_ID=${META_AD_ACCOUNT_ID:-act_1000000001}
-  export META_PAGE_IDS=${META_PAGE_IDS:-2000000001}
-  export META_PIXEL_ID=${META_PIXEL_ID:-3000000001}
-  $BIN/python -m services.graph_sandbox --host 127.0.0.1 --port "$SANDBOX_PORT" --app-secret "$META_APP_SECRET" &
+  $BIN/python -m services.graph_sandbox --host 127.0.0.1 --port "$SANDBOX_PORT" \
+    --app-id "$META_APP_ID" --app-secret "$META_APP_SECRET" &
   pids+=($!)
-  wait_http "http://127.0.0.1:${SANDBOX_PORT}/_sandbox/calls" 30 || { echo "graph sandbox did not start"; exit 1; }
-  echo "graph_sandbox      ready   http://127.0.0.1:${SANDBOX_PORT}/_sandbox/calls"
+  wait_http "http://127.0.0.1:${SANDBOX_PORT}/_sandbox/health" 30 || { echo "graph sandbox did not start"; exit 1; }
+  # The simulated account's ids, as the sandbox seeded them.
+  state=$(curl -fsS "http://127.0.0.1:${SANDBOX_PORT}/_sandbox/state")
+  field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1" <<<"$state"; }
+  export META_AD_ACCOUNT_ID=${META_AD_ACCOUNT_ID:-$(field main_account)}
+  export META_PAGE_IDS=${META_PAGE_IDS:-$(field page_id)}
+  export META_PIXEL_ID=${META_PIXEL_ID:-$(field pixel_id)}
+  echo "graph_sandbox      ready   http://127.0.0.1:${SANDBOX_PORT}/_sandbox/state"
 fi
 
 $BIN/leadwire run all &

@@ -13,14 +13,18 @@ import importlib.util
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
 
 import asyncpg
 from aiormq.exceptions import AMQPConnectionError
 
-from shared.logging import redact
+from shared.logging import redact, register_secret
 from shared.settings import Settings, SettingsError
 from shared.topology import SERVICES
+
+if TYPE_CHECKING:
+    from shared.graph import GraphClient
 
 logger = logging.getLogger("leadwire")
 
@@ -116,6 +120,55 @@ def _cmd_asyncapi(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.asynccontextmanager
+async def graph_client(settings: Settings) -> AsyncIterator[GraphClient]:
+    """A Graph client for a command-line tool (services get theirs from `Service`)."""
+    import aiohttp
+
+    from shared.graph import GraphClient
+
+    for secret in (settings.meta.access_token, settings.meta.app_secret, settings.meta.page_access_token):
+        register_secret(secret.get_secret_value())
+    timeout = aiohttp.ClientTimeout(total=settings.meta.request_timeout_seconds)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        yield GraphClient(session, settings.meta, max_wait=120)
+
+
+def _cmd_doctor(_: argparse.Namespace) -> int:
+    from shared.doctor import run_checks
+
+    settings = Settings()
+
+    async def go() -> int:
+        async with graph_client(settings) as graph:
+            findings = await run_checks(graph, settings.meta)
+        for finding in findings:
+            sys.stdout.write(finding.render() + "\n")
+        failed = [f for f in findings if not f.ok]
+        sys.stdout.write(f"{len(findings) - len(failed)} ok, {len(failed)} to fix\n")
+        return 1 if failed else 0
+
+    return asyncio.run(go())
+
+
+def _cmd_pages_subscribe(_: argparse.Namespace) -> int:
+    from shared.doctor import subscribe_pages
+
+    settings = Settings()
+    if not settings.meta.page_ids:
+        sys.stderr.write("leadwire: set META_PAGE_IDS to the Pages whose leads leadwire should receive\n")
+        return 2
+
+    async def go() -> int:
+        async with graph_client(settings) as graph:
+            findings = await subscribe_pages(graph, settings.meta)
+        for finding in findings:
+            sys.stdout.write(finding.render() + "\n")
+        return 0 if all(f.ok for f in findings) else 1
+
+    return asyncio.run(go())
+
+
 def _validate(settings: Settings) -> None:
     """Touch every settings block so a bad variable stops start-up now, with its name."""
     for block in ("meta", "broker", "database", "ops", "ingress"):
@@ -135,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=f"generate the {what} under contracts/")
         cmd.add_argument("--check", action="store_true", help="fail if the committed files are stale")
         cmd.set_defaults(func=func)
+    sub.add_parser("doctor", help="check the Meta token, permissions, Page subscriptions, ad accounts, pixel"
+                   ).set_defaults(func=_cmd_doctor)
+    pages = sub.add_parser("pages", help="Meta Pages").add_subparsers(dest="pages_command", required=True)
+    pages.add_parser("subscribe", help="subscribe the app to leadgen webhooks of every page in META_PAGE_IDS"
+                     ).set_defaults(func=_cmd_pages_subscribe)
     for service in (*SERVICES, "graph_sandbox"):
         package = f"services.{service}"
         if importlib.util.find_spec(package) is not None and importlib.util.find_spec(f"{package}.cli") is not None:

@@ -25,7 +25,8 @@ def test_malformed_setting_names_itself(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_secrets_absent_from_reprs() -> None:
     meta = MetaSettings(access_token=SECRET_TOKEN, app_secret=SECRET_APP)
-    assert SECRET_TOKEN not in repr(meta) and SECRET_APP not in repr(meta)
+    assert SECRET_TOKEN not in repr(meta)
+    assert SECRET_APP not in repr(meta)
     assert SECRET_TOKEN not in str(meta.model_dump())
 
 
@@ -55,7 +56,8 @@ async def test_missing_or_bad_setting_stops_the_service_with_one_line() -> None:
     code, output = await _run_cli("run", "lead_fetcher", env=_env(RETRY_ATTEMPTS="many"))
     assert code == 2
     assert output.strip().splitlines() == [
-        "leadwire: invalid setting RETRY_ATTEMPTS: Input should be a valid integer, unable to parse string as an integer"
+        "leadwire: invalid setting RETRY_ATTEMPTS: "
+        "Input should be a valid integer, unable to parse string as an integer"
     ]
 
 

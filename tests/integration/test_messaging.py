@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Callable
@@ -131,7 +132,7 @@ async def test_retry_later_redelivers_without_using_attempts(
     _, consumer = await test_service(handler)
     await _send(broker, consumer.routing_keys[0], _message().model_dump(mode="json"))
     await eventually(lambda: _async(len(seen) == 5), timeout=30, what="five deliveries")
-    gaps = [b - a for a, b in zip(seen, seen[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(seen)]
     assert min(gaps) >= 0.9, f"redelivered before the delay: {gaps}"
 
 
@@ -169,9 +170,9 @@ async def test_confirmed_message_survives_broker_restart(broker: RabbitBroker, a
     await asyncio.to_thread(subprocess.run, ["rabbitmqctl", "stop_app"], check=True, capture_output=True)
     await asyncio.to_thread(subprocess.run, ["rabbitmqctl", "start_app"], check=True, capture_output=True)
 
-    import aio_pika  # noqa: PLC0415
+    import aio_pika
 
-    from tests.fixtures.infra import AMQP_URL  # noqa: PLC0415
+    from tests.fixtures.infra import AMQP_URL
 
     connection = await eventually(lambda: _connect(aio_pika, AMQP_URL), timeout=60, what="broker back")
     try:

@@ -1,0 +1,221 @@
+"""Connection health: the checks behind `leadwire doctor`, `leadwire pages subscribe`, and periodic alerts.
+
+Expired tokens and revoked lead access are why lead integrations silently stop, so each check says what is wrong
+and how to fix it, and the monitor raises an `AlertRaised` when something breaks or a token expires soon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from pydantic import SecretStr
+
+from contracts.alerts import AlertRaised
+from shared.graph import AuthError, GraphClient, GraphError, PermissionDeniedError
+from shared.settings import MetaSettings
+
+logger = logging.getLogger(__name__)
+
+TOKEN_EXPIRY_WARNING_DAYS = 7
+
+# Permissions each part of leadwire needs from the system-user token (meta-api-facts §6.5, §7.1).
+REQUIRED_SCOPES: dict[str, tuple[str, ...]] = {
+    "lead capture": ("leads_retrieval", "pages_manage_metadata", "pages_read_engagement", "pages_show_list",
+                     "ads_management"),
+    "insights": ("ads_read",),
+    "campaign changes": ("ads_management",),
+    "business assets": ("business_management",),
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    ok: bool
+    summary: str
+    subject: str | None = None
+    fix: str | None = None
+    severity: str = "critical"
+
+    @property
+    def key(self) -> tuple[str, str | None]:
+        return (self.check, self.subject)
+
+    def render(self) -> str:
+        mark = "ok  " if self.ok else ("WARN" if self.severity == "warning" else "FAIL")
+        line = f"[{mark}] {self.check}{f' {self.subject}' if self.subject else ''}: {self.summary}"
+        return line + (f"\n       fix: {self.fix}" if self.fix and not self.ok else "")
+
+
+def _page_token(meta: MetaSettings) -> SecretStr:
+    return meta.page_access_token if meta.page_access_token.get_secret_value() else meta.access_token
+
+
+async def check_token(graph: GraphClient, meta: MetaSettings, *, now: float | None = None) -> list[Finding]:
+    now = time.time() if now is None else now
+    # debug_token is best asked with an app token (app_id|app_secret); without one a token may inspect itself.
+    inspector = (
+        SecretStr(f"{meta.app_id}|{meta.app_secret.get_secret_value()}")
+        if meta.app_id and meta.app_secret.get_secret_value()
+        else meta.access_token
+    )
+    try:
+        body = await graph.get("debug_token", {"input_token": meta.access_token.get_secret_value()}, token=inspector)
+    except GraphError as exc:
+        return [Finding("token", False, f"cannot inspect the token: {exc}",
+                        fix="check META_APP_ID, META_APP_SECRET and META_ACCESS_TOKEN")]
+    data = body.get("data", {})
+    if not data.get("is_valid"):
+        reason = (data.get("error") or {}).get("message", "Meta says the token is not valid")
+        return [Finding("token", False, reason,
+                        fix="generate a new system-user token in Business Settings > System users, "
+                            "set META_ACCESS_TOKEN, restart")]
+    findings = [Finding("token", True, f"valid ({data.get('type', 'token').lower()})")]
+    expires_at = int(data.get("expires_at") or 0)  # 0 = never (system-user tokens)
+    if expires_at:
+        days = (expires_at - now) / 86400
+        when = datetime.fromtimestamp(expires_at, UTC).date().isoformat()
+        if days < TOKEN_EXPIRY_WARNING_DAYS:
+            findings.append(Finding(
+                "token expiry", False, f"expires in {max(days, 0):.1f} days ({when})",
+                severity="critical" if days < 1 else "warning",
+                fix="replace it with a system-user token, which does not expire",
+            ))
+        else:
+            findings.append(Finding("token expiry", True, f"expires {when}"))
+    granted = set(data.get("scopes") or [])
+    for purpose, scopes in REQUIRED_SCOPES.items():
+        missing = [s for s in scopes if s not in granted]
+        findings.append(
+            Finding("permissions", not missing,
+                    f"missing {', '.join(missing)}" if missing else "granted", subject=purpose,
+                    fix=f"grant {', '.join(missing)} to the system user's token and regenerate it" if missing else None)
+        )
+    return findings
+
+
+async def check_page(graph: GraphClient, meta: MetaSettings, page_id: str) -> list[Finding]:
+    token = _page_token(meta)
+    findings = []
+    try:
+        apps = (await graph.get(f"{page_id}/subscribed_apps", token=token)).get("data", [])
+        ours = [a for a in apps if not meta.app_id or str(a.get("id")) == meta.app_id]
+        subscribed = any("leadgen" in (a.get("subscribed_fields") or []) for a in ours)
+        findings.append(Finding(
+            "leadgen subscription", subscribed,
+            "the app receives this Page's leadgen webhooks" if subscribed
+            else "the app is not subscribed to this Page's leadgen webhooks: no lead will arrive by webhook",
+            subject=page_id, fix="run `leadwire pages subscribe`",
+        ))
+    except GraphError as exc:
+        findings.append(Finding("leadgen subscription", False, f"cannot read subscriptions: {exc}", subject=page_id,
+                                fix="use a Page token of a person with the ADVERTISE task (META_PAGE_ACCESS_TOKEN)"))
+    try:
+        await graph.get(f"{page_id}/leadgen_forms", {"limit": 1, "fields": "id"}, token=token)
+        findings.append(Finding("lead access", True, "lead forms readable", subject=page_id))
+    except (PermissionDeniedError, AuthError) as exc:
+        findings.append(Finding("lead access", False, f"cannot read lead forms: {exc}", subject=page_id,
+                                fix="grant leads_retrieval and check Leads Access Manager (Page settings) "
+                                    "includes the system user or app"))
+    except GraphError as exc:
+        findings.append(Finding("lead access", False, f"cannot read lead forms: {exc}", subject=page_id))
+    return findings
+
+
+async def check_object(graph: GraphClient, what: str, object_id: str, fields: str) -> Finding:
+    try:
+        body = await graph.get(object_id, {"fields": fields})
+    except GraphError as exc:
+        return Finding(what, False, f"not readable: {exc}", subject=object_id,
+                       fix="assign the asset to the system user in Business Settings")
+    if what == "ad account" and str(body.get("account_status", "1")) != "1":
+        return Finding(what, False, f"account_status is {body.get('account_status')} (not active)",
+                       subject=object_id, fix="resolve the account's status in Ads Manager")
+    return Finding(what, True, str(body.get("name") or "readable"), subject=object_id)
+
+
+async def run_checks(graph: GraphClient, meta: MetaSettings, *, now: float | None = None) -> list[Finding]:
+    """Every check, concurrently; findings in a stable order."""
+    tasks: list[Awaitable[list[Finding]]] = [check_token(graph, meta, now=now)]
+    tasks += [check_page(graph, meta, page) for page in meta.page_ids]
+    tasks += [_one(check_object(graph, "ad account", a, "name,account_status,currency")) for a in meta.ad_account_id]
+    if meta.pixel_id:
+        tasks.append(_one(check_object(graph, "pixel", meta.pixel_id, "id,name")))
+    results = await asyncio.gather(*tasks)
+    return [finding for group in results for finding in group]
+
+
+async def _one(finding: Awaitable[Finding]) -> list[Finding]:
+    return [await finding]
+
+
+async def subscribe_pages(graph: GraphClient, meta: MetaSettings) -> list[Finding]:
+    """Install the app on each configured Page for `leadgen` (the Page half of the two-step subscription)."""
+    findings = []
+    for page_id in meta.page_ids:
+        try:
+            await graph.post(f"{page_id}/subscribed_apps", {"subscribed_fields": "leadgen"}, token=_page_token(meta))
+            findings.append(Finding("leadgen subscription", True, "subscribed", subject=page_id))
+        except GraphError as exc:
+            findings.append(Finding("leadgen subscription", False, str(exc), subject=page_id,
+                                    fix="the Page token must belong to a person with the ADVERTISE task"))
+    return findings
+
+
+def to_alert(finding: Finding, service: str) -> AlertRaised:
+    subject = f" {finding.subject}" if finding.subject else ""
+    return AlertRaised(
+        severity="warning" if finding.severity == "warning" else "critical",
+        code=f"meta_{finding.check.replace(' ', '_')}",
+        summary=f"Meta {finding.check}{subject}: {finding.summary}"[:500],
+        service=service,
+        subject=finding.subject,
+        fix=finding.fix,
+    )
+
+
+class HealthMonitor:
+    """Runs the checks periodically; raises an alert when a check fails, again at most once per `repeat`."""
+
+    def __init__(
+        self,
+        graph: GraphClient,
+        meta: MetaSettings,
+        raise_alert: Callable[[AlertRaised], Awaitable[None]],
+        *,
+        service: str,
+        interval: float = 3600.0,
+        repeat: float = 86400.0,
+    ) -> None:
+        self.graph, self.meta, self.raise_alert = graph, meta, raise_alert
+        self.service, self.interval, self.repeat = service, interval, repeat
+        self._alerted: dict[tuple[str, str | None], float] = {}
+
+    async def run(self) -> None:
+        while True:
+            await self.check_once()
+            await asyncio.sleep(self.interval)
+
+    async def check_once(self, *, now: float | None = None) -> list[Finding]:
+        now = time.time() if now is None else now
+        findings = await run_checks(self.graph, self.meta, now=now)
+        await self.handle(findings, now=now)
+        return findings
+
+    async def handle(self, findings: Iterable[Finding], *, now: float) -> None:
+        for finding in findings:
+            if finding.ok:
+                if self._alerted.pop(finding.key, None) is not None:
+                    logger.info("recovered: %s", finding.render())
+                continue
+            last = self._alerted.get(finding.key)
+            if last is not None and now - last < self.repeat:
+                continue
+            self._alerted[finding.key] = now
+            logger.error("%s", finding.render())
+            await self.raise_alert(to_alert(finding, self.service))

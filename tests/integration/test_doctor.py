@@ -1,0 +1,97 @@
+"""Connection health against the Graph sandbox: what is wrong, and how to fix it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from contracts.alerts import AlertRaised
+from shared.doctor import HealthMonitor, run_checks, subscribe_pages
+from shared.graph import GraphClient
+from shared.settings import MetaSettings
+from tests.fixtures.sandbox import SandboxHandle
+
+PAGE_ID = "102030405060708"
+PIXEL_ID = "778899001122334"
+
+
+@pytest.fixture
+async def graph_and_meta(sandbox: SandboxHandle) -> AsyncIterator[tuple[GraphClient, MetaSettings]]:
+    meta = MetaSettings(
+        access_token=sandbox.token,
+        app_secret=sandbox.app_secret,
+        app_id=sandbox.state.get("app_id", ""),
+        graph_url=sandbox.url,
+        ad_account_id=[sandbox.account_id],
+        page_ids=[PAGE_ID],
+        pixel_id=PIXEL_ID,
+    )
+    async with aiohttp.ClientSession() as session:
+        yield GraphClient(session, meta, max_wait=5), meta
+
+
+def _by_check(findings: list[Any]) -> dict[str, Any]:
+    return {f"{f.check}:{f.subject}": f for f in findings}
+
+
+async def test_healthy_setup_after_pages_subscribe(graph_and_meta: tuple[GraphClient, MetaSettings]) -> None:
+    graph, meta = graph_and_meta
+    before = _by_check(await run_checks(graph, meta))
+    assert not before[f"leadgen subscription:{PAGE_ID}"].ok
+    assert before[f"leadgen subscription:{PAGE_ID}"].fix == "run `leadwire pages subscribe`"
+
+    assert all(f.ok for f in await subscribe_pages(graph, meta))
+    after = await run_checks(graph, meta)
+    assert [f.render() for f in after if not f.ok] == []
+    checks = {f.check for f in after}
+    assert {"token", "permissions", "leadgen subscription", "lead access", "ad account", "pixel"} <= checks
+
+
+async def test_expired_token_and_missing_scope_are_reported(
+    sandbox: SandboxHandle, graph_and_meta: tuple[GraphClient, MetaSettings]
+) -> None:
+    graph, meta = graph_and_meta
+    await sandbox.set_token(expires_at=int(time.time()) + 2 * 86400, scopes=["ads_read", "ads_management"])
+    findings = _by_check(await run_checks(graph, meta))
+    expiry = findings["token expiry:None"]
+    assert not expiry.ok
+    assert expiry.severity == "warning"
+    assert "expires in 2.0 days" in expiry.summary
+    assert not findings["permissions:lead capture"].ok
+    assert "leads_retrieval" in findings["permissions:lead capture"].summary
+    assert findings["permissions:insights"].ok
+
+    await sandbox.faults(token_expired=True)
+    findings = _by_check(await run_checks(graph, meta))
+    assert not findings["token:None"].ok
+    assert "META_ACCESS_TOKEN" in (findings["token:None"].fix or "")
+
+
+async def test_monitor_alerts_once_per_problem_until_it_recovers(
+    sandbox: SandboxHandle, graph_and_meta: tuple[GraphClient, MetaSettings]
+) -> None:
+    graph, meta = graph_and_meta
+    alerts: list[AlertRaised] = []
+
+    async def raise_alert(alert: AlertRaised) -> None:
+        alerts.append(alert)
+
+    monitor = HealthMonitor(graph, meta, raise_alert, service="lead_fetcher", repeat=3600)
+    await monitor.check_once(now=1_000_000)
+    await monitor.check_once(now=1_000_060)  # same problem a minute later: no second alert
+    assert [a.code for a in alerts] == ["meta_leadgen_subscription"]
+    assert alerts[0].subject == PAGE_ID
+    assert alerts[0].fix == "run `leadwire pages subscribe`"
+    assert sandbox.token not in alerts[0].model_dump_json()
+
+    await subscribe_pages(graph, meta)
+    await monitor.check_once(now=1_000_120)  # recovered: nothing new
+    assert len(alerts) == 1
+
+    await graph.delete(f"{PAGE_ID}/subscribed_apps", token=meta.access_token)  # the app was removed again
+    await monitor.check_once(now=1_000_180)  # broken again after recovering: alert again, within `repeat`
+    assert [a.code for a in alerts] == ["meta_leadgen_subscription"] * 2
