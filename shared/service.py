@@ -33,6 +33,7 @@ from shared.topology import EXCHANGE, Consumer, consumers_of
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from contracts.alerts import AlertRaised
     from shared.graph.client import GraphClient
 
 logger = logging.getLogger(__name__)
@@ -119,6 +120,24 @@ class Service:
             description=description or (message_cls.__doc__ or "").strip() or None,
         )
 
+    def monitor_meta_health(self, interval: float = 3600.0) -> None:
+        """Check token, permissions and Page subscriptions every `interval` s; raise `AlertRaised` on trouble."""
+        from contracts.messages import AlertRaisedMessage
+        from shared.doctor import HealthMonitor
+        from shared.messaging import publish
+
+        alerts = self.publisher(AlertRaisedMessage, "Meta connection health: token, permissions, subscriptions.")
+
+        async def raise_alert(alert: AlertRaised) -> None:
+            await publish(alerts, AlertRaisedMessage.new(alert))
+
+        async def job() -> None:
+            if self.graph is None:
+                raise RuntimeError("monitor_meta_health needs uses_graph=True")
+            await HealthMonitor(self.graph, self.settings.meta, raise_alert, service=self.name, interval=interval).run()
+
+        self.background("meta_health", job)
+
     def background(self, name: str, job: BackgroundJob) -> None:
         """Run `job` (a coroutine function) once the broker consumes; it is cancelled on stop."""
         self._background.append((name, job))
@@ -137,7 +156,9 @@ class Service:
 
             timeout = aiohttp.ClientTimeout(total=self.settings.meta.request_timeout_seconds)
             self.http = aiohttp.ClientSession(timeout=timeout)
-            self.graph = GraphClient(self.http, self.settings.meta)
+            self.graph = GraphClient(
+                self.http, self.settings.meta, max_wait=self.settings.meta.graph_max_wait_seconds
+            )
         await self.broker.connect()
         await declare_topology(self.broker, consumers_of(self.name))
         await self.app.start()

@@ -37,6 +37,8 @@ class MetaSettings(BaseSettings):
     graph_url: AnyUrl = AnyUrl("https://graph.facebook.com")
     usage_slowdown_threshold: float = Field(default=75.0, ge=1, le=100)
     request_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Longest a service waits for a throttled scope before handing the message back as a delayed retry.
+    graph_max_wait_seconds: float = Field(default=30.0, ge=0)
 
     @field_validator("ad_account_id", "page_ids", mode="before")
     @classmethod
