@@ -7,7 +7,7 @@ Layout on the broker:
 * One durable quorum queue per consumer, `leadwire.<service>.<consumer>`, bound to its routing keys.
 * Delayed retries without a broker plugin: shared delay queues `leadwire.delay.<n>s` hold a message for `n`
   seconds (queue TTL), then dead-letter it into `leadwire.retry` (headers exchange), where each consumer queue is
-  bound on the header `x-leadwire-queue` = its own name. So a retry returns to the one consumer that failed, not
+  bound on the header `leadwire-retry-queue` = its own name. So a retry returns to the one consumer that failed, not
   to every subscriber of the routing key. Longer waits hop through the longest tier until due.
 * One parking queue per consumer, `leadwire.<service>.<consumer>.parked`: the original body, with the reason and
   attempt count in headers. Nothing consumes it automatically; operators inspect and replay.
@@ -26,8 +26,9 @@ RETRY_EXCHANGE = RabbitExchange("leadwire.retry", type=ExchangeType.HEADERS, dur
 # is served by further hops (the `x-leadwire-not-before` header tells the consumer when the message is due).
 DELAY_TIERS: tuple[int, ...] = (1, 5, 30, 120, 600)
 
-# Headers our retry and parking machinery sets.
-H_QUEUE = "x-leadwire-queue"
+# Headers our retry and parking machinery sets. The routing header must not start with `x-`: a headers exchange
+# ignores such headers when matching, which would send every retry to every consumer queue.
+H_QUEUE = "leadwire-retry-queue"
 H_ATTEMPT = "x-leadwire-attempt"
 H_NOT_BEFORE = "x-leadwire-not-before"
 H_REASON = "x-leadwire-reason"

@@ -17,7 +17,7 @@ from contracts.messages import LeadgenReceivedMessage
 from shared.messaging import PermanentError, RetryLater, claim, declare_topology
 from shared.service import Service
 from shared.settings import Settings
-from shared.topology import EXCHANGE, H_ATTEMPT, H_REASON, Consumer, register
+from shared.topology import EXCHANGE, H_ATTEMPT, H_REASON, Consumer, consumers_of, register
 from tests.fixtures.infra import drain, eventually, unique
 
 
@@ -30,7 +30,7 @@ async def _send(broker: RabbitBroker, routing_key: str, body: bytes | dict[str, 
 
 
 @pytest.fixture
-async def test_service(settings: Settings) -> AsyncIterator[Callable[..., Any]]:
+async def test_service(settings: Settings, amqp: Any) -> AsyncIterator[Callable[..., Any]]:
     """Start a throwaway service whose one consumer runs `handler`; returns (service, consumer)."""
     started: list[Service] = []
 
@@ -50,6 +50,9 @@ async def test_service(settings: Settings) -> AsyncIterator[Callable[..., Any]]:
     yield start
     for service in started:
         await service.stop()
+        for consumer in consumers_of(service.name):  # throwaway queues: leave the broker as we found it
+            await amqp.queue_delete(consumer.queue_name)
+            await amqp.queue_delete(consumer.parking_queue_name)
 
 
 async def test_topology_declaration_is_idempotent(broker: RabbitBroker, amqp: Any) -> None:
@@ -90,6 +93,27 @@ async def test_failing_message_is_parked_after_attempts_and_consumer_goes_on(
     assert headers[H_ATTEMPT] == 3  # RETRY_ATTEMPTS in the test settings
     assert "RuntimeError: CRM said no" in headers[H_REASON]
     assert LeadgenReceivedMessage.model_validate_json(parked[0].body).payload.leadgen_id == "666"
+
+
+async def test_retries_return_only_to_the_consumer_that_failed(
+    test_service: Callable[..., Any], broker: RabbitBroker, amqp: Any
+) -> None:
+    bystander_calls: list[str] = []
+
+    async def failing(message: LeadgenReceivedMessage) -> None:
+        raise RuntimeError("always")
+
+    async def bystander(message: LeadgenReceivedMessage) -> None:
+        bystander_calls.append(message.payload.leadgen_id)
+
+    _, failing_consumer = await test_service(failing)
+    _, bystander_consumer = await test_service(bystander)
+    await _send(broker, failing_consumer.routing_keys[0], _message("555").model_dump(mode="json"))
+
+    parked = await eventually(lambda: drain(amqp, failing_consumer.parking_queue_name), timeout=20, what="parked")
+    assert parked[0].headers[H_ATTEMPT] == 3
+    assert bystander_calls == [], "a retry of another consumer's message reached this one"
+    assert await drain(amqp, bystander_consumer.parking_queue_name) == []
 
 
 async def test_invalid_payload_is_parked_at_once_without_its_values(
