@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 from contracts.alerts import AlertRaised
+from contracts.commands import CampaignCommandMessage, CommandResultMessage
 from contracts.conversions import ConversionRequested, ConversionSent
 from contracts.envelope import Envelope
 from contracts.insights import InsightsUpdated
@@ -67,5 +68,7 @@ MESSAGES: tuple[type[Envelope], ...] = (
     ConversionRequestedMessage,
     ConversionSentMessage,
     InsightsUpdatedMessage,
+    CampaignCommandMessage,
+    CommandResultMessage,
     AlertRaisedMessage,
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from typing import Any
 
@@ -25,11 +26,11 @@ CHANNEL = "leadwire_outbox"
 async def enqueue(conn: asyncpg.Connection, message: Any) -> None:
     """Add an envelope to the outbox inside the caller's transaction."""
     await conn.execute(
-        "insert into outbox (message_id, routing_key, message_type, body) values ($1, $2, $3, $4::jsonb)",
+        "insert into outbox (message_id, routing_key, message_type, body) values ($1, $2, $3, $4)",
         message.message_id,
         type(message).routing_key,
         message.type,
-        message.model_dump_json(),
+        message.model_dump(mode="json"),  # the pool's jsonb codec encodes it
     )
     await conn.execute("select pg_notify($1, '')", CHANNEL)
 
@@ -81,19 +82,13 @@ class OutboxRelay:
     async def _publish(self, row: asyncpg.Record) -> None:
         body = row["body"]
         await self.broker.publish(
-            body if isinstance(body, bytes | str) else _dumps(body),
+            json.dumps(body, separators=(",", ":")).encode(),
             exchange=EXCHANGE,
             routing_key=row["routing_key"],
             persist=True,
             mandatory=True,
             content_type="application/json",
             message_id=str(row["message_id"]),
-            correlation_id=str(body.get("correlation_id", "")) if isinstance(body, dict) else None,
+            correlation_id=body.get("correlation_id"),
             message_type=row["message_type"],
         )
-
-
-def _dumps(body: object) -> bytes:
-    import json
-
-    return json.dumps(body, separators=(",", ":")).encode()

@@ -1,0 +1,391 @@
+"""Campaign commands (what other systems and the rules engine ask the campaign executor to do) and their results.
+
+`CampaignCommand` travels on the pinned routing key `campaign.command`. Its payload is *one* command object whose
+`kind` selects the shape (a discriminated union), so an outside system writes
+`{"payload": {"kind": "pause", "command_id": "...", "object_id": "...", "level": "adset", ...}}` and nothing else.
+The union is a `RootModel`: the envelope's payload must be a model, and a root model keeps the JSON flat (no
+wrapper key such as `payload.command.kind` for integrators to get wrong). In Python, `message.payload.root` is
+the concrete command.
+
+Money is always an integer in the ad account currency's minor unit (cents for USD, whole yen for JPY; see
+`services/campaign_executor/money.py` and meta-api-facts §11.1), exactly as Meta stores it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
+
+from contracts.envelope import Envelope, Payload
+from shared.topology import RoutingKey
+
+__all__ = [
+    "AdSetSpec",
+    "AdSpec",
+    "ArchiveCommand",
+    "BudgetSpec",
+    "CampaignCommand",
+    "CampaignCommandMessage",
+    "CampaignSpec",
+    "ChangeBudgetCommand",
+    "CommandResult",
+    "CommandResultMessage",
+    "CreateCampaignCommand",
+    "CreativeSpec",
+    "DeleteCommand",
+    "MetaErrorInfo",
+    "PauseCommand",
+    "SetBudgetCommand",
+    "UnpauseCommand",
+    "UploadAudienceCommand",
+]
+
+ObjectLevel = Literal["campaign", "adset", "ad"]
+BudgetLevel = Literal["campaign", "adset"]
+BudgetKind = Literal["daily", "lifetime"]
+Objective = Literal[
+    "OUTCOME_LEADS", "OUTCOME_TRAFFIC", "OUTCOME_ENGAGEMENT", "OUTCOME_AWARENESS", "OUTCOME_SALES",
+    "OUTCOME_APP_PROMOTION",
+]
+SpecialAdCategory = Literal[
+    "NONE", "HOUSING", "EMPLOYMENT", "FINANCIAL_PRODUCTS_SERVICES", "ISSUES_ELECTIONS_POLITICS",
+]
+AudienceKey = Literal[
+    "EXTERN_ID", "EMAIL", "PHONE", "GEN", "DOBY", "DOBM", "DOBD", "LN", "FN", "FI", "CT", "ST", "ZIP", "MADID",
+    "COUNTRY",
+]
+ResultStatus = Literal["ok", "refused", "failed", "dry_run"]
+ObjectId = Annotated[str, Field(pattern=r"^\d{1,25}$", description="Meta object id (digits).",
+                                examples=["120210000000000123"])]
+AccountId = Annotated[str, Field(pattern=r"^act_\d{1,25}$", description="Ad account id with the act_ prefix.",
+                                 examples=["act_1000000001"])]
+
+MAX_AUDIENCE_ROWS = 1_000_000
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class _CommandBase(Payload):
+    """Fields every command carries."""
+
+    command_id: uuid.UUID = Field(
+        description="Idempotency key chosen by the sender: the executor acts on a command_id at most once, "
+                    "however often the command is delivered or re-sent.",
+        examples=["5d0c3c7e-4f55-4b8e-9a53-0c0d2f6b8f11"],
+    )
+    requested_by: str = Field(
+        min_length=1, max_length=200,
+        description="Who asks: a rule name (`rules_engine:10_kill_underperformers`), a user or a system.",
+        examples=["rules_engine:20_scale_winners"],
+    )
+    reason: str = Field(
+        default="", max_length=2000,
+        description="Why, in one sentence; recorded in the audit log and echoed in the result. No PII.",
+        examples=["CPL $14 over 7 days is below the $25 target"],
+    )
+    dry_run: bool = Field(
+        default=False,
+        description="Check guardrails and record what would be done, without changing anything at Meta.",
+        examples=[False],
+    )
+    force: bool = Field(
+        default=False,
+        description="Override the executor's guardrails (budget step, changes per hour, spend floor, ceiling, "
+                    "deleted/archived objects). Meta's own limits still apply.",
+        examples=[False],
+    )
+
+
+class _ObjectCommand(_CommandBase):
+    object_id: ObjectId
+    level: ObjectLevel = Field(description="What the object is.", examples=["adset"])
+    account_id: AccountId | None = Field(
+        default=None, description="The object's ad account, if the sender knows it (saves a lookup).",
+    )
+
+
+class PauseCommand(_ObjectCommand):
+    """Set the object's status to PAUSED."""
+
+    kind: Literal["pause"] = "pause"
+
+
+class UnpauseCommand(_ObjectCommand):
+    """Set the object's status to ACTIVE."""
+
+    kind: Literal["unpause"] = "unpause"
+
+
+class ArchiveCommand(_ObjectCommand):
+    """Set the object's status to ARCHIVED (cannot be undone; archived objects can only be renamed or deleted)."""
+
+    kind: Literal["archive"] = "archive"
+
+
+class DeleteCommand(_ObjectCommand):
+    """Delete the object (status DELETED)."""
+
+    kind: Literal["delete"] = "delete"
+
+
+class _BudgetCommand(_CommandBase):
+    object_id: ObjectId
+    level: BudgetLevel = Field(description="Campaign (campaign budget) or ad set.", examples=["adset"])
+    account_id: AccountId | None = Field(default=None, description="The object's ad account, if known.")
+    budget: BudgetKind = Field(default="daily", description="Which budget to change.", examples=["daily"])
+    expected_current_minor: int | None = Field(
+        default=None, gt=0,
+        description="The budget the sender based its decision on. If Meta now reports another value, the "
+                    "command is refused (unless `force`): the decision is stale.",
+        examples=[10000],
+    )
+
+
+class SetBudgetCommand(_BudgetCommand):
+    """Set the budget to an absolute amount."""
+
+    kind: Literal["set_budget"] = "set_budget"
+    amount_minor: int = Field(
+        gt=0, description="New budget, integer in the account currency's minor unit (cents for USD, yen for JPY).",
+        examples=[11500],
+    )
+
+
+class ChangeBudgetCommand(_BudgetCommand):
+    """Change the budget relative to its current value: by `percent` or by `amount_minor` (exactly one).
+
+    The executor turns it into an absolute target on first attempt and stores it, so a redelivered or retried
+    command never applies the change twice.
+    """
+
+    kind: Literal["change_budget"] = "change_budget"
+    percent: float | None = Field(
+        default=None, gt=-100, le=1000, description="Relative change in percent; negative lowers the budget.",
+        examples=[15.0],
+    )
+    amount_minor: int | None = Field(
+        default=None, description="Change in minor units (cents / yen); negative lowers the budget.",
+        examples=[-1500],
+    )
+
+    @model_validator(mode="after")
+    def _one_change(self) -> ChangeBudgetCommand:
+        if (self.percent is None) == (self.amount_minor is None):
+            raise ValueError("give exactly one of percent and amount_minor")
+        if self.percent == 0 or self.amount_minor == 0:
+            raise ValueError("a change of zero is not a change")
+        return self
+
+
+class BudgetSpec(_Spec):
+    kind: BudgetKind = Field(default="daily", description="Daily or lifetime budget.", examples=["daily"])
+    amount_minor: int = Field(gt=0, description="Integer, account currency minor unit.", examples=[5000])
+
+
+class CampaignSpec(_Spec):
+    name: str = Field(min_length=1, max_length=400, examples=["MVA Leads - Houston"])
+    objective: Objective = Field(default="OUTCOME_LEADS", description="ODAX objective (required since v17).")
+    special_ad_categories: list[SpecialAdCategory] = Field(
+        description='Required by Meta on every create; `[]` or `["NONE"]` if none applies.', examples=[["NONE"]],
+    )
+    special_ad_category_country: list[str] = Field(
+        default_factory=list, description="ISO alpha-2 countries; required with a real special ad category.",
+        examples=[["US"]],
+    )
+    budget: BudgetSpec | None = Field(
+        default=None, description="Campaign budget (Advantage campaign budget); else budgets live on the ad set.",
+    )
+    stop_time: str | None = Field(default=None, description="Needed with a lifetime campaign budget (ISO 8601).")
+    bid_strategy: str | None = Field(default=None, examples=["LOWEST_COST_WITHOUT_CAP"])
+    is_adset_budget_sharing_enabled: bool = Field(
+        default=False, description="Sent when budgets are on ad sets (required by Meta since v24).",
+    )
+
+    @model_validator(mode="after")
+    def _countries(self) -> CampaignSpec:
+        if any(c != "NONE" for c in self.special_ad_categories) and not self.special_ad_category_country:
+            raise ValueError("special_ad_category_country is required with a special ad category")
+        if self.budget is not None and self.budget.kind == "lifetime" and not self.stop_time:
+            raise ValueError("a lifetime campaign budget needs stop_time")
+        return self
+
+
+class AdSetSpec(_Spec):
+    name: str = Field(min_length=1, max_length=400, examples=["MVA - 25-65 - Texas"])
+    optimization_goal: str = Field(default="LEAD_GENERATION", examples=["LEAD_GENERATION"])
+    billing_event: str = Field(default="IMPRESSIONS", examples=["IMPRESSIONS"])
+    targeting: dict[str, Any] = Field(
+        description="Meta targeting spec (must include geo_locations).",
+        examples=[{"geo_locations": {"regions": [{"key": "4063"}]}, "age_min": 25, "age_max": 65}],
+    )
+    page_id: ObjectId = Field(description="promoted_object.page_id: the Page running the lead form.")
+    budget: BudgetSpec | None = Field(default=None, description="Ad set budget (when the campaign has none).")
+    bid_strategy: str | None = Field(default=None, examples=["LOWEST_COST_WITHOUT_CAP"])
+    bid_amount_minor: int | None = Field(default=None, gt=0)
+    start_time: str | None = Field(default=None, description="ISO 8601; default now.")
+    end_time: str | None = Field(default=None, description="ISO 8601; needed with a lifetime budget.")
+
+    @field_validator("targeting")
+    @classmethod
+    def _geo(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if "geo_locations" not in value:
+            raise ValueError("targeting needs geo_locations")
+        return value
+
+
+class CreativeSpec(_Spec):
+    name: str = Field(min_length=1, max_length=400, examples=["Were you injured?"])
+    page_id: ObjectId
+    lead_form_id: ObjectId = Field(description="Instant Form the call to action opens.")
+    image_url: str | None = Field(default=None, description="Image by URL (one of image_url, image_hash).")
+    image_hash: str | None = Field(default=None, description="Hash of an image uploaded to /act_<id>/adimages.")
+    message: str = Field(min_length=1, max_length=5000, examples=["Injured in a crash? Free case review."])
+    link: str = Field(min_length=1, examples=["https://example.com/free-case-review"])
+    headline: str | None = Field(default=None, max_length=255, examples=["No fee unless we win"])
+    call_to_action: str = Field(default="SIGN_UP", examples=["SIGN_UP"])
+
+    @model_validator(mode="after")
+    def _one_image(self) -> CreativeSpec:
+        if (self.image_url is None) == (self.image_hash is None):
+            raise ValueError("give exactly one of image_url and image_hash")
+        return self
+
+
+class AdSpec(_Spec):
+    name: str = Field(min_length=1, max_length=400, examples=["MVA Ad - Image A"])
+
+
+class CreateCampaignCommand(_CommandBase):
+    """Create campaign, ad set, creative and ad in one go; all PAUSED unless `status` is ACTIVE.
+
+    If any step fails, what was created is deleted (or left paused when deleting fails) and the result lists it.
+    """
+
+    kind: Literal["create_campaign"] = "create_campaign"
+    account_id: AccountId
+    status: Literal["PAUSED", "ACTIVE"] = Field(
+        default="PAUSED", description="Status of campaign, ad set and ad. New ads still go through review.",
+    )
+    campaign: CampaignSpec
+    ad_set: AdSetSpec
+    creative: CreativeSpec
+    ad: AdSpec
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> CreateCampaignCommand:
+        if (self.campaign.budget is None) == (self.ad_set.budget is None):
+            raise ValueError("set exactly one budget: on the campaign or on the ad set")
+        if self.ad_set.budget is not None and self.ad_set.budget.kind == "lifetime" and not self.ad_set.end_time:
+            raise ValueError("a lifetime ad set budget needs end_time")
+        return self
+
+
+class UploadAudienceCommand(_CommandBase):
+    """Add rows to a customer-file custom audience, or replace its members (`/usersreplace`, keeps learning).
+
+    Values may be clear text (normalized and SHA-256 hashed by the executor, as Meta requires) or already
+    SHA-256 hex. EXTERN_ID and MADID are sent unhashed. Unknown values are `""`.
+    """
+
+    kind: Literal["upload_audience"] = "upload_audience"
+    audience_id: ObjectId
+    mode: Literal["add", "replace"] = Field(default="add", description="`replace` swaps the whole membership.")
+    schema_: list[AudienceKey] = Field(
+        alias="schema", min_length=1, description="Meta multi-key schema, one entry per column.",
+        examples=[["EMAIL", "PHONE", "FN", "LN", "COUNTRY"]],
+    )
+    rows: list[list[str]] = Field(
+        min_length=1, max_length=MAX_AUDIENCE_ROWS,
+        description="One list of values per person, in `schema` order; clear text or SHA-256 hex.",
+        examples=[[["mary@example.com", "+1 555 987 6543", "Mary", "Smith", "US"]]],
+    )
+    default_country: str = Field(
+        default="US", pattern=r"^[A-Za-z]{2}$",
+        description="Country for phone numbers without a country code when there is no COUNTRY column.",
+    )
+
+    model_config = ConfigDict(frozen=True, extra="ignore", validate_by_name=True, validate_by_alias=True,
+                              serialize_by_alias=True)
+
+    @model_validator(mode="after")
+    def _row_width(self) -> UploadAudienceCommand:
+        width = len(self.schema_)
+        for index, row in enumerate(self.rows):
+            if len(row) != width:
+                raise ValueError(f"row {index} has {len(row)} values for {width} schema columns")
+        return self
+
+
+AnyCampaignCommand = Annotated[
+    PauseCommand | UnpauseCommand | ArchiveCommand | DeleteCommand | SetBudgetCommand | ChangeBudgetCommand
+    | CreateCampaignCommand | UploadAudienceCommand,
+    Field(discriminator="kind"),
+]
+
+
+class CampaignCommand(RootModel[AnyCampaignCommand]):
+    """One campaign command; `kind` selects which."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+class MetaErrorInfo(_Spec):
+    """Meta's error, as returned (never contains a token)."""
+
+    code: int | None = None
+    subcode: int | None = None
+    fbtrace_id: str | None = None
+    message: str = ""
+    user_title: str | None = None
+    user_message: str | None = None
+
+
+class CommandResult(Payload):
+    """What the executor did with one command."""
+
+    command_id: uuid.UUID = Field(description="The command's idempotency key.")
+    kind: str = Field(description="The command's kind.", examples=["set_budget"])
+    status: ResultStatus = Field(
+        description="ok: done; refused: a guardrail said no (see detail); failed: Meta said no (see meta_error); "
+                    "dry_run: nothing changed, `after` is what would have been set.",
+        examples=["ok"],
+    )
+    detail: str = Field(default="", description="Human-readable explanation.", examples=["daily budget 10000 -> 11500"])
+    guardrail: str | None = Field(
+        default=None, description="Which guardrail refused it (budget_step, budget_changes_per_hour, "
+                                  "spend_floor, object_status, daily_ceiling, stale_decision).",
+    )
+    meta_error: MetaErrorInfo | None = Field(default=None, description="Meta's error when failed.")
+    object_id: str | None = Field(default=None, description="The object acted on.")
+    account_id: str | None = None
+    currency: str | None = Field(default=None, examples=["USD"])
+    created_ids: dict[str, str] = Field(
+        default_factory=dict, description="Objects created (campaign, adset, creative, ad).",
+    )
+    rolled_back: dict[str, str] = Field(
+        default_factory=dict, description="After a failed create: objects and what became of them "
+                                          "(`deleted` or `paused`, or `left` if neither worked).",
+    )
+    before: dict[str, Any] = Field(default_factory=dict, description="Values read from Meta before acting.")
+    after: dict[str, Any] = Field(default_factory=dict, description="Values set (or that would be set).")
+    counts: dict[str, int] = Field(default_factory=dict, description="Audience uploads: rows, requests, invalid.")
+
+
+class CampaignCommandMessage(Envelope[CampaignCommand]):
+    """A command for the campaign executor. Outside systems publish this on `campaign.command`."""
+
+    routing_key: ClassVar[str] = RoutingKey.CAMPAIGN_COMMAND
+    type: Literal["CampaignCommand"] = "CampaignCommand"
+    schema_version: Literal[1] = 1
+
+
+class CommandResultMessage(Envelope[CommandResult]):
+    """The outcome of one CampaignCommand."""
+
+    routing_key: ClassVar[str] = RoutingKey.COMMAND_RESULT
+    type: Literal["CommandResult"] = "CommandResult"
+    schema_version: Literal[1] = 1

@@ -1,0 +1,129 @@
+"""Customer-file rows for Meta: normalized and SHA-256 hashed per key (meta-api-facts §12.3), in 10,000-row batches.
+
+Normalization is the CAPI sender's (`services/capi_sender/normalize.py`), so a person hashes the same way in
+conversions and in audiences. Audience-only keys are derived here: DOBY/DOBM/DOBD from a date of birth, FI from
+the normalized first name. A value already in SHA-256 hex passes through lowercased; EXTERN_ID and MADID are
+sent unhashed (trimmed; MADID lowercased). A value that cannot be normalized becomes `""` (unknown), never a
+hash of garbage: a wrong hash cannot match anyone but still costs the row's other keys nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from services.capi_sender.normalize import (
+    InvalidFieldError,
+    is_sha256,
+    normalize_city,
+    normalize_country,
+    normalize_email,
+    normalize_first_name,
+    normalize_gender,
+    normalize_last_name,
+    normalize_phone,
+    normalize_state,
+    normalize_zip,
+    sha256_hex,
+)
+
+MAX_ROWS_PER_REQUEST = 10_000  # meta-api-facts §12.2
+UNHASHED_KEYS = frozenset({"EXTERN_ID", "MADID"})
+
+
+def _digits(width: int) -> Callable[[str, str], str]:
+    """DOBY (4 digits), DOBM / DOBD (2 digits, zero-padded)."""
+
+    def part(value: str, _country: str) -> str:
+        digits = "".join(ch for ch in value if ch.isdigit())
+        if not digits or len(digits) > width:
+            raise InvalidFieldError("date_of_birth", f"expected up to {width} digits")
+        if width == 4 and len(digits) != 4:
+            raise InvalidFieldError("date_of_birth", "expected a 4-digit year")
+        return digits.zfill(width)
+
+    return part
+
+
+def _first_initial(value: str, _country: str) -> str:
+    return normalize_first_name(value)[:1]
+
+
+_NORMALIZERS: dict[str, Callable[[str, str], str]] = {
+    "EMAIL": lambda v, _c: normalize_email(v),
+    "PHONE": lambda v, c: normalize_phone(v, c.upper()),
+    "FN": lambda v, _c: normalize_first_name(v),
+    "LN": lambda v, _c: normalize_last_name(v),
+    "FI": _first_initial,
+    "CT": lambda v, _c: normalize_city(v),
+    "ST": lambda v, c: normalize_state(v, c),
+    "ZIP": lambda v, c: normalize_zip(v, c),
+    "COUNTRY": lambda v, _c: normalize_country(v),
+    "GEN": lambda v, _c: normalize_gender(v),
+    "DOBY": _digits(4),
+    "DOBM": _digits(2),
+    "DOBD": _digits(2),
+}
+
+
+@dataclass(frozen=True)
+class PreparedRows:
+    """Rows ready for Meta, plus counts for the audit log (no values)."""
+
+    rows: list[list[str]]
+    values_hashed: int
+    values_passed_through: int
+    values_dropped: int
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 over the prepared rows: lets the audit log tell two uploads apart without keeping them."""
+        h = hashlib.sha256()
+        for row in self.rows:
+            h.update("\x1f".join(row).encode())
+            h.update(b"\x1e")
+        return h.hexdigest()
+
+
+def prepare_value(key: str, value: str, country: str) -> tuple[str, str]:
+    """One value as Meta wants it, and what happened: `hashed`, `passed` (already hashed / unhashed key), `dropped`."""
+    text = value.strip()
+    if not text:
+        return "", "dropped"
+    if key in UNHASHED_KEYS:
+        return (text.lower() if key == "MADID" else text), "passed"
+    if is_sha256(text):
+        return text.lower(), "passed"
+    normalizer = _NORMALIZERS.get(key)
+    try:
+        normalized = normalizer(text, country) if normalizer else text.lower()
+    except InvalidFieldError:
+        return "", "dropped"
+    return sha256_hex(normalized), "hashed"
+
+
+def prepare_rows(schema: Sequence[str], rows: Sequence[Sequence[str]], default_country: str) -> PreparedRows:
+    """Normalize and hash every value; a row's COUNTRY column (if any) drives its phone/state/zip rules."""
+    country_col = list(schema).index("COUNTRY") if "COUNTRY" in schema else None
+    out: list[list[str]] = []
+    counts = {"hashed": 0, "passed": 0, "dropped": 0}
+    for row in rows:
+        country = default_country
+        if country_col is not None and row[country_col].strip():
+            try:
+                country = normalize_country(row[country_col])
+            except InvalidFieldError:
+                country = default_country
+        prepared = []
+        for key, value in zip(schema, row, strict=True):
+            text, what = prepare_value(key, value, country)
+            counts[what] += 1
+            prepared.append(text)
+        out.append(prepared)
+    return PreparedRows(out, counts["hashed"], counts["passed"], counts["dropped"])
+
+
+def batches(rows: Sequence[list[str]], size: int = MAX_ROWS_PER_REQUEST) -> Iterator[list[list[str]]]:
+    for start in range(0, len(rows), size):
+        yield list(rows[start:start + size])

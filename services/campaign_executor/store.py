@@ -1,0 +1,114 @@
+"""The audit table `campaign_commands`: one row per command_id, written before and after touching Meta."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from contracts.commands import CommandResult, CommandResultMessage
+from shared.messaging import RetryLater, claim
+from shared.outbox import enqueue
+
+FINAL = frozenset({"ok", "refused", "failed", "dry_run"})
+LOCK_WAIT_SECONDS = 10.0
+
+
+@asynccontextmanager
+async def object_lock(conn: asyncpg.Connection, key: str) -> AsyncIterator[None]:
+    """Serialize work on one Meta object (or one command) across workers and processes.
+
+    A session advisory lock, so it spans the short transactions around the Meta calls. Waits at most
+    LOCK_WAIT_SECONDS, then sends the command back to the queue instead of holding a worker.
+    """
+    try:
+        await conn.execute("select pg_advisory_lock(hashtextextended($1, 7))", key, timeout=LOCK_WAIT_SECONDS)
+    except TimeoutError:
+        raise RetryLater(f"another worker holds {key}", delay=2) from None
+    try:
+        yield
+    finally:
+        await conn.execute("select pg_advisory_unlock(hashtextextended($1, 7))", key)
+
+
+async def begin(
+    conn: asyncpg.Connection,
+    *,
+    command_id: object,
+    message_id: object,
+    kind: str,
+    account_id: str | None,
+    object_id: str | None,
+    level: str | None,
+    dry_run: bool,
+    force: bool,
+    requested_by: str,
+    reason: str,
+    payload: dict[str, Any],
+) -> asyncpg.Record:
+    """Record the command (first delivery) and return its row; counts the attempt."""
+    async with conn.transaction():
+        await conn.execute(
+            "insert into campaign_commands (command_id, message_id, kind, account_id, object_id, level, dry_run, "
+            "force, requested_by, reason, payload) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb) "
+            "on conflict (command_id) do nothing",
+            command_id, message_id, kind, account_id, object_id, level, dry_run, force, requested_by, reason,
+            payload,
+        )
+        return await conn.fetchrow(
+            "update campaign_commands set attempts = attempts + 1 where command_id = $1 returning *", command_id
+        )
+
+
+async def budget_changes_last_hour(conn: asyncpg.Connection, object_id: str, command_id: object) -> int:
+    """Budget changes applied (or being applied) on this object in the last rolling hour, other commands."""
+    return await conn.fetchval(
+        "select count(*) from campaign_commands where object_id = $1 and kind = any($2::text[]) and not dry_run "
+        "and status in ('applying', 'ok') and applying_at > now() - interval '1 hour' and command_id <> $3",
+        object_id, ["set_budget", "change_budget"], command_id,
+    )
+
+
+async def mark_applying(conn: asyncpg.Connection, command_id: object, plan: dict[str, Any]) -> None:
+    """Commit what this attempt is about to do, before doing it."""
+    await conn.execute(
+        "update campaign_commands set status = 'applying', plan = $2::jsonb, "
+        "applying_at = coalesce(applying_at, now()) where command_id = $1",
+        command_id, plan,
+    )
+
+
+async def mark_not_applied(conn: asyncpg.Connection, command_id: object) -> None:
+    """Nothing of this attempt is left at Meta (rolled back): the next attempt may start afresh."""
+    await conn.execute(
+        "update campaign_commands set status = 'received', plan = null, applying_at = null "
+        "where command_id = $1 and status = 'applying'",
+        command_id,
+    )
+
+
+async def finish(
+    conn: asyncpg.Connection,
+    *,
+    consumer_name: str,
+    message: Any,
+    result: CommandResult,
+) -> bool:
+    """Record the outcome, claim the message and queue the CommandResult, in one transaction.
+
+    Returns False (and changes nothing) when the command already has an outcome: a concurrent or earlier
+    delivery finished it.
+    """
+    async with conn.transaction():
+        updated = await conn.fetchval(
+            "update campaign_commands set status = $2, result = $3::jsonb, finished_at = now() "
+            "where command_id = $1 and status in ('received', 'applying') returning true",
+            result.command_id, result.status, result.model_dump(mode="json"),
+        )
+        if not updated:
+            return False
+        await claim(conn, consumer_name, message.message_id)
+        await enqueue(conn, CommandResultMessage.new(result, caused_by=message))
+    return True

@@ -1,0 +1,396 @@
+"""The campaign executor end to end: real RabbitMQ and PostgreSQL, the Graph sandbox over HTTP.
+
+Each test publishes CampaignCommand messages on `campaign.command`, waits for the CommandResult on a private
+queue bound to the result routing key, and checks what a user would notice: the object at "Meta" (sandbox
+state and call log) and the audit row.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import aio_pika
+import asyncpg
+import pytest
+from faststream.rabbit import RabbitBroker
+from pydantic import SecretStr
+
+from contracts.commands import CampaignCommand, CampaignCommandMessage, CommandResultMessage
+from services.campaign_executor.app import create_app
+from services.campaign_executor.handlers import CONSUMER
+from services.campaign_executor.settings import ExecutorSettings
+from shared.messaging import publish
+from shared.service import Service
+from shared.settings import MetaSettings, Settings
+from shared.topology import EXCHANGE, H_REASON, RoutingKey
+from tests.fixtures.infra import drain, eventually
+from tests.fixtures.sandbox import SandboxHandle
+
+pytestmark = pytest.mark.timeout(60)
+
+Results = dict[str, CommandResultMessage]
+
+
+@pytest.fixture
+async def results(amqp: aio_pika.abc.AbstractChannel) -> AsyncIterator[Results]:
+    """Every CommandResult published while the test runs, by command_id."""
+    seen: Results = {}
+    exchange = await amqp.declare_exchange(EXCHANGE.name, aio_pika.ExchangeType.TOPIC, durable=True)
+    queue = await amqp.declare_queue(exclusive=True, auto_delete=True)
+    await queue.bind(exchange, routing_key=RoutingKey.COMMAND_RESULT)
+
+    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        async with message.process():
+            result = CommandResultMessage.model_validate_json(message.body)
+            seen[str(result.payload.command_id)] = result
+
+    await queue.consume(on_message)
+    return seen
+
+
+def executor_settings(settings: Settings, sandbox: SandboxHandle, **guards: Any) -> Settings:
+    meta = MetaSettings(
+        access_token=SecretStr(sandbox.token), app_secret=SecretStr(sandbox.app_secret), graph_url=sandbox.url,
+        api_version=sandbox.version, request_timeout_seconds=10, ad_account_id=[sandbox.account_id],
+    )
+    return settings.replace(meta, ExecutorSettings(**guards))
+
+
+@pytest.fixture
+async def start_executor(
+    settings: Settings, sandbox: SandboxHandle, amqp: aio_pika.abc.AbstractChannel, db: asyncpg.Pool
+) -> AsyncIterator[Callable[..., Any]]:
+    started: list[Service] = []
+
+    async def start(**guards: Any) -> Service:
+        # The executor's queue is shared by every test: commands left over by an earlier test must not act on
+        # this test's freshly reset sandbox.
+        queue = await amqp.get_queue(CONSUMER.queue_name, ensure=False)
+        await queue.purge()
+        # The sandbox hands out the same object ids after every reset; its audit history goes with the reset.
+        account = sandbox.state["accounts"][sandbox.account_id]
+        await db.execute("delete from campaign_commands where object_id = any($1::text[])",
+                         account["campaigns"] + account["adsets"] + account["ads"])
+        service = create_app(executor_settings(settings, sandbox, **guards))
+        await service.start()
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        await service.stop()
+
+
+def command(kind: str, **fields: Any) -> CampaignCommandMessage:
+    body = {"kind": kind, "command_id": str(uuid.uuid4()), "requested_by": "test", "reason": "integration test",
+            **fields}
+    return CampaignCommandMessage.new(CampaignCommand.model_validate(body))
+
+
+async def send(broker: RabbitBroker, message: CampaignCommandMessage) -> str:
+    await publish(broker, message)
+    return str(message.payload.root.command_id)
+
+
+async def result_of(results: Results, command_id: str, timeout: float = 15) -> Any:
+    async def probe() -> Any:
+        return results.get(command_id)
+
+    return (await eventually(probe, timeout=timeout, what=f"CommandResult of {command_id}")).payload
+
+
+async def node(sandbox: SandboxHandle, object_id: str, fields: str = "status,daily_budget") -> dict[str, Any]:
+    status, _, body = await sandbox.graph("GET", object_id, fields=fields)
+    assert status == 200, body
+    return body
+
+
+def writes(calls: dict[str, Any], object_id: str | None = None) -> list[dict[str, Any]]:
+    return [r for r in calls["requests"] if r["method"] != "GET" and (object_id is None or object_id in r["path"])]
+
+
+async def audit(db: asyncpg.Pool, command_id: str) -> asyncpg.Record:
+    return await db.fetchrow("select * from campaign_commands where command_id = $1", uuid.UUID(command_id))
+
+
+# -------------------------------------------------------------------------------------------------------------------
+
+
+async def test_pause_and_unpause_an_ad_set(start_executor, sandbox, broker, results, db) -> None:
+    await start_executor()
+    adset = sandbox.state["adsets_by_name"]["Prospecting - Lookalike"]
+
+    paused = await result_of(results, await send(broker, command("pause", object_id=adset, level="adset")))
+    assert paused.status == "ok", paused.detail
+    assert (await node(sandbox, adset))["status"] == "PAUSED"
+    assert paused.before["status"] == "ACTIVE"
+    assert paused.after == {"status": "PAUSED"}
+    assert paused.currency == "USD"
+
+    cid = await send(broker, command("unpause", object_id=adset, level="adset", account_id=sandbox.account_id))
+    unpaused = await result_of(results, cid)
+    assert unpaused.status == "ok", unpaused.detail
+    assert (await node(sandbox, adset))["status"] == "ACTIVE"
+    row = await audit(db, cid)
+    assert (row["status"], row["kind"], row["object_id"], row["requested_by"]) == ("ok", "unpause", adset, "test")
+    assert row["finished_at"] is not None
+
+
+async def test_dry_run_records_the_plan_and_writes_nothing(start_executor, sandbox, broker, results, db) -> None:
+    await start_executor()
+    adset = sandbox.state["adsets_by_name"]["Prospecting - Lookalike"]
+    before = int((await node(sandbox, adset))["daily_budget"])
+    await sandbox.reset_calls()
+
+    cid = await send(broker, command("change_budget", object_id=adset, level="adset", percent=10, dry_run=True))
+    result = await result_of(results, cid)
+    pause_cid = await send(broker, command("pause", object_id=adset, level="adset", dry_run=True))
+    pause = await result_of(results, pause_cid)
+
+    assert (result.status, pause.status) == ("dry_run", "dry_run")
+    assert result.after == {"daily_budget": round(before * 1.1)}
+    assert writes(await sandbox.calls()) == [], "a dry run must not write to Meta"
+    assert int((await node(sandbox, adset))["daily_budget"]) == before
+    assert (await node(sandbox, adset))["status"] == "ACTIVE"
+    assert (await audit(db, cid))["status"] == "dry_run"
+
+
+async def test_big_budget_jump_is_refused_unless_forced(start_executor, sandbox, broker, results, db) -> None:
+    await start_executor()
+    adset = sandbox.state["adsets_by_name"]["Prospecting - Lookalike"]
+    before = int((await node(sandbox, adset))["daily_budget"])
+
+    cid = await send(broker, command("change_budget", object_id=adset, level="adset", percent=50))
+    refused = await result_of(results, cid)
+    assert refused.status == "refused"
+    assert refused.guardrail == "budget_step"
+    assert "50.0%" in refused.detail
+    assert int((await node(sandbox, adset))["daily_budget"]) == before
+    row = await audit(db, cid)
+    assert row["status"] == "refused"
+    assert row["result"]["guardrail"] == "budget_step"
+
+    forced = await result_of(results, await send(
+        broker, command("change_budget", object_id=adset, level="adset", percent=50, force=True)))
+    assert forced.status == "ok", forced.detail
+    assert int((await node(sandbox, adset))["daily_budget"]) == round(before * 1.5)
+
+
+async def test_fifth_budget_change_within_an_hour_is_refused(start_executor, sandbox, broker, results) -> None:
+    await start_executor()
+    adset = sandbox.state["adsets_by_name"]["Prospecting - Lookalike"]
+    budget = int((await node(sandbox, adset))["daily_budget"])
+    for step in range(4):
+        budget += 300
+        done = await result_of(results, await send(
+            broker, command("set_budget", object_id=adset, level="adset", amount_minor=budget)))
+        assert done.status == "ok", f"change {step + 1}: {done.detail}"
+
+    fifth = await result_of(results, await send(
+        broker, command("set_budget", object_id=adset, level="adset", amount_minor=budget + 300)))
+    assert fifth.status == "refused"
+    assert fifth.guardrail == "budget_changes_per_hour"
+    assert int((await node(sandbox, adset))["daily_budget"]) == budget
+
+
+async def test_lowering_below_spend_floor_and_deleted_objects_are_refused(
+    start_executor, sandbox, broker, results
+) -> None:
+    await start_executor()
+    # The "Advantage+" ad set spends > $300/day, today included: a budget of $1 is below 110% of today's spend.
+    burner = sandbox.state["adsets_by_name"]["Prospecting - Advantage+"]
+    current = int((await node(sandbox, burner))["daily_budget"])
+    spend_status, _, insights = await sandbox.graph("GET", f"{burner}/insights", fields="spend", date_preset="today")
+    assert spend_status == 200
+    spent_today = round(float(insights["data"][0]["spend"]) * 100) if insights["data"] else 0
+    assert spent_today > 0, "the seeded burner spends today"
+    low = max(1, int(spent_today * 0.9))
+    low_result = await result_of(results, await send(
+        broker, command("set_budget", object_id=burner, level="adset", amount_minor=low,
+                        expected_current_minor=current)))
+    assert low_result.status == "refused"
+    assert low_result.guardrail in ("spend_floor", "budget_step")  # both are broken; either refusal is right
+
+    stale = await result_of(results, await send(
+        broker, command("set_budget", object_id=burner, level="adset", amount_minor=current + 100,
+                        expected_current_minor=current - 1)))
+    assert stale.guardrail == "stale_decision"
+
+    ad = sandbox.state["accounts"][sandbox.account_id]["ads"][0]
+    deleted = await result_of(results, await send(broker, command("delete", object_id=ad, level="ad")))
+    assert deleted.status == "ok"
+    again = await result_of(results, await send(broker, command("unpause", object_id=ad, level="ad")))
+    assert (again.status, again.guardrail) == ("refused", "object_status")
+
+
+async def test_create_campaign_builds_all_four_objects_paused(start_executor, sandbox, broker, results) -> None:
+    await start_executor()
+    cid = await send(broker, create_command(sandbox))
+    created = await result_of(results, cid)
+    assert created.status == "ok", created.detail
+    assert set(created.created_ids) == {"campaign", "adset", "creative", "ad"}
+    for name in ("campaign", "adset", "ad"):
+        assert (await node(sandbox, created.created_ids[name], "status"))["status"] == "PAUSED"
+    ad = await node(sandbox, created.created_ids["ad"], "adset,creative,campaign")
+    assert ad["adset"]["id"] == created.created_ids["adset"]
+    assert ad["creative"]["id"] == created.created_ids["creative"]
+    creates = [r for r in (await sandbox.calls())["requests"] if r["method"] == "POST"]
+    assert len(creates) == 4
+    assert all(r["batch"] for r in creates), "the four creates travel in one batch"
+
+
+async def test_create_campaign_failing_at_the_ad_step_leaves_nothing_active(
+    start_executor, sandbox, broker, results
+) -> None:
+    await start_executor()
+    await sandbox.faults(error_rate=1.0, path_regex=r"/ads$", error_status=400, error={
+        "message": "(#100) Invalid parameter", "code": 100, "error_subcode": 1487390, "is_transient": False,
+        "type": "OAuthException", "error_user_msg": "The creative is not valid for this ad set.",
+    })
+    created = await result_of(results, await send(broker, create_command(sandbox, status="ACTIVE")))
+
+    assert created.status == "failed"
+    assert created.meta_error is not None
+    assert created.meta_error.code == 100
+    assert created.meta_error.fbtrace_id
+    assert "ad step" in created.detail
+    assert set(created.created_ids) == {"campaign", "adset", "creative"}
+    assert created.rolled_back == {"creative": "deleted", "adset": "deleted", "campaign": "deleted"}
+    for name in ("campaign", "adset"):
+        state = await node(sandbox, created.created_ids[name], "status,effective_status")
+        assert state["status"] == "DELETED"
+    status, _, listed = await sandbox.graph("GET", f"{sandbox.account_id}/campaigns", fields="name,effective_status")
+    assert status == 200
+    assert all(c["name"] != "Injury leads - test" for c in listed["data"]), "nothing of it is live"
+
+
+async def test_the_same_command_delivered_twice_acts_once(start_executor, sandbox, broker, results, db) -> None:
+    await start_executor()
+    adset = sandbox.state["adsets_by_name"]["Prospecting - Lookalike"]
+    before = int((await node(sandbox, adset))["daily_budget"])
+    await sandbox.reset_calls()
+    message = command("change_budget", object_id=adset, level="adset", percent=10)
+    resent = CampaignCommandMessage.new(message.payload)  # same command_id, new message_id (a re-send)
+    cid = await send(broker, message)
+    await send(broker, message)  # redelivery of the very same message
+    await send(broker, resent)
+
+    result = await result_of(results, cid)
+    assert result.status == "ok"
+
+    async def all_seen() -> bool:
+        row = await audit(db, cid)
+        return row is not None and row["attempts"] >= 3
+
+    await eventually(all_seen, what="all three deliveries handled")
+    assert int((await node(sandbox, adset))["daily_budget"]) == round(before * 1.1)
+    assert len(writes(await sandbox.calls(), adset)) == 1
+
+
+async def test_an_interrupted_relative_change_is_finished_not_repeated(
+    start_executor, sandbox, broker, results, db
+) -> None:
+    await start_executor()
+    adset = sandbox.state["adsets_by_name"]["Prospecting - Lookalike"]
+    before = int((await node(sandbox, adset))["daily_budget"])
+    target = round(before * 1.1)
+    message = command("change_budget", object_id=adset, level="adset", percent=10)
+    cmd = message.payload.root
+    # A first attempt decided +10 %, applied it at Meta, then crashed before recording the outcome.
+    status, _, _ = await sandbox.graph("POST", adset, daily_budget=target)
+    assert status == 200
+    await db.execute(
+        "insert into campaign_commands (command_id, message_id, kind, object_id, level, requested_by, payload, "
+        "status, plan, applying_at) values ($1, $2, 'change_budget', $3, 'adset', 'test', '{}'::jsonb, "
+        "'applying', $4::jsonb, now())",
+        cmd.command_id, message.message_id, adset, {"daily_budget": target, "from": before},
+    )
+    await sandbox.reset_calls()
+
+    result = await result_of(results, await send(broker, message))
+    assert result.status == "ok"
+    assert "interrupted" in result.detail
+    assert int((await node(sandbox, adset))["daily_budget"]) == target, "+10 % applied once, not twice"
+    assert writes(await sandbox.calls(), adset) == []
+
+
+async def test_invalid_commands_are_parked_with_a_clear_reason(start_executor, broker, amqp) -> None:
+    await start_executor()
+    base = command("pause", object_id="123", level="adset").model_dump(mode="json")
+    unknown_kind = {**base, "message_id": str(uuid.uuid4()), "payload": {**base["payload"], "kind": "explode"}}
+    negative = {**base, "message_id": str(uuid.uuid4()), "payload": {
+        **base["payload"], "kind": "set_budget", "amount_minor": -500}}
+    for body in (unknown_kind, negative):
+        await broker.publish(body, exchange=EXCHANGE, routing_key=RoutingKey.CAMPAIGN_COMMAND, persist=True,
+                             message_id=body["message_id"])
+    wanted = {unknown_kind["message_id"]: "kind", negative["message_id"]: "amount_minor"}
+    parked: dict[str, str] = {}
+
+    async def probe() -> bool:
+        for message in await drain(amqp, CONSUMER.parking_queue_name):
+            if message.message_id in wanted:
+                parked[message.message_id] = message.headers[H_REASON]
+        return len(parked) == len(wanted)
+
+    await eventually(probe, what="both invalid commands parked")
+    assert "payload" in parked[unknown_kind["message_id"]]
+    assert "explode" in parked[unknown_kind["message_id"]] or "tag" in parked[unknown_kind["message_id"]]
+    assert "payload.set_budget.amount_minor" in parked[negative["message_id"]]
+    assert "greater than 0" in parked[negative["message_id"]]
+
+
+async def test_upload_of_25000_rows_is_three_hashed_requests_in_one_session(
+    start_executor, sandbox, broker, results, db
+) -> None:
+    await start_executor()
+    status, _, created = await sandbox.graph(
+        "POST", f"{sandbox.account_id}/customaudiences", name="Signed cases", subtype="CUSTOM",
+        customer_file_source="USER_PROVIDED_ONLY")
+    assert status == 200, created
+    audience = created["id"]
+    rows = [[f" Person.{i}@Example.com", f"+1 (202) 555-{i % 10000:04d}", f"Name{i}"] for i in range(25_000)]
+    rows[0][0] = "f1904cf1a9d73a55fa5de0ac823c4403ded71afd4c3248d00bdcd0866552bb79"  # already hashed
+    await sandbox.reset_calls()
+
+    cid = await send(broker, command("upload_audience", audience_id=audience, mode="add",
+                                     schema=["EMAIL", "PHONE", "FN"], rows=rows))
+    result = await result_of(results, cid, timeout=30)
+
+    assert result.status == "ok", result.detail
+    assert result.counts["rows"] == 25_000
+    assert result.counts["requests"] == 3
+    assert result.counts["num_received"] == 25_000, "all three batches landed in one session"
+    assert result.counts["num_invalid_entries"] == 0, "every value was a SHA-256 digest"
+    uploads = [r for r in (await sandbox.calls())["requests"] if r["path"] == f"/{audience}/users"]
+    assert [r["method"] for r in uploads] == ["POST"] * 3
+    row = await audit(db, cid)
+    stored = row["payload"]
+    assert "rows" not in stored
+    assert stored["rows_count"] == 25_000
+    assert len(stored["rows_digest"]) == 64
+    assert "example.com" not in json.dumps([stored, row["result"]]).lower(), "no PII in the audit log"
+
+    replace = await result_of(results, await send(broker, command(
+        "upload_audience", audience_id=audience, mode="replace", schema=["EMAIL"], rows=[["new@example.com"]])))
+    assert replace.status == "ok"
+    assert (await sandbox.calls())["by_path"].get(f"POST /{audience}/usersreplace") == 1
+    _, _, after = await sandbox.graph("GET", audience, fields="approximate_count_lower_bound")
+    assert after["approximate_count_lower_bound"] == 1, "replace swapped the whole membership"
+
+
+def create_command(sandbox: SandboxHandle, status: str = "PAUSED") -> CampaignCommandMessage:
+    page = sandbox.state["page_id"]
+    return command(
+        "create_campaign", account_id=sandbox.account_id, status=status,
+        campaign={"name": "Injury leads - test", "objective": "OUTCOME_LEADS", "special_ad_categories": []},
+        ad_set={"name": "Texas 25-65", "targeting": {"geo_locations": {"regions": [{"key": "4063"}]},
+                                                       "age_min": 25, "age_max": 65},
+                "page_id": page, "budget": {"kind": "daily", "amount_minor": 5000}},
+        creative={"name": "Were you injured?", "page_id": page, "lead_form_id": sandbox.state["form_ids"][0],
+                  "image_url": "https://example.com/crash.jpg", "message": "Injured in a crash? Free case review.",
+                  "link": "https://example.com/review", "headline": "No fee unless we win"},
+        ad={"name": "Ad A"},
+    )

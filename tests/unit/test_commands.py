@@ -1,0 +1,249 @@
+"""Campaign command contracts, money helpers, guardrails and audience hashing: pure logic, no I/O."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from contracts.commands import (
+    CampaignCommand,
+    CampaignCommandMessage,
+    ChangeBudgetCommand,
+    CommandResultMessage,
+    CreateCampaignCommand,
+    SetBudgetCommand,
+    UploadAudienceCommand,
+)
+from services.campaign_executor import audiences, logic, money
+from services.campaign_executor.executor import audit_payload
+from services.campaign_executor.logic import BudgetFacts, Guardrails, ObjectState
+from shared.messaging import describe_validation_error
+
+RESOURCES = Path(__file__).resolve().parent.parent / "resources" / "contracts"
+MARY_SHA = "f1904cf1a9d73a55fa5de0ac823c4403ded71afd4c3248d00bdcd0866552bb79"  # meta-api-facts §12.3
+PHONE_SHA = "1ef970831d7963307784fa8688e8fce101a15685d62aa765fed23f3a2c576a4e"  # 15559876543
+
+
+def _load(name: str) -> dict[str, Any]:
+    return json.loads((RESOURCES / name).read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("path", sorted(RESOURCES.glob("campaign_command_*_v1.json")), ids=lambda p: p.name)
+def test_json_examples_parse_and_round_trip(path: Path) -> None:
+    body = json.loads(path.read_text(encoding="utf-8"))
+    cls = CommandResultMessage if body["type"] == "CommandResult" else CampaignCommandMessage
+    message = cls.model_validate(body)
+    again = cls.model_validate_json(message.model_dump_json())
+    assert again == message
+    if cls is CampaignCommandMessage:
+        assert message.payload.root.kind == body["payload"]["kind"]
+        # The wire JSON is flat: payload.kind, no wrapper object around the command.
+        assert json.loads(message.model_dump_json())["payload"]["kind"] == body["payload"]["kind"]
+
+
+def test_upload_schema_field_keeps_its_wire_name() -> None:
+    message = CampaignCommandMessage.model_validate(_load("campaign_command_upload_audience_v1.json"))
+    command = message.payload.root
+    assert isinstance(command, UploadAudienceCommand)
+    assert command.schema_ == ["EMAIL", "PHONE", "FN", "LN", "COUNTRY"]
+    assert json.loads(message.model_dump_json())["payload"]["schema"] == command.schema_
+
+
+def _command(**payload: Any) -> dict[str, Any]:
+    base = {"command_id": str(uuid.uuid4()), "requested_by": "test"}
+    return {"type": "CampaignCommand", "schema_version": 1, "payload": {**base, **payload}}
+
+
+@pytest.mark.parametrize(
+    ("payload", "where"),
+    [
+        ({"kind": "explode", "object_id": "1", "level": "adset"}, "payload"),
+        ({"kind": "set_budget", "object_id": "1", "level": "adset", "amount_minor": -5}, "amount_minor"),
+        ({"kind": "set_budget", "object_id": "1", "level": "ad", "amount_minor": 5}, "level"),
+        ({"kind": "change_budget", "object_id": "1", "level": "adset"}, "exactly one"),
+        ({"kind": "change_budget", "object_id": "1", "level": "adset", "percent": 5, "amount_minor": 5},
+         "exactly one"),
+        ({"kind": "pause", "object_id": "act_1", "level": "adset"}, "object_id"),
+        ({"kind": "pause", "level": "adset"}, "object_id"),
+        ({"kind": "upload_audience", "audience_id": "1", "schema": ["EMAIL", "PHONE"], "rows": [["a@b.co"]]},
+         "row 0 has 1 values"),
+        ({"kind": "upload_audience", "audience_id": "1", "schema": ["EMAILS"], "rows": [["a@b.co"]]}, "schema"),
+    ],
+)
+def test_invalid_commands_fail_validation_with_a_useful_message(payload: dict[str, Any], where: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        CampaignCommandMessage.model_validate(_command(**payload))
+    assert where in describe_validation_error(caught.value)
+
+
+def test_validation_errors_do_not_echo_row_values() -> None:
+    bad = _command(kind="upload_audience", audience_id="1", schema=["EMAIL", "PHONE"], rows=[["jane@example.com"]])
+    with pytest.raises(ValidationError) as caught:
+        CampaignCommandMessage.model_validate(bad)
+    assert "jane" not in describe_validation_error(caught.value)
+
+
+def test_create_campaign_needs_exactly_one_budget() -> None:
+    body = _load("campaign_command_create_campaign_v1.json")
+    body["payload"]["campaign"]["budget"] = {"kind": "daily", "amount_minor": 1000}
+    with pytest.raises(ValidationError, match="exactly one budget"):
+        CampaignCommandMessage.model_validate(body)
+
+
+def test_defaults_are_safe() -> None:
+    command = CampaignCommandMessage.model_validate(_load("campaign_command_create_campaign_v1.json")).payload.root
+    assert isinstance(command, CreateCampaignCommand)
+    assert (command.status, command.dry_run, command.force) == ("PAUSED", False, False)
+
+
+# -- money -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("currency", "major", "minor"),
+    [("USD", "115.00", 11500), ("usd", "0.015", 2), ("EUR", 7, 700), ("JPY", "8000", 8000), ("TWD", "12", 12),
+     ("HUF", "1500", 1500), ("KRW", "1000.4", 1000), ("BHD", "1.23", 123)],
+)
+def test_major_minor_conversion_uses_the_currency_offset(currency: str, major: Any, minor: int) -> None:
+    assert money.to_minor(major, currency) == minor
+
+
+def test_minor_to_major_and_formatting() -> None:
+    assert money.to_major(1150, "USD") == Decimal("11.50")
+    assert money.to_major(1150, "JPY") == Decimal(1150)
+    assert money.format_money(7500, "USD") == "75.00 USD"
+    assert money.format_money(8000, "JPY") == "8000 JPY"
+    assert money.parse_minor("7500") == 7500
+    assert money.parse_minor("0") is None
+    assert money.apply_percent(7500, 15) == 8625
+    assert money.apply_percent(999, -10) == 899  # 899.1 rounds half up to a whole minor unit
+
+
+# -- guardrails --------------------------------------------------------------------------------------------------
+
+
+def _set(amount: int, **kw: Any) -> SetBudgetCommand:
+    return SetBudgetCommand(command_id=uuid.uuid4(), requested_by="t", object_id="1", level="adset",
+                            amount_minor=amount, **kw)
+
+
+def _facts(current: int, target: int, **kw: Any) -> BudgetFacts:
+    return BudgetFacts(current=current, target=target, currency="USD", changes_last_hour=kw.pop("changes", 0), **kw)
+
+
+GUARDS = Guardrails(max_budget_step_pct=20, max_budget_changes_per_hour=4, daily_budget_ceiling_minor=50_000)
+
+
+@pytest.mark.parametrize(
+    ("current", "target", "extra", "guardrail"),
+    [
+        (10_000, 12_000, {}, None),  # exactly 20 %: allowed
+        (10_000, 12_001, {}, "budget_step"),
+        (10_000, 7_999, {}, "budget_step"),
+        (10_000, 11_000, {"changes": 4}, "budget_changes_per_hour"),
+        (10_000, 11_000, {"changes": 3}, None),
+        (10_000, 9_000, {"spent": 8_500}, "spend_floor"),  # 9000 < 1.1 * 8500 = 9350
+        (10_000, 9_500, {"spent": 8_500}, None),
+        (10_000, 11_000, {"account_daily_total": 49_500}, "daily_ceiling"),
+        (10_000, 11_000, {"account_daily_total": 49_000}, None),
+        (10_000, 9_000, {"account_daily_total": 90_000}, None),  # lowering is always allowed by the ceiling
+    ],
+)
+def test_budget_guardrails(current: int, target: int, extra: dict[str, Any], guardrail: str | None) -> None:
+    refusal = logic.budget_refusal(_set(target), _facts(current, target, **extra), GUARDS)
+    assert (refusal.guardrail if refusal else None) == guardrail
+
+
+def test_stale_decision_is_refused() -> None:
+    refusal = logic.budget_refusal(_set(11_000, expected_current_minor=9_000), _facts(10_000, 11_000), GUARDS)
+    assert refusal is not None
+    assert refusal.guardrail == "stale_decision"
+
+
+def test_relative_change_target_is_absolute() -> None:
+    pct = ChangeBudgetCommand(command_id=uuid.uuid4(), requested_by="t", object_id="1", level="adset", percent=10)
+    delta = ChangeBudgetCommand(command_id=uuid.uuid4(), requested_by="t", object_id="1", level="adset",
+                                amount_minor=-500)
+    assert logic.budget_target(pct, 7500) == 8250
+    assert logic.budget_target(delta, 7500) == 7000
+    assert logic.budget_target(_set(9000), 7500) == 9000
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "refused"),
+    [("pause", "DELETED", True), ("unpause", "ARCHIVED", True), ("delete", "ARCHIVED", False),
+     ("pause", "ACTIVE", False)],
+)
+def test_deleted_and_archived_objects(kind: str, status: str, refused: bool) -> None:
+    obj = ObjectState("1", "act_1", status, status, None, None)
+    assert (logic.object_status_refusal(kind, obj) is not None) == refused
+
+
+def test_object_state_from_graph_reads_money_strings() -> None:
+    obj = ObjectState.from_graph({"id": "9", "account_id": "1000000001", "status": "ACTIVE",
+                                  "effective_status": "CAMPAIGN_PAUSED", "daily_budget": "7500"})
+    assert (obj.account_id, obj.daily_budget, obj.lifetime_budget) == ("act_1000000001", 7500, None)
+
+
+def test_create_operations_reference_earlier_steps_and_default_to_paused() -> None:
+    command = CampaignCommandMessage.model_validate(_load("campaign_command_create_campaign_v1.json")).payload.root
+    ops = {name: (path, params) for name, path, params in logic.create_operations(command)}
+    assert list(ops) == ["campaign", "adset", "creative", "ad"]
+    campaign = ops["campaign"][1]
+    assert campaign["status"] == "PAUSED"
+    assert campaign["special_ad_categories"] == []
+    assert campaign["is_adset_budget_sharing_enabled"] is False  # budgets on the ad set (v24+)
+    assert ops["adset"][1]["campaign_id"] == "{result=campaign:$.id}"
+    assert ops["adset"][1]["daily_budget"] == 20000
+    assert ops["adset"][1]["promoted_object"] == {"page_id": "102030405060708"}
+    assert ops["ad"][1]["creative"] == {"creative_id": "{result=creative:$.id}"}
+    link = ops["creative"][1]["object_story_spec"]["link_data"]
+    assert link["call_to_action"]["value"]["lead_gen_form_id"] == "120210000000000011"
+
+
+# -- audiences ---------------------------------------------------------------------------------------------------
+
+
+def test_values_are_normalized_and_hashed_like_meta_expects() -> None:
+    prepared = audiences.prepare_rows(
+        ["EMAIL", "PHONE", "FN", "FI", "COUNTRY", "EXTERN_ID", "DOBM"],
+        [[" Mary@Example.com ", "(555) 987-6543", "Mary", "Mary", "US", "crm-42", "3"],
+         [MARY_SHA.upper(), "", "", "", "", "", ""]],
+        "US",
+    )
+    first, second = prepared.rows
+    assert first[0] == MARY_SHA
+    assert first[1] == PHONE_SHA  # country code added: 15559876543
+    assert first[2] == audiences.sha256_hex("mary")
+    assert first[3] == audiences.sha256_hex("m")
+    assert first[4] == audiences.sha256_hex("us")
+    assert first[5] == "crm-42"  # EXTERN_ID is sent unhashed
+    assert first[6] == audiences.sha256_hex("03")
+    assert second == [MARY_SHA, "", "", "", "", "", ""]  # already hashed: passed through, lowercased
+    assert (prepared.values_hashed, prepared.values_passed_through) == (6, 2)
+
+
+def test_unusable_values_become_empty_not_hashed_garbage() -> None:
+    prepared = audiences.prepare_rows(["EMAIL", "PHONE"], [["not-an-email", "12"]], "US")
+    assert prepared.rows == [["", ""]]
+    assert prepared.values_dropped == 2
+
+
+def test_rows_are_sent_in_batches_of_ten_thousand() -> None:
+    rows = [["x"]] * 25_000
+    assert [len(b) for b in audiences.batches(rows)] == [10_000, 10_000, 5_000]
+
+
+def test_audit_payload_of_an_upload_has_counts_not_rows() -> None:
+    command = CampaignCommand.model_validate(
+        _load("campaign_command_upload_audience_v1.json")["payload"]).root
+    stored = audit_payload(command)
+    assert "rows" not in stored
+    assert stored["rows_count"] == 2
+    assert "mary" not in json.dumps(stored).lower()
