@@ -1,0 +1,601 @@
+"""Rule definitions: the YAML format, its pydantic models, and the loader that reports problems by file and line.
+
+A rule file holds one rule (a mapping), a list of rules, or several YAML documents. Money in YAML is always in
+**major units** of the account's currency (dollars for USD); the engine converts to minor units with the
+currency's offset (Meta, marketing-api facts §11.1) when it compares or writes budgets.
+
+Example::
+
+    name: kill-underperformers
+    enabled: true
+    dry_run: false
+    scope: {level: adset, status: [ACTIVE]}
+    min_data:                       # not enough data -> skipped "insufficient_data", never acted on
+      - {metric: impressions, window: last_3_days, op: ">", value: 1000}
+    conditions:
+      all:
+        - {metric: cpl, window: last_3_days, op: ">", value: 50}          # $50
+        - metric: spend                                                   # metric vs metric x factor
+          window: last_7_days
+          op: ">"
+          compare_to: {metric: daily_budget, factor: 2}
+    actions:
+      - pause
+      - {type: notify, channels: [log, slack]}
+    guardrails: {cooldown_hours: 24}
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RULES_DIR = Path(__file__).parent / "default_rules"
+
+Level = Literal["adset", "campaign", "ad"]
+
+# Metrics read from insights (summed over a window) or derived from those sums.
+InsightMetric = Literal[
+    "spend",
+    "impressions",
+    "reach",
+    "clicks",
+    "ctr",
+    "cpm",
+    "frequency",
+    "leads",
+    "cpl",
+    "qualified_leads",
+    "signed_cases",
+    "cost_per_qualified_lead",
+    "cost_per_signed_case",
+]
+# Attributes of the entity itself (no window); useful on the right of a metric-vs-metric comparison.
+AttributeMetric = Literal["daily_budget", "lifetime_budget"]
+MetricName = Literal[InsightMetric, AttributeMetric]
+
+INSIGHT_METRICS: frozenset[str] = frozenset(InsightMetric.__args__)  # type: ignore[attr-defined]
+ATTRIBUTE_METRICS: frozenset[str] = frozenset(AttributeMetric.__args__)  # type: ignore[attr-defined]
+MONEY_METRICS: frozenset[str] = frozenset(
+    {"spend", "cpm", "cpl", "cost_per_qualified_lead", "cost_per_signed_case", "daily_budget", "lifetime_budget"}
+)
+# Metrics that are not defined when their denominator is zero (e.g. CPL with no leads).
+DERIVED_METRICS: frozenset[str] = frozenset(
+    {"ctr", "cpm", "frequency", "cpl", "cost_per_qualified_lead", "cost_per_signed_case"}
+)
+
+# Accepted spellings -> canonical operator.
+_OPERATORS: dict[str, str] = {
+    ">": ">",
+    "gt": ">",
+    ">=": ">=",
+    "gte": ">=",
+    "<": "<",
+    "lt": "<",
+    "<=": "<=",
+    "lte": "<=",
+    "==": "==",
+    "=": "==",
+    "eq": "==",
+    "!=": "!=",
+    "ne": "!=",
+}
+Operator = Literal[">", ">=", "<", "<=", "==", "!="]
+
+# Currencies whose minor unit equals the major unit (offset 1); every other currency uses 100 (facts §11.1).
+OFFSET_ONE_CURRENCIES: frozenset[str] = frozenset(
+    {"CLP", "COP", "CRC", "HUF", "ISK", "IDR", "JPY", "KRW", "PYG", "TWD", "VND"}
+)
+
+_WINDOW_RE = re.compile(r"^(today|yesterday|lifetime|(last|previous)_([1-9][0-9]{0,2})_days?)$")
+
+
+def currency_offset(currency: str) -> int:
+    """Minor units per major unit for an ad account currency (Meta's offset: 1 or 100)."""
+    return 1 if currency.upper() in OFFSET_ONE_CURRENCIES else 100
+
+
+def to_minor(amount_major: float | Decimal | int, currency: str) -> int:
+    """Convert a major-unit amount from YAML to integer minor units, rounding half up to the nearest unit."""
+    value = Decimal(str(amount_major)) * currency_offset(currency)
+    return int(value.to_integral_value(rounding="ROUND_HALF_UP"))
+
+
+def window_bounds(window: str) -> tuple[int, int | None]:
+    """Day offsets (0 = today in the account's timezone) covered by a window, inclusive; None = unbounded.
+
+    ``last_N_days`` includes today, like Meta rules' ``LAST_N_DAYS`` presets (facts §10.2);
+    ``previous_N_days`` is the N whole days before today (Meta's ``LAST_ND``).
+    """
+    if window == "today":
+        return 0, 0
+    if window == "yesterday":
+        return 1, 1
+    if window == "lifetime":
+        return 0, None
+    match = _WINDOW_RE.match(window)
+    if match is None:
+        raise ValueError(f"unknown window {window!r}")
+    n = int(match.group(3))
+    return (0, n - 1) if match.group(2) == "last" else (1, n)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class MetricRef(_Model):
+    """The right-hand side of a metric-vs-metric comparison: ``factor`` × ``metric`` over ``window``."""
+
+    metric: MetricName
+    window: str | None = Field(default=None, description="Defaults to the left-hand side's window.")
+    factor: float = 1.0
+
+    @field_validator("window")
+    @classmethod
+    def _check_window(cls, value: str | None) -> str | None:
+        if value is not None:
+            window_bounds(value)
+        return value
+
+
+class Condition(_Model):
+    """``metric`` over ``window`` compared with a number (``value``) or with another metric (``compare_to``)."""
+
+    metric: MetricName
+    window: str = "today"
+    op: Operator
+    value: float | None = Field(default=None, description="Money in major units of the account currency.")
+    compare_to: MetricRef | None = None
+
+    @field_validator("op", mode="before")
+    @classmethod
+    def _normalise_op(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            canonical = _OPERATORS.get(value.strip().lower())
+            if canonical is None:
+                raise ValueError(f"unknown operator {value!r}; use one of > >= < <= == !=")
+            return canonical
+        return value
+
+    @field_validator("window")
+    @classmethod
+    def _check_window(cls, value: str) -> str:
+        try:
+            window_bounds(value)
+        except ValueError:
+            raise ValueError(
+                f"unknown window {value!r}; use today, yesterday, lifetime, last_N_days or previous_N_days"
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_right_hand_side(self) -> Condition:
+        if (self.value is None) == (self.compare_to is None):
+            raise ValueError("give exactly one of 'value' or 'compare_to'")
+        if self.compare_to is not None and (
+            (self.metric in MONEY_METRICS) != (self.compare_to.metric in MONEY_METRICS)
+        ):
+            raise ValueError(
+                f"cannot compare {self.metric} with {self.compare_to.metric}: one is money and the other is not"
+            )
+        return self
+
+    @property
+    def right_window(self) -> str:
+        return (self.compare_to.window if self.compare_to else None) or self.window
+
+
+def _node_kind(value: Any) -> str:
+    if isinstance(value, dict) and ("all" in value or "any" in value):
+        return "group"
+    if isinstance(value, Group):
+        return "group"
+    return "condition"
+
+
+class Group(_Model):
+    """``all`` (AND) or ``any`` (OR) of conditions and nested groups."""
+
+    all_: list[Node] | None = Field(default=None, alias="all", min_length=1)
+    any_: list[Node] | None = Field(default=None, alias="any", min_length=1)
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _list_means_all(cls, value: Any) -> Any:
+        return {"all": value} if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Group:
+        if (self.all_ is None) == (self.any_ is None):
+            raise ValueError("a group has exactly one of 'all' or 'any'")
+        return self
+
+    @property
+    def mode(self) -> Literal["all", "any"]:
+        return "all" if self.all_ is not None else "any"
+
+    @property
+    def children(self) -> list[Condition | Group]:
+        return self.all_ if self.all_ is not None else (self.any_ or [])
+
+    def leaves(self) -> Iterator[Condition]:
+        for child in self.children:
+            if isinstance(child, Group):
+                yield from child.leaves()
+            else:
+                yield child
+
+
+Node = Annotated[
+    Annotated[Condition, Tag("condition")] | Annotated[Group, Tag("group")],
+    Discriminator(_node_kind),
+]
+
+
+Group.model_rebuild()
+
+
+class TextFilter(_Model):
+    """Filter on a name: every given test must pass. Case-insensitive unless ``case_sensitive``."""
+
+    contains: str | None = None
+    not_contains: str | None = None
+    regex: str | None = None
+    case_sensitive: bool = False
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regex: {exc}") from None
+        return value
+
+
+class Scope(_Model):
+    """Which entities a rule looks at."""
+
+    level: Level = "adset"
+    accounts: list[str] = Field(default_factory=list, description="Ad account ids; empty = all.")
+    status: list[str] | None = Field(
+        default=None, description="Entity statuses; default ACTIVE (PAUSED for unpause rules)."
+    )
+    name: TextFilter | None = None
+    campaign_ids: list[str] = Field(default_factory=list)
+    campaign_name: TextFilter | None = None
+    entity_ids: list[str] = Field(default_factory=list)
+    paused_by: list[str] = Field(
+        default_factory=list, description="Only entities whose latest pause came from one of these rules."
+    )
+    paused_within_hours: float | None = Field(default=None, gt=0)
+
+    @field_validator("status")
+    @classmethod
+    def _upper(cls, value: list[str] | None) -> list[str] | None:
+        return [s.upper() for s in value] if value is not None else None
+
+
+class PauseAction(_Model):
+    type: Literal["pause"] = "pause"
+
+
+class UnpauseAction(_Model):
+    type: Literal["unpause"] = "unpause"
+
+
+class PauseForTodayAction(_Model):
+    """Pause now; the engine unpauses at the next midnight in the account's timezone."""
+
+    type: Literal["pause_for_today"] = "pause_for_today"
+
+
+class ChangeBudgetAction(_Model):
+    """Change the budget by ``percent`` (+20 = raise by 20 %, -15 = lower by 15 %)."""
+
+    type: Literal["change_budget"] = "change_budget"
+    percent: float
+    budget: Literal["daily_budget", "lifetime_budget"] = "daily_budget"
+
+    @field_validator("percent")
+    @classmethod
+    def _not_zero(cls, value: float) -> float:
+        if value == 0 or value <= -100:
+            raise ValueError("percent must be non-zero and above -100")
+        return value
+
+
+class SetBudgetAction(_Model):
+    """Set the budget to ``amount`` (major units of the account currency)."""
+
+    type: Literal["set_budget"] = "set_budget"
+    amount: float = Field(gt=0)
+    budget: Literal["daily_budget", "lifetime_budget"] = "daily_budget"
+
+
+class NotifyAction(_Model):
+    """Send the decision's explanation. Webhook URLs and SMTP settings live in the service settings, not here."""
+
+    type: Literal["notify"] = "notify"
+    channels: list[Literal["log", "slack", "email"]] = Field(default_factory=lambda: ["log"], min_length=1)
+    email_to: list[str] = Field(default_factory=list)
+
+
+ActionSpec = Annotated[
+    PauseAction | UnpauseAction | PauseForTodayAction | ChangeBudgetAction | SetBudgetAction | NotifyAction,
+    Field(discriminator="type"),
+]
+MUTATING_ACTIONS: frozenset[str] = frozenset({"pause", "unpause", "pause_for_today", "change_budget", "set_budget"})
+BUDGET_ACTIONS: frozenset[str] = frozenset({"change_budget", "set_budget"})
+
+
+class Guardrails(_Model):
+    """Safety limits; the defaults are the safe ones."""
+
+    cooldown_hours: float = Field(default=24, ge=0, description="Per rule × entity.")
+    max_budget_step_pct: float = Field(default=20, gt=0, le=100, description="Largest raise per change.")
+    max_budget_decrease_pct: float = Field(default=50, gt=0, le=100, description="Largest cut per change.")
+    max_actions_per_run: int = Field(default=25, ge=0)
+    max_actions_per_day: int = Field(default=50, ge=0, description="Per rule, rolling 24 hours.")
+    min_budget: float | None = Field(default=None, gt=0, description="Floor for cuts, major units.")
+    max_budget: float | None = Field(default=None, gt=0, description="Cap for raises, major units.")
+
+
+class Rule(_Model):
+    """One automation rule."""
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\- ]*$")
+    description: str = ""
+    enabled: bool = True
+    dry_run: bool = False
+    priority: int = Field(default=100, description="Lower runs first; pauses run before raises at equal priority.")
+    scope: Scope = Field(default_factory=Scope)
+    min_data: list[Condition] = Field(default_factory=list)
+    conditions: Group
+    actions: list[ActionSpec] = Field(min_length=1)
+    guardrails: Guardrails = Field(default_factory=Guardrails)
+
+    @field_validator("actions", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"type": item} if isinstance(item, str) else item for item in value]
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Rule:
+        mutating = [a.type for a in self.actions if a.type in MUTATING_ACTIONS]
+        if len(mutating) > 1:
+            raise ValueError(f"at most one of pause/unpause/budget actions per rule, got {mutating}")
+        if self.scope.level == "ad" and any(a.type in BUDGET_ACTIONS for a in self.actions):
+            raise ValueError("ads have no budget: use level adset or campaign for budget actions")
+        return self
+
+    @property
+    def main_action(self) -> str:
+        """The mutating action's type, or ``notify`` for notify-only rules."""
+        for action in self.actions:
+            if action.type in MUTATING_ACTIONS:
+                return action.type
+        return "notify"
+
+    def statuses(self) -> frozenset[str]:
+        if self.scope.status is not None:
+            return frozenset(self.scope.status)
+        return frozenset({"PAUSED"}) if self.main_action == "unpause" else frozenset({"ACTIVE"})
+
+    def windows(self) -> set[str]:
+        found: set[str] = set()
+        for cond in [*self.min_data, *self.conditions.leaves()]:
+            if cond.metric in INSIGHT_METRICS:
+                found.add(cond.window)
+            if cond.compare_to is not None and cond.compare_to.metric in INSIGHT_METRICS:
+                found.add(cond.right_window)
+        return found
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading and checking
+
+
+class RuleProblem(BaseModel):
+    """A problem in a rule file, located for a human: file, 1-based line, dotted field path."""
+
+    model_config = ConfigDict(frozen=True)
+
+    file: str
+    line: int | None
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+class RuleLoadError(Exception):
+    """Raised by `load_rules` when any rule file has problems; carries them all."""
+
+    def __init__(self, problems: list[RuleProblem]) -> None:
+        super().__init__("; ".join(str(p) for p in problems))
+        self.problems = problems
+
+
+_UNION_TAGS = frozenset({"condition", "group"})
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif item in _UNION_TAGS or (isinstance(item, str) and item.startswith("function-")):
+            continue
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def _locate(node: yaml.Node, loc: tuple[Any, ...]) -> int:
+    """1-based line of the deepest YAML node reached by following a pydantic error ``loc``."""
+    line = node.start_mark.line + 1
+    for item in loc:
+        if isinstance(node, yaml.MappingNode):
+            found = None
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value == str(item):
+                    found = (key, value)
+                    break
+            if found is None:
+                if item in _UNION_TAGS or (isinstance(item, str) and item.startswith("function-")):
+                    continue
+                break
+            line = found[0].start_mark.line + 1
+            node = found[1]
+        elif isinstance(node, yaml.SequenceNode):
+            if isinstance(item, int) and 0 <= item < len(node.value):
+                node = node.value[item]
+                line = node.start_mark.line + 1
+            elif isinstance(item, str):
+                continue  # a list written where a group {all: [...]} was expected, or a union tag
+            else:
+                break
+        else:
+            break
+    return line
+
+
+def _documents(text: str) -> Iterator[tuple[yaml.Node, Any]]:
+    loader = yaml.SafeLoader(text)
+    try:
+        while loader.check_node():
+            node = loader.get_node()
+            if node is not None:
+                yield node, loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _parse_file(path: Path, display: str) -> tuple[list[Rule], list[RuleProblem]]:
+    rules: list[Rule] = []
+    problems: list[RuleProblem] = []
+    try:
+        text = path.read_text(encoding="utf-8")
+        documents = list(_documents(text))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        context = exc.context or ""
+        if exc.context_mark is not None and exc.problem_mark is not None and context:
+            context += f" (started on line {exc.context_mark.line + 1})"
+        message = ", ".join(p for p in (context, exc.problem or "") if p) or "invalid YAML"
+        return [], [RuleProblem(file=display, line=line, field=None, message=f"YAML syntax: {message}")]
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
+        return [], [RuleProblem(file=display, line=None, field=None, message=f"cannot read: {exc}")]
+
+    for node, data in documents:
+        if isinstance(data, list):
+            items = [(node.value[i], item, (i,)) for i, item in enumerate(data)]
+        else:
+            items = [(node, data, ())]
+        for item_node, item, prefix in items:
+            if not isinstance(item, dict):
+                problems.append(
+                    RuleProblem(
+                        file=display,
+                        line=item_node.start_mark.line + 1,
+                        field=None,
+                        message="a rule must be a mapping with name, scope, conditions and actions",
+                    )
+                )
+                continue
+            try:
+                rules.append(Rule.model_validate(item))
+            except ValidationError as exc:
+                for error in exc.errors():
+                    loc = tuple(error["loc"])
+                    problems.append(
+                        RuleProblem(
+                            file=display,
+                            line=_locate(item_node, loc),
+                            field=_field_path(prefix + loc) or None,
+                            message=error["msg"].removeprefix("Value error, "),
+                        )
+                    )
+    return rules, problems
+
+
+def _rule_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.suffix in {".yaml", ".yml"} and p.is_file())
+
+
+def _load(directory: str | Path) -> tuple[list[Rule], list[RuleProblem]]:
+    root = Path(directory)
+    if not root.is_dir():
+        return [], [RuleProblem(file=str(root), line=None, field=None, message="not a directory")]
+    rules: list[Rule] = []
+    problems: list[RuleProblem] = []
+    seen: dict[str, str] = {}
+    for path in _rule_files(root):
+        display = str(path.relative_to(root))
+        file_rules, file_problems = _parse_file(path, display)
+        problems.extend(file_problems)
+        if file_problems:
+            continue
+        for rule in file_rules:
+            if rule.name in seen:
+                problems.append(
+                    RuleProblem(
+                        file=display,
+                        line=None,
+                        field="name",
+                        message=f"duplicate rule name {rule.name!r} (also in {seen[rule.name]})",
+                    )
+                )
+                continue
+            seen[rule.name] = display
+            rules.append(rule)
+    return rules, problems
+
+
+def check_rules(directory: str | Path) -> list[RuleProblem]:
+    """Validate every ``*.yaml``/``*.yml`` file under ``directory``; an empty list means all is well."""
+    return _load(directory)[1]
+
+
+def load_rules(directory: str | Path, *, strict: bool = True) -> list[Rule]:
+    """Load every rule under ``directory`` (sorted by file name).
+
+    Raises:
+        RuleLoadError: when any file has a problem and ``strict`` is true. With ``strict=False`` the broken
+            files are skipped (each problem is logged) and the valid rules are returned.
+    """
+    rules, problems = _load(directory)
+    if problems:
+        if strict:
+            raise RuleLoadError(problems)
+        for problem in problems:
+            logger.error("rule file problem: %s", problem)
+    return rules

@@ -1,0 +1,162 @@
+"""Rule files: the shipped defaults load, and broken files are reported by file, line and field."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from services.rules_engine.rules import (
+    DEFAULT_RULES_DIR,
+    ChangeBudgetAction,
+    Group,
+    RuleLoadError,
+    check_rules,
+    currency_offset,
+    load_rules,
+    to_minor,
+    window_bounds,
+)
+
+RESOURCES = Path(__file__).parent.parent / "resources" / "rules"
+BROKEN = RESOURCES / "broken"
+
+
+def _line_of(path: Path, needle: str) -> int:
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if needle in line:
+            return number
+    raise AssertionError(f"{needle!r} not in {path}")
+
+
+def test_default_rules_have_the_guides_thresholds() -> None:
+    assert check_rules(DEFAULT_RULES_DIR) == []
+    rules = {r.name: r for r in load_rules(DEFAULT_RULES_DIR)}
+    assert set(rules) == {
+        "kill-underperformers",
+        "scale-winners",
+        "frequency-cap",
+        "budget-protection",
+        "cost-per-signed-case",
+        "revive-cpl",
+    }
+    kill = rules["kill-underperformers"]
+    assert kill.enabled
+    assert not kill.dry_run
+    assert kill.main_action == "pause"
+    assert [(c.metric, c.window, c.op, c.value) for c in kill.conditions.leaves()] == [("cpl", "last_3_days", ">", 50)]
+    assert [(c.metric, c.op, c.value) for c in kill.min_data] == [("impressions", ">", 1000)]
+    scale = rules["scale-winners"]
+    assert isinstance(scale.actions[0], ChangeBudgetAction)
+    assert scale.actions[0].percent == 20
+    assert [(c.metric, c.op, c.value) for c in scale.min_data] == [("leads", ">", 5)]
+    freq = rules["frequency-cap"]
+    assert [(c.metric, c.window, c.value) for c in freq.conditions.leaves()] == [("frequency", "last_7_days", 4.0)]
+    protect = rules["budget-protection"]
+    assert [(c.metric, c.window, c.op, c.value) for c in protect.conditions.leaves()] == [
+        ("spend", "today", ">", 300),
+        ("leads", "today", "==", 0),
+    ]
+    assert [a.type for a in protect.actions] == ["pause", "notify"]
+    # the examples ship disabled
+    assert not rules["cost-per-signed-case"].enabled
+    assert not rules["revive-cpl"].enabled
+    assert rules["revive-cpl"].scope.paused_by == ["kill-underperformers"]
+    assert rules["revive-cpl"].statuses() == {"PAUSED"}
+
+
+@pytest.mark.parametrize(
+    ("file", "needle", "field", "message"),
+    [
+        ("unknown_metric.yaml", "cost_per_click", "conditions.all[1].metric", "Input should be 'spend'"),
+        ("bad_operator.yaml", '"=>"', "conditions.all[0].op", "unknown operator '=>'"),
+        ("missing_field.yaml", "- metric: frequency", "conditions.all[0].op", "Field required"),
+        ("missing_field.yaml", "name: missing-actions-and-op", "actions", "Field required"),
+        ("bad_values.yaml", "last_3_weeks", "conditions.all[0].window", "unknown window"),
+        ("bad_values.yaml", "Car (Accident", "scope.name.regex", "invalid regex"),
+        ("bad_values.yaml", "cooldown_hourz", "guardrails.cooldown_hourz", "Extra inputs"),
+    ],
+)
+def test_check_rules_names_file_line_and_field(file: str, needle: str, field: str, message: str) -> None:
+    problems = [p for p in check_rules(BROKEN) if p.file == file and p.field == field]
+    assert len(problems) == 1, check_rules(BROKEN)
+    problem = problems[0]
+    assert problem.line == _line_of(BROKEN / file, needle)
+    assert message in problem.message
+    assert str(problem).startswith(f"{file}:{problem.line}: {field}: ")
+
+
+def test_yaml_syntax_error_gives_file_and_line() -> None:
+    [problem] = [p for p in check_rules(BROKEN) if p.file == "bad_syntax.yaml"]
+    assert problem.field is None
+    # the parser trips on the next line; the message points back to where the unclosed mapping starts
+    assert problem.line == _line_of(BROKEN / "bad_syntax.yaml", "actions:")
+    started = _line_of(BROKEN / "bad_syntax.yaml", "{metric: cpl")
+    assert f"started on line {started}" in problem.message
+
+
+def test_load_rules_refuses_broken_files_unless_told_otherwise(tmp_path: Path) -> None:
+    with pytest.raises(RuleLoadError) as info:
+        load_rules(BROKEN)
+    assert {p.file for p in info.value.problems} >= {"unknown_metric.yaml", "bad_syntax.yaml"}
+
+    shutil.copy(BROKEN / "bad_operator.yaml", tmp_path / "a.yaml")
+    shutil.copy(DEFAULT_RULES_DIR / "10_kill_underperformers.yaml", tmp_path / "b.yaml")
+    assert [r.name for r in load_rules(tmp_path, strict=False)] == ["kill-underperformers"]
+
+
+def test_lists_documents_nesting_and_shorthands() -> None:
+    rules = {r.name: r for r in load_rules(RESOURCES / "good")}
+    watch = rules["overspend-watch"]
+    assert watch.conditions.mode == "any"
+    first, nested = watch.conditions.children
+    assert not isinstance(first, Group)
+    assert first.compare_to is not None
+    assert first.compare_to.metric == "daily_budget"
+    assert first.compare_to.factor == 2
+    assert isinstance(nested, Group)
+    assert [c.op for c in nested.leaves()] == ["==", ">"]
+    assert rules["stop-loss"].conditions.mode == "all"  # a plain list means all
+    assert rules["stop-loss"].main_action == "pause_for_today"
+    assert rules["set-budget-example"].scope.level == "campaign"
+
+
+def test_duplicate_names_are_a_problem(tmp_path: Path) -> None:
+    shutil.copy(DEFAULT_RULES_DIR / "10_kill_underperformers.yaml", tmp_path / "a.yaml")
+    shutil.copy(DEFAULT_RULES_DIR / "10_kill_underperformers.yaml", tmp_path / "b.yaml")
+    [problem] = check_rules(tmp_path)
+    assert problem.file == "b.yaml"
+    assert problem.field == "name"
+    assert "duplicate" in problem.message
+
+
+def test_budget_actions_on_ads_and_money_metric_mismatch_are_rejected(tmp_path: Path) -> None:
+    (tmp_path / "ad.yaml").write_text(
+        "name: x\nscope: {level: ad}\nconditions: [{metric: cpl, op: '>', value: 1}]\n"
+        "actions: [{type: change_budget, percent: 10}]\n"
+    )
+    (tmp_path / "mix.yaml").write_text(
+        "name: y\nconditions:\n  - metric: cpl\n    op: '>'\n    compare_to: {metric: ctr}\nactions: [pause]\n"
+    )
+    problems = {p.file: p for p in check_rules(tmp_path)}
+    assert "ads have no budget" in problems["ad.yaml"].message
+    assert "one is money" in problems["mix.yaml"].message
+    assert problems["mix.yaml"].line == 3
+
+
+def test_money_and_windows() -> None:
+    assert currency_offset("USD") == 100
+    assert currency_offset("eur") == 100
+    assert currency_offset("JPY") == 1
+    assert currency_offset("TWD") == 1
+    assert currency_offset("HUF") == 1
+    assert to_minor(50, "USD") == 5000
+    assert to_minor(62.4, "USD") == 6240
+    assert to_minor(0.005, "USD") == 1
+    assert to_minor(5000, "JPY") == 5000
+    assert window_bounds("today") == (0, 0)
+    assert window_bounds("yesterday") == (1, 1)
+    assert window_bounds("last_3_days") == (0, 2)
+    assert window_bounds("previous_7_days") == (1, 7)
+    assert window_bounds("lifetime") == (0, None)
