@@ -85,6 +85,11 @@ CONSUMERS: tuple[Consumer, ...] = (
     Consumer("crm_sync", "lead_captured", (RoutingKey.LEAD_CAPTURED,)),
     Consumer("capi_sender", "conversion_requested", (RoutingKey.CONVERSION_REQUESTED,)),
     Consumer("rules_engine", "insights_updated", (RoutingKey.INSIGHTS_UPDATED,)),
+    # CRM outcomes (qualified lead, signed case) feed cost-per-signed-case rules: a read model of its own.
+    Consumer("rules_engine", "crm_outcomes", (RoutingKey.CONVERSION_REQUESTED,)),
+    Consumer("rules_engine", "command_results", (RoutingKey.COMMAND_RESULT,)),
+    # Alerts from every service become notifications (log, Slack, email).
+    Consumer("rules_engine", "alerts", (RoutingKey.ALERT_RAISED,)),
     Consumer("campaign_executor", "campaign_command", (RoutingKey.CAMPAIGN_COMMAND,)),
 )
 

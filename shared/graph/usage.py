@@ -357,6 +357,13 @@ class ScopeState:
     completed: deque[float] = field(default_factory=lambda: deque(maxlen=500_000))
     in_flight: int = 0
     last_sent: float = float("-inf")
+    # After a block ends, one call probes the scope; the others wait for its answer instead of all arriving at
+    # the instant the window frees its first slot (which throttles all but one of them again).
+    recovering: bool = False
+
+
+# How often callers waiting on a probe look again.
+PROBE_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -427,6 +434,8 @@ class UsageTracker:
             st = self.state(scope)
             st.in_flight = max(0, st.in_flight - 1)
             st.completed.append(now)
+            if st.blocked_until <= now:
+                st.recovering = False
 
     # -- what Meta says
 
@@ -456,6 +465,7 @@ class UsageTracker:
         if until > st.blocked_until:
             st.blocked_until = until
             st.block_reason = reason
+        st.recovering = True
         # Figures read up to now describe the blocked window; after the block only fresh ones count.
         st.pct = 0.0
         st.observed_calls = 0
@@ -492,6 +502,8 @@ class UsageTracker:
         now = self.clock()
         if st.blocked_until > now:
             return Wait(st.blocked_until - now, scope, True)
+        if st.recovering and st.in_flight > 0:
+            return Wait(PROBE_POLL_SECONDS, scope, True)
         self._trim(scope, st, now)
         if st.reset_at is not None and now >= st.reset_at:
             return Wait(0.0, scope, False)
