@@ -39,6 +39,8 @@ class MetaSettings(BaseSettings):
     request_timeout_seconds: float = Field(default=30.0, gt=0)
     # Longest a service waits for a throttled scope before handing the message back as a delayed retry.
     graph_max_wait_seconds: float = Field(default=30.0, ge=0)
+    # How often the lead fetcher re-checks token, permissions and Page subscriptions (0 = never).
+    health_check_seconds: float = Field(default=3600.0, ge=0)
 
     @field_validator("ad_account_id", "page_ids", mode="before")
     @classmethod

@@ -1,0 +1,239 @@
+"""Plain decisions of the lead fetcher: parsing Meta's lead, ids, backfill windows, error outcomes.
+
+Nothing here talks to the broker, the database or Meta; `store.py`, `reader.py` and `backfill.py` do.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from contracts.alerts import AlertRaised
+from contracts.leads import LeadCaptured
+from shared.graph.errors import (
+    AuthError,
+    GraphError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    PolicyBlockedError,
+    ThrottledError,
+)
+from shared.messaging import PermanentError, RetryLater
+
+# Ask for every field we store: Meta's default answer is a subset (meta-api-facts §7.2).
+LEAD_FIELDS = (
+    "id,created_time,field_data,ad_id,adset_id,campaign_id,form_id,is_organic,platform,custom_disclaimer_responses"
+)
+SERVICE = "lead_fetcher"
+# Meta deletes leads after about 90 days (meta-api-facts §7.4): a read refused for a lead older than that can
+# never succeed, so it is parked instead of retried.
+LEAD_RETENTION = timedelta(days=90)
+# Used when Meta throttles without telling us for how long (the client normally fills `retry_after` in).
+THROTTLE_FALLBACK_SECONDS = 60.0
+# A throttled lead is looked at again at least this often, even when the client projects a longer wait (it paces
+# by the leadgen BUC's 24 h window): a re-check of a still-blocked scope costs no Graph call, a lead a day late
+# costs a client.
+THROTTLE_MAX_DELAY_SECONDS = 900.0
+_CAPTURED_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://leadwire/messages/LeadCaptured")
+
+
+@dataclass(frozen=True)
+class Lead:
+    """One lead as we store it. `fields` and `raw` hold PII: never log them."""
+
+    leadgen_id: str
+    page_id: str
+    form_id: str | None
+    ad_id: str | None
+    adset_id: str | None
+    campaign_id: str | None
+    created_time: datetime
+    is_organic: bool
+    platform: str | None
+    fields: dict[str, Any]
+    custom_disclaimer_responses: list[Any]
+    raw: dict[str, Any]
+    source: str
+
+    def __repr__(self) -> str:  # answers stay out of reprs, tracebacks and assertion messages
+        return f"Lead(leadgen_id={self.leadgen_id!r}, page_id={self.page_id!r}, form_id={self.form_id!r})"
+
+    def captured(self) -> LeadCaptured:
+        return LeadCaptured(
+            leadgen_id=self.leadgen_id,
+            page_id=self.page_id,
+            form_id=self.form_id,
+            ad_id=self.ad_id,
+            adset_id=self.adset_id,
+            campaign_id=self.campaign_id,
+            created_time=self.created_time,
+            is_organic=self.is_organic,
+            platform=self.platform,
+        )
+
+
+def captured_message_id(leadgen_id: str) -> uuid.UUID:
+    """The one message id of a lead's `LeadCaptured`: a re-emission is recognisable as the same message."""
+    return uuid.uuid5(_CAPTURED_NAMESPACE, str(leadgen_id))
+
+
+def parse_meta_time(value: Any) -> datetime:
+    """Meta's `2026-11-22T08:49:14+0000` (or a Unix timestamp) as an aware datetime."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
+    if not isinstance(value, str) or not value:
+        raise ValueError("created_time missing or not a string")
+    try:
+        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S%z")
+    except ValueError:
+        parsed = datetime.fromisoformat(value)
+        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def flatten_answers(field_data: Any) -> dict[str, Any]:
+    """`field_data` [{name, values: [...]}] as question key -> first value (None when no value was given)."""
+    out: dict[str, Any] = {}
+    if not isinstance(field_data, Sequence) or isinstance(field_data, str):
+        return out
+    for item in field_data:
+        if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
+            continue
+        values = item.get("values")
+        if isinstance(values, Sequence) and not isinstance(values, str):
+            out[item["name"]] = values[0] if values else None
+        else:
+            out[item["name"]] = values
+    return out
+
+
+def _id(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    return str(value)
+
+
+def parse_lead(raw: Mapping[str, Any], *, page_id: str, source: str, leadgen_id: str | None = None) -> Lead:
+    """Meta's lead object (single read or bulk read, same fields) as a `Lead`.
+
+    Raises:
+        ValueError: the object has no id or no usable created_time.
+    """
+    lead_id = _id(raw.get("id")) or leadgen_id
+    if not lead_id:
+        raise ValueError("lead object without id")
+    disclaimers = raw.get("custom_disclaimer_responses")
+    return Lead(
+        leadgen_id=lead_id,
+        page_id=str(page_id),
+        form_id=_id(raw.get("form_id")),
+        ad_id=_id(raw.get("ad_id")),
+        adset_id=_id(raw.get("adset_id")),
+        campaign_id=_id(raw.get("campaign_id")),
+        created_time=parse_meta_time(raw.get("created_time")),
+        is_organic=raw.get("is_organic") is True,
+        platform=raw.get("platform") if isinstance(raw.get("platform"), str) else None,
+        fields=flatten_answers(raw.get("field_data")),
+        custom_disclaimer_responses=list(disclaimers) if isinstance(disclaimers, list) else [],
+        raw=dict(raw),
+        source=source,
+    )
+
+
+def access_alert_code(error: GraphError) -> str | None:
+    """The alert code of an error that needs a human to fix access, else None."""
+    if isinstance(error, AuthError):
+        return "token_invalid"
+    if isinstance(error, PermissionDeniedError):
+        return "lead_access_denied"
+    if isinstance(error, PolicyBlockedError):
+        return "lead_access_blocked"
+    return None
+
+
+def access_alert(code: str, page_id: str, error: GraphError) -> AlertRaised:
+    """One alert for a Page whose leads cannot be read, saying what to do. No token, no lead data."""
+    meta = f"Meta error code={error.code} subcode={error.subcode} fbtrace_id={error.fbtrace_id}"
+    if code == "token_invalid":
+        summary = f"The Page access token was refused while reading leads of Page {page_id} ({meta})."
+        fix = ("Generate a new long-lived Page (or system-user) token with leads_retrieval, pages_manage_ads, "
+               "pages_read_engagement and ads_management, set META_PAGE_ACCESS_TOKEN, and restart lead_fetcher. "
+               "Waiting leads are fetched automatically once the token works.")
+    elif code == "lead_access_blocked":
+        summary = f"Meta temporarily blocked lead reads for Page {page_id} ({meta})."
+        fix = "Check the Page's and the app's standing in Business Support Home; leads are retried automatically."
+    else:
+        summary = f"Meta refused to return leads of Page {page_id}: missing permission ({meta})."
+        fix = ("Grant the app leads_retrieval and pages_manage_ads, make sure the token's user has an Advertiser "
+               "(or higher) task on the Page, and in Leads Access Manager (Business Settings > Integrations > "
+               "Leads Access) give leadwire's app/system user access. Waiting leads are fetched automatically "
+               "once access is restored.")
+    return AlertRaised(severity="critical", code=code, summary=summary, service=SERVICE, subject=page_id, fix=fix)
+
+
+def lead_is_expired(created_time: int | None, now: datetime) -> bool:
+    """True when Meta no longer keeps the lead (older than the retention period)."""
+    if created_time is None:
+        return False
+    return now - datetime.fromtimestamp(created_time, UTC) > LEAD_RETENTION
+
+
+def read_failure(error: GraphError, leadgen_id: str, *, access_retry_seconds: float,
+                 expired: bool) -> RetryLater | PermanentError | GraphError:
+    """What to raise in the handler for a failed lead read.
+
+    - throttled (including the Page's leadgen quota, 80005): a delayed retry at the regain time, no attempt used;
+    - the lead does not exist / cannot be read (100/33, invalid request): park with Meta's error;
+    - token or permission problem: retry after `access_retry_seconds` without using attempts, so the lead flows
+      as soon as access is fixed (the caller raises one alert per Page); parked once Meta has deleted the lead;
+    - anything else (transient): the error itself, retried with backoff by the consumer middleware.
+    """
+    if isinstance(error, ThrottledError):
+        delay = error.retry_after if error.retry_after is not None else THROTTLE_FALLBACK_SECONDS
+        delay = min(delay, THROTTLE_MAX_DELAY_SECONDS)
+        return RetryLater(f"lead {leadgen_id} read throttled: {error}", delay=delay, counts_attempt=False)
+    if isinstance(error, InvalidRequestError):
+        return PermanentError(f"lead {leadgen_id} cannot be read: {error}")
+    if access_alert_code(error) is not None:
+        if expired:
+            return PermanentError(f"lead {leadgen_id} older than Meta's retention and unreadable: {error}")
+        return RetryLater(f"lead {leadgen_id} access refused: {error}", delay=access_retry_seconds,
+                          counts_attempt=False)
+    return error
+
+
+@dataclass(frozen=True)
+class ScanWindow:
+    """Lower bound (exclusive) of a form's scan and the watermark to store once it completed."""
+
+    since: datetime
+    until: datetime
+
+
+def scan_window(
+    watermark: datetime | None,
+    now: datetime,
+    *,
+    overlap: timedelta,
+    initial_days: int,
+    since: datetime | None = None,
+    max_days: int = 90,
+) -> ScanWindow:
+    """Where a form's backfill scan starts.
+
+    Without a watermark: `initial_days` back. With one: the watermark minus `overlap` (Meta's listing and webhooks
+    lag). An explicit `since` (operator's `--since`) wins when it reaches further back. Never before Meta's
+    retention horizon.
+    """
+    start = now - timedelta(days=initial_days) if watermark is None else watermark - overlap
+    if since is not None:
+        start = min(start, since)
+    horizon = now - timedelta(days=max_days)
+    return ScanWindow(since=max(start, horizon), until=now)
+
+
+def time_filter(since: datetime) -> list[dict[str, Any]]:
+    """Meta's bulk-read filter for leads created after `since` (meta-api-facts §7.3)."""
+    return [{"field": "time_created", "operator": "GREATER_THAN", "value": int(since.timestamp())}]

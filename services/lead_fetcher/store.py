@@ -1,0 +1,116 @@
+"""The lead fetcher's database work: leads with their LeadCaptured (outbox), access alerts, form watermarks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from contracts.alerts import AlertRaised
+from contracts.envelope import Envelope
+from contracts.messages import AlertRaisedMessage, LeadCapturedMessage
+from services.lead_fetcher.logic import Lead, captured_message_id
+from shared.outbox import enqueue
+
+if TYPE_CHECKING:
+    import asyncpg
+
+logger = logging.getLogger(__name__)
+
+_INSERT_LEAD = """
+insert into leads (leadgen_id, page_id, form_id, ad_id, adset_id, campaign_id, created_time, is_organic, platform,
+                   fields, custom_disclaimer_responses, raw, source)
+values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11::jsonb, $12::jsonb, $13)
+on conflict (leadgen_id) do nothing
+returning true
+"""
+
+
+def captured_message(lead: Lead, caused_by: Envelope | None = None) -> LeadCapturedMessage:
+    return LeadCapturedMessage.new(lead.captured(), caused_by=caused_by,
+                                   message_id=captured_message_id(lead.leadgen_id))
+
+
+async def store_lead(conn: asyncpg.Connection, lead: Lead, caused_by: Envelope | None = None) -> bool:
+    """Insert the lead and, only when the row is new, its LeadCaptured into the outbox; one transaction.
+
+    Returns True when the lead was new. A lead stored before (duplicate webhook, backfill overlap, a concurrent
+    copy of the same message) changes nothing and emits nothing.
+    """
+    async with conn.transaction():
+        new = await conn.fetchval(
+            _INSERT_LEAD,
+            lead.leadgen_id, lead.page_id, lead.form_id, lead.ad_id, lead.adset_id, lead.campaign_id,
+            lead.created_time, lead.is_organic, lead.platform, lead.fields, lead.custom_disclaimer_responses,
+            lead.raw, lead.source,
+        )
+        if new:
+            await enqueue(conn, captured_message(lead, caused_by))
+    return bool(new)
+
+
+async def ensure_captured(pool: asyncpg.Pool, leadgen_id: str, caused_by: Envelope | None = None) -> bool | None:
+    """For a lead we already have: make sure its LeadCaptured is in the outbox (published or pending).
+
+    Returns None when the lead is not stored, False when its LeadCaptured already exists, True when it had to
+    be enqueued (a row written by other means, e.g. an import).
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "select leadgen_id, page_id, form_id, ad_id, adset_id, campaign_id, created_time, is_organic, "
+            "platform, source, "
+            "exists(select 1 from outbox where message_id = $2) as emitted "
+            "from leads where leadgen_id = $1 for share",
+            leadgen_id, captured_message_id(leadgen_id),
+        )
+        if row is None:
+            return None
+        if row["emitted"]:
+            return False
+        lead = Lead(
+            leadgen_id=row["leadgen_id"], page_id=row["page_id"], form_id=row["form_id"], ad_id=row["ad_id"],
+            adset_id=row["adset_id"], campaign_id=row["campaign_id"], created_time=row["created_time"],
+            is_organic=row["is_organic"], platform=row["platform"], fields={}, custom_disclaimer_responses=[],
+            raw={}, source=row["source"],
+        )
+        # Concurrent duplicates may both get here: the outbox's unique message id keeps one, and the loser's
+        # transaction fails and is retried, finding it emitted.
+        await enqueue(conn, captured_message(lead, caused_by))
+        return True
+
+
+async def raise_alert_once(
+    pool: asyncpg.Pool, alert: AlertRaised, *, repeat_seconds: float, caused_by: Envelope | None = None
+) -> bool:
+    """Enqueue `alert` unless the same (subject, code) was raised within `repeat_seconds`. True if raised."""
+    async with pool.acquire() as conn, conn.transaction():
+        fresh = await conn.fetchval(
+            "insert into lead_alerts (page_id, code) values ($1, $2) "
+            "on conflict (page_id, code) do update set raised_at = now() "
+            "where lead_alerts.raised_at < now() - make_interval(secs => $3) "
+            "returning true",
+            alert.subject or "", alert.code, float(repeat_seconds),
+        )
+        if fresh:
+            await enqueue(conn, AlertRaisedMessage.new(alert, caused_by=caused_by))
+    if fresh:
+        logger.error("alert raised: %s", alert.code, extra={"alert_code": alert.code, "page_id": alert.subject})
+    return bool(fresh)
+
+
+async def watermarks(pool: asyncpg.Pool, form_ids: Iterable[str]) -> dict[str, datetime]:
+    rows = await pool.fetch(
+        "select form_id, scanned_to from lead_form_watermarks where form_id = any($1::text[])", list(form_ids)
+    )
+    return {r["form_id"]: r["scanned_to"] for r in rows}
+
+
+async def advance_watermark(pool: asyncpg.Pool, form_id: str, page_id: str, scanned_to: datetime) -> None:
+    """Move a form's watermark forward (never back: a concurrent or older scan cannot undo progress)."""
+    await pool.execute(
+        "insert into lead_form_watermarks (form_id, page_id, scanned_to) values ($1, $2, $3) "
+        "on conflict (form_id) do update set scanned_to = greatest(lead_form_watermarks.scanned_to, "
+        "excluded.scanned_to), page_id = excluded.page_id, updated_at = now()",
+        form_id, page_id, scanned_to,
+    )

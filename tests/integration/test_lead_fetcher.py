@@ -1,0 +1,243 @@
+"""The lead fetcher against the real broker and database and the Graph sandbox over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import aio_pika
+import asyncpg
+import pytest
+from faststream.rabbit import RabbitBroker
+
+from services.lead_fetcher.logic import LEAD_FIELDS
+from shared.messaging import publish
+from shared.settings import Settings
+from shared.topology import H_REASON
+from tests.fixtures.infra import drain, eventually
+from tests.fixtures.sandbox import SandboxHandle
+from tests.integration.test_lead_fetcher_helpers import (
+    QUEUE,
+    LeadEnv,
+    graph_http_calls,
+    lead_env_fixture,
+    leadgen_message,
+)
+
+HANDLER_LOGGER = "services.lead_fetcher.handlers"
+
+
+@pytest.fixture
+async def env(settings: Settings, sandbox: SandboxHandle, db: asyncpg.Pool, broker: RabbitBroker,
+              amqp: aio_pika.abc.AbstractChannel) -> AsyncIterator[LeadEnv]:
+    async for lead_env in lead_env_fixture(settings, sandbox, db, broker, amqp):
+        yield lead_env
+
+
+def _outcomes(caplog: pytest.LogCaptureFixture, leadgen_id: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == HANDLER_LOGGER and getattr(r, "leadgen_id", None) == leadgen_id]
+
+
+async def _lead_reads(env: LeadEnv, leadgen_id: str) -> int:
+    return int((await env.sandbox.calls())["by_path"].get(f"GET /{leadgen_id}", 0))
+
+
+async def test_lead_is_stored_with_flattened_answers_and_captured_once(env: LeadEnv) -> None:
+    await env.start()
+    [lead_id] = await env.new_leads(1)
+
+    message = await env.send(lead_id)
+
+    rows = await eventually(lambda: env.rows([lead_id]), what="the lead row")
+    row = rows[lead_id]
+    status, _, meta = await env.sandbox.graph("GET", lead_id, fields=LEAD_FIELDS)
+    assert status == 200
+    assert row["fields"] == {f["name"]: f["values"][0] for f in meta["field_data"]}
+    assert row["fields"]["email"]  # the answers are really there
+    assert row["created_time"] == datetime.strptime(meta["created_time"], "%Y-%m-%dT%H:%M:%S%z")
+    assert (row["page_id"], row["form_id"], row["ad_id"], row["source"]) == (
+        env.page_id, meta["form_id"], meta.get("ad_id"), "webhook")
+    assert row["raw"] == meta
+    assert row["custom_disclaimer_responses"] == meta["custom_disclaimer_responses"]
+
+    await eventually(lambda: env.all_published([lead_id]), what="LeadCaptured relayed")
+    captured = await env.captured.of("leadgen_id", {lead_id})
+    assert len(captured) == 1
+    body = captured[0]
+    assert body["type"] == "LeadCaptured"
+    assert body["causation_id"] == str(message.message_id)
+    assert body["correlation_id"] == str(message.correlation_id)
+    assert body["payload"]["form_id"] == meta["form_id"]
+    assert row["fields"]["email"] not in str(body)  # no PII on the broker
+
+
+async def test_duplicate_deliveries_give_one_row_and_one_lead_captured(
+    env: LeadEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=HANDLER_LOGGER)
+    await env.start()
+    [lead_id] = await env.new_leads(1)
+    same = leadgen_message(lead_id, env.page_id)
+
+    for _ in range(3):  # Meta redelivers the same webhook: same message id
+        await publish(env.broker, same)
+    for _ in range(3):  # or the same lead arrives in different messages (another delivery, a replay)
+        await env.send(lead_id, message_id=uuid.uuid4())
+
+    await eventually(lambda: _done(caplog, lead_id, 6), what="all six messages handled")
+    await eventually(lambda: env.all_published([lead_id]), what="LeadCaptured relayed")
+    assert len(await env.rows([lead_id])) == 1
+    assert len(await env.captured.of("leadgen_id", {lead_id})) == 1
+    assert sum(m == "lead captured" for m in _outcomes(caplog, lead_id)) == 1
+
+    # A late duplicate: no Graph call at all, and still no second LeadCaptured.
+    reads = await _lead_reads(env, lead_id)
+    await env.send(lead_id, message_id=uuid.uuid4())
+    await eventually(lambda: _done(caplog, lead_id, 7), what="the late duplicate handled")
+    assert await _lead_reads(env, lead_id) == reads
+    assert len(await env.captured.of("leadgen_id", {lead_id})) == 1
+
+
+async def _done(caplog: pytest.LogCaptureFixture, lead_id: str, n: int) -> bool:
+    return len(_outcomes(caplog, lead_id)) >= n
+
+
+async def test_concurrent_leads_are_read_in_batch_calls(env: LeadEnv) -> None:
+    await env.start(fetch_batch_window_ms=100)
+    ids = await env.new_leads(40)
+    before = graph_http_calls()
+
+    await asyncio.gather(*(env.send(i) for i in ids))
+
+    await eventually(lambda: _count_rows(env, ids, 40), what="all 40 leads stored")
+    http_calls = graph_http_calls() - before
+    log = await env.sandbox.calls()
+    lead_reads = [r for r in log["requests"] if r["path"].lstrip("/") in set(ids)]
+    assert len(lead_reads) == 40  # every lead read once, each counted against the Page's leadgen quota
+    assert sum(r["batch"] for r in lead_reads) >= 20
+    assert http_calls <= 20, f"{http_calls} HTTP calls for 40 leads"
+    await eventually(lambda: env.all_published(ids), what="40 LeadCaptured relayed")
+    assert len(await env.captured.of("leadgen_id", set(ids))) == 40
+
+
+async def _count_rows(env: LeadEnv, ids: list[str], n: int) -> bool:
+    return len(await env.rows(ids)) == n
+
+
+async def test_throttled_reads_wait_in_the_queue_not_in_the_worker(
+    env: LeadEnv, amqp: aio_pika.abc.AbstractChannel, caplog: pytest.LogCaptureFixture
+) -> None:
+    window = 4.0
+    await env.sandbox.limits(buc={"leadgen": {"budget": 3, "window_seconds": window}})
+    await env.start()
+    ids = await env.new_leads(6)
+    await drain(amqp, QUEUE.parking_queue_name)
+
+    await asyncio.gather(*(env.send(i) for i in ids))
+    await eventually(lambda: _throttled(env), what="Meta's 80005 leadgen throttle")
+    # While the Page is throttled, an unrelated message (another Page, an unknown lead) is handled at once.
+    other = await env.send("999000111222", page_id="999000111")
+    parked = await eventually(lambda: _parked(amqp, str(other.message_id)), timeout=window / 2,
+                              what="the unrelated message handled while the Page is throttled")
+    assert len(await env.rows(ids)) < 6, "the throttled leads should still be waiting"
+    assert "code=100" in parked.headers[H_REASON]
+
+    await eventually(lambda: _count_rows(env, ids, 6), timeout=8 * window, what="throttled leads stored")
+    retries = [r for r in caplog.records if r.name == "shared.messaging" and "read throttled" in r.getMessage()]
+    assert retries, "throttled reads should go back to the queue as delayed retries"
+    await eventually(lambda: env.all_published(ids), what="LeadCaptured relayed")
+    assert len(await env.captured.of("leadgen_id", set(ids))) == 6
+
+
+async def _throttled(env: LeadEnv) -> bool:
+    return (await env.sandbox.calls())["throttled"] > 0
+
+
+async def _parked(amqp: aio_pika.abc.AbstractChannel, message_id: str) -> Any:
+    for message in await drain(amqp, QUEUE.parking_queue_name):
+        if message.message_id == message_id:
+            return message
+    return None
+
+
+async def test_unknown_lead_is_parked_with_metas_error(
+    env: LeadEnv, amqp: aio_pika.abc.AbstractChannel
+) -> None:
+    await env.start()
+    await drain(amqp, QUEUE.parking_queue_name)
+
+    message = await env.send("777000000000001")
+
+    parked = await eventually(lambda: _parked(amqp, str(message.message_id)), what="the message parked")
+    reason = parked.headers[H_REASON]
+    assert reason.startswith("permanent: lead 777000000000001 cannot be read")
+    assert "code=100" in reason
+    assert "subcode=33" in reason
+    assert "fbtrace_id=" in reason
+    assert "does not exist" in reason
+    assert env.sandbox.token not in reason
+    assert not await env.rows(["777000000000001"])
+
+
+async def test_permission_error_raises_one_alert_and_leads_flow_once_fixed(
+    env: LeadEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    await env.sandbox.faults(
+        error_rate=1.0, error_status=403, path_regex=r"^/\d+$",
+        error={"code": 200, "message": "(#200) Requires leads_retrieval permission to access leads",
+               "type": "OAuthException", "is_transient": False},
+    )
+    await env.start()
+    ids = await env.new_leads(8)
+
+    await asyncio.gather(*(env.send(i) for i in ids))
+
+    await eventually(lambda: _all_refused(caplog, ids), what="every lead refused at least once")
+    await eventually(lambda: _alerts_relayed(env), what="alerts relayed")
+    alerts = await env.alerts.of("subject", {env.page_id})
+    assert len(alerts) == 1, alerts
+    alert = alerts[0]["payload"]
+    assert alert["code"] == "lead_access_denied"
+    assert alert["service"] == "lead_fetcher"
+    assert "leads_retrieval" in alert["fix"]
+    assert env.sandbox.token not in str(alerts[0])
+    assert not await env.rows(ids)
+
+    await env.sandbox.faults(error_rate=0.0)  # the customer fixed the permission
+    await eventually(lambda: _count_rows(env, ids, 8), timeout=15, what="leads fetched once access is back")
+    assert len(await env.alerts.of("subject", {env.page_id})) == 1
+
+
+async def _all_refused(caplog: pytest.LogCaptureFixture, ids: list[str]) -> bool:
+    text = " ".join(r.getMessage() for r in caplog.records if "access refused" in r.getMessage())
+    return all(i in text for i in ids)
+
+
+async def _alerts_relayed(env: LeadEnv) -> bool:
+    pending = await env.db.fetchval(
+        "select count(*) from outbox where message_type = 'AlertRaised' and published_at is null")
+    return pending == 0
+
+
+async def test_no_lead_pii_in_any_log_line(env: LeadEnv, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    await env.start()
+    ids = await env.new_leads(5)
+    await asyncio.gather(*(env.send(i) for i in ids))
+    await env.send(ids[0], message_id=uuid.uuid4())  # a duplicate path too
+    await eventually(lambda: _count_rows(env, ids, 5), what="leads stored")
+    await eventually(lambda: env.all_published(ids), what="LeadCaptured relayed")
+
+    pii: set[str] = set()
+    for row in (await env.rows(ids)).values():
+        answers = row["fields"]
+        pii |= {answers["full_name"], answers["email"], answers["phone_number"], answers["full_name"].split()[-1]}
+    lines = [f"{r.getMessage()} {r.__dict__}" for r in caplog.records]
+    assert any(i in line for i in ids for line in lines)  # the handling was logged, by id
+    leaks = [value for line in lines for value in pii if value in line]
+    assert not leaks, f"{len(leaks)} log lines carry lead answers"
