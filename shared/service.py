@@ -68,6 +68,7 @@ class Service:
         self.broker: RabbitBroker = make_broker(self.settings.broker, service=name)
         self.app = FastStream(self.broker)
         self._background: list[tuple[str, BackgroundJob]] = []
+        self._publishers: dict[type[Envelope[Any]], RabbitPublisher] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._ops_runner: web.AppRunner | None = None
         self.ops_port: int | None = None
@@ -110,8 +111,10 @@ class Service:
         )
 
     def publisher(self, message_cls: type[Envelope[Any]], description: str | None = None) -> RabbitPublisher:
-        """A declared publisher for one message type (documented in the AsyncAPI file)."""
-        return self.broker.publisher(
+        """The declared publisher for one message type (documented in the AsyncAPI file); one per type."""
+        if message_cls in self._publishers:
+            return self._publishers[message_cls]
+        self._publishers[message_cls] = self.broker.publisher(
             exchange=EXCHANGE,
             routing_key=message_cls.routing_key,
             schema=message_cls,
@@ -119,6 +122,7 @@ class Service:
             title=f"{message_cls.routing_key}:{self.name}",
             description=description or (message_cls.__doc__ or "").strip() or None,
         )
+        return self._publishers[message_cls]
 
     def monitor_meta_health(self, interval: float = 3600.0) -> None:
         """Check token, permissions and Page subscriptions every `interval` s; raise `AlertRaised` on trouble."""

@@ -504,6 +504,10 @@ class UsageTracker:
             return Wait(st.blocked_until - now, scope, True)
         if st.recovering and st.in_flight > 0:
             return Wait(PROBE_POLL_SECONDS, scope, True)
+        if st.observed_at and now - st.observed_at >= self.window(scope):
+            # The last reading describes a window that has passed: it must not keep pacing calls forever
+            # (a 100% insights reading comes without a regain time, so nothing else would clear it).
+            st.pct, st.observed_calls, st.reset_at = 0.0, 0, None
         self._trim(scope, st, now)
         if st.reset_at is not None and now >= st.reset_at:
             return Wait(0.0, scope, False)

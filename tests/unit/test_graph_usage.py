@@ -203,3 +203,30 @@ def test_resolve_scopes():
     assert "ad_account:act_1" in resolve_scopes("GET", "77", Scope.ad_account("1"), tracker)
     assert "action:POST /77" in resolve_scopes("POST", "77", None, tracker)
     assert "object:88" in resolve_scopes("GET", "88", None, tracker)
+
+
+def test_full_reading_without_regain_time_stops_pacing_once_its_window_passed():
+    # An insights throttle header at 100 % carries no regain time; with one call of ours in the window it would
+    # otherwise keep projecting a wait forever.
+    clock = Clock()
+    tracker = UsageTracker(threshold=75, windows={"insights": 10.0}, clock=clock)
+    tracker.on_send(["insights:act_1"])
+    tracker.on_complete(["insights:act_1"])
+    tracker.observe(UsageReading("insights:act_1", 100.0))
+    assert tracker.wait_for(["insights:act_1"]).seconds > 0
+    clock.now += 10.5
+    assert tracker.wait_for(["insights:act_1"]).seconds == 0
+
+
+def test_after_a_block_one_probe_goes_first_and_the_others_wait_for_it():
+    clock = Clock()
+    tracker = UsageTracker(clock=clock)
+    tracker.block(APP, 2.0)
+    clock.now += 2.1
+    assert tracker.wait_for([APP]).seconds == 0  # the probe may go
+    tracker.on_send([APP])
+    held = tracker.wait_for([APP])
+    assert held.blocked
+    assert held.seconds > 0  # everyone else waits for the probe's answer
+    tracker.on_complete([APP])
+    assert tracker.wait_for([APP]).seconds == 0  # the probe got through: the scope is open again
