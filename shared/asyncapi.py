@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 
+import yaml
 from faststream.specification import AsyncAPI
 
 from shared.settings import Settings
@@ -27,6 +29,7 @@ def render(settings: Settings) -> str:
         ),
         schema_version="3.0.0",
     )
-    text = spec.to_specification().to_yaml()
+    # FastStream's channel order varies between runs; sorted keys keep the committed file stable.
+    text = yaml.safe_dump(json.loads(spec.to_specification().to_json()), sort_keys=True, allow_unicode=True)
     # The broker URL may carry credentials: document the server without them.
     return text.replace(settings.broker.amqp_url.get_secret_value(), "amqp://rabbitmq:5672/")
