@@ -89,5 +89,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
             root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
-    # aiohttp's access log repeats request lines (with query strings) for every webhook; keep it quiet.
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # aiohttp's access log repeats request lines (with query strings) for every webhook, and the AMQP drivers log
+    # raw message bodies (which may hold lead PII) at DEBUG: keep all three at WARNING whatever LOG_LEVEL says.
+    for noisy in ("aiohttp.access", "aiormq", "aio_pika"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -13,9 +13,12 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import aio_pika
+from aiormq.abc import DeliveredMessage
 from faststream.middlewares import BaseMiddleware
-from faststream.rabbit import Channel, QueueType, RabbitBroker, RabbitQueue
+from faststream.rabbit import Channel, RabbitBroker
 from faststream.rabbit.publisher import RabbitPublisher
+from pamqp.commands import Basic
 from pydantic import ValidationError
 
 from contracts.envelope import Envelope
@@ -37,7 +40,7 @@ from shared.topology import (
     delay_queue,
     delay_queue_name,
     delay_tier,
-    parking_queue,
+    has_consumer,
 )
 
 if TYPE_CHECKING:
@@ -97,39 +100,73 @@ def make_broker(settings: BrokerSettings, *, service: str) -> RabbitBroker:
     )
 
 
-async def declare_topology(broker: RabbitBroker, consumers: Iterable[Consumer] = CONSUMERS) -> None:
-    """Declare exchanges, delay tiers, consumer queues with their bindings, and parking queues. Idempotent."""
-    exchange = await broker.declare_exchange(EXCHANGE)
-    retry_exchange = await broker.declare_exchange(RETRY_EXCHANGE)
-    for tier in DELAY_TIERS:
-        await broker.declare_queue(delay_queue(tier))
-    for c in consumers:
-        queue = await broker.declare_queue(RabbitQueue(c.queue_name, queue_type=QueueType.QUORUM, durable=True))
-        for routing_key in c.routing_keys:
-            await queue.bind(exchange, routing_key=routing_key)
-        await queue.bind(retry_exchange, routing_key="", arguments={"x-match": "all", H_QUEUE: c.queue_name})
-        await broker.declare_queue(parking_queue(c))
+async def declare_topology(amqp_url: str, consumers: Iterable[Consumer] = CONSUMERS) -> None:
+    """Declare exchanges, delay tiers, consumer queues with their bindings, and parking queues. Idempotent.
 
-
-async def publish(target: RabbitBroker | RabbitPublisher, message: Envelope[Any]) -> None:
-    """Publish a persistent message on the `leadwire` exchange and wait for the broker's confirm.
-
-    `target` is a declared publisher (preferred: it documents the channel) or the broker itself. Raises whatever
-    the driver raises when the broker is unreachable or refuses the message; callers that answer someone (the
-    ingress) turn that into a retryable error for them.
+    Runs on a short-lived connection of its own: declaring through the broker would hand every subscriber the
+    queue object of the default channel (FastStream caches declarations), and with it that channel's prefetch.
     """
-    await target.publish(
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        exchange = await channel.declare_exchange(EXCHANGE.name, aio_pika.ExchangeType.TOPIC, durable=True)
+        retry_exchange = await channel.declare_exchange(
+            RETRY_EXCHANGE.name, aio_pika.ExchangeType.HEADERS, durable=True
+        )
+        for tier in DELAY_TIERS:
+            spec = delay_queue(tier)
+            await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+        for c in consumers:
+            queue = await channel.declare_queue(c.queue_name, durable=True, arguments={"x-queue-type": "quorum"})
+            for routing_key in c.routing_keys:
+                await queue.bind(exchange, routing_key=routing_key)
+            await queue.bind(retry_exchange, routing_key="", arguments={"x-match": "all", H_QUEUE: c.queue_name})
+            await channel.declare_queue(c.parking_queue_name, durable=True, arguments={"x-queue-type": "quorum"})
+    finally:
+        await connection.close()
+
+
+class NotConfirmed(Exception):
+    """The broker did not take responsibility for a message: returned as unroutable, or nacked."""
+
+
+def ensure_confirmed(frame: object, routing: str) -> None:
+    """Raise unless the publish result is a broker ack.
+
+    For a `mandatory` message no queue takes, the broker sends basic.return *and then* basic.ack, so an ack
+    alone does not mean the message is anywhere: the driver hands back the returned message instead.
+    """
+    if isinstance(frame, DeliveredMessage):
+        raise NotConfirmed(f"returned by the broker: no queue bound for {routing}")
+    if isinstance(frame, Basic.Nack | Basic.Reject):
+        raise NotConfirmed(f"nacked by the broker ({routing})")
+
+
+async def publish(
+    target: RabbitBroker | RabbitPublisher, message: Envelope[Any], *, confirm_within: float | None = None
+) -> None:
+    """Publish a persistent message on the `leadwire` exchange; return once the broker confirmed it.
+
+    `target` is a declared publisher (preferred: it documents the channel) or the broker itself. A message some
+    leadwire consumer needs is published `mandatory`, so `NotConfirmed` is raised when no queue took it; an event
+    only outside systems may listen to (LeadSynced, ConversionSent) is not. Raises whatever the driver raises
+    when the broker is unreachable; callers that answer someone (the ingress) turn that into a retryable error.
+    """
+    routing_key = type(message).routing_key
+    frame = await target.publish(
         message.model_dump_json().encode(),
         exchange=EXCHANGE,
-        routing_key=type(message).routing_key,
+        routing_key=routing_key,
         persist=True,
-        mandatory=True,
+        mandatory=has_consumer(routing_key),
+        timeout=confirm_within,
         content_type="application/json",
         message_id=str(message.message_id),
         correlation_id=str(message.correlation_id),
         message_type=message.type,
         timestamp=message.occurred_at,
     )
+    ensure_confirmed(frame, routing_key)
     metrics.MESSAGES_PUBLISHED.labels(message.type).inc()
 
 
@@ -244,7 +281,7 @@ class ReliableConsumer(BaseMiddleware):
     async def _republish(self, msg: StreamMessage[Any], queue_name: str, headers: dict[str, Any]) -> None:
         broker: RabbitBroker = self.context.get("broker")
         raw = msg.raw_message
-        await broker.publish(
+        frame = await broker.publish(
             msg.body,
             queue=queue_name,
             headers=headers,
@@ -256,6 +293,7 @@ class ReliableConsumer(BaseMiddleware):
             message_type=raw.type,
             timestamp=raw.timestamp,
         )
+        ensure_confirmed(frame, queue_name)
 
 
 def _clean(headers: dict[str, Any]) -> dict[str, Any]:

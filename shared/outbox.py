@@ -11,12 +11,14 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 from faststream.rabbit import RabbitBroker
 
-from shared.topology import EXCHANGE
+from shared.messaging import ensure_confirmed
+from shared.topology import EXCHANGE, has_consumer
 
 logger = logging.getLogger(__name__)
 
@@ -25,12 +27,16 @@ CHANNEL = "leadwire_outbox"
 
 async def enqueue(conn: asyncpg.Connection, message: Any) -> None:
     """Add an envelope to the outbox inside the caller's transaction."""
-    await conn.execute(
+    await enqueue_many(conn, [message])
+
+
+async def enqueue_many(conn: asyncpg.Connection, messages: Sequence[Any]) -> None:
+    """Add envelopes to the outbox inside the caller's transaction, in one statement."""
+    if not messages:
+        return
+    await conn.executemany(
         "insert into outbox (message_id, routing_key, message_type, body) values ($1, $2, $3, $4)",
-        message.message_id,
-        type(message).routing_key,
-        message.type,
-        message.model_dump(mode="json"),  # the pool's jsonb codec encodes it
+        [(m.message_id, type(m).routing_key, m.type, m.model_dump(mode="json")) for m in messages],
     )
     await conn.execute("select pg_notify($1, '')", CHANNEL)
 
@@ -81,14 +87,15 @@ class OutboxRelay:
 
     async def _publish(self, row: asyncpg.Record) -> None:
         body = row["body"]
-        await self.broker.publish(
+        frame = await self.broker.publish(
             json.dumps(body, separators=(",", ":")).encode(),
             exchange=EXCHANGE,
             routing_key=row["routing_key"],
             persist=True,
-            mandatory=True,
+            mandatory=has_consumer(row["routing_key"]),
             content_type="application/json",
             message_id=str(row["message_id"]),
             correlation_id=body.get("correlation_id"),
             message_type=row["message_type"],
         )
+        ensure_confirmed(frame, row["routing_key"])  # unroutable: stays in the outbox, retried

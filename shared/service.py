@@ -28,7 +28,7 @@ from shared.db.pool import create_pool
 from shared.logging import register_secret
 from shared.messaging import declare_topology, make_broker
 from shared.settings import Settings
-from shared.topology import EXCHANGE, Consumer, consumers_of
+from shared.topology import CONSUMERS, EXCHANGE, Consumer, consumers_of
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -164,7 +164,11 @@ class Service:
                 self.http, self.settings.meta, max_wait=self.settings.meta.graph_max_wait_seconds
             )
         await self.broker.connect()
-        await declare_topology(self.broker, consumers_of(self.name))
+        # Every consumer's queue, not only ours: a message published before its consumer ever ran must be
+        # queued for it, not returned as unroutable.
+        await declare_topology(
+            self.settings.broker.amqp_url.get_secret_value(), dict.fromkeys((*CONSUMERS, *consumers_of(self.name)))
+        )
         await self.app.start()
         for job_name, job in self._background:
             self._tasks.append(asyncio.create_task(self._supervise(job_name, job), name=f"{self.name}.{job_name}"))

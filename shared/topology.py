@@ -108,6 +108,11 @@ def by_queue_name(queue_name: str) -> Consumer | None:
     return _BY_QUEUE.get(queue_name)
 
 
+def has_consumer(routing_key: str) -> bool:
+    """Whether some leadwire consumer takes this routing key (then an unroutable publish is an error)."""
+    return any(routing_key in c.routing_keys for c in _BY_QUEUE.values())
+
+
 def register(extra: Consumer) -> Consumer:
     """Make an extra consumer known to the retry/park machinery (tests and tools use their own queues)."""
     _BY_QUEUE[extra.queue_name] = extra
@@ -124,10 +129,6 @@ def delay_queue(seconds: int) -> RabbitQueue:
         durable=True,
         arguments={"x-message-ttl": seconds * 1000, "x-dead-letter-exchange": RETRY_EXCHANGE.name},
     )
-
-
-def parking_queue(c: Consumer) -> RabbitQueue:
-    return RabbitQueue(c.parking_queue_name, queue_type=QueueType.QUORUM, durable=True)
 
 
 def delay_tier(wait_seconds: float) -> int:

@@ -2,10 +2,42 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from contracts.messages import ConversionSentMessage
+from services.capi_sender import handlers
+from services.capi_sender.events import RequestBatch
+from services.capi_sender.logic import CapiSender, post_events
+from services.capi_sender.settings import CapiSettings
+from shared.outbox import OutboxRelay
 from shared.service import Service
 from shared.settings import Settings
+from shared.topology import Consumer, consumer
 
 
-def create_app(settings: Settings | None = None) -> Service:
-    service = Service("capi_sender", settings)
+def create_app(settings: Settings | None = None, *, source: Consumer | None = None) -> Service:
+    """Build the service.
+
+    Args:
+        settings: process settings (read from the environment when None).
+        source: the queue to consume; default `conversion.requested`'s consumer. Tests pass their own.
+    """
+    service = Service("capi_sender", settings, uses_graph=True)
+    capi = service.settings.block(CapiSettings)
+
+    async def post(batch: RequestBatch) -> dict[str, Any]:
+        return await post_events(service.graph, batch)
+
+    sender = CapiSender(
+        pool=lambda: service.db,
+        post=post,
+        settings=capi,
+        default_pixel_id=service.settings.meta.pixel_id,
+    )
+    service.sender = sender  # type: ignore[attr-defined]
+    handlers.register(service, sender, source or consumer("capi_sender", "conversion_requested"))
+    # Declared for the AsyncAPI document; messages go out through the transactional outbox.
+    service.publisher(ConversionSentMessage, description="Meta accepted the request that carried this event.")
+    service.background("flush_on_stop", sender.flush_on_stop)
+    service.background("outbox_relay", lambda: OutboxRelay(service.db, service.broker).run())
     return service

@@ -103,6 +103,12 @@ class StoredLead:
     phone: str | None = None
     first_name: str | None = None
     last_name: str | None = None
+    city: str | None = None
+    state: str | None = None
+    zip: str | None = None
+    country: str | None = None
+    gender: str | None = None
+    date_of_birth: str | None = None
     created_time: int | None = None  # unix seconds
 
     @classmethod
@@ -115,6 +121,12 @@ class StoredLead:
             phone=_text(data.get("phone")),
             first_name=_text(data.get("first_name")),
             last_name=_text(data.get("last_name")),
+            city=_text(data.get("city")),
+            state=_text(data.get("state")),
+            zip=_text(data.get("zip")),
+            country=_text(data.get("country")),
+            gender=_text(data.get("gender")),
+            date_of_birth=_text(data.get("date_of_birth")),
             created_time=to_unix_seconds(created) if created not in (None, "") else None,
         )
 
@@ -182,6 +194,12 @@ def _merged_user(request: ConversionRequested, lead: StoredLead | None) -> Conve
         "phone": lead.phone,
         "first_name": lead.first_name,
         "last_name": lead.last_name,
+        "city": lead.city,
+        "state": lead.state,
+        "zip": lead.zip,
+        "country": lead.country,
+        "gender": lead.gender,
+        "date_of_birth": lead.date_of_birth,
     }
     crm = request.user.model_dump(exclude_none=True)
     merged = {name: value for name, value in stored.items() if value is not None} | crm  # CRM wins

@@ -73,7 +73,7 @@ async def run() -> dict[str, float]:
                 reset = await resp.json()
             ads = reset["accounts"][ACCOUNT]["ads"]
 
-            await declare_topology(broker, consumers_of("campaign_executor"))
+            await declare_topology(AMQP_URL, consumers_of("campaign_executor"))
             await (await channel.get_queue(CONSUMER.queue_name, ensure=False)).purge()
             exchange = await channel.declare_exchange(EXCHANGE.name, aio_pika.ExchangeType.TOPIC, durable=True)
             results_queue = await channel.declare_queue(exclusive=True, auto_delete=True)

@@ -24,7 +24,7 @@ from shared.messaging import declare_topology, publish
 from shared.service import Service
 from shared.settings import MetaSettings, Settings
 from shared.topology import EXCHANGE, RoutingKey, consumer, consumers_of
-from tests.fixtures.infra import unique
+from tests.fixtures.infra import AMQP_URL, unique
 from tests.fixtures.sandbox import SandboxHandle
 
 QUEUE = consumer("lead_fetcher", "leadgen_received")
@@ -150,7 +150,7 @@ async def lead_env_fixture(
     await purge(db, await sandbox_lead_ids(sandbox, form_ids))
     await db.execute("delete from lead_alerts where page_id = $1", page_id)
     await db.execute("delete from lead_form_watermarks where form_id = any($1::text[])", form_ids)
-    await declare_topology(broker, consumers_of("lead_fetcher"))
+    await declare_topology(AMQP_URL, consumers_of("lead_fetcher"))
     meta = MetaSettings(access_token=sandbox.token, page_access_token=sandbox.token, app_secret=sandbox.app_secret,
                         graph_url=sandbox.url, page_ids=[page_id], api_version=sandbox.version,
                         health_check_seconds=0)  # connection health has its own tests (test_doctor.py)

@@ -18,7 +18,7 @@ from shared.messaging import PermanentError, RetryLater, claim, declare_topology
 from shared.service import Service
 from shared.settings import Settings
 from shared.topology import EXCHANGE, H_ATTEMPT, H_REASON, Consumer, consumers_of, register
-from tests.fixtures.infra import drain, eventually, unique
+from tests.fixtures.infra import AMQP_URL, drain, eventually, unique
 
 
 def _message(leadgen_id: str = "111") -> LeadgenReceivedMessage:
@@ -34,12 +34,14 @@ async def test_service(settings: Settings, amqp: Any) -> AsyncIterator[Callable[
     """Start a throwaway service whose one consumer runs `handler`; returns (service, consumer)."""
     started: list[Service] = []
 
-    async def start(handler: Callable[[LeadgenReceivedMessage], Any]) -> tuple[Service, Consumer]:
+    async def start(
+        handler: Callable[[LeadgenReceivedMessage], Any], prefetch: int | None = None
+    ) -> tuple[Service, Consumer]:
         name = unique("svc_")
         consumer = register(Consumer(name, "work", (f"test.{name}",)))
         service = Service(name, settings, uses_database=False)
 
-        @service.subscribe(consumer)
+        @service.subscribe(consumer, prefetch=prefetch)
         async def handle(message: LeadgenReceivedMessage) -> None:
             await handler(message)
 
@@ -57,8 +59,8 @@ async def test_service(settings: Settings, amqp: Any) -> AsyncIterator[Callable[
 
 async def test_topology_declaration_is_idempotent(broker: RabbitBroker, amqp: Any) -> None:
     consumer = register(Consumer(unique("svc_"), "work", (f"test.{unique()}",)))
-    await declare_topology(broker, [consumer])
-    await declare_topology(broker, [consumer])  # same arguments again: no error, no change
+    await declare_topology(AMQP_URL, [consumer])
+    await declare_topology(AMQP_URL, [consumer])  # same arguments again: no error, no change
 
     await _send(broker, consumer.routing_keys[0], _message().model_dump(mode="json"))
     queue = await amqp.declare_queue(consumer.queue_name, passive=True)
@@ -114,6 +116,25 @@ async def test_retries_return_only_to_the_consumer_that_failed(
     assert parked[0].headers[H_ATTEMPT] == 3
     assert bystander_calls == [], "a retry of another consumer's message reached this one"
     assert await drain(amqp, bystander_consumer.parking_queue_name) == []
+
+
+async def test_a_consumer_gets_its_own_prefetch(
+    test_service: Callable[..., Any], broker: RabbitBroker, settings: Settings
+) -> None:
+    in_flight: list[str] = []
+    release = asyncio.Event()
+
+    async def handler(message: LeadgenReceivedMessage) -> None:
+        in_flight.append(message.payload.leadgen_id)
+        await release.wait()
+
+    assert settings.broker.prefetch_count < 50
+    _, consumer = await test_service(handler, prefetch=50)
+    for i in range(60):
+        await _send(broker, consumer.routing_keys[0], _message(str(i)).model_dump(mode="json"))
+    await eventually(lambda: _async(len(in_flight) == 50), what="50 messages in flight at once")
+    release.set()
+    await eventually(lambda: _async(len(in_flight) == 60), what="all handled")
 
 
 async def test_invalid_payload_is_parked_at_once_without_its_values(
@@ -188,7 +209,7 @@ async def test_claim_is_idempotent_per_consumer(db: Any) -> None:
 @pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs a local RabbitMQ to restart")
 async def test_confirmed_message_survives_broker_restart(broker: RabbitBroker, amqp: Any) -> None:
     consumer = register(Consumer(unique("svc_"), "work", (f"test.{unique()}",)))
-    await declare_topology(broker, [consumer])
+    await declare_topology(AMQP_URL, [consumer])
     await _send(broker, consumer.routing_keys[0], _message("424242").model_dump(mode="json"))
 
     await asyncio.to_thread(subprocess.run, ["rabbitmqctl", "stop_app"], check=True, capture_output=True)
@@ -196,7 +217,6 @@ async def test_confirmed_message_survives_broker_restart(broker: RabbitBroker, a
 
     import aio_pika
 
-    from tests.fixtures.infra import AMQP_URL
 
     connection = await eventually(lambda: _connect(aio_pika, AMQP_URL), timeout=60, what="broker back")
     try:

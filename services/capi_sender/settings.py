@@ -1,0 +1,39 @@
+"""Variables of the capi_sender service."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.capi_sender.normalize import ISO_ALPHA2
+
+
+class CapiSettings(BaseSettings):
+    """Batching and defaults of the Conversions API sender."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    capi_linger_ms: int = Field(
+        default=500,
+        ge=0,
+        le=1000,
+        description="How long a partly filled batch waits for more events before it is sent (at most 1 s).",
+    )
+    capi_crm_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="`lead_event_source` of CRM-stage events whose message names no CRM (default `leadwire`).",
+    )
+    default_country: str = Field(
+        default="US",
+        description="ISO alpha-2 country for national phone numbers, states and ZIPs without a country.",
+    )
+
+    @field_validator("default_country")
+    @classmethod
+    def _iso_country(cls, value: str) -> str:
+        code = value.strip().upper()
+        if code.lower() not in ISO_ALPHA2:
+            raise ValueError("must be an ISO 3166-1 alpha-2 country code such as US")
+        return code

@@ -1,0 +1,87 @@
+"""HTTP handlers: read raw bytes, verify, parse, publish with confirms, then answer. No slow work here."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from contracts.messages import ConversionRequestedMessage, LeadgenReceivedMessage
+from services.ingress import logic, metrics
+from services.ingress.errors import Forbidden, NotConfigured, PayloadTooLarge
+from services.ingress.keys import CONFIG, CONVERSION_PUBLISHER, LEADGEN_PUBLISHER
+from services.ingress.publishing import publish_all
+
+logger = logging.getLogger(__name__)
+
+
+async def read_body(request: web.Request) -> bytes:
+    limit = request.app[CONFIG].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"body larger than {limit} bytes")
+    return await request.read()  # raises HTTPRequestEntityTooLarge past client_max_size (chunked bodies)
+
+
+async def verify_meta_subscription(request: web.Request) -> web.Response:
+    """Meta's subscription handshake (meta-api-facts §6.1): echo the challenge if the token matches."""
+    query = request.query
+    config = request.app[CONFIG]
+    challenge = query.get("hub.challenge", "")
+    if (
+        query.get("hub.mode") != "subscribe"
+        or not challenge
+        or not logic.token_matches(config.verify_token, query.get("hub.verify_token"))
+    ):
+        raise Forbidden("verification failed")
+    logger.info("meta webhook subscription verified")
+    return web.Response(text=challenge, content_type="text/plain")
+
+
+async def receive_meta_webhook(request: web.Request) -> web.Response:
+    """Every leadgen change of the delivery is queued (confirmed) before Meta gets its 200."""
+    config = request.app[CONFIG]
+    if not config.app_secret:
+        raise NotConfigured("META_APP_SECRET is not set")
+    raw = await read_body(request)
+    logic.verify_meta_signature(config.app_secret, raw, request.headers.get("X-Hub-Signature-256"))
+    delivery = logic.parse_meta_delivery(raw)
+    messages = [
+        LeadgenReceivedMessage.new(
+            lead,
+            message_id=logic.leadgen_message_id(lead.leadgen_id),
+            correlation_id=logic.leadgen_message_id(lead.leadgen_id),
+        )
+        for lead in delivery.leadgens
+    ]
+    await publish_all(request.app[LEADGEN_PUBLISHER], messages, confirm_within=config.publish_timeout, endpoint="meta")
+    metrics.LEADGENS_PUBLISHED.inc(len(messages))
+    for (obj, field), count in delivery.ignored.items():
+        metrics.CHANGES_IGNORED.labels(obj, field).inc(count)
+    logger.info(
+        "meta delivery: %d leadgen published, %d other changes", len(messages), sum(delivery.ignored.values()),
+        extra={"object": delivery.object, "body_bytes": len(raw),
+               "leadgen_ids": [m.payload.leadgen_id for m in messages[:50]]},
+    )
+    return web.json_response({"received": len(messages)})
+
+
+async def receive_crm_events(request: web.Request) -> web.Response:
+    """Conversion events from CRMs that can only call webhooks (GoHighLevel workflows, Zapier)."""
+    config = request.app[CONFIG]
+    if not config.crm_events_secret:
+        raise NotConfigured("CRM_EVENTS_SECRET is not set: endpoint disabled")
+    raw = await read_body(request)
+    logic.authenticate_crm(
+        config.crm_events_secret, raw, request.headers.get("X-Leadwire-Signature"), request.headers.get("Authorization")
+    )
+    events = logic.parse_crm_events(raw)
+    messages = [ConversionRequestedMessage.new(e, message_id=logic.conversion_message_id(e)) for e in events]
+    await publish_all(
+        request.app[CONVERSION_PUBLISHER], messages, confirm_within=config.publish_timeout, endpoint="crm_events"
+    )
+    metrics.CONVERSIONS_PUBLISHED.inc(len(messages))
+    logger.info("crm events: %d published", len(messages),
+                extra={"message_ids": [str(m.message_id) for m in messages[:50]]})
+    return web.json_response(
+        {"accepted": len(messages), "message_ids": [str(m.message_id) for m in messages]}, status=202
+    )

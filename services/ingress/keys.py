@@ -1,0 +1,24 @@
+"""Typed keys of the ingress's aiohttp application."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+from faststream.rabbit.publisher import RabbitPublisher
+
+
+@dataclass(frozen=True)
+class IngressConfig:
+    """What the request handlers need to know; secrets as plain strings, never logged."""
+
+    app_secret: str
+    verify_token: str
+    crm_events_secret: str
+    max_body_bytes: int
+    publish_timeout: float
+
+
+CONFIG: web.AppKey[IngressConfig] = web.AppKey("ingress_config", IngressConfig)
+LEADGEN_PUBLISHER: web.AppKey[RabbitPublisher] = web.AppKey("leadgen_publisher", RabbitPublisher)
+CONVERSION_PUBLISHER: web.AppKey[RabbitPublisher] = web.AppKey("conversion_publisher", RabbitPublisher)

@@ -1,0 +1,373 @@
+"""The CAPI sender end to end: real RabbitMQ, PostgreSQL and the Graph sandbox over HTTP.
+
+Each test consumes its own queue (bound to its own routing key) so concurrent runs and other suites' messages on
+`conversion.requested` never reach it; the handler, batcher, send log and outbox are the production ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import pytest
+from faststream.rabbit import RabbitBroker
+from prometheus_client import REGISTRY
+
+from contracts.conversions import ConversionRequested
+from contracts.messages import ConversionRequestedMessage
+from services.capi_sender.app import create_app
+from services.capi_sender.logic import CapiSender, Outcome
+from services.capi_sender.settings import CapiSettings
+from shared.messaging import PermanentError, declare_topology
+from shared.service import Service
+from shared.settings import MetaSettings, Settings
+from shared.topology import EXCHANGE, H_REASON, Consumer, register
+from tests.fixtures.infra import AMQP_URL, drain, eventually, unique
+from tests.fixtures.sandbox import SandboxHandle
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _lead_id() -> str:
+    return str(10**15 + int(unique("")[:12], 16) % 10**15)  # 16 digits, unique per call
+
+
+class Harness:
+    """A capi_sender on a private queue, pointed at the sandbox."""
+
+    def __init__(
+        self, settings: Settings, sandbox: SandboxHandle, broker: RabbitBroker, amqp: Any, db: asyncpg.Pool
+    ) -> None:
+        self.source = register(Consumer(unique("capitest_"), "conversion_requested", (f"test.{unique('capi')}",)))
+        self.pixel_id: str = sandbox.state["pixel_id"]
+        self.sandbox = sandbox
+        self.broker = broker
+        self.amqp = amqp
+        self.db = db
+        self.settings = settings.replace(
+            MetaSettings(
+                pixel_id=self.pixel_id,
+                graph_url=sandbox.url,
+                access_token=sandbox.token,
+                app_secret=sandbox.app_secret,
+            ),
+            CapiSettings(capi_linger_ms=300, capi_crm_name="Litify"),
+        )
+        self.service: Service | None = None
+
+    async def declare(self) -> None:
+        await declare_topology(AMQP_URL, [self.source])
+
+    async def start(self) -> Service:
+        self.service = create_app(self.settings, source=self.source)
+        await self.service.start()
+        return self.service
+
+    async def stop(self) -> None:
+        if self.service is not None:
+            await self.service.stop()
+            self.service = None
+
+    @property
+    def sender(self) -> CapiSender:
+        assert self.service is not None
+        return self.service.sender  # type: ignore[attr-defined,no-any-return]
+
+    async def publish(self, *messages: ConversionRequestedMessage) -> None:
+        """Publish in order of the arguments (each waits for the broker's confirm), 500 at a time."""
+        for start in range(0, len(messages), 500):
+            await asyncio.gather(*(self._publish(m) for m in messages[start : start + 500]))
+
+    async def _publish(self, message: ConversionRequestedMessage) -> None:
+        await self.broker.publish(
+            message.model_dump_json().encode(),
+            exchange=EXCHANGE,
+            routing_key=self.source.routing_keys[0],
+            persist=True,
+            content_type="application/json",
+            message_id=str(message.message_id),
+            correlation_id=str(message.correlation_id),
+        )
+
+    async def received(self) -> list[dict[str, Any]]:
+        return [item["event"] for item in (await self.sandbox.capi_events(self.pixel_id))["events"]]
+
+    async def requests(self) -> int:
+        calls = await self.sandbox.calls()
+        return int(calls["by_path"].get(f"POST /{self.pixel_id}/events", 0))
+
+    def _count(self, metric: str) -> int:
+        labels = {"service": self.source.service, "consumer": self.source.name}
+        return int(REGISTRY.get_sample_value(metric, labels) or 0)
+
+    async def settled(self, acked: int, failed: int = 0) -> bool:
+        """`acked` messages handled (acked by the handler) and `failed` parked or retried, nothing pending."""
+        done = self._count("leadwire_messages_consumed_total") == acked
+        return done and self._count("leadwire_messages_failed_total") == failed
+
+    async def parked(self) -> list[Any]:
+        return await drain(self.amqp, self.source.parking_queue_name)
+
+
+@pytest.fixture
+async def capi(
+    settings: Settings, sandbox: SandboxHandle, broker: RabbitBroker, amqp: Any, db: asyncpg.Pool
+) -> AsyncIterator[Harness]:
+    harness = Harness(settings, sandbox, broker, amqp, db)
+    await harness.declare()
+    yield harness
+    await harness.stop()
+    await amqp.queue_delete(harness.source.queue_name)
+    await amqp.queue_delete(harness.source.parking_queue_name)
+
+
+def conversion(
+    event_id: str | None = None,
+    *,
+    event_name: str = "QualifiedLead",
+    event_time: int | None = None,
+    user: dict[str, Any] | None = None,
+    **fields: Any,
+) -> ConversionRequestedMessage:
+    payload = ConversionRequested.model_validate(
+        {
+            "event_name": event_name,
+            "event_time": event_time if event_time is not None else int(time.time()) - 60,
+            "event_id": event_id or unique("ev-"),
+            "user": user if user is not None else {"lead_id": _lead_id()},
+            **fields,
+        }
+    )
+    return ConversionRequestedMessage.new(payload)
+
+
+async def _sent_rows(db: asyncpg.Pool, event_ids: list[str]) -> list[asyncpg.Record]:
+    return await db.fetch(
+        "select * from capi_events where event_id = any($1::text[]) and status = 'sent'", event_ids
+    )
+
+
+async def test_2500_events_go_to_meta_in_three_requests(capi: Harness, db: asyncpg.Pool) -> None:
+    messages = [conversion() for _ in range(2500)]
+    event_ids = [m.payload.event_id for m in messages if m.payload.event_id]
+    await capi.publish(*messages)  # queued before the consumer starts, as after an outage
+    await capi.start()
+
+    async def all_sent() -> bool:
+        return len(await _sent_rows(db, event_ids)) == 2500 and await capi.settled(2500)
+
+    await eventually(all_sent, timeout=30, what="2,500 events recorded as sent and acked")
+    assert await capi.requests() == 3
+    received = await capi.received()
+    assert sorted(e["event_id"] for e in received) == sorted(event_ids)
+    rows = await _sent_rows(db, event_ids)
+    sizes = sorted(
+        r["n"] for r in await db.fetch(
+            "select count(*) as n from capi_events where event_id = any($1::text[]) group by batch_id", event_ids
+        )
+    )
+    assert sizes == [500, 1000, 1000]
+    assert all(r["events_received"] in (500, 1000) and r["fbtrace_id"] for r in rows)
+    sent_messages = await db.fetchval(
+        "select count(*) from outbox where message_type = 'ConversionSent' "
+        "and body->'payload'->>'event_id' = any($1::text[])",
+        event_ids,
+    )
+    assert sent_messages == 2500
+    assert await capi.parked() == []
+    # Conversion Leads form for CRM stages (meta-api-facts §8.7).
+    assert received[0]["custom_data"] == {"event_source": "crm", "lead_event_source": "Litify"}
+    assert received[0]["action_source"] == "system_generated"
+
+
+async def test_redelivered_message_and_repeated_event_id_are_sent_once(capi: Harness, db: asyncpg.Pool) -> None:
+    first = conversion()
+    event_id = first.payload.event_id
+    assert event_id is not None
+    same_event_other_message = conversion(event_id, user=first.payload.user.model_dump(exclude_none=True))
+    await capi.publish(first, first, same_event_other_message)  # a redelivery and a CRM resend, same batch
+    await capi.start()
+    await eventually(lambda: _sent_rows(db, [event_id]), what="event recorded as sent")
+    await eventually(lambda: capi.settled(3), what="all three copies acked")
+
+    # Later, and across a restart: still not sent again.
+    await capi.stop()
+    await capi.start()
+    await capi.publish(conversion(event_id, user=first.payload.user.model_dump(exclude_none=True)))
+    await eventually(lambda: capi.settled(4), what="late repeat acked")
+
+    received = [e for e in await capi.received() if e["event_id"] == event_id]
+    assert len(received) == 1
+    assert await capi.requests() == 1
+    assert await capi.parked() == []
+
+
+async def test_stale_and_premature_events_are_parked_with_reason(capi: Harness, db: asyncpg.Pool) -> None:
+    lead_id = _lead_id()
+    created = int(time.time()) - 3600
+    await db.execute(
+        "insert into leads (leadgen_id, page_id, created_time, fields, raw, source) values ($1, $2, $3, $4, $5, $6)",
+        lead_id, "102030405060708", datetime.fromtimestamp(created, UTC), {"email": "x@example.com"}, {}, "webhook",
+    )
+    stale = conversion(event_time=int(time.time()) - 8 * 86400)
+    before_lead = conversion(event_time=created - 600, user={"lead_id": lead_id})
+    good = conversion()
+    await capi.publish(stale, before_lead, good)
+    await capi.start()
+
+    parked: list[Any] = []
+
+    async def two_parked() -> bool:
+        parked.extend(await capi.parked())
+        return len(parked) >= 2
+
+    await eventually(two_parked, what="both bad events parked")
+    reasons = {json.loads(m.body)["payload"]["event_id"]: m.headers[H_REASON] for m in parked}
+    assert reasons[stale.payload.event_id].startswith("permanent: event_too_old:")
+    assert reasons[before_lead.payload.event_id].startswith("permanent: event_before_lead_created:")
+    await eventually(lambda: _sent_rows(db, [good.payload.event_id or ""]), what="the good event sent")
+    await eventually(lambda: capi.settled(1, failed=2), what="the good one acked")
+    received = {e["event_id"] for e in await capi.received()}
+    assert received == {good.payload.event_id}
+
+
+async def test_event_that_ages_while_batched_is_parked_not_sent(
+    settings: Settings, sandbox: SandboxHandle, db: asyncpg.Pool
+) -> None:
+    """`check_event` runs again right before sending: an event past Meta's 7 days would sink the whole request."""
+    now = [time.time()]
+    posted: list[int] = []
+
+    async def post(batch: Any) -> dict[str, Any]:
+        posted.append(len(batch.events))
+        return {"events_received": len(batch.events), "fbtrace_id": "T"}
+
+    sender = CapiSender(
+        pool=lambda: db,
+        post=post,
+        settings=CapiSettings(capi_linger_ms=1000),
+        default_pixel_id="778899001122334",
+        clock=lambda: now[0],
+    )
+    old = conversion(event_time=int(now[0]) - 7 * 86400 + 3600)  # fine now, too old in two hours
+    fresh = conversion()
+    old_task = asyncio.create_task(sender.process(old))
+    fresh_task = asyncio.create_task(sender.process(fresh))
+
+    async def both_batched() -> bool:
+        return sender.batcher.pending == 2
+
+    await eventually(both_batched, what="both events batched")
+    now[0] += 2 * 3600
+    await sender.batcher.drain()
+    with pytest.raises(PermanentError, match=r"^event_too_old: "):
+        await old_task
+    assert await fresh_task == Outcome.SENT
+    assert posted == [1]
+
+
+async def test_one_invalid_event_does_not_sink_the_other_999(capi: Harness, db: asyncpg.Pool) -> None:
+    # A 13-digit lead_id passes our checks (12-20 digits) but the sandbox, like Meta, wants 15-17 digits, so it
+    # rejects the whole request (meta-api-facts §8.1): the sender must split until the bad event stands alone.
+    messages = [conversion() for _ in range(1000)]
+    bad = conversion(user={"lead_id": "1234567890123"})
+    messages[617] = bad
+    event_ids = [m.payload.event_id or "" for m in messages]
+    await capi.publish(*messages)
+    await capi.start()
+
+    parked = await eventually(capi.parked, timeout=20, what="the invalid event parked")
+    await eventually(lambda: _count_sent(db, event_ids, 999), timeout=20, what="999 good events sent")
+    await eventually(lambda: capi.settled(999, failed=1), what="all acked")
+    assert [json.loads(m.body)["payload"]["event_id"] for m in parked] == [bad.payload.event_id]
+    reason = parked[0].headers[H_REASON]
+    assert reason.startswith("permanent: meta_rejected:")
+    assert "code=100" in reason
+    assert "fbtrace_id=" in reason
+    assert "lead_id" in reason
+    received = {e["event_id"] for e in await capi.received()}
+    assert len(received) == 999
+    assert bad.payload.event_id not in received
+    requests = await capi.requests()
+    assert requests <= 1 + 2 * 10  # one try, then two halves per level of a 1,000-event bisection
+    row = await db.fetchrow("select status, error from capi_events where event_id = $1", bad.payload.event_id)
+    assert row["status"] == "rejected"
+    assert row["error"]["code"] == 100
+    assert row["error"]["fbtrace_id"]
+
+
+async def _count_sent(db: asyncpg.Pool, event_ids: list[str], expected: int) -> bool:
+    return len(await _sent_rows(db, event_ids)) == expected
+
+
+async def test_lead_id_only_is_filled_from_the_stored_lead_and_hashed(
+    capi: Harness, db: asyncpg.Pool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)  # what production runs at (aiormq's DEBUG dumps raw frames, bodies included)
+    for ours in ("services", "shared", "leadwire"):
+        caplog.set_level(logging.DEBUG, logger=ours)
+    lead_id = _lead_id()
+    await db.execute(
+        "insert into leads (leadgen_id, page_id, created_time, fields, raw, source) values ($1, $2, $3, $4, $5, $6)",
+        lead_id,
+        "102030405060708",
+        datetime.fromtimestamp(time.time() - 3600, UTC),
+        {
+            "email": " Jane.Doe@Example.com ",
+            "phone_number": "+1 (312) 555-0142",
+            "full_name": "Jane Q. Doe",
+            "city": "Chicago",
+            "zip_code": "60601-1234",
+            "when_would_you_like_to_start?": "now",
+        },
+        {},
+        "webhook",
+    )
+    only_lead = conversion(event_name="SignedCase", user={"lead_id": lead_id})
+    # A CRM that sends clear PII itself, one value of it invalid (dropped, and the drop logged by name only).
+    with_pii = conversion(user={"email": "crm.person@example.org", "phone": "312-555-0199", "zip": "!!"})
+    await capi.publish(only_lead, with_pii)
+    await capi.start()
+    await eventually(
+        lambda: _count_sent(db, [only_lead.payload.event_id or "", with_pii.payload.event_id or ""], 2),
+        what="both sent",
+    )
+
+    events = {e["event_id"]: e for e in await capi.received()}
+    user_data = events[only_lead.payload.event_id]["user_data"]
+    assert user_data["lead_id"] == lead_id
+    assert user_data["em"] == _sha("jane.doe@example.com")
+    assert user_data["ph"] == _sha("13125550142")
+    assert user_data["fn"] == _sha("janeq")
+    assert user_data["ln"] == _sha("doe")
+    assert user_data["ct"] == _sha("chicago")
+    assert user_data["zp"] == _sha("60601")
+
+    clear = ["jane", "Jane", "Doe", "5550142", "555-0142", "crm.person", "5550199", "555-0199", "Chicago"]
+    rows = await db.fetch(
+        "select row_to_json(e)::text as line from capi_events e where event_id = any($1::text[])",
+        [only_lead.payload.event_id, with_pii.payload.event_id],
+    )
+    outbox = await db.fetch(
+        "select body::text as line from outbox where body->'payload'->>'event_id' = any($1::text[])",
+        [only_lead.payload.event_id, with_pii.payload.event_id],
+    )
+    assert len(rows) == 2
+    assert len(outbox) == 2
+    stored = " ".join(r["line"] for r in [*rows, *outbox])
+    assert _sha("jane.doe@example.com") in stored  # the hashes are there ...
+    assert not [word for word in clear if word in stored]  # ... the clear values are not
+    assert '"zip"' in stored  # the dropped field is named
+
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert "dropping customer field zip" in logged
+    assert not [word for word in clear if word in logged]

@@ -1,0 +1,368 @@
+"""crm_sync against the real RabbitMQ and PostgreSQL, with a fake CRM over HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import asyncpg
+import pytest
+from faststream.rabbit import RabbitBroker
+from prometheus_client import REGISTRY
+
+from contracts.leads import LeadCaptured
+from contracts.messages import AlertRaisedMessage, LeadCapturedMessage, LeadSyncedMessage
+from services.crm_sync.app import create_app
+from services.crm_sync.settings import CrmSyncSettings
+from shared.messaging import declare_topology, publish
+from shared.service import Service
+from shared.settings import Settings
+from shared.topology import EXCHANGE, H_ATTEMPT, H_REASON, Consumer, RoutingKey, register
+from tests.fixtures.crm import FakeCrm, crm_sink  # noqa: F401
+from tests.fixtures.infra import AMQP_URL, eventually, unique
+
+WEBHOOK_SECRET = "test-crm-webhook-secret"
+GHL_TOKEN = "test-ghl-token-abcdef"
+
+
+def new_lead_id() -> str:
+    return str(random.randint(10**15, 10**16 - 1))
+
+
+def answers(leadgen_id: str) -> dict[str, str]:
+    return {
+        "full_name": "Jane Q Roe",
+        "email": f"jane.roe.{leadgen_id}@example.com",
+        "phone_number": "+15555550123",
+        "were_you_injured": "yes",
+        "accident_date": "2026-10-01",
+    }
+
+
+async def insert_lead(db: asyncpg.Pool, leadgen_id: str, *, names: bool = True) -> None:
+    raw = {"id": leadgen_id, "ad_name": "Car crash - video", "adset_name": "Phoenix 25-54",
+           "campaign_name": "PI Leads Q4"} if names else {"id": leadgen_id}
+    await db.execute(
+        "insert into leads (leadgen_id, page_id, form_id, ad_id, adset_id, campaign_id, created_time, fields, raw, "
+        "source) values ($1, '1111', '2222', '3333', '4444', '5555', $2, $3, $4, 'webhook')",
+        leadgen_id, datetime(2026, 11, 20, 15, 4, 5, tzinfo=UTC), answers(leadgen_id), raw,
+    )
+
+
+def captured(leadgen_id: str) -> LeadCapturedMessage:
+    return LeadCapturedMessage.new(LeadCaptured(
+        leadgen_id=leadgen_id, page_id="1111", form_id="2222", ad_id="3333", adset_id="4444", campaign_id="5555",
+        created_time=datetime(2026, 11, 20, 15, 4, 5, tzinfo=UTC),
+    ))
+
+
+async def delivery_row(db: asyncpg.Pool, leadgen_id: str, adapter: str) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        "select * from crm_deliveries where leadgen_id = $1 and adapter = $2", leadgen_id, adapter
+    )
+
+
+def metric(adapter: str, outcome: str) -> float:
+    return REGISTRY.get_sample_value("leadwire_crm_deliveries_total", {"adapter": adapter, "outcome": outcome}) or 0
+
+
+@pytest.fixture
+async def taps(amqp: aio_pika.abc.AbstractChannel) -> dict[str, aio_pika.abc.AbstractQueue]:
+    """Private queues on lead.synced.v1 and alert.raised.v1."""
+    exchange = await amqp.declare_exchange(EXCHANGE.name, aio_pika.ExchangeType.TOPIC, durable=True)
+    queues = {}
+    for key in (RoutingKey.LEAD_SYNCED, RoutingKey.ALERT_RAISED):
+        queue = await amqp.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(exchange, routing_key=key)
+        queues[key] = queue
+    return queues
+
+
+async def taken(queue: aio_pika.abc.AbstractQueue, store: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    while (message := await queue.get(fail=False, no_ack=True)) is not None:
+        store.append(json.loads(message.body))
+    return store
+
+
+StartCrmSync = Callable[..., Awaitable[Service]]
+
+
+@pytest.fixture
+async def queue(amqp: aio_pika.abc.AbstractChannel, broker: RabbitBroker) -> AsyncIterator[Consumer]:
+    """A private LeadCaptured queue (with its parking queue) for this test's crm_sync: another run of this suite
+    at the same time, or leftovers in the real queue, cannot take or add messages. Deleted afterwards."""
+    private = register(Consumer(unique("crm_sync_test_"), "lead_captured", (RoutingKey.LEAD_CAPTURED,)))
+    await declare_topology(AMQP_URL, [private])
+    yield private
+    for name in (private.queue_name, private.parking_queue_name):
+        await amqp.queue_delete(name)
+
+
+@pytest.fixture
+async def crm_sync(
+    settings: Settings, crm_sink: FakeCrm, queue: Consumer  # noqa: F811
+) -> AsyncIterator[StartCrmSync]:
+    """Start crm_sync with the given adapters pointing at the fake CRM (webhook by default)."""
+    started: list[Service] = []
+
+    async def start(*, webhook: bool = True, ghl: bool = False, **extra: Any) -> Service:
+        crm = CrmSyncSettings(
+            crm_webhook_url=crm_sink.webhook_url if webhook else "",
+            crm_webhook_secret=WEBHOOK_SECRET if webhook else "",
+            ghl_api_token=GHL_TOKEN if ghl else "",
+            ghl_location_id="loc-123" if ghl else "",
+            ghl_base_url=crm_sink.url,
+            crm_timeout_seconds=2,
+            **extra,
+        )
+        service = create_app(settings.replace(crm), lead_consumer=queue)
+        await service.start()
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        await service.stop()
+
+
+# --------------------------------------------------------------------------------------------- tests
+
+
+async def test_same_lead_captured_twice_gives_one_crm_request(
+    crm_sync: StartCrmSync, crm_sink: FakeCrm, broker: RabbitBroker, db: asyncpg.Pool, taps: Any,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="services.crm_sync.logic")
+    await crm_sync()
+    lid = new_lead_id()
+    await insert_lead(db, lid)
+    message = captured(lid)
+
+    await publish(broker, message)
+    await publish(broker, message)  # a redelivery (same message id)
+    await publish(broker, captured(lid))  # the same lead again, new message id (e.g. webhook + backfill)
+
+    def duplicates() -> int:
+        return sum(1 for r in caplog.records
+                   if r.getMessage().startswith("already delivered") and getattr(r, "leadgen_id", None) == lid)
+
+    await eventually(lambda: _async(duplicates() >= 2), timeout=15, what="both copies seen as duplicates")
+    assert metric("webhook", "duplicate") >= 2
+    assert len(crm_sink.for_lead(lid)) == 1
+    row = await delivery_row(db, lid, "webhook")
+    assert row["status"] == "delivered"
+    assert row["attempts"] == 1
+    assert row["crm_reference"].startswith("crm-")
+    synced = await eventually(lambda: _synced(taps, lid), what="LeadSynced")
+    assert len(synced) == 1
+    assert synced[0].payload.adapter == "webhook"
+    assert synced[0].payload.crm_reference == row["crm_reference"]
+    assert synced[0].correlation_id == message.correlation_id
+
+
+async def test_webhook_request_is_signed_keyed_and_mapped(
+    crm_sync: StartCrmSync, crm_sink: FakeCrm, broker: RabbitBroker, db: asyncpg.Pool  # noqa: F811
+) -> None:
+    await crm_sync(crm_field_map={"phone_number": "mobile", "accident_date": "incident_on", "full_name": None})
+    lid = new_lead_id()
+    await insert_lead(db, lid)
+    await publish(broker, captured(lid))
+    [request] = await eventually(lambda: _async(crm_sink.for_lead(lid)), what="webhook request")
+
+    expected = hmac.new(WEBHOOK_SECRET.encode(), request.body, hashlib.sha256).hexdigest()
+    assert request.headers["X-Leadwire-Signature"] == f"sha256={expected}"
+    assert request.headers["Idempotency-Key"] == lid
+    body = request.json
+    assert body["leadgen_id"] == lid
+    assert body["campaign_name"] == "PI Leads Q4"
+    assert body["fields"] == {
+        "email": f"jane.roe.{lid}@example.com",
+        "mobile": "+15555550123",
+        "incident_on": "2026-10-01",
+        "were_you_injured": "yes",  # unmapped answers pass through under their own key
+    }
+
+
+async def test_gohighlevel_upsert_and_webhook_each_once(
+    crm_sync: StartCrmSync, crm_sink: FakeCrm, broker: RabbitBroker, db: asyncpg.Pool, taps: Any  # noqa: F811
+) -> None:
+    await crm_sync(ghl=True, ghl_custom_field_map={"were_you_injured": "contact.injured"})
+    lid = new_lead_id()
+    await insert_lead(db, lid)
+    crm_sink.fail_next(1, status=503, path="/contacts/upsert", lead=lid)  # GoHighLevel hiccups once
+    await publish(broker, captured(lid))
+
+    await eventually(lambda: _status(db, lid, "gohighlevel", "delivered"), timeout=15, what="GHL delivered")
+    ghl = [r for r in crm_sink.for_lead(lid) if r.path == "/contacts/upsert"]
+    hook = [r for r in crm_sink.for_lead(lid) if r.path == "/hook"]
+    assert [r.status for r in ghl] == [503, 200]
+    assert [r.status for r in hook] == [200], "the webhook was delivered on the first try and not repeated"
+
+    request = ghl[-1]
+    assert request.headers["Authorization"] == f"Bearer {GHL_TOKEN}"
+    assert request.headers["Version"] == "2021-07-28"
+    contact = request.json
+    assert contact["locationId"] == "loc-123"
+    assert contact["email"] == f"jane.roe.{lid}@example.com"
+    assert contact["phone"] == "+15555550123"
+    assert (contact["name"], contact["firstName"], contact["lastName"]) == ("Jane Q Roe", "Jane", "Q Roe")
+    assert contact["source"] == "Meta Lead Ads: PI Leads Q4"
+    assert "campaign: PI Leads Q4" in contact["tags"]
+    assert "ad: Car crash - video" in contact["tags"]
+    assert contact["customFields"] == [{"key": "contact.injured", "field_value": "yes"}]
+    row = await delivery_row(db, lid, "gohighlevel")
+    assert (row["attempts"], row["crm_reference"]) == (2, f"ghl-{crm_sink.requests.index(request) + 1}")
+    synced = await eventually(lambda: _synced(taps, lid, 2), what="two LeadSynced")
+    assert sorted(m.payload.adapter for m in synced) == ["gohighlevel", "webhook"]
+
+
+async def test_names_fall_back_to_ids(
+    crm_sync: StartCrmSync, crm_sink: FakeCrm, broker: RabbitBroker, db: asyncpg.Pool  # noqa: F811
+) -> None:
+    await crm_sync(webhook=False, ghl=True)
+    lid = new_lead_id()
+    await insert_lead(db, lid, names=False)
+    await publish(broker, captured(lid))
+    [request] = await eventually(lambda: _async(crm_sink.for_lead(lid)), what="GHL request")
+    assert request.json["source"] == "Meta Lead Ads: 5555"
+    assert "ad: 3333" in request.json["tags"]
+
+
+async def test_crm_500s_then_200_is_delivered_once(
+    crm_sync: StartCrmSync, crm_sink: FakeCrm, broker: RabbitBroker, db: asyncpg.Pool  # noqa: F811
+) -> None:
+    await crm_sync()
+    lid = new_lead_id()
+    await insert_lead(db, lid)
+    crm_sink.fail_next(2, status=500, lead=lid)
+    await publish(broker, captured(lid))
+
+    await eventually(lambda: _status(db, lid, "webhook", "delivered"), timeout=20, what="delivered after retries")
+    assert [r.status for r in crm_sink.for_lead(lid)] == [500, 500, 200]
+    row = await delivery_row(db, lid, "webhook")
+    assert row["attempts"] == 3
+    assert row["last_error"] is None
+
+
+async def test_crm_down_past_the_attempts_parks_with_an_alert(
+    crm_sync: StartCrmSync, crm_sink: FakeCrm, broker: RabbitBroker, db: asyncpg.Pool,  # noqa: F811
+    amqp: aio_pika.abc.AbstractChannel, queue: Consumer, taps: Any, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    await crm_sync()
+    lid = new_lead_id()
+    await insert_lead(db, lid)
+    await crm_sink.down()
+    try:
+        message = captured(lid)
+        await publish(broker, message)
+        parked = await eventually(lambda: _parked(amqp, queue, lid), timeout=25, what="parked message")
+    finally:
+        await crm_sink.up()
+
+    assert parked.headers[H_ATTEMPT] == 3
+    assert "webhook" in parked.headers[H_REASON]
+    row = await delivery_row(db, lid, "webhook")
+    assert row["status"] == "failed"
+    assert row["attempts"] == 3
+    assert row["last_error"].startswith("connection error")
+    alerts = await eventually(lambda: _alerts(taps, lid), what="alert")
+    assert len(alerts) == 1
+    alert = alerts[0].payload
+    assert (alert.severity, alert.code, alert.subject) == ("critical", "crm_delivery_failed", lid)
+    assert_no_pii(caplog, lid)
+
+    # nothing lost: the parked copy, replayed once the CRM is back, delivers the lead
+    await publish(broker, LeadCapturedMessage.model_validate_json(parked.body))
+    await eventually(lambda: _status(db, lid, "webhook", "delivered"), timeout=10, what="replayed and delivered")
+
+
+async def test_4xx_is_permanent_parked_at_once_with_an_alert(
+    crm_sync: StartCrmSync, crm_sink: FakeCrm, broker: RabbitBroker, db: asyncpg.Pool,  # noqa: F811
+    amqp: aio_pika.abc.AbstractChannel, queue: Consumer, taps: Any, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    await crm_sync()
+    lid = new_lead_id()
+    await insert_lead(db, lid)
+    crm_sink.fail_next(1, status=422, lead=lid)
+    await publish(broker, captured(lid))
+    parked = await eventually(lambda: _parked(amqp, queue, lid), timeout=10, what="parked message")
+    assert parked.headers[H_ATTEMPT] == 1
+    assert len(crm_sink.for_lead(lid)) == 1
+    row = await delivery_row(db, lid, "webhook")
+    assert (row["status"], row["last_error"]) == ("failed", "HTTP 422")
+    assert len(await eventually(lambda: _alerts(taps, lid), what="alert")) == 1
+    assert_no_pii(caplog, lid)
+
+
+async def test_no_adapter_records_the_lead_as_skipped(
+    crm_sync: StartCrmSync, crm_sink: FakeCrm, broker: RabbitBroker, db: asyncpg.Pool,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="services.crm_sync.app")
+    await crm_sync(webhook=False)
+    assert sum("no CRM adapter configured" in r.getMessage() for r in caplog.records) == 1
+    lid = new_lead_id()
+    await insert_lead(db, lid)
+    await publish(broker, captured(lid))
+    await eventually(lambda: _status(db, lid, "none", "skipped"), what="skipped row")
+    assert crm_sink.for_lead(lid) == []
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def assert_no_pii(caplog: pytest.LogCaptureFixture, leadgen_id: str) -> None:
+    text = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert leadgen_id in text  # the log does talk about this lead...
+    for value in (*answers(leadgen_id).values(), "Jane", WEBHOOK_SECRET, GHL_TOKEN):
+        assert value not in text, f"{value!r} in the logs"  # ...but never with its answers or our secrets
+
+
+async def _status(db: asyncpg.Pool, lid: str, adapter: str, status: str) -> bool:
+    row = await delivery_row(db, lid, adapter)
+    return row is not None and row["status"] == status
+
+
+_seen: dict[str, list[dict[str, Any]]] = {}
+
+
+async def _synced(taps: Any, lid: str, n: int = 1) -> list[LeadSyncedMessage] | None:
+    store = await taken(taps[RoutingKey.LEAD_SYNCED], _seen.setdefault(f"synced{id(taps)}", []))
+    mine = [LeadSyncedMessage.model_validate(b) for b in store if b["payload"]["leadgen_id"] == lid]
+    return mine if len(mine) >= n else None
+
+
+async def _alerts(taps: Any, lid: str) -> list[AlertRaisedMessage] | None:
+    store = await taken(taps[RoutingKey.ALERT_RAISED], _seen.setdefault(f"alerts{id(taps)}", []))
+    mine = [AlertRaisedMessage.model_validate(b) for b in store if b["payload"].get("subject") == lid]
+    return mine or None
+
+
+async def _parked(
+    amqp: aio_pika.abc.AbstractChannel, private: Consumer, lid: str
+) -> aio_pika.abc.AbstractIncomingMessage | None:
+    queue = await amqp.get_queue(private.parking_queue_name, ensure=False)
+    others = []
+    found = None
+    while (message := await queue.get(fail=False, no_ack=False)) is not None:
+        if json.loads(message.body)["payload"]["leadgen_id"] == lid:
+            await message.ack()
+            found = message
+        else:
+            others.append(message)
+    for message in others:
+        await message.nack(requeue=True)
+    return found
+
+
+async def _async(value: Any) -> Any:
+    return value
