@@ -1,0 +1,93 @@
+"""Variables of the rules engine (`RULES_*`) and of notifications (`SLACK_WEBHOOK_URL`, `SMTP_*`, `NOTIFY_*`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from services.rules_engine.rules import DEFAULT_RULES_DIR
+
+
+def _split(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class RulesSettings(BaseSettings):
+    """Where the rules are, how often they run, and what counts as a CRM outcome.
+
+    Args:
+        dir: directory of rule files (`*.yaml`); default the packaged rules (the guide's four).
+        interval_seconds: period of the scheduled evaluation of every account; 0 turns it off (evaluations
+            still run on every `InsightsUpdated`).
+        qualified_events / signed_events: CRM event names (case-insensitive) counted as qualified leads and
+            signed cases for `qualified_leads`, `signed_cases` and the cost-per metrics.
+        account_daily_budget_ceiling: optional ceiling on the sum of active daily budgets of one ad account, in
+            MAJOR units of that account's currency; raises and unpauses that would cross it are skipped.
+        lookback_days: most days of insights a snapshot reads (also the horizon of `lifetime` windows).
+        dry_run: every rule only records what it would do (nothing is published).
+        notify_channels: channels for an acting decision whose rule has no `notify` action.
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
+                                      env_prefix="RULES_")
+
+    dir: Path = DEFAULT_RULES_DIR
+    interval_seconds: float = Field(default=900.0, ge=0)
+    qualified_events: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["QualifiedLead", "Qualified Lead", "MQL"]
+    )
+    signed_events: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["SignedCase", "Signed Case", "Purchase"]
+    )
+    account_daily_budget_ceiling: float | None = Field(default=None, gt=0)
+    lookback_days: int = Field(default=35, ge=1, le=400)
+    dry_run: bool = False
+    notify_channels: Annotated[list[Literal["log", "slack", "email"]], NoDecode] = Field(
+        default_factory=lambda: ["log", "slack"]
+    )
+
+    @field_validator("qualified_events", "signed_events", "notify_channels", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        return _split(value)
+
+
+class NotifySettings(BaseSettings):
+    """Where notifications go. Unset Slack or SMTP settings turn that channel off (the log always works).
+
+    Args:
+        slack_webhook_url: a Slack incoming-webhook URL (it is a credential: anyone holding it can post).
+        smtp_host / smtp_port / smtp_username / smtp_password / smtp_security: the SMTP relay; `starttls`
+            (default, port 587), `ssl` (port 465) or `none` (a local relay).
+        smtp_from: the From address. notify_email_to: default recipients (comma-separated).
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    slack_webhook_url: SecretStr = SecretStr("")
+    smtp_host: str = ""
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
+    smtp_from: str = "leadwire@localhost"
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    notify_email_to: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("notify_email_to", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        return _split(value)
+
+    @property
+    def slack_enabled(self) -> bool:
+        return bool(self.slack_webhook_url.get_secret_value())
+
+    @property
+    def email_enabled(self) -> bool:
+        return bool(self.smtp_host)

@@ -1,0 +1,599 @@
+"""The rules engine service against the real RabbitMQ, PostgreSQL and (for the full loop) the Graph sandbox.
+
+Commands are watched on a test queue bound to `campaign.command`; notifications on a local fake Slack webhook.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import aio_pika
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import web
+from faststream.rabbit import RabbitBroker
+from prometheus_client import CollectorRegistry
+from pydantic import SecretStr
+
+from contracts.alerts import AlertRaised
+from contracts.commands import CommandResult, CommandResultMessage
+from contracts.conversions import ConversionCustomData, ConversionRequested, ConversionUser
+from contracts.insights import InsightsUpdated
+from contracts.messages import AlertRaisedMessage, ConversionRequestedMessage, InsightsUpdatedMessage
+from services.insights_poller.poller import InsightsPoller
+from services.insights_poller.settings import InsightsSettings
+from services.rules_engine.app import create_app
+from services.rules_engine.cli import run_backtest
+from services.rules_engine.logic import EngineSettings, evaluate
+from services.rules_engine.rules import DEFAULT_RULES_DIR, load_rules
+from services.rules_engine.settings import NotifySettings, RulesSettings
+from services.rules_engine.snapshot import load_snapshot
+from services.rules_engine.store import load_state
+from shared.graph import GraphClient
+from shared.messaging import publish
+from shared.service import Service
+from shared.settings import MetaSettings, Settings
+from shared.topology import EXCHANGE, RoutingKey, consumers_of
+from tests.benchmarks.bench_rules import make_rules
+from tests.fixtures.infra import eventually, unique
+from tests.fixtures.sandbox import SandboxHandle
+
+pytestmark = pytest.mark.timeout(60)
+
+MAIN = "act_1000000001"
+JPY = "act_1000000002"
+NY = "America/New_York"
+DEFAULT_RULE_NAMES = [r.name for r in load_rules(DEFAULT_RULES_DIR)]
+
+
+# ------------------------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture
+async def clean(db: asyncpg.Pool, amqp: aio_pika.abc.AbstractChannel) -> AsyncIterator[None]:
+    """Forget what earlier tests stored for the sandbox's fixed accounts and the default rules' history, and
+    empty this service's queues (other suites' messages wait there while the service is not running)."""
+    async with db.acquire() as conn, conn.transaction():
+        for table in ("insights_daily", "ads", "adsets", "campaigns", "ad_accounts"):
+            await conn.execute(f"delete from {table} where account_id = any($1::text[])", [MAIN, JPY])  # noqa: S608
+        await conn.execute("delete from rule_actions where account_id = any($1::text[]) or rule = any($2::text[])",
+                           [MAIN, JPY], DEFAULT_RULE_NAMES)
+        await conn.execute("delete from rule_breakers where rule = any($1::text[])", DEFAULT_RULE_NAMES)
+    for c in consumers_of("rules_engine"):
+        await _purge(amqp, c.queue_name)
+    yield
+    # Our commands also reach the executor's durable queue; do not leave them for its suite to execute.
+    await _purge(amqp, "leadwire.campaign_executor.campaign_command")
+
+
+async def _purge(amqp: aio_pika.abc.AbstractChannel, name: str) -> None:
+    try:
+        queue = await amqp.declare_queue(name, passive=True)
+    except aio_pika.exceptions.ChannelClosed:
+        await amqp.reopen()
+        return
+    await queue.purge()
+
+
+@dataclass
+class CommandWatch:
+    """A test queue bound to `campaign.command`: every command published while it exists."""
+
+    queue: aio_pika.abc.AbstractQueue
+    seen: list[dict[str, Any]] = field(default_factory=list)
+
+    async def take(self) -> list[dict[str, Any]]:
+        while (message := await self.queue.get(fail=False, no_ack=True)) is not None:
+            self.seen.append(json.loads(message.body))
+        return self.seen
+
+    async def for_objects(self, ids: Sequence[str]) -> list[dict[str, Any]]:
+        return [m["payload"] for m in await self.take() if m["payload"].get("object_id") in set(ids)]
+
+
+@pytest.fixture
+async def commands(amqp: aio_pika.abc.AbstractChannel) -> AsyncIterator[CommandWatch]:
+    exchange = await amqp.get_exchange(EXCHANGE.name)
+    queue = await amqp.declare_queue(unique("test.commands."), exclusive=True, auto_delete=True)
+    await queue.bind(exchange, RoutingKey.CAMPAIGN_COMMAND)
+    yield CommandWatch(queue)
+    await queue.delete(if_unused=False, if_empty=False)
+
+
+@dataclass
+class FakeSlack:
+    url: str
+    texts: list[str] = field(default_factory=list)
+    fail_next: int = 0  # answer 500 to this many posts first
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    state = FakeSlack(url="")
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.json()
+        if state.fail_next > 0:
+            state.fail_next -= 1
+            return web.Response(status=500, text="internal_error")
+        state.texts.append(body["text"])
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/services/T000/B000/XXXX", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    state.url = f"http://{host}:{port}/services/T000/B000/XXXX"
+    yield state
+    await runner.cleanup()
+
+
+class Services:
+    """Starts rules_engine services for a test (schedule off unless asked) and stops what is still running."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.running: list[Service] = []
+
+    async def __call__(self, rules_dir: Path = DEFAULT_RULES_DIR, *, slack_url: str = "", **rules: Any) -> Service:
+        rules.setdefault("interval_seconds", 0)
+        service = create_app(self.settings.replace(
+            RulesSettings(dir=rules_dir, **rules),
+            NotifySettings(slack_webhook_url=SecretStr(slack_url), smtp_host=""),
+            MetaSettings(ad_account_id=[]),
+        ))
+        await service.start()
+        self.running.append(service)
+        return service
+
+    async def stop(self, service: Service) -> None:
+        self.running.remove(service)
+        await service.stop()
+
+
+@pytest.fixture
+async def start_service(settings: Settings) -> AsyncIterator[Services]:
+    services = Services(settings)
+    yield services
+    for service in list(services.running):
+        await services.stop(service)
+
+
+# ------------------------------------------------------------------------------------------------ data helpers
+
+
+def digits() -> str:
+    return str(uuid.uuid4().int)[:15]
+
+
+@dataclass
+class World:
+    account: str
+    campaign: str
+    adsets: dict[str, str]  # name -> id
+    ads: dict[str, str]  # adset name -> ad id
+    today: date
+
+
+async def seed_world(
+    db: asyncpg.Pool, adsets: dict[str, tuple[int | None, list[tuple[int, int, int, int]]]], *, tz: str = NY,
+) -> World:
+    """One account, one campaign, and per ad set (daily budget minor, days oldest..today of (spend minor,
+    impressions, reach, leads)) one ad with that delivery. The account counts as refreshed just now."""
+    account = f"act_{digits()}"
+    campaign = digits()
+    today = datetime.now(ZoneInfo(tz)).date()
+    world = World(account, campaign, {}, {}, today)
+    async with db.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "insert into ad_accounts (account_id, name, currency, currency_offset, timezone_name, last_refresh_at) "
+            "values ($1, 'Test', 'USD', 100, $2, now())", account, tz)
+        await conn.execute(
+            "insert into campaigns (campaign_id, account_id, name, status, effective_status) "
+            "values ($1, $2, 'MVA Leads', 'ACTIVE', 'ACTIVE')", campaign, account)
+        for name, (budget, days) in adsets.items():
+            adset, ad = digits(), digits()
+            world.adsets[name], world.ads[name] = adset, ad
+            await conn.execute(
+                "insert into adsets (adset_id, account_id, campaign_id, name, status, effective_status, "
+                "daily_budget_minor) values ($1, $2, $3, $4, 'ACTIVE', 'ACTIVE', $5)",
+                adset, account, campaign, name, budget)
+            await conn.execute(
+                "insert into ads (ad_id, account_id, campaign_id, adset_id, name, status, effective_status) "
+                "values ($1, $2, $3, $4, $5, 'ACTIVE', 'ACTIVE')", ad, account, campaign, adset, f"{name} ad")
+            for i, (spend, impressions, reach, leads) in enumerate(days):
+                day = today - timedelta(days=len(days) - 1 - i)
+                await conn.execute(
+                    "insert into insights_daily (ad_id, date, account_id, campaign_id, adset_id, currency, "
+                    "spend_minor, impressions, reach, leads) values ($1, $2, $3, $4, $5, 'USD', $6, $7, $8, $9)",
+                    ad, day, account, campaign, adset, spend, impressions, reach, leads)
+    return world
+
+
+def write_rules(tmp_path: Path, *rules: str) -> Path:
+    directory = tmp_path / unique("rules")
+    directory.mkdir()
+    for i, text in enumerate(rules):
+        (directory / f"{i:02d}.yaml").write_text(text, encoding="utf-8")
+    return directory
+
+
+async def trigger(broker: RabbitBroker, account: str) -> InsightsUpdatedMessage:
+    today = date.today()
+    message = InsightsUpdatedMessage.new(InsightsUpdated(
+        account_id=account, date_since=today - timedelta(days=3), date_until=today, rows_changed=1))
+    await publish(broker, message)
+    return message
+
+
+async def run_of(db: asyncpg.Pool, message: InsightsUpdatedMessage, *, timeout: float = 15) -> asyncpg.Record:
+    async def probe() -> asyncpg.Record | None:
+        return await db.fetchrow("select * from rule_runs where trigger_message_id = $1", message.message_id)
+
+    return await eventually(probe, timeout=timeout, what="the evaluation caused by the InsightsUpdated")
+
+
+async def decisions_of(db: asyncpg.Pool, run_id: uuid.UUID) -> list[asyncpg.Record]:
+    return await db.fetch("select * from rule_decisions where run_id = $1 order by id", run_id)
+
+
+# ------------------------------------------------------------------------------------------------ full loop
+
+
+def _sandbox_meta(sandbox: SandboxHandle) -> MetaSettings:
+    return MetaSettings(access_token=SecretStr(sandbox.token), app_secret=SecretStr(sandbox.app_secret),
+                        graph_url=sandbox.url, ad_account_id=[MAIN], request_timeout_seconds=10)
+
+
+async def refresh_sandbox(db: asyncpg.Pool, sandbox: SandboxHandle) -> None:
+    """The insights poller's refresh of the seeded account: objects, 7 days of insights, InsightsUpdated (outbox)."""
+    windows = {"app": 3600.0, "ad_account": 3600.0, "buc": 3600.0, "insights": 3600.0}
+    async with aiohttp.ClientSession() as http:
+        graph = GraphClient(http, _sandbox_meta(sandbox), registry=CollectorRegistry(), usage_windows=windows)
+        poller = InsightsPoller(db, graph, InsightsSettings(poll_seconds=0.01), [MAIN])
+        today = datetime.now(ZoneInfo(NY)).date()
+        await poller.refresh_account(MAIN, since=today - timedelta(days=7), until=today)
+
+
+async def expected_from_stored_numbers(db: asyncpg.Pool) -> tuple[set[str], dict[str, tuple[int, int]]]:
+    """The guide's four rules recomputed independently from the stored rows: (ad sets to pause,
+    {ad set to scale: (budget before, budget after)})."""
+    today = datetime.now(ZoneInfo(NY)).date()
+    adsets = await db.fetch(
+        "select adset_id, daily_budget_minor from adsets where account_id = $1 and listed "
+        "and effective_status = 'ACTIVE'", MAIN)
+    pause: set[str] = set()
+    scale: dict[str, tuple[int, int]] = {}
+    for a in adsets:
+        async def window(days: int, adset_id: str = a["adset_id"]) -> asyncpg.Record:
+            return await db.fetchrow(
+                "select coalesce(sum(spend_minor), 0) s, coalesce(sum(impressions), 0) i, "
+                "coalesce(sum(reach), 0) r, coalesce(sum(leads), 0) l from insights_daily "
+                "where adset_id = $1 and date between $2 and $3", adset_id, today - timedelta(days=days - 1), today)
+        d3, d7, d1 = await window(3), await window(7), await window(1)
+        protect = d1["s"] > 30_000 and d1["l"] == 0
+        kill = d3["i"] > 1000 and d3["l"] > 0 and d3["s"] / d3["l"] > 5000
+        fatigue = d7["r"] > 0 and d7["i"] / d7["r"] > 4.0
+        if protect or kill or fatigue:
+            pause.add(a["adset_id"])
+        elif d3["l"] > 5 and d3["s"] / d3["l"] < 2500 and a["daily_budget_minor"]:
+            budget = a["daily_budget_minor"]
+            scale[a["adset_id"]] = (budget, int(budget * 1.2))
+    return pause, scale
+
+
+async def test_default_rules_on_the_sandbox_pause_the_losers_and_scale_the_winners_once(
+    db: asyncpg.Pool, sandbox: SandboxHandle, broker: RabbitBroker, clean: None, commands: CommandWatch,
+    start_service: Any, slack: FakeSlack,
+) -> None:
+    await refresh_sandbox(db, sandbox)
+    names = {r["name"]: r["adset_id"] for r in await db.fetch("select adset_id, name from adsets "
+                                                               "where account_id = $1", MAIN)}
+    pause, scale = await expected_from_stored_numbers(db)
+    # The seeded scenarios: the loser and the $300-a-day burner are paused, the winner is scaled.
+    assert {names["Prospecting - Broad"], names["Prospecting - Advantage+"]} <= pause
+    assert set(scale) == {names["Prospecting - Lookalike"]}
+    all_adsets = list(names.values())
+
+    # The relay publishes the poller's InsightsUpdated; its evaluation publishes the commands.
+    service = await start_service(slack_url=slack.url)
+
+    async def all_commands() -> list[dict[str, Any]] | None:
+        found = await commands.for_objects(all_adsets)
+        return found if len(found) >= len(pause) + len(scale) else None
+
+    sent = await eventually(all_commands, timeout=20, what="the rules' commands")
+    assert {c["object_id"] for c in sent if c["kind"] == "pause"} == pause
+    budgets = {c["object_id"]: (c["expected_current_minor"], c["amount_minor"])
+               for c in sent if c["kind"] == "set_budget"}
+    assert budgets == scale
+    assert len(sent) == len(pause) + len(scale), "one command per ad set"
+    assert all(c["requested_by"].startswith("rules_engine:") and c["reason"] for c in sent)
+    protect = next(c for c in sent if c["object_id"] == names["Prospecting - Advantage+"])
+    assert protect["requested_by"] == "rules_engine:budget-protection"
+    assert protect["reason"].startswith("Paused ad set 'Prospecting - Advantage+' because spend today was $")
+
+    # budget-protection notifies Slack; kill-underperformers and scale-winners only log.
+    await eventually(lambda: _true(any("Prospecting - Advantage+" in t for t in slack.texts)), what="Slack post")
+    assert not any("Prospecting - Broad" in t or "Lookalike" in t for t in slack.texts)
+
+    # Audit: the acted decisions carry their numbers.
+    acted = await db.fetch("select * from rule_decisions where account_id = $1 and outcome = 'acted'", MAIN)
+    assert {d["entity_id"] for d in acted} == pause | set(scale)
+    lookalike = next(d for d in acted if d["entity_id"] == names["Prospecting - Lookalike"])
+    assert lookalike["metrics"]["last_3_days"]["leads"] > 5
+
+    # Next run: nothing again (cooldown), and the same after a restart.
+    again = await trigger(broker, MAIN)
+    run = await run_of(db, again)
+    assert run["acted"] == 0
+    reasons = {(d["rule"], d["entity_id"]): d["reason"] for d in await decisions_of(db, run["run_id"])}
+    assert reasons[("scale-winners", names["Prospecting - Lookalike"])] == "cooldown"
+    await start_service.stop(service)
+
+    await start_service(slack_url=slack.url)
+    after_restart = await trigger(broker, MAIN)
+    run = await run_of(db, after_restart)
+    assert run["acted"] == 0
+    reasons = {(d["rule"], d["entity_id"]): d["reason"] for d in await decisions_of(db, run["run_id"])}
+    assert reasons[("scale-winners", names["Prospecting - Lookalike"])] == "cooldown"
+    assert len(await commands.for_objects(all_adsets)) == len(pause) + len(scale)
+    assert await db.fetchval("select count(*) from rule_actions where account_id = $1 and kind <> 'notify'",
+                             MAIN) == len(pause) + len(scale)
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+# ------------------------------------------------------------------------------------------------ synthetic worlds
+
+KILL = """
+name: {name}
+dry_run: {dry_run}
+scope: {{level: adset}}
+min_data: [{{metric: impressions, window: last_3_days, op: ">", value: 1000}}]
+conditions: {{all: [{{metric: cpl, window: last_3_days, op: ">", value: 50}}]}}
+actions: [pause, {{type: notify, channels: [log, slack]}}]
+"""
+
+LOSER = [(10_000, 2_000, 1_500, 1)] * 3  # $100 a lead
+WINNER = [(6_000, 3_000, 2_500, 3)] * 3  # $20 a lead
+
+
+async def test_dry_run_rules_publish_nothing(
+    db: asyncpg.Pool, broker: RabbitBroker, tmp_path: Path, clean: None, commands: CommandWatch,
+    start_service: Any, slack: FakeSlack,
+) -> None:
+    world = await seed_world(db, {"Loser": (10_000, LOSER), "Winner": (10_000, WINNER)})
+    rules = write_rules(tmp_path, KILL.format(name=unique("kill-"), dry_run="true"))
+    await start_service(rules, slack_url=slack.url)
+
+    run = await run_of(db, await trigger(broker, world.account))
+
+    decisions = await decisions_of(db, run["run_id"])
+    assert [(d["entity_id"], d["outcome"]) for d in decisions] == [(world.adsets["Loser"], "would_act")]
+    assert decisions[0]["explanation"].startswith("Dry run: would have paused ad set 'Loser' because CPL")
+    assert await db.fetchval("select count(*) from rule_actions where run_id = $1", run["run_id"]) == 0
+    assert await db.fetchval("select count(*) from outbox where body::text like $1",
+                             f"%{world.adsets['Loser']}%") == 0
+    assert await commands.for_objects(list(world.adsets.values())) == []
+    assert slack.texts == []
+
+
+async def test_insights_updated_publishes_commands_and_notifications_once_per_message(
+    db: asyncpg.Pool, broker: RabbitBroker, tmp_path: Path, clean: None, commands: CommandWatch,
+    start_service: Any, slack: FakeSlack,
+) -> None:
+    world = await seed_world(db, {"Loser": (10_000, LOSER), "Winner": (10_000, WINNER)})
+    rule = unique("kill-")
+    await start_service(write_rules(tmp_path, KILL.format(name=rule, dry_run="false")), slack_url=slack.url)
+
+    message = await trigger(broker, world.account)
+    await publish(broker, message)  # a redelivered trigger is not evaluated twice
+    run = await run_of(db, message)
+
+    sent = await eventually(lambda: commands.for_objects([world.adsets["Loser"]]), what="pause command")
+    assert [(c["kind"], c["level"], c["account_id"]) for c in sent] == [("pause", "adset", world.account)]
+    assert sent[0]["requested_by"] == f"rules_engine:{rule}"
+    action = await db.fetchrow("select * from rule_actions where run_id = $1 and kind = 'pause'", run["run_id"])
+    assert sent[0]["command_id"] == str(action["command_id"])
+    await eventually(lambda: _true(any("Paused ad set 'Loser'" in t for t in slack.texts)), what="Slack post")
+    assert await db.fetchval("select count(*) from rule_runs where trigger_message_id = $1", message.message_id) == 1
+    assert len(await commands.for_objects(list(world.adsets.values()))) == 1
+
+
+CPSC = """
+name: {name}
+scope: {{level: adset}}
+min_data: [{{metric: signed_cases, window: last_7_days, op: ">=", value: 1}}]
+conditions: {{all: [{{metric: cost_per_signed_case, window: last_7_days, op: ">", value: 400}}]}}
+actions: [pause]
+"""
+
+
+async def _lead(db: asyncpg.Pool, world: World, adset: str, created: datetime) -> str:
+    lead_id = digits()
+    await db.execute(
+        "insert into leads (leadgen_id, page_id, ad_id, adset_id, campaign_id, created_time, raw, source) "
+        "values ($1, '102030405060708', $2, $3, $4, $5, '{}'::jsonb, 'webhook')",
+        lead_id, world.ads[adset], world.adsets[adset], world.campaign, created)
+    return lead_id
+
+
+async def _crm(broker: RabbitBroker, lead_id: str | None, event_name: str, *,
+               message: ConversionRequestedMessage | None = None) -> ConversionRequestedMessage:
+    message = message or ConversionRequestedMessage.new(ConversionRequested(
+        event_name=event_name, event_time=int(datetime.now(UTC).timestamp()),
+        user=ConversionUser(lead_id=lead_id, email=None if lead_id else "someone@example.com"),
+        custom_data=ConversionCustomData(value=25000, currency="USD"),
+    ))
+    # Straight to our queue: the CAPI sender's queue on the same routing key must not collect test events.
+    await broker.publish(message.model_dump_json().encode(), queue="leadwire.rules_engine.crm_outcomes",
+                         persist=True, message_id=str(message.message_id), content_type="application/json")
+    return message
+
+
+async def test_cost_per_signed_case_uses_crm_outcomes(
+    db: asyncpg.Pool, broker: RabbitBroker, tmp_path: Path, clean: None, commands: CommandWatch,
+    start_service: Any,
+) -> None:
+    # Same Meta numbers ($100 a lead over 7 days); only the CRM tells them apart.
+    week = [(10_000, 2_000, 1_500, 1)] * 7
+    world = await seed_world(db, {"Few cases": (10_000, week), "Many cases": (10_000, week)})
+    rule = unique("cpsc-")
+    await start_service(write_rules(tmp_path, CPSC.format(name=rule)))
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    few = [await _lead(db, world, "Few cases", yesterday) for _ in range(2)]
+    many = [await _lead(db, world, "Many cases", yesterday) for _ in range(5)]
+
+    first = await _crm(broker, few[0], "SignedCase")
+    await _crm(broker, None, "SignedCase", message=first)  # redelivery of the same message
+    await _crm(broker, few[0], "SIGNED CASE")  # another spelling of the same stage: the lead counts once
+    await _crm(broker, few[1], "QualifiedLead")  # qualified, not signed
+    for lead_id, name in zip(many, ["SignedCase", "signed case", "Purchase", "SignedCase"], strict=False):
+        await _crm(broker, lead_id, name)
+    await _crm(broker, None, "SignedCase")  # no lead id: not attributable, ignored
+    await eventually(lambda: db.fetchval("select count(*) = 7 from rule_crm_outcomes where lead_id = any($1)",
+                                         [*few, *many]), what="CRM outcomes recorded")
+
+    run = await run_of(db, await trigger(broker, world.account))
+
+    decisions = await decisions_of(db, run["run_id"])
+    assert [(d["entity_id"], d["outcome"]) for d in decisions] == [(world.adsets["Few cases"], "acted")]
+    # $700 over 7 days / 1 signed case (the second spelling and the qualified lead do not count).
+    assert decisions[0]["metrics"]["last_7_days"] == {"signed_cases": 1, "cost_per_signed_case": 70_000}
+    sent = await eventually(lambda: commands.for_objects(list(world.adsets.values())), what="pause command")
+    assert [c["object_id"] for c in sent] == [world.adsets["Few cases"]]
+
+
+async def test_failing_command_results_open_the_circuit_breaker(
+    db: asyncpg.Pool, broker: RabbitBroker, tmp_path: Path, clean: None, start_service: Any, slack: FakeSlack,
+) -> None:
+    world = await seed_world(db, {f"Loser {i}": (10_000, LOSER) for i in range(3)})
+    rule = unique("kill-")
+    await start_service(write_rules(tmp_path, KILL.format(name=rule, dry_run="false")), slack_url=slack.url)
+    run = await run_of(db, await trigger(broker, world.account))
+    pauses = await db.fetch("select * from rule_actions where run_id = $1 and kind = 'pause'", run["run_id"])
+    assert len(pauses) == 3
+
+    # A result for a command the engine did not send changes nothing.
+    await publish(broker, CommandResultMessage.new(CommandResult(command_id=uuid.uuid4(), kind="pause",
+                                                                 status="failed", detail="not ours")))
+    for action in pauses:
+        await publish(broker, CommandResultMessage.new(CommandResult(
+            command_id=action["command_id"], kind="pause", status="failed", detail="(#100) Invalid parameter",
+            object_id=action["entity_id"])))
+
+    await eventually(lambda: db.fetchval("select failures = 3 and opened_at is not null from rule_breakers "
+                                         "where rule = $1", rule), what="breaker open")
+    assert await db.fetchval("select count(*) from rule_actions where run_id = $1 and result_status = 'failed'",
+                             run["run_id"]) == 3
+    await eventually(lambda: _true(any(f"Rule '{rule}' is suspended" in t for t in slack.texts)),
+                     what="breaker alert on Slack")
+
+    # New losers are now skipped by the open breaker.
+    async with db.acquire() as conn:
+        await conn.execute("delete from rule_actions where run_id = $1", run["run_id"])  # no cooldown in the way
+    run = await run_of(db, await trigger(broker, world.account))
+    reasons = {d["reason"] for d in await decisions_of(db, run["run_id"])}
+    assert reasons == {"circuit_open"}
+    assert run["acted"] == 0
+
+
+async def test_an_alert_becomes_a_notification_and_a_failing_slack_is_retried(
+    db: asyncpg.Pool, broker: RabbitBroker, clean: None, start_service: Any, slack: FakeSlack,
+) -> None:
+    slack.fail_next = 1
+    await start_service(slack_url=slack.url)
+    alert = AlertRaisedMessage.new(AlertRaised(
+        severity="critical", code="token_expiring", service="lead_fetcher", subject="page 102030405060708",
+        summary="The Page access token expires in 3 days.", fix="Issue a new system-user token."))
+    await publish(broker, alert)
+
+    await eventually(lambda: _true(len(slack.texts) == 1), timeout=15, what="Slack post after a retry")
+    assert slack.texts[0].startswith("[critical] The Page access token expires in 3 days.")
+    assert "Fix: Issue a new system-user token." in slack.texts[0]
+    assert await db.fetchval("select array_agg(channel order by channel) from notification_deliveries "
+                             "where message_id = $1", alert.message_id) == ["log", "slack"]
+
+
+async def test_a_broken_rule_file_is_skipped_and_alerted_while_the_others_run(
+    db: asyncpg.Pool, broker: RabbitBroker, tmp_path: Path, clean: None, commands: CommandWatch,
+    start_service: Any, slack: FakeSlack,
+) -> None:
+    world = await seed_world(db, {"Loser": (10_000, LOSER)})
+    rules = write_rules(tmp_path, KILL.format(name=unique("kill-"), dry_run="false"),
+                        "name: broken\nconditions: {all: [{metric: cpl, op: '=>', value: 1}]}\nactions: [pause]\n")
+    await start_service(rules, slack_url=slack.url)
+
+    run = await run_of(db, await trigger(broker, world.account))
+
+    assert run["rule_problems"] == 1
+    assert run["acted"] == 1
+    await eventually(lambda: _true(any("01.yaml" in t and "rule file" in t for t in slack.texts)),
+                     what="broken-file alert")
+    await eventually(lambda: commands.for_objects([world.adsets["Loser"]]), what="the valid rule still acts")
+
+
+async def test_scheduled_evaluation_runs_without_a_trigger(
+    db: asyncpg.Pool, tmp_path: Path, clean: None, commands: CommandWatch, settings: Settings,
+) -> None:
+    world = await seed_world(db, {"Loser": (10_000, LOSER)})
+    rule = unique("kill-")
+    service = create_app(settings.replace(
+        RulesSettings(dir=write_rules(tmp_path, KILL.format(name=rule, dry_run="false")), interval_seconds=3600),
+        NotifySettings(slack_webhook_url=SecretStr(""), smtp_host=""),
+        MetaSettings(ad_account_id=[world.account]),  # the schedule evaluates the configured accounts
+    ))
+    await service.start()
+    try:
+        sent = await eventually(lambda: commands.for_objects([world.adsets["Loser"]]), what="scheduled pause")
+        assert sent[0]["requested_by"] == f"rules_engine:{rule}"
+        assert await db.fetchval("select trigger from rule_runs r join rule_actions a using (run_id) "
+                                 "where a.rule = $1 limit 1", rule) == "schedule"
+    finally:
+        await service.stop()
+
+
+async def test_backtest_reads_stored_insights(db: asyncpg.Pool, tmp_path: Path, settings: Settings) -> None:
+    world = await seed_world(db, {"Loser": (10_000, LOSER * 3), "Winner": (10_000, WINNER * 3)})
+    rule = unique("kill-")
+    text = await run_backtest(settings, write_rules(tmp_path, KILL.format(name=rule, dry_run="false")), 5,
+                              [world.account])
+    lines = [line for line in text.splitlines() if " Loser " in f" {line} " or "Winner" in line]
+    assert any(rule in line and "acted" in line and "pause" in line for line in lines), text
+    assert not any("Winner" in line and "acted" in line for line in lines), text
+    assert f"{rule}: acted x" in text
+
+
+
+async def test_segment_rows_give_the_same_decisions_as_daily_rows(db: asyncpg.Pool) -> None:
+    ramp = [(2_000 * (i % 4 + 1), 900 + 150 * i, 300 + 20 * i, i % 3) for i in range(40)]
+    world = await seed_world(db, {"Ramp": (10_000, ramp), "Loser": (10_000, LOSER * 12), "Winner": (None, WINNER)},
+                             tz="Asia/Tokyo")
+    rules = make_rules()  # ten rules over today, 3, 7, 14, 30 days and lifetime
+    now = datetime.now(UTC)
+    async with db.acquire() as conn:
+        state = await load_state(conn, [world.account], now, ceiling_major=None)
+        runs = []
+        for per_day in (False, True):
+            snap = await load_snapshot(conn, rules, [world.account], now, lookback_cap=35, qualified_events=[],
+                                       signed_events=[], per_day=per_day)
+            runs.append((len(snap.rows), [(d.rule, d.entity_id, d.outcome, d.reason, d.metrics)
+                                          for d in evaluate(rules, snap, state, now, EngineSettings())]))
+    (segment_rows, by_segment), (daily_rows, by_day) = runs
+    assert by_segment == by_day
+    assert by_segment, "the rules decide something here"
+    assert segment_rows < daily_rows
