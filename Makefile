@@ -33,11 +33,13 @@ migrate: install infra
 up: install infra migrate
 	@bash scripts/up.sh
 
-test: install infra
+test: install
+	@LEADWIRE_TEST_VHOST=leadwire_test bash scripts/ensure-infra.sh
 	$(BIN)/leadwire migrate
 	$(BIN)/python -m pytest
 
-bench: install infra migrate
+bench: install migrate
+	@LEADWIRE_TEST_VHOST=leadwire_test bash scripts/ensure-infra.sh
 	@set -e; for bench in tests/benchmarks/bench_*.py; do \
 		module=$${bench%.py}; module=$${module//\//.}; \
 		echo "== $$module"; $(BIN)/python -m $$module; \

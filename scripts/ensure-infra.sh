@@ -68,3 +68,13 @@ if is_local "$pg_host" && [ -n "$pg_user" ] && [ "$pg_user" != postgres ]; then
     superuser_psql -c "create role \"$pg_user\" login createdb password '$pg_password'"
   fi
 fi
+
+# A vhost of its own for the test suite (LEADWIRE_TEST_VHOST), so test messages never reach the real queues.
+if [ -n "${LEADWIRE_TEST_VHOST:-}" ] && is_local "$rq_host"; then
+  rq_user=$(url_part "$AMQP_URL" user 5672); rq_user=${rq_user:-guest}
+  if ! as_root rabbitmqctl -q list_vhosts 2>/dev/null | grep -qx "$LEADWIRE_TEST_VHOST"; then
+    say "creating RabbitMQ vhost $LEADWIRE_TEST_VHOST for tests"
+    as_root rabbitmqctl -q add_vhost "$LEADWIRE_TEST_VHOST" >/dev/null
+  fi
+  as_root rabbitmqctl -q set_permissions -p "$LEADWIRE_TEST_VHOST" "$rq_user" '.*' '.*' '.*' >/dev/null
+fi

@@ -44,6 +44,7 @@ BANNER
   export META_PAGE_IDS=${META_PAGE_IDS:-$(field page_id)}
   export META_PIXEL_ID=${META_PIXEL_ID:-$(field pixel_id)}
   echo "graph_sandbox      ready   http://127.0.0.1:${SANDBOX_PORT}/_sandbox/state"
+  $BIN/leadwire pages subscribe >/dev/null  # as a real install would, once: the Page's leadgen subscription
 fi
 
 $BIN/leadwire run all &

@@ -7,6 +7,8 @@ import logging
 
 from aiohttp import web
 
+from shared.logging import configure_logging
+
 from .app import SafeAccessLogger, create_app
 from .config import SandboxConfig
 
@@ -23,8 +25,11 @@ def main(argv: list[str] | None = None) -> None:
         "--app-secret", default=SandboxConfig.app_secret, help="verifies appsecret_proof and signs webhooks"
     )
     parser.add_argument("--public-url", default=None, help="base URL for paging links (default: request host)")
+    parser.add_argument("--access-log", action="store_true", help="log every request (tokens redacted)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging("INFO")
+    if not args.access_log:
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     config = SandboxConfig(
         app_id=args.app_id,
         app_secret=args.app_secret,
@@ -33,7 +38,9 @@ def main(argv: list[str] | None = None) -> None:
         days=args.days,
         public_url=args.public_url,
     )
-    web.run_app(create_app(config), host=args.host, port=args.port, access_log_class=SafeAccessLogger)
+    web.run_app(
+        create_app(config), host=args.host, port=args.port, access_log_class=SafeAccessLogger, print=None
+    )
 
 
 if __name__ == "__main__":
