@@ -79,14 +79,22 @@ class OutboxRelay:
             )
             if not rows:
                 return 0
-            await asyncio.gather(*(self._publish(row) for row in rows))
-            await conn.execute(
-                "update outbox set published_at = now() where id = any($1::bigint[])", [r["id"] for r in rows]
-            )
-        return len(rows)
+            # Each row on its own: one that cannot be published (unroutable, unreadable) is retried on a later
+            # round and must not hold back the others.
+            results = await asyncio.gather(*(self._publish(row) for row in rows), return_exceptions=True)
+            published = []
+            for row, result in zip(rows, results, strict=True):
+                if isinstance(result, BaseException):
+                    logger.error("outbox message %s (%s) not published, retried later: %s: %s", row["message_id"],
+                                 row["message_type"], type(result).__name__, result)
+                else:
+                    published.append(row["id"])
+            if published:
+                await conn.execute("update outbox set published_at = now() where id = any($1::bigint[])", published)
+        return len(published)
 
     async def _publish(self, row: asyncpg.Record) -> None:
-        body = row["body"]
+        body = row["body"] if isinstance(row["body"], dict) else json.loads(row["body"])  # older rows: JSON text
         frame = await self.broker.publish(
             json.dumps(body, separators=(",", ":")).encode(),
             exchange=EXCHANGE,
