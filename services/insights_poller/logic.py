@@ -1,10 +1,11 @@
-"""Plain logic of the insights poller: money, leads, windows, report-run slices and row parsing.
+"""Plain logic of the insights poller: money, leads, windows, report-run slices, row parsing and window reach.
 
 No I/O here: everything takes values and returns values, so it is tested without Graph, broker or database.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -269,6 +270,78 @@ def dedupe_rows(rows: Iterable[InsightRow]) -> dict[tuple[str, date], InsightRow
 
 def _str_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+# ---------------------------------------------------------------------------------------------------- window reach
+
+# Reach is unique people, so it does not add up over days: Meta deduplicates it only over the range and level
+# asked (meta-api-facts §9.1). Rules need it per window (frequency = impressions / reach), so a refresh also reads
+# each window below as one range per level: one sync call per level and window, one row per object.
+REACH_LEVELS: tuple[str, ...] = ("adset", "campaign")
+REACH_FIELDS: dict[str, str] = {
+    "adset": "adset_id,reach,impressions,frequency",
+    "campaign": "campaign_id,reach,impressions,frequency",
+}
+# The windows of the rules engine's vocabulary (services/rules_engine/rules.py `window_bounds`, same meaning):
+# `last_N_days` ends today, `previous_N_days` is the N whole days before today (Meta's `last_Nd` preset).
+DEFAULT_REACH_WINDOWS: tuple[str, ...] = ("last_3_days", "last_7_days", "previous_7_days")
+_REACH_WINDOW_RE = re.compile(r"^(today|yesterday|(last|previous)_([1-9][0-9]{0,2})_days?)$")
+
+
+def reach_window(label: str, today: date) -> Window:
+    """The days (account time zone) a rules window covers when `today` is the account's today.
+
+    Raises:
+        ValueError: not a bounded window of the rules' vocabulary (`lifetime` has no range to ask for).
+    """
+    match = _REACH_WINDOW_RE.match(label)
+    if match is None:
+        raise ValueError(f"not a window with a date range: {label!r} (today, yesterday, last_N_days, "
+                         "previous_N_days)")
+    if label == "today":
+        return Window(today, today)
+    if label == "yesterday":
+        return Window(today - timedelta(days=1), today - timedelta(days=1))
+    n = int(match.group(3))
+    if match.group(2) == "last":
+        return Window(today - timedelta(days=n - 1), today)
+    return Window(today - timedelta(days=n), today - timedelta(days=1))
+
+
+def reach_windows(labels: Iterable[str], today: date) -> dict[str, Window]:
+    return {label: reach_window(label, today) for label in dict.fromkeys(labels)}
+
+
+@dataclass(frozen=True)
+class WindowReach:
+    """Meta's deduplicated reach of one ad set or campaign over one whole window."""
+
+    level: str
+    object_id: str
+    label: str
+    window: Window
+    reach: int
+    impressions: int
+    frequency: Decimal | None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.level, self.object_id, self.label
+
+
+def parse_reach_row(row: Mapping[str, Any], level: str, label: str, window: Window) -> WindowReach:
+    """One insights row of a whole-window read at `level` (no time_increment).
+
+    Raises:
+        ValueError: the row lacks its object id (it cannot be stored).
+    """
+    object_id = row.get(f"{level}_id")
+    if not isinstance(object_id, str) or not object_id:
+        raise ValueError(f"window reach row without {level}_id")
+    return WindowReach(
+        level=level, object_id=object_id, label=label, window=window, reach=int_or_zero(row.get("reach")),
+        impressions=int_or_zero(row.get("impressions")), frequency=decimal_or_none(row.get("frequency")),
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- objects

@@ -2,9 +2,11 @@
 
 A refresh: read the account (currency, time zone), sync its campaigns / ad sets / ads, choose the window
 (trailing days, or the full restatement window once a day, or what the operator asked), read every ad-level daily
-row of the window, then in one transaction replace the stored rows of that window and enqueue `InsightsUpdated`
-(outbox). Nothing of the insights window is written until every row of it was read, so a refresh interrupted by a
-throttle or a failure leaves the previous numbers whole: no gaps, no half-replaced windows, no double counting.
+row of the window and the deduplicated reach per ad set and campaign over each of INSIGHTS_REACH_WINDOWS, then in
+one transaction replace the stored rows of that window and the account's window reach, and enqueue
+`InsightsUpdated` (outbox). Nothing of the insights window is written until every row of it was read, so a
+refresh interrupted by a throttle or a failure leaves the previous numbers whole: no gaps, no half-replaced
+windows, no double counting.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from services.insights_poller.logic import (
     full_refresh_due,
     is_full,
     parse_insight_row,
+    reach_windows,
     trailing_window,
 )
 from services.insights_poller.reader import CallCounter, InsightsReader
@@ -61,6 +64,7 @@ class RefreshOutcome:
     full: bool = False
     error: BaseException | None = None
     retry_after: float | None = None
+    reach_rows: int = 0  # window reach rows stored (ad sets and campaigns x windows with delivery)
 
     @property
     def ok(self) -> bool:
@@ -118,10 +122,12 @@ class InsightsPoller:
                 logger.warning("skipping an insights row without ad id or date for %s", account_id,
                                extra={"account_id": account_id})
         rows = dedupe_rows(parsed)
+        reach = await self.reader.window_reach(account, reach_windows(self.settings.reach_windows, today), counter)
         full = is_full(window, today, self.settings.full_days)
         async with self.pool.acquire() as conn, conn.transaction():
             await store.lock_account(conn, account_id)
             changed = await store.replace_insights(conn, account_id, window, list(rows.values()))
+            reach_rows = await store.replace_window_reach(conn, account_id, reach)
             await store.mark_refreshed(conn, account_id, window, full=full)
             await enqueue(conn, InsightsUpdatedMessage.new(InsightsUpdated(
                 account_id=account_id, level="ad", date_since=window.since, date_until=window.until,
@@ -130,12 +136,14 @@ class InsightsPoller:
         kind = "full" if full else "trailing" if since is None else "manual"
         metrics.record_success(account_id, rows_changed=changed, graph_calls=counter.calls, kind=kind)
         logger.info(
-            "insights refreshed for %s: %s..%s, %s rows, %s changed, %s Graph calls (%s, %s report runs, %s splits)",
-            account_id, window.since, window.until, len(rows), changed, counter.calls, result.mode,
+            "insights refreshed for %s: %s..%s, %s rows, %s changed, %s window reach rows, %s Graph calls "
+            "(%s, %s report runs, %s splits)",
+            account_id, window.since, window.until, len(rows), changed, reach_rows, counter.calls, result.mode,
             result.report_runs, result.splits,
             extra={"account_id": account_id, "rows_changed": changed, "graph_calls": counter.calls},
         )
-        return RefreshOutcome(account_id, window, len(rows), changed, counter.calls, result.mode, full)
+        return RefreshOutcome(account_id, window, len(rows), changed, counter.calls, result.mode, full,
+                              reach_rows=reach_rows)
 
     # -- many accounts -----------------------------------------------------------------------------------------
 

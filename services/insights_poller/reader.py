@@ -22,10 +22,14 @@ from services.insights_poller.logic import (
     ADSET_FIELDS,
     CAMPAIGN_FIELDS,
     INSIGHTS_FIELDS,
+    REACH_FIELDS,
+    REACH_LEVELS,
     AccountInfo,
     Slice,
     Window,
+    WindowReach,
     parse_account,
+    parse_reach_row,
     split_slice,
 )
 from shared.graph import (
@@ -84,7 +88,7 @@ class InsightsResult:
 
 
 class InsightsReader:
-    """Reads one ad account's metadata, objects and daily ad-level insights."""
+    """Reads one ad account's metadata, objects, daily ad-level insights and window reach."""
 
     def __init__(self, graph: GraphClient, settings: InsightsSettings) -> None:
         self.graph = graph
@@ -149,6 +153,33 @@ class InsightsReader:
                 logger.info("insights sync read too big for %s; using report runs", account.account_id,
                             extra={"account_id": account.account_id})
         return await self._read_async(account.account_id, window, list(known_campaigns), counter)
+
+    async def window_reach(
+        self, account: AccountInfo, windows: Mapping[str, Window], counter: CallCounter
+    ) -> list[WindowReach]:
+        """Deduplicated reach per ad set and per campaign over each whole window: one sync read per level and
+        window (paged), one row per object with delivery. A window too big to read synchronously is left out
+        (the rules then fall back to summed daily reach for it); other errors propagate like any insights read."""
+        out: list[WindowReach] = []
+        account_id = account.account_id
+        for label, window in windows.items():
+            for level in REACH_LEVELS:
+                # No time_increment: Meta's default (all_days) is one row per object for the whole range.
+                params = {"level": level, "time_range": window.time_range(), "fields": REACH_FIELDS[level]}
+                try:
+                    rows = await self._collect(f"{account_id}/insights", params, counter, account_id,
+                                               "ads_insights")
+                except TooMuchDataError:
+                    logger.warning("window reach %s at %s level too big to read for %s; skipped", label, level,
+                                   account_id, extra={"account_id": account_id})
+                    continue
+                for raw in rows:
+                    try:
+                        out.append(parse_reach_row(raw, level, label, window))
+                    except ValueError:
+                        logger.warning("skipping a window reach row without %s id for %s", level, account_id,
+                                       extra={"account_id": account_id})
+        return out
 
     async def _read_async(
         self, account_id: str, window: Window, known_campaigns: list[str], counter: CallCounter

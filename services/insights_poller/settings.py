@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from datetime import date
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from services.insights_poller.logic import DEFAULT_REACH_WINDOWS, reach_window
 
 
 class InsightsSettings(BaseSettings):
@@ -39,3 +44,23 @@ class InsightsSettings(BaseSettings):
     job_timeout_seconds: float = Field(
         default=3600.0, gt=0, description="A report run not done after this is treated as failed (split/retried)."
     )
+    reach_windows: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_REACH_WINDOWS),
+        description=("Windows (rules vocabulary: today, yesterday, last_N_days, previous_N_days; comma-separated) "
+                     "whose deduplicated reach per ad set and campaign each refresh reads (2 Graph calls each); "
+                     "empty: none."),
+    )
+
+    @field_validator("reach_windows", mode="before")
+    @classmethod
+    def _split_windows(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("reach_windows")
+    @classmethod
+    def _check_windows(cls, value: list[str]) -> list[str]:
+        for label in value:
+            reach_window(label, date(2000, 1, 1))  # any day: only the label is checked (ValueError)
+        return list(dict.fromkeys(value))

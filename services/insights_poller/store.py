@@ -1,4 +1,4 @@
-"""PostgreSQL side of the insights poller: accounts, objects and daily insights (migration 0004)."""
+"""PostgreSQL side of the insights poller: accounts, objects, daily insights (0004) and window reach (0009)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from services.insights_poller.logic import (
     AccountInfo,
     InsightRow,
     Window,
+    WindowReach,
     ad_record,
     adset_record,
     campaign_record,
@@ -197,6 +198,27 @@ async def replace_insights(
         deleted = len(await conn.fetch(_DELETE_KEYS, account_id, [g[0] for g in gone], [g[1] for g in gone]))
     changed = len(await conn.fetch(_UPSERT_INSIGHTS, account_id, *columns)) if inside else 0
     return changed + deleted
+
+
+_INSERT_WINDOW_REACH = """
+insert into insights_window_reach (account_id, level, object_id, window_label, date_since, date_until, reach,
+                                   impressions, frequency)
+select $1, * from unnest($2::text[], $3::text[], $4::text[], $5::date[], $6::date[], $7::bigint[], $8::bigint[],
+                         $9::numeric[])
+"""
+
+
+async def replace_window_reach(conn: asyncpg.Connection, account_id: str, rows: Sequence[WindowReach]) -> int:
+    """Make the account's stored window reach exactly `rows` (windows not read this time are dropped)."""
+    await conn.execute("delete from insights_window_reach where account_id = $1", account_id)
+    unique = list({r.key: r for r in rows}.values())  # one row per (level, object, window), the last read wins
+    if unique:
+        await conn.execute(
+            _INSERT_WINDOW_REACH, account_id, [r.level for r in unique], [r.object_id for r in unique],
+            [r.label for r in unique], [r.window.since for r in unique], [r.window.until for r in unique],
+            [r.reach for r in unique], [r.impressions for r in unique], [r.frequency for r in unique],
+        )
+    return len(unique)
 
 
 async def mark_refreshed(conn: asyncpg.Connection, account_id: str, window: Window, *, full: bool) -> None:

@@ -1,12 +1,16 @@
-"""Build the rules' `Snapshot` from PostgreSQL: objects (0004), daily insights (0004), CRM outcomes (0008 + leads).
+"""Build the rules' `Snapshot` from PostgreSQL: objects (0004), daily insights (0004), window reach (0009), CRM
+outcomes (0008 + leads).
 
 Only what the enabled rules need is read: the levels they act on and the days their longest window covers (capped
 by RULES_LOOKBACK_DAYS). Insights are summed per ad set and day in SQL unless a rule works at ad level, which cuts
 the rows Python has to handle by the number of ads per ad set.
 
-Reach: `insights_daily` holds each day's reach only, so a window's reach is the sum of daily reach. That overstates
-unique reach (a person reached on two days counts twice) and so understates frequency; `Snapshot.window_reach`
-stays empty until the insights tables store Meta's deduplicated reach per window.
+Reach: `insights_daily` holds each day's reach only, and the sum of daily reach overstates unique reach (a person
+reached on two days counts twice), which understates frequency. The insights poller also stores Meta's
+deduplicated reach per ad set and campaign over whole windows (`insights_window_reach`); it goes into
+`Snapshot.window_reach` for a window the rules use only while the stored range is that window's range as of the
+evaluation's `now` in the account's time zone. Otherwise (ads, windows not read, a range read before midnight)
+the rules fall back to summed daily reach.
 """
 
 from __future__ import annotations
@@ -74,6 +78,15 @@ _ROWS = """
 """
 _ROWS_BY_ADSET = _ROWS.format(ad="null::text")
 _ROWS_BY_AD = _ROWS.format(ad="i.ad_id")
+
+# Meta's deduplicated reach per object and window, with the account's "today" as of $2 to check the range against.
+_WINDOW_REACH = """
+    select r.object_id, r.window_label, r.date_since, r.date_until, r.reach,
+           ($2::timestamptz at time zone a.timezone_name)::date as today
+    from insights_window_reach r
+    join ad_accounts a on a.account_id = r.account_id
+    where r.account_id = any($1::text[]) and r.level = any($3::text[]) and r.window_label = any($4::text[])
+"""
 
 # CRM outcomes attributed to the lead's ad and the day (account time zone) the lead was created. A lead counts
 # once per kind however many matching event names the CRM sent for it.
@@ -186,6 +199,7 @@ async def load_snapshot(
     entities = await _apply_our_mutations(conn, entities, synced, now)
 
     rows: list[MetricRow] = []
+    window_reach: dict[tuple[str, str], int] = {}
     if entities and _uses_insights(rules):
         days = lookback_days(rules, lookback_cap) + extra_days
         # One spare day: "today" differs between the accounts' time zones and UTC.
@@ -195,6 +209,7 @@ async def load_snapshot(
         for r in await conn.fetch(_ROWS_BY_AD if per_ad else _ROWS_BY_ADSET, list(accounts), bounds, now, since):
             rows.append(MetricRow(r["date"], r["ad_id"], r["adset_id"], r["campaign_id"], r["spend"],
                                   r["impressions"], r["reach"], r["clicks"], r["leads"]))
+        window_reach = await load_window_reach(conn, rules, accounts, now, levels)
         if _uses_crm(rules):
             since_time = datetime.combine(since, datetime.min.time(), tzinfo=now.tzinfo)
             for r in await conn.fetch(
@@ -203,7 +218,30 @@ async def load_snapshot(
             ):
                 rows.append(MetricRow(r["date"], r["ad_id"], r["adset_id"], r["campaign_id"],
                                       qualified_leads=r["qualified_leads"], signed_cases=r["signed_cases"]))
-    return Snapshot(entities=entities, rows=rows)
+    return Snapshot(entities=entities, rows=rows, window_reach=window_reach)
+
+
+async def load_window_reach(
+    conn: asyncpg.Connection, rules: Iterable[Rule], accounts: Sequence[str], now: datetime, levels: Iterable[str]
+) -> dict[tuple[str, str], int]:
+    """``{(entity id, window): reach}`` of the stored deduplicated reach whose date range is the window's range
+    as of ``now`` in the entity's account time zone (other rows are stale or for another day: left out)."""
+    windows: dict[str, tuple[int, int]] = {}
+    for rule in rules:
+        for window in rule.windows():
+            lo, hi = window_bounds(window)
+            if hi is not None:
+                windows[window] = (lo, hi)
+    wanted = sorted(set(levels) & {"adset", "campaign"})
+    if not windows or not wanted:
+        return {}
+    out: dict[tuple[str, str], int] = {}
+    for r in await conn.fetch(_WINDOW_REACH, list(accounts), now, wanted, sorted(windows)):
+        lo, hi = windows[r["window_label"]]
+        today: date = r["today"]
+        if (r["date_since"], r["date_until"]) == (today - timedelta(days=hi), today - timedelta(days=lo)):
+            out[(r["object_id"], r["window_label"])] = r["reach"]
+    return out
 
 
 async def _apply_our_mutations(

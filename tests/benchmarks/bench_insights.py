@@ -4,7 +4,9 @@ Run: `python -m tests.benchmarks.bench_insights` (needs PostgreSQL; uses the dat
 
 Figures: Graph calls as Meta counts them (the sandbox's call log: every batch item and every page is one call)
 and wall time, for
-* the poller's full refresh (28 days, ad level, daily) and its incremental refresh (last 3 days);
+* the poller's full refresh (28 days, ad level, daily) and its incremental refresh (last 3 days), each including the
+  deduplicated reach per ad set and campaign over INSIGHTS_REACH_WINDOWS (one call per level and window and page),
+  and an incremental refresh without those reads to show what they cost;
 * the guide's loop (seed 004 §2 / §7.3): list the ad sets, then one insights call per ad set, either per window
   (`date_preset=last_3d`; or the 28 days with `time_increment=1`) or per ad set per day.
 The naive loop gets ad-set rows, not ad rows: it reads less data and still makes far more calls.
@@ -114,6 +116,8 @@ async def main_async() -> None:
 
             full_calls, full_s, full = await _poller_refresh(poller, http, url)
             inc_calls, inc_s, inc = await _poller_refresh(poller, http, url)
+            no_reach = InsightsPoller(pool, graph, settings.model_copy(update={"reach_windows": []}), [ACCOUNT])
+            bare_calls, bare_s, bare = await _poller_refresh(no_reach, http, url)
 
             today = datetime.now(ZoneInfo(account["timezone_name"])).date()
             days28 = [today - timedelta(days=i) for i in range(27, -1, -1)]
@@ -138,6 +142,7 @@ async def main_async() -> None:
         f"{'':44}{'Graph calls':>12}{'wall s':>9}{'rows':>8}",
         f"{'poller full refresh (28 d, ' + full.mode + ')':44}{full_calls:>12}{full_s:>9.2f}{full.rows:>8}",
         f"{'poller incremental refresh (3 d, ' + inc.mode + ')':44}{inc_calls:>12}{inc_s:>9.2f}{inc.rows:>8}",
+        f"{'  ... without window reach reads':44}{bare_calls:>12}{bare_s:>9.2f}{bare.rows:>8}",
         f"{'naive per ad set, last_3d window':44}{naive_window3[0]:>12}{naive_window3[1]:>9.2f}",
         f"{'naive per ad set, 28 d window (daily)':44}{naive_window28[0]:>12}{naive_window28[1]:>9.2f}",
         f"{'naive per ad set per day, 3 d':44}{naive_daily3[0]:>12}{naive_daily3[1]:>9.2f}",
@@ -148,6 +153,8 @@ async def main_async() -> None:
         f"full:        {naive_window28[0] / full_calls:.0f}x fewer calls than per-ad-set-per-window, "
         f"{naive_daily28[0] / full_calls:.0f}x fewer than per-ad-set-per-day",
         f"poller calls counted by the poller itself: full {full.graph_calls}, incremental {inc.graph_calls}",
+        f"window reach ({', '.join(settings.reach_windows)} x ad set, campaign): {inc_calls - bare_calls} calls, "
+        f"{inc.reach_rows} rows stored",
     ]
     print("\n".join(lines))
 

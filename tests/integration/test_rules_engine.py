@@ -268,8 +268,13 @@ async def refresh_sandbox(db: asyncpg.Pool, sandbox: SandboxHandle) -> None:
 
 async def expected_from_stored_numbers(db: asyncpg.Pool) -> tuple[set[str], dict[str, tuple[int, int]]]:
     """The guide's four rules recomputed independently from the stored rows: (ad sets to pause,
-    {ad set to scale: (budget before, budget after)})."""
+    {ad set to scale: (budget before, budget after)}). Frequency uses Meta's deduplicated 7-day reach stored for
+    exactly today's last 7 days, else the sum of daily reach."""
     today = datetime.now(ZoneInfo(NY)).date()
+    unique_reach = dict(await db.fetch(
+        "select object_id, reach from insights_window_reach where account_id = $1 and level = 'adset' "
+        "and window_label = 'last_7_days' and date_since = $2 and date_until = $3",
+        MAIN, today - timedelta(days=6), today))
     adsets = await db.fetch(
         "select adset_id, daily_budget_minor from adsets where account_id = $1 and listed "
         "and effective_status = 'ACTIVE'", MAIN)
@@ -284,7 +289,8 @@ async def expected_from_stored_numbers(db: asyncpg.Pool) -> tuple[set[str], dict
         d3, d7, d1 = await window(3), await window(7), await window(1)
         protect = d1["s"] > 30_000 and d1["l"] == 0
         kill = d3["i"] > 1000 and d3["l"] > 0 and d3["s"] / d3["l"] > 5000
-        fatigue = d7["r"] > 0 and d7["i"] / d7["r"] > 4.0
+        reach7 = unique_reach.get(a["adset_id"], d7["r"])
+        fatigue = reach7 > 0 and d7["i"] / reach7 > 4.0
         if protect or kill or fatigue:
             pause.add(a["adset_id"])
         elif d3["l"] > 5 and d3["s"] / d3["l"] < 2500 and a["daily_budget_minor"]:
@@ -301,8 +307,9 @@ async def test_default_rules_on_the_sandbox_pause_the_losers_and_scale_the_winne
     names = {r["name"]: r["adset_id"] for r in await db.fetch("select adset_id, name from adsets "
                                                                "where account_id = $1", MAIN)}
     pause, scale = await expected_from_stored_numbers(db)
-    # The seeded scenarios: the loser and the $300-a-day burner are paused, the winner is scaled.
-    assert {names["Prospecting - Broad"], names["Prospecting - Advantage+"]} <= pause
+    # The seeded scenarios: the loser, the $300-a-day burner and the fatigued ad set (7-day frequency above 4 on
+    # unique reach) are paused, the winner is scaled.
+    assert {names["Prospecting - Broad"], names["Prospecting - Advantage+"], names["Prospecting - Interests"]} <= pause
     assert set(scale) == {names["Prospecting - Lookalike"]}
     all_adsets = list(names.values())
 
@@ -320,13 +327,16 @@ async def test_default_rules_on_the_sandbox_pause_the_losers_and_scale_the_winne
     assert budgets == scale
     assert len(sent) == len(pause) + len(scale), "one command per ad set"
     assert all(c["requested_by"].startswith("rules_engine:") and c["reason"] for c in sent)
+    # The frequency cap fires on the fatigued ad set, and on it alone.
+    assert {c["object_id"] for c in sent if c["requested_by"] == "rules_engine:frequency-cap"} == {
+        names["Prospecting - Interests"]}
     protect = next(c for c in sent if c["object_id"] == names["Prospecting - Advantage+"])
     assert protect["requested_by"] == "rules_engine:budget-protection"
     assert protect["reason"].startswith("Paused ad set 'Prospecting - Advantage+' because spend today was $")
 
     # budget-protection notifies Slack; kill-underperformers and scale-winners only log.
     await eventually(lambda: _true(any("Prospecting - Advantage+" in t for t in slack.texts)), what="Slack post")
-    assert not any("Prospecting - Broad" in t or "Lookalike" in t for t in slack.texts)
+    assert not any("Prospecting - Broad" in t or "Lookalike" in t or "Interests" in t for t in slack.texts)
 
     # Audit: the acted decisions carry their numbers.
     acted = await db.fetch("select * from rule_decisions where account_id = $1 and outcome = 'acted'", MAIN)
