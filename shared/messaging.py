@@ -167,7 +167,7 @@ async def publish(
         timestamp=message.occurred_at,
     )
     ensure_confirmed(frame, routing_key)
-    metrics.MESSAGES_PUBLISHED.labels(message.type).inc()
+    metrics.published(message.type).inc()
 
 
 async def claim(conn: asyncpg.Connection, consumer_name: str, message_id: object) -> bool:
@@ -202,10 +202,10 @@ class ReliableConsumer(BaseMiddleware):
         spec = by_queue_name(subscriber.queue.name) if subscriber is not None else None
         if spec is None:  # a subscriber outside our topology (tests, tooling): plain behaviour
             return await call_next(msg)
-        headers = dict(msg.headers or {})
+        headers = dict(msg.headers) if msg.headers else {}
         with correlation_scope(msg.correlation_id):
             not_before = float(headers.get(H_NOT_BEFORE) or 0)
-            if not_before - time.time() > 0.5:
+            if not_before and not_before - time.time() > 0.5:
                 # Still waiting out a long delay that no single tier covers: hop again, same attempt.
                 await self._redeliver(msg, spec, headers, not_before - time.time(), int(headers.get(H_ATTEMPT, 1)))
                 await msg.ack()
@@ -217,7 +217,7 @@ class ReliableConsumer(BaseMiddleware):
     ) -> Any:
         attempt = int(headers.get(H_ATTEMPT, 1))
         started = time.perf_counter()
-        labels = (spec.service, spec.name)
+        series = metrics.consumer_series(spec.service, spec.name)
         try:
             result = await call_next(msg)
         except ValidationError as exc:
@@ -230,7 +230,7 @@ class ReliableConsumer(BaseMiddleware):
                 await self._park(msg, spec, headers, f"gave up after {attempt} attempts: {exc}", attempt)
             else:
                 logger.warning("retry in %.1fs: %s", exc.delay, exc, extra=_ids(msg, spec, attempt))
-                metrics.MESSAGES_RETRIED.labels(*labels).inc()
+                series.retried.inc()
                 await self._redeliver(msg, spec, headers, exc.delay, next_attempt)
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
@@ -240,14 +240,14 @@ class ReliableConsumer(BaseMiddleware):
             else:
                 delay = backoff_seconds(attempt)
                 logger.warning("handler failed (%s), retry in %.1fs", reason, delay, extra=_ids(msg, spec, attempt))
-                metrics.MESSAGES_RETRIED.labels(*labels).inc()
+                series.retried.inc()
                 await self._redeliver(msg, spec, headers, delay, attempt + 1)
         else:
             await msg.ack()
-            metrics.MESSAGES_CONSUMED.labels(*labels).inc()
-            metrics.HANDLER_SECONDS.labels(*labels).observe(time.perf_counter() - started)
+            series.consumed.inc()
+            series.handler_seconds.observe(time.perf_counter() - started)
             return result
-        metrics.MESSAGES_FAILED.labels(*labels).inc()
+        series.failed.inc()
         await msg.ack()
         return None
 
@@ -268,7 +268,7 @@ class ReliableConsumer(BaseMiddleware):
         self, msg: StreamMessage[Any], spec: Consumer, headers: dict[str, Any], reason: str, attempt: int
     ) -> None:
         logger.error("parked: %s", reason, extra=_ids(msg, spec, attempt))
-        metrics.MESSAGES_PARKED.labels(spec.service, spec.name).inc()
+        metrics.consumer_series(spec.service, spec.name).parked.inc()
         new_headers = {
             **_clean(headers),
             H_REASON: reason[:2000],

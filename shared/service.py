@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
+import typing
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +34,7 @@ from shared.topology import CONSUMERS, EXCHANGE, Consumer, consumers_of
 
 if TYPE_CHECKING:
     from aiohttp import web
+    from faststream.message import StreamMessage
 
     from contracts.alerts import AlertRaised
     from shared.graph.client import GraphClient
@@ -101,14 +104,19 @@ class Service:
             declare=False,
             routing_key=consumer.routing_keys[0],
         )
-        return self.broker.subscriber(
-            queue,
-            EXCHANGE,
-            channel=Channel(prefetch_count=prefetch) if prefetch is not None else None,
-            ack_policy=AckPolicy.MANUAL,
-            title=consumer.queue_name,
-            no_reply=True,
-        )
+
+        def register(handler: Callable[..., Any]) -> Any:
+            return self.broker.subscriber(
+                queue,
+                EXCHANGE,
+                channel=Channel(prefetch_count=prefetch) if prefetch is not None else None,
+                ack_policy=AckPolicy.MANUAL,
+                title=consumer.queue_name,
+                no_reply=True,
+                decoder=_envelope_decoder(handler),
+            )(handler)
+
+        return register
 
     def publisher(self, message_cls: type[Envelope[Any]], description: str | None = None) -> RabbitPublisher:
         """The declared publisher for one message type (documented in the AsyncAPI file); one per type."""
@@ -211,6 +219,33 @@ class Service:
             except Exception:
                 logger.exception("background job %s crashed; restarting in 5 s", name)
                 await asyncio.sleep(5)
+
+
+def _envelope_decoder(handler: Callable[..., Any]) -> Callable[[StreamMessage[Any]], Awaitable[Any]] | None:
+    """A decoder parsing the body straight into the handler's envelope class, if its one argument is one.
+
+    FastStream's own decoder parses the JSON into a dict and lets fast_depends build the model from that: twice
+    the work. The handler's argument is then already an instance of its annotation, which pydantic passes through
+    without validating again. A `ValidationError` (invalid JSON included) surfaces where it did before: inside the
+    middleware's `call_next`, which parks the message.
+    """
+    try:
+        hints = typing.get_type_hints(handler)
+    except Exception:  # an annotation that does not resolve: leave decoding to FastStream
+        return None
+    hints.pop("return", None)
+    params = list(inspect.signature(handler).parameters)
+    if len(params) != 1 or params[0] not in hints:
+        return None
+    envelope_cls = hints[params[0]]
+    if not (isinstance(envelope_cls, type) and issubclass(envelope_cls, Envelope)):
+        return None
+    validate = envelope_cls.model_validate_json
+
+    async def decode(message: StreamMessage[Any]) -> Any:
+        return validate(message.body)
+
+    return decode
 
 
 async def _check(probe: Awaitable[object]) -> bool:
