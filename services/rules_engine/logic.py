@@ -12,6 +12,7 @@ entity currency at comparison time. Explanations show major units ("$62.40").
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import operator
@@ -222,11 +223,10 @@ class Decision(BaseModel):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Aggregation: rows are grouped per entity once; every window is then a difference of running totals.
+# Aggregation: rows are grouped per entity once and every (window, column) a rule reads is summed once per entity,
+# whatever the number of rules that read it.
 
 _SPEND, _IMPR, _REACH, _CLICKS, _LEADS, _QL, _SC = range(7)
-_ZERO = (0, 0, 0, 0, 0, 0, 0)
-_ROW_VALUES = operator.attrgetter("spend", "impressions", "reach", "clicks", "leads", "qualified_leads", "signed_cases")
 
 
 def _norm_account(account_id: str) -> str:
@@ -267,29 +267,63 @@ _METRIC_COLUMNS: dict[str, tuple[int, ...]] = {
     "frequency": (_IMPR, _REACH),
 }
 
+Slot = tuple[str, int]  # (window, column): one number per entity
+
+
+class _Plan(NamedTuple):
+    """How to sum one entity's rows: ``sums[i] = sum(columns[column][start:end])`` for each ``(column, start,
+    end)`` of ``parts``; the slot with index k reads ``sums[picks[k]]``."""
+
+    parts: tuple[tuple[int, int, int], ...]
+    picks: tuple[int, ...]
+
+
+def _spans(dates: Sequence[date], ranges: Sequence[tuple[date | None, date]]) -> tuple[tuple[int, int], ...] | None:
+    """``(start, end)`` positions of each window's days among ``dates`` (ascending or descending); None if the
+    dates are not in order."""
+    n = len(dates)
+    if all(map(operator.le, dates, dates[1:])):
+        return tuple(
+            (0 if first is None else bisect_left(dates, first), bisect_right(dates, last)) for first, last in ranges
+        )
+    if all(map(operator.ge, dates, dates[1:])):
+        back = dates[::-1]
+        return tuple(
+            (n - bisect_right(back, last), n if first is None else n - bisect_left(back, first))
+            for first, last in ranges
+        )
+    return None
+
+
+def _plan(spans: Sequence[tuple[int, int]], slots: Sequence[tuple[int, int]]) -> _Plan:
+    """The slices to sum for window positions ``spans``; slots over the same slice share one sum."""
+    parts: dict[tuple[int, int, int], int] = {}
+    picks = []
+    for window_index, column in slots:
+        start, end = spans[window_index]
+        part = (_ROW_FIRST_METRIC + column, start, end) if end > start else (_ROW_FIRST_METRIC + column, 0, 0)
+        picks.append(parts.setdefault(part, len(parts)))
+    return _Plan(tuple(parts), tuple(picks))
+
 
 def aggregate_windows(
-    snapshot: Snapshot,
-    windows: Sequence[str],
-    levels: Iterable[str],
-    now: datetime,
-    metrics: Mapping[str, Iterable[str]] | None = None,
-) -> dict[str, list[Sequence[int]]]:
-    """Sum the rows per entity for each window (in ``windows`` order): ``{entity_id: [[spend, impressions,
-    reach, clicks, leads, qualified_leads, signed_cases], ...]}``.
+    snapshot: Snapshot, slots: Sequence[Slot], levels: Iterable[str], now: datetime
+) -> dict[str, tuple[list[int], tuple[int, ...]]]:
+    """Sum the rows per entity for each slot ``(window, column)`` (column: 0 spend, 1 impressions, 2 reach,
+    3 clicks, 4 leads, 5 qualified_leads, 6 signed_cases): ``{entity_id: (sums, picks)}``, where the slot with
+    index k is ``sums[picks[k]]``.
 
     "Today" is taken in each entity's account timezone and days after it are ignored, so the same rows can be
-    replayed as of any earlier day. ``metrics`` (window -> metric names) limits the work to the columns those
-    metrics need; other columns stay 0. Rows sorted by entity and date are the fast path (as a query with
-    ``ORDER BY adset_id, date`` returns them); any order gives the same sums.
+    replayed as of any earlier day. Rows grouped by entity with dates in order (either way: ``ORDER BY adset_id,
+    date`` returns them so) are the fast path; any order gives the same sums. Entities whose rows cover the same
+    days (the usual case) share the slice positions, worked out once.
     """
+    windows = list(dict.fromkeys(w for w, _ in slots))
     bounds = [window_bounds(w) for w in windows]
-    if metrics is None:
-        wanted = [tuple(range(7))] * len(windows)
-    else:
-        wanted = [tuple(sorted({c for m in metrics.get(w, ()) for c in _METRIC_COLUMNS.get(m, ())})) for w in windows]
+    indexed = [(windows.index(w), c) for w, c in slots]
     by_id = {e.id: e for e in snapshot.entities}
     groups: dict[str, list[MetricRow]] = {}
+    scattered: set[str] = set()  # entities whose rows came in more than one run: sorted before use
     for level in levels:
         for key, run in groupby(snapshot.rows, operator.itemgetter(_ROW_KEY_INDEX[level])):
             if key is None or key not in by_id:
@@ -299,21 +333,21 @@ def aggregate_windows(
                 groups[key] = list(run)
             else:
                 found.extend(run)
+                scattered.add(key)
 
     zones: dict[str, ZoneInfo] = {}
     ranges_by_tz: dict[str, list[tuple[date | None, date]]] = {}
-    spans_by_dates: dict[tuple[str, tuple[date, ...]], list[tuple[int, int]]] = {}
-    pairs = [tuple((c, _ROW_FIRST_METRIC + c) for c in cols) for cols in wanted]
-    result: dict[str, list[Sequence[int]]] = {}
+    plans: dict[tuple[str, tuple[date, ...]], _Plan] = {}
+    plans_by_spans: dict[tuple[tuple[int, int], ...], _Plan] = {}
     by_date = operator.itemgetter(0)
+    result: dict[str, tuple[list[int], tuple[int, ...]]] = {}
     for key, rows in groups.items():
         tz_name = by_id[key].timezone
-        rows.sort(key=by_date)
+        if key in scattered:
+            rows.sort(key=by_date)
         columns = list(zip(*rows, strict=False))  # transpose: columns[0] = dates, columns[4 + c] = metric c
-        dates = columns[0]
-        # Entities usually share one run of dates, so the window positions are worked out once per run.
-        spans = spans_by_dates.get((tz_name, dates))
-        if spans is None:
+        plan = plans.get((tz_name, columns[0]))
+        if plan is None:
             ranges = ranges_by_tz.get(tz_name)
             if ranges is None:
                 today = _local_today(now, tz_name, zones)
@@ -321,96 +355,112 @@ def aggregate_windows(
                     (None if hi is None else today - timedelta(days=hi), today - timedelta(days=lo))
                     for lo, hi in bounds
                 ]
-            spans = spans_by_dates[(tz_name, dates)] = [
-                (0 if first is None else bisect_left(dates, first), bisect_right(dates, last)) for first, last in ranges
-            ]
-        sums: list[Sequence[int]] = []
-        for (start, end), cols in zip(spans, pairs, strict=True):
-            if end > start:
-                acc = [0] * 7
-                for c, column in cols:
-                    acc[c] = sum(columns[column][start:end])
-                sums.append(acc)
-            else:
-                sums.append(_ZERO)
-        result[key] = sums
+            spans = _spans(columns[0], ranges)
+            if spans is None:
+                rows.sort(key=by_date)
+                columns = list(zip(*rows, strict=False))
+                spans = _spans(columns[0], ranges)
+                assert spans is not None
+            plan = plans_by_spans.get(spans)
+            if plan is None:
+                plan = plans_by_spans[spans] = _plan(spans, indexed)
+            plans[(tz_name, columns[0])] = plan
+        result[key] = ([sum(columns[c][start:end]) for c, start, end in plan.parts], plan.picks)
     return result
 
 
-def _metric_getter(metric: str, i: int) -> Callable[[_View], float | int | None]:
-    """A function reading ``metric`` over the window with index ``i`` from a view."""
-    if metric in ATTRIBUTE_METRICS:
-        return operator.attrgetter(f"entity.{metric}")
-    if metric == "spend":
-        return lambda v: v.sums[i][_SPEND]
-    if metric == "impressions":
-        return lambda v: v.sums[i][_IMPR]
-    if metric == "clicks":
-        return lambda v: v.sums[i][_CLICKS]
-    if metric == "leads":
-        return lambda v: v.sums[i][_LEADS]
-    if metric == "qualified_leads":
-        return lambda v: v.sums[i][_QL]
-    if metric == "signed_cases":
-        return lambda v: v.sums[i][_SC]
-    if metric == "reach":
-        return lambda v: v.reach(i)
-    if metric == "frequency":
-
-        def frequency(v: _View) -> float | None:
-            reach = v.reach(i)
-            return v.sums[i][_IMPR] / reach if reach else None
-
-        return frequency
-    numerator, denominator, scale = {
-        "cpl": (_SPEND, _LEADS, 1.0),
-        "cost_per_qualified_lead": (_SPEND, _QL, 1.0),
-        "cost_per_signed_case": (_SPEND, _SC, 1.0),
-        "ctr": (_CLICKS, _IMPR, 100.0),
-        "cpm": (_SPEND, _IMPR, 1000.0),
-    }[metric]
-
-    def ratio(v: _View) -> float | None:
-        s = v.sums[i]
-        return scale * s[numerator] / s[denominator] if s[denominator] else None
-
-    return ratio
-
-
 class _Context:
-    """Per-evaluation lookup tables shared by every view: window indexes and metric readers."""
+    """Per-evaluation lookup tables shared by every view: slot indexes, metric readers, cached texts."""
 
-    def __init__(self, windows: Sequence[str], window_reach: Mapping[tuple[str, str], int]) -> None:
+    def __init__(self, windows: Sequence[str], slots: Sequence[Slot], window_reach: Mapping[tuple[str, str], int]):
         self.windows = list(windows)
-        self.index = {w: i for i, w in enumerate(windows)}
+        self.slot = {slot: k for k, slot in enumerate(slots)}
         self.window_reach = window_reach
+        self.no_rows: tuple[list[int], tuple[int, ...]] = ([0], (0,) * len(slots))
         self._getters: dict[tuple[str, str], Callable[[_View], float | int | None]] = {}
+        self._leaf_texts: dict[int, _LeafText] = {}  # by id(): the rules outlive the context
+        self._fixed_leaves: dict[int, list[Condition] | None] = {}
+
+    def leaf_text(self, cond: Condition) -> _LeafText:
+        found = self._leaf_texts.get(id(cond))
+        if found is None:
+            found = self._leaf_texts[id(cond)] = _LeafText(cond, self)
+        return found
+
+    def fixed_leaves(self, rule: Rule) -> list[Condition] | None:
+        """The leaves that explain a match of ``rule`` when they do not depend on the entity (no ``any``)."""
+        key = id(rule)
+        if key not in self._fixed_leaves:
+            self._fixed_leaves[key] = None if _has_any(rule.conditions) else list(rule.conditions.leaves())
+        return self._fixed_leaves[key]
 
     def getter(self, metric: str, window: str) -> Callable[[_View], float | int | None]:
         key = (metric, window)
         found = self._getters.get(key)
         if found is None:
-            found = self._getters[key] = _metric_getter(metric, self.index.get(window, 0))
+            found = self._getters[key] = self._make_getter(metric, window)
         return found
+
+    def _column(self, window: str, column: int) -> Callable[[_View], int]:
+        k = self.slot.get((window, column))
+        if k is None:  # not read by any rule (evaluate sums every slot a rule reads)
+            return lambda v: 0
+
+        def read(v: _View) -> int:
+            return v.sums[v.picks[k]]
+
+        return read
+
+    def _make_getter(self, metric: str, window: str) -> Callable[[_View], float | int | None]:
+        """A function reading ``metric`` over ``window`` from a view."""
+        if metric in ATTRIBUTE_METRICS:
+            return operator.attrgetter(f"entity.{metric}")
+        if metric == "reach" or metric == "frequency":
+            read_reach = self._column(window, _REACH)
+            overrides = self.window_reach
+
+            def reach(v: _View) -> int:
+                if overrides:
+                    found = overrides.get((v.entity.id, window))
+                    if found is not None:
+                        return found
+                return read_reach(v)
+
+            if metric == "reach":
+                return reach
+            read_impr = self._column(window, _IMPR)
+
+            def frequency(v: _View) -> float | None:
+                r = reach(v)
+                return read_impr(v) / r if r else None
+
+            return frequency
+        columns = _METRIC_COLUMNS[metric]
+        if len(columns) == 1:
+            return self._column(window, columns[0])
+        scale = {"ctr": 100.0, "cpm": 1000.0}.get(metric, 1.0)
+        kn, kd = (self.slot.get((window, c)) for c in columns)
+        if kn is None or kd is None:  # not read by any rule
+            return lambda v: None
+
+        def ratio(v: _View) -> float | None:
+            sums, picks = v.sums, v.picks
+            d = sums[picks[kd]]
+            return scale * sums[picks[kn]] / d if d else None
+
+        return ratio
 
 
 class _View:
-    """One entity with its window sums; metrics are read through the context's getters."""
+    """One entity with its slot sums; metrics are read through the context's getters."""
 
-    __slots__ = ("ctx", "entity", "offset", "sums")
+    __slots__ = ("ctx", "entity", "offset", "picks", "sums")
 
-    def __init__(self, entity: Entity, sums: Sequence[Sequence[int]] | None, ctx: _Context) -> None:
+    def __init__(self, entity: Entity, found: tuple[list[int], tuple[int, ...]], ctx: _Context) -> None:
         self.entity = entity
-        self.sums = sums if sums is not None else [_ZERO] * len(ctx.windows)
+        self.sums, self.picks = found
         self.ctx = ctx
         self.offset = currency_offset(entity.currency)
-
-    def reach(self, i: int) -> int:
-        if self.ctx.window_reach:
-            found = self.ctx.window_reach.get((self.entity.id, self.ctx.windows[i]))
-            if found is not None:
-                return found
-        return self.sums[i][_REACH]
 
     def value(self, metric: str, window: str) -> float | int | None:
         return self.ctx.getter(metric, window)(self)
@@ -526,12 +576,18 @@ _COUNT_METRICS = frozenset({"impressions", "reach", "clicks", "leads", "qualifie
 
 def format_money(minor: float | int, currency: str, *, exact: bool = True) -> str:
     """``6240, "USD"`` -> ``$62.40``; with ``exact=False`` whole amounts drop the cents (``$50``)."""
-    offset = currency_offset(currency)
+    offset, symbol, code = _money_style(currency)
     major = minor / offset
     whole = offset == 1 or (not exact and float(major).is_integer())
     text = f"{major:,.0f}" if whole else f"{major:,.2f}"
+    return f"{symbol}{text}{code}"
+
+
+@cache
+def _money_style(currency: str) -> tuple[int, str, str]:
+    """Offset, leading symbol and trailing code of a currency's amounts (one of the two texts is empty)."""
     symbol = _SYMBOLS.get(currency.upper())
-    return f"{symbol}{text}" if symbol else f"{text} {currency.upper()}"
+    return currency_offset(currency), symbol or "", "" if symbol else f" {currency.upper()}"
 
 
 def _format_value(metric: str, value: float | int | None, currency: str, *, exact: bool = True) -> str:
@@ -596,12 +652,34 @@ def _fixed_threshold_text(metric: str, value: float, currency: str) -> str:
 
 
 def _leaf_text(cond: Condition, view: _View, *, needs: bool = False) -> str:
-    value = view.value(cond.metric, cond.window)
-    verb = "were" if cond.metric in _COUNT_METRICS and cond.metric != "reach" else "was"
-    shown = _format_value(cond.metric, value, view.entity.currency)
-    op = _OP_TEXT[cond.op]
-    relation = f"needs {op} " if needs else f"{op} "
-    return f"{_subject(cond.metric, cond.window)} {verb} {shown} ({relation}{_threshold_text(cond, view)})"
+    """``CPL over the last 3 days was $62.40 (> $50)``; with ``needs``: ``(needs > $50)``."""
+    return view.ctx.leaf_text(cond)(view, needs)
+
+
+class _LeafText:
+    """`_leaf_text` for one condition, with the parts that do not depend on the entity worked out once."""
+
+    __slots__ = ("cond", "fixed", "head", "metric", "op", "read")
+
+    def __init__(self, cond: Condition, ctx: _Context) -> None:
+        self.cond = cond
+        self.metric = cond.metric
+        self.read = ctx.getter(cond.metric, cond.window)
+        verb = "were" if cond.metric in _COUNT_METRICS and cond.metric != "reach" else "was"
+        self.head = f"{_subject(cond.metric, cond.window)} {verb} "
+        self.op = _OP_TEXT[cond.op]
+        self.fixed: dict[str, str] = {}  # currency -> threshold text, when compared with a number
+
+    def __call__(self, view: _View, needs: bool) -> str:
+        currency = view.entity.currency
+        shown = _format_value(self.metric, self.read(view), currency)
+        threshold = self.fixed.get(currency)
+        if threshold is None:
+            threshold = _threshold_text(self.cond, view)
+            if self.cond.compare_to is None:
+                self.fixed[currency] = threshold
+        relation = "needs " if needs else ""
+        return f"{self.head}{shown} ({relation}{self.op} {threshold})"
 
 
 def _matched_leaves(group: Group, view: _View) -> list[Condition]:
@@ -621,12 +699,15 @@ def _matched_leaves(group: Group, view: _View) -> list[Condition]:
 
 
 def _because(rule: Rule, view: _View, *, guards: bool = True) -> str:
-    leaves = _matched_leaves(rule.conditions, view)
-    text = " and ".join(_leaf_text(c, view) for c in leaves)
+    ctx = view.ctx
+    leaves = ctx.fixed_leaves(rule)
+    if leaves is None:
+        leaves = _matched_leaves(rule.conditions, view)
+    text = " and ".join([ctx.leaf_text(c)(view, False) for c in leaves])
     first_window = leaves[0].window if leaves else None
     extras = []
     for guard in rule.min_data if guards else ():
-        value = view.value(guard.metric, guard.window)
+        value = ctx.getter(guard.metric, guard.window)(view)
         if guard.metric in _COUNT_METRICS and guard.compare_to is None and guard.window == first_window:
             extras.append(f"{_format_value(guard.metric, value, view.entity.currency)} {_label(guard.metric)}")
         else:
@@ -636,6 +717,10 @@ def _because(rule: Rule, view: _View, *, guards: bool = True) -> str:
     if extras:
         text += " on " + " and ".join(extras)
     return text
+
+
+def _has_any(group: Group) -> bool:
+    return group.any_ is not None or any(isinstance(c, Group) and _has_any(c) for c in group.children)
 
 
 def _metric_refs(rule: Rule) -> tuple[tuple[str, str, str], ...]:
@@ -650,10 +735,13 @@ def _metric_refs(rule: Rule) -> tuple[tuple[str, str, str], ...]:
     return tuple(refs)
 
 
-def _collect_metrics(refs: Iterable[tuple[str, str, str]], view: _View) -> dict[str, dict[str, float | int | None]]:
+Read = tuple[str, str, Callable[["_View"], float | int | None]]  # (bucket, metric, getter)
+
+
+def _collect_metrics(reads: Iterable[Read], view: _View) -> dict[str, dict[str, float | int | None]]:
     out: dict[str, dict[str, float | int | None]] = {}
-    for bucket, metric, window in refs:
-        value = view.value(metric, window)
+    for bucket, metric, read in reads:
+        value = read(view)
         if isinstance(value, float):
             value = round(value, 4)
         found = out.get(bucket)
@@ -758,23 +846,39 @@ def _decision(
     actions: tuple[Action, ...] = (),
     metrics: dict[str, dict[str, float | int | None]] | None = None,
 ) -> Decision:
-    # Built from values this module produced and typed; skipping re-validation keeps a 10k-entity run fast.
-    # tests/unit/test_rules_logic.py round-trips decisions through Decision.model_validate to keep this honest.
-    return Decision.model_construct(
-        rule=rule_name,
-        entity_id=entity.id,
-        entity_level=entity.level,
-        entity_name=entity.name,
-        account_id=entity.account_id,
-        currency=entity.currency,
-        outcome=outcome,
-        reason=reason,
-        capped=capped,
-        actions=actions,
-        metrics=metrics or {},
-        explanation=explanation,
-        evaluated_at=now,
+    # Built from values this module produced and typed; skipping re-validation keeps a 10k-entity run fast. This is
+    # what Decision.model_construct does for a full set of fields, minus its per-field loop (a third of a 10k-entity
+    # run). tests/unit/test_rules_logic.py checks it against model_construct and round-trips decisions through
+    # Decision.model_validate to keep this honest.
+    decision = _new_decision(Decision)
+    _set(
+        decision,
+        "__dict__",
+        {
+            "rule": rule_name,
+            "entity_id": entity.id,
+            "entity_level": entity.level,
+            "entity_name": entity.name,
+            "account_id": entity.account_id,
+            "currency": entity.currency,
+            "outcome": outcome,
+            "reason": reason,
+            "capped": capped,
+            "actions": actions,
+            "metrics": metrics or {},
+            "explanation": explanation,
+            "evaluated_at": now,
+        },
     )
+    _set(decision, "__pydantic_fields_set__", set(_DECISION_FIELDS))
+    _set(decision, "__pydantic_extra__", None)
+    _set(decision, "__pydantic_private__", None)
+    return decision
+
+
+_new_decision = Decision.__new__
+_set = object.__setattr__
+_DECISION_FIELDS = frozenset(Decision.model_fields)
 
 
 def _describe(entity: Entity) -> str:
@@ -806,7 +910,22 @@ def evaluate(
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
-    settings = settings or EngineSettings()
+    # A run allocates a few hundred thousand short-lived objects next to the snapshot's rows, which stay tracked by
+    # the cyclic collector (NamedTuples are never untracked): every full collection during the run walks all rows
+    # again, a quarter of a 10k-entity run. Evaluation makes no reference cycles, so the collector waits for the end.
+    collecting = gc.isenabled()
+    if collecting:
+        gc.disable()
+    try:
+        return _evaluate(rules, snapshot, state, now, settings or EngineSettings())
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _evaluate(
+    rules: Sequence[Rule], snapshot: Snapshot, state: EngineState, now: datetime, settings: EngineSettings
+) -> list[Decision]:
     active = sorted((r for r in rules if r.enabled), key=_rule_order)
     run = _Run(snapshot, state, now)
     decisions: list[Decision] = []
@@ -819,29 +938,39 @@ def evaluate(
     decisions.extend(_resumes(run, by_id, settings))
 
     windows = sorted({w for r in active for w in r.windows()} | {"today"})
-    ctx = _Context(windows, snapshot.window_reach)
     needs: dict[str, set[str]] = {"today": {"spend"}}  # today's spend: floor for budget cuts
     for rule in active:
         for cond in [*rule.min_data, *rule.conditions.leaves()]:
             needs.setdefault(cond.window, set()).add(cond.metric)
             if cond.compare_to is not None:
                 needs.setdefault(cond.right_window, set()).add(cond.compare_to.metric)
-    sums = aggregate_windows(snapshot, windows, {r.scope.level for r in active}, now, needs)
-    views: dict[str, _View] = {}
+    slots = [(w, c) for w in windows for c in sorted({c for m in needs.get(w, ()) for c in _METRIC_COLUMNS.get(m, ())})]
+    ctx = _Context(windows, slots, snapshot.window_reach)
+    levels = {r.scope.level for r in active}
+    sums = aggregate_windows(snapshot, slots, levels, now)
+    no_rows = ctx.no_rows
+    views = {level: [_View(e, sums.get(e.id, no_rows), ctx) for e in by_level.get(level, ())] for level in levels}
+    include_not_matched = settings.include_not_matched
 
     for rule in active:
         matches = _compile_group(rule.conditions, ctx)
         guards = [_compile_leaf(c, ctx) for c in rule.min_data]
-        refs = _metric_refs(rule)
-        for entity in _in_scope(rule, by_level.get(rule.scope.level, ()), run):
-            view = views.get(entity.id)
-            if view is None:
-                view = views[entity.id] = _View(entity, sums.get(entity.id), ctx)
+        refs = [(bucket, metric, ctx.getter(metric, window)) for bucket, metric, window in _metric_refs(rule)]
+        statuses = rule.statuses()
+        status_of = run.status.get
+        for view in _static_scope(rule, views[rule.scope.level], run):
+            entity = view.entity
+            if status_of(entity.id, entity.status) not in statuses:
+                continue
             if not matches(view):
-                if settings.include_not_matched:
+                if include_not_matched:
                     decisions.append(_not_matched(rule, refs, view, now))
                 continue
-            enough = all(g(view) for g in guards)
+            enough = True
+            for guard in guards:
+                if not guard(view):
+                    enough = False
+                    break
             decisions.append(_judge(rule, refs, view, enough, run, state, settings))
 
     counts = Counter(d.outcome if d.reason is None else f"{d.outcome}:{d.reason}" for d in decisions)
@@ -916,15 +1045,17 @@ def _resumes(run: _Run, by_id: Mapping[str, Entity], settings: EngineSettings) -
     return out
 
 
-def _in_scope(rule: Rule, entities: Iterable[Entity], run: _Run) -> Iterable[Entity]:
+def _static_scope(rule: Rule, views: list[_View], run: _Run) -> list[_View]:
+    """The views a rule looks at, before the status test (statuses change as earlier rules act)."""
     scope = rule.scope
-    statuses = rule.statuses()
     accounts = {_norm_account(a) for a in scope.accounts}
     campaign_ids = set(scope.campaign_ids)
     entity_ids = set(scope.entity_ids)
-    for entity in entities:
-        if run.status.get(entity.id, entity.status) not in statuses:
-            continue
+    if not (accounts or campaign_ids or entity_ids or scope.paused_by) and scope.name is scope.campaign_name is None:
+        return views
+    out = []
+    for view in views:
+        entity = view.entity
         if accounts and _norm_account(entity.account_id) not in accounts:
             continue
         if campaign_ids and entity.campaign_id not in campaign_ids:
@@ -937,10 +1068,11 @@ def _in_scope(rule: Rule, entities: Iterable[Entity], run: _Run) -> Iterable[Ent
             continue
         if scope.paused_by and not _paused_by(run, scope.paused_by, scope.paused_within_hours, entity.id):
             continue
-        yield entity
+        out.append(view)
+    return out
 
 
-def _not_matched(rule: Rule, refs: Iterable[tuple[str, str, str]], view: _View, now: datetime) -> Decision:
+def _not_matched(rule: Rule, refs: Iterable[Read], view: _View, now: datetime) -> Decision:
     failed = "; ".join(_leaf_text(c, view, needs=True) for c in rule.conditions.leaves())
     return _decision(
         rule.name,
@@ -955,7 +1087,7 @@ def _not_matched(rule: Rule, refs: Iterable[tuple[str, str, str]], view: _View, 
 
 def _judge(
     rule: Rule,
-    refs: Iterable[tuple[str, str, str]],
+    refs: Iterable[Read],
     view: _View,
     enough_data: bool,
     run: _Run,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import random
+from dataclasses import replace
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -165,6 +168,58 @@ def test_decisions_survive_validation_and_json() -> None:
     for decision in evaluate(default_rules(), guide_snapshot(), fresh_state(), NOW):
         again = Decision.model_validate_json(decision.model_dump_json())
         assert again == decision
+
+
+def test_decisions_are_what_model_construct_would_build() -> None:
+    settings = EngineSettings(include_not_matched=True)
+    decisions = evaluate(default_rules(), guide_snapshot(), fresh_state(), NOW, settings)
+    assert {d.outcome for d in decisions} >= {"acted", "skipped"}
+    for decision in decisions:
+        built = Decision.model_construct(**decision.__dict__)
+        assert built == decision
+        assert built.model_fields_set == decision.model_fields_set
+        assert Decision.model_validate(decision.model_dump()) == decision
+
+
+def test_row_order_and_split_rows_do_not_change_decisions() -> None:
+    """Grouped and dated in order is the fast path; any order, and CRM numbers in rows of their own, sum the same."""
+    snapshot = guide_snapshot()
+    rows = list(snapshot.rows)
+    crm = [
+        MetricRow(date=TODAY - timedelta(days=i % 5), adset_id=e, qualified_leads=1, signed_cases=i % 2)
+        for i, e in enumerate("ABDEF" * 3)
+    ]
+    rules = [
+        *default_rules(),
+        rule(
+            {
+                "name": "cpql",
+                "conditions": [{"metric": "cost_per_qualified_lead", "window": "last_7_days", "op": ">", "value": 10}],
+                "actions": [{"type": "notify"}],
+            }
+        ),
+    ]
+    settings = EngineSettings(include_not_matched=True)
+    expected = evaluate(rules, replace(snapshot, rows=[*rows, *crm]), fresh_state(), NOW, settings)
+    assert any(d.metrics.get("last_7_days", {}).get("cost_per_qualified_lead") for d in expected)
+    orders = {
+        "dates descending": sorted(rows, key=lambda r: (r.adset_id, r.date), reverse=True) + crm,
+        "shuffled": random.Random(3).sample([*rows, *crm], len(rows) + len(crm)),
+        "crm first": crm + rows,
+    }
+    for label, ordered in orders.items():
+        assert evaluate(rules, replace(snapshot, rows=ordered), fresh_state(), NOW, settings) == expected, label
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_evaluate_leaves_the_garbage_collector_as_it_was(enabled: bool) -> None:
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        evaluate(default_rules(), guide_snapshot(), fresh_state(), NOW)
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable() if was else gc.disable()
 
 
 def test_second_run_is_held_by_cooldown() -> None:
