@@ -40,10 +40,11 @@ test: install
 
 bench: install migrate
 	@LEADWIRE_TEST_VHOST=leadwire_test bash scripts/ensure-infra.sh
-	@set -e; for bench in tests/benchmarks/bench_*.py; do \
+	@failed=""; for bench in tests/benchmarks/bench_*.py; do \
 		module=$${bench%.py}; module=$${module//\//.}; \
-		echo "== $$module"; $(BIN)/python -m $$module; \
-	done
+		echo "== $$module"; $(BIN)/python -m $$module || failed="$$failed $$module"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "== goal missed or benchmark failed:$$failed"; exit 1; fi
 
 lint: install
 	$(BIN)/ruff check .
