@@ -33,7 +33,6 @@ from contracts.commands import (
 )
 from services.campaign_executor import audiences, logic, store
 from services.campaign_executor.logic import BudgetFacts, Guardrails, ObjectState, Refusal
-from services.campaign_executor.money import format_money, parse_minor, to_minor
 from shared.graph import BatchRequest, GraphClient
 from shared.graph.client import encode_params
 from shared.graph.errors import (
@@ -44,6 +43,7 @@ from shared.graph.errors import (
     classify_error,
 )
 from shared.messaging import PermanentError, RetryLater
+from shared.money import format_money, parse_minor, to_minor
 
 logger = logging.getLogger(__name__)
 

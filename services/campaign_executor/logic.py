@@ -16,7 +16,7 @@ from contracts.commands import (
     CreateCampaignCommand,
     SetBudgetCommand,
 )
-from services.campaign_executor.money import apply_percent, format_money, parse_minor
+from shared.money import apply_percent, format_money, parse_minor
 
 STATUS_OF_KIND = {"pause": "PAUSED", "unpause": "ACTIVE", "archive": "ARCHIVED", "delete": "DELETED"}
 BUDGET_KINDS = frozenset({"set_budget", "change_budget"})

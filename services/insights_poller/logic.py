@@ -12,9 +12,7 @@ from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-# Currencies whose minor unit is the major unit (offset 1); every other currency has offset 100
-# (meta-api-facts §11.1; note TWD and HUF).
-OFFSET_ONE_CURRENCIES = frozenset({"CLP", "COP", "CRC", "HUF", "ISK", "IDR", "JPY", "KRW", "PYG", "TWD", "VND"})
+from shared.money import offset as currency_offset
 
 # Lead counting, defined here and nowhere else (meta-api-facts §9.3). `lead` already counts every lead, on-Meta
 # (Instant Forms, Messenger) and website (pixel / CAPI), so it is never added to its components. Only when a row
@@ -45,11 +43,6 @@ ACCOUNT_FIELDS = "id,name,currency,timezone_name,account_status"
 
 
 # ---------------------------------------------------------------------------------------------------- money
-
-
-def currency_offset(currency: str) -> int:
-    """Minor units per major unit for an ISO currency code (meta-api-facts §11.1)."""
-    return 1 if currency.upper() in OFFSET_ONE_CURRENCIES else 100
 
 
 def _decimal(value: Any) -> Decimal | None:

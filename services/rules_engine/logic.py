@@ -6,7 +6,7 @@ folds executed decisions back into the state with `record_actions`.
 
 Units: every money value here (row spend, budgets, `Action.budget`, money entries of `Decision.metrics`) is an
 integer or float in **minor units** of the entity's account currency (cents for USD; offset 1 for JPY and the
-other currencies in `rules.OFFSET_ONE_CURRENCIES`). Rule thresholds are major units in YAML and are converted per
+other currencies in `shared.money.OFFSET_ONE`). Rule thresholds are major units in YAML and are converted per
 entity currency at comparison time. Explanations show major units ("$62.40").
 """
 
@@ -43,10 +43,10 @@ from services.rules_engine.rules import (
     Rule,
     SetBudgetAction,
     TextFilter,
-    currency_offset,
-    to_minor,
     window_bounds,
 )
+from shared.money import offset as currency_offset
+from shared.money import to_minor
 
 logger = logging.getLogger(__name__)
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -100,23 +99,8 @@ _OPERATORS: dict[str, str] = {
 }
 Operator = Literal[">", ">=", "<", "<=", "==", "!="]
 
-# Currencies whose minor unit equals the major unit (offset 1); every other currency uses 100 (facts §11.1).
-OFFSET_ONE_CURRENCIES: frozenset[str] = frozenset(
-    {"CLP", "COP", "CRC", "HUF", "ISK", "IDR", "JPY", "KRW", "PYG", "TWD", "VND"}
-)
 
 _WINDOW_RE = re.compile(r"^(today|yesterday|lifetime|(last|previous)_([1-9][0-9]{0,2})_days?)$")
-
-
-def currency_offset(currency: str) -> int:
-    """Minor units per major unit for an ad account currency (Meta's offset: 1 or 100)."""
-    return 1 if currency.upper() in OFFSET_ONE_CURRENCIES else 100
-
-
-def to_minor(amount_major: float | Decimal | int, currency: str) -> int:
-    """Convert a major-unit amount from YAML to integer minor units, rounding half up to the nearest unit."""
-    value = Decimal(str(amount_major)) * currency_offset(currency)
-    return int(value.to_integral_value(rounding="ROUND_HALF_UP"))
 
 
 def window_bounds(window: str) -> tuple[int, int | None]:

@@ -20,9 +20,10 @@ from contracts.commands import (
     SetBudgetCommand,
     UploadAudienceCommand,
 )
-from services.campaign_executor import audiences, logic, money
+from services.campaign_executor import audiences, logic
 from services.campaign_executor.executor import audit_payload
 from services.campaign_executor.logic import BudgetFacts, Guardrails, ObjectState
+from shared import money
 from shared.messaging import describe_validation_error
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources" / "contracts"

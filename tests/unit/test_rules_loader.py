@@ -13,11 +13,11 @@ from services.rules_engine.rules import (
     Group,
     RuleLoadError,
     check_rules,
-    currency_offset,
     load_rules,
-    to_minor,
     window_bounds,
 )
+from shared.money import offset as currency_offset
+from shared.money import to_minor
 
 RESOURCES = Path(__file__).parent.parent / "resources" / "rules"
 BROKEN = RESOURCES / "broken"

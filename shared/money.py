@@ -1,7 +1,7 @@
 """Money in Meta's terms: integers in the account currency's minor unit, defined by the currency's offset.
 
 Offset 100 (cents) for most currencies, offset 1 for CLP COP CRC HUF ISK IDR JPY KRW PYG TWD VND
-(meta-api-facts §11.1). Every budget the executor reads or writes goes through these helpers.
+(meta-api-facts §11.1). The one place leadwire converts money: insights, rules and the executor all use it.
 """
 
 from __future__ import annotations
