@@ -10,6 +10,7 @@ off, so every lead has to come through the webhook path. At the end the fake CRM
 Runs in its own RabbitMQ vhost and database (`leadwire_noloss`, recreated each run). Needs a local RabbitMQ.
 
     python -m tests.benchmarks.bench_no_loss [--leads 10000] [--rate 250] [--no-broker-restart]
+    python -m tests.benchmarks.bench_no_loss --latency --leads 6000 --rate 200   # no chaos: POST -> CRM times
 """
 
 from __future__ import annotations
@@ -197,10 +198,26 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await fleet.start(what)
                     chaos_log.append(f"{at:.1f}s SIGKILLed {what}, started it again")
 
-        chaos_task = asyncio.create_task(chaos())
+        chaos_task = asyncio.create_task(asyncio.sleep(0) if args.latency else chaos())
         limit = asyncio.Semaphore(200)
+        posted: dict[str, float] = {}
+        arrived: dict[str, float] = {}
+
+        async def watch_crm() -> None:  # stamps each lead's first CRM delivery (5 ms resolution)
+            seen = 0
+            while True:
+                now = time.monotonic()
+                for request in crm.requests[seen:]:
+                    key = request.headers.get("Idempotency-Key")
+                    if request.status == 200 and key:
+                        arrived.setdefault(key, now)
+                seen = len(crm.requests)
+                await asyncio.sleep(0.005)
+
+        watcher = asyncio.create_task(watch_crm())
 
         async def send(leadgen_id: str) -> None:
+            posted[leadgen_id] = time.monotonic()
             async with limit:
                 await play_meta(session, url, delivery(page_id, form_id, leadgen_id), stats)
 
@@ -220,8 +237,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 break
             await asyncio.sleep(1)
         finished = time.monotonic() - started
+        watcher.cancel()
         per_lead = collections.Counter(r.headers.get("Idempotency-Key") for r in crm.requests if r.status == 200)
         await fleet.stop_all()
+        latencies = sorted(arrived[k] - posted[k] for k in arrived if k in posted)
 
     await crm.stop()
     await sandbox_runner.cleanup()
@@ -236,6 +255,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "all_webhooks_acked_after_s": round(all_acked, 1),
         "all_in_crm_after_s": round(finished, 1),
         "chaos": chaos_log,
+        "webhook_post_to_crm_ms": {
+            name: round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 1)
+            for name, q in (("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("max", 1.0))
+        } if latencies else {},
     }
 
 
@@ -246,11 +269,14 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=180.0, help="seconds to wait for the CRM afterwards")
     parser.add_argument("--no-broker-restart", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the vhost (and database) for inspection")
+    parser.add_argument("--latency", action="store_true", help="no chaos: measure webhook POST -> CRM times")
     result = asyncio.run(run(parser.parse_args()))
     sys.stdout.write(json.dumps(result, indent=2) + "\n")
     goal = result["missing"] == 0 and result["crm_requests_for_an_already_delivered_lead"] == 0
     verdict = "met" if goal else "NOT met"
     sys.stdout.write(f"goal (all {result['leads']} distinct in the CRM, 0 duplicates): {verdict}\n")
+    if not goal:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
