@@ -1,6 +1,6 @@
 """Transactional outbox: write a message in the same transaction as the state change, publish it after commit.
 
-`enqueue` inserts into `outbox` (and notifies the relay); `OutboxRelay.run` publishes unpublished rows in order
+`enqueue` inserts into `outbox` (a trigger notifies the relays); `OutboxRelay.run` publishes unpublished rows in order
 with broker confirms and marks them published. A crash between publish and mark republishes the message with the
 same message_id, which consumers already treat as a duplicate.
 """
@@ -37,8 +37,7 @@ async def enqueue_many(conn: asyncpg.Connection, messages: Sequence[Any]) -> Non
     await conn.executemany(
         "insert into outbox (message_id, routing_key, message_type, body) values ($1, $2, $3, $4)",
         [(m.message_id, type(m).routing_key, m.type, m.model_dump(mode="json")) for m in messages],
-    )
-    await conn.execute("select pg_notify($1, '')", CHANNEL)
+    )  # the insert trigger (migration 0010) notifies the relays on commit
 
 
 class OutboxRelay:
