@@ -14,19 +14,17 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from services.graph_sandbox.app import create_app
-from services.graph_sandbox.config import SandboxConfig
 from shared.graph import AuthError, BatchRequest, GraphClient, Scope, ThrottledError
 from shared.graph.errors import AsyncJobFailedError, AsyncJobSkippedError
 from shared.graph.insights_jobs import PollPolicy, poll_report_runs, run_report, start_report_run
 from shared.settings import MetaSettings
+from tests.fixtures.sandbox import SANDBOX_APP_SECRET, SandboxHandle
 
 TOKEN = "EAAB-integration-token-SECRET-xyz"
-APP_SECRET = "sandbox-app-secret"
+APP_SECRET = SANDBOX_APP_SECRET
 ACCOUNT = "act_1000000001"
 OTHER_ACCOUNT = "act_1000000002"
 
@@ -37,6 +35,7 @@ class Sandbox:
     def __init__(self, url: str, http: aiohttp.ClientSession) -> None:
         self.url = url
         self.http = http
+        self.state: dict[str, Any] = {}
 
     async def control(self, path: str, body: dict[str, Any] | None = None) -> Any:
         method = "POST" if body is not None else "GET"
@@ -49,15 +48,11 @@ class Sandbox:
 
 
 @pytest.fixture
-async def graph_sandbox():
-    server = TestServer(create_app(SandboxConfig(app_secret=APP_SECRET)))
-    await server.start_server()
-    async with aiohttp.ClientSession() as http:
-        sb = Sandbox(str(server.make_url("")).rstrip("/"), http)
-        state = await sb.control("reset", {"seed": 42})
-        sb.state = state
-        yield sb
-    await server.close()
+async def graph_sandbox(sandbox: SandboxHandle) -> Sandbox:
+    """The shared sandbox (reset for each test), behind this module's two-argument control helper."""
+    sb = Sandbox(sandbox.url, sandbox.session)
+    sb.state = sandbox.state
+    return sb
 
 
 @pytest.fixture
