@@ -115,17 +115,16 @@ async def execute_batch(
     requests: Sequence[BatchRequest],
     *,
     token: Token = None,
-    max_wait: float | _Default | None = None,
+    max_wait: float | _Default | None,
     max_rounds: int = 4,
 ) -> list[BatchResult]:
     """Run `requests` in batches of 50; one result per request, in order.
 
     Args:
+        max_wait: as for every client call: DEFAULT = the client's, None = no limit, a number = seconds.
         max_rounds: how many times a failed-transient/throttled/`null` item is attempted in all.
     """
-    from shared.graph.client import DEFAULT
-
-    limit = client.resolve_max_wait(DEFAULT if max_wait is None else max_wait)
+    limit = client.resolve_max_wait(max_wait)
     token_value = client.token_value(token)
     results = [BatchResult(request) for request in requests]
     scopes = [client.scopes_for(r.method.upper(), client.strip_version(r.path), r.scope, token_value)
