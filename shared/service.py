@@ -150,6 +150,15 @@ class Service:
 
         self.background("meta_health", job)
 
+    def relay_outbox(self) -> None:
+        """Publish what this service's transactions wrote to the outbox (a background job)."""
+        from shared.outbox import OutboxRelay
+
+        async def job() -> None:
+            await OutboxRelay(self.db, self.broker).run()
+
+        self.background("outbox_relay", job)
+
     def background(self, name: str, job: BackgroundJob) -> None:
         """Run `job` (a coroutine function) once the broker consumes; it is cancelled on stop."""
         self._background.append((name, job))

@@ -11,7 +11,6 @@ from services.campaign_executor.executor import Executor
 from services.campaign_executor.handlers import CONSUMER, register
 from services.campaign_executor.logic import Guardrails
 from services.campaign_executor.settings import ExecutorSettings
-from shared.outbox import OutboxRelay
 from shared.service import Service
 from shared.settings import Settings
 
@@ -38,8 +37,5 @@ def create_app(settings: Settings | None = None) -> Service:
 
     register(service, executor)
 
-    async def relay() -> None:
-        await OutboxRelay(service.db, service.broker).run()
-
-    service.background("outbox_relay", relay)
+    service.relay_outbox()
     return service

@@ -9,7 +9,6 @@ from services.capi_sender import handlers
 from services.capi_sender.events import RequestBatch
 from services.capi_sender.logic import CapiSender, post_events
 from services.capi_sender.settings import CapiSettings
-from shared.outbox import OutboxRelay
 from shared.service import Service
 from shared.settings import Settings
 from shared.topology import Consumer, consumer
@@ -39,5 +38,5 @@ def create_app(settings: Settings | None = None, *, source: Consumer | None = No
     # Declared for the AsyncAPI document; messages go out through the transactional outbox.
     service.publisher(ConversionSentMessage, description="Meta accepted the request that carried this event.")
     service.background("flush_on_stop", sender.flush_on_stop)
-    service.background("outbox_relay", lambda: OutboxRelay(service.db, service.broker).run())
+    service.relay_outbox()
     return service

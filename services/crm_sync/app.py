@@ -14,7 +14,6 @@ from services.crm_sync.adapters import Adapter, GoHighLevelAdapter, WebhookAdapt
 from services.crm_sync.mapping import field_map
 from services.crm_sync.settings import CrmSyncSettings
 from shared.logging import register_secret
-from shared.outbox import OutboxRelay
 from shared.service import Service
 from shared.settings import Settings
 from shared.topology import H_ATTEMPT, Consumer, consumer
@@ -63,7 +62,7 @@ def create_app(settings: Settings | None = None, *, lead_consumer: Consumer | No
             max_attempts=service.settings.broker.retry_attempts,
         )
 
-    service.background("outbox_relay", lambda: OutboxRelay(service.db, service.broker).run())
+    service.relay_outbox()
     return service
 
 

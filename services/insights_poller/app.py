@@ -12,7 +12,6 @@ import logging
 from contracts.messages import AlertRaisedMessage, InsightsUpdatedMessage
 from services.insights_poller.poller import InsightsPoller
 from services.insights_poller.settings import InsightsSettings
-from shared.outbox import OutboxRelay
 from shared.service import Service
 from shared.settings import Settings
 
@@ -24,9 +23,6 @@ def create_app(settings: Settings | None = None) -> Service:
     config = service.settings.block(InsightsSettings)
     accounts = service.settings.meta.ad_account_id
 
-    async def relay_outbox() -> None:
-        await OutboxRelay(service.db, service.broker).run()
-
     async def refresh_periodically() -> None:
         if not accounts:
             logger.warning("META_AD_ACCOUNT_ID is empty: no insights are refreshed")
@@ -34,7 +30,7 @@ def create_app(settings: Settings | None = None) -> Service:
         assert service.graph is not None
         await InsightsPoller(service.db, service.graph, config, accounts).run_forever()
 
-    service.background("outbox_relay", relay_outbox)
+    service.relay_outbox()
     if config.interval_seconds > 0:
         service.background("insights_refresh", refresh_periodically)
     # Publishers declared for the AsyncAPI document; messages themselves leave through the outbox relay.

@@ -18,7 +18,6 @@ from services.lead_fetcher.handlers import LeadCapture
 from services.lead_fetcher.reader import LeadReader
 from services.lead_fetcher.settings import LeadFetcherSettings
 from shared.graph import GraphClient
-from shared.outbox import OutboxRelay
 from shared.service import Service
 from shared.settings import MetaSettings, Settings
 from shared.topology import consumer
@@ -52,9 +51,6 @@ def create_app(settings: Settings | None = None) -> Service:
     async def handle_leadgen_received(message: LeadgenReceivedMessage) -> None:
         await lead_capture()(message)
 
-    async def relay_outbox() -> None:
-        await OutboxRelay(service.db, service.broker).run()
-
     async def backfill_periodically() -> None:
         pages = service.settings.meta.page_ids
         if not pages:
@@ -64,7 +60,7 @@ def create_app(settings: Settings | None = None) -> Service:
             await run_backfill(service.db, graph(), page_ids=pages, token=token, settings=config)
             await asyncio.sleep(config.backfill_interval_seconds)
 
-    service.background("outbox_relay", relay_outbox)
+    service.relay_outbox()
     if service.settings.meta.health_check_seconds > 0:
         service.monitor_meta_health(service.settings.meta.health_check_seconds)
     if config.backfill_interval_seconds > 0:

@@ -20,7 +20,6 @@ from services.rules_engine.handlers import register
 from services.rules_engine.logic import EngineSettings
 from services.rules_engine.notify import Notifier
 from services.rules_engine.settings import NotifySettings, RulesSettings
-from shared.outbox import OutboxRelay
 from shared.service import Service
 from shared.settings import Settings
 
@@ -46,9 +45,6 @@ def create_app(settings: Settings | None = None, *, engine_settings: EngineSetti
     service.publisher(AlertRaisedMessage, "A rule acted (its one-sentence explanation), a rule file is broken, "
                                           "or a rule's circuit breaker opened.")
 
-    async def relay() -> None:
-        await OutboxRelay(service.db, service.broker).run()
-
     async def evaluate_periodically() -> None:
         while True:
             await engine().run(trigger="schedule")
@@ -60,7 +56,7 @@ def create_app(settings: Settings | None = None, *, engine_settings: EngineSetti
                 wait = min(wait, max(1.0, (resume - datetime.now(UTC)).total_seconds() + 1.0))
             await asyncio.sleep(wait)
 
-    service.background("outbox_relay", relay)
+    service.relay_outbox()
     if config.interval_seconds > 0:
         service.background("scheduled_evaluation", evaluate_periodically)
     return service
