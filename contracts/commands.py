@@ -14,12 +14,11 @@ Money is always an integer in the ad account currency's minor unit (cents for US
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
-from contracts.envelope import Envelope, Payload
-from shared.topology import RoutingKey
+from contracts.envelope import Payload
 
 __all__ = [
     "AdSetSpec",
@@ -27,11 +26,9 @@ __all__ = [
     "ArchiveCommand",
     "BudgetSpec",
     "CampaignCommand",
-    "CampaignCommandMessage",
     "CampaignSpec",
     "ChangeBudgetCommand",
     "CommandResult",
-    "CommandResultMessage",
     "CreateCampaignCommand",
     "CreativeSpec",
     "DeleteCommand",
@@ -373,19 +370,3 @@ class CommandResult(Payload):
     before: dict[str, Any] = Field(default_factory=dict, description="Values read from Meta before acting.")
     after: dict[str, Any] = Field(default_factory=dict, description="Values set (or that would be set).")
     counts: dict[str, int] = Field(default_factory=dict, description="Audience uploads: rows, requests, invalid.")
-
-
-class CampaignCommandMessage(Envelope[CampaignCommand]):
-    """A command for the campaign executor. Outside systems publish this on `campaign.command`."""
-
-    routing_key: ClassVar[str] = RoutingKey.CAMPAIGN_COMMAND
-    type: Literal["CampaignCommand"] = "CampaignCommand"
-    schema_version: Literal[1] = 1
-
-
-class CommandResultMessage(Envelope[CommandResult]):
-    """The outcome of one CampaignCommand."""
-
-    routing_key: ClassVar[str] = RoutingKey.COMMAND_RESULT
-    type: Literal["CommandResult"] = "CommandResult"
-    schema_version: Literal[1] = 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 from contracts.alerts import AlertRaised
-from contracts.commands import CampaignCommandMessage, CommandResultMessage
+from contracts.commands import CampaignCommand, CommandResult
 from contracts.conversions import ConversionRequested, ConversionSent
 from contracts.envelope import Envelope
 from contracts.insights import InsightsUpdated
@@ -58,6 +58,22 @@ class InsightsUpdatedMessage(Envelope[InsightsUpdated]):
 class AlertRaisedMessage(Envelope[AlertRaised]):
     routing_key: ClassVar[str] = RoutingKey.ALERT_RAISED
     type: Literal["AlertRaised"] = "AlertRaised"
+    schema_version: Literal[1] = 1
+
+
+class CampaignCommandMessage(Envelope[CampaignCommand]):
+    """A command for the campaign executor. Outside systems publish this on `campaign.command`."""
+
+    routing_key: ClassVar[str] = RoutingKey.CAMPAIGN_COMMAND
+    type: Literal["CampaignCommand"] = "CampaignCommand"
+    schema_version: Literal[1] = 1
+
+
+class CommandResultMessage(Envelope[CommandResult]):
+    """The outcome of one CampaignCommand."""
+
+    routing_key: ClassVar[str] = RoutingKey.COMMAND_RESULT
+    type: Literal["CommandResult"] = "CommandResult"
     schema_version: Literal[1] = 1
 
 

@@ -6,7 +6,7 @@ it in `campaign_commands`, and publishes a `CommandResult` through the outbox.
 
 from __future__ import annotations
 
-from contracts.commands import CommandResultMessage
+from contracts.messages import CommandResultMessage
 from services.campaign_executor.executor import Executor
 from services.campaign_executor.handlers import CONSUMER, register
 from services.campaign_executor.logic import Guardrails

@@ -23,7 +23,6 @@ from urllib.parse import urlencode
 import asyncpg
 
 from contracts.commands import (
-    CampaignCommandMessage,
     ChangeBudgetCommand,
     CommandResult,
     CreateCampaignCommand,
@@ -31,6 +30,7 @@ from contracts.commands import (
     SetBudgetCommand,
     UploadAudienceCommand,
 )
+from contracts.messages import CampaignCommandMessage
 from services.campaign_executor import audiences, logic, store
 from services.campaign_executor.logic import BudgetFacts, Guardrails, ObjectState, Refusal
 from shared.graph import BatchRequest, GraphClient

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from contracts.commands import CampaignCommandMessage
+from contracts.messages import CampaignCommandMessage
 from services.campaign_executor.executor import Executor
 from shared.service import Service
 from shared.topology import consumer

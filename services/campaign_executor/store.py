@@ -8,7 +8,8 @@ from typing import Any
 
 import asyncpg
 
-from contracts.commands import CommandResult, CommandResultMessage
+from contracts.commands import CommandResult
+from contracts.messages import CommandResultMessage
 from shared.messaging import RetryLater, claim
 from shared.outbox import enqueue
 

@@ -12,8 +12,7 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
-from contracts.commands import CampaignCommandMessage
-from contracts.messages import AlertRaisedMessage
+from contracts.messages import AlertRaisedMessage, CampaignCommandMessage
 from services.rules_engine import store
 from services.rules_engine.engine import RulesEngine
 from services.rules_engine.handlers import register

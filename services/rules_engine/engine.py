@@ -21,15 +21,9 @@ from typing import Literal
 import asyncpg
 
 from contracts.alerts import AlertRaised
-from contracts.commands import (
-    CampaignCommand,
-    CampaignCommandMessage,
-    PauseCommand,
-    SetBudgetCommand,
-    UnpauseCommand,
-)
+from contracts.commands import CampaignCommand, PauseCommand, SetBudgetCommand, UnpauseCommand
 from contracts.envelope import Envelope
-from contracts.messages import AlertRaisedMessage
+from contracts.messages import AlertRaisedMessage, CampaignCommandMessage
 from services.rules_engine import snapshot as snapshots
 from services.rules_engine import store
 from services.rules_engine.logic import Action, Decision, EngineSettings, evaluate

@@ -7,8 +7,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from contracts.alerts import AlertRaised
-from contracts.commands import CommandResultMessage
-from contracts.messages import AlertRaisedMessage, ConversionRequestedMessage, InsightsUpdatedMessage
+from contracts.messages import (
+    AlertRaisedMessage,
+    CommandResultMessage,
+    ConversionRequestedMessage,
+    InsightsUpdatedMessage,
+)
 from services.rules_engine import store
 from services.rules_engine.engine import SERVICE, RulesEngine
 from services.rules_engine.notify import CHANNELS, ChannelError, Notifier, raise_for

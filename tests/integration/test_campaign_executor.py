@@ -18,7 +18,8 @@ import pytest
 from faststream.rabbit import RabbitBroker
 from pydantic import SecretStr
 
-from contracts.commands import CampaignCommand, CampaignCommandMessage, CommandResultMessage
+from contracts.commands import CampaignCommand
+from contracts.messages import CampaignCommandMessage, CommandResultMessage
 from services.campaign_executor.app import create_app
 from services.campaign_executor.handlers import CONSUMER
 from services.campaign_executor.settings import ExecutorSettings

@@ -24,10 +24,15 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from contracts.alerts import AlertRaised
-from contracts.commands import CommandResult, CommandResultMessage
+from contracts.commands import CommandResult
 from contracts.conversions import ConversionCustomData, ConversionRequested, ConversionUser
 from contracts.insights import InsightsUpdated
-from contracts.messages import AlertRaisedMessage, ConversionRequestedMessage, InsightsUpdatedMessage
+from contracts.messages import (
+    AlertRaisedMessage,
+    CommandResultMessage,
+    ConversionRequestedMessage,
+    InsightsUpdatedMessage,
+)
 from services.insights_poller.poller import InsightsPoller
 from services.insights_poller.settings import InsightsSettings
 from services.rules_engine.app import create_app

@@ -13,13 +13,12 @@ from pydantic import ValidationError
 
 from contracts.commands import (
     CampaignCommand,
-    CampaignCommandMessage,
     ChangeBudgetCommand,
-    CommandResultMessage,
     CreateCampaignCommand,
     SetBudgetCommand,
     UploadAudienceCommand,
 )
+from contracts.messages import CampaignCommandMessage, CommandResultMessage
 from services.campaign_executor import audiences, logic
 from services.campaign_executor.executor import audit_payload
 from services.campaign_executor.logic import BudgetFacts, Guardrails, ObjectState

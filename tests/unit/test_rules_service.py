@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from contracts.commands import CampaignCommandMessage, PauseCommand, SetBudgetCommand, UnpauseCommand
+from contracts.commands import PauseCommand, SetBudgetCommand, UnpauseCommand
+from contracts.messages import CampaignCommandMessage
 from services.rules_engine.engine import to_command, to_notification
 from services.rules_engine.logic import Action, Decision
 from services.rules_engine.rules import DEFAULT_RULES_DIR, load_rules
