@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import os
 import shutil
 import statistics
@@ -86,7 +87,7 @@ async def run_client(url: str, lead_ids: list[str], concurrency: int) -> dict[st
 
 def client_main(args: argparse.Namespace) -> None:
     lead_ids = json.loads(sys.stdin.read())
-    result = asyncio.run(run_client(args.client, lead_ids, args.concurrency))
+    import uvloop; result = uvloop.run(run_client(args.client, lead_ids, args.concurrency))
     sys.stdout.write(json.dumps(result) + "\n")
 
 
@@ -209,7 +210,18 @@ def _row(name: str, r: dict[str, Any]) -> str:
             f"{r['max_ms']:>8.1f}   {ok}/{r['requests']} ok")
 
 
+def production_logging() -> None:
+    """Log as `leadwire run` does (JSON, INFO: one line per delivery), into /dev/null: the cost is real."""
+    from shared.logging import configure_logging
+
+    configure_logging("INFO", "json")
+    for handler in logging.getLogger().handlers:
+        if handler.get_name() == "leadwire" and isinstance(handler, logging.StreamHandler):
+            handler.setStream(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
+
+
 async def run(args: argparse.Namespace) -> None:
+    production_logging()
     async with bench_broker() as amqp_url:
         ours = await bench_leadwire(amqp_url, args.deliveries, args.concurrency, 2 * 10**15)
         few = await bench_leadwire(amqp_url, args.deliveries // 10, args.low_concurrency, 3 * 10**15)
@@ -237,7 +249,7 @@ def main() -> None:
     if args.client:
         client_main(args)
     else:
-        asyncio.run(run(args))
+        import uvloop; uvloop.run(run(args))
 
 
 if __name__ == "__main__":
