@@ -11,8 +11,11 @@ import contextlib
 import importlib
 import importlib.util
 import logging
+import os
 import signal
+import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
@@ -63,6 +66,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     settings = Settings()
     _validate(settings)
+    if names == ["ingress"] and settings.ingress.ingress_workers > 1 and WORKER_ENV not in os.environ:
+        return run_workers(["run", "ingress"], settings.ingress.ingress_workers)
     try:
         asyncio.run(run_services(names, settings))
     except asyncpg.InvalidCatalogNameError:
@@ -72,6 +77,49 @@ def _cmd_run(args: argparse.Namespace) -> int:
         sys.stderr.write(f"leadwire: cannot start: {type(exc).__name__}: {redact(str(exc))}\n")
         return 1
     return 0
+
+
+WORKER_ENV = "LEADWIRE_WORKER"
+
+
+def run_workers(argv: Sequence[str], workers: int) -> int:
+    """Run `workers` processes of `leadwire <argv>` side by side until SIGTERM/SIGINT or until one of them exits.
+
+    The workers share their port (SO_REUSEPORT: the kernel spreads connections) and one Prometheus multiprocess
+    directory, so /metrics from any of them counts all. A worker that dies takes the others down with it, and the
+    exit code says so: restarting is the supervisor's job (Docker, systemd), not a half-alive process group's.
+    """
+    with tempfile.TemporaryDirectory(prefix="leadwire-metrics-") as metrics_dir:
+        env = {**os.environ, WORKER_ENV: "1", "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+        command = [sys.executable, "-m", "shared.cli", *argv]
+        procs = [subprocess.Popen(command, env=env) for _ in range(workers)]  # noqa: S603 - our own module
+        logger.info("started %d workers: %s", workers, " ".join(str(p.pid) for p in procs))
+        stopping = False
+
+        def signal_all(signum: int) -> None:
+            for proc in procs:
+                if proc.returncode is None and proc.poll() is None:
+                    proc.send_signal(signum)
+
+        def on_signal(signum: int, _frame: object) -> None:
+            nonlocal stopping
+            stopping = True
+            signal_all(signum)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, on_signal)
+        first_exit = None
+        while first_exit is None:
+            with contextlib.suppress(ChildProcessError, InterruptedError):
+                pid, status = os.wait()
+                first_exit = next((p for p in procs if p.pid == pid), None)
+                if first_exit is not None:
+                    first_exit.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+        if not stopping:
+            logger.error("worker %d exited with %s: stopping the others", first_exit.pid, first_exit.returncode)
+            signal_all(signal.SIGTERM)
+        codes = [p.wait() for p in procs]
+    return 0 if stopping and all(c in (0, -signal.SIGTERM, -signal.SIGINT) for c in codes) else 1
 
 
 def _cmd_migrate(_: argparse.Namespace) -> int:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 if TYPE_CHECKING:
     from shared.service import Service
@@ -28,7 +30,13 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(_: web.Request) -> web.Response:
-    response = web.Response(body=generate_latest())
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:  # one of several workers (INGRESS_WORKERS): count them all
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        body = generate_latest(registry)
+    else:
+        body = generate_latest()
+    response = web.Response(body=body)
     response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     return response
 
@@ -41,14 +49,17 @@ def add_routes(app: web.Application, service: Service) -> None:
 
 
 async def serve(
-    service: Service, host: str, port: int, app: web.Application | None = None
+    service: Service, host: str, port: int, app: web.Application | None = None, *, reuse_port: bool = False
 ) -> tuple[web.AppRunner, int]:
-    """Serve the ops routes (on `app` if given, beside its own); port 0 picks a free one."""
+    """Serve the ops routes (on `app` if given, beside its own); port 0 picks a free one.
+
+    With `reuse_port`, several processes may serve the same port (SO_REUSEPORT): the kernel spreads connections.
+    """
     app = app if app is not None else web.Application()
     add_routes(app, service)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port)
     await site.start()
     bound = site._server.sockets[0].getsockname()[1] if site._server else port  # type: ignore[union-attr]
     return runner, bound

@@ -81,6 +81,7 @@ class Service:
         # A service with a public HTTP API (the ingress) sets this; the ops routes are mounted on that app.
         self.web_app: Callable[[], web.Application] | None = None
         self.web_host = self.settings.ops.ops_host
+        self.web_reuse_port = False  # several worker processes serve one port (the ingress with INGRESS_WORKERS)
         for secret in (
             self.settings.meta.app_secret,
             self.settings.meta.access_token,
@@ -191,7 +192,9 @@ class Service:
             self._tasks.append(asyncio.create_task(self._supervise(job_name, job), name=f"{self.name}.{job_name}"))
         port = self.settings.ops.ops_port if self.settings.ops.ops_port is not None else OPS_PORTS[self.name]
         app = self.web_app() if self.web_app is not None else None
-        self._ops_runner, self.ops_port = await ops.serve(self, self.web_host, port, app)
+        self._ops_runner, self.ops_port = await ops.serve(
+            self, self.web_host, port, app, reuse_port=self.web_reuse_port
+        )
         logger.info("%s started", self.name, extra={"service": self.name, "ops_port": self.ops_port})
 
     async def stop(self) -> None:

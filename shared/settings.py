@@ -101,6 +101,8 @@ class IngressSettings(BaseSettings):
     ingress_host: str = "0.0.0.0"
     ingress_port: int = Field(default=8080, ge=0, le=65535)
     ingress_max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Processes serving INGRESS_PORT together (SO_REUSEPORT); one Python process tops out near one core.
+    ingress_workers: int = Field(default=1, ge=1, le=64)
     crm_events_secret: SecretStr = SecretStr("")
 
 

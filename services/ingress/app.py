@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> Service:
     service = Service("ingress", settings, uses_database=False)
     service.web_host = service.settings.ingress.ingress_host
+    service.web_reuse_port = service.settings.ingress.ingress_workers > 1
     if service.settings.ops.ops_port is None:
         ops = service.settings.ops.model_copy(update={"ops_port": service.settings.ingress.ingress_port})
         service.settings = service.settings.replace(ops)

@@ -7,10 +7,15 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import random
 import shutil
+import signal
+import socket
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -541,3 +546,90 @@ async def test_crm_events_unconfigured_secret_is_closed(
         await service.stop()
     lead = event["user"]["lead_id"]
     assert [b for b in await conversion_tap.bodies() if b["payload"]["user"].get("lead_id") == lead] == []
+
+
+# --------------------------------------------------------------------------------------------- INGRESS_WORKERS
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _children(pid: int) -> set[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except FileNotFoundError:
+        return set()
+    return {int(p) for p in text.split()}
+
+
+@dataclass
+class Workers:
+    process: asyncio.subprocess.Process
+    url: str
+
+    def pids(self) -> set[int]:
+        return _children(self.process.pid)
+
+
+@pytest.fixture
+async def ingress_workers(vhost_url: str) -> AsyncIterator[Workers]:
+    """`leadwire run ingress` with INGRESS_WORKERS=2, as an operator starts it."""
+    port = _free_port()
+    env = {**os.environ, "AMQP_URL": vhost_url, "META_APP_SECRET": APP_SECRET, "INGRESS_WORKERS": "2",
+           "INGRESS_PORT": str(port), "INGRESS_HOST": "127.0.0.1", "LOG_LEVEL": "WARNING"}
+    env.pop("OPS_PORT", None)
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "shared.cli", "run", "ingress", env=env)
+    workers = Workers(process, f"http://127.0.0.1:{port}")
+    async with aiohttp.ClientSession() as http:
+
+        async def both_ready() -> bool:
+            if len(workers.pids()) != 2:
+                return False
+            try:
+                async with http.get(f"{workers.url}/readyz") as resp:
+                    return resp.status == 200
+            except aiohttp.ClientError:
+                return False
+
+        await eventually(both_ready, timeout=30, what="two ingress workers serving")
+    yield workers
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+
+
+async def test_workers_share_the_port_and_count_together(ingress_workers: Workers, leadgen_tap: Tap) -> None:
+    ids = [lead_id() for _ in range(40)]
+    connector = aiohttp.TCPConnector(force_close=True)  # a new connection per request: the kernel spreads them
+    async with aiohttp.ClientSession(connector=connector) as http:
+        for leadgen_id in ids:
+            body = json.dumps(delivery([leadgen_id])).encode()
+            async with http.post(f"{ingress_workers.url}/webhooks/meta", data=body,
+                                 headers={"X-Hub-Signature-256": sign(body)}) as resp:
+                assert resp.status == 200
+        async with http.get(f"{ingress_workers.url}/metrics") as resp:
+            metrics = await resp.text()
+    published = [line for line in metrics.splitlines() if line.startswith("leadwire_ingress_leadgen_published_total")]
+    assert published == ["leadwire_ingress_leadgen_published_total 40.0"], published  # both workers' counts
+
+    async def all_queued() -> bool:
+        return len(ids_of(await leadgen_tap.bodies(), set(ids))) == len(ids)
+
+    await eventually(all_queued, what="every lead queued")
+
+
+async def test_sigterm_stops_every_worker_cleanly(ingress_workers: Workers) -> None:
+    pids = ingress_workers.pids()
+    ingress_workers.process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(ingress_workers.process.wait(), timeout=30) == 0
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
+
+
+async def test_a_dead_worker_takes_the_group_down_with_a_failure_code(ingress_workers: Workers) -> None:
+    victim, other = sorted(ingress_workers.pids())
+    os.kill(victim, signal.SIGKILL)
+    assert await asyncio.wait_for(ingress_workers.process.wait(), timeout=30) == 1
+    assert not Path(f"/proc/{other}").exists()
