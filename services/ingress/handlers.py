@@ -45,14 +45,10 @@ async def receive_meta_webhook(request: web.Request) -> web.Response:
     raw = await read_body(request)
     logic.verify_meta_signature(config.app_secret, raw, request.headers.get("X-Hub-Signature-256"))
     delivery = logic.parse_meta_delivery(raw)
-    messages = [
-        LeadgenReceivedMessage.new(
-            lead,
-            message_id=logic.leadgen_message_id(lead.leadgen_id),
-            correlation_id=logic.leadgen_message_id(lead.leadgen_id),
-        )
-        for lead in delivery.leadgens
-    ]
+    messages = []
+    for lead in delivery.leadgens:
+        message_id = logic.leadgen_message_id(lead.leadgen_id)  # the lead's story starts here: it correlates too
+        messages.append(LeadgenReceivedMessage.new(lead, message_id=message_id, correlation_id=message_id))
     await publish_all(request.app[LEADGEN_PUBLISHER], messages, confirm_within=config.publish_timeout, endpoint="meta")
     metrics.LEADGENS_PUBLISHED.inc(len(messages))
     for (obj, field), count in delivery.ignored.items():
