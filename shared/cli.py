@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import importlib
 import importlib.util
 import logging
@@ -92,7 +93,10 @@ def run_workers(argv: Sequence[str], workers: int) -> int:
     with tempfile.TemporaryDirectory(prefix="leadwire-metrics-") as metrics_dir:
         env = {**os.environ, WORKER_ENV: "1", "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
         command = [sys.executable, "-m", "shared.cli", *argv]
-        procs = [subprocess.Popen(command, env=env) for _ in range(workers)]  # noqa: S603 - our own module
+        procs = [
+            subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)  # noqa: S603 - our own module
+            for _ in range(workers)
+        ]
         logger.info("started %d workers: %s", workers, " ".join(str(p.pid) for p in procs))
         stopping = False
 
@@ -120,6 +124,15 @@ def run_workers(argv: Sequence[str], workers: int) -> int:
             signal_all(signal.SIGTERM)
         codes = [p.wait() for p in procs]
     return 0 if stopping and all(c in (0, -signal.SIGTERM, -signal.SIGINT) for c in codes) else 1
+
+
+def _die_with_parent() -> None:
+    """In a worker, before exec: get SIGTERM when the supervisor dies, even by SIGKILL (Linux), never orphaned."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
 
 
 def _cmd_migrate(_: argparse.Namespace) -> int:

@@ -633,3 +633,21 @@ async def test_a_dead_worker_takes_the_group_down_with_a_failure_code(ingress_wo
     os.kill(victim, signal.SIGKILL)
     assert await asyncio.wait_for(ingress_workers.process.wait(), timeout=30) == 1
     assert not Path(f"/proc/{other}").exists()
+
+
+async def test_workers_do_not_outlive_a_killed_supervisor(ingress_workers: Workers) -> None:
+    pids = ingress_workers.pids()
+    ingress_workers.process.kill()
+    await ingress_workers.process.wait()
+
+    async def all_gone() -> bool:
+        return not any(Path(f"/proc/{pid}").exists() and "zombie" not in _state(pid) for pid in pids)
+
+    await eventually(all_gone, timeout=30, what="orphaned workers to stop")
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().lower()
+    except FileNotFoundError:
+        return "zombie"
