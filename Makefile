@@ -40,6 +40,9 @@ test: install
 
 bench: install migrate
 	@LEADWIRE_TEST_VHOST=leadwire_test bash scripts/ensure-infra.sh
+	@command -v wrk >/dev/null || { echo "[bench] installing wrk (HTTP load generator) from Debian packages"; \
+		$$([ "$$(id -u)" = 0 ] || echo sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } \
+		|| echo "[bench] wrk not installed: bench_ingress loads with its Python client"
 	@failed=""; for bench in tests/benchmarks/bench_*.py; do \
 		module=$${bench%.py}; module=$${module//\//.}; \
 		echo "== $$module"; $(BIN)/python -m $$module || failed="$$failed $$module"; \
