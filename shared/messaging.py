@@ -1,7 +1,9 @@
 """Publishing with confirms, reliable consumption (retry with backoff, then park), idempotency.
 
 A consumed message is acknowledged only after its effect is durable: either the handler returned (its database
-transaction committed), or a retry copy / parked copy of it was confirmed by the broker.
+transaction committed), or a retry copy / parked copy of it was confirmed by the broker. `settle_failure` decides
+between retry and park for both consumption paths: FastStream's (`ReliableConsumer`, one message per handler call)
+and the batch path (`shared.batch_consumer`).
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -192,11 +195,110 @@ async def claim(conn: asyncpg.Connection, consumer_name: str, message_id: object
     return bool(row)
 
 
+@dataclass(frozen=True, slots=True)
+class Consumed:
+    """What the retry and park functions need of a consumed message, whichever path consumed it."""
+
+    body: bytes
+    headers: dict[str, Any]
+    routing_key: str
+    message_id: str | None = None
+    correlation_id: str | None = None
+    content_type: str | None = None
+    type: str | None = None
+    timestamp: datetime | None = None
+
+    @property
+    def attempt(self) -> int:
+        """1 for a first delivery; the attempt a retry copy carries otherwise."""
+        return int(self.headers.get(H_ATTEMPT, 1))
+
+    def wait_left(self) -> float:
+        """Seconds this message still has to wait (a long delay hops tiers); 0 when it is due."""
+        not_before = float(self.headers.get(H_NOT_BEFORE) or 0)
+        left = not_before - time.time() if not_before else 0.0
+        return left if left > 0.5 else 0.0
+
+
+# Publishes a copy of a consumed message to a queue (through the default exchange, `mandatory`) with the given
+# headers and returns once the broker confirmed it; raises otherwise.
+Republish = Callable[[Consumed, str, dict[str, Any]], Awaitable[None]]
+
+
+async def settle_failure(
+    republish: Republish, msg: Consumed, spec: Consumer, exc: BaseException, *, max_attempts: int
+) -> None:
+    """Retry (delay tier, bounded attempts) or park a message whose handling raised `exc`; count it as failed.
+
+    Returns once the retry or parked copy was confirmed by the broker: the caller may then ack the original.
+    Invalid message (`ValidationError`) and `PermanentError`: parked at once. `RetryLater`: redelivered after its
+    delay, using an attempt only if it says so. Anything else: exponential backoff, parked after `max_attempts`.
+    """
+    attempt = msg.attempt
+    series = metrics.consumer_series(spec.service, spec.name)
+    if isinstance(exc, ValidationError):
+        await park(republish, msg, spec, describe_validation_error(exc), attempt)
+    elif isinstance(exc, PermanentError):
+        await park(republish, msg, spec, f"permanent: {exc}", attempt)
+    elif isinstance(exc, RetryLater):
+        next_attempt = attempt + 1 if exc.counts_attempt else attempt
+        if next_attempt > max_attempts:
+            await park(republish, msg, spec, f"gave up after {attempt} attempts: {exc}", attempt)
+        else:
+            logger.warning("retry in %.1fs: %s", exc.delay, exc, extra=_ids(msg, spec, attempt))
+            series.retried.inc()
+            await redeliver(republish, msg, spec, exc.delay, next_attempt)
+    else:
+        reason = f"{type(exc).__name__}: {exc}"
+        if attempt >= max_attempts:
+            logger.error("handler failed, attempts exhausted", exc_info=exc, extra=_ids(msg, spec, attempt))
+            await park(republish, msg, spec, f"gave up after {attempt} attempts: {reason}", attempt)
+        else:
+            delay = backoff_seconds(attempt)
+            logger.warning("handler failed (%s), retry in %.1fs", reason, delay, extra=_ids(msg, spec, attempt))
+            series.retried.inc()
+            await redeliver(republish, msg, spec, delay, attempt + 1)
+    series.failed.inc()
+
+
+async def redeliver(republish: Republish, msg: Consumed, spec: Consumer, delay: float, attempt: int) -> None:
+    """Send a copy through the delay tier for `delay` (the rest of a longer wait is served by further hops)."""
+    tier = delay_tier(delay)
+    new_headers = {
+        **_clean(msg.headers),
+        H_QUEUE: spec.queue_name,
+        H_ATTEMPT: attempt,
+        H_NOT_BEFORE: f"{time.time() + delay:.3f}",
+        H_ROUTING_KEY: msg.headers.get(H_ROUTING_KEY) or msg.routing_key or "",
+    }
+    await republish(msg, delay_queue_name(tier), new_headers)
+
+
+async def hop(republish: Republish, msg: Consumed, spec: Consumer) -> None:
+    """A message still waiting out a long delay no single tier covers: through the tiers again, same attempt."""
+    await redeliver(republish, msg, spec, msg.wait_left(), msg.attempt)
+
+
+async def park(republish: Republish, msg: Consumed, spec: Consumer, reason: str, attempt: int) -> None:
+    """Copy the message to the consumer's parking queue with the reason (which never holds message values)."""
+    logger.error("parked: %s", reason, extra=_ids(msg, spec, attempt))
+    metrics.consumer_series(spec.service, spec.name).parked.inc()
+    new_headers = {
+        **_clean(msg.headers),
+        H_REASON: reason[:2000],
+        H_ATTEMPT: attempt,
+        H_PARKED_AT: datetime.now(UTC).isoformat(),
+        H_ROUTING_KEY: msg.headers.get(H_ROUTING_KEY) or msg.routing_key or "",
+    }
+    await republish(msg, spec.parking_queue_name, new_headers)
+
+
 class ReliableConsumer(BaseMiddleware):
     """Ack on success; on failure republish to a delay queue (bounded attempts) or park; then ack.
 
     Set on the broker, so every subscriber gets it; subscribers use `AckPolicy.MANUAL` so that FastStream's own
-    acknowledgement logic stays out of the way.
+    acknowledgement logic stays out of the way. The retry and park decisions are `settle_failure`'s, shared with
+    the batch path (`shared.batch_consumer`).
     """
 
     max_attempts = 5
@@ -210,96 +312,48 @@ class ReliableConsumer(BaseMiddleware):
         spec = by_queue_name(subscriber.queue.name) if subscriber is not None else None
         if spec is None:  # a subscriber outside our topology (tests, tooling): plain behaviour
             return await call_next(msg)
-        headers = dict(msg.headers) if msg.headers else {}
+        raw = msg.raw_message
+        consumed = Consumed(
+            body=msg.body,
+            headers=dict(msg.headers) if msg.headers else {},
+            routing_key=raw.routing_key or "",
+            message_id=raw.message_id,
+            correlation_id=raw.correlation_id,
+            content_type=raw.content_type,
+            type=raw.type,
+            timestamp=raw.timestamp,
+        )
         with correlation_scope(msg.correlation_id):
-            not_before = float(headers.get(H_NOT_BEFORE) or 0)
-            if not_before and not_before - time.time() > 0.5:
-                # Still waiting out a long delay that no single tier covers: hop again, same attempt.
-                await self._redeliver(msg, spec, headers, not_before - time.time(), int(headers.get(H_ATTEMPT, 1)))
+            if consumed.wait_left():
+                await hop(self._republish, consumed, spec)
                 await msg.ack()
                 return None
-            return await self._consume(call_next, msg, spec, headers)
-
-    async def _consume(
-        self, call_next: Any, msg: StreamMessage[Any], spec: Consumer, headers: dict[str, Any]
-    ) -> Any:
-        attempt = int(headers.get(H_ATTEMPT, 1))
-        started = time.perf_counter()
-        series = metrics.consumer_series(spec.service, spec.name)
-        try:
-            result = await call_next(msg)
-        except ValidationError as exc:
-            await self._park(msg, spec, headers, describe_validation_error(exc), attempt)
-        except PermanentError as exc:
-            await self._park(msg, spec, headers, f"permanent: {exc}", attempt)
-        except RetryLater as exc:
-            next_attempt = attempt + 1 if exc.counts_attempt else attempt
-            if next_attempt > self.max_attempts:
-                await self._park(msg, spec, headers, f"gave up after {attempt} attempts: {exc}", attempt)
-            else:
-                logger.warning("retry in %.1fs: %s", exc.delay, exc, extra=_ids(msg, spec, attempt))
-                series.retried.inc()
-                await self._redeliver(msg, spec, headers, exc.delay, next_attempt)
-        except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            if attempt >= self.max_attempts:
-                logger.exception("handler failed, attempts exhausted", extra=_ids(msg, spec, attempt))
-                await self._park(msg, spec, headers, f"gave up after {attempt} attempts: {reason}", attempt)
-            else:
-                delay = backoff_seconds(attempt)
-                logger.warning("handler failed (%s), retry in %.1fs", reason, delay, extra=_ids(msg, spec, attempt))
-                series.retried.inc()
-                await self._redeliver(msg, spec, headers, delay, attempt + 1)
-        else:
+            started = time.perf_counter()
+            try:
+                result = await call_next(msg)
+            except Exception as exc:
+                await settle_failure(self._republish, consumed, spec, exc, max_attempts=self.max_attempts)
+                await msg.ack()
+                return None
             await msg.ack()
+            series = metrics.consumer_series(spec.service, spec.name)
             series.consumed.inc()
             series.handler_seconds.observe(time.perf_counter() - started)
             return result
-        series.failed.inc()
-        await msg.ack()
-        return None
 
-    async def _redeliver(
-        self, msg: StreamMessage[Any], spec: Consumer, headers: dict[str, Any], delay: float, attempt: int
-    ) -> None:
-        tier = delay_tier(delay)
-        new_headers = {
-            **_clean(headers),
-            H_QUEUE: spec.queue_name,
-            H_ATTEMPT: attempt,
-            H_NOT_BEFORE: f"{time.time() + delay:.3f}",
-            H_ROUTING_KEY: headers.get(H_ROUTING_KEY) or msg.raw_message.routing_key or "",
-        }
-        await self._republish(msg, delay_queue_name(tier), new_headers)
-
-    async def _park(
-        self, msg: StreamMessage[Any], spec: Consumer, headers: dict[str, Any], reason: str, attempt: int
-    ) -> None:
-        logger.error("parked: %s", reason, extra=_ids(msg, spec, attempt))
-        metrics.consumer_series(spec.service, spec.name).parked.inc()
-        new_headers = {
-            **_clean(headers),
-            H_REASON: reason[:2000],
-            H_ATTEMPT: attempt,
-            H_PARKED_AT: datetime.now(UTC).isoformat(),
-            H_ROUTING_KEY: headers.get(H_ROUTING_KEY) or msg.raw_message.routing_key or "",
-        }
-        await self._republish(msg, spec.parking_queue_name, new_headers)
-
-    async def _republish(self, msg: StreamMessage[Any], queue_name: str, headers: dict[str, Any]) -> None:
+    async def _republish(self, msg: Consumed, queue_name: str, headers: dict[str, Any]) -> None:
         broker: RabbitBroker = self.context.get("broker")
-        raw = msg.raw_message
         frame = await broker.publish(
             msg.body,
             queue=queue_name,
             headers=headers,
             persist=True,
             mandatory=True,
-            content_type=raw.content_type,
-            message_id=raw.message_id,
-            correlation_id=raw.correlation_id,
-            message_type=raw.type,
-            timestamp=raw.timestamp,
+            content_type=msg.content_type,
+            message_id=msg.message_id,
+            correlation_id=msg.correlation_id,
+            message_type=msg.type,
+            timestamp=msg.timestamp,
         )
         ensure_confirmed(frame, queue_name)
 
@@ -311,5 +365,5 @@ def _clean(headers: dict[str, Any]) -> dict[str, Any]:
                                                           H_NOT_BEFORE, H_QUEUE}}
 
 
-def _ids(msg: StreamMessage[Any], spec: Consumer, attempt: int) -> dict[str, Any]:
+def _ids(msg: Consumed, spec: Consumer, attempt: int) -> dict[str, Any]:
     return {"message_id": msg.message_id, "queue": spec.queue_name, "attempt": attempt}

@@ -7,7 +7,7 @@ from typing import Any
 from contracts.messages import ConversionSentMessage
 from services.capi_sender import handlers
 from services.capi_sender.events import RequestBatch
-from services.capi_sender.logic import CapiSender, post_events
+from services.capi_sender.logic import CapiSender, post_events, prune_periodically
 from services.capi_sender.settings import CapiSettings
 from shared.service import Service
 from shared.settings import Settings
@@ -38,5 +38,6 @@ def create_app(settings: Settings | None = None, *, source: Consumer | None = No
     # Declared for the AsyncAPI document; messages go out through the transactional outbox.
     service.publisher(ConversionSentMessage, description="Meta accepted the request that carried this event.")
     service.background("flush_on_stop", sender.flush_on_stop)
+    service.background("prune_send_log", lambda: prune_periodically(lambda: service.db))
     service.relay_outbox()
     return service

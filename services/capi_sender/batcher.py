@@ -92,15 +92,16 @@ class Batcher(Generic[K, T]):
         buffer = self._buffers.get(key)
         if buffer is None:
             buffer = self._buffers[key] = _Buffer(first=now, last=now)
-            buffer.timer = loop.call_later(self.linger, self._expire, key, buffer)
+            # Closing: no linger, but the items submitted in this same step still go out together.
+            buffer.timer = loop.call_later(0 if self.closing else self.linger, self._expire, key, buffer)
         buffer.last = now
         buffer.entries.append(entry)
-        if len(buffer.entries) >= self.max_size or self.closing:
+        if len(buffer.entries) >= self.max_size:
             self._detach(key, buffer)
         return entry.future
 
     def flush_all(self) -> None:
-        """Send every group now, and from now on each item at once (the service is stopping)."""
+        """Send every group now, and from now on without linger (the service is stopping)."""
         self.closing = True
         for key, buffer in list(self._buffers.items()):
             self._detach(key, buffer)
@@ -123,7 +124,8 @@ class Batcher(Generic[K, T]):
         loop = asyncio.get_running_loop()
         due = min(buffer.last + self.linger, buffer.first + self.max_age)
         wait = due - loop.time()
-        if wait > 0.001:  # an item joined since the timer was set: wait for the rest of the new linger
+        # An item joined since the timer was set: wait for the rest of the new linger (unless stopping).
+        if wait > 0.001 and not self.closing:
             buffer.timer = loop.call_later(wait, self._expire, key, buffer)
         else:
             self._detach(key, buffer)

@@ -10,6 +10,7 @@ CRM-stage events (`action_source == system_generated`, the contract default) tak
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -143,7 +144,7 @@ class PreparedEvent:
     server_event: dict[str, Any]
     dropped: list[str] = field(default_factory=list)
 
-    @property
+    @functools.cached_property
     def dedupe_key(self) -> str:
         return dedupe_key(self.pixel_id, self.event_name, self.event_id)
 

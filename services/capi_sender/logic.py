@@ -2,9 +2,10 @@
 
 The path of one `ConversionRequested`:
 
-1. `CapiSender.process` fills in what the CRM left out from the stored lead (`leads.fields`, looked up in bulk),
-   builds the server event (`events.prepare_event`) or parks it with a reason, and hands it to the batcher.
-   The handler awaits the outcome: its message is acked only after Meta accepted the request that carried it.
+1. `CapiSender.process_many` (a consumer batch of up to 1,000 messages; `process` for one) fills in what the CRM
+   left out from the stored leads (`leads.fields`, one lookup per batch), builds each server event
+   (`events.prepare_event`) or parks it with a reason, and hands it to the batcher. The batch handler awaits the
+   outcomes: a message is acked only after Meta accepted the request that carried its event.
 2. `CapiSender.flush` (one batch of one pixel and test code): re-checks every event (it may have aged while it
    waited), keeps one copy per dedupe key, claims the keys in `capi_events` (a key sent within 48 h, or being
    sent by another batch, is not sent again), and posts the batch.
@@ -30,7 +31,7 @@ import asyncpg
 
 from contracts.messages import ConversionRequestedMessage, ConversionSentMessage
 from services.capi_sender import metrics
-from services.capi_sender.batcher import Batcher, Coalescer, Entry
+from services.capi_sender.batcher import Batcher, Coalescer, Entry, FlushIncompleteError
 from services.capi_sender.events import (
     MAX_EVENTS_PER_REQUEST,
     Parked,
@@ -271,6 +272,51 @@ async def record_failed(conn: asyncpg.Connection, claim_id: uuid.UUID, keys: Seq
     )
 
 
+# Rows one pruning statement deletes at most.
+PRUNE_CHUNK = 5000
+# How often the capi_sender prunes its send log.
+PRUNE_INTERVAL_SECONDS = 3600.0
+
+# Sent rows age from `sent_at`; rejected, failed and abandoned claims from `claimed_at` (both indexed).
+_PRUNABLE = (
+    "status = 'sent' and sent_at < now() - make_interval(secs => $1)",
+    "status <> 'sent' and claimed_at < now() - make_interval(secs => $1)",
+)
+
+
+async def prune_send_log(
+    pool: asyncpg.Pool, *, older_than: float = DEDUPE_WINDOW_SECONDS, chunk: int = PRUNE_CHUNK
+) -> int:
+    """Delete send-log rows older than the dedupe window, in chunks (no statement holds locks for long).
+
+    A row past the window no longer stops a send (`claim_events` takes its key again), so it only costs space.
+    Returns how many rows were deleted.
+    """
+    deleted = 0
+    for condition in _PRUNABLE:
+        while True:
+            status = await pool.execute(
+                f"delete from capi_events where dedupe_key in "  # noqa: S608 - fixed conditions, values are $n
+                f"(select dedupe_key from capi_events where {condition} limit $2)",
+                float(older_than),
+                chunk,
+            )
+            count = int(status.split()[-1])
+            deleted += count
+            if count < chunk:
+                break
+    if deleted:
+        logger.info("pruned %s send-log rows older than the dedupe window", deleted)
+    return deleted
+
+
+async def prune_periodically(pool: Callable[[], asyncpg.Pool], interval: float = PRUNE_INTERVAL_SECONDS) -> None:
+    """A background job: prune the send log now and then every `interval` seconds."""
+    while True:
+        await prune_send_log(pool())
+        await asyncio.sleep(interval)
+
+
 def meta_error(error: GraphError) -> dict[str, Any]:
     """Meta's error fields as logged and stored (our events carry only hashes, so Meta cannot echo clear PII)."""
     return {
@@ -437,6 +483,44 @@ class CapiSender:
         pending = Pending(prepared, message, lead.created_time if lead else None)
         outcome: Outcome = await self.batcher.submit((prepared.pixel_id, prepared.test_event_code), pending)
         return outcome
+
+    async def process_many(self, messages: Sequence[ConversionRequestedMessage]) -> list[Outcome | BaseException]:
+        """Prepare a batch of conversions and wait until each was sent; one outcome or exception per message.
+
+        What `process` does for one message, for many at once: one lookup of their stored leads, and every event
+        in the batcher before the first flush, so a full batch of messages fills a full request.
+        """
+        lead_ids = list({m.payload.user.lead_id for m in messages if m.payload.user.lead_id})
+        leads = await fetch_leads(self._pool(), lead_ids) if lead_ids else {}
+        now = int(self._clock())
+        results: list[Outcome | BaseException] = [FlushIncompleteError("no outcome")] * len(messages)
+        waiting: list[tuple[int, asyncio.Future[Any]]] = []
+        for index, message in enumerate(messages):
+            request = message.payload
+            lead = leads.get(request.user.lead_id) if request.user.lead_id else None
+            try:
+                prepared = prepare_event(
+                    request,
+                    now=now,
+                    lead=lead,
+                    default_pixel_id=self.default_pixel_id,
+                    default_country=self.settings.default_country,
+                    default_crm_name=self.settings.capi_crm_name,
+                )
+            except Exception as exc:  # a bug on one odd input must not fail the batch: that message retries
+                logger.exception("preparing an event failed", extra={"message_id": str(message.message_id)})
+                results[index] = exc
+                continue
+            if isinstance(prepared, Parked):
+                results[index] = parked_error(prepared)
+                continue
+            pending = Pending(prepared, message, lead.created_time if lead else None)
+            waiting.append((index, self.batcher.submit((prepared.pixel_id, prepared.test_event_code), pending)))
+        if waiting:
+            outcomes = await asyncio.gather(*(future for _, future in waiting), return_exceptions=True)
+            for (index, _), outcome in zip(waiting, outcomes, strict=True):
+                results[index] = outcome
+        return results
 
     async def flush(self, key: tuple[str, str | None], entries: list[Entry[Pending]]) -> None:
         """Check, dedupe, claim, send and record one batch; resolve every entry's future."""

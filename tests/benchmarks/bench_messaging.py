@@ -6,7 +6,8 @@ Everything runs against the real RabbitMQ in a throwaway vhost (see `bench_ingre
 BENCH_AMQP_URL to use a broker of your own). Lines printed:
 
 * consume: an empty handler subscribed with `Service.subscribe` (our `ReliableConsumer` middleware, manual ack,
-  envelope validation), messages already queued; and bare aio-pika consume + ack on a queue of the same kind
+  envelope validation), messages already queued; the same with `Service.subscribe_batch` (batches of 1,000,
+  envelope validation, one ack per batch); and bare aio-pika consume + ack on a queue of the same kind
   (quorum, same prefetch), with and without validating the envelope in the callback.
 * publish: `shared.messaging.publish` through `Service.publisher` (persistent, mandatory, confirmed, checked) from
   N concurrent publishers; and bare aio-pika confirmed persistent publishes from N concurrent publishers.
@@ -126,6 +127,53 @@ async def consume_service(amqp_url: str, count: int, profile: bool) -> Result:
             except TimeoutError:
                 raise RuntimeError(f"service consumer saw only {seen} of {count} messages") from None
             result = clock.result(count - 1)
+        finally:
+            await service.stop()
+        return result
+
+    try:
+        return await _profiled(profile, run)
+    finally:
+        for queue in (consumer.queue_name, consumer.parking_queue_name):
+            await channel.queue_delete(queue)
+        await connection.close()
+
+
+async def consume_batch(amqp_url: str, count: int, profile: bool) -> Result:
+    """`Service.subscribe_batch` with an empty handler: batches of 1,000, prefetch 2,000, one ack per batch."""
+    from shared.messaging import declare_topology
+    from shared.service import Service
+    from shared.topology import Consumer, register
+
+    name = f"bench_{uuid.uuid4().hex[:8]}"
+    consumer = register(Consumer(name, "work", (f"bench.{name}",)))
+    await declare_topology(amqp_url, [consumer])
+    connection = await aio_pika.connect(amqp_url)
+    channel = await connection.channel()
+    await _fill(channel, consumer.routing_keys[0], count)
+
+    service = Service(name, _settings(amqp_url), uses_database=False)
+    done = asyncio.Event()
+    seen = 0
+    clock = Clock()
+
+    @service.subscribe_batch(consumer, max_batch=1000, linger=0.05, prefetch=2000)
+    async def handle(messages: list[LeadgenReceivedMessage]) -> None:
+        nonlocal seen, clock
+        if seen == 0:
+            clock = Clock()
+        seen += len(messages)
+        if seen >= count:
+            done.set()
+
+    async def run() -> Result:
+        await service.start()
+        try:
+            try:
+                await asyncio.wait_for(done.wait(), timeout=120)
+            except TimeoutError:
+                raise RuntimeError(f"batch consumer saw only {seen} of {count} messages") from None
+            result = clock.result(count)
         finally:
             await service.stop()
         return result
@@ -263,10 +311,14 @@ async def run(args: argparse.Namespace) -> None:
         if args.profile == "consume":
             await consume_service(amqp_url, n, True)
             return
+        if args.profile == "consume_batch":
+            await consume_batch(amqp_url, n, True)
+            return
         if args.profile == "publish":
             await publish_service(amqp_url, n, p, True)
             return
         await best("consume: Service, empty handler", lambda: consume_service(amqp_url, n, False))
+        await best("consume: Service.subscribe_batch, empty handler", lambda: consume_batch(amqp_url, n, False))
         await best("consume: bare aio-pika, ack only", lambda: consume_bare(amqp_url, n, False))
         await best("consume: bare aio-pika, validate + ack", lambda: consume_bare(amqp_url, n, True))
         await best(f"publish: shared.messaging, {p} concurrent", lambda: publish_service(amqp_url, n, p, False))
@@ -285,7 +337,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=5_000)
     parser.add_argument("--publishers", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--profile", choices=("consume", "publish"), help="cProfile one run to stderr instead")
+    parser.add_argument(
+        "--profile", choices=("consume", "consume_batch", "publish"), help="cProfile one run to stderr instead"
+    )
     asyncio.run(run(parser.parse_args()))
 
 

@@ -12,9 +12,11 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import asyncpg
 import pytest
 from faststream.rabbit import RabbitBroker
@@ -23,9 +25,10 @@ from prometheus_client import REGISTRY
 from contracts.conversions import ConversionRequested
 from contracts.messages import ConversionRequestedMessage
 from services.capi_sender.app import create_app
-from services.capi_sender.logic import CapiSender, Outcome
+from services.capi_sender.events import RequestBatch
+from services.capi_sender.logic import CapiSender, Outcome, post_events, prune_send_log
 from services.capi_sender.settings import CapiSettings
-from shared.messaging import PermanentError, declare_topology
+from shared.messaging import PermanentError, RetryLater, declare_topology
 from shared.service import Service
 from shared.settings import MetaSettings, Settings
 from shared.topology import EXCHANGE, H_REASON, Consumer, register
@@ -60,7 +63,9 @@ class Harness:
                 access_token=sandbox.token,
                 app_secret=sandbox.app_secret,
             ),
-            CapiSettings(capi_linger_ms=300, capi_crm_name="Litify"),
+            # The longest linger allowed: the in-process sandbox parsing a 1,000-event request stalls the event loop,
+            # and on a loaded machine a stall longer than the linger would flush a batch early (one request more).
+            CapiSettings(capi_linger_ms=1000, capi_crm_name="Litify"),
         )
         self.service: Service | None = None
 
@@ -276,14 +281,28 @@ async def test_event_that_ages_while_batched_is_parked_not_sent(
 
 
 async def test_one_invalid_event_does_not_sink_the_other_999(capi: Harness, db: asyncpg.Pool) -> None:
-    # A 13-digit lead_id passes our checks (12-20 digits) but the sandbox, like Meta, wants 15-17 digits, so it
-    # rejects the whole request (meta-api-facts §8.1): the sender must split until the bad event stands alone.
+    # Our checks stop everything Meta is known to reject, so to see a rejection one event is spoiled on its way
+    # out (a 13-digit lead_id, which the sandbox, like Meta, refuses): Meta rejects the whole request
+    # (meta-api-facts §8.1), and the sender must split until the bad event stands alone.
     messages = [conversion() for _ in range(1000)]
-    bad = conversion(user={"lead_id": "1234567890123"})
-    messages[617] = bad
+    bad = messages[617]
     event_ids = [m.payload.event_id or "" for m in messages]
     await capi.publish(*messages)
-    await capi.start()
+    service = create_app(capi.settings, source=capi.source)
+    sender: CapiSender = service.sender  # type: ignore[attr-defined]
+    send = sender._post
+
+    async def spoil_one(batch: RequestBatch) -> Any:
+        events = [
+            replace(e, server_event={**e.server_event, "user_data": {"lead_id": "1234567890123"}})
+            if e.event_id == bad.payload.event_id else e
+            for e in batch.events
+        ]
+        return await send(RequestBatch(batch.pixel_id, batch.test_event_code, events))
+
+    sender._post = spoil_one
+    capi.service = service
+    await service.start()
 
     parked = await eventually(capi.parked, timeout=20, what="the invalid event parked")
     await eventually(lambda: _count_sent(db, event_ids, 999), timeout=20, what="999 good events sent")
@@ -303,6 +322,23 @@ async def test_one_invalid_event_does_not_sink_the_other_999(capi: Harness, db: 
     assert row["status"] == "rejected"
     assert row["error"]["code"] == 100
     assert row["error"]["fbtrace_id"]
+
+
+async def test_a_lead_id_meta_would_refuse_is_dropped_not_sent(capi: Harness, db: asyncpg.Pool) -> None:
+    """Meta lead ids have 15-17 digits; a 13-digit one would sink the whole request, so it is dropped before."""
+    with_email = conversion(user={"lead_id": "1234567890123", "email": "someone@example.com"})
+    only_bad_id = conversion(user={"lead_id": "1234567890123"})
+    await capi.publish(with_email, only_bad_id)
+    await capi.start()
+    parked = await eventually(capi.parked, what="the event left with nothing to match on parked")
+    assert parked[0].headers[H_REASON].startswith("permanent: no_identifiers:")
+    assert "lead_id" in parked[0].headers[H_REASON]
+    await eventually(lambda: _count_sent(db, [with_email.payload.event_id or ""], 1), what="the other sent")
+    row = await db.fetchrow("select dropped_fields, identifiers from capi_events where event_id = $1",
+                            with_email.payload.event_id)
+    assert row["dropped_fields"] == ["lead_id"]
+    assert "lead_id" not in row["identifiers"]
+    assert [e["user_data"].get("lead_id") for e in await capi.received()] == [None]
 
 
 async def _count_sent(db: asyncpg.Pool, event_ids: list[str], expected: int) -> bool:
@@ -371,3 +407,109 @@ async def test_lead_id_only_is_filled_from_the_stored_lead_and_hashed(
     logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
     assert "dropping customer field zip" in logged
     assert not [word for word in clear if word in logged]
+
+
+async def test_send_log_rows_past_the_dedupe_window_are_pruned(db: asyncpg.Pool) -> None:
+    hours = 3600
+
+    async def row(status: str, claimed_hours_ago: float, sent_hours_ago: float | None = None) -> str:
+        key = unique("prune-")
+        await db.execute(
+            "insert into capi_events (dedupe_key, pixel_id, event_name, event_id, event_time, status, batch_id, "
+            "claimed_at, sent_at) values ($1, '1', 'Lead', $1, now(), $2, gen_random_uuid(), "
+            "now() - make_interval(secs => $3), now() - make_interval(secs => $4))",
+            key, status, claimed_hours_ago * hours, sent_hours_ago * hours if sent_hours_ago is not None else None,
+        )
+        return key
+
+    old_sent = await row("sent", 49, 49)
+    recent_sent = await row("sent", 49, 47)  # claimed long ago, but sent within the window: still dedupes
+    old_rejected = await row("rejected", 49)
+    old_claim = await row("sending", 50)
+    recent_failed = await row("failed", 1)
+    keys = [old_sent, recent_sent, old_rejected, old_claim, recent_failed]
+
+    deleted = await prune_send_log(db, chunk=2)  # small chunks: the loop must go on until nothing is left
+    remaining = {r["dedupe_key"] for r in await db.fetch(
+        "select dedupe_key from capi_events where dedupe_key = any($1::text[])", keys
+    )}
+    assert remaining == {recent_sent, recent_failed}
+    assert deleted >= 3
+
+
+async def _received_ids(capi: Harness) -> list[str]:
+    return [e["event_id"] for e in await capi.received()]
+
+
+def _throttle_retries() -> float:
+    return REGISTRY.get_sample_value("leadwire_capi_events_retried_total", {"cause": "throttled"}) or 0.0
+
+
+async def test_throttled_request_waits_out_the_block_then_sends_without_parking(capi: Harness) -> None:
+    # One call per 12 s on the ad account (CAPI calls count against the pixel's account): the first request goes,
+    # the second would have to wait longer than a batch may wait inside the Graph client, so its message goes
+    # back to the delay queues (not counted as an attempt) and is sent once Meta lets us in again.
+    await capi.sandbox.limits(ad_account={"budget": 1, "window_seconds": 12})
+    throttled_before = _throttle_retries()
+    first = conversion()
+    second = conversion(test_event_code="TEST123")  # another request: test_event_code is per request
+    await capi.publish(first, second)
+    await capi.start()
+
+    await eventually(lambda: capi.settled(2, failed=1), timeout=40, what="both sent, one after a throttle")
+    assert sorted(await _received_ids(capi)) == sorted([first.payload.event_id, second.payload.event_id])
+    assert _throttle_retries() == throttled_before + 1, "no throttle: the test did not test anything"
+    assert (await capi.sandbox.calls())["throttled"] == 1  # the throttled call, then no call until the block ended
+    assert await capi.requests() == 3
+    assert await capi.parked() == []
+
+
+async def test_transient_meta_errors_are_retried_then_the_event_is_sent_once(capi: Harness, db: asyncpg.Pool) -> None:
+    await capi.sandbox.faults(error_rate=1.0, path_regex=r"/\d+/events")  # Meta's code 2, HTTP 500
+    message = conversion()
+    await capi.publish(message)
+    await capi.start()
+
+    async def released() -> bool:  # the client gave up on its retries; the claim is released for the retry
+        status = await db.fetchval("select status from capi_events where event_id = $1", message.payload.event_id)
+        return status == "failed"
+
+    await eventually(released, timeout=30, what="the failed send released")
+    await capi.sandbox.faults(error_rate=0.0)
+    await eventually(lambda: _count_sent(db, [message.payload.event_id or ""], 1), timeout=30, what="sent")
+    await eventually(lambda: capi.settled(1, failed=1), what="acked after one retry")
+    assert await _received_ids(capi) == [message.payload.event_id]
+    assert await capi.parked() == []
+
+
+async def test_two_senders_racing_on_the_same_events_send_each_once(
+    settings: Settings, sandbox: SandboxHandle, db: asyncpg.Pool
+) -> None:
+    """Two instances (as two processes would) get copies of the same 50 events at the same moment."""
+    from shared.graph import GraphClient
+
+    pixel_id = sandbox.state["pixel_id"]
+    meta = MetaSettings(pixel_id=pixel_id, graph_url=sandbox.url, access_token=sandbox.token,
+                        app_secret=sandbox.app_secret)
+    async with aiohttp.ClientSession() as session:
+        senders = [
+            CapiSender(
+                pool=lambda: db,
+                post=lambda batch, graph=GraphClient(session, meta): post_events(graph, batch),
+                settings=CapiSettings(capi_linger_ms=0),
+                default_pixel_id=pixel_id,
+            )
+            for _ in range(2)
+        ]
+        originals = [conversion() for _ in range(50)]
+        copies = [conversion(m.payload.event_id, user=m.payload.user.model_dump(exclude_none=True)) for m in originals]
+        results = await asyncio.gather(senders[0].process_many(originals), senders[1].process_many(copies))
+
+    received = [item["event"]["event_id"] for item in (await sandbox.capi_events(pixel_id))["events"]]
+    assert sorted(received) == sorted(m.payload.event_id for m in originals), "an event was sent twice or lost"
+    for mine, theirs in zip(*results, strict=True):
+        outcomes = {mine if isinstance(mine, Outcome) else type(mine), theirs if isinstance(theirs, Outcome) else
+                    type(theirs)}
+        # One copy was sent; the other found it sent, or found it in flight and comes back later (RetryLater).
+        assert Outcome.SENT in outcomes
+        assert outcomes - {Outcome.SENT} <= {Outcome.DUPLICATE, RetryLater}

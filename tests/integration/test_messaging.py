@@ -57,6 +57,34 @@ async def test_service(settings: Settings, amqp: Any) -> AsyncIterator[Callable[
             await amqp.queue_delete(consumer.parking_queue_name)
 
 
+@pytest.fixture
+async def batch_service(settings: Settings, amqp: Any) -> AsyncIterator[Callable[..., Any]]:
+    """Start a throwaway service whose one consumer is a batch consumer running `handler`."""
+    started: list[Service] = []
+
+    async def start(
+        handler: Callable[[list[LeadgenReceivedMessage]], Any], *, max_batch: int = 50, linger: float = 0.05
+    ) -> tuple[Service, Consumer]:
+        name = unique("bsvc_")
+        consumer = register(Consumer(name, "work", (f"test.{name}",)))
+        service = Service(name, settings, uses_database=False)
+
+        @service.subscribe_batch(consumer, max_batch=max_batch, linger=linger)
+        async def handle(messages: list[LeadgenReceivedMessage]) -> Any:
+            return await handler(messages)
+
+        await declare_topology(AMQP_URL, [consumer])
+        started.append(service)
+        return service, consumer
+
+    yield start
+    for service in started:
+        await service.stop()
+        for consumer in consumers_of(service.name):
+            await amqp.queue_delete(consumer.queue_name)
+            await amqp.queue_delete(consumer.parking_queue_name)
+
+
 async def test_topology_declaration_is_idempotent(broker: RabbitBroker, amqp: Any) -> None:
     consumer = register(Consumer(unique("svc_"), "work", (f"test.{unique()}",)))
     await declare_topology(AMQP_URL, [consumer])
@@ -242,3 +270,194 @@ async def _collect(amqp: Any, queue_name: str, n: int, _store: dict[str, list[An
 
 async def _async(value: Any) -> Any:
     return value
+
+
+# -- the batch path (Service.subscribe_batch) -------------------------------------------------------------------
+
+
+async def _send_many(broker: RabbitBroker, routing_key: str, bodies: list[Any]) -> None:
+    for body in bodies:
+        await _send(broker, routing_key, body)
+
+
+async def test_batch_handler_gets_batches_and_its_messages_are_acked(
+    batch_service: Callable[..., Any], broker: RabbitBroker, amqp: Any
+) -> None:
+    batches: list[list[str]] = []
+
+    async def handler(messages: list[LeadgenReceivedMessage]) -> None:
+        batches.append([m.payload.leadgen_id for m in messages])
+
+    service, consumer = await batch_service(handler, max_batch=50)
+    ids = [str(1000 + i) for i in range(120)]
+    await _send_many(broker, consumer.routing_keys[0], [_message(i).model_dump(mode="json") for i in ids])
+    await service.start()  # 120 queued: batches of at most 50, in delivery order
+    assert (await service.ready())["batch_consumers"] is True
+    await eventually(lambda: _async(sum(map(len, batches)) == 120), what="all 120 handled")
+    assert [i for batch in batches for i in batch] == ids
+    assert max(map(len, batches)) == 50
+    assert len(batches) < 120 / 2, "messages were not batched"
+    await service.stop()  # unacked messages would go back to the queue now
+    assert await _count(amqp, consumer.queue_name, 0), "handled messages were not acked"
+    assert service._batch_consumers[0].consuming is False
+    assert await drain(amqp, consumer.parking_queue_name) == []
+
+
+async def test_batch_invalid_messages_are_parked_and_the_rest_handled(
+    batch_service: Callable[..., Any], broker: RabbitBroker, amqp: Any
+) -> None:
+    handled: list[str] = []
+
+    async def handler(messages: list[LeadgenReceivedMessage]) -> None:
+        handled.extend(m.payload.leadgen_id for m in messages)
+
+    service, consumer = await batch_service(handler)
+    bad = _message().model_dump(mode="json")
+    bad["payload"]["leadgen_id"] = "jane.doe@example.com"  # PII must not reach the reason
+    unknown_version = {**_message().model_dump(mode="json"), "schema_version": 99}
+    first, last = _message("1").model_dump(mode="json"), _message("2").model_dump(mode="json")
+    await _send_many(broker, consumer.routing_keys[0], [first, bad, unknown_version, b"{not json", last])
+    await service.start()
+
+    parked = await eventually(
+        lambda: _collect(amqp, consumer.parking_queue_name, 3), timeout=10, what="three parked messages"
+    )
+    reasons = [m.headers[H_REASON] for m in parked]
+    assert all(m.headers[H_ATTEMPT] == 1 for m in parked), "invalid messages are not retried"
+    assert any("payload.leadgen_id" in r for r in reasons)
+    assert any("schema_version" in r for r in reasons)
+    assert not any("jane.doe" in r for r in reasons)
+    await eventually(lambda: _async(sorted(handled) == ["1", "2"]), what="the valid messages handled")
+    await service.stop()
+    assert await _count(amqp, consumer.queue_name, 0)
+
+
+async def test_batch_one_failure_does_not_fail_the_others(
+    batch_service: Callable[..., Any], broker: RabbitBroker, amqp: Any
+) -> None:
+    calls: list[str] = []
+
+    async def handler(messages: list[LeadgenReceivedMessage]) -> list[BaseException | None]:
+        calls.extend(m.payload.leadgen_id for m in messages)
+        return [PermanentError("lead does not exist at Meta") if m.payload.leadgen_id == "13" else None
+                for m in messages]
+
+    service, consumer = await batch_service(handler)
+    await _send_many(broker, consumer.routing_keys[0], [_message(str(i)).model_dump(mode="json") for i in range(20)])
+    await service.start()
+    parked = await eventually(lambda: drain(amqp, consumer.parking_queue_name), what="the failed message parked")
+    assert [LeadgenReceivedMessage.model_validate_json(m.body).payload.leadgen_id for m in parked] == ["13"]
+    assert parked[0].headers[H_REASON] == "permanent: lead does not exist at Meta"
+    await eventually(lambda: _async(len(calls) == 20), what="all handled")
+    await service.stop()
+    assert sorted(calls, key=int) == [str(i) for i in range(20)], "a message was handled twice or not at all"
+    assert await _count(amqp, consumer.queue_name, 0)
+
+
+async def test_batch_failure_is_retried_then_succeeds(
+    batch_service: Callable[..., Any], broker: RabbitBroker, amqp: Any
+) -> None:
+    calls: list[str] = []
+
+    async def handler(messages: list[LeadgenReceivedMessage]) -> list[BaseException | None]:
+        calls.extend(m.payload.leadgen_id for m in messages)
+        return [RuntimeError("CRM timed out") if m.payload.leadgen_id == "7" and calls.count("7") == 1 else None
+                for m in messages]
+
+    service, consumer = await batch_service(handler)
+    await _send_many(broker, consumer.routing_keys[0], [_message(str(i)).model_dump(mode="json") for i in range(10)])
+    await service.start()
+    await eventually(lambda: _async(calls.count("7") == 2), timeout=20, what="the failed message retried")
+    await service.stop()
+    assert sorted(set(calls), key=int) == [str(i) for i in range(10)]
+    assert len(calls) == 11, "only the failed message comes back"
+    assert await drain(amqp, consumer.parking_queue_name) == []
+    assert await _count(amqp, consumer.queue_name, 0)
+
+
+async def test_batch_retries_exhausted_then_parked_and_whole_batch_exception_fails_each(
+    batch_service: Callable[..., Any], broker: RabbitBroker, amqp: Any
+) -> None:
+    calls: list[str] = []
+
+    async def handler(messages: list[LeadgenReceivedMessage]) -> None:
+        calls.extend(m.payload.leadgen_id for m in messages)
+        raise RuntimeError("database down")
+
+    service, consumer = await batch_service(handler)
+    await _send_many(broker, consumer.routing_keys[0], [_message(str(i)).model_dump(mode="json") for i in (1, 2)])
+    await service.start()
+    parked = await eventually(
+        lambda: _collect(amqp, consumer.parking_queue_name, 2), timeout=30, what="both messages parked"
+    )
+    assert sorted(LeadgenReceivedMessage.model_validate_json(m.body).payload.leadgen_id for m in parked) == ["1", "2"]
+    assert all(m.headers[H_ATTEMPT] == 3 for m in parked)  # RETRY_ATTEMPTS in the test settings
+    assert all("RuntimeError: database down" in m.headers[H_REASON] for m in parked)
+    assert sorted(calls) == ["1", "1", "1", "2", "2", "2"]
+
+
+async def test_batch_retry_later_does_not_use_attempts(
+    batch_service: Callable[..., Any], broker: RabbitBroker, amqp: Any
+) -> None:
+    seen: list[float] = []
+
+    async def handler(messages: list[LeadgenReceivedMessage]) -> list[BaseException | None]:
+        seen.append(asyncio.get_running_loop().time())
+        return [RetryLater("scope throttled", delay=1) if len(seen) < 5 else None for _ in messages]
+
+    service, consumer = await batch_service(handler)
+    await _send(broker, consumer.routing_keys[0], _message().model_dump(mode="json"))
+    await service.start()
+    await eventually(lambda: _async(len(seen) == 5), timeout=30, what="five deliveries")
+    gaps = [b - a for a, b in itertools.pairwise(seen)]
+    assert min(gaps) >= 0.9, f"redelivered before the delay: {gaps}"
+    await service.stop()
+    assert await drain(amqp, consumer.parking_queue_name) == []
+    assert await _count(amqp, consumer.queue_name, 0)
+
+
+async def test_batch_stop_waits_for_the_batch_in_flight(
+    batch_service: Callable[..., Any], broker: RabbitBroker, amqp: Any
+) -> None:
+    entered = asyncio.Event()
+    finished: list[str] = []
+
+    async def handler(messages: list[LeadgenReceivedMessage]) -> None:
+        entered.set()
+        await asyncio.sleep(0.5)  # work in progress when the stop begins
+        finished.extend(m.payload.leadgen_id for m in messages)
+
+    service, consumer = await batch_service(handler)
+    await _send_many(broker, consumer.routing_keys[0], [_message(str(i)).model_dump(mode="json") for i in range(5)])
+    await service.start()
+    await asyncio.wait_for(entered.wait(), timeout=10)
+    await service.stop()
+    assert sorted(finished) == [str(i) for i in range(5)], "stop did not let the batch finish"
+    assert await _count(amqp, consumer.queue_name, 0), "the finished batch was not acked before the stop"
+
+
+async def test_batch_consumer_consumes_again_after_the_broker_closed_its_channel(
+    batch_service: Callable[..., Any], broker: RabbitBroker, amqp: Any
+) -> None:
+    handled: list[str] = []
+
+    async def handler(messages: list[LeadgenReceivedMessage]) -> None:
+        handled.extend(m.payload.leadgen_id for m in messages)
+
+    service, consumer = await batch_service(handler)
+    await service.start()
+    await _send(broker, consumer.routing_keys[0], _message("1").model_dump(mode="json"))
+    await eventually(lambda: _async(handled == ["1"]), what="the first message handled")
+
+    # A channel error (here: acking a tag the broker never sent) makes the broker close the channel, as a
+    # connection loss would; the robust channel reopens and the consumer must be registered on it again.
+    batch_consumer = service._batch_consumers[0]
+    underlay = await batch_consumer._channel.get_underlay_channel()
+    await underlay.basic_ack(999_999)
+    await eventually(lambda: _async(underlay.is_closed), what="the broker closing the channel")
+
+    await _send(broker, consumer.routing_keys[0], _message("2").model_dump(mode="json"))
+    await eventually(lambda: _async("2" in handled), timeout=20, what="a message handled after the reopen")
+    assert (await service.ready())["batch_consumers"] is True
+    await service.stop()
+    assert await _count(amqp, consumer.queue_name, 0)
