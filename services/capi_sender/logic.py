@@ -335,10 +335,11 @@ async def post_events(graph: Any, batch: RequestBatch) -> dict[str, Any]:
     """`POST /{pixel_id}/events` through the shared Graph client (pacing, transient retries, typed errors).
 
     `idempotent=True`: a request lost after sending is retried; Meta discards the repeat of an
-    (event_name, event_id) within 48 h (meta-api-facts §8.5).
+    (event_name, event_id) within 48 h (meta-api-facts §8.5). The body goes as JSON, which Meta accepts
+    (§8.1): form-encoding ~700 KB of events was a tenth of the sender's CPU.
     """
     result: dict[str, Any] = await graph.post(
-        f"{batch.pixel_id}/events", batch.body(), max_wait=SEND_MAX_WAIT_SECONDS, idempotent=True
+        f"{batch.pixel_id}/events", batch.body(), max_wait=SEND_MAX_WAIT_SECONDS, idempotent=True, json_body=True
     )
     return result
 

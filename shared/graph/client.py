@@ -207,10 +207,13 @@ class GraphClient:
         scope: Scope | None = None,
         max_wait: float | _Default | None = DEFAULT,
         idempotent: bool = False,
+        json_body: bool = False,
     ) -> dict[str, Any]:
-        """POST form data. Network errors after sending are retried only when `idempotent=True`."""
+        """POST form data (or, with `json_body`, a JSON object). Network errors after sending are retried only
+        when `idempotent=True`."""
         return await self.request(
-            "POST", path, data=data, token=token, scope=scope, max_wait=max_wait, idempotent=idempotent
+            "POST", path, data=data, token=token, scope=scope, max_wait=max_wait, idempotent=idempotent,
+            json_body=json_body,
         )
 
     async def delete(
@@ -262,11 +265,14 @@ class GraphClient:
         idempotent: bool | None = None,
         form_token: bool = False,
         paced: bool = True,
+        json_body: bool = False,
     ) -> dict[str, Any]:
         """One logical Graph call with pacing, blocks, retries and typed errors.
 
         Args:
             form_token: also send the token as `access_token` in the form body (the Batch API requires it).
+            json_body: send `data` as a JSON object instead of a form. For big structured bodies (CAPI's 1,000
+                events): form-encoding hundreds of kilobytes of JSON text costs more CPU than building it.
             paced: False when the caller already waited and counted the call (batch).
         """
         method = method.upper()
@@ -283,7 +289,8 @@ class GraphClient:
             async with self.paced(scopes, limit) if paced else contextlib.nullcontext():
                 try:
                     raw = await self.send(
-                        method, path, params=params, data=data, token_value=token_value, form_token=form_token
+                        method, path, params=params, data=data, token_value=token_value, form_token=form_token,
+                        json_body=json_body,
                     )
                 except _NETWORK_ERRORS as exc:
                     network_error = exc
@@ -396,20 +403,24 @@ class GraphClient:
         data: Mapping[str, Any] | None = None,
         token_value: str,
         form_token: bool = False,
+        json_body: bool = False,
     ) -> RawResponse:
         """One HTTP round trip. The token goes in the Authorization header (and, for the Batch API, which
         requires it, in the form body); never in the URL."""
         headers = {"Authorization": f"OAuth {token_value}"} if token_value else {}
         proof = self.proof_for(token_value)
         query = encode_params(params)
-        form = encode_params(data) if method in ("POST", "PUT") else None
+        has_body = method in ("POST", "PUT")
+        form = encode_params(data) if has_body and not json_body else None
+        payload = {k: v for k, v in (data or {}).items() if v is not None} if has_body and json_body else None
+        body = form if form is not None else payload
         if proof:
-            if form is not None:
-                form["appsecret_proof"] = proof
+            if body is not None:
+                body["appsecret_proof"] = proof
             else:
                 query["appsecret_proof"] = proof
-        if form is not None and form_token and token_value:
-            form["access_token"] = token_value
+        if body is not None and form_token and token_value:
+            body["access_token"] = token_value
         started = self._clock()
         endpoint = endpoint_template(path)
         try:
@@ -417,7 +428,8 @@ class GraphClient:
                 method,
                 self.url(path),
                 params=query or None,
-                data=form if form is not None else None,
+                data=form,
+                json=payload,
                 headers=headers,
                 timeout=self._timeout,
             ) as response:

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from shared.graph import AuthError, BatchRequest, GraphClient, Scope, ThrottledError
-from shared.graph.errors import AsyncJobFailedError, AsyncJobSkippedError
+from shared.graph.errors import AsyncJobFailedError, AsyncJobSkippedError, InvalidRequestError
 from shared.graph.insights_jobs import PollPolicy, poll_report_runs, run_report, start_report_run
 from shared.settings import MetaSettings
 from tests.fixtures.sandbox import SANDBOX_APP_SECRET, SandboxHandle
@@ -230,3 +230,20 @@ async def test_token_never_logged_across_errors(graph_sandbox, session, caplog):
         text = record.getMessage() + str(record.args) + str(record.__dict__)
         assert TOKEN not in text
         assert APP_SECRET not in text
+
+
+async def test_json_body_carries_the_appsecret_proof_and_structured_data(graph_sandbox, session):
+    event = {"event_name": "Lead", "event_time": int(time.time()), "action_source": "system_generated",
+             "user_data": {"lead_id": "123456789012345"}}
+    pixel = graph_sandbox.state["pixel_id"]
+    client = make_client(session, graph_sandbox)
+    result = await client.post(f"{pixel}/events", {"data": [event], "test_event_code": "TEST1"}, json_body=True)
+    assert result["events_received"] == 1
+    stored = (await graph_sandbox.control(f"capi/events?pixel_id={pixel}"))["events"]
+    assert [(e["event"], e["test_event_code"]) for e in stored] == [(event, "TEST1")]
+
+    wrong = MetaSettings(access_token=SecretStr(TOKEN), app_secret=SecretStr("not-the-app-secret"),
+                         graph_url=graph_sandbox.url, request_timeout_seconds=5)
+    with pytest.raises(InvalidRequestError, match="appsecret_proof"):  # checked in a JSON body as in a form
+        await GraphClient(session, wrong, registry=CollectorRegistry()).post(
+            f"{pixel}/events", {"data": [event]}, json_body=True)
