@@ -160,17 +160,35 @@ async def publish(
     the ingress publishes once per lead while Meta waits for the answer.
     """
     routing_key = type(message).routing_key
+    await publish_body(target, message.model_dump_json().encode(), routing_key, message_type=message.type,
+                       message_id=message.message_id, correlation_id=message.correlation_id,
+                       timestamp=message.occurred_at, confirm_within=confirm_within)
+    metrics.published(message.type).inc()
+
+
+async def publish_body(
+    target: RabbitBroker | RabbitPublisher,
+    body: bytes,
+    routing_key: str,
+    *,
+    message_type: str,
+    message_id: object,
+    correlation_id: object | None,
+    timestamp: datetime | None = None,
+    confirm_within: float | None = None,
+) -> None:
+    """`publish` for a message already serialized (the outbox relay's rows): same exchange, flags and checks."""
     config = target.config if isinstance(target, RabbitBroker) else target._outer_config
     exchange = await config.declarer.declare_exchange(EXCHANGE, declare=False)  # cached by FastStream
     frame = await exchange.publish(
         aio_pika.Message(
-            message.model_dump_json().encode(),
+            body,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             content_type="application/json",
-            message_id=str(message.message_id),
-            correlation_id=str(message.correlation_id),
-            type=message.type,
-            timestamp=message.occurred_at,
+            message_id=str(message_id),
+            correlation_id=str(correlation_id) if correlation_id else None,
+            type=message_type,
+            timestamp=timestamp,
             app_id=config.app_id,
         ),
         routing_key,
@@ -178,7 +196,6 @@ async def publish(
         timeout=confirm_within,
     )
     ensure_confirmed(frame, routing_key)
-    metrics.published(message.type).inc()
 
 
 async def claim(conn: asyncpg.Connection, consumer_name: str, message_id: object) -> bool:

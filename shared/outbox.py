@@ -17,8 +17,7 @@ from typing import Any
 import asyncpg
 from faststream.rabbit import RabbitBroker
 
-from shared.messaging import ensure_confirmed
-from shared.topology import EXCHANGE, has_consumer
+from shared.messaging import publish_body
 
 logger = logging.getLogger(__name__)
 
@@ -94,15 +93,7 @@ class OutboxRelay:
 
     async def _publish(self, row: asyncpg.Record) -> None:
         body = row["body"] if isinstance(row["body"], dict) else json.loads(row["body"])  # older rows: JSON text
-        frame = await self.broker.publish(
-            json.dumps(body, separators=(",", ":")).encode(),
-            exchange=EXCHANGE,
-            routing_key=row["routing_key"],
-            persist=True,
-            mandatory=has_consumer(row["routing_key"]),
-            content_type="application/json",
-            message_id=str(row["message_id"]),
-            correlation_id=body.get("correlation_id"),
-            message_type=row["message_type"],
-        )
-        ensure_confirmed(frame, row["routing_key"])  # unroutable: stays in the outbox, retried
+        # Unroutable: raises, the row stays in the outbox and is retried.
+        await publish_body(self.broker, json.dumps(body, separators=(",", ":")).encode(), row["routing_key"],
+                           message_type=row["message_type"], message_id=row["message_id"],
+                           correlation_id=body.get("correlation_id"))
