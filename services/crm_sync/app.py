@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
 
 import aiohttp
-from faststream import Context
 
 from contracts.messages import AlertRaisedMessage, LeadCapturedMessage, LeadSyncedMessage
 from services.crm_sync import logic
@@ -50,17 +48,15 @@ def create_app(settings: Settings | None = None, *, lead_consumer: Consumer | No
         while http:
             await http.pop().close()
 
-    @service.subscribe(lead_consumer or consumer("crm_sync", "lead_captured"))
-    async def handle_lead_captured(
-        message: LeadCapturedMessage, headers: Annotated[dict[str, Any], Context("message.headers")]
-    ) -> None:
-        await logic.sync_lead(
-            service.db,
-            adapters,
-            message,
-            attempt=int(headers.get(H_ATTEMPT, 1)),
-            max_attempts=service.settings.broker.retry_attempts,
-        )
+    sync = logic.LeadSync(lambda: service.db, adapters)
+
+    @service.subscribe(lead_consumer or consumer("crm_sync", "lead_captured"), prefetch=crm.crm_prefetch)
+    async def handle_lead_captured(message: LeadCapturedMessage) -> None:
+        # The attempt header is read from the context here, not injected: an injected `Context(...)` argument is
+        # resolved in a worker thread per message, and a second argument turns off the envelope decoder.
+        headers = service.broker.context.get_local("message").headers or {}
+        await sync(message, attempt=int(headers.get(H_ATTEMPT, 1)),
+                   max_attempts=service.settings.broker.retry_attempts)
 
     service.relay_outbox()
     return service

@@ -37,6 +37,8 @@ class CrmSyncSettings(BaseSettings):
     # Meta question key -> CRM field name for the generic webhook (null drops the answer); merged over defaults.
     crm_field_map: Annotated[FieldMap, NoDecode] = Field(default_factory=dict)
     crm_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # LeadCaptured messages in flight per process: what concurrent deliveries can share one transaction.
+    crm_prefetch: int = Field(default=100, ge=1, le=1000)
 
     ghl_api_token: SecretStr = SecretStr("")
     ghl_location_id: str = Field(default="", validate_default=True)

@@ -18,9 +18,10 @@ from services.lead_fetcher.handlers import LeadCapture
 from services.lead_fetcher.reader import LeadReader
 from services.lead_fetcher.settings import LeadFetcherSettings
 from shared.graph import GraphClient
+from shared.logging import correlation_scope
 from shared.service import Service
 from shared.settings import MetaSettings, Settings
-from shared.topology import consumer
+from shared.topology import Consumer, consumer
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,8 @@ def page_token(meta: MetaSettings) -> SecretStr:
     return meta.page_access_token if meta.page_access_token.get_secret_value() else meta.access_token
 
 
-def create_app(settings: Settings | None = None) -> Service:
+def create_app(settings: Settings | None = None, *, leadgen_consumer: Consumer | None = None) -> Service:
+    """Build the service; `leadgen_consumer` swaps the LeadgenReceived queue (tests use a private one)."""
     service = Service("lead_fetcher", settings, uses_graph=True)
     config = service.settings.block(LeadFetcherSettings)
     token = page_token(service.settings.meta)
@@ -47,9 +49,21 @@ def create_app(settings: Settings | None = None) -> Service:
             capture.append(LeadCapture(service.db, reader, config))
         return capture[0]
 
-    @service.subscribe(consumer("lead_fetcher", "leadgen_received"))
-    async def handle_leadgen_received(message: LeadgenReceivedMessage) -> None:
-        await lead_capture()(message)
+    async def capture_one(message: LeadgenReceivedMessage) -> None:
+        with correlation_scope(str(message.correlation_id)):
+            await lead_capture()(message)
+
+    # Batch consumption (shared/batch_consumer.py): no per-message FastStream path, one ack per run of finished
+    # messages. Each message is still handled on its own (concurrently); they meet in the reader's Graph batch
+    # calls and the store's group queries.
+    @service.subscribe_batch(leadgen_consumer or consumer("lead_fetcher", "leadgen_received"),
+                             max_batch=config.prefetch, linger=config.fetch_batch_window_ms / 1000.0,
+                             prefetch=2 * config.prefetch)
+    async def handle_leadgen_received(messages: list[LeadgenReceivedMessage]) -> list[BaseException | None]:
+        # Per message: None (stored, or a duplicate), or its exception: RetryLater (throttled, access refused),
+        # PermanentError (parked with Meta's error), anything else (retried with backoff).
+        results = await asyncio.gather(*(capture_one(m) for m in messages), return_exceptions=True)
+        return [r if isinstance(r, BaseException) else None for r in results]
 
     async def backfill_periodically() -> None:
         pages = service.settings.meta.page_ids

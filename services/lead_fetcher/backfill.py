@@ -3,7 +3,7 @@
 For every configured Page: its lead forms (`GET /{page}/leadgen_forms`), then each form's leads created after the
 form's watermark minus an overlap (`GET /{form}/leads?filtering=[time_created GREATER_THAN]`, every page until
 `next` is absent). The bulk read returns the same fields as a single read, so each listed lead goes straight
-through `store_lead` — the same insert-if-new plus outbox write as the webhook path, keyed by the lead id. That
+through `store_leads` — the same insert-if-new plus outbox write as the webhook path, keyed by the lead id. That
 keeps "one row, one LeadCaptured" to a single rule, and spends no extra leadgen quota on re-reading each lead.
 A form's watermark moves to the scan's start only after all its listed leads are committed.
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from services.lead_fetcher import store
+from services.lead_fetcher import metrics, store
 from services.lead_fetcher.logic import (
     LEAD_FIELDS,
     access_alert,
@@ -138,9 +138,12 @@ async def _backfill_form(
                 logger.error("backfill: unusable lead object skipped: %s", exc,
                              extra={"form_id": form_id, "leadgen_id": str(raw.get("id"))})
         listed += len(leads)
-        async with pool.acquire() as conn:
-            for lead in leads:
-                new += await store.store_lead(conn, lead)
+        if leads:  # one transaction per listed page: the same insert-if-new plus outbox write as the webhook path
+            async with pool.acquire() as conn:
+                stored = len(await store.store_leads(conn, [(lead, None) for lead in leads]))
+            metrics.LEADS_CAPTURED.labels("backfill").inc(stored)
+            metrics.DUPLICATES_SKIPPED.labels("stored").inc(len(leads) - stored)
+            new += stored
     return listed, new
 
 

@@ -1,14 +1,31 @@
-"""Handling one LeadgenReceived: skip if stored, read from Meta (batched), store with its LeadCaptured."""
+"""Handling one LeadgenReceived: skip if stored, read from Meta (batched), store with its LeadCaptured.
+
+Concurrent messages share their database work: the "already stored?" check of every message waiting at the same
+time is one query, and their new leads are inserted, with their LeadCaptured, in one transaction (`GroupRunner`).
+Each handler still awaits its own lead's outcome, so a message is acknowledged only after its lead committed. A
+group whose statement fails is redone lead by lead, so one bad lead fails only its own message.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from services.lead_fetcher import store
-from services.lead_fetcher.logic import access_alert, access_alert_code, lead_is_expired, parse_lead, read_failure
+from services.lead_fetcher import metrics, store
+from services.lead_fetcher.logic import (
+    Lead,
+    access_alert,
+    access_alert_code,
+    lead_is_expired,
+    parse_lead,
+    read_failure,
+    read_outcome,
+)
+from shared.batching import GroupRunner
 from shared.graph import GraphError
 from shared.messaging import PermanentError
 
@@ -21,6 +38,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# Most leads per lookup query or insert transaction (the prefetch bounds what can wait at once anyway).
+MAX_GROUP = 200
+
+StoreItem = tuple[Lead, "LeadgenReceivedMessage"]
+
 
 @dataclass
 class LeadCapture:
@@ -29,28 +51,91 @@ class LeadCapture:
     pool: asyncpg.Pool
     reader: LeadReader
     settings: LeadFetcherSettings
+    _lookups: GroupRunner[str, bool | None] = field(init=False, repr=False)
+    _stores: GroupRunner[StoreItem, bool] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._lookups = GroupRunner(self.lookup_group, max_size=MAX_GROUP,
+                                    on_group=metrics.BATCH_SIZE.labels("lookup").observe)
+        self._stores = GroupRunner(self.store_group, max_size=MAX_GROUP,
+                                   on_group=metrics.BATCH_SIZE.labels("store").observe)
 
     async def __call__(self, message: LeadgenReceivedMessage) -> None:
         p = message.payload
         ids = {"leadgen_id": p.leadgen_id, "page_id": p.page_id, "message_id": str(message.message_id)}
-        stored = await store.ensure_captured(self.pool, p.leadgen_id, caused_by=message)
-        if stored is not None:  # duplicate webhook or a lead the backfill got first: no Graph call
-            logger.info("lead already stored%s", "; LeadCaptured re-enqueued" if stored else "", extra=ids)
+        emitted = await self._lookups.submit(p.leadgen_id)
+        if emitted is True:  # duplicate webhook or a lead the backfill got first: no Graph call
+            metrics.DUPLICATES_SKIPPED.labels("stored").inc()
+            logger.info("lead already stored", extra=ids)
             return
+        if emitted is False:  # stored by other means (an import) without its LeadCaptured: emit it, locked
+            enqueued = await store.ensure_captured(self.pool, p.leadgen_id, caused_by=message)
+            if enqueued is not None:
+                metrics.DUPLICATES_SKIPPED.labels("reemitted" if enqueued else "stored").inc()
+                logger.info("lead already stored%s", "; LeadCaptured re-enqueued" if enqueued else "", extra=ids)
+                return
         try:
             raw = await self.reader.read(p.leadgen_id, p.page_id)
         except GraphError as exc:
+            metrics.READS.labels(read_outcome(exc)).inc()
             await self._alert_if_access(exc, message)
             raise read_failure(exc, p.leadgen_id, access_retry_seconds=self.settings.access_retry_seconds,
                                expired=lead_is_expired(p.created_time, datetime.now(UTC))) from None
         try:
             lead = parse_lead(raw, page_id=p.page_id, source=p.source, leadgen_id=p.leadgen_id)
         except ValueError as exc:
+            metrics.READS.labels("unusable").inc()
             raise PermanentError(f"lead {p.leadgen_id}: Meta's answer is unusable: {exc}") from None
-        async with self.pool.acquire() as conn:
-            new = await store.store_lead(conn, lead, caused_by=message)
+        metrics.READS.labels("ok").inc()
+        new = await self._stores.submit((lead, message))
+        if new:
+            metrics.LEADS_CAPTURED.labels(lead.source).inc()
+        else:
+            metrics.DUPLICATES_SKIPPED.labels("concurrent").inc()
         logger.info("lead captured" if new else "lead already stored (concurrent copy)",
                     extra={**ids, "form_id": lead.form_id, "source": p.source})
+
+    async def lookup_group(self, leadgen_ids: Sequence[str]) -> list[bool | BaseException | None]:
+        """True: stored with its LeadCaptured; False: stored without; None: not stored."""
+        try:
+            found = await store.lookup(self.pool, leadgen_ids)
+        except Exception as exc:
+            if len(leadgen_ids) == 1:
+                raise
+            logger.warning("lookup of %s leads failed (%s): checking them one by one", len(leadgen_ids),
+                           type(exc).__name__)
+            singles = await asyncio.gather(*(store.lookup(self.pool, [i]) for i in leadgen_ids),
+                                           return_exceptions=True)
+            return [one if isinstance(one, BaseException) else one.get(i)
+                    for i, one in zip(leadgen_ids, singles, strict=True)]
+        return [found.get(i) for i in leadgen_ids]
+
+    async def store_group(self, items: Sequence[StoreItem]) -> list[bool | BaseException]:
+        """Insert the group's leads and their LeadCaptured in one transaction; on failure, each on its own."""
+        try:
+            async with self.pool.acquire() as conn:
+                new = await store.store_leads(conn, items)
+        except Exception as exc:
+            if len(items) == 1:
+                raise
+            logger.warning("storing %s leads together failed (%s): storing them one by one", len(items),
+                           type(exc).__name__)
+            outcomes: list[bool | BaseException] = []
+            for lead, message in items:  # in order: of two copies of a lead, the first is the new one
+                try:
+                    outcomes.append(await self._store_one(lead, message))
+                except Exception as one:
+                    outcomes.append(one)
+            return outcomes
+        outcomes = []
+        for lead, _ in items:  # a second copy of a lead in the same group was not new
+            outcomes.append(lead.leadgen_id in new)
+            new.discard(lead.leadgen_id)
+        return outcomes
+
+    async def _store_one(self, lead: Lead, message: LeadgenReceivedMessage) -> bool:
+        async with self.pool.acquire() as conn:
+            return await store.store_lead(conn, lead, caused_by=message)
 
     async def _alert_if_access(self, exc: GraphError, message: LeadgenReceivedMessage) -> None:
         code = access_alert_code(exc)

@@ -180,6 +180,17 @@ def lead_is_expired(created_time: int | None, now: datetime) -> bool:
     return now - datetime.fromtimestamp(created_time, UTC) > LEAD_RETENTION
 
 
+def read_outcome(error: GraphError) -> str:
+    """The `leadwire_lead_reads_total` outcome of a failed lead read (same classes as `read_failure`)."""
+    if isinstance(error, ThrottledError):
+        return "throttled"
+    if isinstance(error, InvalidRequestError):
+        return "not_readable"
+    if access_alert_code(error) is not None:
+        return "access_refused"
+    return "error"
+
+
 def read_failure(error: GraphError, leadgen_id: str, *, access_retry_seconds: float,
                  expired: bool) -> RetryLater | PermanentError | GraphError:
     """What to raise in the handler for a failed lead read.

@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from services.lead_fetcher import metrics
 from services.lead_fetcher.logic import LEAD_FIELDS
 from shared.graph import BatchRequest, GraphError, Scope
 from shared.graph.batch import MAX_BATCH
@@ -93,6 +94,7 @@ class LeadReader:
 
     async def _run(self, pending: _Pending) -> None:
         ids = list(pending.futures)
+        metrics.BATCH_SIZE.labels("graph_read").observe(len(ids))
         try:
             self.calls += 1
             if len(ids) == 1:

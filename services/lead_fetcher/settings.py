@@ -20,6 +20,11 @@ class LeadFetcherSettings(BaseSettings):
         default=5.0, ge=0, le=1000,
         description="How long the first lead read waits for others to share one Graph batch call.",
     )
+    prefetch: int = Field(
+        default=100, ge=1, le=1000,
+        description="Most LeadgenReceived messages per consumed batch (twice that may be unacknowledged at once): "
+                    "what can share one Graph batch call, one stored-check query and one insert transaction.",
+    )
     backfill_interval_seconds: float = Field(
         default=300.0, ge=0, description="Period of the background backfill; 0 turns the background job off."
     )

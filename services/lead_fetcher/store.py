@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -11,7 +12,7 @@ from contracts.alerts import AlertRaised
 from contracts.envelope import Envelope
 from contracts.messages import AlertRaisedMessage, LeadCapturedMessage
 from services.lead_fetcher.logic import Lead, captured_message_id
-from shared.outbox import enqueue
+from shared.outbox import enqueue, enqueue_many
 
 if TYPE_CHECKING:
     import asyncpg
@@ -24,6 +25,29 @@ insert into leads (leadgen_id, page_id, form_id, ad_id, adset_id, campaign_id, c
 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11::jsonb, $12::jsonb, $13)
 on conflict (leadgen_id) do nothing
 returning true
+"""
+
+# The same insert for a group of leads: one statement, one row per array position. Answers go as JSON text
+# (cast here) so the statement does not depend on how the pool codes jsonb arrays.
+_INSERT_LEADS = """
+insert into leads (leadgen_id, page_id, form_id, ad_id, adset_id, campaign_id, created_time, is_organic, platform,
+                   fields, custom_disclaimer_responses, raw, source)
+select leadgen_id, page_id, form_id, ad_id, adset_id, campaign_id, created_time, is_organic, platform,
+       fields::jsonb, disclaimers::jsonb, raw::jsonb, source
+from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
+            $8::boolean[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[])
+     as l(leadgen_id, page_id, form_id, ad_id, adset_id, campaign_id, created_time, is_organic, platform,
+          fields, disclaimers, raw, source)
+on conflict (leadgen_id) do nothing
+returning leadgen_id
+"""
+
+# Which of a group's leads are stored, and whether each one's LeadCaptured is in the outbox (published or not).
+_LOOKUP = """
+select l.leadgen_id, o.message_id is not null as emitted
+from unnest($1::text[], $2::uuid[]) as u(leadgen_id, message_id)
+join leads l on l.leadgen_id = u.leadgen_id
+left join outbox o on o.message_id = u.message_id
 """
 
 
@@ -48,6 +72,41 @@ async def store_lead(conn: asyncpg.Connection, lead: Lead, caused_by: Envelope |
         if new:
             await enqueue(conn, captured_message(lead, caused_by))
     return bool(new)
+
+
+async def store_leads(conn: asyncpg.Connection, leads: Sequence[tuple[Lead, Envelope | None]]) -> set[str]:
+    """`store_lead` for a group: one insert for all rows, the new ones' LeadCaptured in one outbox write, one
+    transaction. Returns the ids of the leads that were new.
+
+    Each lead id counts once: a second copy in the same group is "stored before" like any duplicate.
+    """
+    first: dict[str, tuple[Lead, Envelope | None]] = {}
+    for lead, caused_by in leads:
+        first.setdefault(lead.leadgen_id, (lead, caused_by))
+    rows = [lead for lead, _ in first.values()]
+    async with conn.transaction():
+        inserted = await conn.fetch(
+            _INSERT_LEADS,
+            [r.leadgen_id for r in rows], [r.page_id for r in rows], [r.form_id for r in rows],
+            [r.ad_id for r in rows], [r.adset_id for r in rows], [r.campaign_id for r in rows],
+            [r.created_time for r in rows], [r.is_organic for r in rows], [r.platform for r in rows],
+            [json.dumps(r.fields) for r in rows], [json.dumps(r.custom_disclaimer_responses) for r in rows],
+            [json.dumps(r.raw) for r in rows], [r.source for r in rows],
+        )
+        new = {r["leadgen_id"] for r in inserted}
+        await enqueue_many(conn, [captured_message(lead, caused_by) for lead_id, (lead, caused_by) in first.items()
+                                  if lead_id in new])
+    return new
+
+
+async def lookup(pool: asyncpg.Pool, leadgen_ids: Sequence[str]) -> dict[str, bool]:
+    """For a group of lead ids, one query: stored ones map to whether their LeadCaptured exists already.
+
+    Ids not stored are absent. A read without locks: a lead committed right after is caught by the insert's
+    `on conflict`; a stored lead without its LeadCaptured goes through `ensure_captured`, which locks.
+    """
+    rows = await pool.fetch(_LOOKUP, list(leadgen_ids), [captured_message_id(i) for i in leadgen_ids])
+    return {r["leadgen_id"]: r["emitted"] for r in rows}
 
 
 async def ensure_captured(pool: asyncpg.Pool, leadgen_id: str, caused_by: Envelope | None = None) -> bool | None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import logging
+import os
 import random
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -20,13 +23,15 @@ from prometheus_client import REGISTRY
 from contracts.leads import LeadCaptured
 from contracts.messages import AlertRaisedMessage, LeadCapturedMessage, LeadSyncedMessage
 from services.crm_sync.app import create_app
+from services.crm_sync.cli import redeliver_once
+from services.crm_sync.redeliver import failed_leads
 from services.crm_sync.settings import CrmSyncSettings
-from shared.messaging import declare_topology, publish
+from shared.messaging import declare_topology, ensure_confirmed
 from shared.service import Service
 from shared.settings import Settings
 from shared.topology import EXCHANGE, H_ATTEMPT, H_REASON, Consumer, RoutingKey, register
 from tests.fixtures.crm import FakeCrm, crm_sink  # noqa: F401
-from tests.fixtures.infra import AMQP_URL, eventually, unique
+from tests.fixtures.infra import AMQP_URL, TEST_DSN, eventually, unique
 
 WEBHOOK_SECRET = "test-crm-webhook-secret"
 GHL_TOKEN = "test-ghl-token-abcdef"
@@ -96,13 +101,33 @@ StartCrmSync = Callable[..., Awaitable[Service]]
 
 @pytest.fixture
 async def queue(amqp: aio_pika.abc.AbstractChannel, broker: RabbitBroker) -> AsyncIterator[Consumer]:
-    """A private LeadCaptured queue (with its parking queue) for this test's crm_sync: another run of this suite
-    at the same time, or leftovers in the real queue, cannot take or add messages. Deleted afterwards."""
-    private = register(Consumer(unique("crm_sync_test_"), "lead_captured", (RoutingKey.LEAD_CAPTURED,)))
+    """A private LeadCaptured queue (with its parking queue) for this test's crm_sync, bound to a routing key of
+    its own: another run of this suite at the same time, or leftovers in the real queue, cannot take or add
+    messages. Deleted afterwards."""
+    name = unique("crm_sync_test_")
+    private = register(Consumer(name, "lead_captured", (f"test.{name}",)))
     await declare_topology(AMQP_URL, [private])
     yield private
-    for name in (private.queue_name, private.parking_queue_name):
-        await amqp.queue_delete(name)
+    for queue_name in (private.queue_name, private.parking_queue_name):
+        await amqp.queue_delete(queue_name)
+
+
+Send = Callable[[LeadCapturedMessage], Awaitable[None]]
+
+
+@pytest.fixture
+def send(broker: RabbitBroker, queue: Consumer) -> Send:
+    """Publish a LeadCaptured as the outbox relay does (persistent, confirmed), to this test's queue only."""
+
+    async def publish_to_queue(message: LeadCapturedMessage) -> None:
+        frame = await broker.publish(
+            message.model_dump_json().encode(), exchange=EXCHANGE, routing_key=queue.routing_keys[0],
+            persist=True, mandatory=True, content_type="application/json", message_id=str(message.message_id),
+            correlation_id=str(message.correlation_id), message_type=message.type,
+        )
+        ensure_confirmed(frame, queue.queue_name)
+
+    return publish_to_queue
 
 
 @pytest.fixture
@@ -136,7 +161,7 @@ async def crm_sync(
 
 
 async def test_same_lead_captured_twice_gives_one_crm_request(
-    crm_sync: StartCrmSync, crm_sink: FakeCrm, broker: RabbitBroker, db: asyncpg.Pool, taps: Any,  # noqa: F811
+    crm_sync: StartCrmSync, crm_sink: FakeCrm, send: Send, db: asyncpg.Pool, taps: Any,  # noqa: F811
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="services.crm_sync.logic")
@@ -145,9 +170,9 @@ async def test_same_lead_captured_twice_gives_one_crm_request(
     await insert_lead(db, lid)
     message = captured(lid)
 
-    await publish(broker, message)
-    await publish(broker, message)  # a redelivery (same message id)
-    await publish(broker, captured(lid))  # the same lead again, new message id (e.g. webhook + backfill)
+    await send(message)
+    await send(message)  # a redelivery (same message id)
+    await send(captured(lid))  # the same lead again, new message id (e.g. webhook + backfill)
 
     def duplicates() -> int:
         return sum(1 for r in caplog.records
@@ -168,12 +193,12 @@ async def test_same_lead_captured_twice_gives_one_crm_request(
 
 
 async def test_webhook_request_is_signed_keyed_and_mapped(
-    crm_sync: StartCrmSync, crm_sink: FakeCrm, broker: RabbitBroker, db: asyncpg.Pool  # noqa: F811
+    crm_sync: StartCrmSync, crm_sink: FakeCrm, send: Send, db: asyncpg.Pool  # noqa: F811
 ) -> None:
     await crm_sync(crm_field_map={"phone_number": "mobile", "accident_date": "incident_on", "full_name": None})
     lid = new_lead_id()
     await insert_lead(db, lid)
-    await publish(broker, captured(lid))
+    await send(captured(lid))
     [request] = await eventually(lambda: _async(crm_sink.for_lead(lid)), what="webhook request")
 
     expected = hmac.new(WEBHOOK_SECRET.encode(), request.body, hashlib.sha256).hexdigest()
@@ -191,13 +216,13 @@ async def test_webhook_request_is_signed_keyed_and_mapped(
 
 
 async def test_gohighlevel_upsert_and_webhook_each_once(
-    crm_sync: StartCrmSync, crm_sink: FakeCrm, broker: RabbitBroker, db: asyncpg.Pool, taps: Any  # noqa: F811
+    crm_sync: StartCrmSync, crm_sink: FakeCrm, send: Send, db: asyncpg.Pool, taps: Any  # noqa: F811
 ) -> None:
     await crm_sync(ghl=True, ghl_custom_field_map={"were_you_injured": "contact.injured"})
     lid = new_lead_id()
     await insert_lead(db, lid)
     crm_sink.fail_next(1, status=503, path="/contacts/upsert", lead=lid)  # GoHighLevel hiccups once
-    await publish(broker, captured(lid))
+    await send(captured(lid))
 
     await eventually(lambda: _status(db, lid, "gohighlevel", "delivered"), timeout=15, what="GHL delivered")
     ghl = [r for r in crm_sink.for_lead(lid) if r.path == "/contacts/upsert"]
@@ -224,25 +249,25 @@ async def test_gohighlevel_upsert_and_webhook_each_once(
 
 
 async def test_names_fall_back_to_ids(
-    crm_sync: StartCrmSync, crm_sink: FakeCrm, broker: RabbitBroker, db: asyncpg.Pool  # noqa: F811
+    crm_sync: StartCrmSync, crm_sink: FakeCrm, send: Send, db: asyncpg.Pool  # noqa: F811
 ) -> None:
     await crm_sync(webhook=False, ghl=True)
     lid = new_lead_id()
     await insert_lead(db, lid, names=False)
-    await publish(broker, captured(lid))
+    await send(captured(lid))
     [request] = await eventually(lambda: _async(crm_sink.for_lead(lid)), what="GHL request")
     assert request.json["source"] == "Meta Lead Ads: 5555"
     assert "ad: 3333" in request.json["tags"]
 
 
 async def test_crm_500s_then_200_is_delivered_once(
-    crm_sync: StartCrmSync, crm_sink: FakeCrm, broker: RabbitBroker, db: asyncpg.Pool  # noqa: F811
+    crm_sync: StartCrmSync, crm_sink: FakeCrm, send: Send, db: asyncpg.Pool  # noqa: F811
 ) -> None:
     await crm_sync()
     lid = new_lead_id()
     await insert_lead(db, lid)
     crm_sink.fail_next(2, status=500, lead=lid)
-    await publish(broker, captured(lid))
+    await send(captured(lid))
 
     await eventually(lambda: _status(db, lid, "webhook", "delivered"), timeout=20, what="delivered after retries")
     assert [r.status for r in crm_sink.for_lead(lid)] == [500, 500, 200]
@@ -252,7 +277,7 @@ async def test_crm_500s_then_200_is_delivered_once(
 
 
 async def test_crm_down_past_the_attempts_parks_with_an_alert(
-    crm_sync: StartCrmSync, crm_sink: FakeCrm, broker: RabbitBroker, db: asyncpg.Pool,  # noqa: F811
+    crm_sync: StartCrmSync, crm_sink: FakeCrm, send: Send, db: asyncpg.Pool,  # noqa: F811
     amqp: aio_pika.abc.AbstractChannel, queue: Consumer, taps: Any, caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -262,7 +287,7 @@ async def test_crm_down_past_the_attempts_parks_with_an_alert(
     await crm_sink.down()
     try:
         message = captured(lid)
-        await publish(broker, message)
+        await send(message)
         parked = await eventually(lambda: _parked(amqp, queue, lid), timeout=25, what="parked message")
     finally:
         await crm_sink.up()
@@ -280,12 +305,12 @@ async def test_crm_down_past_the_attempts_parks_with_an_alert(
     assert_no_pii(caplog, lid)
 
     # nothing lost: the parked copy, replayed once the CRM is back, delivers the lead
-    await publish(broker, LeadCapturedMessage.model_validate_json(parked.body))
+    await send(LeadCapturedMessage.model_validate_json(parked.body))
     await eventually(lambda: _status(db, lid, "webhook", "delivered"), timeout=10, what="replayed and delivered")
 
 
 async def test_4xx_is_permanent_parked_at_once_with_an_alert(
-    crm_sync: StartCrmSync, crm_sink: FakeCrm, broker: RabbitBroker, db: asyncpg.Pool,  # noqa: F811
+    crm_sync: StartCrmSync, crm_sink: FakeCrm, send: Send, db: asyncpg.Pool,  # noqa: F811
     amqp: aio_pika.abc.AbstractChannel, queue: Consumer, taps: Any, caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -293,7 +318,7 @@ async def test_4xx_is_permanent_parked_at_once_with_an_alert(
     lid = new_lead_id()
     await insert_lead(db, lid)
     crm_sink.fail_next(1, status=422, lead=lid)
-    await publish(broker, captured(lid))
+    await send(captured(lid))
     parked = await eventually(lambda: _parked(amqp, queue, lid), timeout=10, what="parked message")
     assert parked.headers[H_ATTEMPT] == 1
     assert len(crm_sink.for_lead(lid)) == 1
@@ -304,7 +329,7 @@ async def test_4xx_is_permanent_parked_at_once_with_an_alert(
 
 
 async def test_no_adapter_records_the_lead_as_skipped(
-    crm_sync: StartCrmSync, crm_sink: FakeCrm, broker: RabbitBroker, db: asyncpg.Pool,  # noqa: F811
+    crm_sync: StartCrmSync, crm_sink: FakeCrm, send: Send, db: asyncpg.Pool,  # noqa: F811
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.WARNING, logger="services.crm_sync.app")
@@ -312,12 +337,112 @@ async def test_no_adapter_records_the_lead_as_skipped(
     assert sum("no CRM adapter configured" in r.getMessage() for r in caplog.records) == 1
     lid = new_lead_id()
     await insert_lead(db, lid)
-    await publish(broker, captured(lid))
+    await send(captured(lid))
     await eventually(lambda: _status(db, lid, "none", "skipped"), what="skipped row")
     assert crm_sink.for_lead(lid) == []
 
 
+async def test_concurrent_leads_share_delivery_transactions_each_delivered_once(
+    crm_sync: StartCrmSync, crm_sink: FakeCrm, send: Send, db: asyncpg.Pool, taps: Any,  # noqa: F811
+) -> None:
+    await crm_sync()
+    ids = [new_lead_id() for _ in range(30)]
+    for lid in ids:
+        await insert_lead(db, lid)
+    groups_before = REGISTRY.get_sample_value("leadwire_crm_delivery_group_size_count") or 0
+    crm_sink.fail_next(1, status=422, lead=ids[7])  # one lead refused for good: the others are not affected
+
+    await asyncio.gather(*(send(captured(lid)) for lid in ids))
+
+    await eventually(lambda: _all_status(db, ids[:7] + ids[8:], "delivered"), timeout=15, what="29 delivered")
+    await eventually(lambda: _status(db, ids[7], "webhook", "failed"), what="the refused lead failed")
+    assert all(len(crm_sink.delivered(lid)) == 1 for lid in ids if lid != ids[7])
+    groups = (REGISTRY.get_sample_value("leadwire_crm_delivery_group_size_count") or 0) - groups_before
+    assert groups < 30, "concurrent messages should share delivery transactions"
+    synced = await eventually(lambda: _synced_all(taps, set(ids) - {ids[7]}), what="29 LeadSynced")
+    assert len(synced) == 29
+
+
+async def test_redeliver_failed_leads_through_the_outbox_once(
+    crm_sync: StartCrmSync, crm_sink: FakeCrm, send: Send, db: asyncpg.Pool,  # noqa: F811
+    settings: Settings, caplog: pytest.LogCaptureFixture, amqp: aio_pika.abc.AbstractChannel, queue: Consumer,
+) -> None:
+    caplog.set_level(logging.INFO, logger="services.crm_sync.logic")
+    started = datetime.now(UTC)
+    await crm_sync()
+    # The redriven messages leave through the outbox with LeadCaptured's own routing key, as crm_sync gets them.
+    exchange = await amqp.declare_exchange(EXCHANGE.name, aio_pika.ExchangeType.TOPIC, durable=True)
+    await (await amqp.get_queue(queue.queue_name, ensure=False)).bind(exchange, routing_key=RoutingKey.LEAD_CAPTURED)
+    failed, delivered, unknown = new_lead_id(), new_lead_id(), new_lead_id()
+    for lid in (failed, delivered):
+        await insert_lead(db, lid)
+    crm_sink.fail_next(1, status=400, lead=failed)  # refused for good (say, a field mapping the CRM rejected)
+    await send(captured(failed))
+    await send(captured(delivered))
+    await eventually(lambda: _status(db, failed, "webhook", "failed"), what="the failed delivery")
+    await eventually(lambda: _status(db, delivered, "webhook", "delivered"), what="the delivered one")
+    assert failed in await failed_leads(db)
+
+    # The operator fixed the CRM; `leadwire crm redeliver --failed` and a named lead that is already there.
+    report, relayed = await redeliver_once(settings, leadgen_ids=[delivered, unknown], failed=True, since=started)
+
+    assert relayed
+    assert set(report.enqueued) >= {failed, delivered}
+    assert report.not_stored == [unknown]
+    await eventually(lambda: _status(db, failed, "webhook", "delivered"), what="redelivered")
+    assert [r.status for r in crm_sink.for_lead(failed)] == [400, 200]
+    assert failed not in await failed_leads(db)
+    row = await delivery_row(db, failed, "webhook")
+    assert row["attempts"] == 2
+    # The lead the CRM already had is not sent again, however often it is redriven.
+    await eventually(lambda: _async(_already_delivered(caplog, delivered)), what="the delivered lead's copy handled")
+    assert len(crm_sink.for_lead(delivered)) == 1
+
+
+async def test_redeliver_command_line(db: asyncpg.Pool) -> None:
+    lid = new_lead_id()
+    await insert_lead(db, lid)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("AMQP", "DATABASE"))},
+           "AMQP_URL": AMQP_URL, "DATABASE_URL": TEST_DSN, "LOG_FORMAT": "json"}
+
+    code, output = await _leadwire("crm", "redeliver", env=env)
+    assert code == 2, output  # nothing named
+    code, output = await _leadwire("crm", "redeliver", lid, "999000999000999", env=env)
+    assert code == 1, output  # one id is not a stored lead: said, and the exit code says so
+    assert "999000999000999" in output
+
+    body = await db.fetchval(
+        "select body from outbox where message_type = 'LeadCaptured' and body->'payload'->>'leadgen_id' = $1", lid)
+    assert body["payload"]["page_id"] == "1111"
+
+
 # --------------------------------------------------------------------------------------------- helpers
+
+
+async def _leadwire(*args: str, env: dict[str, str]) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "shared.cli", *args, env=env,
+                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    async with asyncio.timeout(60):
+        output, _ = await process.communicate()
+    return process.returncode or 0, output.decode()
+
+
+async def _all_status(db: asyncpg.Pool, ids: list[str], status: str) -> bool:
+    count = await db.fetchval(
+        "select count(*) from crm_deliveries where leadgen_id = any($1::text[]) and adapter = 'webhook' "
+        "and status = $2", ids, status)
+    return count == len(ids)
+
+
+async def _synced_all(taps: Any, ids: set[str]) -> list[dict[str, Any]] | None:
+    store = await taken(taps[RoutingKey.LEAD_SYNCED], _seen.setdefault(f"synced{id(taps)}", []))
+    mine = [b for b in store if b["payload"]["leadgen_id"] in ids]
+    return mine if len(mine) >= len(ids) else None
+
+
+def _already_delivered(caplog: pytest.LogCaptureFixture, lid: str) -> bool:
+    return any(r.getMessage().startswith("already delivered") and getattr(r, "leadgen_id", None) == lid
+               for r in caplog.records)
 
 
 def assert_no_pii(caplog: pytest.LogCaptureFixture, leadgen_id: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -13,19 +14,21 @@ import aio_pika
 import asyncpg
 import pytest
 from faststream.rabbit import RabbitBroker
+from prometheus_client import REGISTRY
 
-from services.lead_fetcher.logic import LEAD_FIELDS
-from shared.messaging import publish
+from services.lead_fetcher.handlers import LeadCapture
+from services.lead_fetcher.logic import LEAD_FIELDS, Lead, captured_message_id, parse_lead
+from services.lead_fetcher.settings import LeadFetcherSettings
 from shared.settings import Settings
 from shared.topology import H_REASON
 from tests.fixtures.infra import drain, eventually
 from tests.fixtures.sandbox import SandboxHandle
 from tests.integration.test_lead_fetcher_helpers import (
-    QUEUE,
     LeadEnv,
     graph_http_calls,
     lead_env_fixture,
     leadgen_message,
+    purge,
 )
 
 HANDLER_LOGGER = "services.lead_fetcher.handlers"
@@ -85,7 +88,7 @@ async def test_duplicate_deliveries_give_one_row_and_one_lead_captured(
     same = leadgen_message(lead_id, env.page_id)
 
     for _ in range(3):  # Meta redelivers the same webhook: same message id
-        await publish(env.broker, same)
+        await env.publish(same)
     for _ in range(3):  # or the same lead arrives in different messages (another delivery, a replay)
         await env.send(lead_id, message_id=uuid.uuid4())
 
@@ -97,9 +100,11 @@ async def test_duplicate_deliveries_give_one_row_and_one_lead_captured(
 
     # A late duplicate: no Graph call at all, and still no second LeadCaptured.
     reads = await _lead_reads(env, lead_id)
+    skipped = _metric("leadwire_lead_duplicates_skipped_total", {"stage": "stored"})
     await env.send(lead_id, message_id=uuid.uuid4())
     await eventually(lambda: _done(caplog, lead_id, 7), what="the late duplicate handled")
     assert await _lead_reads(env, lead_id) == reads
+    assert _metric("leadwire_lead_duplicates_skipped_total", {"stage": "stored"}) == skipped + 1
     assert len(await env.captured.of("leadgen_id", {lead_id})) == 1
 
 
@@ -111,6 +116,9 @@ async def test_concurrent_leads_are_read_in_batch_calls(env: LeadEnv) -> None:
     await env.start(fetch_batch_window_ms=100)
     ids = await env.new_leads(40)
     before = graph_http_calls()
+    captured_before = _metric("leadwire_leads_captured_total", {"source": "webhook"})
+    stores_before = _metric("leadwire_lead_fetcher_batch_size_count", {"operation": "store"})
+    reads_before = _metric("leadwire_lead_reads_total", {"outcome": "ok"})
 
     await asyncio.gather(*(env.send(i) for i in ids))
 
@@ -123,6 +131,10 @@ async def test_concurrent_leads_are_read_in_batch_calls(env: LeadEnv) -> None:
     assert http_calls <= 20, f"{http_calls} HTTP calls for 40 leads"
     await eventually(lambda: env.all_published(ids), what="40 LeadCaptured relayed")
     assert len(await env.captured.of("leadgen_id", set(ids))) == 40
+    # The lead fetcher's own metrics: every lead counted once; the inserts shared transactions.
+    assert _metric("leadwire_leads_captured_total", {"source": "webhook"}) - captured_before == 40
+    assert _metric("leadwire_lead_reads_total", {"outcome": "ok"}) - reads_before == 40
+    assert _metric("leadwire_lead_fetcher_batch_size_count", {"operation": "store"}) - stores_before < 40
 
 
 async def _count_rows(env: LeadEnv, ids: list[str], n: int) -> bool:
@@ -136,13 +148,13 @@ async def test_throttled_reads_wait_in_the_queue_not_in_the_worker(
     await env.sandbox.limits(buc={"leadgen": {"budget": 3, "window_seconds": window}})
     await env.start()
     ids = await env.new_leads(6)
-    await drain(amqp, QUEUE.parking_queue_name)
+    await drain(amqp, env.queue.parking_queue_name)
 
     await asyncio.gather(*(env.send(i) for i in ids))
     await eventually(lambda: _throttled(env), what="Meta's 80005 leadgen throttle")
     # While the Page is throttled, an unrelated message (another Page, an unknown lead) is handled at once.
     other = await env.send("999000111222", page_id="999000111")
-    parked = await eventually(lambda: _parked(amqp, str(other.message_id)), timeout=window / 2,
+    parked = await eventually(lambda: _parked(amqp, env, str(other.message_id)), timeout=window / 2,
                               what="the unrelated message handled while the Page is throttled")
     assert len(await env.rows(ids)) < 6, "the throttled leads should still be waiting"
     assert "code=100" in parked.headers[H_REASON]
@@ -158,8 +170,8 @@ async def _throttled(env: LeadEnv) -> bool:
     return (await env.sandbox.calls())["throttled"] > 0
 
 
-async def _parked(amqp: aio_pika.abc.AbstractChannel, message_id: str) -> Any:
-    for message in await drain(amqp, QUEUE.parking_queue_name):
+async def _parked(amqp: aio_pika.abc.AbstractChannel, env: LeadEnv, message_id: str) -> Any:
+    for message in await drain(amqp, env.queue.parking_queue_name):
         if message.message_id == message_id:
             return message
     return None
@@ -169,11 +181,11 @@ async def test_unknown_lead_is_parked_with_metas_error(
     env: LeadEnv, amqp: aio_pika.abc.AbstractChannel
 ) -> None:
     await env.start()
-    await drain(amqp, QUEUE.parking_queue_name)
+    await drain(amqp, env.queue.parking_queue_name)
 
     message = await env.send("777000000000001")
 
-    parked = await eventually(lambda: _parked(amqp, str(message.message_id)), what="the message parked")
+    parked = await eventually(lambda: _parked(amqp, env, str(message.message_id)), what="the message parked")
     reason = parked.headers[H_REASON]
     assert reason.startswith("permanent: lead 777000000000001 cannot be read")
     assert "code=100" in reason
@@ -241,3 +253,36 @@ async def test_no_lead_pii_in_any_log_line(env: LeadEnv, caplog: pytest.LogCaptu
     assert any(i in line for i in ids for line in lines)  # the handling was logged, by id
     leaks = [value for line in lines for value in pii if value in line]
     assert not leaks, f"{len(leaks)} log lines carry lead answers"
+
+
+async def test_a_lead_that_breaks_the_group_insert_fails_alone(db: asyncpg.Pool) -> None:
+    """One lead the database refuses (a NUL in an answer: jsonb cannot hold it) is redone on its own; the other
+    leads of its group are stored with their LeadCaptured, and a second copy in the group is not new."""
+    ids = [str(random.randint(10**14, 10**15 - 1)) for _ in range(3)]
+    await purge(db, ids)
+    leads = [_lead(ids[0]), _lead(ids[1], answer="bad \u0000 answer"), _lead(ids[2])]
+    capture = LeadCapture(db, reader=None, settings=LeadFetcherSettings())  # type: ignore[arg-type]
+    messages = [leadgen_message(i, "1111") for i in ids]
+
+    outcomes = await capture.store_group([*zip(leads, messages, strict=True), (leads[2], messages[2])])
+
+    assert outcomes[0] is True
+    assert isinstance(outcomes[1], asyncpg.PostgresError)
+    assert outcomes[2] is True
+    assert outcomes[3] is False  # the same lead twice in one group: stored once
+    rows = await db.fetch("select leadgen_id from leads where leadgen_id = any($1::text[])", ids)
+    assert {r["leadgen_id"] for r in rows} == {ids[0], ids[2]}
+    emitted = await db.fetch("select message_id from outbox where message_id = any($1::uuid[])",
+                             [captured_message_id(i) for i in ids])
+    assert {r["message_id"] for r in emitted} == {captured_message_id(ids[0]), captured_message_id(ids[2])}
+    assert await capture.lookup_group([ids[0], ids[1]]) == [True, None]
+
+
+def _lead(leadgen_id: str, answer: str = "yes") -> Lead:
+    return parse_lead({"id": leadgen_id, "created_time": "2026-11-20T10:00:00+0000", "form_id": "2222",
+                       "field_data": [{"name": "were_you_injured", "values": [answer]}]},
+                      page_id="1111", source="webhook")
+
+
+def _metric(name: str, labels: dict[str, str]) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0

@@ -20,14 +20,13 @@ from services.lead_fetcher.app import create_app
 from services.lead_fetcher.logic import captured_message_id
 from services.lead_fetcher.settings import LeadFetcherSettings
 from shared.graph import GraphClient
-from shared.messaging import declare_topology, publish
+from shared.messaging import declare_topology, ensure_confirmed
 from shared.service import Service
 from shared.settings import MetaSettings, Settings
-from shared.topology import EXCHANGE, RoutingKey, consumer, consumers_of
+from shared.topology import EXCHANGE, Consumer, RoutingKey, consumers_of, register
 from tests.fixtures.infra import AMQP_URL, unique
 from tests.fixtures.sandbox import SandboxHandle
 
-QUEUE = consumer("lead_fetcher", "leadgen_received")
 SANDBOX_WINDOWS = {"app": 5.0, "ad_account": 5.0, "buc": 5.0, "buc:pages": 5.0, "buc:leadgen": 5.0, "page": 5.0}
 # Like the ingress, the webhook's message id is a uuid5 of the lead id (the lead fetcher does not rely on it: it
 # dedupes on the lead id itself, so any id scheme works).
@@ -75,12 +74,15 @@ class LeadEnv:
     alerts: Tap
     page_id: str
     form_ids: list[str]
+    # A private LeadgenReceived queue, bound to a routing key of its own: another run of these tests at the same
+    # time (same vhost) neither takes this run's messages nor hands it theirs.
+    queue: Consumer
     services: list[Service] = field(default_factory=list)
 
     async def start(self, **overrides: Any) -> Service:
         config = LeadFetcherSettings(**{"backfill_interval_seconds": 0, "fetch_batch_window_ms": 20,
                                         "access_retry_seconds": 1, **overrides})
-        service = create_app(self.settings.replace(config))
+        service = create_app(self.settings.replace(config), leadgen_consumer=self.queue)
         await service.start()
         # The service's client paces by Meta's windows (24 h for the leadgen BUC); the sandbox's limits use
         # seconds. The lead fetcher looks `service.graph` up per call, so the swap applies from here on.
@@ -102,8 +104,17 @@ class LeadEnv:
 
     async def send(self, leadgen_id: str, **kwargs: Any) -> LeadgenReceivedMessage:
         message = leadgen_message(leadgen_id, kwargs.pop("page_id", self.page_id), **kwargs)
-        await publish(self.broker, message)
+        await self.publish(message)
         return message
+
+    async def publish(self, message: LeadgenReceivedMessage) -> None:
+        """Publish as the ingress does (persistent, confirmed), to this run's queue only."""
+        frame = await self.broker.publish(
+            message.model_dump_json().encode(), exchange=EXCHANGE, routing_key=self.queue.routing_keys[0],
+            persist=True, mandatory=True, content_type="application/json", message_id=str(message.message_id),
+            correlation_id=str(message.correlation_id), message_type=message.type,
+        )
+        ensure_confirmed(frame, self.queue.queue_name)
 
     async def rows(self, ids: list[str]) -> dict[str, asyncpg.Record]:
         rows = await self.db.fetch("select * from leads where leadgen_id = any($1::text[])", ids)
@@ -151,16 +162,21 @@ async def lead_env_fixture(
     await db.execute("delete from lead_alerts where page_id = $1", page_id)
     await db.execute("delete from lead_form_watermarks where form_id = any($1::text[])", form_ids)
     await declare_topology(AMQP_URL, consumers_of("lead_fetcher"))
+    name = unique("lead_fetcher_test_")
+    queue = register(Consumer(name, "leadgen_received", (f"test.{name}",)))
+    await declare_topology(AMQP_URL, [queue])
     meta = MetaSettings(access_token=sandbox.token, page_access_token=sandbox.token, app_secret=sandbox.app_secret,
                         graph_url=sandbox.url, page_ids=[page_id], api_version=sandbox.version,
                         health_check_seconds=0)  # connection health has its own tests (test_doctor.py)
     env = LeadEnv(
         sandbox=sandbox, db=db, broker=broker, settings=settings.replace(meta),
         captured=await tap(amqp, RoutingKey.LEAD_CAPTURED), alerts=await tap(amqp, RoutingKey.ALERT_RAISED),
-        page_id=page_id, form_ids=form_ids,
+        page_id=page_id, form_ids=form_ids, queue=queue,
     )
     try:
         yield env
     finally:
         await env.stop()
+        for queue_name in (queue.queue_name, queue.parking_queue_name):
+            await amqp.queue_delete(queue_name)
 

@@ -15,6 +15,7 @@ from services.lead_fetcher.logic import (
     parse_lead,
     parse_meta_time,
     read_failure,
+    read_outcome,
     scan_window,
     time_filter,
 )
@@ -114,6 +115,14 @@ class FakeGraph:
         if path in self.errors:
             raise self.errors[path]
         return {"id": path}
+
+
+def test_read_outcomes_for_the_metric_follow_the_same_classes() -> None:
+    assert read_outcome(ThrottledError("x", code=80005)) == "throttled"
+    assert read_outcome(NotFoundError("gone", code=100, subcode=33)) == "not_readable"
+    assert read_outcome(PermissionDeniedError("no", code=200)) == "access_refused"
+    assert read_outcome(AuthError("expired", code=190)) == "access_refused"
+    assert read_outcome(TransientError("down", code=2)) == "error"
 
 
 async def test_concurrent_reads_share_batch_calls_of_at_most_50() -> None:
