@@ -29,6 +29,14 @@ async def test_a_bad_row_does_not_hold_back_the_others(
 ) -> None:
     tap = register(Consumer(unique("outbox_"), "tap", (LeadCapturedMessage.routing_key,)))
     await declare_topology(AMQP_URL, [tap])
+    try:
+        await _relay_around_a_bad_row(db, broker, amqp, tap)
+    finally:  # a durable queue bound to lead.captured would collect every later test's messages
+        for name in (tap.queue_name, tap.parking_queue_name):
+            await amqp.queue_delete(name)
+
+
+async def _relay_around_a_bad_row(db: asyncpg.Pool, broker: RabbitBroker, amqp: Any, tap: Consumer) -> None:
     good = LeadCapturedMessage.new(LeadCaptured(leadgen_id="42", page_id="7", created_time="2026-11-22T10:00:00Z"))
     async with db.acquire() as conn, conn.transaction():
         # A row that cannot be published (its body is not an envelope), a row whose body is JSON text (as an
