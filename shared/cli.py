@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -31,6 +32,14 @@ if TYPE_CHECKING:
     from shared.graph import GraphClient
 
 logger = logging.getLogger("leadwire")
+
+
+def date_arg(value: str) -> datetime:
+    """An argparse type: `2026-11-01` as midnight UTC."""
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a date like 2026-11-01") from None
 
 
 def _service_factory(name: str):

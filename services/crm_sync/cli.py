@@ -6,23 +6,17 @@ import argparse
 import asyncio
 import logging
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from services.crm_sync.redeliver import RedeliveryReport, failed_leads, redeliver
+from shared.cli import date_arg
 from shared.db.pool import create_pool
 from shared.messaging import make_broker
 from shared.outbox import OutboxRelay
 from shared.settings import Settings
 
 logger = logging.getLogger("leadwire.crm")
-
-
-def _date(value: str) -> datetime:
-    try:
-        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a date like 2026-11-01") from None
 
 
 def register(subparsers: Any) -> None:
@@ -35,7 +29,7 @@ def register(subparsers: Any) -> None:
     cmd.add_argument("leadgen_id", nargs="*", help="lead ids to deliver again")
     cmd.add_argument("--failed", action="store_true",
                      help="every lead with a delivery that ended `failed` (attempts ran out, or refused)")
-    cmd.add_argument("--since", type=_date, default=None,
+    cmd.add_argument("--since", type=date_arg, default=None,
                      help="with --failed: only deliveries that failed on or after this date (UTC)")
     cmd.add_argument("--adapter", default=None, help="with --failed: only failures of this adapter")
     cmd.set_defaults(func=_cmd_redeliver)

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -14,18 +14,12 @@ import aiohttp
 from services.lead_fetcher.app import page_token
 from services.lead_fetcher.backfill import BackfillReport, run_backfill
 from services.lead_fetcher.settings import MAX_BACKFILL_DAYS, LeadFetcherSettings
+from shared.cli import date_arg
 from shared.db.pool import create_pool
 from shared.logging import register_secret
 from shared.settings import Settings
 
 logger = logging.getLogger("leadwire.leads")
-
-
-def _date(value: str) -> datetime:
-    try:
-        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a date like 2026-11-01") from None
 
 
 def register(subparsers: Any) -> None:
@@ -35,7 +29,7 @@ def register(subparsers: Any) -> None:
         "backfill",
         help="capture leads whose webhook never came: scan every lead form of the configured Pages now",
     )
-    backfill.add_argument("--since", type=_date, default=None,
+    backfill.add_argument("--since", type=date_arg, default=None,
                           help=f"scan leads created after this date (UTC; at most {MAX_BACKFILL_DAYS} days back); "
                                "default: each form's watermark minus the overlap")
     backfill.add_argument("--page", action="append", default=None,

@@ -1,7 +1,7 @@
 """Benchmark: ConversionRequested messages from the broker, normalized, hashed, batched and sent to the sandbox.
 
 Run: ``python -m tests.benchmarks.bench_capi [--events 20000] [--solo-events 5000] [--baseline-events 2000]``.
-Needs RabbitMQ and PostgreSQL (as for the tests; it uses the `leadwire_test` database). Starts the Graph sandbox in
+Needs RabbitMQ and PostgreSQL (as for the tests; it uses the `leadwire_bench` database). Starts the Graph sandbox in
 a subprocess.
 
 Prints:
@@ -42,7 +42,7 @@ from shared.logging import configure_logging
 from shared.messaging import declare_topology
 from shared.settings import BrokerSettings, DatabaseSettings, MetaSettings, OpsSettings, Settings
 from shared.topology import EXCHANGE, Consumer, register
-from tests.fixtures.infra import AMQP_URL, TEST_DSN, unique
+from tests.fixtures.infra import AMQP_URL, BENCH_DSN, unique
 
 APP_SECRET = "bench-app-secret"
 TOKEN = "bench-token"
@@ -120,7 +120,7 @@ def make_requests(count: int, *, seed: str, start: int = 0) -> list[ConversionRe
 
 async def bench_pipeline(url: str, pixel_id: str, events: int, linger_ms: int) -> dict[str, float]:
     settings = Settings(
-        database=DatabaseSettings(database_url=TEST_DSN, db_pool_min=2, db_pool_max=10),
+        database=DatabaseSettings(database_url=BENCH_DSN, db_pool_min=2, db_pool_max=10),
         broker=BrokerSettings(amqp_url=AMQP_URL, RETRY_ATTEMPTS=3),
         ops=OpsSettings(ops_port=0),
         meta=MetaSettings(pixel_id=pixel_id, graph_url=url, access_token=TOKEN, app_secret=APP_SECRET),
@@ -131,7 +131,7 @@ async def bench_pipeline(url: str, pixel_id: str, events: int, linger_ms: int) -
 
     connection = await aio_pika.connect_robust(AMQP_URL)
     service = create_app(settings, source=source)
-    pool = await asyncpg.create_pool(TEST_DSN, min_size=1, max_size=2)
+    pool = await asyncpg.create_pool(BENCH_DSN, min_size=1, max_size=2)
     try:
         await service.broker.connect()
         await declare_topology(service.settings.broker.amqp_url.get_secret_value(), [source])
@@ -194,7 +194,7 @@ async def bench_sender_only(url: str, pixel_id: str, events: int) -> dict[str, f
 
     meta = MetaSettings(pixel_id=pixel_id, graph_url=url, access_token=TOKEN, app_secret=APP_SECRET)
     messages = [ConversionRequestedMessage.new(r) for r in make_requests(events, seed=unique("solo"))]
-    pool = await asyncpg.create_pool(TEST_DSN, min_size=2, max_size=10, init=_init_connection)
+    pool = await asyncpg.create_pool(BENCH_DSN, min_size=2, max_size=10, init=_init_connection)
     try:
         async with aiohttp.ClientSession() as session:
             graph = GraphClient(session, meta)
@@ -233,8 +233,8 @@ async def bench_one_per_request(url: str, pixel_id: str, events: int) -> dict[st
 
 
 async def run(args: argparse.Namespace) -> None:
-    await ensure_database(TEST_DSN)
-    await migrate(TEST_DSN)
+    await ensure_database(BENCH_DSN)
+    await migrate(BENCH_DSN)
     async with sandbox_process() as (url, pixel_id):
         result = await bench_pipeline(url, pixel_id, args.events, args.linger_ms)
         rate = args.events / result["elapsed_s"]

@@ -1,9 +1,9 @@
 """Benchmark: commands per second through the campaign executor against the Graph sandbox.
 
 Starts the Graph sandbox in-process (200 ads), publishes 2,000 pause/unpause commands on `campaign.command`
-(each ad gets a pause, then an unpause), then starts the campaign executor on the real RabbitMQ and the test
-database (`leadwire_test`) and times until every CommandResult has arrived. Reports publish time, end-to-end time,
-commands per second, result statuses and the Graph calls made. Sandbox, executor and publisher share one
+(each ad gets a pause, then an unpause), then starts the campaign executor on the real RabbitMQ and a database
+of its own (`leadwire_bench`) and times until every CommandResult has arrived. Reports publish time, end-to-end
+time, commands per second, result statuses and the Graph calls made. Sandbox, executor and publisher share one
 process and one event loop, so the figure is a floor rather than a ceiling.
 
 Run: `python -m tests.benchmarks.bench_executor`
@@ -34,7 +34,7 @@ from shared.db.migrate import ensure_database, migrate
 from shared.messaging import declare_topology, publish
 from shared.settings import BrokerSettings, DatabaseSettings, MetaSettings, OpsSettings, Settings
 from shared.topology import EXCHANGE, RoutingKey, consumers_of
-from tests.fixtures.infra import AMQP_URL, TEST_DSN
+from tests.fixtures.infra import AMQP_URL, BENCH_DSN
 
 COMMANDS = 2000
 ADS = 200
@@ -55,10 +55,10 @@ async def run() -> dict[str, float]:
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     url = f"http://127.0.0.1:{port}"
-    await ensure_database(TEST_DSN)
-    await migrate(TEST_DSN)
+    await ensure_database(BENCH_DSN)
+    await migrate(BENCH_DSN)
     settings = Settings(
-        database=DatabaseSettings(database_url=TEST_DSN, db_pool_min=1, db_pool_max=10),
+        database=DatabaseSettings(database_url=BENCH_DSN, db_pool_min=1, db_pool_max=10),
         broker=BrokerSettings(amqp_url=AMQP_URL, PREFETCH_COUNT=32),
         ops=OpsSettings(ops_port=0),
         meta=MetaSettings(access_token=SecretStr(TOKEN), app_secret=SecretStr(APP_SECRET), graph_url=url),
