@@ -24,6 +24,7 @@ from contracts.leads import LeadCaptured
 from contracts.messages import AlertRaisedMessage, LeadCapturedMessage, LeadSyncedMessage
 from services.crm_sync.app import create_app
 from services.crm_sync.cli import redeliver_once
+from services.crm_sync.logic import GROUPS_IN_FLIGHT
 from services.crm_sync.redeliver import failed_leads
 from services.crm_sync.settings import CrmSyncSettings
 from shared.messaging import declare_topology, ensure_confirmed
@@ -361,6 +362,41 @@ async def test_concurrent_leads_share_delivery_transactions_each_delivered_once(
     assert groups < 30, "concurrent messages should share delivery transactions"
     synced = await eventually(lambda: _synced_all(taps, set(ids) - {ids[7]}), what="29 LeadSynced")
     assert len(synced) == 29
+
+
+async def test_a_group_that_cannot_commit_is_redone_lead_by_lead(
+    crm_sync: StartCrmSync, crm_sink: FakeCrm, send: Send, db: asyncpg.Pool, taps: Any,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One lead's CRM answer makes the group's record statement fail (PostgreSQL refuses a NUL in text): the group
+    is redone lead by lead, the others are delivered and recorded, each still one contact (same Idempotency-Key),
+    and only the odd lead's message fails."""
+    caplog.set_level(logging.WARNING, logger="services.crm_sync.logic")
+    await crm_sync()
+    ids = [new_lead_id() for _ in range(20)]
+    for lid in ids:
+        await insert_lead(db, lid)
+    odd = ids[5]
+    crm_sink.answer_reference(odd, "crm-\x00-odd")
+    # Fill every group slot with a slow lead first, so that the rest (the odd one among them) queue and go together.
+    crm_sink.slow(0.5)
+    first, rest = ids[:GROUPS_IN_FLIGHT], ids[GROUPS_IN_FLIGHT:]
+    await asyncio.gather(*(send(captured(lid)) for lid in first))
+    await eventually(lambda: _async(crm_sink.waiting == GROUPS_IN_FLIGHT), what="every group slot busy")
+
+    await asyncio.gather(*(send(captured(lid)) for lid in rest))
+    await asyncio.sleep(0.1)  # not an assertion: lets the rest reach the queue of groups before the slots free up
+    crm_sink.heal()
+
+    others = [lid for lid in ids if lid != odd]
+    await eventually(lambda: _all_status(db, others, "delivered"), timeout=20, what="19 delivered")
+    assert any(r.getMessage().startswith("delivering") and "one by one" in r.getMessage() for r in caplog.records)
+    assert all(crm_sink.contacts[lid] == 1 for lid in ids)  # resent with the same key: no second contact
+    assert crm_sink.replayed() >= 1  # the fallback did resend what the failed group had sent
+    synced = await eventually(lambda: _synced_all(taps, set(others)), what="19 LeadSynced")
+    assert len(synced) == 19
+    row = await delivery_row(db, odd, "webhook")  # its own transaction rolled back: retried, never "delivered"
+    assert row is None or row["status"] != "delivered"
 
 
 async def test_redeliver_failed_leads_through_the_outbox_once(
