@@ -173,7 +173,8 @@ async def test_same_lead_captured_twice_gives_one_crm_request(
 
     await send(message)
     await send(message)  # a redelivery (same message id)
-    await send(captured(lid))  # the same lead again, new message id (e.g. webhook + backfill)
+    again = captured(lid)
+    await send(again)  # the same lead again, new message id (e.g. webhook + backfill)
 
     def duplicates() -> int:
         return sum(1 for r in caplog.records
@@ -190,7 +191,8 @@ async def test_same_lead_captured_twice_gives_one_crm_request(
     assert len(synced) == 1
     assert synced[0].payload.adapter == "webhook"
     assert synced[0].payload.crm_reference == row["crm_reference"]
-    assert synced[0].correlation_id == message.correlation_id
+    # Whichever copy was handled first caused the delivery (concurrent copies may share a group in either order).
+    assert synced[0].correlation_id in {message.correlation_id, again.correlation_id}
 
 
 async def test_webhook_request_is_signed_keyed_and_mapped(
