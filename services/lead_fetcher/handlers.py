@@ -8,7 +8,6 @@ group whose statement fails is redone lead by lead, so one bad lead fails only i
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -95,19 +94,10 @@ class LeadCapture:
         logger.info("lead captured" if new else "lead already stored (concurrent copy)",
                     extra={**ids, "form_id": lead.form_id, "source": p.source})
 
-    async def lookup_group(self, leadgen_ids: Sequence[str]) -> list[bool | BaseException | None]:
-        """True: stored with its LeadCaptured; False: stored without; None: not stored."""
-        try:
-            found = await store.lookup(self.pool, leadgen_ids)
-        except Exception as exc:
-            if len(leadgen_ids) == 1:
-                raise
-            logger.warning("lookup of %s leads failed (%s): checking them one by one", len(leadgen_ids),
-                           type(exc).__name__)
-            singles = await asyncio.gather(*(store.lookup(self.pool, [i]) for i in leadgen_ids),
-                                           return_exceptions=True)
-            return [one if isinstance(one, BaseException) else one.get(i)
-                    for i, one in zip(leadgen_ids, singles, strict=True)]
+    async def lookup_group(self, leadgen_ids: Sequence[str]) -> list[bool | None]:
+        """True: stored with its LeadCaptured; False: stored without; None: not stored. A failed read fails every
+        message of the group, each retried on its own."""
+        found = await store.lookup(self.pool, leadgen_ids)
         return [found.get(i) for i in leadgen_ids]
 
     async def store_group(self, items: Sequence[StoreItem]) -> list[bool | BaseException]:
@@ -135,7 +125,7 @@ class LeadCapture:
 
     async def _store_one(self, lead: Lead, message: LeadgenReceivedMessage) -> bool:
         async with self.pool.acquire() as conn:
-            return await store.store_lead(conn, lead, caused_by=message)
+            return lead.leadgen_id in await store.store_leads(conn, [(lead, message)])
 
     async def _alert_if_access(self, exc: GraphError, message: LeadgenReceivedMessage) -> None:
         code = access_alert_code(exc)

@@ -19,16 +19,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_INSERT_LEAD = """
-insert into leads (leadgen_id, page_id, form_id, ad_id, adset_id, campaign_id, created_time, is_organic, platform,
-                   fields, custom_disclaimer_responses, raw, source)
-values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11::jsonb, $12::jsonb, $13)
-on conflict (leadgen_id) do nothing
-returning true
-"""
-
-# The same insert for a group of leads: one statement, one row per array position. Answers go as JSON text
-# (cast here) so the statement does not depend on how the pool codes jsonb arrays.
+# Leads inserted if new, one statement for a group, one row per array position. Answers go as JSON text (cast here)
+# so the statement does not depend on how the pool codes jsonb arrays.
 _INSERT_LEADS = """
 insert into leads (leadgen_id, page_id, form_id, ad_id, adset_id, campaign_id, created_time, is_organic, platform,
                    fields, custom_disclaimer_responses, raw, source)
@@ -56,27 +48,10 @@ def captured_message(lead: Lead, caused_by: Envelope | None = None) -> LeadCaptu
                                    message_id=captured_message_id(lead.leadgen_id))
 
 
-async def store_lead(conn: asyncpg.Connection, lead: Lead, caused_by: Envelope | None = None) -> bool:
-    """Insert the lead and, only when the row is new, its LeadCaptured into the outbox; one transaction.
-
-    Returns True when the lead was new. A lead stored before (duplicate webhook, backfill overlap, a concurrent
-    copy of the same message) changes nothing and emits nothing.
-    """
-    async with conn.transaction():
-        new = await conn.fetchval(
-            _INSERT_LEAD,
-            lead.leadgen_id, lead.page_id, lead.form_id, lead.ad_id, lead.adset_id, lead.campaign_id,
-            lead.created_time, lead.is_organic, lead.platform, lead.fields, lead.custom_disclaimer_responses,
-            lead.raw, lead.source,
-        )
-        if new:
-            await enqueue(conn, captured_message(lead, caused_by))
-    return bool(new)
-
-
 async def store_leads(conn: asyncpg.Connection, leads: Sequence[tuple[Lead, Envelope | None]]) -> set[str]:
-    """`store_lead` for a group: one insert for all rows, the new ones' LeadCaptured in one outbox write, one
-    transaction. Returns the ids of the leads that were new.
+    """Insert the leads and, only for those that are new, their LeadCaptured into the outbox; one transaction.
+    Returns the ids of the leads that were new: a lead stored before (duplicate webhook, backfill overlap, a
+    concurrent copy) changes nothing and emits nothing.
 
     Each lead id counts once: a second copy in the same group is "stored before" like any duplicate.
     """
