@@ -97,7 +97,7 @@ class LeadSync:
     """Delivers LeadCaptured messages; concurrent ones share their database work (`deliver_group`).
 
     Each message's handler awaits its own outcome, so it is acknowledged only after its delivery state
-    committed. A group that fails as a whole is redone lead by lead (`deliver_once`): one bad lead fails only its
+    committed. A group that fails as a whole is redone lead by lead (groups of one): one bad lead fails only its
     own message. Requests a failed group already made are then made again with the same `Idempotency-Key`.
     """
 
@@ -146,11 +146,10 @@ class LeadSync:
             return list(await asyncio.gather(*(self._one(pool, job) for job in jobs), return_exceptions=True))
 
     async def _one(self, pool: asyncpg.Pool, job: Job) -> JobOutcome:
-        lead = await load_lead(pool, job.leadgen_id)
-        if lead is None:
-            return None
-        return {a.name: await deliver_once(pool, a, lead, job.message, attempt=job.attempt,
-                                           max_attempts=job.max_attempts) for a in self.adapters}
+        [outcome] = await deliver_group(pool, self.adapters, [job], requests=self._requests)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
 
 async def _lead_missing(pool: asyncpg.Pool, message: LeadCapturedMessage, *, attempt: int, max_attempts: int) -> None:
@@ -221,7 +220,7 @@ class _Send:
 async def deliver_group(
     pool: asyncpg.Pool, adapters: Sequence[Adapter], jobs: Sequence[Job], *, requests: asyncio.Semaphore | None = None
 ) -> list[JobOutcome | BaseException]:
-    """`deliver_once` for a group of messages in one transaction: load their leads, create and lock their
+    """Deliver a group of messages' leads in one transaction: load the leads, create and lock their
     delivery rows (`skip locked`, as one lead's rows would be), send every request due at once, record the
     outcomes with their LeadSynced / AlertRaised in the outbox, commit.
 
@@ -333,66 +332,6 @@ def _result(send: _Send) -> Result:
     metrics.DELIVERIES.labels(name, "retry").inc()
     logger.warning("delivery to %s failed, will retry: %s", name, send.failure.reason, extra=ids)
     return Result(Outcome.RETRY, send.failure)
-
-
-async def deliver_once(
-    pool: asyncpg.Pool,
-    adapter: Adapter,
-    lead: StoredLead,
-    message: LeadCapturedMessage,
-    *,
-    attempt: int,
-    max_attempts: int,
-) -> Result:
-    ids = {"leadgen_id": lead.leadgen_id, "adapter": adapter.name, "attempt": attempt}
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            "insert into crm_deliveries (leadgen_id, adapter) values ($1, $2) on conflict do nothing",
-            lead.leadgen_id, adapter.name,
-        )
-        row = await conn.fetchrow(
-            "select status from crm_deliveries where leadgen_id = $1 and adapter = $2 for update skip locked",
-            lead.leadgen_id, adapter.name,
-        )
-        if row is None:
-            return Result(Outcome.BUSY)
-        if row["status"] == "delivered":
-            logger.info("already delivered to %s: not repeated", adapter.name, extra=ids)
-            metrics.DELIVERIES.labels(adapter.name, "duplicate").inc()
-            return Result(Outcome.ALREADY_DELIVERED)
-        if row["status"] == "failed" and attempt > 1:
-            return Result(Outcome.FAILED)  # failed earlier in this message's retries; alerted then
-        started = time.perf_counter()
-        try:
-            reference = await adapter.deliver(lead)
-        except DeliveryFailure as failure:
-            metrics.DELIVERY_SECONDS.labels(adapter.name).observe(time.perf_counter() - started)
-            final = not failure.transient or attempt >= max_attempts
-            await conn.execute(
-                "update crm_deliveries set status = $3, attempts = attempts + 1, last_error = $4, "
-                "updated_at = now() where leadgen_id = $1 and adapter = $2",
-                lead.leadgen_id, adapter.name, "failed" if final else "retrying", failure.reason,
-            )
-            metrics.DELIVERIES.labels(adapter.name, "failed" if final else "retry").inc()
-            if final:
-                why = failure.reason if not failure.transient else f"{failure.reason} after {attempt} attempts"
-                await enqueue(conn, _alert(message, why, adapter.name))
-                logger.error("delivery to %s failed for good: %s", adapter.name, why, extra=ids)
-                return Result(Outcome.FAILED, failure)
-            logger.warning("delivery to %s failed, will retry: %s", adapter.name, failure.reason, extra=ids)
-            return Result(Outcome.RETRY, failure)
-        metrics.DELIVERY_SECONDS.labels(adapter.name).observe(time.perf_counter() - started)
-        await conn.execute(
-            "update crm_deliveries set status = 'delivered', attempts = attempts + 1, last_error = null, "
-            "crm_reference = $3, delivered_at = now(), updated_at = now() where leadgen_id = $1 and adapter = $2",
-            lead.leadgen_id, adapter.name, reference,
-        )
-        await enqueue(conn, LeadSyncedMessage.new(
-            LeadSynced(leadgen_id=lead.leadgen_id, adapter=adapter.name, crm_reference=reference), caused_by=message
-        ))
-    metrics.DELIVERIES.labels(adapter.name, "delivered").inc()
-    logger.info("delivered to %s", adapter.name, extra={**ids, "crm_reference": reference})
-    return Result(Outcome.DELIVERED)
 
 
 async def _mark_skipped(pool: asyncpg.Pool, leadgen_id: str) -> None:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
+import aiohttp
 import asyncpg
 import pytest
 from faststream.rabbit import RabbitBroker
@@ -22,9 +23,9 @@ from prometheus_client import REGISTRY
 
 from contracts.leads import LeadCaptured
 from contracts.messages import AlertRaisedMessage, LeadCapturedMessage, LeadSyncedMessage
-from services.crm_sync.app import create_app
+from services.crm_sync.app import build_adapters, create_app
 from services.crm_sync.cli import redeliver_once
-from services.crm_sync.logic import GROUPS_IN_FLIGHT
+from services.crm_sync.logic import Job, LeadSync, Outcome
 from services.crm_sync.redeliver import failed_leads
 from services.crm_sync.settings import CrmSyncSettings
 from shared.messaging import declare_topology, ensure_confirmed
@@ -367,36 +368,35 @@ async def test_concurrent_leads_share_delivery_transactions_each_delivered_once(
 
 
 async def test_a_group_that_cannot_commit_is_redone_lead_by_lead(
-    crm_sync: StartCrmSync, crm_sink: FakeCrm, send: Send, db: asyncpg.Pool, taps: Any,  # noqa: F811
-    caplog: pytest.LogCaptureFixture,
+    crm_sink: FakeCrm, db: asyncpg.Pool, caplog: pytest.LogCaptureFixture,  # noqa: F811
 ) -> None:
     """One lead's CRM answer makes the group's record statement fail (PostgreSQL refuses a NUL in text): the group
     is redone lead by lead, the others are delivered and recorded, each still one contact (same Idempotency-Key),
-    and only the odd lead's message fails."""
+    and only the odd lead fails."""
     caplog.set_level(logging.WARNING, logger="services.crm_sync.logic")
-    await crm_sync()
     ids = [new_lead_id() for _ in range(20)]
     for lid in ids:
         await insert_lead(db, lid)
     odd = ids[5]
     crm_sink.answer_reference(odd, "crm-\x00-odd")
-    # Fill every group slot with a slow lead first, so that the rest (the odd one among them) queue and go together.
-    crm_sink.slow(0.5)
-    first, rest = ids[:GROUPS_IN_FLIGHT], ids[GROUPS_IN_FLIGHT:]
-    await asyncio.gather(*(send(captured(lid)) for lid in first))
-    await eventually(lambda: _async(crm_sink.waiting == GROUPS_IN_FLIGHT), what="every group slot busy")
+    crm = CrmSyncSettings(crm_webhook_url=crm_sink.webhook_url, crm_webhook_secret=WEBHOOK_SECRET,
+                          crm_timeout_seconds=2)
+    async with aiohttp.ClientSession() as session:
+        sync = LeadSync(lambda: db, build_adapters(crm, session))
+        jobs = [Job(captured(lid), attempt=1, max_attempts=3) for lid in ids]
 
-    await asyncio.gather(*(send(captured(lid)) for lid in rest))
-    await asyncio.sleep(0.1)  # not an assertion: lets the rest reach the queue of groups before the slots free up
-    crm_sink.heal()
+        outcomes = await sync._run_group(jobs)  # the group as the runner hands it over, all 20 together
 
-    others = [lid for lid in ids if lid != odd]
-    await eventually(lambda: _all_status(db, others, "delivered"), timeout=20, what="19 delivered")
     assert any(r.getMessage().startswith("delivering") and "one by one" in r.getMessage() for r in caplog.records)
+    assert isinstance(outcomes[5], asyncpg.PostgresError)
+    assert all(o["webhook"].outcome is Outcome.DELIVERED for i, o in enumerate(outcomes) if i != 5)
+    others = [lid for lid in ids if lid != odd]
+    assert await _all_status(db, others, "delivered")
     assert all(crm_sink.contacts[lid] == 1 for lid in ids)  # resent with the same key: no second contact
     assert crm_sink.replayed() >= 1  # the fallback did resend what the failed group had sent
-    synced = await eventually(lambda: _synced_all(taps, set(others)), what="19 LeadSynced")
-    assert len(synced) == 19
+    synced = await db.fetchval("select count(*) from outbox where routing_key = $1 and body->'payload'->>'leadgen_id'"
+                               " = any($2::text[])", LeadSyncedMessage.routing_key, others)
+    assert synced == 19
     row = await delivery_row(db, odd, "webhook")  # its own transaction rolled back: retried, never "delivered"
     assert row is None or row["status"] != "delivered"
 
