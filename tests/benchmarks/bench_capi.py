@@ -36,6 +36,7 @@ from contracts.messages import ConversionRequestedMessage
 from services.capi_sender.app import create_app
 from services.capi_sender.events import PreparedEvent, prepare_event
 from services.capi_sender.settings import CapiSettings
+from shared.cli import run_event_loop
 from shared.db.migrate import ensure_database, migrate
 from shared.db.pool import _init_connection
 from shared.logging import configure_logging
@@ -268,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline-events", type=int, default=2_000)
     parser.add_argument("--solo-events", type=int, default=5_000)
     parser.add_argument("--linger-ms", type=int, default=500)
-    asyncio.run(run(parser.parse_args(argv)))
+    run_event_loop(run(parser.parse_args(argv)))  # the loop `leadwire run` gives the sender
 
 
 if __name__ == "__main__":
