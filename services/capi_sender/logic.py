@@ -277,9 +277,11 @@ PRUNE_CHUNK = 5000
 # How often the capi_sender prunes its send log.
 PRUNE_INTERVAL_SECONDS = 3600.0
 
-# Sent rows age from `sent_at`; rejected, failed and abandoned claims from `claimed_at` (both indexed).
+# Sent rows age from `sent_at`; rejected, failed and abandoned claims from `claimed_at`. Both are found through the
+# BRIN index on `claimed_at` (a row is sent within minutes of its claim, so `claimed_at` is older than `sent_at`).
 _PRUNABLE = (
-    "status = 'sent' and sent_at < now() - make_interval(secs => $1)",
+    "status = 'sent' and claimed_at < now() - make_interval(secs => $1) "
+    "and sent_at < now() - make_interval(secs => $1)",
     "status <> 'sent' and claimed_at < now() - make_interval(secs => $1)",
 )
 
