@@ -44,9 +44,11 @@ class ConversionRequestedMessage(Envelope[ConversionRequested]):
 
 
 class ConversionSentMessage(Envelope[ConversionSent]):
+    """Meta accepted a Conversions API request: one message per request. Version 2 (version 1 was one per event)."""
+
     routing_key: ClassVar[str] = RoutingKey.CONVERSION_SENT
     type: Literal["ConversionSent"] = "ConversionSent"
-    schema_version: Literal[1] = 1
+    schema_version: Literal[2] = 2
 
 
 class InsightsUpdatedMessage(Envelope[InsightsUpdated]):

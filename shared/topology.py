@@ -41,7 +41,7 @@ class RoutingKey:
     LEAD_CAPTURED = "lead.captured.v1"
     LEAD_SYNCED = "lead.synced.v1"
     CONVERSION_REQUESTED = "conversion.requested"  # pinned for outside systems
-    CONVERSION_SENT = "conversion.sent.v1"
+    CONVERSION_SENT = "conversion.sent.v2"
     INSIGHTS_UPDATED = "insights.updated.v1"
     CAMPAIGN_COMMAND = "campaign.command"  # pinned for outside systems
     COMMAND_RESULT = "campaign.command_result.v1"

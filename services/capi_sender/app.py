@@ -36,7 +36,9 @@ def create_app(settings: Settings | None = None, *, source: Consumer | None = No
     service.sender = sender  # type: ignore[attr-defined]
     handlers.register(service, sender, source or consumer("capi_sender", "conversion_requested"))
     # Declared for the AsyncAPI document; messages go out through the transactional outbox.
-    service.publisher(ConversionSentMessage, description="Meta accepted the request that carried this event.")
+    service.publisher(
+        ConversionSentMessage, description="Meta accepted a Conversions API request: the events it carried."
+    )
     service.background("flush_on_stop", sender.flush_on_stop)
     service.background("prune_send_log", lambda: prune_periodically(lambda: service.db))
     service.relay_outbox()

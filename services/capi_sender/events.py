@@ -25,9 +25,11 @@ from contracts.conversions import (
     ConversionRequested,
     ConversionSent,
     ConversionUser,
+    SentEvent,
     derive_event_id,
     to_unix_seconds,
 )
+from contracts.envelope import Envelope
 from services.capi_sender.normalize import normalize_user
 
 __all__ = [
@@ -408,22 +410,29 @@ def plan_requests(events: Iterable[PreparedEvent], size: int = MAX_EVENTS_PER_RE
     ]
 
 
-def conversions_sent(batch: RequestBatch, response: Mapping[str, Any]) -> list[ConversionSent]:
-    """One `conversion.sent` payload per event of a request Meta accepted (`events_received`, `fbtrace_id`).
+def conversions_sent(
+    batch: RequestBatch, response: Mapping[str, Any], requested_by: Mapping[str, Envelope[Any]]
+) -> ConversionSent:
+    """The `conversion.sent` payload of a request Meta accepted (`events_received`, `fbtrace_id`) and its events.
 
-    `events_received` is 0 when Meta's answer lacked it (seen on some error paths, peers §3).
+    `requested_by` maps each event's dedupe key to the message it came from. `events_received` is 0 when Meta's
+    answer lacked it (seen on some error paths, peers §3).
     """
     received = response.get("events_received")
     trace = response.get("fbtrace_id")
-    return [
-        ConversionSent(
-            pixel_id=batch.pixel_id,
-            event_name=event.event_name,
-            event_id=event.event_id,
-            events_received=int(received) if received is not None else 0,
-            fbtrace_id=str(trace) if trace else None,
-            dropped_fields=list(event.dropped),
-            test_event=bool(batch.test_event_code),
-        )
-        for event in batch.events
-    ]
+    return ConversionSent(
+        pixel_id=batch.pixel_id,
+        events_received=int(received) if received is not None else 0,
+        fbtrace_id=str(trace) if trace else None,
+        test_event=bool(batch.test_event_code),
+        events=[
+            SentEvent(
+                event_name=event.event_name,
+                event_id=event.event_id,
+                requested_by=requested_by[event.dedupe_key].message_id,
+                correlation_id=requested_by[event.dedupe_key].correlation_id,
+                dropped_fields=list(event.dropped),
+            )
+            for event in batch.events
+        ],
+    )

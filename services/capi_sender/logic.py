@@ -11,8 +11,8 @@ The path of one `ConversionRequested`:
    sent by another batch, is not sent again), and posts the batch.
 3. `deliver` posts it; when Meta rejects the whole request for one invalid event (meta-api-facts §8.1) it
    bisects and resends the halves, so the good events go and the bad one is parked with Meta's error.
-4. Accepted events are marked `sent` with Meta's `events_received` and `fbtrace_id`, and a `ConversionSent` per
-   event is written to the outbox in the same transaction.
+4. Accepted events are marked `sent` with Meta's `events_received` and `fbtrace_id`, and one `ConversionSent`
+   listing them is written to the outbox in the same transaction.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from services.capi_sender.normalize import HASHED_KEYS
 from services.capi_sender.settings import CapiSettings
 from shared.graph.errors import GraphError, InvalidRequestError, NotFoundError, ThrottledError
 from shared.messaging import PermanentError, RetryLater
-from shared.outbox import enqueue_many
+from shared.outbox import enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +232,7 @@ async def record_sent(
     response: Mapping[str, Any],
     messages: Mapping[str, ConversionRequestedMessage],
 ) -> None:
-    """Mark a part Meta accepted as sent and put one `ConversionSent` per event in the outbox (one transaction)."""
+    """Mark a part Meta accepted as sent and put its `ConversionSent` in the outbox (one transaction)."""
     received = response.get("events_received")
     trace = response.get("fbtrace_id")
     await conn.execute(
@@ -244,11 +244,7 @@ async def record_sent(
         str(trace) if trace else None,
         claim_id,
     )
-    envelopes = [
-        ConversionSentMessage.new(payload, caused_by=messages[event.dedupe_key])
-        for event, payload in zip(part.events, conversions_sent(part, response), strict=True)
-    ]
-    await enqueue_many(conn, envelopes)  # one round trip for up to 1,000 rows
+    await enqueue(conn, ConversionSentMessage.new(conversions_sent(part, response, messages)))
 
 
 async def record_rejected(

@@ -30,7 +30,7 @@ def load(name: str) -> dict:
 def test_routing_keys() -> None:
     # Pinned for outside systems: CRMs publish ConversionRequested with this routing key.
     assert ConversionRequestedMessage.routing_key == "conversion.requested"
-    assert ConversionSentMessage.routing_key == "conversion.sent.v1"
+    assert ConversionSentMessage.routing_key == "conversion.sent.v2"
 
 
 def test_minimal_crm_fixture() -> None:
@@ -172,7 +172,8 @@ def test_json_schema_documents_fields_with_examples() -> None:
     )
     assert schema["$defs"]["ConversionCustomData"]["additionalProperties"] is True
     sent = ConversionSent.model_json_schema()
-    assert {"pixel_id", "event_name", "event_id", "events_received", "fbtrace_id"} <= set(sent["properties"])
+    assert {"pixel_id", "events_received", "fbtrace_id", "events"} <= set(sent["properties"])
+    assert {"event_name", "event_id", "requested_by", "correlation_id"} <= set(sent["$defs"]["SentEvent"]["properties"])
 
 
 # --- event_id ------------------------------------------------------------------------------------------------

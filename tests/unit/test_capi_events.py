@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from contracts.conversions import ConversionRequested, ConversionSent, ConversionUser
+from contracts.conversions import ConversionRequested, ConversionSent, ConversionUser, SentEvent
+from contracts.messages import ConversionRequestedMessage
 from services.capi_sender.events import (
     DEFAULT_CRM_NAME,
     MAX_EVENT_AGE_SECONDS,
@@ -388,14 +389,23 @@ def test_plan_requests_groups_dedupes_and_chunks() -> None:
     assert "test_event_code" not in batches[0].body()
 
 
-def test_conversions_sent() -> None:
-    batch = RequestBatch(pixel_id="1", test_event_code=None, events=[_event("1", "a"), _event("1", "b")])
-    sent = conversions_sent(batch, {"events_received": 2, "messages": [], "fbtrace_id": "AbC"})
-    assert sent == [
-        ConversionSent(pixel_id="1", event_name="Lead", event_id="a", events_received=2, fbtrace_id="AbC"),
-        ConversionSent(pixel_id="1", event_name="Lead", event_id="b", events_received=2, fbtrace_id="AbC"),
-    ]
-    assert conversions_sent(batch, {})[0].events_received == 0
+def test_conversions_sent_is_one_receipt_per_request_naming_each_events_message() -> None:
+    events = [_event("1", "a"), _event("1", "b")]
+    events[1].dropped.append("zip")
+    batch = RequestBatch(pixel_id="1", test_event_code=None, events=events)
+    asked = {e.dedupe_key: ConversionRequestedMessage.new(request(event_id=e.event_id)) for e in events}
+    sent = conversions_sent(batch, {"events_received": 2, "messages": [], "fbtrace_id": "AbC"}, asked)
+    assert sent == ConversionSent(
+        pixel_id="1",
+        events_received=2,
+        fbtrace_id="AbC",
+        events=[
+            SentEvent(event_name="Lead", event_id=e.event_id, requested_by=asked[e.dedupe_key].message_id,
+                      correlation_id=asked[e.dedupe_key].correlation_id, dropped_fields=dropped)
+            for e, dropped in zip(events, ([], ["zip"]), strict=True)
+        ],
+    )
+    assert conversions_sent(batch, {}, asked).events_received == 0
 
 
 def test_user_model_accepted_directly() -> None:
