@@ -90,8 +90,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     settings = Settings()
     _validate(settings)
-    if names == ["ingress"] and settings.ingress.ingress_workers > 1 and WORKER_ENV not in os.environ:
-        return run_workers(["run", "ingress"], settings.ingress.ingress_workers)
+    if (workers := _workers(names, settings)) > 1 and WORKER_ENV not in os.environ:
+        return run_workers(["run", *names], workers)
     try:
         run_event_loop(run_services(names, settings))
     except asyncpg.InvalidCatalogNameError:
@@ -104,6 +104,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 WORKER_ENV = "LEADWIRE_WORKER"
+
+
+def _workers(names: Sequence[str], settings: Settings) -> int:
+    """Processes to run side by side: INGRESS_WORKERS for the ingress alone, CAPI_WORKERS for the capi_sender alone."""
+    if names == ["ingress"]:
+        return settings.ingress.ingress_workers
+    if names == ["capi_sender"]:
+        from services.capi_sender.settings import CapiSettings
+
+        return settings.block(CapiSettings).capi_workers
+    return 1
 
 
 def run_workers(argv: Sequence[str], workers: int) -> int:

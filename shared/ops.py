@@ -30,7 +30,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(_: web.Request) -> web.Response:
-    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:  # one of several workers (INGRESS_WORKERS): count them all
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:  # one of several workers (INGRESS_WORKERS, CAPI_WORKERS): all count
         registry = CollectorRegistry()
         MultiProcessCollector(registry)
         body = generate_latest(registry)

@@ -84,7 +84,7 @@ class Service:
         # A service with a public HTTP API (the ingress) sets this; the ops routes are mounted on that app.
         self.web_app: Callable[[], web.Application] | None = None
         self.web_host = self.settings.ops.ops_host
-        self.web_reuse_port = False  # several worker processes serve one port (the ingress with INGRESS_WORKERS)
+        self.web_reuse_port = False  # worker processes share the port (INGRESS_WORKERS, CAPI_WORKERS)
         for secret in (
             self.settings.meta.app_secret,
             self.settings.meta.access_token,

@@ -23,6 +23,7 @@ def create_app(settings: Settings | None = None, *, source: Consumer | None = No
     """
     service = Service("capi_sender", settings, uses_graph=True)
     capi = service.settings.block(CapiSettings)
+    service.web_reuse_port = capi.capi_workers > 1  # the workers share the ops port (/metrics counts them all)
 
     async def post(batch: RequestBatch) -> dict[str, Any]:
         return await post_events(service.graph, batch)

@@ -19,6 +19,13 @@ class CapiSettings(BaseSettings):
         le=1000,
         description="How long a partly filled batch waits for more events before it is sent (at most 1 s).",
     )
+    capi_workers: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Processes of `leadwire run capi_sender` consuming the queue side by side (one per core at high "
+        "rates: one Python process tops out near one core).",
+    )
     capi_crm_name: str | None = Field(
         default=None,
         min_length=1,

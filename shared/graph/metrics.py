@@ -61,6 +61,7 @@ class GraphMetrics:
             "Last usage percentage Meta reported per scope",
             ["scope"],
             registry=registry,
+            multiprocess_mode="livemax",  # worker processes (CAPI_WORKERS) share Meta's quota: the highest counts
         )
         self.throttled = Counter(
             "graph_throttled",

@@ -10,12 +10,14 @@ import asyncio
 import hashlib
 import json
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+import aio_pika
 import aiohttp
 import asyncpg
 import pytest
@@ -31,8 +33,8 @@ from services.capi_sender.settings import CapiSettings
 from shared.messaging import PermanentError, RetryLater, declare_topology
 from shared.service import Service
 from shared.settings import MetaSettings, Settings
-from shared.topology import EXCHANGE, H_REASON, Consumer, register
-from tests.fixtures.infra import AMQP_URL, drain, eventually, unique
+from shared.topology import EXCHANGE, H_REASON, Consumer, consumer, register
+from tests.fixtures.infra import AMQP_URL, drain, eventually, free_port, leadwire_workers, unique
 from tests.fixtures.sandbox import SandboxHandle
 
 
@@ -515,3 +517,48 @@ async def test_two_senders_racing_on_the_same_events_send_each_once(
         # One copy was sent; the other found it sent, or found it in flight and comes back later (RetryLater).
         assert Outcome.SENT in outcomes
         assert outcomes - {Outcome.SENT} <= {Outcome.DUPLICATE, RetryLater}
+
+
+# ----------------------------------------------------------------------------------------------- CAPI_WORKERS
+
+
+async def test_capi_workers_share_the_queue_and_send_every_event_once(
+    vhost_url: str, database_dsn: str, sandbox: SandboxHandle, db: asyncpg.Pool
+) -> None:
+    """`leadwire run capi_sender` with CAPI_WORKERS=2, as an operator starts it: both processes consume the queue,
+    every event reaches Meta once, /metrics counts both, and SIGTERM stops them cleanly."""
+    port = free_port()
+    env = {"AMQP_URL": vhost_url, "DATABASE_URL": database_dsn, "CAPI_WORKERS": "2", "CAPI_LINGER_MS": "100",
+           "META_GRAPH_URL": sandbox.url, "META_ACCESS_TOKEN": sandbox.token, "META_APP_SECRET": sandbox.app_secret,
+           "META_PIXEL_ID": sandbox.state["pixel_id"], "META_HEALTH_CHECK_SECONDS": "0"}
+    messages = [conversion(user={"email": f"worker.{i}@example.com"}) for i in range(300)]
+    event_ids = [m.payload.event_id for m in messages]
+    async with leadwire_workers("capi_sender", 2, env, port) as workers:
+        connection = await aio_pika.connect(vhost_url)
+        try:
+            channel = await connection.channel(publisher_confirms=True)
+            exchange = await channel.get_exchange(EXCHANGE.name)
+            queue = await channel.declare_queue(consumer("capi_sender", "conversion_requested").queue_name,
+                                                passive=True)
+            assert queue.declaration_result.consumer_count == 2
+            await asyncio.gather(*(
+                exchange.publish(aio_pika.Message(m.model_dump_json().encode(), message_id=str(m.message_id),
+                                                  delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                                 routing_key=ConversionRequestedMessage.routing_key)
+                for m in messages
+            ))
+        finally:
+            await connection.close()
+
+        async def all_logged() -> bool:
+            return len(await _sent_rows(db, event_ids)) == len(event_ids)
+
+        await eventually(all_logged, timeout=30, what="300 events logged as sent")
+        events = (await sandbox.capi_events(sandbox.state["pixel_id"]))["events"]
+        received = [item["event"]["event_id"] for item in events]
+        assert sorted(e for e in received if e in set(event_ids)) == sorted(event_ids)  # each once
+        async with aiohttp.ClientSession() as http, http.get(f"{workers.url}/metrics") as resp:
+            text = await resp.text()
+        assert "leadwire_capi_events_sent_total 300.0" in text  # both workers' counts
+        workers.process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(workers.process.wait(), timeout=30) == 0

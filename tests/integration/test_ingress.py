@@ -9,10 +9,7 @@ import json
 import logging
 import os
 import random
-import shutil
 import signal
-import socket
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +19,6 @@ from urllib.parse import urlsplit, urlunsplit
 import aio_pika
 import aiohttp
 import pytest
-import pytest_asyncio
 
 from contracts.messages import ConversionRequestedMessage, LeadgenReceivedMessage
 from services.ingress.app import create_app
@@ -30,7 +26,7 @@ from services.ingress.settings import IngressPublishSettings
 from shared.service import Service
 from shared.settings import BrokerSettings, IngressSettings, MetaSettings, Settings
 from shared.topology import EXCHANGE, RoutingKey
-from tests.fixtures.infra import AMQP_URL, eventually, unique
+from tests.fixtures.infra import Workers, eventually, free_port, leadwire_workers, unique
 
 APP_SECRET = "test-app-secret-ingress"
 VERIFY_TOKEN = "test-verify-token"
@@ -84,29 +80,6 @@ async def make_tap(amqp: aio_pika.abc.AbstractChannel, routing_key: str) -> Tap:
     queue = await amqp.declare_queue(unique("test.tap."), exclusive=True, auto_delete=True)
     await queue.bind(exchange, routing_key=routing_key)
     return Tap(queue, [])
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def vhost_url() -> AsyncIterator[str]:
-    """A throwaway RabbitMQ vhost for this module: the fake leads the ingress queues here never reach the real
-    lead_fetcher and capi_sender queues, and all of them go away with the vhost."""
-    if shutil.which("rabbitmqctl") is None:
-        pytest.skip("needs rabbitmqctl to create an isolated vhost")
-    vhost = unique("leadwire_test_ingress_")
-
-    async def ctl(*argv: str) -> None:
-        proc = await asyncio.create_subprocess_exec("rabbitmqctl", *argv, stdout=asyncio.subprocess.DEVNULL,
-                                                    stderr=asyncio.subprocess.PIPE)
-        _, err = await proc.communicate()
-        assert proc.returncode == 0, err.decode()
-
-    user = urlsplit(AMQP_URL).username or "guest"
-    await ctl("add_vhost", vhost)
-    await ctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
-    try:
-        yield urlunsplit(urlsplit(AMQP_URL)._replace(path=f"/{vhost}"))
-    finally:
-        await ctl("delete_vhost", vhost)
 
 
 @pytest.fixture
@@ -551,54 +524,14 @@ async def test_crm_events_unconfigured_secret_is_closed(
 # --------------------------------------------------------------------------------------------- INGRESS_WORKERS
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _children(pid: int) -> set[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except FileNotFoundError:
-        return set()
-    return {int(p) for p in text.split()}
-
-
-@dataclass
-class Workers:
-    process: asyncio.subprocess.Process
-    url: str
-
-    def pids(self) -> set[int]:
-        return _children(self.process.pid)
-
-
 @pytest.fixture
 async def ingress_workers(vhost_url: str) -> AsyncIterator[Workers]:
     """`leadwire run ingress` with INGRESS_WORKERS=2, as an operator starts it."""
-    port = _free_port()
-    env = {**os.environ, "AMQP_URL": vhost_url, "META_APP_SECRET": APP_SECRET, "INGRESS_WORKERS": "2",
-           "INGRESS_PORT": str(port), "INGRESS_HOST": "127.0.0.1", "LOG_LEVEL": "WARNING"}
-    env.pop("OPS_PORT", None)
-    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "shared.cli", "run", "ingress", env=env)
-    workers = Workers(process, f"http://127.0.0.1:{port}")
-    async with aiohttp.ClientSession() as http:
-
-        async def both_ready() -> bool:
-            if len(workers.pids()) != 2:
-                return False
-            try:
-                async with http.get(f"{workers.url}/readyz") as resp:
-                    return resp.status == 200
-            except aiohttp.ClientError:
-                return False
-
-        await eventually(both_ready, timeout=30, what="two ingress workers serving")
-    yield workers
-    if process.returncode is None:
-        process.kill()
-        await process.wait()
+    port = free_port()
+    env = {"AMQP_URL": vhost_url, "META_APP_SECRET": APP_SECRET, "INGRESS_WORKERS": "2", "INGRESS_PORT": str(port),
+           "INGRESS_HOST": "127.0.0.1"}
+    async with leadwire_workers("ingress", 2, env, port) as workers:
+        yield workers
 
 
 async def test_workers_share_the_port_and_count_together(ingress_workers: Workers, leadgen_tap: Tap) -> None:
