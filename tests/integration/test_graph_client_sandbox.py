@@ -241,6 +241,7 @@ async def test_json_body_carries_the_appsecret_proof_and_structured_data(graph_s
     assert result["events_received"] == 1
     stored = (await graph_sandbox.control(f"capi/events?pixel_id={pixel}"))["events"]
     assert [(e["event"], e["test_event_code"]) for e in stored] == [(event, "TEST1")]
+    assert await graph_sandbox.control(f"capi/events?pixel_id={pixel}&count_only=1") == {"count": 1, "requests": 1}
 
     wrong = MetaSettings(access_token=SecretStr(TOKEN), app_secret=SecretStr("not-the-app-secret"),
                          graph_url=graph_sandbox.url, request_timeout_seconds=5)
