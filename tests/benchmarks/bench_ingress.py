@@ -30,7 +30,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -43,6 +42,8 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+
+from tests.fixtures.infra import free_port
 
 APP_SECRET = "bench-app-secret"
 PAGE_ID = "9999000099990000"
@@ -169,11 +170,6 @@ async def ingress_process(amqp_url: str, workers: int) -> AsyncIterator[str]:
         proc.terminate()
         await proc.wait()
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def bench_leadwire(amqp_url: str, workers: int, concurrency: int, args: argparse.Namespace,

@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sys
 import time
 from typing import Any
@@ -41,18 +40,13 @@ from services.graph_sandbox.app import create_app as create_sandbox
 from services.graph_sandbox.config import SandboxConfig
 from shared.db.migrate import ensure_database, migrate
 from tests.fixtures.crm import FakeCrm
-from tests.fixtures.infra import TEST_DSN
+from tests.fixtures.infra import TEST_DSN, free_port
 
 APP_SECRET = "bench-app-secret"
 TOKEN = "bench-token"
 VHOST = "leadwire_noloss"  # also the database name: a fresh one each run
 SERVICES = ("ingress", "lead_fetcher", "crm_sync")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def rabbitmqctl(*args: str) -> None:
