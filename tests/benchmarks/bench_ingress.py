@@ -322,12 +322,13 @@ async def run(args: argparse.Namespace) -> None:
     async with bench_broker() as amqp_url:
         for n, (workers, clients) in enumerate(((1, args.concurrency), (args.workers, args.concurrency),
                                                  (args.workers, args.concurrency // 2),
+                                                 (args.workers, args.concurrency // 4),
                                                  (args.workers, args.low_concurrency))):
             result = await bench_leadwire(amqp_url, workers, clients, args, (2 + n) * 10**15)
             rows.append((f"leadwire, {workers} worker(s), {clients} clients", result))
         open_loop = []
         if shutil.which("wrk") and not args.python_client:
-            open_loop = await bench_open_loop(amqp_url, args.workers, args.rates, args, 6 * 10**15)
+            open_loop = await bench_open_loop(amqp_url, args.workers, args.rates, args, 8 * 10**15)
     naive = await bench_naive(args.naive_deliveries, args.concurrency, args.latency_ms)
     out = sys.stdout
     load = "wrk" if rows[0][1].get("load") == "wrk" else "an aiohttp client"
