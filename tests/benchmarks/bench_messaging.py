@@ -93,7 +93,9 @@ async def _profiled(enabled: bool, fn: Callable[[], Awaitable[Result]]) -> Resul
 # ------------------------------------------------------------------------------------------- consume
 
 
-async def consume_service(amqp_url: str, count: int, profile: bool) -> Result:
+async def consume_service(amqp_url: str, count: int, profile: bool, *, batch: bool = False) -> Result:
+    """A `Service` consumer with an empty handler: one call per message (`subscribe`), or with `batch`
+    `subscribe_batch`: batches of 1,000, prefetch 2,000, one ack per batch."""
     from shared.messaging import declare_topology
     from shared.service import Service
     from shared.topology import Consumer, register
@@ -110,14 +112,25 @@ async def consume_service(amqp_url: str, count: int, profile: bool) -> Result:
     seen = 0
     clock = Clock()
 
-    @service.subscribe(consumer)
-    async def handle(message: LeadgenReceivedMessage) -> None:
+    def saw(n: int) -> None:
         nonlocal seen, clock
         if seen == 0:
             clock = Clock()
-        seen += 1
-        if seen == count:
+        seen += n
+        if seen >= count:
             done.set()
+
+    if batch:
+
+        @service.subscribe_batch(consumer, max_batch=1000, linger=0.05, prefetch=2000)
+        async def handle_batch(messages: list[LeadgenReceivedMessage]) -> None:
+            saw(len(messages))
+
+    else:
+
+        @service.subscribe(consumer)
+        async def handle(message: LeadgenReceivedMessage) -> None:
+            saw(1)
 
     async def run() -> Result:
         await service.start()
@@ -126,54 +139,8 @@ async def consume_service(amqp_url: str, count: int, profile: bool) -> Result:
                 await asyncio.wait_for(done.wait(), timeout=120)
             except TimeoutError:
                 raise RuntimeError(f"service consumer saw only {seen} of {count} messages") from None
-            result = clock.result(count - 1)
-        finally:
-            await service.stop()
-        return result
-
-    try:
-        return await _profiled(profile, run)
-    finally:
-        for queue in (consumer.queue_name, consumer.parking_queue_name):
-            await channel.queue_delete(queue)
-        await connection.close()
-
-
-async def consume_batch(amqp_url: str, count: int, profile: bool) -> Result:
-    """`Service.subscribe_batch` with an empty handler: batches of 1,000, prefetch 2,000, one ack per batch."""
-    from shared.messaging import declare_topology
-    from shared.service import Service
-    from shared.topology import Consumer, register
-
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    consumer = register(Consumer(name, "work", (f"bench.{name}",)))
-    await declare_topology(amqp_url, [consumer])
-    connection = await aio_pika.connect(amqp_url)
-    channel = await connection.channel()
-    await _fill(channel, consumer.routing_keys[0], count)
-
-    service = Service(name, _settings(amqp_url), uses_database=False)
-    done = asyncio.Event()
-    seen = 0
-    clock = Clock()
-
-    @service.subscribe_batch(consumer, max_batch=1000, linger=0.05, prefetch=2000)
-    async def handle(messages: list[LeadgenReceivedMessage]) -> None:
-        nonlocal seen, clock
-        if seen == 0:
-            clock = Clock()
-        seen += len(messages)
-        if seen >= count:
-            done.set()
-
-    async def run() -> Result:
-        await service.start()
-        try:
-            try:
-                await asyncio.wait_for(done.wait(), timeout=120)
-            except TimeoutError:
-                raise RuntimeError(f"batch consumer saw only {seen} of {count} messages") from None
-            result = clock.result(count)
+            # The clock starts at the first handler call: with one message per call, that message is not timed.
+            result = clock.result(count if batch else count - 1)
         finally:
             await service.stop()
         return result
@@ -312,13 +279,14 @@ async def run(args: argparse.Namespace) -> None:
             await consume_service(amqp_url, n, True)
             return
         if args.profile == "consume_batch":
-            await consume_batch(amqp_url, n, True)
+            await consume_service(amqp_url, n, True, batch=True)
             return
         if args.profile == "publish":
             await publish_service(amqp_url, n, p, True)
             return
         await best("consume: Service, empty handler", lambda: consume_service(amqp_url, n, False))
-        await best("consume: Service.subscribe_batch, empty handler", lambda: consume_batch(amqp_url, n, False))
+        await best("consume: Service.subscribe_batch, empty handler",
+                   lambda: consume_service(amqp_url, n, False, batch=True))
         await best("consume: bare aio-pika, ack only", lambda: consume_bare(amqp_url, n, False))
         await best("consume: bare aio-pika, validate + ack", lambda: consume_bare(amqp_url, n, True))
         await best(f"publish: shared.messaging, {p} concurrent", lambda: publish_service(amqp_url, n, p, False))
