@@ -61,6 +61,14 @@ async def test_missing_or_bad_setting_stops_the_service_with_one_line() -> None:
     ]
 
 
+async def test_a_bad_worker_count_stops_before_any_worker_starts() -> None:
+    code, output = await _run_cli("run", "capi_sender", env=_env(CAPI_WORKERS="0"))
+    assert code == 2
+    assert output.strip().splitlines() == [
+        "leadwire: invalid setting CAPI_WORKERS: Input should be greater than or equal to 1"
+    ]
+
+
 async def test_secrets_set_in_environment_never_logged(database_dsn: str) -> None:
     env = _env(
         META_ACCESS_TOKEN=SECRET_TOKEN,
