@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
 export DATABASE_URL ?= postgresql://leadwire:leadwire@127.0.0.1:5432/leadwire
+# The vhost and database the suite uses (a second checkout on the same machine sets another name).
+export LEADWIRE_TEST_VHOST ?= leadwire_test
 
 .PHONY: help up test bench lint fmt migrate schemas asyncapi contracts infra install sandbox clean
 
@@ -34,12 +36,12 @@ up: install infra migrate
 	@bash scripts/up.sh
 
 test: install
-	@LEADWIRE_TEST_VHOST=leadwire_test bash scripts/ensure-infra.sh
+	@bash scripts/ensure-infra.sh --test-vhost
 	$(BIN)/leadwire migrate
 	$(BIN)/python -m pytest
 
 bench: install migrate
-	@LEADWIRE_TEST_VHOST=leadwire_test bash scripts/ensure-infra.sh
+	@bash scripts/ensure-infra.sh --test-vhost
 	@command -v wrk >/dev/null || { echo "[bench] installing wrk (HTTP load generator) from Debian packages"; \
 		$$([ "$$(id -u)" = 0 ] || echo sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; } \
 		|| echo "[bench] wrk not installed: bench_ingress loads with its Python client"

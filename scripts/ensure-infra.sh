@@ -71,7 +71,7 @@ fi
 
 # A vhost of its own for the test suite (LEADWIRE_TEST_VHOST), so test messages never reach the real queues.
 # Recreated empty for each run: queues no test consumes would otherwise collect messages run after run.
-if [ -n "${LEADWIRE_TEST_VHOST:-}" ] && is_local "$rq_host"; then
+if [ "${1:-}" = --test-vhost ] && [ -n "${LEADWIRE_TEST_VHOST:-}" ] && is_local "$rq_host"; then
   rq_user=$(url_part "$AMQP_URL" user 5672); rq_user=${rq_user:-guest}
   if as_root rabbitmqctl -q list_vhosts 2>/dev/null | grep -qx "$LEADWIRE_TEST_VHOST"; then
     as_root rabbitmqctl -q delete_vhost "$LEADWIRE_TEST_VHOST" >/dev/null
