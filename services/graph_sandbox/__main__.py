@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from aiohttp import web
 
@@ -25,6 +26,11 @@ def main(argv: list[str] | None = None) -> None:
         "--app-secret", default=SandboxConfig.app_secret, help="verifies appsecret_proof and signs webhooks"
     )
     parser.add_argument("--public-url", default=None, help="base URL for paging links (default: request host)")
+    parser.add_argument(
+        "--now",
+        default=os.environ.get("SANDBOX_NOW") or None,
+        help="the sandbox clock: HH:MM today in the account's time zone, or an ISO 8601 instant (env SANDBOX_NOW)",
+    )
     parser.add_argument("--access-log", action="store_true", help="log every request (tokens redacted)")
     args = parser.parse_args(argv)
     configure_logging("INFO")
@@ -37,10 +43,9 @@ def main(argv: list[str] | None = None) -> None:
         ads=args.ads,
         days=args.days,
         public_url=args.public_url,
+        now=args.now,
     )
-    web.run_app(
-        create_app(config), host=args.host, port=args.port, access_log_class=SafeAccessLogger, print=None
-    )
+    web.run_app(create_app(config), host=args.host, port=args.port, access_log_class=SafeAccessLogger, print=None)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 from .core import GraphRequest, Sandbox, json_param, list_param, paginate
@@ -86,7 +85,7 @@ async def create_audience(sb: Sandbox, req: GraphRequest, account: Node | None) 
                 "customer_file_source": source,
                 "approximate_count_lower_bound": 0,
                 "approximate_count_upper_bound": 0,
-                "time_created": int(time.time()),
+                "time_created": int(sb.state.now()),
                 "operation_status": {"code": 200, "description": "Normal"},
                 "delivery_status": {"code": 200, "description": "This audience is ready for use."},
             },

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from typing import Any
 
 from .core import GraphRequest, Sandbox, json_param
@@ -124,7 +123,7 @@ async def post_events(sb: Sandbox, req: GraphRequest, pixel: Node | None) -> dic
             except json.JSONDecodeError:
                 item = None
         events.append(item)
-    now = time.time()
+    now = sb.state.now()
     for index, event in enumerate(events):
         _validate(index, event, now)  # one invalid event rejects the whole request
     sb.state.capi_requests[pixel.id] += 1

@@ -18,6 +18,8 @@ class SandboxConfig:
         days: days of seeded insights history (ending today in the account's timezone).
         latest_version: the version named in errors about unversioned calls.
         public_url: base URL used in paging `next` links when it cannot be derived from the request.
+        now: the clock at start and after each reset: `HH:MM` (today, in the main account's time zone) or an
+            ISO 8601 instant; None = the machine's time. It ticks from there (see `clock.py`).
     """
 
     app_id: str = "1234567890123456"
@@ -28,3 +30,4 @@ class SandboxConfig:
     latest_version: str = "v26.0"
     public_url: str | None = None
     call_log_size: int = 20_000
+    now: str | None = None

@@ -67,15 +67,24 @@ def summary(sb: Sandbox) -> dict[str, Any]:
         "app_id": st.app_id,
         "adsets_by_name": {n.fields["name"]: n.id for n in st.of_kind("adset")},
         "leads": len(st.of_kind("lead")),
+        "clock": sb.clock.describe(),
     }
 
 
 async def reset(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
     if sb.webhooks is not None:
         await sb.webhooks.reset()
-    sb.reset(body.get("seed"), body.get("ads"), body.get("days"))
+    sb.reset(body.get("seed"), body.get("ads"), body.get("days"), now=body.get("now"))
     logger.info("sandbox reset", extra={"seed": sb.state.seed})
     return summary(sb)
+
+
+async def clock(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
+    if request.method == "POST":
+        if "now" not in body:
+            raise ValueError('clock: give "now" (HH:MM, an ISO 8601 instant, or null for the machine\'s time)')
+        sb.set_clock(body["now"], frozen=bool(body.get("frozen", False)))
+    return sb.clock.describe()
 
 
 async def get_state(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
@@ -172,6 +181,7 @@ def setup(app: web.Application) -> None:
         ("/_sandbox/webhooks", webhooks),
         ("/_sandbox/token", token),
         ("/_sandbox/insights", insights_knobs),
+        ("/_sandbox/clock", clock),
     ):
         r.add_get(path, _wrap(fn))
         r.add_post(path, _wrap(fn))

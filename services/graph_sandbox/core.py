@@ -17,7 +17,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
+from .clock import Clock, parse_now
 from .config import SandboxConfig
 from .errors import (
     GraphError,
@@ -28,7 +30,7 @@ from .errors import (
     unversioned_call,
 )
 from .ratelimit import CallLog, Limits, RateLimiter
-from .state import Node, SandboxState
+from .state import MAIN_ACCOUNT_TZ, Node, SandboxState
 
 logger = logging.getLogger(__name__)
 
@@ -137,15 +139,27 @@ class Sandbox:
         self.limiter = RateLimiter(self.limits)
         self.faults = Faults()
         self.insights = InsightsKnobs()
-        self.state = SandboxState(config.seed, config.ads, config.days, config.app_id)
+        self.clock = Clock()
+        self.set_clock(config.now)
+        self.state = SandboxState(config.seed, config.ads, config.days, config.app_id, clock=self.clock)
         self.fault_rng = random.Random(config.seed)
         self.release_hangs = asyncio.Event()
         self.webhooks: Any = None  # set by webhooks.WebhookManager on startup
         self.resolve: Callable[[Sandbox, GraphRequest], Route] | None = None
 
-    def reset(self, seed: int | None = None, ads: int | None = None, days: int | None = None) -> None:
+    def set_clock(self, now: str | None, *, frozen: bool = False) -> None:
+        """`now` as `parse_now` reads it, in the main account's time zone; None = the machine's time."""
+        self.clock.set(None if now is None else parse_now(now, ZoneInfo(MAIN_ACCOUNT_TZ)), frozen=frozen)
+
+    def reset(
+        self, seed: int | None = None, ads: int | None = None, days: int | None = None, now: str | None = None
+    ) -> None:
+        """Everything back to its start-up state, the clock included (to `now` when given)."""
         seed = self.config.seed if seed is None else seed
-        self.state = SandboxState(seed, ads or self.config.ads, days or self.config.days, self.config.app_id)
+        self.set_clock(now if now is not None else self.config.now)
+        self.state = SandboxState(
+            seed, ads or self.config.ads, days or self.config.days, self.config.app_id, clock=self.clock
+        )
         self.limits = Limits()
         self.limiter = RateLimiter(self.limits)
         self.faults = Faults()

@@ -9,10 +9,9 @@ from __future__ import annotations
 import calendar
 import itertools
 import random
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from .core import GraphRequest, Sandbox, json_param, list_param, paginate
@@ -93,7 +92,7 @@ def ad_day(sb: Sandbox, ad: Node, day: date, today: date) -> dict[str, int] | No
         expected = spend / profile.cpl
         leads = int(expected) + (1 if rng.random() < expected - int(expected) else 0)
     pixel = sum(1 for _ in range(leads) if rng.random() < profile.pixel_share)
-    return {
+    metrics = {
         "spend": spend,
         "impressions": impressions,
         "reach": reach,
@@ -102,6 +101,17 @@ def ad_day(sb: Sandbox, ad: Node, day: date, today: date) -> dict[str, int] | No
         "leads_onsite": leads - pixel,
         "leads_pixel": pixel,
     }
+    if ago == 0:  # today so far: Meta's "today" grows through the day
+        return _so_far(metrics, sb.state.local_now(ad.account or ""))
+    return metrics
+
+
+def _so_far(metrics: dict[str, int], local_now: datetime) -> dict[str, int] | None:
+    """The part of a day's delivery made by `local_now` (the day's numbers accrue evenly over its hours)."""
+    elapsed = local_now - local_now.replace(hour=0, minute=0, second=0, microsecond=0)
+    share = elapsed.total_seconds() / 86400
+    part = {name: int(value * share) for name, value in metrics.items()}
+    return part if part["impressions"] else None
 
 
 def _split(total: int, weights: list[float]) -> list[int]:
@@ -429,7 +439,7 @@ async def start_report(sb: Sandbox, req: GraphRequest, node: Node | None) -> dic
     assert node is not None
     params = {k: v for k, v in req.params.items() if k not in ("access_token", "appsecret_proof")}
     q = parse_query(sb, req, node, params)  # invalid params fail synchronously, like Meta
-    now = time.time()
+    now = sb.state.now()
     run = sb.state.add(
         Node(
             sb.state.new_id(),
@@ -461,7 +471,7 @@ def _advance(sb: Sandbox, run: Node) -> None:
         f["async_percent_completion"] = 0 if polls <= 2 else int(100 * (polls - 1) / needed)
         return
     f["is_running"] = False
-    f["time_completed"] = int(time.time())
+    f["time_completed"] = int(sb.state.now())
     knobs = sb.insights
     if knobs.job_skip:
         f.update(async_status="Job Skipped", async_percent_completion=0)

@@ -144,9 +144,8 @@ def full_view(sb: Sandbox, node: Node) -> dict[str, Any]:
 
 
 def _tz_offset(sb: Sandbox, account: str) -> float:
-    from datetime import datetime
 
-    offset = datetime.now(sb.state.account_tz(account)).utcoffset()
+    offset = sb.state.local_now(account).utcoffset()
     return offset.total_seconds() / 3600 if offset else 0.0
 
 
@@ -371,7 +370,7 @@ async def create_campaign(sb: Sandbox, req: GraphRequest, account: Node | None) 
             error_data={"blame_field_specs": [["is_adset_budget_sharing_enabled"]]},
         )
     bid_strategy = _enum(p, "bid_strategy", BID_STRATEGIES)
-    now = time.time()
+    now = sb.state.now()
     node = sb.state.add(
         Node(
             sb.state.new_id(),
@@ -452,7 +451,7 @@ async def create_adset(sb: Sandbox, req: GraphRequest, account: Node | None) -> 
     bid_amount = _money(p, "bid_amount")
     if bid_strategy in ("LOWEST_COST_WITH_BID_CAP", "COST_CAP") and not bid_amount:
         raise missing_param("bid_amount")
-    now = time.time()
+    now = sb.state.now()
     node = sb.state.add(
         Node(
             sb.state.new_id(),
@@ -496,7 +495,7 @@ async def create_ad(sb: Sandbox, req: GraphRequest, account: Node | None) -> dic
         raise invalid_param("An ad set can have at most 50 ads", subcode=1487079, blame=["adset_id"])
     cta = creative.fields.get("object_story_spec", {}).get("link_data", {}).get("call_to_action", {})
     form_id = (cta.get("value") or {}).get("lead_gen_form_id")
-    now = time.time()
+    now = sb.state.now()
     node = sb.state.add(
         Node(
             sb.state.new_id(),
@@ -563,7 +562,7 @@ async def create_image(sb: Sandbox, req: GraphRequest, account: Node | None) -> 
             Node(
                 node_id,
                 "adimage",
-                {"hash": digest, "name": name, "url": url, "created_time": time.time(), "status": "ACTIVE"},
+                {"hash": digest, "name": name, "url": url, "created_time": sb.state.now(), "status": "ACTIVE"},
                 account=account.id,
             )
         )
@@ -648,7 +647,7 @@ async def update_object(sb: Sandbox, req: GraphRequest, node: Node | None) -> di
     if budget_keys:
         _check_budget_change(sb, node, budget_keys, changes)
     node.fields.update(changes)
-    node.fields["updated_time"] = time.time()
+    node.fields["updated_time"] = sb.state.now()
     return {"success": True}
 
 
@@ -687,7 +686,7 @@ async def delete_object(sb: Sandbox, req: GraphRequest, node: Node | None) -> di
         sb.state.nodes.pop(node.id, None)
     else:
         node.fields["status"] = "DELETED"
-        node.fields["updated_time"] = time.time()
+        node.fields["updated_time"] = sb.state.now()
     return {"success": True}
 
 

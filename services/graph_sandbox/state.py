@@ -17,17 +17,19 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from .clock import Clock
+
 # Offset-1 currencies (meta-api-facts §11.1).
 OFFSET_ONE = frozenset({"CLP", "COP", "CRC", "HUF", "ISK", "IDR", "JPY", "KRW", "PYG", "TWD", "VND"})
 
 MAIN_ACCOUNT = "act_1000000001"
+MAIN_ACCOUNT_TZ = "America/New_York"
 JPY_ACCOUNT = "act_1000000002"
 PAGE_ID = "102030405060708"
 PIXEL_ID = "778899001122334"
@@ -133,7 +135,16 @@ _START = ["within_a_week", "within_a_month", "just_researching"]
 class SandboxState:
     """Everything the fake Graph API knows; rebuilt from a seed by `/_sandbox/reset`."""
 
-    def __init__(self, seed: int = 42, ads: int = 20, days: int = 30, app_id: str = "1234567890123456") -> None:
+    def __init__(
+        self,
+        seed: int = 42,
+        ads: int = 20,
+        days: int = 30,
+        app_id: str = "1234567890123456",
+        *,
+        clock: Clock | None = None,
+    ) -> None:
+        self.clock = clock or Clock()
         self.seed = seed
         self.days = days
         self.app_id = app_id
@@ -149,7 +160,7 @@ class SandboxState:
             "is_valid": True,
             "type": "SYSTEM_USER",
             "expires_at": 0,
-            "data_access_expires_at": int(time.time()) + 90 * 86400,
+            "data_access_expires_at": int(self.now()) + 90 * 86400,
             "scopes": [
                 "ads_management",
                 "ads_read",
@@ -192,21 +203,28 @@ class SandboxState:
 
     def account_tz(self, account: str) -> ZoneInfo:
         node = self.nodes.get(account)
-        return ZoneInfo(node.fields["timezone_name"] if node else "America/New_York")
+        return ZoneInfo(node.fields["timezone_name"] if node else MAIN_ACCOUNT_TZ)
 
     def currency(self, account: str) -> str:
         node = self.nodes.get(account)
         return node.fields["currency"] if node else "USD"
 
+    def now(self) -> float:
+        """Seconds since the epoch on the sandbox's clock (`clock.py`): every time the sandbox uses comes from here."""
+        return self.clock.time()
+
+    def local_now(self, account: str) -> datetime:
+        return datetime.fromtimestamp(self.now(), self.account_tz(account))
+
     def today(self, account: str) -> date:
-        return datetime.now(self.account_tz(account)).date()
+        return self.local_now(account).date()
 
     # ------------------------------------------------------------------ seeding
     def _seed(self, ads: int) -> None:
-        now = time.time()
+        now = self.now()
         created = now - (self.days + 5) * 86400
         for acc_id, name, currency, tz in (
-            (MAIN_ACCOUNT, "Leadwire Demo (USD)", "USD", "America/New_York"),
+            (MAIN_ACCOUNT, "Leadwire Demo (USD)", "USD", MAIN_ACCOUNT_TZ),
             (JPY_ACCOUNT, "Leadwire Tokyo (JPY)", "JPY", "Asia/Tokyo"),
         ):
             self.add(
@@ -450,7 +468,7 @@ class SandboxState:
             {"name": "when_would_you_like_to_start?", "values": [rng.choice(_START)]},
         ]
         fields: dict[str, Any] = {
-            "created_time": created if created is not None else time.time(),
+            "created_time": created if created is not None else self.now(),
             "field_data": field_data,
             "form_id": form_id,
             "is_organic": ad is None,

@@ -136,7 +136,7 @@ class WebhookManager:
     # ------------------------------------------------------------------ delivery
     def payload(self, leads: list[Node]) -> bytes:
         entries: dict[str, dict[str, Any]] = {}
-        now = int(time.time())
+        now = int(self.sb.state.now())
         for lead in leads:
             page = lead.page_id or ""
             entry = entries.setdefault(page, {"id": page, "time": now, "changes": []})

@@ -201,19 +201,34 @@ async def test_lowering_below_spend_floor_and_deleted_objects_are_refused(
     start_executor, sandbox, broker, results
 ) -> None:
     await start_executor()
-    # The "Advantage+" ad set spends > $300/day, today included: a budget of $1 is below 110% of today's spend.
+    # Meta refuses a daily budget below 110% of what the ad set already spent today, and today's spend grows
+    # through the day: so the same lowering is fine just after midnight and refused in the evening. The sandbox's
+    # clock is pinned for each half, so the test means the same at any hour it runs.
     burner = sandbox.state["adsets_by_name"]["Prospecting - Advantage+"]
     current = int((await node(sandbox, burner))["daily_budget"])
-    spend_status, _, insights = await sandbox.graph("GET", f"{burner}/insights", fields="spend", date_preset="today")
-    assert spend_status == 200
-    spent_today = round(float(insights["data"][0]["spend"]) * 100) if insights["data"] else 0
-    assert spent_today > 0, "the seeded burner spends today"
-    low = max(1, int(spent_today * 0.9))
-    low_result = await result_of(results, await send(
-        broker, command("set_budget", object_id=burner, level="adset", amount_minor=low,
+    lowered = current - current // 10  # -10%: inside the 20% step limit
+
+    async def spent_today() -> int:
+        status, _, insights = await sandbox.graph("GET", f"{burner}/insights", fields="spend", date_preset="today")
+        assert status == 200
+        return round(float(insights["data"][0]["spend"]) * 100) if insights["data"] else 0
+
+    await sandbox.control("POST", "clock", {"now": "20:00", "frozen": True})
+    assert (await spent_today()) * 1.1 > lowered, "the seeded burner has spent most of its budget by 20:00"
+    refused = await result_of(results, await send(
+        broker, command("set_budget", object_id=burner, level="adset", amount_minor=lowered,
                         expected_current_minor=current)))
-    assert low_result.status == "refused"
-    assert low_result.guardrail in ("spend_floor", "budget_step")  # both are broken; either refusal is right
+    assert (refused.status, refused.guardrail) == ("refused", "spend_floor")
+    assert int((await node(sandbox, burner))["daily_budget"]) == current
+
+    await sandbox.control("POST", "clock", {"now": "00:30", "frozen": True})
+    assert (await spent_today()) * 1.1 < lowered
+    applied = await result_of(results, await send(
+        broker, command("set_budget", object_id=burner, level="adset", amount_minor=lowered,
+                        expected_current_minor=current)))
+    assert applied.status == "ok", applied.detail
+    assert int((await node(sandbox, burner))["daily_budget"]) == lowered
+    current = lowered
 
     stale = await result_of(results, await send(
         broker, command("set_budget", object_id=burner, level="adset", amount_minor=current + 100,

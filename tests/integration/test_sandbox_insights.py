@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
 
 from tests.fixtures.sandbox import SandboxHandle
 
@@ -20,6 +24,7 @@ async def insights(sandbox: SandboxHandle, obj: str | None = None, **params: Any
 
 
 async def test_seeded_winners_and_losers(sandbox: SandboxHandle) -> None:
+    await sandbox.reset(now="23:00")  # the burner's "today" is most of a day's spend by then
     fields = "adset_name,spend,impressions,actions,frequency,cost_per_action_type"
     rows = {r["adset_name"]: r for r in await insights(sandbox, level="adset", date_preset="last_3d", fields=fields)}
     loser, winner = rows["Prospecting - Broad"], rows["Prospecting - Lookalike"]
@@ -192,3 +197,44 @@ async def test_large_seed(sandbox: SandboxHandle) -> None:
         "GET", f"{sandbox.account_id}/insights", level="ad", date_preset="last_30d", time_increment=1
     )
     assert (status, body["error"]["error_subcode"]) == (400, 1487534)
+
+
+async def spend_today(sandbox: SandboxHandle, adset_name: str) -> float | None:
+    rows = await insights(sandbox, level="adset", date_preset="today", fields="adset_name,spend")
+    return next((float(r["spend"]) for r in rows if r["adset_name"] == adset_name), None)
+
+
+async def test_today_grows_through_the_day_on_the_sandbox_clock(sandbox: SandboxHandle) -> None:
+    burner = "Prospecting - Advantage+"
+    await sandbox.control("POST", "clock", {"now": "00:00", "frozen": True})
+    assert await spend_today(sandbox, burner) is None  # nothing delivered yet at midnight
+    await sandbox.control("POST", "clock", {"now": "06:00", "frozen": True})
+    quarter = await spend_today(sandbox, burner)
+    await sandbox.control("POST", "clock", {"now": "18:00", "frozen": True})
+    three_quarters = await spend_today(sandbox, burner)
+    assert quarter
+    assert three_quarters
+    assert three_quarters == pytest.approx(3 * quarter, rel=0.01)
+    yesterday = await insights(sandbox, level="adset", date_preset="yesterday", fields="adset_name,spend")
+    assert float(next(r["spend"] for r in yesterday if r["adset_name"] == burner)) > three_quarters / 0.75 * 0.7
+
+
+async def test_clock_is_read_in_the_accounts_time_zone_and_survives_until_reset(sandbox: SandboxHandle) -> None:
+    clock = await sandbox.control("POST", "clock", {"now": "2026-03-08T06:30:00+00:00", "frozen": True})
+    assert clock["now"] == "2026-03-08T06:30:00+00:00"
+    assert clock["frozen"]
+    assert (await sandbox.control("GET", "clock"))["epoch"] == clock["epoch"]  # frozen: it does not tick
+    # 23:30 in New York on a winter day is 04:30 UTC the next day.
+    late = await sandbox.control("POST", "clock", {"now": "23:30"})
+    local = datetime.fromtimestamp(late["epoch"], ZoneInfo("America/New_York"))
+    assert (local.hour, local.minute) == (23, 30)
+    assert not late["frozen"]
+    assert (await sandbox.reset())["clock"]["offset_seconds"] == pytest.approx(0, abs=5)  # reset: the machine's time
+
+
+@pytest.mark.parametrize("body", [{}, {"now": "25:00"}, {"now": "09:00+02:00"}, {"now": "2026-12-03T09:00:00"},
+                                  {"now": "tomorrow"}])
+async def test_a_clock_setting_it_cannot_read_is_a_400(sandbox: SandboxHandle, body: dict[str, Any]) -> None:
+    async with sandbox.session.post(f"{sandbox.url}/_sandbox/clock", json=body) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error"].startswith("clock: ")
