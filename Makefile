@@ -4,7 +4,6 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
 export AMQP_URL ?= amqp://guest:guest@127.0.0.1:5672/
 export DATABASE_URL ?= postgresql://leadwire:leadwire@127.0.0.1:5432/leadwire
 # The vhost and database the suite uses (a second checkout on the same machine sets another name).
@@ -18,15 +17,11 @@ help:
 	@echo "make bench    run every benchmark under tests/benchmarks/ and print figures"
 	@echo "make lint     ruff;  make fmt: ruff format;  make migrate;  make contracts: regenerate schemas + AsyncAPI"
 
-$(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
-	@touch $(STAMP)
+# A working .venv (rebuilt when a failed run left it without pip) with the project installed; see the script.
+install:
+	@bash scripts/install.sh "$(PYTHON)" "$(VENV)"
 
-install: $(STAMP)
-
-infra:
+infra: install
 	@bash scripts/ensure-infra.sh
 
 migrate: install infra
@@ -37,7 +32,6 @@ up: install infra migrate
 
 test: install
 	@bash scripts/ensure-infra.sh --test-vhost
-	$(BIN)/leadwire migrate
 	$(BIN)/python -m pytest
 
 bench: install migrate

@@ -2,8 +2,11 @@
 # Run the whole system in the foreground (Ctrl-C or SIGTERM stops it cleanly).
 # Without META_ACCESS_TOKEN this is a demo: the Graph sandbox stands in for Meta, with a simulated ad account,
 # and its lead generator sends signed leadgen webhooks to the ingress.
+# Needs bash and python3 only (no curl): probes and control calls use Python's standard library.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+TAG=up
+. scripts/lib.sh
 BIN=.venv/bin
 if [ -f .env ]; then set -a; . ./.env; set +a; fi
 
@@ -15,9 +18,11 @@ cleanup() { for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; d
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-wait_http() { # url seconds
-  for _ in $(seq 1 "$2"); do curl -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 1; done; return 1
+need_port() { # PORT VARIABLE WHAT
+  port_free 127.0.0.1 "$1" || die "port $1 ($3) is in use: stop what listens there, or set $2 to a free port"
 }
+
+need_port "$INGRESS_PORT" INGRESS_PORT "the ingress's webhooks"
 
 if [ -z "${META_ACCESS_TOKEN:-}" ]; then
   cat <<BANNER
@@ -27,6 +32,7 @@ if [ -z "${META_ACCESS_TOKEN:-}" ]; then
 #  To run against Meta, set META_* in .env (see .env.example and the README).                  #
 ################################################################################################
 BANNER
+  need_port "$SANDBOX_PORT" SANDBOX_PORT "the Graph sandbox"
   export META_GRAPH_URL="http://127.0.0.1:${SANDBOX_PORT}"
   export META_ACCESS_TOKEN=demo-system-user-token
   export META_PAGE_ACCESS_TOKEN=demo-page-token
@@ -36,25 +42,27 @@ BANNER
   $BIN/python -m services.graph_sandbox --host 127.0.0.1 --port "$SANDBOX_PORT" \
     --app-id "$META_APP_ID" --app-secret "$META_APP_SECRET" &
   pids+=($!)
-  wait_http "http://127.0.0.1:${SANDBOX_PORT}/_sandbox/health" 30 || { echo "graph sandbox did not start"; exit 1; }
+  wait_until 30 "${pids[-1]}" "the graph sandbox" http GET "http://127.0.0.1:${SANDBOX_PORT}/_sandbox/health" >/dev/null \
+    || exit 1
   # The simulated account's ids, as the sandbox seeded them.
-  state=$(curl -fsS "http://127.0.0.1:${SANDBOX_PORT}/_sandbox/state")
+  state=$(http GET "http://127.0.0.1:${SANDBOX_PORT}/_sandbox/state")
   field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1" <<<"$state"; }
   export META_AD_ACCOUNT_ID=${META_AD_ACCOUNT_ID:-$(field main_account)}
   export META_PAGE_IDS=${META_PAGE_IDS:-$(field page_id)}
   export META_PIXEL_ID=${META_PIXEL_ID:-$(field pixel_id)}
   echo "graph_sandbox      ready   http://127.0.0.1:${SANDBOX_PORT}/_sandbox/state"
-  $BIN/leadwire pages subscribe >/dev/null  # as a real install would, once: the Page's leadgen subscription
+  $BIN/leadwire pages subscribe >/dev/null # as a real install would, once: the Page's leadgen subscription
 fi
 
 $BIN/leadwire run all &
 pids+=($!)
-wait_http "http://127.0.0.1:${INGRESS_PORT}/readyz" 60 || { echo "ingress did not become ready"; exit 1; }
+wait_until 60 "${pids[-1]}" "leadwire run all" http GET "http://127.0.0.1:${INGRESS_PORT}/readyz" >/dev/null || exit 1
 
 if [ "${META_GRAPH_URL:-}" = "http://127.0.0.1:${SANDBOX_PORT}" ] && [ "$DEMO_LEADS_PER_MINUTE" != 0 ]; then
-  curl -fsS -X POST "http://127.0.0.1:${SANDBOX_PORT}/_sandbox/webhooks" -H 'content-type: application/json' \
-    -d "{\"target_url\": \"http://127.0.0.1:${INGRESS_PORT}/webhooks/meta\", \"app_secret\": \"${META_APP_SECRET}\",
-         \"rate_per_second\": $(python3 -c "print(${DEMO_LEADS_PER_MINUTE}/60)")}" >/dev/null \
+  rate=$(python3 -c "print(${DEMO_LEADS_PER_MINUTE} / 60)")
+  http POST "http://127.0.0.1:${SANDBOX_PORT}/_sandbox/webhooks" \
+    "{\"target_url\": \"http://127.0.0.1:${INGRESS_PORT}/webhooks/meta\", \"app_secret\": \"${META_APP_SECRET}\",
+      \"rate_per_second\": ${rate}}" >/dev/null \
     && echo "demo lead generator: ${DEMO_LEADS_PER_MINUTE} leads/minute -> http://127.0.0.1:${INGRESS_PORT}/webhooks/meta"
 fi
 wait "${pids[-1]}"

@@ -81,9 +81,13 @@ async def reset(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
 
 async def clock(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
     if request.method == "POST":
-        if "now" not in body:
+        frozen = bool(body.get("frozen", False))
+        if "now" in body:
+            sb.set_clock(body["now"], frozen=frozen)
+        elif frozen:
+            sb.clock.set(sb.clock.time(), frozen=True)  # stop where it is
+        else:
             raise ValueError('clock: give "now" (HH:MM, an ISO 8601 instant, or null for the machine\'s time)')
-        sb.set_clock(body["now"], frozen=bool(body.get("frozen", False)))
     return sb.clock.describe()
 
 

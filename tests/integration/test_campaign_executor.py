@@ -213,7 +213,7 @@ async def test_lowering_below_spend_floor_and_deleted_objects_are_refused(
         assert status == 200
         return round(float(insights["data"][0]["spend"]) * 100) if insights["data"] else 0
 
-    await sandbox.control("POST", "clock", {"now": "20:00", "frozen": True})
+    await sandbox.set_clock("20:00", frozen=True)
     assert (await spent_today()) * 1.1 > lowered, "the seeded burner has spent most of its budget by 20:00"
     refused = await result_of(results, await send(
         broker, command("set_budget", object_id=burner, level="adset", amount_minor=lowered,
@@ -221,7 +221,7 @@ async def test_lowering_below_spend_floor_and_deleted_objects_are_refused(
     assert (refused.status, refused.guardrail) == ("refused", "spend_floor")
     assert int((await node(sandbox, burner))["daily_budget"]) == current
 
-    await sandbox.control("POST", "clock", {"now": "00:30", "frozen": True})
+    await sandbox.set_clock("00:30", frozen=True)
     assert (await spent_today()) * 1.1 < lowered
     applied = await result_of(results, await send(
         broker, command("set_budget", object_id=burner, level="adset", amount_minor=lowered,

@@ -38,7 +38,13 @@ pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-async def clean(db: asyncpg.Pool) -> None:
+async def frozen_clock(sandbox: SandboxHandle) -> None:
+    """The poller and the test read "today" at different moments, and Meta's today grows between them."""
+    await sandbox.freeze_clock()
+
+
+@pytest.fixture
+async def clean(db: asyncpg.Pool, frozen_clock: None) -> None:
     """The sandbox's account ids are fixed: forget what earlier tests stored for them."""
     accounts = [MAIN, JPY]
     async with db.acquire() as conn, conn.transaction():

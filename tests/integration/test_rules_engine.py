@@ -308,6 +308,7 @@ async def test_default_rules_on_the_sandbox_pause_the_losers_and_scale_the_winne
     db: asyncpg.Pool, sandbox: SandboxHandle, broker: RabbitBroker, clean: None, commands: CommandWatch,
     start_service: Any, slack: FakeSlack,
 ) -> None:
+    await sandbox.set_clock("23:00")  # late enough for the burner's today to pass $300
     await refresh_sandbox(db, sandbox)
     names = {r["name"]: r["adset_id"] for r in await db.fetch("select adset_id, name from adsets "
                                                                "where account_id = $1", MAIN)}

@@ -206,11 +206,11 @@ async def spend_today(sandbox: SandboxHandle, adset_name: str) -> float | None:
 
 async def test_today_grows_through_the_day_on_the_sandbox_clock(sandbox: SandboxHandle) -> None:
     burner = "Prospecting - Advantage+"
-    await sandbox.control("POST", "clock", {"now": "00:00", "frozen": True})
+    await sandbox.set_clock("00:00", frozen=True)
     assert await spend_today(sandbox, burner) is None  # nothing delivered yet at midnight
-    await sandbox.control("POST", "clock", {"now": "06:00", "frozen": True})
+    await sandbox.set_clock("06:00", frozen=True)
     quarter = await spend_today(sandbox, burner)
-    await sandbox.control("POST", "clock", {"now": "18:00", "frozen": True})
+    await sandbox.set_clock("18:00", frozen=True)
     three_quarters = await spend_today(sandbox, burner)
     assert quarter
     assert three_quarters

@@ -41,7 +41,13 @@ DEFAULT_RULES = load_rules(DEFAULT_RULES_DIR)
 
 
 @pytest.fixture
-async def clean(db: asyncpg.Pool) -> None:
+async def frozen_clock(sandbox: SandboxHandle) -> None:
+    """The poller and the test read "today" at different moments, and Meta's today grows between them."""
+    await sandbox.freeze_clock()
+
+
+@pytest.fixture
+async def clean(db: asyncpg.Pool, frozen_clock: None) -> None:
     """The sandbox's account id is fixed: forget what earlier tests stored for it (window reach cascades)."""
     async with db.acquire() as conn, conn.transaction():
         for table in ("insights_daily", "ads", "adsets", "campaigns", "ad_accounts"):
