@@ -9,11 +9,12 @@ export DATABASE_URL ?= postgresql://leadwire:leadwire@127.0.0.1:5432/leadwire
 # The vhost and database the suite uses (a second checkout on the same machine sets another name).
 export LEADWIRE_TEST_VHOST ?= leadwire_test
 
-.PHONY: help up test bench lint fmt migrate schemas asyncapi contracts infra install sandbox clean
+.PHONY: help up test test-hours bench lint fmt migrate schemas asyncapi contracts infra install sandbox clean
 
 help:
 	@echo "make up       set up everything and run all services (demo against the Graph sandbox without META_ACCESS_TOKEN)"
 	@echo "make test     set up everything and run the whole test suite"
+	@echo "make test-hours  the suite with the Graph sandbox's clock at 00:30, 09:00 and 23:30 (TEST_HOURS)"
 	@echo "make bench    run every benchmark under tests/benchmarks/ and print figures"
 	@echo "make lint     ruff;  make fmt: ruff format;  make migrate;  make contracts: regenerate schemas + AsyncAPI"
 
@@ -33,6 +34,13 @@ up: install infra migrate
 test: install
 	@bash scripts/ensure-infra.sh --test-vhost
 	$(BIN)/python -m pytest
+
+# The suite with the sandbox's clock at hours across the account's day (the suite must not depend on the hour).
+TEST_HOURS ?= 00:30 09:00 23:30
+test-hours: install
+	@bash scripts/ensure-infra.sh --test-vhost
+	@for at in $(TEST_HOURS); do echo "== the sandbox's clock at $$at"; \
+		LEADWIRE_TEST_CLOCK=$$at $(BIN)/python -m pytest -q || exit 1; done
 
 bench: install migrate
 	@bash scripts/ensure-infra.sh --test-vhost

@@ -3,13 +3,14 @@
 10,000 leads (`--leads`) exist in the Graph sandbox; this script plays Meta: it posts one signed leadgen webhook per
 lead to the ingress and, like Meta, retries a delivery that did not get a 200 (with backoff). Meanwhile the
 ingress, lead_fetcher and crm_sync run as separate `leadwire run <service>` processes; each is killed once with
-SIGKILL (and started again), and RabbitMQ is restarted once (`rabbitmqctl stop_app && start_app`). The backfill is
+SIGKILL (and started again), and RabbitMQ is restarted once (`rabbitmqctl stop_app && start_app`, on a RabbitMQ
+node of the benchmark's own: the machine's broker is never restarted). The backfill is
 off, so every lead has to come through the webhook path. The fake CRM honours `Idempotency-Key` as a real endpoint
 does: a repeated request for a lead it already has is answered again but creates nothing. The goal is every lead in
 the CRM, no duplicate contact. Repeated requests are counted and printed apart: a crm_sync killed between the CRM's
 200 and its own commit has to send again (with the same key), so some are expected under chaos.
 
-Runs in its own RabbitMQ vhost and database (`leadwire_noloss`, recreated each run). Needs a local RabbitMQ.
+Runs on its own RabbitMQ node and database (`leadwire_noloss`, recreated each run). Needs RabbitMQ installed here.
 
     python -m tests.benchmarks.bench_no_loss [--leads 10000] [--rate 250] [--no-broker-restart]
     python -m tests.benchmarks.bench_no_loss --latency --leads 6000 --rate 200   # no chaos: POST -> CRM times
@@ -25,7 +26,6 @@ import hashlib
 import hmac
 import json
 import os
-import shutil
 import signal
 import sys
 import time
@@ -39,20 +39,15 @@ from aiohttp import web
 from services.graph_sandbox.app import create_app as create_sandbox
 from services.graph_sandbox.config import SandboxConfig
 from shared.db.migrate import ensure_database, migrate
+from tests.fixtures import rabbit_node
 from tests.fixtures.crm import FakeCrm
 from tests.fixtures.infra import TEST_DSN, free_port
 
 APP_SECRET = "bench-app-secret"
 TOKEN = "bench-token"
-VHOST = "leadwire_noloss"  # also the database name: a fresh one each run
+DATABASE = "leadwire_noloss"  # a fresh one each run
 SERVICES = ("ingress", "lead_fetcher", "crm_sync")
 
-
-
-async def rabbitmqctl(*args: str) -> None:
-    proc = await asyncio.create_subprocess_exec("rabbitmqctl", "-q", *args, stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.DEVNULL)
-    await proc.wait()
 
 
 class Fleet:
@@ -123,16 +118,17 @@ async def play_meta(session: aiohttp.ClientSession, url: str, body: bytes, stats
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    if shutil.which("rabbitmqctl") is None:
-        raise SystemExit("bench_no_loss needs a local RabbitMQ (rabbitmqctl) for its vhost and the restart")
-    base_amqp = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-    amqp_url = urlunsplit(urlsplit(base_amqp)._replace(path=f"/{VHOST}"))
-    dsn = urlunsplit(urlsplit(TEST_DSN)._replace(path=f"/{VHOST}"))
-    await rabbitmqctl("delete_vhost", VHOST)
-    await rabbitmqctl("add_vhost", VHOST)
-    await rabbitmqctl("set_permissions", "-p", VHOST, urlsplit(base_amqp).username or "guest", ".*", ".*", ".*")
+    if not rabbit_node.available():
+        raise SystemExit("bench_no_loss needs RabbitMQ installed here, to run (and restart) a node of its own")
+    async with rabbit_node.private_rabbitmq() as node:
+        return await _run(args, node)
+
+
+async def _run(args: argparse.Namespace, node: rabbit_node.RabbitNode) -> dict[str, Any]:
+    amqp_url = node.amqp_url
+    dsn = urlunsplit(urlsplit(TEST_DSN)._replace(path=f"/{DATABASE}"))
     admin = await asyncpg.connect(urlunsplit(urlsplit(dsn)._replace(path="/postgres")))
-    await admin.execute(f'drop database if exists "{VHOST}" with (force)')
+    await admin.execute(f'drop database if exists "{DATABASE}" with (force)')
     await admin.close()
     await ensure_database(dsn)
     await migrate(dsn)
@@ -186,8 +182,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(max(0.0, started + duration * fraction - time.monotonic()))
                 at = time.monotonic() - started
                 if what == "rabbitmq":
-                    await rabbitmqctl("stop_app")
-                    await rabbitmqctl("start_app")
+                    await node.restart()
                     chaos_log.append(f"{at:.1f}s restarted RabbitMQ ({time.monotonic() - started - at:.1f}s down)")
                 else:
                     await fleet.kill(what)
@@ -247,8 +242,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     await crm.stop()
     await sandbox_runner.cleanup()
-    if not args.keep:
-        await rabbitmqctl("delete_vhost", VHOST)
     return {
         "leads": len(lead_ids),
         "distinct_leads_in_crm": len(contacts),
@@ -280,7 +273,6 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=250.0, help="new leads per second")
     parser.add_argument("--settle", type=float, default=180.0, help="seconds to wait for the CRM afterwards")
     parser.add_argument("--no-broker-restart", action="store_true")
-    parser.add_argument("--keep", action="store_true", help="keep the vhost (and database) for inspection")
     parser.add_argument("--latency", action="store_true", help="no chaos: measure webhook POST -> CRM times")
     result = asyncio.run(run(parser.parse_args()))
     sys.stdout.write(json.dumps(result, indent=2) + "\n")

@@ -23,11 +23,11 @@ from contracts.messages import CampaignCommandMessage, CommandResultMessage
 from services.campaign_executor.app import create_app
 from services.campaign_executor.handlers import CONSUMER
 from services.campaign_executor.settings import ExecutorSettings
-from shared.messaging import publish
+from shared.messaging import declare_topology, publish
 from shared.service import Service
 from shared.settings import MetaSettings, Settings
 from shared.topology import EXCHANGE, H_REASON, RoutingKey
-from tests.fixtures.infra import drain, eventually
+from tests.fixtures.infra import AMQP_URL, drain, eventually
 from tests.fixtures.sandbox import SandboxHandle
 
 pytestmark = pytest.mark.timeout(60)
@@ -68,7 +68,8 @@ async def start_executor(
 
     async def start(**guards: Any) -> Service:
         # The executor's queue is shared by every test: commands left over by an earlier test must not act on
-        # this test's freshly reset sandbox.
+        # this test's freshly reset sandbox. (Declared first: in a fresh vhost this may be the first test to run.)
+        await declare_topology(AMQP_URL, [CONSUMER])
         queue = await amqp.get_queue(CONSUMER.queue_name, ensure=False)
         await queue.purge()
         # The sandbox hands out the same object ids after every reset; its audit history goes with the reset.

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import shutil
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -18,6 +16,7 @@ from shared.messaging import PermanentError, RetryLater, claim, declare_topology
 from shared.service import Service
 from shared.settings import Settings
 from shared.topology import EXCHANGE, H_ATTEMPT, H_REASON, Consumer, consumers_of, register
+from tests.fixtures import rabbit_node
 from tests.fixtures.infra import AMQP_URL, drain, eventually, unique
 
 
@@ -234,25 +233,30 @@ async def test_claim_is_idempotent_per_consumer(db: Any) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs a local RabbitMQ to restart")
-async def test_confirmed_message_survives_broker_restart(broker: RabbitBroker, amqp: Any) -> None:
-    consumer = register(Consumer(unique("svc_"), "work", (f"test.{unique()}",)))
-    await declare_topology(AMQP_URL, [consumer])
-    await _send(broker, consumer.routing_keys[0], _message("424242").model_dump(mode="json"))
+@pytest.mark.skipif(not rabbit_node.available(), reason="needs RabbitMQ installed here, to run a node of its own")
+async def test_confirmed_message_survives_broker_restart() -> None:
+    # On a node of its own: the machine's broker is shared with other runs and is never restarted.
+    async with rabbit_node.private_rabbitmq() as node:
+        consumer = register(Consumer(unique("svc_"), "work", (f"test.{unique()}",)))
+        await declare_topology(node.amqp_url, [consumer])
+        publisher = RabbitBroker(node.amqp_url, logger=None)
+        await publisher.connect()
+        try:
+            await _send(publisher, consumer.routing_keys[0], _message("424242").model_dump(mode="json"))
+        finally:
+            await publisher.stop()
 
-    await asyncio.to_thread(subprocess.run, ["rabbitmqctl", "stop_app"], check=True, capture_output=True)
-    await asyncio.to_thread(subprocess.run, ["rabbitmqctl", "start_app"], check=True, capture_output=True)
+        await node.restart()
 
-    import aio_pika
+        import aio_pika
 
-
-    connection = await eventually(lambda: _connect(aio_pika, AMQP_URL), timeout=60, what="broker back")
-    try:
-        channel = await connection.channel()
-        messages = await eventually(lambda: drain(channel, consumer.queue_name), timeout=30, what="message back")
-        assert LeadgenReceivedMessage.model_validate_json(messages[0].body).payload.leadgen_id == "424242"
-    finally:
-        await connection.close()
+        connection = await eventually(lambda: _connect(aio_pika, node.amqp_url), timeout=60, what="broker back")
+        try:
+            channel = await connection.channel()
+            messages = await eventually(lambda: drain(channel, consumer.queue_name), timeout=30, what="message back")
+            assert LeadgenReceivedMessage.model_validate_json(messages[0].body).payload.leadgen_id == "424242"
+        finally:
+            await connection.close()
 
 
 async def _connect(aio_pika: Any, url: str) -> Any:
