@@ -11,6 +11,7 @@ BIN=.venv/bin
 if [ -f .env ]; then set -a; . ./.env; set +a; fi
 
 SANDBOX_PORT=${SANDBOX_PORT:-8090}
+DEMO_CRM_PORT=${DEMO_CRM_PORT:-8091}
 DEMO_LEADS_PER_MINUTE=${DEMO_LEADS_PER_MINUTE:-6}
 INGRESS_PORT=${INGRESS_PORT:-8080}
 pids=()
@@ -52,6 +53,16 @@ BANNER
   export META_PIXEL_ID=${META_PIXEL_ID:-$(field pixel_id)}
   echo "graph_sandbox      ready   http://127.0.0.1:${SANDBOX_PORT}/_sandbox/state"
   $BIN/leadwire pages subscribe >/dev/null # as a real install would, once: the Page's leadgen subscription
+
+  if [ -z "${CRM_WEBHOOK_URL:-}" ] && [ -z "${GHL_API_TOKEN:-}" ]; then # no CRM configured: the demo's own
+    need_port "$DEMO_CRM_PORT" DEMO_CRM_PORT "the demo CRM"
+    export CRM_WEBHOOK_URL="http://127.0.0.1:${DEMO_CRM_PORT}/hook"
+    export CRM_WEBHOOK_SECRET=${CRM_WEBHOOK_SECRET:-demo-crm-secret}
+    $BIN/python -m services.demo_crm --port "$DEMO_CRM_PORT" &
+    pids+=($!)
+    wait_until 30 "${pids[-1]}" "the demo CRM" http GET "http://127.0.0.1:${DEMO_CRM_PORT}/healthz" >/dev/null || exit 1
+    echo "demo_crm           ready   http://127.0.0.1:${DEMO_CRM_PORT}/ (the leads it received)"
+  fi
 fi
 
 $BIN/leadwire run all &
