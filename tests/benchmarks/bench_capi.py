@@ -1,8 +1,8 @@
 """Benchmark: ConversionRequested messages from the broker, normalized, hashed, batched and sent to the sandbox.
 
 Run: ``python -m tests.benchmarks.bench_capi [--events 20000] [--workers 2] [--solo-events 5000]
-[--baseline-events 2000]``. Needs RabbitMQ (with `rabbitmqctl`, for a throwaway vhost) and PostgreSQL (it uses the
-`leadwire_bench` database). Starts the Graph sandbox in a subprocess.
+[--baseline-events 2000]``. Needs RabbitMQ (with `rabbitmqctl` or the management API, for a throwaway vhost) and
+PostgreSQL (it uses the `leadwire_bench` database). Starts the Graph sandbox in a subprocess.
 
 Prints:
 * end to end, as deployed: `leadwire run capi_sender` with CAPI_WORKERS=1 and =`--workers`, on a queue holding

@@ -4,8 +4,9 @@ Run: `python -m tests.benchmarks.bench_ingress [--seconds 10] [--concurrency 64]
 [--rates 1000,1500,2000]`.
 
 The ingress runs as `leadwire run ingress` (JSON logs at INFO, as in production), with 1 and with `--workers`
-processes (INGRESS_WORKERS), against the real RabbitMQ in a throwaway vhost (created and deleted with `rabbitmqctl`,
-so the fake leads never reach a real queue; set BENCH_AMQP_URL to use a broker of your own instead). The load comes
+processes (INGRESS_WORKERS), against the real RabbitMQ in a throwaway vhost (created and deleted with `rabbitmqctl`
+or the management API, so the fake leads never reach a real queue; set BENCH_AMQP_URL to use a broker of your own
+instead). The load comes
 from wrk (Debian package `wrk`) replaying pre-signed deliveries for `--seconds`, or without wrk (or with
 `--python-client`) from an aiohttp client in a second process sending `--deliveries`. wrk matters on a small
 machine: the aiohttp client burns a third of a core at these rates, which the ingress then does not have.
@@ -43,6 +44,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from tests.fixtures import vhosts
 from tests.fixtures.infra import free_port
 
 APP_SECRET = "bench-app-secret"
@@ -124,22 +126,16 @@ async def bench_broker() -> AsyncIterator[str]:
     if url := os.environ.get("BENCH_AMQP_URL"):
         yield url
         return
-    if shutil.which("rabbitmqctl") is None:
-        raise SystemExit("bench_ingress needs rabbitmqctl to create a throwaway vhost, or BENCH_AMQP_URL")
-
-    async def ctl(*argv: str) -> None:
-        proc = await asyncio.create_subprocess_exec("rabbitmqctl", *argv, stdout=subprocess.DEVNULL,
-                                                    stderr=subprocess.DEVNULL)
-        await proc.wait()
-
     vhost = f"{VHOST}_{uuid.uuid4().hex[:6]}"
-    await ctl("add_vhost", vhost)
-    await ctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    try:
+        await asyncio.to_thread(vhosts.create, vhost)
+    except vhosts.VhostError as exc:
+        raise SystemExit(f"bench_ingress needs a throwaway vhost ({exc}), or BENCH_AMQP_URL") from None
     base = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/").rstrip("/")
     try:
         yield f"{base}/{vhost}"
     finally:
-        await ctl("delete_vhost", vhost)
+        await asyncio.to_thread(vhosts.delete, vhost)
 
 
 # ------------------------------------------------------------------------------------------- the two designs
