@@ -6,6 +6,7 @@ without venv, a half-made .venv, a busy port. What must come out is one line tha
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
@@ -16,8 +17,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import aiormq
 import pytest
 
+from tests.fixtures import rabbit_node, vhosts
 from tests.fixtures.infra import TEST_DSN
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,3 +152,32 @@ def test_a_role_the_database_refuses_without_psql_here_is_one_line(tmp_path: Pat
         " or fix DATABASE_URL"
     ]
     assert f":{url.password}@" not in done.stdout + done.stderr  # no password printed
+
+
+async def _opens(amqp_url: str) -> bool:
+    try:
+        connection = await aiormq.connect(amqp_url)
+    except (aiormq.exceptions.AMQPError, ConnectionError, OSError):
+        return False
+    await connection.close()
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not rabbit_node.available(), reason="needs RabbitMQ installed here, to run a node of its own")
+async def test_without_rabbitmqctl_the_test_vhost_is_made_through_the_management_api() -> None:
+    # A broker in a container or on another host: no rabbitmqctl here, its management API instead.
+    async with rabbit_node.private_rabbitmq(management=True) as node:
+        broker = vhosts.Broker(node.amqp_url, node.management_url, ctl=None)
+        vhost_url = node.amqp_url + "leadwire_test_api"
+        assert not await _opens(vhost_url)
+        assert await asyncio.to_thread(vhosts.create, "leadwire_test_api", fresh=True, broker=broker) == (
+            "the management API")
+        assert await _opens(vhost_url)
+        await asyncio.to_thread(vhosts.create, "leadwire_test_api", fresh=True, broker=broker)  # again: recreated
+        await asyncio.to_thread(vhosts.delete, "leadwire_test_api", broker=broker)
+        assert not await _opens(vhost_url)
+        # A wrong address is one line naming it, not a traceback.
+        nowhere = vhosts.Broker(node.amqp_url, f"http://127.0.0.1:{_free_port()}", ctl=None)
+        with pytest.raises(vhosts.VhostError, match=r"management API at http://127\.0\.0\.1:[0-9]+ does not answer"):
+            await asyncio.to_thread(vhosts.create, "leadwire_test_api", broker=nowhere)
