@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The suite, run as if it were each given time of day in the demo account's time zone (America/New_York):
 #   test-hours.sh 00:30 09:00 23:30
-# The test process, the Graph sandbox inside it and every service it starts read a shifted wall clock (libfaketime,
-# from Debian's faketime package; monotonic time stays real, so timeouts and backoff are unchanged). PostgreSQL and
-# RabbitMQ keep the machine's time, as servers on another host would. Extra pytest arguments: PYTEST_ARGS.
+# The test process, the Graph sandbox inside it and every service it starts read a shifted clock (libfaketime, from
+# Debian's faketime package; the monotonic clock moves by the same offset, so durations, timeouts and backoff are
+# unchanged). PostgreSQL and RabbitMQ keep the machine's time, as servers on another host would. Extra pytest arguments: PYTEST_ARGS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TAG=test-hours
@@ -28,6 +28,6 @@ PY
 )
   say "the suite at $at America/New_York (wall clock shifted ${offset} s)"
   # shellcheck disable=SC2086
-  LD_PRELOAD=$lib FAKETIME="$offset" FAKETIME_DONT_FAKE_MONOTONIC=1 .venv/bin/python -m pytest -q ${PYTEST_ARGS:-} \
+  LD_PRELOAD=$lib FAKETIME="$offset" .venv/bin/python -m pytest -q ${PYTEST_ARGS:-} \
     || die "the suite failed at $at America/New_York"
 done
