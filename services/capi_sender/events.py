@@ -30,7 +30,7 @@ from contracts.conversions import (
     to_unix_seconds,
 )
 from contracts.envelope import Envelope
-from services.capi_sender.normalize import normalize_user
+from shared.meta.customer_data import normalize_user
 
 __all__ = [
     "DEFAULT_CRM_NAME",

@@ -43,10 +43,10 @@ from services.capi_sender.events import (
     conversions_sent,
     prepare_event,
 )
-from services.capi_sender.normalize import HASHED_KEYS
 from services.capi_sender.settings import CapiSettings
 from shared.graph.errors import GraphError, InvalidRequestError, NotFoundError, ThrottledError
 from shared.messaging import PermanentError, RetryLater
+from shared.meta.customer_data import HASHED_KEYS
 from shared.outbox import enqueue
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import pytest
 from facebook_business.adobjects.serverside.normalize import Normalize
 
 from contracts.conversions import ConversionUser
-from services.capi_sender.normalize import (
+from shared.meta.customer_data import (
     ISO_ALPHA2,
     InvalidFieldError,
     NormalizedUser,
