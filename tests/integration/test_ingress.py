@@ -20,12 +20,12 @@ import aio_pika
 import aiohttp
 import pytest
 
-from contracts.messages import ConversionRequestedMessage, LeadgenReceivedMessage
+from contracts.messages import ConversionRequestedMessage, LeadgenReceivedMessage, RoutingKey
 from services.ingress.app import create_app
 from services.ingress.settings import IngressPublishSettings
 from shared.service import Service
 from shared.settings import BrokerSettings, IngressSettings, MetaSettings, Settings
-from shared.topology import EXCHANGE, RoutingKey
+from shared.topology import EXCHANGE
 from tests.fixtures.infra import Workers, eventually, free_port, leadwire_workers, unique
 
 APP_SECRET = "test-app-secret-ingress"
