@@ -65,16 +65,6 @@ class Consumer:
         return RabbitQueue(self.queue_name, queue_type=QueueType.QUORUM, durable=True, declare=False)
 
 
-SERVICES: tuple[str, ...] = (
-    "ingress",
-    "lead_fetcher",
-    "crm_sync",
-    "capi_sender",
-    "insights_poller",
-    "rules_engine",
-    "campaign_executor",
-)
-
 CONSUMERS: tuple[Consumer, ...] = (
     Consumer("lead_fetcher", "leadgen_received", (RoutingKey.LEADGEN_RECEIVED,)),
     Consumer("crm_sync", "lead_captured", (RoutingKey.LEAD_CAPTURED,)),

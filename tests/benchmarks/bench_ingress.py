@@ -152,7 +152,7 @@ async def ingress_process(amqp_url: str, workers: int) -> AsyncIterator[str]:
     env = {**os.environ, "AMQP_URL": amqp_url, "META_APP_SECRET": APP_SECRET, "INGRESS_WORKERS": str(workers),
            "INGRESS_HOST": "127.0.0.1", "INGRESS_PORT": str(port), "LOG_LEVEL": "INFO", "LOG_FORMAT": "json"}
     env.pop("OPS_PORT", None)
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "shared.cli", "run", "ingress", env=env,
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services", "run", "ingress", env=env,
                                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         async with aiohttp.ClientSession() as http:

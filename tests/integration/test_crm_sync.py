@@ -458,7 +458,7 @@ async def test_redeliver_command_line(db: asyncpg.Pool) -> None:
 
 
 async def _leadwire(*args: str, env: dict[str, str]) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "shared.cli", *args, env=env,
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "services", *args, env=env,
                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     async with asyncio.timeout(60):
         output, _ = await process.communicate()
