@@ -16,7 +16,7 @@ help:
 	@echo "make up       set up everything and run all services (demo against the Graph sandbox without META_ACCESS_TOKEN)"
 	@echo "make test     set up everything and run the whole test suite"
 	@echo "make bench    run every benchmark under tests/benchmarks/ and print figures"
-	@echo "make lint     ruff;  make fmt: ruff format;  make migrate;  make contracts: regenerate schemas + AsyncAPI"
+	@echo "make lint     ruff, import boundaries (lint-imports), mypy;  make fmt: ruff format;  make migrate;  make contracts: regenerate schemas + AsyncAPI"
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,8 @@ bench: install migrate
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 
 fmt: install
 	$(BIN)/ruff format .

@@ -370,8 +370,8 @@ def derive_event_id(event_name: str, event_time: int, user: ConversionUser) -> s
         anchor = "user:" + hashlib.sha256(material.encode("utf-8")).hexdigest()
     else:
         raise ValueError("cannot derive event_id: the user block is empty")
-    material = f"{anchor}|{event_name}|{event_time}".encode()
-    return "lw-" + hashlib.sha256(material).hexdigest()[:32]
+    key = f"{anchor}|{event_name}|{event_time}".encode()
+    return "lw-" + hashlib.sha256(key).hexdigest()[:32]
 
 
 class SentEvent(BaseModel):

@@ -6,7 +6,7 @@ message is parked with that error instead of being guessed at.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from contracts.alerts import AlertRaised
 from contracts.commands import CampaignCommand, CommandResult
@@ -92,7 +92,7 @@ class CommandResultMessage(Envelope[CommandResult]):
     schema_version: Literal[1] = 1
 
 
-MESSAGES: tuple[type[Envelope], ...] = (
+MESSAGES: tuple[type[Envelope[Any]], ...] = (
     LeadgenReceivedMessage,
     LeadCapturedMessage,
     LeadSyncedMessage,

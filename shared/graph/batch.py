@@ -197,8 +197,8 @@ async def execute_batch(
                     client.record_throttle(
                         error, request.method.upper(), path, request.scope, headers, token_value, attempts[index]
                     )
-            error = results[index].error
-            if isinstance(error, (TransientError, ThrottledError)) and attempts[index] < max_rounds:
+            item_error = results[index].error
+            if isinstance(item_error, (TransientError, ThrottledError)) and attempts[index] < max_rounds:
                 retry.append(index)
                 client.metrics.retries.labels("batch_item").inc()
         if retry:

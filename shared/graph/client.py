@@ -569,7 +569,7 @@ class GraphClient:
         lockout = action_lockout_seconds(error.code, error.subcode)
         if lockout is not None:
             return lockout
-        fallback = self.retry.throttle_fallback_seconds * (2 ** max(0, consecutive - 1))
+        fallback = self.retry.throttle_fallback_seconds * (2.0 ** max(0, consecutive - 1))
         return min(self.retry.throttle_fallback_cap, fallback)
 
     @contextlib.asynccontextmanager
