@@ -42,7 +42,7 @@ _MILLISECONDS_THRESHOLD = 100_000_000_000
 
 
 class ActionSource(StrEnum):
-    """Where the conversion happened (Meta's `action_source` enum, meta-api-facts §8.2)."""
+    """Where the conversion happened (Meta's `action_source` enum, docs/meta-api.md §8.2)."""
 
     EMAIL = "email"
     WEBSITE = "website"

@@ -1,4 +1,4 @@
-"""Customer-file rows for Meta: normalized and SHA-256 hashed per key (meta-api-facts §12.3), in 10,000-row batches.
+"""Customer-file rows for Meta: normalized and SHA-256 hashed per key (docs/meta-api.md §12.3), in 10,000-row batches.
 
 Normalization is shared with the CAPI sender (`shared/meta/customer_data.py`), so a person hashes the same way in
 conversions and in audiences. Audience-only keys are derived here: DOBY/DOBM/DOBD from a date of birth, FI from
@@ -28,7 +28,7 @@ from shared.meta.customer_data import (
     sha256_hex,
 )
 
-MAX_ROWS_PER_REQUEST = 10_000  # meta-api-facts §12.2
+MAX_ROWS_PER_REQUEST = 10_000  # docs/meta-api.md §12.2
 UNHASHED_KEYS = frozenset({"EXTERN_ID", "MADID"})
 
 

@@ -15,7 +15,7 @@ most the ingress can take, but its latency is only clients / throughput. Open lo
 wrk_signed_post_rate.lua) sends on a fixed schedule, as Meta's deliveries arrive whatever our answers take: the time
 to 200 at a given throughput. The goal (>= 2,000/s with p99 < 50 ms) is checked open loop at 2,000/s.
 
-The naive design is the n8n-style handler (peers.md §5): it fetches each lead from the
+The naive design is the n8n-style handler (docs/prior-art.md §5): it fetches each lead from the
 Graph sandbox inside the request, with the sandbox's latency fault at 200 ms, before answering.
 """
 

@@ -61,7 +61,7 @@ def hashed(field: str, value: str, **user: str) -> str:
     return result.user_data[key]
 
 
-# --- Meta's published vectors (meta-api-facts §8.3 and §12.3) -------------------------------------------------
+# --- Meta's published vectors (docs/meta-api.md §8.3 and §12.3) -------------------------------------------------
 
 
 @pytest.mark.parametrize(
