@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-# Offset-1 currencies (meta-api-facts §11.1).
+# Offset-1 currencies (docs/meta-api.md §11.1).
 OFFSET_ONE = frozenset({"CLP", "COP", "CRC", "HUF", "ISK", "IDR", "JPY", "KRW", "PYG", "TWD", "VND"})
 
 MAIN_ACCOUNT = "act_1000000001"
