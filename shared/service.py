@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class Port:
     """A port a service serves on, and the variable that chose it (named when the port is taken)."""
