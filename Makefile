@@ -16,7 +16,7 @@ help:
 	@echo "make test     set up everything and run the whole test suite"
 	@echo "make test-hours  the suite as if run at 00:30, 09:00 and 23:30 in the account's time zone (TEST_HOURS)"
 	@echo "make bench    run every benchmark under tests/benchmarks/ and print figures"
-	@echo "make lint     ruff;  make fmt: ruff format;  make migrate;  make contracts: regenerate schemas + AsyncAPI"
+	@echo "make lint     ruff, import boundaries (lint-imports), mypy;  make fmt: ruff format;  make migrate;  make contracts: regenerate schemas + AsyncAPI"
 
 # A working .venv (rebuilt when a failed run left it without pip) with the project installed; see the script.
 install:
@@ -53,6 +53,8 @@ bench: install migrate
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy
 
 fmt: install
 	$(BIN)/ruff format .

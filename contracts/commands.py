@@ -8,7 +8,7 @@ wrapper key such as `payload.command.kind` for integrators to get wrong). In Pyt
 the concrete command.
 
 Money is always an integer in the ad account currency's minor unit (cents for USD, whole yen for JPY; see
-`services/campaign_executor/money.py` and meta-api-facts §11.1), exactly as Meta stores it.
+`shared/money.py` and docs/meta-api.md §11.1), exactly as Meta stores it.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ _MILLISECONDS_THRESHOLD = 100_000_000_000
 
 
 class ActionSource(StrEnum):
-    """Where the conversion happened (Meta's `action_source` enum, meta-api-facts §8.2)."""
+    """Where the conversion happened (Meta's `action_source` enum, docs/meta-api.md §8.2)."""
 
     EMAIL = "email"
     WEBSITE = "website"
@@ -370,8 +370,8 @@ def derive_event_id(event_name: str, event_time: int, user: ConversionUser) -> s
         anchor = "user:" + hashlib.sha256(material.encode("utf-8")).hexdigest()
     else:
         raise ValueError("cannot derive event_id: the user block is empty")
-    material = f"{anchor}|{event_name}|{event_time}".encode()
-    return "lw-" + hashlib.sha256(material).hexdigest()[:32]
+    key = f"{anchor}|{event_name}|{event_time}".encode()
+    return "lw-" + hashlib.sha256(key).hexdigest()[:32]
 
 
 class SentEvent(BaseModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import ClassVar, Generic, Self, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -49,7 +49,7 @@ class Envelope(BaseModel, Generic[PayloadT]):
     payload: PayloadT
 
     @classmethod
-    def new(cls, payload: PayloadT, *, caused_by: Envelope | None = None, **meta: object) -> Self:
+    def new(cls, payload: PayloadT, *, caused_by: Envelope[Any] | None = None, **meta: object) -> Self:
         """Wrap a payload; with `caused_by`, carry its correlation id and point back at it."""
         if caused_by is not None:
             meta.setdefault("correlation_id", caused_by.correlation_id)

@@ -6,7 +6,7 @@ message is parked with that error instead of being guessed at.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from contracts.alerts import AlertRaised
 from contracts.commands import CampaignCommand, CommandResult
@@ -14,7 +14,20 @@ from contracts.conversions import ConversionRequested, ConversionSent
 from contracts.envelope import Envelope
 from contracts.insights import InsightsUpdated
 from contracts.leads import LeadCaptured, LeadgenReceived, LeadSynced
-from shared.topology import RoutingKey
+
+
+class RoutingKey:
+    """The routing key of each message on the `leadwire` topic exchange; two are pinned for outside systems."""
+
+    LEADGEN_RECEIVED = "lead.leadgen_received.v1"
+    LEAD_CAPTURED = "lead.captured.v1"
+    LEAD_SYNCED = "lead.synced.v1"
+    CONVERSION_REQUESTED = "conversion.requested"  # pinned for outside systems
+    CONVERSION_SENT = "conversion.sent.v2"
+    INSIGHTS_UPDATED = "insights.updated.v1"
+    CAMPAIGN_COMMAND = "campaign.command"  # pinned for outside systems
+    COMMAND_RESULT = "campaign.command_result.v1"
+    ALERT_RAISED = "alert.raised.v1"
 
 
 class LeadgenReceivedMessage(Envelope[LeadgenReceived]):
@@ -79,7 +92,7 @@ class CommandResultMessage(Envelope[CommandResult]):
     schema_version: Literal[1] = 1
 
 
-MESSAGES: tuple[type[Envelope], ...] = (
+MESSAGES: tuple[type[Envelope[Any]], ...] = (
     LeadgenReceivedMessage,
     LeadCapturedMessage,
     LeadSyncedMessage,

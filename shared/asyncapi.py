@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import importlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 from faststream.specification import AsyncAPI
 
+from shared.service import ServiceSpec
 from shared.settings import Settings
-from shared.topology import SERVICES
 
 ASYNCAPI_PATH = Path(__file__).resolve().parent.parent / "contracts" / "asyncapi.yaml"
 
 
-def render(settings: Settings) -> str:
-    brokers = [importlib.import_module(f"services.{name}.app").create_app(settings).broker for name in SERVICES]
+def render(settings: Settings, services: Sequence[ServiceSpec]) -> str:
+    """The document for `services` (`services/registry.py`'s), as committed in contracts/asyncapi.yaml."""
+    brokers = [spec.create_app(settings).broker for spec in services]
     spec = AsyncAPI(
         *brokers,
         title="leadwire",

@@ -72,9 +72,9 @@ class _Batch:
 
     def last_ackable(self) -> int | None:
         for message in reversed(self.messages):
-            tag = message.delivery.delivery_tag  # type: ignore[union-attr]
+            tag = _delivery_tag(message)
             if tag not in self.requeued:
-                return int(tag)
+                return tag
         return None
 
 
@@ -139,7 +139,7 @@ class BatchConsumer(Generic[E]):
     async def start(self) -> None:
         self._stopping = False
         self._connection = await aio_pika.connect_robust(self._amqp_url)
-        channel: AbstractRobustChannel = await self._connection.channel(publisher_confirms=True)  # type: ignore[assignment]
+        channel = await self._connection.channel(publisher_confirms=True)
         self._channel = channel
         await channel.set_qos(prefetch_count=self.prefetch)  # restored by the robust channel after a reconnect
         await channel.get_queue(self.consumer.queue_name)  # fails here if the topology was not declared
@@ -221,7 +221,7 @@ class BatchConsumer(Generic[E]):
             logger.exception("batch consumer failed on a batch; its messages are requeued",
                              extra={"queue": self.consumer.queue_name})
             for message in batch.messages:
-                tag = int(message.delivery.delivery_tag)  # type: ignore[union-attr]
+                tag = _delivery_tag(message)
                 if tag not in batch.requeued:
                     batch.requeued.add(tag)
                     with contextlib.suppress(Exception):
@@ -283,7 +283,7 @@ class BatchConsumer(Generic[E]):
                     logger.error("retry/park copy not confirmed (%s); message requeued", outcome,
                                  extra={"message_id": message.header.properties.message_id,
                                         "queue": self.consumer.queue_name})
-                    tag = int(message.delivery.delivery_tag)  # type: ignore[union-attr]
+                    tag = _delivery_tag(message)
                     batch.requeued.add(tag)
                     with contextlib.suppress(Exception):
                         await message.channel.basic_reject(tag, requeue=True)
@@ -345,3 +345,11 @@ def _consumed(message: DeliveredMessage) -> Consumed:
         type=properties.message_type,
         timestamp=properties.timestamp,
     )
+
+
+def _delivery_tag(message: DeliveredMessage) -> int:
+    """The broker's tag of a consumed message (a `Basic.Deliver` always carries one)."""
+    tag = message.delivery_tag
+    if tag is None:
+        raise ValueError("a consumed message without a delivery tag")
+    return tag

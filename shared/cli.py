@@ -1,6 +1,7 @@
 """The `leadwire` command: run services, migrate, generate contracts, and the operators' tools.
 
-Service packages may add subcommands in `services/<name>/cli.py` with a `register(subparsers)` function.
+It knows services only through the `ServiceSpec`s it is given (`services/registry.py`, by `services/__main__.py`):
+each names its factory, its ops port offset, and optionally its own subcommands and worker count.
 """
 
 from __future__ import annotations
@@ -9,8 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
-import importlib
-import importlib.util
+import functools
 import logging
 import os
 import signal
@@ -25,8 +25,8 @@ import asyncpg
 from aiormq.exceptions import AMQPConnectionError
 
 from shared.logging import redact, register_secret
+from shared.service import PortInUseError, Service, ServiceSpec, ensure_free
 from shared.settings import Settings, SettingsError
-from shared.topology import SERVICES
 
 if TYPE_CHECKING:
     from shared.graph import GraphClient
@@ -56,21 +56,44 @@ def date_arg(value: str) -> datetime:
         raise argparse.ArgumentTypeError("expected a date like 2026-11-01") from None
 
 
-def _service_factory(name: str):
-    return importlib.import_module(f"services.{name}.app").create_app
+def build_services(specs: Sequence[ServiceSpec], settings: Settings) -> list[Service]:
+    """Build the services `leadwire run` starts together, each on its port (OPS_PORT_BASE + its offset).
+
+    Raises:
+        SettingsError: OPS_PORT names one fixed port for several services.
+    """
+    with_offset = [spec.name for spec in specs if spec.ops_port_offset is not None]
+    if len(with_offset) > 1 and settings.ops.ops_port:
+        raise SettingsError(
+            f"OPS_PORT={settings.ops.ops_port} would serve {', '.join(with_offset)} on one port: unset it "
+            "(each service then serves on OPS_PORT_BASE + its offset) or run one service per process"
+        )
+    services = []
+    for spec in specs:
+        service = spec.create_app(settings)
+        if (port := spec.ops_port(settings.ops)) is not None:
+            service.port = port
+        services.append(service)
+    return services
 
 
-async def run_services(names: Sequence[str], settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Start the named services in this process, wait for SIGTERM/SIGINT (or `stop`), then stop them."""
+async def run_services(specs: Sequence[ServiceSpec], settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Start the services in this process, wait for SIGTERM/SIGINT (or `stop`), then stop them.
+
+    Every fixed port is checked before anything starts, so a taken one stops the run at once.
+    """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    started = []
+    services = build_services(specs, settings)
+    for service in services:
+        if not service.web_reuse_port:  # workers sharing a port find it taken by each other
+            ensure_free(service.web_host, service.port, service.name)
+    started: list[Service] = []
     try:
-        for name in names:
-            service = _service_factory(name)(settings)
+        for service in services:
             await service.start()
             started.append(service)
         for service in started:
@@ -82,18 +105,23 @@ async def run_services(names: Sequence[str], settings: Settings, stop: asyncio.E
             await service.stop()
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    names = list(SERVICES) if args.service == ["all"] else args.service
-    unknown = sorted(set(names) - set(SERVICES))
+def _cmd_run(services: Sequence[ServiceSpec], command: Sequence[str], args: argparse.Namespace) -> int:
+    known = {spec.name: spec for spec in services}
+    names = list(known) if args.service == ["all"] else args.service
+    unknown = sorted(set(names) - set(known))
     if unknown:
-        sys.stderr.write(f"unknown service: {', '.join(unknown)} (choose from {', '.join(SERVICES)}, all)\n")
+        sys.stderr.write(f"unknown service: {', '.join(unknown)} (choose from {', '.join(known)}, all)\n")
         return 2
+    specs = [known[name] for name in names]
     settings = Settings()
     _validate(settings)
-    if (workers := _workers(names, settings)) > 1 and WORKER_ENV not in os.environ:
-        return run_workers(["run", *names], workers)
+    if (workers := _workers(specs, settings)) > 1 and WORKER_ENV not in os.environ:
+        return run_workers([*command, "run", *names], workers)
     try:
-        run_event_loop(run_services(names, settings))
+        run_event_loop(run_services(specs, settings))
+    except PortInUseError as exc:
+        sys.stderr.write(f"leadwire: {exc}\n")
+        return 1
     except asyncpg.InvalidCatalogNameError:
         sys.stderr.write("leadwire: the database does not exist yet: run `leadwire migrate` (or `make up`)\n")
         return 1
@@ -106,19 +134,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 WORKER_ENV = "LEADWIRE_WORKER"
 
 
-def _workers(names: Sequence[str], settings: Settings) -> int:
-    """Processes to run side by side: INGRESS_WORKERS for the ingress alone, CAPI_WORKERS for the capi_sender alone."""
-    if names == ["ingress"]:
-        return settings.ingress.ingress_workers
-    if names == ["capi_sender"]:
-        from services.capi_sender.settings import CapiSettings
-
-        return settings.block(CapiSettings).capi_workers
+def _workers(specs: Sequence[ServiceSpec], settings: Settings) -> int:
+    """Processes to run side by side: what a service run alone declares (INGRESS_WORKERS, CAPI_WORKERS), else 1."""
+    if len(specs) == 1 and specs[0].workers is not None:
+        return specs[0].workers(settings)
     return 1
 
 
-def run_workers(argv: Sequence[str], workers: int) -> int:
-    """Run `workers` processes of `leadwire <argv>` side by side until SIGTERM/SIGINT or until one of them exits.
+def run_workers(command: Sequence[str], workers: int) -> int:
+    """Run `workers` processes of `command` side by side until SIGTERM/SIGINT or until one of them exits.
 
     The workers share their port (SO_REUSEPORT: the kernel spreads connections) and one Prometheus multiprocess
     directory, so /metrics from any of them counts all. A worker that dies takes the others down with it, and the
@@ -126,7 +150,6 @@ def run_workers(argv: Sequence[str], workers: int) -> int:
     """
     with tempfile.TemporaryDirectory(prefix="leadwire-metrics-") as metrics_dir:
         env = {**os.environ, WORKER_ENV: "1", "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
-        command = [sys.executable, "-m", "shared.cli", *argv]
         procs = [
             subprocess.Popen(command, env=env, preexec_fn=_die_with_parent)  # noqa: S603 - our own module
             for _ in range(workers)
@@ -201,10 +224,10 @@ def _cmd_schemas(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_asyncapi(args: argparse.Namespace) -> int:
+def _cmd_asyncapi(services: Sequence[ServiceSpec], args: argparse.Namespace) -> int:
     from shared.asyncapi import ASYNCAPI_PATH, render
 
-    text = render(Settings())
+    text = render(Settings(), services)
     if args.check:
         if not ASYNCAPI_PATH.exists() or ASYNCAPI_PATH.read_text(encoding="utf-8") != text:
             sys.stderr.write("contracts/asyncapi.yaml is stale (run `make asyncapi`)\n")
@@ -266,20 +289,24 @@ def _cmd_pages_subscribe(_: argparse.Namespace) -> int:
 
 def _validate(settings: Settings) -> None:
     """Touch every settings block so a bad variable stops start-up now, with its name."""
-    for block in ("meta", "broker", "database", "ops", "ingress"):
+    for block in ("meta", "broker", "database", "ops"):
         getattr(settings, block)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="leadwire", description=__doc__.splitlines()[0])
+def build_parser(services: Sequence[ServiceSpec], command: Sequence[str] = ("leadwire",)) -> argparse.ArgumentParser:
+    """The parser of every subcommand; `command` is how worker processes run this same command line."""
+    parser = argparse.ArgumentParser(prog="leadwire", description=(__doc__ or "").splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run services: one or more names, or `all` in one process")
-    run.add_argument("service", nargs="+", help=f"{', '.join(SERVICES)} or all")
-    run.set_defaults(func=_cmd_run)
+    run.add_argument("service", nargs="+", help=f"{', '.join(spec.name for spec in services)} or all")
+    run.set_defaults(func=functools.partial(_cmd_run, services, command))
     sub.add_parser("migrate", help="create the database if needed and apply migrations").set_defaults(
         func=_cmd_migrate
     )
-    for name, func, what in (("schemas", _cmd_schemas, "JSON Schemas"), ("asyncapi", _cmd_asyncapi, "AsyncAPI")):
+    for name, func, what in (
+        ("schemas", _cmd_schemas, "JSON Schemas"),
+        ("asyncapi", functools.partial(_cmd_asyncapi, services), "AsyncAPI"),
+    ):
         cmd = sub.add_parser(name, help=f"generate the {what} under contracts/")
         cmd.add_argument("--check", action="store_true", help="fail if the committed files are stale")
         cmd.set_defaults(func=func)
@@ -288,15 +315,17 @@ def build_parser() -> argparse.ArgumentParser:
     pages = sub.add_parser("pages", help="Meta Pages").add_subparsers(dest="pages_command", required=True)
     pages.add_parser("subscribe", help="subscribe the app to leadgen webhooks of every page in META_PAGE_IDS"
                      ).set_defaults(func=_cmd_pages_subscribe)
-    for service in (*SERVICES, "graph_sandbox"):
-        package = f"services.{service}"
-        if importlib.util.find_spec(package) is not None and importlib.util.find_spec(f"{package}.cli") is not None:
-            importlib.import_module(f"services.{service}.cli").register(sub)
+    for spec in services:
+        if spec.register_cli is not None:
+            spec.register_cli(sub)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(
+    services: Sequence[ServiceSpec], argv: Sequence[str] | None = None, *, command: Sequence[str] = ("leadwire",)
+) -> int:
+    """Run one subcommand. `command` starts this same command line again (for worker processes)."""
+    args = build_parser(services, command).parse_args(argv)
     settings_ops = None
     with contextlib.suppress(SettingsError):
         settings_ops = Settings().ops
@@ -312,6 +341,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

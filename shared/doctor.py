@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 TOKEN_EXPIRY_WARNING_DAYS = 7
 
-# Permissions each part of leadwire needs from the system-user token (meta-api-facts §6.5, §7.1).
+# Permissions each part of leadwire needs from the system-user token (docs/meta-api.md §6.5, §7.1).
 REQUIRED_SCOPES: dict[str, tuple[str, ...]] = {
     "lead capture": ("leads_retrieval", "pages_manage_metadata", "pages_read_engagement", "pages_show_list",
                      "ads_management"),

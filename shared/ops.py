@@ -32,7 +32,7 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(_: web.Request) -> web.Response:
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:  # one of several workers (INGRESS_WORKERS, CAPI_WORKERS): all count
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         body = generate_latest(registry)
     else:
         body = generate_latest()
@@ -61,5 +61,5 @@ async def serve(
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port)
     await site.start()
-    bound = site._server.sockets[0].getsockname()[1] if site._server else port  # type: ignore[union-attr]
-    return runner, bound
+    bound = runner.addresses[0][1] if runner.addresses else port
+    return runner, int(bound)

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import inspect
 import logging
+import socket
 import typing
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -31,7 +34,7 @@ from shared.batch_consumer import BatchConsumer
 from shared.db.pool import create_pool
 from shared.logging import register_secret
 from shared.messaging import declare_topology, make_broker
-from shared.settings import Settings
+from shared.settings import OpsSettings, Settings
 from shared.topology import CONSUMERS, EXCHANGE, Consumer, consumers_of
 
 if TYPE_CHECKING:
@@ -43,16 +46,67 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Default ops ports, one per service, so `leadwire run all` can serve each service's endpoints side by side.
-OPS_PORTS = {
-    "ingress": 8080,  # INGRESS_PORT: the ingress serves its webhooks and the ops routes on one port
-    "lead_fetcher": 8081,
-    "crm_sync": 8082,
-    "capi_sender": 8083,
-    "insights_poller": 8084,
-    "rules_engine": 8085,
-    "campaign_executor": 8086,
-}
+
+@dataclass(frozen=True)
+class Port:
+    """A port a service serves on, and the variable that chose it (named when the port is taken)."""
+
+    number: int
+    variable: str
+
+
+class PortInUseError(OSError):
+    """A service's port is taken by another process; the message names the port and the variable to change."""
+
+    def __init__(self, host: str, port: Port, service: str) -> None:
+        super().__init__(
+            errno.EADDRINUSE,
+            f"{service}: port {port.number} on {host} is already in use: free it or set {port.variable}",
+        )
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def ensure_free(host: str, port: Port, service: str) -> None:
+    """Raise `PortInUseError` now if `port` is taken (a fixed port only; 0 picks a free one)."""
+    if port.number == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no conflict
+        try:
+            probe.bind((host, port.number))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(host, port, service) from None
+            raise
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What the `leadwire` command knows of a service. `services/registry.py` lists one per service.
+
+    `ops_port_offset`: `leadwire run` serves the service's /healthz, /readyz and /metrics on OPS_PORT_BASE + offset
+    (on OPS_PORT when that is set, for one service alone). None: the service serves on a port of its own setting
+    (the ingress: INGRESS_PORT, its webhooks and ops routes together).
+    `register_cli(subparsers)` adds the service's own subcommands; `workers(settings)` is how many processes
+    `leadwire run <name>` alone starts side by side on one port.
+    """
+
+    name: str
+    create_app: Callable[[Settings | None], Service]
+    ops_port_offset: int | None = None
+    register_cli: Callable[[Any], None] | None = None
+    workers: Callable[[Settings], int] | None = None
+
+    def ops_port(self, ops: OpsSettings) -> Port | None:
+        """The port `leadwire run` gives this service, or None where the service chooses its own."""
+        if self.ops_port_offset is None:
+            return None
+        if ops.ops_port is not None:
+            return Port(ops.ops_port, "OPS_PORT")
+        return Port(ops.ops_port_base + self.ops_port_offset, "OPS_PORT_BASE")
+
 
 BackgroundJob = Callable[[], Awaitable[None]]
 
@@ -77,7 +131,10 @@ class Service:
         self._tasks: list[asyncio.Task[None]] = []
         self._batch_consumers: list[BatchConsumer[Any]] = []
         self._ops_runner: web.AppRunner | None = None
-        self.ops_port: int | None = None
+        # Where the ops routes (and a web app's own) are served: `leadwire run` sets it from the registry; a
+        # service started on its own serves on OPS_PORT, or on a free port.
+        self.port = Port(self.settings.ops.ops_port or 0, "OPS_PORT")
+        self.ops_port: int | None = None  # the port actually bound, once started
         self.pool: asyncpg.Pool | None = None
         self.http: aiohttp.ClientSession | None = None
         self.graph: GraphClient | None = None
@@ -90,7 +147,6 @@ class Service:
             self.settings.meta.access_token,
             self.settings.meta.page_access_token,
             self.settings.meta.webhook_verify_token,
-            self.settings.ingress.crm_events_secret,
         ):
             register_secret(secret.get_secret_value())
 
@@ -254,11 +310,15 @@ class Service:
             await batch_consumer.start()
         for job_name, job in self._background:
             self._tasks.append(asyncio.create_task(self._supervise(job_name, job), name=f"{self.name}.{job_name}"))
-        port = self.settings.ops.ops_port if self.settings.ops.ops_port is not None else OPS_PORTS[self.name]
         app = self.web_app() if self.web_app is not None else None
-        self._ops_runner, self.ops_port = await ops.serve(
-            self, self.web_host, port, app, reuse_port=self.web_reuse_port
-        )
+        try:
+            self._ops_runner, self.ops_port = await ops.serve(
+                self, self.web_host, self.port.number, app, reuse_port=self.web_reuse_port
+            )
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(self.web_host, self.port, self.name) from None
+            raise
         _tune_garbage_collector()
         logger.info("%s started", self.name, extra={"service": self.name, "ops_port": self.ops_port})
 

@@ -85,25 +85,18 @@ class DatabaseSettings(BaseSettings):
 
 
 class OpsSettings(BaseSettings):
-    """Where each process serves /healthz, /readyz and /metrics."""
+    """Where each service serves /healthz, /readyz and /metrics (the ingress: on INGRESS_PORT, beside its webhooks)."""
 
     model_config = SettingsConfigDict(**_COMMON)
 
     ops_host: str = "127.0.0.1"
+    # `leadwire run` serves service number k of the registry on OPS_PORT_BASE + k (8081-8086 by default), so a
+    # second copy on the same host runs beside the first with another base.
+    ops_port_base: int = Field(default=8081, ge=1, le=65535 - 16)
+    # One service run alone (a container): its port, instead of the base's. 0 picks a free port.
     ops_port: int | None = Field(default=None, ge=0, le=65535)
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     log_format: str = Field(default="auto", pattern=r"^(auto|json|text)$")
-
-
-class IngressSettings(BaseSettings):
-    model_config = SettingsConfigDict(**_COMMON)
-
-    ingress_host: str = "0.0.0.0"
-    ingress_port: int = Field(default=8080, ge=0, le=65535)
-    ingress_max_body_bytes: int = Field(default=1_048_576, ge=1024)
-    # Processes serving INGRESS_PORT together (SO_REUSEPORT); one Python process tops out near one core.
-    ingress_workers: int = Field(default=1, ge=1, le=64)
-    crm_events_secret: SecretStr = SecretStr("")
 
 
 class Settings:
@@ -142,10 +135,6 @@ class Settings:
     @property
     def ops(self) -> OpsSettings:
         return self.block(OpsSettings)
-
-    @property
-    def ingress(self) -> IngressSettings:
-        return self.block(IngressSettings)
 
     def __repr__(self) -> str:
         return f"Settings({', '.join(cls.__name__ for cls in self._blocks)})"

@@ -1,4 +1,7 @@
-"""Every exchange, queue, routing key, retry and parking queue of leadwire. Names appear nowhere else.
+"""Every exchange, queue, retry and parking queue of leadwire, and which routing keys each queue takes.
+
+Routing keys are part of the contracts (`contracts.messages.RoutingKey`); the broker layout is here, and names appear
+nowhere else.
 
 Layout on the broker:
 
@@ -19,6 +22,8 @@ from dataclasses import dataclass
 
 from faststream.rabbit import ExchangeType, QueueType, RabbitExchange, RabbitQueue
 
+from contracts.messages import RoutingKey
+
 EXCHANGE = RabbitExchange("leadwire", type=ExchangeType.TOPIC, durable=True)
 RETRY_EXCHANGE = RabbitExchange("leadwire.retry", type=ExchangeType.HEADERS, durable=True)
 
@@ -36,16 +41,6 @@ H_ROUTING_KEY = "x-leadwire-routing-key"
 H_PARKED_AT = "x-leadwire-parked-at"
 
 
-class RoutingKey:
-    LEADGEN_RECEIVED = "lead.leadgen_received.v1"
-    LEAD_CAPTURED = "lead.captured.v1"
-    LEAD_SYNCED = "lead.synced.v1"
-    CONVERSION_REQUESTED = "conversion.requested"  # pinned for outside systems
-    CONVERSION_SENT = "conversion.sent.v2"
-    INSIGHTS_UPDATED = "insights.updated.v1"
-    CAMPAIGN_COMMAND = "campaign.command"  # pinned for outside systems
-    COMMAND_RESULT = "campaign.command_result.v1"
-    ALERT_RAISED = "alert.raised.v1"
 
 
 @dataclass(frozen=True)
@@ -69,16 +64,6 @@ class Consumer:
         # declare=False: `declare_topology` declares it with all its bindings before consumers start.
         return RabbitQueue(self.queue_name, queue_type=QueueType.QUORUM, durable=True, declare=False)
 
-
-SERVICES: tuple[str, ...] = (
-    "ingress",
-    "lead_fetcher",
-    "crm_sync",
-    "capi_sender",
-    "insights_poller",
-    "rules_engine",
-    "campaign_executor",
-)
 
 CONSUMERS: tuple[Consumer, ...] = (
     Consumer("lead_fetcher", "leadgen_received", (RoutingKey.LEADGEN_RECEIVED,)),

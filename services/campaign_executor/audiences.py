@@ -1,6 +1,6 @@
-"""Customer-file rows for Meta: normalized and SHA-256 hashed per key (meta-api-facts §12.3), in 10,000-row batches.
+"""Customer-file rows for Meta: normalized and SHA-256 hashed per key (docs/meta-api.md §12.3), in 10,000-row batches.
 
-Normalization is the CAPI sender's (`services/capi_sender/normalize.py`), so a person hashes the same way in
+Normalization is shared with the CAPI sender (`shared/meta/customer_data.py`), so a person hashes the same way in
 conversions and in audiences. Audience-only keys are derived here: DOBY/DOBM/DOBD from a date of birth, FI from
 the normalized first name. A value already in SHA-256 hex passes through lowercased; EXTERN_ID and MADID are
 sent unhashed (trimmed; MADID lowercased). A value that cannot be normalized becomes `""` (unknown), never a
@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from services.capi_sender.normalize import (
+from shared.meta.customer_data import (
     InvalidFieldError,
     is_sha256,
     normalize_city,
@@ -28,7 +28,7 @@ from services.capi_sender.normalize import (
     sha256_hex,
 )
 
-MAX_ROWS_PER_REQUEST = 10_000  # meta-api-facts §12.2
+MAX_ROWS_PER_REQUEST = 10_000  # docs/meta-api.md §12.2
 UNHASHED_KEYS = frozenset({"EXTERN_ID", "MADID"})
 
 

@@ -44,3 +44,8 @@ def create_app(settings: Settings | None = None, *, source: Consumer | None = No
     service.background("prune_send_log", lambda: prune_periodically(lambda: service.db))
     service.relay_outbox()
     return service
+
+
+def workers(settings: Settings) -> int:
+    """Processes `leadwire run capi_sender` starts side by side (CAPI_WORKERS), sharing the ops port."""
+    return settings.block(CapiSettings).capi_workers

@@ -1,11 +1,11 @@
 """Build Conversions API server events from `ConversionRequested`, and decide before sending what must be parked.
 
 Pure functions: time comes in as `now`, the stored lead as an argument. Meta rejects a whole request (up to 1000
-events) for one bad event (meta-api-facts §8.1), so everything Meta is known to reject is caught here first and
+events) for one bad event (docs/meta-api.md §8.1), so everything Meta is known to reject is caught here first and
 parked with a reason that names fields, never customer values.
 
 CRM-stage events (`action_source == system_generated`, the contract default) take Meta's Conversion Leads form
-(§8.7): `custom_data.event_source = "crm"` and `custom_data.lead_event_source = <CRM name>`.
+(docs/meta-api.md §8.7): `custom_data.event_source = "crm"` and `custom_data.lead_event_source = <CRM name>`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from contracts.conversions import (
     to_unix_seconds,
 )
 from contracts.envelope import Envelope
-from services.capi_sender.normalize import normalize_user
+from shared.meta.customer_data import normalize_user
 
 __all__ = [
     "DEFAULT_CRM_NAME",
@@ -64,7 +64,7 @@ DEFAULT_FUTURE_SKEW_SECONDS = 60
 # Used as `lead_event_source` when neither the message nor the caller names the CRM.
 DEFAULT_CRM_NAME = "leadwire"
 
-# Meta rejects an event whose user_data holds only a subset of one of these (best practices, §8.2).
+# Meta rejects an event whose user_data holds only a subset of one of these (best practices, docs/meta-api.md §8.2).
 REJECTED_COMBINATIONS: tuple[frozenset[str], ...] = (
     frozenset({"fn", "ge"}),
     frozenset({"ln", "ge"}),
@@ -175,7 +175,7 @@ def _text(value: object) -> str | None:
 
 
 def dedupe_key(pixel_id: str, event_name: str, event_id: str) -> str:
-    """Idempotency key for the send log: Meta dedupes on event_name + event_id, per pixel (§8.5).
+    """Idempotency key for the send log: Meta dedupes on event_name + event_id, per pixel (docs/meta-api.md §8.5).
 
     SHA-256 hex of the JSON triple, so no separator inside a name or id can make two keys collide.
     """
@@ -416,7 +416,7 @@ def conversions_sent(
     """The `conversion.sent` payload of a request Meta accepted (`events_received`, `fbtrace_id`) and its events.
 
     `requested_by` maps each event's dedupe key to the message it came from. `events_received` is 0 when Meta's
-    answer lacked it (seen on some error paths, peers §3).
+    answer lacked it (seen on some error paths, docs/prior-art.md §3).
     """
     received = response.get("events_received")
     trace = response.get("fbtrace_id")

@@ -9,7 +9,7 @@ The path of one `ConversionRequested`:
 2. `CapiSender.flush` (one batch of one pixel and test code): re-checks every event (it may have aged while it
    waited), keeps one copy per dedupe key, claims the keys in `capi_events` (a key sent within 48 h, or being
    sent by another batch, is not sent again), and posts the batch.
-3. `deliver` posts it; when Meta rejects the whole request for one invalid event (meta-api-facts §8.1) it
+3. `deliver` posts it; when Meta rejects the whole request for one invalid event (docs/meta-api.md §8.1) it
    bisects and resends the halves, so the good events go and the bad one is parked with Meta's error.
 4. Accepted events are marked `sent` with Meta's `events_received` and `fbtrace_id`, and one `ConversionSent`
    listing them is written to the outbox in the same transaction.
@@ -43,15 +43,15 @@ from services.capi_sender.events import (
     conversions_sent,
     prepare_event,
 )
-from services.capi_sender.normalize import HASHED_KEYS
 from services.capi_sender.settings import CapiSettings
 from shared.graph.errors import GraphError, InvalidRequestError, NotFoundError, ThrottledError
 from shared.messaging import PermanentError, RetryLater
+from shared.meta.customer_data import HASHED_KEYS
 from shared.outbox import enqueue
 
 logger = logging.getLogger(__name__)
 
-# Meta discards a repeat of (event_name, event_id) within 48 hours (meta-api-facts §8.5); we do not send one.
+# Meta discards a repeat of (event_name, event_id) within 48 hours (docs/meta-api.md §8.5); we do not send one.
 DEDUPE_WINDOW_SECONDS = 48 * 3600
 # A claim older than this belongs to a crashed process: its keys may be sent again. It must outlast the
 # slowest batch (linger, client retries within SEND_MAX_WAIT_SECONDS, a full bisection).
@@ -62,7 +62,7 @@ IN_FLIGHT_RETRY_SECONDS = 60.0
 SEND_MAX_WAIT_SECONDS = 10.0
 # Requests one batch may spend isolating rejected events (~20 per bad event in a batch of 1,000).
 MAX_SPLIT_REQUESTS = 100
-# Concurrent requests per process: the Meta SDK's batch processor sends one at a time (peers §3).
+# Concurrent requests per process: the Meta SDK's batch processor sends one at a time (docs/prior-art.md §3).
 SEND_CONCURRENCY = 4
 # Longest a partly filled batch waits while events keep joining it (CAPI_LINGER_MS is the quiet gap that ends it).
 MAX_BATCH_AGE_SECONDS = 10.0
@@ -333,8 +333,8 @@ async def post_events(graph: Any, batch: RequestBatch) -> dict[str, Any]:
     """`POST /{pixel_id}/events` through the shared Graph client (pacing, transient retries, typed errors).
 
     `idempotent=True`: a request lost after sending is retried; Meta discards the repeat of an
-    (event_name, event_id) within 48 h (meta-api-facts §8.5). The body goes as JSON, which Meta accepts
-    (§8.1): form-encoding ~700 KB of events was a tenth of the sender's CPU.
+    (event_name, event_id) within 48 h (docs/meta-api.md §8.5). The body goes as JSON, which Meta accepts
+    (docs/meta-api.md §8.1): form-encoding ~700 KB of events was a tenth of the sender's CPU.
     """
     result: dict[str, Any] = await graph.post(
         f"{batch.pixel_id}/events", batch.body(), max_wait=SEND_MAX_WAIT_SECONDS, idempotent=True, json_body=True
@@ -578,7 +578,7 @@ class CapiSender:
                     await record_sent(conn, claim_id, part, part_id, response, messages)
             except Exception as exc:
                 # Meta has the events but our log does not: the retried messages wait out the claim, then
-                # resend, and Meta discards the repeats by event_id (meta-api-facts §8.5).
+                # resend, and Meta discards the repeats by event_id (docs/meta-api.md §8.5).
                 logger.exception("recording a sent batch failed", extra={"batch_id": str(part_id)})
                 for group in part_groups:
                     _fail(group, exc)

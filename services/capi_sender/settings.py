@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.capi_sender.normalize import ISO_ALPHA2
+from shared.meta.customer_data import ISO_ALPHA2
 
 
 class CapiSettings(BaseSettings):

@@ -1,10 +1,12 @@
-"""`python -m services.graph_sandbox --port 8090`: run the Graph sandbox."""
+"""`python -m services.graph_sandbox --port 8090`: run the Graph sandbox (default port: SANDBOX_PORT, else 8090)."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import sys
 
 from aiohttp import web
 
@@ -14,10 +16,10 @@ from .app import SafeAccessLogger, create_app
 from .config import SandboxConfig
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Local stand-in for Meta's Graph / Marketing API")
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8090)
+    parser.add_argument("--port", type=int, default=int(os.environ.get("SANDBOX_PORT") or 8090))
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--ads", type=int, default=20)
     parser.add_argument("--days", type=int, default=30)
@@ -45,8 +47,19 @@ def main(argv: list[str] | None = None) -> None:
         public_url=args.public_url,
         now=args.now,
     )
-    web.run_app(create_app(config), host=args.host, port=args.port, access_log_class=SafeAccessLogger, print=None)
+    try:
+        web.run_app(
+            create_app(config), host=args.host, port=args.port, access_log_class=SafeAccessLogger, print=None
+        )
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        sys.stderr.write(
+            f"graph_sandbox: port {args.port} on {args.host} is already in use: free it or set SANDBOX_PORT (--port)\n"
+        )
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

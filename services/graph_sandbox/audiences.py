@@ -1,4 +1,4 @@
-"""Customer-file custom audiences (BUC `custom_audience`, meta-api-facts §12)."""
+"""Customer-file custom audiences (BUC `custom_audience`, docs/meta-api.md §12)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Conversions API: `POST /<pixel_id>/events` with Meta's whole-request validation (meta-api-facts §8)."""
+"""Conversions API: `POST /<pixel_id>/events` with Meta's whole-request validation (docs/meta-api.md §8)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ ACTION_SOURCES = (
 )
 HASHED_KEYS = ("em", "ph", "fn", "ln", "ge", "db", "ct", "st", "zp", "country", "external_id")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-# An event whose user_data keys are only a subset of one of these is rejected (meta-api-facts §8.2, S31).
+# An event whose user_data keys are only a subset of one of these is rejected (docs/meta-api.md §8.2, S31).
 INVALID_COMBOS = (
     frozenset({"ct", "country", "st", "zp", "ge", "client_user_agent"}),
     frozenset({"db", "client_user_agent"}),

@@ -343,7 +343,7 @@ def paginate(
     start = min(start, len(items))
     end = min(end, len(items))
     if end > start and end < len(items) and sb.faults.applies(req.path) and sb.roll(sb.faults.empty_page_rate):
-        # Meta documents empty pages that still carry `next` (meta-api-facts §9.5): no progress this time.
+        # Meta documents empty pages that still carry `next` (docs/meta-api.md §9.5): no progress this time.
         return {
             "data": [],
             "paging": {

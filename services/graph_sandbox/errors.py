@@ -2,7 +2,7 @@
 
 Every error the sandbox returns has Meta's envelope
 `{"error": {"message", "type", "code", "error_subcode", "fbtrace_id", ...}}` and, like Meta, HTTP 400 for
-validation, auth and throttling errors (throttles are *not* 429; see meta-api-facts §2.5, §4.1).
+validation, auth and throttling errors (throttles are *not* 429; see docs/meta-api.md §2.5, §4.1).
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ def bad_appsecret_proof() -> GraphError:
 
 
 def unversioned_call(latest: str) -> GraphError:
-    # Marketing API calls without a version fail (meta-api-facts §1.3); Meta answers with its
+    # Marketing API calls without a version fail (docs/meta-api.md §1.3); Meta answers with its
     # "deprecated version" error because the unversioned call resolves to the app's (old) default.
     return GraphError(
         f"(#2635) You are calling a deprecated version of the Ads API. Please update to the latest version: {latest}.",

@@ -355,7 +355,7 @@ def _format_row(sb: Sandbox, q: Query, g: dict[str, Any], currency: str) -> dict
         name = f["field"].removeprefix("ad.")
         if not matches(metric_values.get(name, 0), f["operator"], f.get("value")):
             return None
-    # `lead` already includes on-Facebook and pixel leads - never sum the types (meta-api-facts §9.3).
+    # `lead` already includes on-Facebook and pixel leads - never sum the types (docs/meta-api.md §9.3).
     action_counts = {
         "link_click": g["inline_link_clicks"],
         "lead": leads,
@@ -490,7 +490,7 @@ def _advance(sb: Sandbox, run: Node) -> None:
         failure = (100, 1487534, TOO_MUCH_DATA, "Too much data")
     if failure:
         code, subcode, message, title = failure
-        # v25+: failed AdReportRuns carry error fields by default (meta-api-facts §9.4, S38).
+        # v25+: failed AdReportRuns carry error fields by default (docs/meta-api.md §9.4, S38).
         f.update(
             async_status="Job Failed",
             async_percent_completion=0,

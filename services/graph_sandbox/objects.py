@@ -118,7 +118,7 @@ def full_view(sb: Sandbox, node: Node) -> dict[str, Any]:
         if key.endswith("_time") and isinstance(value, int | float) and not isinstance(value, bool):
             out[key] = iso_time(value, tz)
         elif key in ("daily_budget", "lifetime_budget", "bid_amount", "spend_cap") and isinstance(value, int):
-            out[key] = str(value)  # money is read back as numeric strings (meta-api-facts §11.1)
+            out[key] = str(value)  # money is read back as numeric strings (docs/meta-api.md §11.1)
         else:
             out[key] = value
     out["id"] = node.id
@@ -326,7 +326,7 @@ async def create_campaign(sb: Sandbox, req: GraphRequest, account: Node | None) 
     name = _required(p, "name")
     objective = _required(p, "objective")
     if objective not in ODAX_OBJECTIVES:
-        # Only ODAX objectives for new campaigns since v17 (meta-api-facts §11.4).
+        # Only ODAX objectives for new campaigns since v17 (docs/meta-api.md §11.4).
         raise invalid_param(
             f"Param objective must be one of {{{', '.join(ODAX_OBJECTIVES)}}}",
             blame=["objective"],
@@ -359,7 +359,7 @@ async def create_campaign(sb: Sandbox, req: GraphRequest, account: Node | None) 
         raise missing_param("stop_time")
     sharing = bool_param(p, "is_adset_budget_sharing_enabled")
     if not daily and not lifetime and sharing is None:
-        # v24+: budgets on ad sets require an explicit choice (meta-api-facts §11.4, S58).
+        # v24+: budgets on ad sets require an explicit choice (docs/meta-api.md §11.4, S58).
         raise GraphError(
             "(#100) Invalid parameter",
             code=100,
@@ -667,7 +667,7 @@ def _check_budget_change(sb: Sandbox, node: Node, keys: list[str], changes: dict
     window = sb.limits.budget_change_window_seconds
     history: list[float] = [t for t in node.extra.setdefault("budget_changes", []) if t > now - window]
     if len(history) >= sb.limits.budget_changes_per_hour:
-        # Ad set budgets can change at most 4x/hour (meta-api-facts §2.3).
+        # Ad set budgets can change at most 4x/hour (docs/meta-api.md §2.3).
         raise GraphError(
             "(#613) Calls to this api have exceeded the rate limit.",
             code=613,

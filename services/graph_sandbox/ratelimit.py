@@ -25,7 +25,7 @@ from .errors import GraphError
 
 BUC_TYPES = ("ads_management", "ads_insights", "custom_audience", "leadgen", "pages")
 
-# (code, subcode, message) per scope kind - meta-api-facts §2.5.
+# (code, subcode, message) per scope kind - docs/meta-api.md §2.5.
 _THROTTLE: dict[str, tuple[int, int | None, str]] = {
     "app": (4, None, "(#4) Application request limit reached"),
     "ad_account": (17, 2446079, "(#17) User request limit reached"),
@@ -119,7 +119,7 @@ def scope_kind(scope: str) -> str:
 
 
 def _priority(scope: str) -> int:
-    # BUC wins over the other limiters when both apply (meta-api-facts §2.1).
+    # BUC wins over the other limiters when both apply (docs/meta-api.md §2.1).
     kind = scope_kind(scope)
     return 0 if kind in BUC_TYPES else (1 if kind == "ad_account" else 2)
 

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 from .clock import Clock
 
-# Offset-1 currencies (meta-api-facts §11.1).
+# Offset-1 currencies (docs/meta-api.md §11.1).
 OFFSET_ONE = frozenset({"CLP", "COP", "CRC", "HUF", "ISK", "IDR", "JPY", "KRW", "PYG", "TWD", "VND"})
 
 MAIN_ACCOUNT = "act_1000000001"

@@ -1,8 +1,8 @@
 """Leadgen webhook delivery and the background lead generator.
 
-Deliveries are Meta-shaped (meta-api-facts §6.4), signed with `X-Hub-Signature-256` over the exact bytes sent
-(escaped-unicode JSON, §6.2), retried on non-200 with exponential backoff compressed in time (Meta retries over
-36 h), and `drop_rate` makes some leads never be delivered so backfill has something to find.
+Deliveries are Meta-shaped (docs/meta-api.md §6.4), signed with `X-Hub-Signature-256` over the exact bytes sent
+(escaped-unicode JSON, docs/meta-api.md §6.2), retried on non-200 with exponential backoff compressed in time (Meta
+retries over 36 h), and `drop_rate` makes some leads never be delivered so backfill has something to find.
 """
 
 from __future__ import annotations

@@ -14,20 +14,22 @@ from contracts.messages import ConversionRequestedMessage, LeadgenReceivedMessag
 from services.ingress import handlers
 from services.ingress.errors import error_middleware
 from services.ingress.keys import CONFIG, CONVERSION_PUBLISHER, LEADGEN_PUBLISHER, IngressConfig
-from services.ingress.settings import IngressPublishSettings
-from shared.service import Service
+from services.ingress.settings import IngressSettings
+from shared.logging import register_secret
+from shared.service import Port, Service
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> Service:
+    """The ingress, serving on INGRESS_PORT."""
     service = Service("ingress", settings, uses_database=False)
-    service.web_host = service.settings.ingress.ingress_host
-    service.web_reuse_port = service.settings.ingress.ingress_workers > 1
-    if service.settings.ops.ops_port is None:
-        ops = service.settings.ops.model_copy(update={"ops_port": service.settings.ingress.ingress_port})
-        service.settings = service.settings.replace(ops)
+    ingress = service.settings.block(IngressSettings)
+    register_secret(ingress.crm_events_secret.get_secret_value())
+    service.web_host = ingress.ingress_host
+    service.web_reuse_port = ingress.ingress_workers > 1
+    service.port = Port(ingress.ingress_port, "INGRESS_PORT")  # webhooks and ops routes; OPS_PORT does not move it
 
     leadgen_publisher = service.publisher(LeadgenReceivedMessage, "A leadgen webhook change from Meta.")
     conversion_publisher = service.publisher(ConversionRequestedMessage, "A conversion event posted by a CRM.")
@@ -52,10 +54,16 @@ def create_app(settings: Settings | None = None) -> Service:
 
 
 def _config(settings: Settings) -> IngressConfig:
+    ingress = settings.block(IngressSettings)
     return IngressConfig(
         app_secret=settings.meta.app_secret.get_secret_value(),
         verify_token=settings.meta.webhook_verify_token.get_secret_value(),
-        crm_events_secret=settings.ingress.crm_events_secret.get_secret_value(),
-        max_body_bytes=settings.ingress.ingress_max_body_bytes,
-        publish_timeout=settings.block(IngressPublishSettings).ingress_publish_timeout_seconds,
+        crm_events_secret=ingress.crm_events_secret.get_secret_value(),
+        max_body_bytes=ingress.ingress_max_body_bytes,
+        publish_timeout=ingress.ingress_publish_timeout_seconds,
     )
+
+
+def workers(settings: Settings) -> int:
+    """Processes `leadwire run ingress` starts side by side on INGRESS_PORT (INGRESS_WORKERS)."""
+    return settings.block(IngressSettings).ingress_workers

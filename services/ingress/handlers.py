@@ -23,7 +23,7 @@ async def read_body(request: web.Request) -> bytes:
 
 
 async def verify_meta_subscription(request: web.Request) -> web.Response:
-    """Meta's subscription handshake (meta-api-facts §6.1): echo the challenge if the token matches."""
+    """Meta's subscription handshake (docs/meta-api.md §6.1): echo the challenge if the token matches."""
     query = request.query
     config = request.app[CONFIG]
     challenge = query.get("hub.challenge", "")

@@ -19,7 +19,7 @@ from contracts.conversions import ConversionRequested
 from contracts.leads import LeadgenReceived
 from services.ingress.errors import BadRequest, Forbidden, Unauthorized, Unprocessable
 
-# Namespaces of the deterministic message ids: Meta retries a delivery for up to 36 h (meta-api-facts §6.3), and
+# Namespaces of the deterministic message ids: Meta retries a delivery for up to 36 h (docs/meta-api.md §6.3), and
 # every retry of the same lead must carry the same message id so consumers can drop the duplicates.
 LEADGEN_NAMESPACE = uuid.UUID("6f0c9a52-3b7e-4c36-9a8e-2d1f4b0e7a11")
 CONVERSION_NAMESPACE = uuid.UUID("0b8f6c1e-7d2a-4e59-8c3b-5a9e1f2d4c67")
@@ -53,7 +53,7 @@ def token_matches(expected: str, given: str | None) -> bool:
 
 
 def verify_meta_signature(app_secret: str, body: bytes, header: str | None) -> None:
-    """Meta signs the exact bytes it sent (meta-api-facts §6.2): check them before parsing anything."""
+    """Meta signs the exact bytes it sent (docs/meta-api.md §6.2): check them before parsing anything."""
     if header is None:
         raise Forbidden("missing X-Hub-Signature-256")
     if not signature_matches(app_secret, body, header):
@@ -103,8 +103,8 @@ def _label(value: object) -> str:
 def parse_meta_delivery(raw: bytes) -> MetaDelivery:
     """Every `leadgen` change of every entry, validated; other changes are counted, not kept.
 
-    Meta batches up to 1,000 changes across several entries (meta-api-facts §6.3); a parser that reads only the
-    first change or the first entry loses leads (peers.md §5, Activepieces). The whole delivery is validated
+    Meta batches up to 1,000 changes across several entries (docs/meta-api.md §6.3); a parser that reads only the
+    first change or the first entry loses leads (docs/prior-art.md §5, Activepieces). The whole delivery is validated
     before anything is published, so a malformed one is rejected as a whole.
 
     Raises:

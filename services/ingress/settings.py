@@ -1,13 +1,20 @@
-"""Variables of the ingress beyond the shared `IngressSettings`."""
+"""The ingress's variables: where it listens, how big a request may be, how long it waits for the broker."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-class IngressPublishSettings(BaseSettings):
+class IngressSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
+    ingress_host: str = "0.0.0.0"
+    # The webhooks and the ingress's /healthz /readyz /metrics share this port; OPS_PORT does not move it.
+    ingress_port: int = Field(default=8080, ge=0, le=65535)
+    ingress_max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Processes serving INGRESS_PORT together (SO_REUSEPORT); one Python process tops out near one core.
+    ingress_workers: int = Field(default=1, ge=1, le=64)
+    crm_events_secret: SecretStr = SecretStr("")
     # How long a request waits for the broker's confirms before answering 503 (Meta then retries).
     ingress_publish_timeout_seconds: float = Field(default=5.0, gt=0, le=60)

@@ -14,7 +14,7 @@ from typing import Any
 
 from shared.money import offset as currency_offset
 
-# Lead counting, defined here and nowhere else (meta-api-facts §9.3). `lead` already counts every lead, on-Meta
+# Lead counting, defined here and nowhere else (docs/meta-api.md §9.3). `lead` already counts every lead, on-Meta
 # (Instant Forms, Messenger) and website (pixel / CAPI), so it is never added to its components. Only when a row
 # has no `lead` action do we add the components: on-Meta leads (`onsite_conversion.lead_grouped`, or its alias
 # `leadgen_grouped` - the same leads under another name, so never both) plus `offsite_conversion.fb_pixel_lead`.
@@ -23,7 +23,7 @@ ON_META_LEAD_ACTION_TYPES: tuple[str, ...] = ("onsite_conversion.lead_grouped", 
 PIXEL_LEAD_ACTION_TYPE = "offsite_conversion.fb_pixel_lead"
 
 # Fields read at level=ad, daily. No `action_attribution_windows`: Meta's default (the ad set's attribution
-# setting) is what Ads Manager shows; 7d_view/28d_view are no longer returned (meta-api-facts §9.2).
+# setting) is what Ads Manager shows; 7d_view/28d_view are no longer returned (docs/meta-api.md §9.2).
 METRIC_FIELDS: tuple[str, ...] = (
     "spend", "impressions", "reach", "clicks", "ctr", "cpc", "cpm", "frequency",
     "actions", "action_values", "cost_per_action_type",
@@ -64,7 +64,7 @@ def major_to_minor(value: Any, offset: int) -> int:
 
 
 def minor_or_none(value: Any) -> int | None:
-    """Object money (budgets, bids): Meta already returns minor units, as numeric strings (§11.1)."""
+    """Object money (budgets, bids): Meta already returns minor units, as numeric strings (docs/meta-api.md §11.1)."""
     number = _decimal(value)
     if number is None or number <= 0:
         return None
@@ -268,7 +268,7 @@ def _str_or_none(value: Any) -> str | None:
 # ---------------------------------------------------------------------------------------------------- window reach
 
 # Reach is unique people, so it does not add up over days: Meta deduplicates it only over the range and level
-# asked (meta-api-facts §9.1). Rules need it per window (frequency = impressions / reach), so a refresh also reads
+# asked (docs/meta-api.md §9.1). Rules need it per window (frequency = impressions / reach), so a refresh also reads
 # each window below as one range per level: one sync call per level and window, one row per object.
 REACH_LEVELS: tuple[str, ...] = ("adset", "campaign")
 REACH_FIELDS: dict[str, str] = {

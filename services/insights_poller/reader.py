@@ -50,13 +50,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Async failures that mean "this query is too big": split at once instead of retrying it as is (§9.5).
+# Async failures that mean "this query is too big": split at once instead of retrying it as is (docs/meta-api.md §9.5).
 _TOO_MUCH_DATA = {(100, 1487534), (100, 1504018), (2, 1504038)}
 # Bounds so a pathological account cannot loop forever.
 MAX_REPORT_RUNS_PER_REFRESH = 400
 MAX_SKIPS_PER_SLICE = 5
 POLL_MAX_SECONDS = 30.0
-# Campaigns can get conversions attributed up to 28 days after their last delivery (§9.5): discover the
+# Campaigns can get conversions attributed up to 28 days after their last delivery (docs/meta-api.md §9.5): discover the
 # campaigns a window can contain over the window plus that look-back.
 DISCOVERY_LOOKBACK_DAYS = 28
 
@@ -149,7 +149,7 @@ class InsightsReader:
                 )
                 return InsightsResult(rows=rows, mode="sync")
             except TooMuchDataError:
-                # Meta has no documented size threshold; a sync read that is too big goes async (§9.5).
+                # Meta has no documented size threshold; a sync read that is too big goes async (docs/meta-api.md §9.5).
                 logger.info("insights sync read too big for %s; using report runs", account.account_id,
                             extra={"account_id": account.account_id})
         return await self._read_async(account.account_id, window, list(known_campaigns), counter)
@@ -232,7 +232,7 @@ class InsightsReader:
                     job.skips += 1
                     if job.skips > MAX_SKIPS_PER_SLICE:
                         raise status
-                    pending.append(job)  # Job Skipped: resubmit the same query (§9.4)
+                    pending.append(job)  # Job Skipped: resubmit the same query (docs/meta-api.md §9.4)
                 elif isinstance(status, AsyncJobFailedError):
                     del running[run_id]
                     metrics.REPORT_RUNS.labels("failed").inc()

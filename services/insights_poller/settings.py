@@ -23,7 +23,7 @@ class InsightsSettings(BaseSettings):
     trailing_days: int = Field(
         default=3, ge=1, le=90, description="Days (today included) every scheduled refresh re-reads."
     )
-    # Meta's numbers stop changing 28 days after being reported (meta-api-facts §9.5).
+    # Meta's numbers stop changing 28 days after being reported (docs/meta-api.md §9.5).
     full_days: int = Field(
         default=28, ge=1, le=90, description="Days re-read by the once-a-day full refresh (restatement window)."
     )

@@ -23,12 +23,12 @@ from shared.graph.errors import (
 )
 from shared.messaging import PermanentError, RetryLater
 
-# Ask for every field we store: Meta's default answer is a subset (meta-api-facts §7.2).
+# Ask for every field we store: Meta's default answer is a subset (docs/meta-api.md §7.2).
 LEAD_FIELDS = (
     "id,created_time,field_data,ad_id,adset_id,campaign_id,form_id,is_organic,platform,custom_disclaimer_responses"
 )
 SERVICE = "lead_fetcher"
-# Meta deletes leads after about 90 days (meta-api-facts §7.4): a read refused for a lead older than that can
+# Meta deletes leads after about 90 days (docs/meta-api.md §7.4): a read refused for a lead older than that can
 # never succeed, so it is parked instead of retried.
 LEAD_RETENTION = timedelta(days=90)
 # Used when Meta throttles without telling us for how long (the client normally fills `retry_after` in).
@@ -246,5 +246,5 @@ def scan_window(
 
 
 def time_filter(since: datetime) -> list[dict[str, Any]]:
-    """Meta's bulk-read filter for leads created after `since` (meta-api-facts §7.3)."""
+    """Meta's bulk-read filter for leads created after `since` (docs/meta-api.md §7.3)."""
     return [{"field": "time_created", "operator": "GREATER_THAN", "value": int(since.timestamp())}]

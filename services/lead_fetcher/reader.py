@@ -3,7 +3,7 @@
 Each handler awaits `LeadReader.read(leadgen_id, page_id)`. The first read opens a short window
 (`LEAD_FETCH_BATCH_WINDOW_MS`); every read arriving in it joins the same batch call (up to 50, Meta's maximum;
 a full batch goes at once). Two reads of the same lead in one window share one operation. Each operation still
-counts as one call against the Page's leadgen quota (meta-api-facts §3): batching saves round trips, not quota.
+counts as one call against the Page's leadgen quota (docs/meta-api.md §3): batching saves round trips, not quota.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class LeadReader:
 
     Args:
         graph: returns the process's Graph client (looked up per call: it exists only once the service started).
-        token: the Page access token (reads of lead data need it, meta-api-facts §7.1).
+        token: the Page access token (reads of lead data need it, docs/meta-api.md §7.1).
         window_seconds: how long the first read of a batch waits for companions (0: only reads already queued
             in the same event-loop turn join).
         max_batch: operations per call (Meta's maximum is 50).

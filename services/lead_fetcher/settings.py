@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Meta keeps leads readable through the API for about 90 days (meta-api-facts §7.4); a scan reaching further
+# Meta keeps leads readable through the API for about 90 days (docs/meta-api.md §7.4); a scan reaching further
 # back finds nothing and only spends the Page's leadgen quota.
 MAX_BACKFILL_DAYS = 90
 

@@ -1,6 +1,6 @@
 """Graph Batch API: up to 50 operations per HTTP call, per-item results and typed errors.
 
-Every operation still counts as one call against the rate limits (meta-api-facts §3), so each item is paced in
+Every operation still counts as one call against the rate limits (docs/meta-api.md §3), so each item is paced in
 its own scopes and each item's headers feed the usage state. Items that failed transiently, were throttled or
 came back `null` (the batch timed out before reaching them) are retried, bounded; nothing else is.
 """
@@ -102,7 +102,7 @@ def _item_headers(item: Mapping[str, Any]) -> dict[str, str]:
 
 def _item_body(item: Mapping[str, Any]) -> Any:
     body = item.get("body")
-    if isinstance(body, str):  # the body is a JSON *string*: parse twice (meta-api-facts §3)
+    if isinstance(body, str):  # the body is a JSON *string*: parse twice (docs/meta-api.md §3)
         try:
             return json.loads(body)
         except ValueError:
@@ -197,8 +197,8 @@ async def execute_batch(
                     client.record_throttle(
                         error, request.method.upper(), path, request.scope, headers, token_value, attempts[index]
                     )
-            error = results[index].error
-            if isinstance(error, (TransientError, ThrottledError)) and attempts[index] < max_rounds:
+            item_error = results[index].error
+            if isinstance(item_error, (TransientError, ThrottledError)) and attempts[index] < max_rounds:
                 retry.append(index)
                 client.metrics.retries.labels("batch_item").inc()
         if retry:

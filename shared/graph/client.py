@@ -83,7 +83,7 @@ _SAFE_NETWORK_ERRORS = (aiohttp.ClientConnectorError,)  # nothing was sent: safe
 
 
 def appsecret_proof(app_secret: str, token: str) -> str:
-    """HMAC-SHA256(key=app_secret, msg=token), hex (meta-api-facts §5). Bound to the exact token string."""
+    """HMAC-SHA256(key=app_secret, msg=token), hex (docs/meta-api.md §5). Bound to the exact token string."""
     return hmac.new(app_secret.encode(), token.encode(), hashlib.sha256).hexdigest()
 
 
@@ -569,7 +569,7 @@ class GraphClient:
         lockout = action_lockout_seconds(error.code, error.subcode)
         if lockout is not None:
             return lockout
-        fallback = self.retry.throttle_fallback_seconds * (2 ** max(0, consecutive - 1))
+        fallback = self.retry.throttle_fallback_seconds * (2.0 ** max(0, consecutive - 1))
         return min(self.retry.throttle_fallback_cap, fallback)
 
     @contextlib.asynccontextmanager

@@ -1,7 +1,7 @@
 """Typed Graph API errors and the one function that classifies Meta's error object.
 
 Callers branch on these types, never on message strings. Meta sends throttles as HTTP 400 with a JSON
-`error.code` (meta-api-facts §2.5), so classification is by code/subcode, not by HTTP status.
+`error.code` (docs/meta-api.md §2.5), so classification is by code/subcode, not by HTTP status.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-# BUC error codes → business-use-case type (meta-api-facts §2.5).
+# BUC error codes → business-use-case type (docs/meta-api.md §2.5).
 BUC_CODE_TYPES: dict[int, str] = {
     80000: "ads_insights",
     80001: "pages",
@@ -37,10 +37,11 @@ KIND_ACTION = "action"
 _AUTH_CODES = {190, 102, 104}  # 104: access token missing / bad signature
 _PERMISSION_CODES = {3, 10} | set(range(200, 300))
 _INVALID_CODES = {100, 105, 194, 2635, 3018, 2650}
-# (code, subcode) pairs that mean "the query is too big / too slow": shrink it, do not blind-retry (§4.2, §9.5).
+# (code, subcode) pairs that mean "the query is too big / too slow": shrink it, do not blind-retry
+# (docs/meta-api.md §4.2, §9.5).
 _TOO_MUCH_DATA = {(100, 1487534), (100, 1504018), (2, 1504038)}
 _TRANSIENT_CODES = {1, 2, -2}
-# Action-specific throttles and their typical lockout in seconds (§2.3).
+# Action-specific throttles and their typical lockout in seconds (docs/meta-api.md §2.3).
 _ACTION_THROTTLES: dict[tuple[int, int], float] = {
     (613, 1487632): 3600.0,  # ad set budget changed > 4x/hour: budget edits blocked for 1 h
     (17, 1885172): 86400.0,  # spend-cap changes > 10/day
@@ -203,7 +204,7 @@ def _int(value: Any) -> int | None:
 
 
 def _error_data(value: Any) -> Any:
-    # `error_data` may arrive as a JSON string (meta-api-facts §4.1).
+    # `error_data` may arrive as a JSON string (docs/meta-api.md §4.1).
     if isinstance(value, str) and value[:1] in "{[":
         try:
             return json.loads(value)
@@ -298,7 +299,7 @@ def classify_error(payload: Any, *, http_status: int | None = None) -> GraphErro
     if (code == 100 and subcode == 33) or code == 803:
         return NotFoundError(message, **fields)
     if code == 1 and "reduce the amount of data" in message.lower():
-        # Meta's own wording is the only signal for this one (§4.2); everything else goes by code.
+        # Meta's own wording is the only signal for this one (docs/meta-api.md §4.2); everything else goes by code.
         return TooMuchDataError(message, **fields)
     if code in _TRANSIENT_CODES or fields["is_transient"]:
         return TransientError(message, **fields)

@@ -1,4 +1,4 @@
-"""Async insights report runs (meta-api-facts §9.4).
+"""Async insights report runs (docs/meta-api.md §9.4).
 
 `POST /<object>/insights` → `report_run_id`; poll `GET /<id>` with backoff until `async_status == "Job Completed"`
 and `async_percent_completion == 100`; read `GET /<id>/insights` pages. `Job Failed` → AsyncJobFailedError (v25+

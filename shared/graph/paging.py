@@ -1,6 +1,6 @@
 """Cursor pagination: follow `paging.next` until it is absent.
 
-Meta can return an empty page that still has a `next` link (meta-api-facts §9.5), so an empty page does not
+Meta can return an empty page that still has a `next` link (docs/meta-api.md §9.5), so an empty page does not
 end the loop; only a missing `next` does. Meta's `next` URL carries the access token in its query string: the
 token (and any proof) is dropped from it and the page is requested through the client, header-authenticated.
 """

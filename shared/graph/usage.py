@@ -181,7 +181,7 @@ def parse_ad_account_usage(headers: Mapping[str, str], act_id: str | None) -> li
     pct = _num(data.get("acc_id_util_pct"))
     if pct is None:
         return []
-    reset = _num(data.get("reset_time_duration"))  # seconds (meta-api-facts §2.4)
+    reset = _num(data.get("reset_time_duration"))  # seconds (docs/meta-api.md §2.4)
     return [UsageReading(ad_account_key(act_id), pct, reset_seconds=reset if reset and reset > 0 else None)]
 
 
@@ -201,7 +201,7 @@ def parse_buc_usage(headers: Mapping[str, str]) -> list[UsageReading]:
             pct = _max_pct(entry, ("call_count", "total_cputime", "total_time"))
             if pct is None:
                 continue
-            minutes = _num(entry.get("estimated_time_to_regain_access"))  # minutes (meta-api-facts §2.4)
+            minutes = _num(entry.get("estimated_time_to_regain_access"))  # minutes (docs/meta-api.md §2.4)
             regain = minutes * 60.0 if minutes and minutes > 0 else None
             readings.append(UsageReading(buc_key(str(object_id), entry["type"]), pct, regain_seconds=regain))
     return readings
@@ -266,7 +266,7 @@ def parse_usage_headers(headers: Mapping[str, str], act_id: str | None = None) -
 # Pacing
 
 # Rolling window per scope kind (Meta: platform and BUC limits are rolling hours, Pages/LeadGen BUC 24 h, the
-# ad-account score decays over 300 s; meta-api-facts §2.1-2.3). Tests shrink them to match the sandbox.
+# ad-account score decays over 300 s; docs/meta-api.md §2.1-2.3). Tests shrink them to match the sandbox.
 DEFAULT_WINDOWS: dict[str, float] = {
     "app": 3600.0,
     "ad_account": 300.0,

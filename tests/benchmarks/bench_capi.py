@@ -142,7 +142,7 @@ async def bench_pipeline(url: str, pixel_id: str, events: int, linger_ms: int, w
                "META_APP_SECRET": APP_SECRET, "META_PIXEL_ID": pixel_id, "META_HEALTH_CHECK_SECONDS": "0",
                "OPS_HOST": "127.0.0.1", "OPS_PORT": str(port), "LOG_LEVEL": "WARNING"}
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "shared.cli", "run", "capi_sender", env=env,
+            sys.executable, "-m", "services", "run", "capi_sender", env=env,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )
         try:

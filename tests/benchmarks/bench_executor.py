@@ -25,7 +25,7 @@ from faststream.rabbit import RabbitBroker
 from pydantic import SecretStr
 
 from contracts.commands import CampaignCommand
-from contracts.messages import CampaignCommandMessage, CommandResultMessage
+from contracts.messages import CampaignCommandMessage, CommandResultMessage, RoutingKey
 from services.campaign_executor.app import create_app
 from services.campaign_executor.handlers import CONSUMER
 from services.graph_sandbox.app import create_app as create_sandbox
@@ -33,7 +33,7 @@ from services.graph_sandbox.config import SandboxConfig
 from shared.db.migrate import ensure_database, migrate
 from shared.messaging import declare_topology, publish
 from shared.settings import BrokerSettings, DatabaseSettings, MetaSettings, OpsSettings, Settings
-from shared.topology import EXCHANGE, RoutingKey, consumers_of
+from shared.topology import EXCHANGE, consumers_of
 from tests.fixtures.infra import AMQP_URL, BENCH_DSN
 
 COMMANDS = 2000

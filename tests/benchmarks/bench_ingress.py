@@ -16,7 +16,7 @@ most the ingress can take, but its latency is only clients / throughput. Open lo
 wrk_signed_post_rate.lua) sends on a fixed schedule, as Meta's deliveries arrive whatever our answers take: the time
 to 200 at a given throughput. The goal (>= 2,000/s with p99 < 50 ms) is checked open loop at 2,000/s.
 
-The naive design is the n8n-style handler (peers.md §5): it fetches each lead from the
+The naive design is the n8n-style handler (docs/prior-art.md §5): it fetches each lead from the
 Graph sandbox inside the request, with the sandbox's latency fault at 200 ms, before answering.
 """
 
@@ -148,7 +148,7 @@ async def ingress_process(amqp_url: str, workers: int) -> AsyncIterator[str]:
     env = {**os.environ, "AMQP_URL": amqp_url, "META_APP_SECRET": APP_SECRET, "INGRESS_WORKERS": str(workers),
            "INGRESS_HOST": "127.0.0.1", "INGRESS_PORT": str(port), "LOG_LEVEL": "INFO", "LOG_FORMAT": "json"}
     env.pop("OPS_PORT", None)
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "shared.cli", "run", "ingress", env=env,
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "services", "run", "ingress", env=env,
                                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         async with aiohttp.ClientSession() as http:

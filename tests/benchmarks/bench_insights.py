@@ -7,7 +7,7 @@ and wall time, for
 * the poller's full refresh (28 days, ad level, daily) and its incremental refresh (last 3 days), each including the
   deduplicated reach per ad set and campaign over INSIGHTS_REACH_WINDOWS (one call per level and window and page),
   and an incremental refresh without those reads to show what they cost;
-* the guide's loop (seed 004 §2 / §7.3): list the ad sets, then one insights call per ad set, either per window
+* the guide's loop (docs/operator-guide.md §7.3): list the ad sets, then one insights call per ad set, either per window
   (`date_preset=last_3d`; or the 28 days with `time_increment=1`) or per ad set per day.
 The naive loop gets ad-set rows, not ad rows: it reads less data and still makes far more calls.
 """

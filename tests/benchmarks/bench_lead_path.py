@@ -102,12 +102,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     from services.graph_sandbox.app import create_app as create_sandbox
     from services.graph_sandbox.config import SandboxConfig
     from services.ingress.app import create_app as create_ingress
+    from services.ingress.settings import IngressSettings
     from services.lead_fetcher.app import create_app as create_lead_fetcher
     from services.lead_fetcher.settings import LeadFetcherSettings
     from shared.settings import (
         BrokerSettings,
         DatabaseSettings,
-        IngressSettings,
         MetaSettings,
         OpsSettings,
         Settings,

@@ -63,7 +63,7 @@ class Fleet:
         if name == "ingress":
             env["INGRESS_PORT"] = str(self.ports[name])
         self.procs[name] = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "shared.cli", "run", name, env=env,
+            sys.executable, "-m", "services", "run", name, env=env,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )
 

@@ -19,14 +19,14 @@ from faststream.rabbit import RabbitBroker
 from pydantic import SecretStr
 
 from contracts.commands import CampaignCommand
-from contracts.messages import CampaignCommandMessage, CommandResultMessage
+from contracts.messages import CampaignCommandMessage, CommandResultMessage, RoutingKey
 from services.campaign_executor.app import create_app
 from services.campaign_executor.handlers import CONSUMER
 from services.campaign_executor.settings import ExecutorSettings
 from shared.messaging import declare_topology, publish
 from shared.service import Service
 from shared.settings import MetaSettings, Settings
-from shared.topology import EXCHANGE, H_REASON, RoutingKey
+from shared.topology import EXCHANGE, H_REASON
 from tests.fixtures.infra import AMQP_URL, drain, eventually
 from tests.fixtures.sandbox import SandboxHandle
 

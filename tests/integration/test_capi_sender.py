@@ -192,7 +192,7 @@ async def test_2500_events_go_to_meta_in_three_requests(capi: Harness, db: async
     assert sorted(len(r["body"]["payload"]["events"]) for r in receipts) == [500, 1000, 1000]  # one per request
     assert sorted(e["event_id"] for r in receipts for e in r["body"]["payload"]["events"]) == sorted(event_ids)
     assert await capi.parked() == []
-    # Conversion Leads form for CRM stages (meta-api-facts §8.7).
+    # Conversion Leads form for CRM stages (docs/meta-api.md §8.7).
     assert received[0]["custom_data"] == {"event_source": "crm", "lead_event_source": "Litify"}
     assert received[0]["action_source"] == "system_generated"
 
@@ -286,7 +286,7 @@ async def test_event_that_ages_while_batched_is_parked_not_sent(
 async def test_one_invalid_event_does_not_sink_the_other_999(capi: Harness, db: asyncpg.Pool) -> None:
     # Our checks stop everything Meta is known to reject, so to see a rejection one event is spoiled on its way
     # out (a 13-digit lead_id, which the sandbox, like Meta, refuses): Meta rejects the whole request
-    # (meta-api-facts §8.1), and the sender must split until the bad event stands alone.
+    # (docs/meta-api.md §8.1), and the sender must split until the bad event stands alone.
     messages = [conversion() for _ in range(1000)]
     bad = messages[617]
     event_ids = [m.payload.event_id or "" for m in messages]

@@ -33,7 +33,7 @@ def test_secrets_absent_from_reprs() -> None:
 async def _run_cli(*args: str, env: dict[str, str], stop_when: str | None = None) -> tuple[int, str]:
     """Run `leadwire ARGS`; with `stop_when`, send SIGTERM once that text was printed. Returns (code, output)."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shared.cli", *args,
+        sys.executable, "-m", "services", *args,
         env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     assert process.stdout is not None

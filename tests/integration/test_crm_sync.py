@@ -22,7 +22,7 @@ from faststream.rabbit import RabbitBroker
 from prometheus_client import REGISTRY
 
 from contracts.leads import LeadCaptured
-from contracts.messages import AlertRaisedMessage, LeadCapturedMessage, LeadSyncedMessage
+from contracts.messages import AlertRaisedMessage, LeadCapturedMessage, LeadSyncedMessage, RoutingKey
 from services.crm_sync.app import build_adapters, create_app
 from services.crm_sync.cli import redeliver_once
 from services.crm_sync.logic import Job, LeadSync, Outcome
@@ -31,7 +31,7 @@ from services.crm_sync.settings import CrmSyncSettings
 from shared.messaging import declare_topology, ensure_confirmed
 from shared.service import Service
 from shared.settings import Settings
-from shared.topology import EXCHANGE, H_ATTEMPT, H_REASON, Consumer, RoutingKey, register
+from shared.topology import EXCHANGE, H_ATTEMPT, H_REASON, Consumer, register
 from tests.fixtures.crm import FakeCrm, crm_sink  # noqa: F401
 from tests.fixtures.infra import AMQP_URL, TEST_DSN, eventually, unique
 
@@ -458,7 +458,7 @@ async def test_redeliver_command_line(db: asyncpg.Pool) -> None:
 
 
 async def _leadwire(*args: str, env: dict[str, str]) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "shared.cli", *args, env=env,
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "services", *args, env=env,
                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     async with asyncio.timeout(60):
         output, _ = await process.communicate()

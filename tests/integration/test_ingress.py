@@ -20,12 +20,12 @@ import aio_pika
 import aiohttp
 import pytest
 
-from contracts.messages import ConversionRequestedMessage, LeadgenReceivedMessage
+from contracts.messages import ConversionRequestedMessage, LeadgenReceivedMessage, RoutingKey
 from services.ingress.app import create_app
-from services.ingress.settings import IngressPublishSettings
+from services.ingress.settings import IngressSettings
 from shared.service import Service
-from shared.settings import BrokerSettings, IngressSettings, MetaSettings, Settings
-from shared.topology import EXCHANGE, RoutingKey
+from shared.settings import BrokerSettings, MetaSettings, Settings
+from shared.topology import EXCHANGE
 from tests.fixtures.infra import Workers, eventually, free_port, leadwire_workers, unique
 
 APP_SECRET = "test-app-secret-ingress"
@@ -104,8 +104,10 @@ def ingress_settings(
 ) -> Settings:
     return settings.replace(
         MetaSettings(app_secret=APP_SECRET, webhook_verify_token=VERIFY_TOKEN),
-        IngressSettings(crm_events_secret=crm_secret, ingress_max_body_bytes=max_body),
-        IngressPublishSettings(ingress_publish_timeout_seconds=2.0),
+        IngressSettings(
+            ingress_port=0, crm_events_secret=crm_secret, ingress_max_body_bytes=max_body,
+            ingress_publish_timeout_seconds=2.0,
+        ),
         BrokerSettings(amqp_url=amqp_url, RETRY_ATTEMPTS=3, GRACEFUL_TIMEOUT_SECONDS=5),
     )
 

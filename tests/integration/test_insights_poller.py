@@ -19,6 +19,7 @@ import pytest
 from prometheus_client import REGISTRY, CollectorRegistry
 from pydantic import SecretStr
 
+from contracts.messages import RoutingKey
 from services.graph_sandbox.keys import SANDBOX
 from services.insights_poller import cli
 from services.insights_poller.app import create_app
@@ -27,7 +28,7 @@ from services.insights_poller.poller import ALERT_CODE, InsightsPoller
 from services.insights_poller.settings import InsightsSettings
 from shared.graph import GraphClient, PermissionDeniedError
 from shared.settings import MetaSettings, Settings
-from shared.topology import EXCHANGE, RoutingKey
+from shared.topology import EXCHANGE
 from tests.fixtures.infra import eventually, unique
 from tests.fixtures.sandbox import SandboxHandle, SandboxServer
 

@@ -15,7 +15,7 @@ from faststream.rabbit import RabbitBroker
 from prometheus_client import REGISTRY
 
 from contracts.leads import LeadgenReceived
-from contracts.messages import LeadgenReceivedMessage
+from contracts.messages import LeadgenReceivedMessage, RoutingKey
 from services.lead_fetcher.app import create_app
 from services.lead_fetcher.logic import captured_message_id
 from services.lead_fetcher.settings import LeadFetcherSettings
@@ -23,7 +23,7 @@ from shared.graph import GraphClient
 from shared.messaging import declare_topology, ensure_confirmed
 from shared.service import Service
 from shared.settings import MetaSettings, Settings
-from shared.topology import EXCHANGE, Consumer, RoutingKey, consumers_of, register
+from shared.topology import EXCHANGE, Consumer, consumers_of, register
 from tests.fixtures.infra import AMQP_URL, unique
 from tests.fixtures.sandbox import SandboxHandle
 

@@ -32,6 +32,7 @@ from contracts.messages import (
     CommandResultMessage,
     ConversionRequestedMessage,
     InsightsUpdatedMessage,
+    RoutingKey,
 )
 from services.insights_poller.poller import InsightsPoller
 from services.insights_poller.settings import InsightsSettings
@@ -46,7 +47,7 @@ from shared.graph import GraphClient
 from shared.messaging import publish
 from shared.service import Service
 from shared.settings import MetaSettings, Settings
-from shared.topology import EXCHANGE, RoutingKey, consumers_of
+from shared.topology import EXCHANGE, consumers_of
 from tests.benchmarks.bench_rules import make_rules
 from tests.fixtures.infra import eventually, unique
 from tests.fixtures.sandbox import SandboxHandle

@@ -12,7 +12,7 @@ import pytest
 from facebook_business.adobjects.serverside.normalize import Normalize
 
 from contracts.conversions import ConversionUser
-from services.capi_sender.normalize import (
+from shared.meta.customer_data import (
     ISO_ALPHA2,
     InvalidFieldError,
     NormalizedUser,
@@ -61,7 +61,7 @@ def hashed(field: str, value: str, **user: str) -> str:
     return result.user_data[key]
 
 
-# --- Meta's published vectors (meta-api-facts §8.3 and §12.3) -------------------------------------------------
+# --- Meta's published vectors (docs/meta-api.md §8.3 and §12.3) -------------------------------------------------
 
 
 @pytest.mark.parametrize(

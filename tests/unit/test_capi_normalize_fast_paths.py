@@ -7,7 +7,7 @@ import random
 import phonenumbers
 import pytest
 
-from services.capi_sender.normalize import InvalidFieldError, _nanp_phone, normalize_phone
+from shared.meta.customer_data import InvalidFieldError, _nanp_phone, normalize_phone
 
 
 def _full_parse(text: str, region: str) -> str | None:
@@ -68,7 +68,7 @@ def test_ascii_shortcuts_agree_with_the_unicode_path() -> None:
     import string
     import unicodedata
 
-    from services.capi_sender import normalize
+    from shared.meta import customer_data as normalize
 
     def slow_words(text: str) -> list[str]:
         composed = unicodedata.normalize("NFC", text).lower()

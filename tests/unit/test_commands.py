@@ -26,7 +26,7 @@ from shared import money
 from shared.messaging import describe_validation_error
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources" / "contracts"
-MARY_SHA = "f1904cf1a9d73a55fa5de0ac823c4403ded71afd4c3248d00bdcd0866552bb79"  # meta-api-facts §12.3
+MARY_SHA = "f1904cf1a9d73a55fa5de0ac823c4403ded71afd4c3248d00bdcd0866552bb79"  # docs/meta-api.md §12.3
 PHONE_SHA = "1ef970831d7963307784fa8688e8fce101a15685d62aa765fed23f3a2c576a4e"  # 15559876543
 
 

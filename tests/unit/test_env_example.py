@@ -19,7 +19,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
 def _settings_modules() -> list[ModuleType]:
     modules = [shared.settings]
     for info in pkgutil.iter_modules(services.__path__):
-        if importlib.util.find_spec(f"services.{info.name}.settings") is not None:
+        if info.ispkg and importlib.util.find_spec(f"services.{info.name}.settings") is not None:
             modules.append(importlib.import_module(f"services.{info.name}.settings"))
     return modules
 

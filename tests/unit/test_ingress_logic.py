@@ -19,7 +19,7 @@ def sign(body: bytes, secret: str = SECRET) -> str:
 
 
 def test_signature_is_checked_on_the_exact_bytes() -> None:
-    # Meta signs the escaped-unicode form (meta-api-facts §6.2); re-serialising would change the bytes.
+    # Meta signs the escaped-unicode form (docs/meta-api.md §6.2); re-serialising would change the bytes.
     body = b'{"name":"\\u00e4\\u00f6\\u00e5"}'
     logic.verify_meta_signature(SECRET, body, sign(body))
     logic.verify_meta_signature(SECRET, body, sign(body).upper().replace("SHA256=", "sha256="))

@@ -10,12 +10,12 @@ import pytest
 
 from contracts.commands import PauseCommand, SetBudgetCommand, UnpauseCommand
 from contracts.messages import CampaignCommandMessage
+from services.__main__ import main
 from services.rules_engine.engine import to_command, to_notification
 from services.rules_engine.logic import Action, Decision
 from services.rules_engine.rules import DEFAULT_RULES_DIR, load_rules
 from services.rules_engine.settings import RulesSettings
 from services.rules_engine.snapshot import levels_of, lookback_days
-from shared.cli import main
 
 RESOURCES = Path(__file__).parents[1] / "resources" / "rules"
 NOW = datetime(2026, 11, 20, 20, 0, tzinfo=UTC)

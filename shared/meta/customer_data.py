@@ -1,4 +1,4 @@
-"""Normalize and hash customer information exactly as Meta matches it (meta-api-facts §8.3, §12.3).
+"""Normalize and hash customer information exactly as Meta matches it (docs/meta-api.md §8.3, §12.3).
 
 Every hashed key is SHA-256 lowercase hex of the normalized UTF-8 string. A value that already is a SHA-256 digest
 (64 hex, any case) passes through lowercased: the producer hashed it. `lead_id`, `fbc`, `fbp`,
@@ -95,7 +95,7 @@ HASHED_KEYS = frozenset({"em", "ph", "fn", "ln", "ct", "st", "zp", "country", "g
 
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-# fb.<subdomainIndex>.<creationTimeMs>.<fbclid|random>[.<appendix>]; fbclid is case-sensitive (§8.4).
+# fb.<subdomainIndex>.<creationTimeMs>.<fbclid|random>[.<appendix>]; fbclid is case-sensitive (docs/meta-api.md §8.4).
 _FB_COOKIE = re.compile(r"^fb\.\d+\.\d+\.\S+$")
 # Meta lead ids are 15-17 digits; anything else makes Meta reject the event, and with it the whole request.
 _LEAD_ID = re.compile(r"^\d{15,17}$")

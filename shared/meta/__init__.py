@@ -1,0 +1,1 @@
+"""What leadwire knows of Meta's formats beyond the Graph client: customer-data normalization and hashing."""
