@@ -538,9 +538,13 @@ async def test_capi_workers_share_the_queue_and_send_every_event_once(
         try:
             channel = await connection.channel(publisher_confirms=True)
             exchange = await channel.get_exchange(EXCHANGE.name)
-            queue = await channel.declare_queue(consumer("capi_sender", "conversion_requested").queue_name,
-                                                passive=True)
-            assert queue.declaration_result.consumer_count == 2
+            queue_name = consumer("capi_sender", "conversion_requested").queue_name
+
+            async def both_consume() -> bool:  # the group is ready when one worker is: the other may still connect
+                queue = await channel.declare_queue(queue_name, passive=True)
+                return queue.declaration_result.consumer_count == 2
+
+            await eventually(both_consume, timeout=30, what="both capi_sender workers consuming")
             await asyncio.gather(*(
                 exchange.publish(aio_pika.Message(m.model_dump_json().encode(), message_id=str(m.message_id),
                                                   delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
