@@ -32,13 +32,11 @@ up: install infra migrate
 	@bash scripts/up.sh
 
 test: install
-	@bash scripts/ensure-infra.sh --test-vhost
-	$(BIN)/python -m pytest
+	@bash scripts/test.sh
 
 # The suite as if run at hours across the account's day (it must not depend on the hour): see the script.
 TEST_HOURS ?= 00:30 09:00 23:30
 test-hours: install
-	@bash scripts/ensure-infra.sh --test-vhost
 	@bash scripts/test-hours.sh $(TEST_HOURS)
 
 bench: install migrate

@@ -2,7 +2,7 @@
 # Make sure RabbitMQ and PostgreSQL answer at AMQP_URL / DATABASE_URL:
 # use running servers (this machine's, a container's, another host's); else start locally installed ones; else
 # install them from Debian packages and start them. Then make sure the role of DATABASE_URL can log in.
-# With --test-vhost: also (re)create the test suite's vhost LEADWIRE_TEST_VHOST, empty.
+# With --test-vhost: also (re)create the test suite's vhost LEADWIRE_TEST_VHOST, empty (exit 3 if it cannot).
 # Needs bash and python3 only (no curl, psql or sudo unless a step needs them: then one line says what to do).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -132,5 +132,5 @@ fi
 # A vhost of its own, so test messages never reach the real queues; recreated empty for each run (queues no test
 # consumes would otherwise collect messages run after run).
 if [ "${1:-}" = --test-vhost ]; then
-  "$PY" -m tests.fixtures.vhosts recreate "${LEADWIRE_TEST_VHOST:-leadwire_test}"
+  "$PY" -m tests.fixtures.vhosts recreate "${LEADWIRE_TEST_VHOST:-leadwire_test}" || exit 3
 fi

@@ -28,6 +28,6 @@ PY
 )
   say "the suite at $at America/New_York (wall clock shifted ${offset} s)"
   # shellcheck disable=SC2086
-  LD_PRELOAD=$lib FAKETIME="$offset" .venv/bin/python -m pytest -q ${PYTEST_ARGS:-} \
+  LD_PRELOAD=$lib FAKETIME="$offset" bash scripts/test.sh -q ${PYTEST_ARGS:-} \
     || die "the suite failed at $at America/New_York"
 done

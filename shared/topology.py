@@ -18,14 +18,27 @@ Layout on the broker:
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 
 from faststream.rabbit import ExchangeType, QueueType, RabbitExchange, RabbitQueue
 
 from contracts.messages import RoutingKey
 
-EXCHANGE = RabbitExchange("leadwire", type=ExchangeType.TOPIC, durable=True)
-RETRY_EXCHANGE = RabbitExchange("leadwire.retry", type=ExchangeType.HEADERS, durable=True)
+
+def _namespace(value: str | None) -> str:
+    """The first part of every exchange and queue name: `leadwire`, unless LEADWIRE_BROKER_NAMESPACE names another
+    (two installs sharing one vhost; the test suite on a broker where it cannot make a vhost of its own)."""
+    name = value or "leadwire"
+    if not re.fullmatch(r"[a-z][a-z0-9_-]{0,62}", name):
+        raise ValueError(f"LEADWIRE_BROKER_NAMESPACE: lowercase letters, digits, _ and - only, not {name!r}")
+    return name
+
+
+NAMESPACE = _namespace(os.environ.get("LEADWIRE_BROKER_NAMESPACE"))
+EXCHANGE = RabbitExchange(NAMESPACE, type=ExchangeType.TOPIC, durable=True)
+RETRY_EXCHANGE = RabbitExchange(f"{NAMESPACE}.retry", type=ExchangeType.HEADERS, durable=True)
 
 # Seconds a message waits in each delay queue. A wait is served by the largest tier not above it; what remains
 # is served by further hops (the `x-leadwire-not-before` header tells the consumer when the message is due).
@@ -53,7 +66,7 @@ class Consumer:
 
     @property
     def queue_name(self) -> str:
-        return f"leadwire.{self.service}.{self.name}"
+        return f"{NAMESPACE}.{self.service}.{self.name}"
 
     @property
     def parking_queue_name(self) -> str:
@@ -82,11 +95,16 @@ _BY_QUEUE = {consumer.queue_name: consumer for consumer in CONSUMERS}
 
 
 def consumer(service: str, name: str) -> Consumer:
-    return _BY_QUEUE[f"leadwire.{service}.{name}"]
+    return _BY_QUEUE[f"{NAMESPACE}.{service}.{name}"]
 
 
 def consumers_of(service: str) -> tuple[Consumer, ...]:
     return tuple(c for c in _BY_QUEUE.values() if c.service == service)
+
+
+def all_consumers() -> tuple[Consumer, ...]:
+    """Every consumer queue known here, registered extras included."""
+    return tuple(_BY_QUEUE.values())
 
 
 def by_queue_name(queue_name: str) -> Consumer | None:
@@ -105,7 +123,7 @@ def register(extra: Consumer) -> Consumer:
 
 
 def delay_queue_name(seconds: int) -> str:
-    return f"leadwire.delay.{seconds}s"
+    return f"{NAMESPACE}.delay.{seconds}s"
 
 
 def delay_queue(seconds: int) -> RabbitQueue:

@@ -35,6 +35,7 @@ import aio_pika
 
 from contracts.leads import LeadgenReceived
 from contracts.messages import LeadgenReceivedMessage
+from shared.topology import EXCHANGE
 from tests.benchmarks.bench_ingress import bench_broker
 
 PREFETCH = 32
@@ -65,7 +66,7 @@ def _settings(amqp_url: str) -> Any:
 
 async def _fill(channel: aio_pika.abc.AbstractChannel, routing_key: str, count: int) -> None:
     """Queue `count` envelopes on the leadwire exchange (confirmed, pipelined)."""
-    exchange = await channel.get_exchange("leadwire")
+    exchange = await channel.get_exchange(EXCHANGE.name)
     bodies = [_message(i).model_dump_json().encode() for i in range(count)]
     for start in range(0, count, 500):
         await asyncio.gather(*(
@@ -159,7 +160,7 @@ async def consume_bare(amqp_url: str, count: int, validate: bool) -> Result:
         setup = await connection.channel()
         queue_name = f"bench.bare.{uuid.uuid4().hex[:8]}"
         queue = await setup.declare_queue(queue_name, durable=True, arguments={"x-queue-type": "quorum"})
-        exchange = await setup.get_exchange("leadwire")
+        exchange = await setup.get_exchange(EXCHANGE.name)
         await queue.bind(exchange, routing_key=queue_name)
         await _fill(setup, queue_name, count)
 
@@ -239,7 +240,7 @@ async def publish_bare(amqp_url: str, count: int, publishers: int) -> Result:
     connection = await aio_pika.connect(amqp_url)
     try:
         channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange("leadwire")
+        exchange = await channel.get_exchange(EXCHANGE.name)
 
         async def publish_one(i: int) -> None:
             m = messages[i]

@@ -47,7 +47,7 @@ from shared.graph import GraphClient
 from shared.messaging import publish
 from shared.service import Service
 from shared.settings import MetaSettings, Settings
-from shared.topology import EXCHANGE, consumers_of
+from shared.topology import EXCHANGE, consumer, consumers_of
 from tests.benchmarks.bench_rules import make_rules
 from tests.fixtures.infra import eventually, unique
 from tests.fixtures.sandbox import SandboxHandle
@@ -77,7 +77,7 @@ async def clean(db: asyncpg.Pool, amqp: aio_pika.abc.AbstractChannel) -> AsyncIt
         await _purge(amqp, c.queue_name)
     yield
     # Our commands also reach the executor's durable queue; do not leave them for its suite to execute.
-    await _purge(amqp, "leadwire.campaign_executor.campaign_command")
+    await _purge(amqp, consumer("campaign_executor", "campaign_command").queue_name)
 
 
 async def _purge(amqp: aio_pika.abc.AbstractChannel, name: str) -> None:
@@ -457,7 +457,7 @@ async def _crm(broker: RabbitBroker, lead_id: str | None, event_name: str, *,
         custom_data=ConversionCustomData(value=25000, currency="USD"),
     ))
     # Straight to our queue: the CAPI sender's queue on the same routing key must not collect test events.
-    await broker.publish(message.model_dump_json().encode(), queue="leadwire.rules_engine.crm_outcomes",
+    await broker.publish(message.model_dump_json().encode(), queue=consumer("rules_engine", "crm_outcomes").queue_name,
                          persist=True, message_id=str(message.message_id), content_type="application/json")
     return message
 

@@ -7,6 +7,7 @@ without venv, a half-made .venv, a busy port. What must come out is one line tha
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
 import subprocess
@@ -181,3 +182,34 @@ async def test_without_rabbitmqctl_the_test_vhost_is_made_through_the_management
         nowhere = vhosts.Broker(node.amqp_url, f"http://127.0.0.1:{_free_port()}", ctl=None)
         with pytest.raises(vhosts.VhostError, match=r"management API at http://127\.0\.0\.1:[0-9]+ does not answer"):
             await asyncio.to_thread(vhosts.create, "leadwire_test_api", broker=nowhere)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not rabbit_node.available(), reason="needs RabbitMQ installed here, to run a node of its own")
+async def test_without_any_way_to_make_a_vhost_the_suite_runs_under_a_namespace_of_its_own(tmp_path: Path) -> None:
+    # A broker this machine cannot administer (no rabbitmqctl, no management API): `make test` still runs, in the
+    # broker's own vhost, with every exchange and queue under a per-run namespace, removed when the run ends.
+    async with rabbit_node.private_rabbitmq() as node:
+        env = {**os.environ, "PATH": _path_without(tmp_path, "rabbitmqctl"), "AMQP_URL": node.amqp_url,
+               "RABBITMQ_MANAGEMENT_URL": f"http://127.0.0.1:{_free_port()}"}
+        env.pop("LEADWIRE_BROKER_NAMESPACE", None)
+        env.pop("LEADWIRE_TEST_SHARED_VHOST", None)
+        done = await asyncio.to_thread(
+            subprocess.run,
+            ["bash", str(SCRIPTS / "test.sh"), "-q", "-p", "no:cacheprovider",
+             "tests/integration/test_messaging.py::test_failing_message_is_parked_after_attempts_and_consumer_goes_on"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "1 passed" in done.stdout
+        said = [line for line in done.stdout.splitlines() if "runs in AMQP_URL's own vhost instead" in line]
+        assert len(said) == 1, done.stdout
+        namespace = said[0].rsplit(" ", 1)[-1].removesuffix(".*")
+        assert namespace.startswith("lwtest-")
+        connection = await aiormq.connect(node.amqp_url)
+        try:
+            channel = await connection.channel()
+            with pytest.raises(aiormq.exceptions.ChannelNotFoundEntity):  # the run's exchange is gone with it
+                await channel.exchange_declare(namespace, exchange_type="topic", passive=True)
+        finally:
+            await connection.close()
