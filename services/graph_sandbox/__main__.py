@@ -24,6 +24,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--app-secret", default=SandboxConfig.app_secret, help="verifies appsecret_proof and signs webhooks"
     )
+    parser.add_argument("--latest-version", default=SandboxConfig.latest_version, help="current Marketing API version")
+    parser.add_argument(
+        "--oldest-version", default=SandboxConfig.oldest_version, help="oldest Marketing API version still served"
+    )
     parser.add_argument("--public-url", default=None, help="base URL for paging links (default: request host)")
     parser.add_argument("--access-log", action="store_true", help="log every request (tokens redacted)")
     args = parser.parse_args(argv)
@@ -37,6 +41,8 @@ def main(argv: list[str] | None = None) -> None:
         ads=args.ads,
         days=args.days,
         public_url=args.public_url,
+        latest_version=args.latest_version,
+        oldest_version=args.oldest_version,
     )
     web.run_app(
         create_app(config), host=args.host, port=args.port, access_log_class=SafeAccessLogger, print=None

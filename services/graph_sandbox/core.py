@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
+from . import schema
 from .config import SandboxConfig
 from .errors import (
     GraphError,
@@ -117,6 +118,53 @@ class InsightsKnobs:
         return asdict(self)
 
 
+MARKETING_FAMILIES = frozenset({"ads_management", "ads_insights", "custom_audience"})
+VERSION_WARNING = "X-Ad-Api-Version-Warning"
+
+
+def version_key(version: str) -> tuple[int, int]:
+    major, _, minor = version.removeprefix("v").partition(".")
+    return int(major), int(minor or 0)
+
+
+@dataclass
+class Versions:
+    """Supported Marketing API versions (`POST /_sandbox/versions`); defaults per Meta's schedule, 2026-12-03.
+
+    A Marketing API call (ad objects, insights, audiences) on a version older than `oldest` fails with #2635,
+    or, with `auto_upgrade`, is answered as `oldest` with Meta's `X-Ad-Api-Version-Warning` header. Graph API
+    calls (Pages, leads, CAPI, debug_token) live two years per version and fall forward silently.
+    """
+
+    latest: str = "v26.0"
+    oldest: str = "v25.0"
+    auto_upgrade: bool = False
+
+    def update(self, patch: dict[str, Any]) -> None:
+        for key, value in patch.items():
+            if key not in ("latest", "oldest", "auto_upgrade"):
+                raise ValueError(f"unknown versions setting {key!r}")
+            if key != "auto_upgrade" and not VERSION_RE.match(str(value)):
+                raise ValueError(f"{key} must look like v26.0")
+            setattr(self, key, bool(value) if key == "auto_upgrade" else str(value))
+        if version_key(self.oldest) > version_key(self.latest):
+            raise ValueError("oldest must not be newer than latest")
+
+    def check(self, version: str | None, family: str) -> dict[str, str]:
+        """Headers to add, or GraphError for a retired Marketing API version."""
+        if version is None or family not in MARKETING_FAMILIES or version_key(version) >= version_key(self.oldest):
+            return {}
+        if self.auto_upgrade:
+            return {
+                VERSION_WARNING: f"The call was made to version {version} which is deprecated. It has been "
+                f"automatically upgraded to {self.oldest}."
+            }
+        raise unversioned_call(self.latest)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 Handler = Callable[["Sandbox", GraphRequest, Node | None], Awaitable[Any]]
 
 
@@ -125,6 +173,8 @@ class Route:
     handler: Handler
     scopes: list[str]
     node: Node | None
+    edge: str | None = None
+    family: str = "app"  # BUC type, "capi" or "app": which API (Marketing or Graph) the call belongs to
 
 
 class Sandbox:
@@ -137,6 +187,7 @@ class Sandbox:
         self.limiter = RateLimiter(self.limits)
         self.faults = Faults()
         self.insights = InsightsKnobs()
+        self.versions = Versions(latest=config.latest_version, oldest=config.oldest_version)
         self.state = SandboxState(config.seed, config.ads, config.days, config.app_id)
         self.fault_rng = random.Random(config.seed)
         self.release_hangs = asyncio.Event()
@@ -150,6 +201,7 @@ class Sandbox:
         self.limiter = RateLimiter(self.limits)
         self.faults = Faults()
         self.insights = InsightsKnobs()
+        self.versions = Versions(latest=self.config.latest_version, oldest=self.config.oldest_version)
         self.calls.reset()
         self.fault_rng = random.Random(seed)
         # Let hanging (timeout-fault) requests finish so nothing leaks into the next test.
@@ -184,11 +236,14 @@ async def execute(sb: Sandbox, req: GraphRequest) -> GraphResponse:
     extra: dict[str, str] = {}
     try:
         if req.version is None and req.path not in ("debug_token",):
-            raise unversioned_call(sb.config.latest_version)
+            raise unversioned_call(sb.versions.latest)
         _check_auth(sb, req)
         assert sb.resolve is not None
         route = sb.resolve(sb, req)
         scopes = route.scopes
+        extra.update(sb.versions.check(req.version, route.family))
+        if route.node is not None:
+            schema.check_params(route.node.kind, req.method, route.edge, req.params)
         faults = sb.faults
         if faults.applies(req.path):
             if faults.latency_ms > 0:
@@ -210,7 +265,7 @@ async def execute(sb: Sandbox, req: GraphRequest) -> GraphResponse:
     except GraphError as err:
         body = err.body()
         status = err.status
-        extra = err.extra_headers
+        extra.update(err.extra_headers)
     except (ValueError, TypeError, KeyError) as exc:
         # Malformed parameters that slipped past a handler's own validation.
         err = invalid_param(f"Invalid parameter: {exc}")

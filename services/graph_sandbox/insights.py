@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+from . import schema
 from .core import GraphRequest, Sandbox, json_param, list_param, paginate
 from .errors import GraphError, invalid_param
 from .objects import effective_status, full_view, matches, render
@@ -240,6 +241,7 @@ def parse_query(sb: Sandbox, req: GraphRequest, node: Node, params: dict[str, An
                 blame=["filtering"],
             )
     fields = list_param(p, "fields") or list(DEFAULT_FIELDS)
+    schema.check_fields("insights", fields)  # AdsInsights' declared fields only, as Meta
     return Query(node, level, since, until, increment, breakdowns, fields, object_filters, metric_filters)
 
 

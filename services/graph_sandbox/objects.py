@@ -7,6 +7,7 @@ import hashlib
 import time
 from typing import Any
 
+from . import schema
 from .core import GraphRequest, Sandbox, bool_param, json_param, list_param, paginate
 from .errors import GraphError, invalid_param, missing_param, unsupported_get
 from .state import Node, iso_time
@@ -117,15 +118,12 @@ def full_view(sb: Sandbox, node: Node) -> dict[str, Any]:
             continue
         if key.endswith("_time") and isinstance(value, int | float) and not isinstance(value, bool):
             out[key] = iso_time(value, tz)
-        elif key in ("daily_budget", "lifetime_budget", "bid_amount", "spend_cap") and isinstance(value, int):
-            out[key] = str(value)  # money is read back as numeric strings (meta-api-facts §11.1)
         else:
             out[key] = value
     out["id"] = node.id
     if node.kind == "adaccount":
         out["account_id"] = node.id.removeprefix("act_")
         out["timezone_offset_hours_utc"] = _tz_offset(sb, node.id)
-        out["min_daily_budget"] = 100
     elif node.kind in ("campaign", "adset", "ad", "adcreative", "customaudience"):
         out["account_id"] = (node.account or "").removeprefix("act_")
     if node.kind in ("campaign", "adset", "ad"):
@@ -140,7 +138,8 @@ def full_view(sb: Sandbox, node: Node) -> dict[str, Any]:
     if node.kind == "ad":
         out["adset"] = {"id": node.fields["adset_id"]}
         out["campaign"] = {"id": node.fields["campaign_id"]}
-    return out
+    # Types as the SDK declares them: money as numeric strings, bid_amount and counts as numbers, ...
+    return schema.serialise(node.kind, out)
 
 
 def _tz_offset(sb: Sandbox, account: str) -> float:
@@ -157,9 +156,12 @@ def _base_field(name: str) -> str:
 
 
 def render(sb: Sandbox, node: Node, fields: list[str] | None) -> dict[str, Any]:
-    """Only the requested fields plus `id` (unknown fields are omitted, not an error)."""
-    view = full_view(sb, node)
+    """Only the requested fields plus `id`. A field the node type does not have is Meta's #100; a declared
+    field without a value is left out, as Meta leaves out empty fields."""
     wanted = [_base_field(f) for f in fields] if fields else DEFAULT_FIELDS.get(node.kind, ["id"])
+    if fields:
+        schema.check_fields(node.kind, wanted)
+    view = full_view(sb, node)
     out = {f: view[f] for f in wanted if f in view}
     out["id"] = view["id"]
     return out

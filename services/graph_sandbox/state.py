@@ -32,6 +32,8 @@ JPY_ACCOUNT = "act_1000000002"
 PAGE_ID = "102030405060708"
 PIXEL_ID = "778899001122334"
 BUSINESS_ID = "901234567890123"
+# The accounts' `min_daily_budget` (minor units): daily budgets below it are refused, as by Meta.
+MIN_DAILY_BUDGET = {"USD": 100, "JPY": 150}
 
 
 @dataclass
@@ -220,6 +222,7 @@ class SandboxState:
                         "account_status": 1,
                         "amount_spent": "0",
                         "spend_cap": "0",
+                        "min_daily_budget": MIN_DAILY_BUDGET[currency],
                         "business": {"id": BUSINESS_ID, "name": "Leadwire Demo Co"},
                         "created_time": created,
                     },
