@@ -118,6 +118,23 @@ class InsightsKnobs:
         return asdict(self)
 
 
+@dataclass
+class AudienceKnobs:
+    """Custom audiences (`POST /_sandbox/audiences`): like Meta, a membership change shows in
+    `approximate_count_*` only after `count_delay_seconds` (Meta: hours; 0 = at once)."""
+
+    count_delay_seconds: float = 3600.0
+
+    def update(self, patch: dict[str, Any]) -> None:
+        for key, value in patch.items():
+            if key != "count_delay_seconds":
+                raise ValueError(f"unknown audiences knob {key!r}")
+            self.count_delay_seconds = max(0.0, float(value))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 MARKETING_FAMILIES = frozenset({"ads_management", "ads_insights", "custom_audience"})
 VERSION_WARNING = "X-Ad-Api-Version-Warning"
 
@@ -187,6 +204,7 @@ class Sandbox:
         self.limiter = RateLimiter(self.limits)
         self.faults = Faults()
         self.insights = InsightsKnobs()
+        self.audiences = AudienceKnobs()
         self.versions = Versions(latest=config.latest_version, oldest=config.oldest_version)
         self.state = SandboxState(config.seed, config.ads, config.days, config.app_id)
         self.fault_rng = random.Random(config.seed)
@@ -201,6 +219,7 @@ class Sandbox:
         self.limiter = RateLimiter(self.limits)
         self.faults = Faults()
         self.insights = InsightsKnobs()
+        self.audiences = AudienceKnobs()
         self.versions = Versions(latest=self.config.latest_version, oldest=self.config.oldest_version)
         self.calls.reset()
         self.fault_rng = random.Random(seed)

@@ -133,6 +133,10 @@ def full_view(sb: Sandbox, node: Node) -> dict[str, Any]:
         budget = node.fields.get("daily_budget") or node.fields.get("lifetime_budget")
         if budget:
             out["budget_remaining"] = str(budget)
+    if node.kind == "customaudience":
+        from .audiences import visible_count  # audiences renders through this module
+
+        out["approximate_count_lower_bound"] = out["approximate_count_upper_bound"] = visible_count(sb, node)
     if node.kind == "adset":
         out["campaign"] = {"id": node.fields["campaign_id"]}
     if node.kind == "ad":
@@ -293,6 +297,22 @@ def _money(params: dict[str, Any], name: str) -> int | None:
     return amount
 
 
+def _check_min_daily(sb: Sandbox, account: str | None, daily: int | None) -> None:
+    """Meta refuses daily budgets below the account's `min_daily_budget` (per currency)."""
+    node = sb.state.get(account or "")
+    minimum = int(node.fields.get("min_daily_budget") or 0) if node else 0
+    if daily is not None and daily < minimum:
+        currency = node.fields["currency"] if node else ""
+        raise GraphError(
+            "(#100) Invalid parameter",
+            code=100,
+            subcode=1885272,
+            user_title="Your Budget Is Too Low",
+            user_msg=f"The minimum daily budget for this ad account is {minimum} ({currency} minor units).",
+            error_data={"blame_field_specs": [["daily_budget"]]},
+        )
+
+
 def _enum(params: dict[str, Any], name: str, allowed: tuple[str, ...], default: str | None = None) -> str | None:
     value = params.get(name, default)
     if value is None or value == "":
@@ -358,6 +378,7 @@ async def create_campaign(sb: Sandbox, req: GraphRequest, account: Node | None) 
     daily, lifetime = _money(p, "daily_budget"), _money(p, "lifetime_budget")
     if daily and lifetime:
         raise invalid_param("Only one of daily_budget and lifetime_budget may be set", blame=["daily_budget"])
+    _check_min_daily(sb, account.id, daily)
     if lifetime and not p.get("stop_time"):
         raise missing_param("stop_time")
     sharing = bool_param(p, "is_adset_budget_sharing_enabled")
@@ -448,6 +469,7 @@ async def create_adset(sb: Sandbox, req: GraphRequest, account: Node | None) -> 
         )
     if daily and lifetime:
         raise invalid_param("Only one of daily_budget and lifetime_budget may be set", blame=["daily_budget"])
+    _check_min_daily(sb, account.id, daily)
     if lifetime and not p.get("end_time"):
         raise missing_param("end_time")
     bid_strategy = _enum(p, "bid_strategy", BID_STRATEGIES)
@@ -575,7 +597,7 @@ async def create_image(sb: Sandbox, req: GraphRequest, account: Node | None) -> 
 
 # ---------------------------------------------------------------------- updates and deletes
 
-_UPDATABLE = {
+UPDATABLE = {
     "campaign": {
         "name",
         "status",
@@ -604,8 +626,13 @@ _IGNORED = {"access_token", "appsecret_proof", "fields", "method", "__files__", 
 
 async def update_object(sb: Sandbox, req: GraphRequest, node: Node | None) -> dict[str, Any]:
     assert node is not None
-    p = {k: v for k, v in req.params.items() if k not in _IGNORED}
-    allowed = _UPDATABLE.get(node.kind, set())
+    apply_update(sb, node, {k: v for k, v in req.params.items() if k not in _IGNORED})
+    return {"success": True}
+
+
+def apply_update(sb: Sandbox, node: Node, p: dict[str, Any]) -> None:
+    """An edit through the API or (control API) through Ads Manager: same rules, same budget-change count."""
+    allowed = UPDATABLE.get(node.kind, set())
     unknown = sorted(set(p) - allowed)
     if unknown:
         raise invalid_param(
@@ -651,7 +678,6 @@ async def update_object(sb: Sandbox, req: GraphRequest, node: Node | None) -> di
         _check_budget_change(sb, node, budget_keys, changes)
     node.fields.update(changes)
     node.fields["updated_time"] = time.time()
-    return {"success": True}
 
 
 def _check_budget_change(sb: Sandbox, node: Node, keys: list[str], changes: dict[str, Any]) -> None:
@@ -664,6 +690,8 @@ def _check_budget_change(sb: Sandbox, node: Node, keys: list[str], changes: dict
             raise invalid_param("Ad set budgets can't be set when the campaign uses a campaign budget", blame=[keys[0]])
     if node.kind == "campaign" and not (node.fields.get("daily_budget") or node.fields.get("lifetime_budget")):
         raise invalid_param("This campaign has no campaign budget; change budgets on its ad sets", blame=[keys[0]])
+    if "daily_budget" in changes:
+        _check_min_daily(sb, node.account, changes["daily_budget"])
     if all(changes[k] == node.fields.get(k) for k in keys) or node.kind != "adset":
         return
     now = time.monotonic()
