@@ -99,6 +99,10 @@ async def calls(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
     return sb.calls.as_dict()
 
 
+async def call_signatures(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
+    return {"signatures": sb.signatures.as_list(request.query.get("agent", ""))}
+
+
 async def calls_reset(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
     sb.calls.reset()
     return {"ok": True}
@@ -205,6 +209,7 @@ def setup(app: web.Application) -> None:
         r.add_post(path, _wrap(fn))
     r.add_get("/_sandbox/calls", _wrap(calls))
     r.add_post("/_sandbox/calls/reset", _wrap(calls_reset))
+    r.add_get("/_sandbox/calls/signatures", _wrap(call_signatures))
     r.add_post("/_sandbox/leads", _wrap(create_leads))
     r.add_get("/_sandbox/capi/events", _wrap(capi_events))
     r.add_post("/_sandbox/insights/restate", _wrap(insights_restate))

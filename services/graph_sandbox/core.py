@@ -13,6 +13,7 @@ import json
 import logging
 import random
 import re
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -47,6 +48,7 @@ class GraphRequest:
     token: str | None
     base_url: str
     in_batch: bool = False
+    agent: str = ""  # the caller's User-Agent
 
 
 @dataclass
@@ -182,6 +184,36 @@ class Versions:
         return asdict(self)
 
 
+class Signatures:
+    """What each caller asked of the schema: per User-Agent, method, node type and edge, the fields it read
+    and the param names it sent (never values). Kept across `/_sandbox/reset` so a test session can check every
+    call a client made against Meta's declarations (`GET /_sandbox/calls/signatures`)."""
+
+    def __init__(self) -> None:
+        self._seen: Counter[tuple[str, str, str, str, tuple[str, ...], tuple[str, ...]]] = Counter()
+
+    def record(self, req: GraphRequest, route: Route) -> None:
+        node = route.node
+        node_type = schema.SDK_CLASS.get(node.kind, node.kind) if node is not None else ""
+        fields: tuple[str, ...] = ()
+        try:
+            fields = tuple(sorted({schema.base_field(f) for f in list_param(req.params, "fields") or []}))
+        except ValueError:
+            fields = ("<unparseable>",)
+        params = tuple(sorted(k for k in req.params if k not in schema.TRANSPORT_PARAMS))
+        self._seen[(req.agent, req.method, node_type, route.edge or "", fields, params)] += 1
+
+    def as_list(self, agent_prefix: str = "") -> list[dict[str, Any]]:
+        return [
+            {"agent": a, "method": m, "node_type": n, "edge": e, "fields": list(f), "params": list(p), "count": c}
+            for (a, m, n, e, f, p), c in sorted(self._seen.items())
+            if a.startswith(agent_prefix)
+        ]
+
+    def reset(self) -> None:
+        self._seen.clear()
+
+
 Handler = Callable[["Sandbox", GraphRequest, Node | None], Awaitable[Any]]
 
 
@@ -200,6 +232,7 @@ class Sandbox:
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
         self.calls = CallLog(config.call_log_size)
+        self.signatures = Signatures()
         self.limits = Limits()
         self.limiter = RateLimiter(self.limits)
         self.faults = Faults()
@@ -260,6 +293,7 @@ async def execute(sb: Sandbox, req: GraphRequest) -> GraphResponse:
         assert sb.resolve is not None
         route = sb.resolve(sb, req)
         scopes = route.scopes
+        sb.signatures.record(req, route)
         extra.update(sb.versions.check(req.version, route.family))
         if route.node is not None:
             schema.check_params(route.node.kind, req.method, route.edge, req.params)

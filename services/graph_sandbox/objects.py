@@ -153,16 +153,10 @@ def _tz_offset(sb: Sandbox, account: str) -> float:
     return offset.total_seconds() / 3600 if offset else 0.0
 
 
-def _base_field(name: str) -> str:
-    for sep in ("{", ".", "("):
-        name = name.split(sep, 1)[0]
-    return name.strip()
-
-
 def render(sb: Sandbox, node: Node, fields: list[str] | None) -> dict[str, Any]:
     """Only the requested fields plus `id`. A field the node type does not have is Meta's #100; a declared
     field without a value is left out, as Meta leaves out empty fields."""
-    wanted = [_base_field(f) for f in fields] if fields else DEFAULT_FIELDS.get(node.kind, ["id"])
+    wanted = [schema.base_field(f) for f in fields] if fields else DEFAULT_FIELDS.get(node.kind, ["id"])
     if fields:
         schema.check_fields(node.kind, wanted)
     view = full_view(sb, node)

@@ -68,6 +68,7 @@ class Endpoint:
     edge: str
     params: Mapping[str, str]
     enums: Mapping[str, frozenset[str]]
+    target: str | None = None  # the SDK class of what the call returns (edge lists: the listed node type)
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,10 @@ def node_type(name: str) -> NodeType:
         if key in endpoints:  # e.g. two SDK methods on one edge: accept the union
             params = {**endpoints[key].params, **params}
             param_enums = {**endpoints[key].enums, **param_enums}
-        endpoints[key] = Endpoint(request._method, request._endpoint, params, param_enums)
+        target = request._target_class.__name__ if request._target_class is not None else None
+        if key in endpoints and target in (None, "AbstractCrudObject"):
+            target = endpoints[key].target
+        endpoints[key] = Endpoint(request._method, request._endpoint, params, param_enums, target)
     return NodeType(name, dict(cls._field_types), enums, endpoints)
 
 
@@ -131,6 +135,13 @@ def for_kind(kind: str) -> NodeType | None:
 def nonexisting_field(field: str, node_name: str) -> GraphError:
     """Meta's answer to `?fields=` naming something the node type does not have."""
     return GraphError(f"(#100) Tried accessing nonexisting field ({field}) on node type ({node_name})", code=100)
+
+
+def base_field(name: str) -> str:
+    """`campaign{id,name}`, `insights.date_preset(x)` -> the field name itself."""
+    for sep in ("{", ".", "("):
+        name = name.split(sep, 1)[0]
+    return name.strip()
 
 
 def check_fields(kind: str, fields: list[str]) -> None:
