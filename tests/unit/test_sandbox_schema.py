@@ -96,3 +96,13 @@ def test_call_audit_flags_what_meta_would_refuse() -> None:
         "GET AdAccount/campaigns: field 'bogus' does not exist on Campaign",
         "POST Campaign/: param 'nonsense' is not declared",
     ]
+
+
+def test_leadwire_default_api_version_is_one_meta_still_serves() -> None:
+    from services.graph_sandbox.core import Versions, version_key
+    from shared.settings import MetaSettings
+
+    default = MetaSettings.model_fields["api_version"].default
+    versions = Versions()
+    assert version_key(versions.oldest) <= version_key(default) <= version_key(versions.latest)
+    assert versions.check(default, "ads_management") == {}
