@@ -559,3 +559,92 @@ async def test_sdk_meets_meta_limits(sandbox: SandboxHandle) -> None:
     with pytest.raises(FacebookRequestError) as exc:
         await run(upload_10001)
     assert exc.value.api_error_code() == 100
+
+
+async def test_sdk_writes_every_param_leadwire_writes(sandbox: SandboxHandle) -> None:
+    """The params leadwire's integration suite sends (see GET /_sandbox/calls/signatures), through the SDK's
+    own methods: the sandbox refuses params the SDK does not declare, and the SDK's TypeChecker warns (an error
+    under pytest) on a value of the wrong type."""
+    api = make_api(sandbox)
+    page_id = sandbox.state["page_id"]
+    sha = hashlib.sha256(b"mary@example.com").hexdigest()
+
+    def write() -> dict[str, Any]:
+        account = AdAccount(sandbox.account_id, api=api)
+        campaign = account.create_campaign(
+            params={
+                Campaign.Field.name: "SDK writes",
+                Campaign.Field.objective: Campaign.Objective.outcome_leads,
+                Campaign.Field.status: Campaign.Status.paused,
+                Campaign.Field.special_ad_categories: [],
+                Campaign.Field.buying_type: "AUCTION",
+                Campaign.Field.is_adset_budget_sharing_enabled: False,
+            }
+        )
+        adset = account.create_ad_set(
+            params={
+                AdSet.Field.name: "SDK writes",
+                AdSet.Field.campaign_id: campaign.get_id(),
+                AdSet.Field.daily_budget: 2500,
+                AdSet.Field.billing_event: AdSet.BillingEvent.impressions,
+                AdSet.Field.optimization_goal: AdSet.OptimizationGoal.lead_generation,
+                AdSet.Field.targeting: {"geo_locations": {"countries": ["US"]}},
+                AdSet.Field.promoted_object: {"page_id": page_id},
+                AdSet.Field.status: AdSet.Status.paused,
+            }
+        )
+        AdSet(adset.get_id(), api=api).api_update(params={AdSet.Field.status: AdSet.Status.active})
+        AdSet(adset.get_id(), api=api).api_update(params={AdSet.Field.daily_budget: 2600})
+        audience = account.create_custom_audience(
+            params={"name": "SDK writes", "subtype": "CUSTOM", "customer_file_source": "USER_PROVIDED_ONLY"}
+        )
+        payload = {"schema": ["EMAIL"], "data": [[sha]]}
+        replaced = CustomAudience(audience.get_id(), api=api).create_users_replace(
+            params={"payload": payload, "session": {"session_id": 7, "batch_seq": 1, "last_batch_flag": True}}
+        )
+        page = Page(page_id, api=api)
+        page.create_subscribed_app(params={"subscribed_fields": ["leadgen"]})
+        subscribed = [dict(app) for app in page.get_subscribed_apps()]
+        page.delete_subscribed_apps()
+        job = account.get_insights(
+            fields=["campaign_id", "spend"],
+            params={
+                "level": "campaign",
+                "time_range": {"since": "2026-11-01", "until": "2026-11-30"},
+                "time_increment": 1,
+                "filtering": [{"field": "campaign.id", "operator": "IN", "value": [campaign.get_id()]}],
+            },
+            is_async=True,
+        )
+        Campaign(campaign.get_id(), api=api).api_delete()
+        return {"adset": adset.get_id(), "replaced": dict(replaced), "subscribed": subscribed, "job": job.get_id()}
+
+    result = await run(write)
+    assert result["replaced"]["num_received"] == 1
+    assert result["subscribed"][0]["subscribed_fields"] == ["leadgen"]
+    assert result["job"]
+    _, _, adset = await sandbox.graph("GET", result["adset"], fields="daily_budget,status")
+    assert adset["daily_budget"] == "2600"
+
+
+async def test_sdk_reads_audiences_and_report_runs_with_declared_types(sandbox: SandboxHandle) -> None:
+    api = make_api(sandbox)
+
+    def read() -> tuple[dict[str, Any], dict[str, Any]]:
+        audience = AdAccount(sandbox.account_id, api=api).create_custom_audience(
+            params={"name": "Typed", "subtype": "CUSTOM", "customer_file_source": "USER_PROVIDED_ONLY"}
+        )
+        job = AdAccount(sandbox.account_id, api=api).get_insights(params={"level": "account"}, is_async=True)
+        bodies = []
+        for cls, object_id in ((CustomAudience, audience.get_id()), (AdReportRun, job.get_id())):
+            fields = ",".join(sorted(cls._field_types))
+            bodies.append(api.call("GET", (object_id,), params={"fields": fields}).json())
+        return bodies[0], bodies[1]
+
+    audience, run_body = await run(read)
+    for cls, body in ((CustomAudience, audience), (AdReportRun, run_body)):
+        for name, value in body.items():
+            declared = cls._field_types[name]
+            assert _json_type_ok(declared, value), f"{cls.__name__}.{name}: {value!r} is not {declared}"
+    assert audience["approximate_count_lower_bound"] == 0
+    assert isinstance(run_body["async_percent_completion"], int)
