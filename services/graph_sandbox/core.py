@@ -295,8 +295,6 @@ async def execute(sb: Sandbox, req: GraphRequest) -> GraphResponse:
         scopes = route.scopes
         sb.signatures.record(req, route)
         extra.update(sb.versions.check(req.version, route.family))
-        if route.node is not None:
-            schema.check_params(route.node.kind, req.method, route.edge, req.params)
         faults = sb.faults
         if faults.applies(req.path):
             if faults.latency_ms > 0:
@@ -313,6 +311,8 @@ async def execute(sb: Sandbox, req: GraphRequest) -> GraphResponse:
         except GraphError:
             throttled = True
             raise
+        if route.node is not None:  # like any validation error, a refused call still counts against the limits
+            schema.check_params(route.node.kind, req.method, route.edge, req.params)
         body = await route.handler(sb, req, route.node)
         status = 200
     except GraphError as err:

@@ -567,7 +567,7 @@ async def create_image(sb: Sandbox, req: GraphRequest, account: Node | None) -> 
     uploads: list[tuple[str, bytes]] = []
     if p.get("bytes"):
         try:
-            uploads.append((str(p.get("name") or "bytes"), base64.b64decode(str(p["bytes"]), validate=True)))
+            uploads.append(("bytes", base64.b64decode(str(p["bytes"]), validate=True)))
         except ValueError as exc:
             raise invalid_param("Param bytes must be base64", blame=["bytes"]) from exc
     uploads.extend((name, data) for name, data in p.get("__files__", []))
