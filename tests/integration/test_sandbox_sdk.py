@@ -18,6 +18,7 @@ from facebook_business.adobjects.adaccount import AdAccount
 from facebook_business.adobjects.adcreative import AdCreative
 from facebook_business.adobjects.adreportrun import AdReportRun
 from facebook_business.adobjects.adset import AdSet
+from facebook_business.adobjects.adsinsights import AdsInsights
 from facebook_business.adobjects.adspixel import AdsPixel
 from facebook_business.adobjects.campaign import Campaign
 from facebook_business.adobjects.customaudience import CustomAudience
@@ -648,3 +649,24 @@ async def test_sdk_reads_audiences_and_report_runs_with_declared_types(sandbox: 
             assert _json_type_ok(declared, value), f"{cls.__name__}.{name}: {value!r} is not {declared}"
     assert audience["approximate_count_lower_bound"] == 0
     assert isinstance(run_body["async_percent_completion"], int)
+
+
+async def test_sdk_insights_rows_have_the_declared_types(sandbox: SandboxHandle) -> None:
+    api = make_api(sandbox)
+    simulated = ["account_currency", "account_id", "account_name", "action_values", "actions", "ad_id", "ad_name",
+                 "adset_id", "adset_name", "campaign_id", "campaign_name", "clicks", "cost_per_action_type", "cpc",
+                 "cpm", "ctr", "date_start", "date_stop", "frequency", "impressions", "inline_link_clicks",
+                 "objective", "optimization_goal", "reach", "spend"]
+    assert set(simulated) <= set(AdsInsights._field_types)
+
+    def read() -> list[dict[str, Any]]:
+        return [dict(row) for row in AdAccount(sandbox.account_id, api=api).get_insights(
+            fields=simulated, params={"level": "ad", "date_preset": "last_7d", "time_increment": 1, "limit": 500})]
+
+    rows = await run(read)
+    assert rows
+    for row in rows:
+        for name, value in row.items():
+            declared = AdsInsights._field_types[name]
+            assert _json_type_ok(declared, value), f"AdsInsights.{name}: {value!r} is not {declared}"
+    assert all(isinstance(row["impressions"], str) for row in rows), "counts are strings in insights"
