@@ -9,6 +9,7 @@ from typing import Any
 from .core import GraphRequest, Sandbox, json_param, list_param, paginate
 from .errors import GraphError, invalid_param, missing_param
 from .objects import render
+from .schema import node_type
 from .state import Node
 
 MAX_ROWS = 10_000
@@ -40,8 +41,9 @@ SINGLE_KEYS = (
     "UID",
 )
 UNHASHED = ("EXTERN_ID", "MADID", "MOBILE_ADVERTISER_ID", "PAGE_SCOPED_USER_ID", "UID")
+# The subtypes the sandbox simulates (Meta's SDK lists more).
 SUBTYPES = ("CUSTOM", "LOOKALIKE", "WEBSITE", "ENGAGEMENT", "APP", "OFFLINE_CONVERSION")
-FILE_SOURCES = ("USER_PROVIDED_ONLY", "PARTNER_PROVIDED_ONLY", "BOTH_USER_AND_PARTNER_PROVIDED")
+FILE_SOURCES = tuple(sorted(node_type("CustomAudience").enums["CustomerFileSource"]))
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 

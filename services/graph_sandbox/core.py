@@ -210,9 +210,6 @@ class Signatures:
             if a.startswith(agent_prefix)
         ]
 
-    def reset(self) -> None:
-        self._seen.clear()
-
 
 Handler = Callable[["Sandbox", GraphRequest, Node | None], Awaitable[Any]]
 

@@ -64,12 +64,7 @@ async def subscribe_app(sb: Sandbox, req: GraphRequest, page: Node | None) -> di
     fields = list_param(req.params, "subscribed_fields")
     if not fields:
         raise missing_param("subscribed_fields")
-    known = {"leadgen", "feed", "messages", "mention", "ratings"}
-    bad = [f for f in fields if f not in known]
-    if bad:
-        raise invalid_param(
-            f"Param subscribed_fields[0] must be one of {{{', '.join(sorted(known))}}}", blame=["subscribed_fields"]
-        )
+    # Values are checked against the SDK's enum before this handler runs (schema.check_params).
     sb.state.subscribed_apps[page.id] = sorted(set(sb.state.subscribed_apps.get(page.id, [])) | set(fields))
     return {"success": True}
 

@@ -20,51 +20,14 @@ ODAX_OBJECTIVES = (
     "OUTCOME_SALES",
     "OUTCOME_TRAFFIC",
 )
-SPECIAL_AD_CATEGORIES = (
-    "NONE",
-    "HOUSING",
-    "EMPLOYMENT",
-    "FINANCIAL_PRODUCTS_SERVICES",
-    "ISSUES_ELECTIONS_POLITICS",
-    "CREDIT",
-    "ONLINE_GAMBLING_AND_GAMING",
-)
-BID_STRATEGIES = ("LOWEST_COST_WITHOUT_CAP", "LOWEST_COST_WITH_BID_CAP", "COST_CAP", "LOWEST_COST_WITH_MIN_ROAS")
-BILLING_EVENTS = (
-    "APP_INSTALLS",
-    "CLICKS",
-    "IMPRESSIONS",
-    "LINK_CLICKS",
-    "NONE",
-    "PAGE_LIKES",
-    "POST_ENGAGEMENT",
-    "THRUPLAY",
-    "PURCHASE",
-    "LISTING_INTERACTION",
-)
-OPTIMIZATION_GOALS = (
-    "NONE",
-    "APP_INSTALLS",
-    "AD_RECALL_LIFT",
-    "ENGAGED_USERS",
-    "EVENT_RESPONSES",
-    "IMPRESSIONS",
-    "LEAD_GENERATION",
-    "QUALITY_LEAD",
-    "LINK_CLICKS",
-    "OFFSITE_CONVERSIONS",
-    "PAGE_LIKES",
-    "POST_ENGAGEMENT",
-    "QUALITY_CALL",
-    "REACH",
-    "LANDING_PAGE_VIEWS",
-    "VISIT_INSTAGRAM_PROFILE",
-    "VALUE",
-    "THRUPLAY",
-    "CONVERSATIONS",
-)
-CREATE_STATUSES = ("ACTIVE", "PAUSED")
-STATUSES = ("ACTIVE", "PAUSED", "DELETED", "ARCHIVED")
+# Enum values from Meta's SDK (schema.py), not from memory.
+_CAMPAIGN, _ADSET = schema.node_type("Campaign"), schema.node_type("AdSet")
+SPECIAL_AD_CATEGORIES = tuple(sorted(_CAMPAIGN.enums["SpecialAdCategories"]))
+BID_STRATEGIES = tuple(sorted(_ADSET.enums["BidStrategy"]))
+BILLING_EVENTS = tuple(sorted(_ADSET.enums["BillingEvent"]))
+OPTIMIZATION_GOALS = tuple(sorted(_ADSET.enums["OptimizationGoal"]))
+STATUSES = tuple(sorted(_ADSET.enums["Status"]))
+CREATE_STATUSES = ("ACTIVE", "PAUSED")  # only these on create (meta-api-facts §11.2)
 
 NODE_TYPE = {
     "adaccount": "AdAccount",
