@@ -89,18 +89,19 @@ def ad_day(sb: Sandbox, ad: Node, day: date, today: date) -> dict[str, int] | No
     impressions = max(1, round(spend / profile.cpm * 1000 * rng.uniform(0.9, 1.1)))
     reach = max(1, round(impressions / (profile.daily_frequency * rng.uniform(0.95, 1.05))))
     clicks = round(impressions * profile.ctr * rng.uniform(0.85, 1.15))
-    leads = 0
+    # On-Facebook leads are exactly the lead records of this ad and day; website (pixel) leads are simulated.
+    onsite = sb.state.lead_days.get((ad.id, day.isoformat()), 0)
+    pixel = 0
     if profile.cpl:
-        expected = spend / profile.cpl
-        leads = int(expected) + (1 if rng.random() < expected - int(expected) else 0)
-    pixel = sum(1 for _ in range(leads) if rng.random() < profile.pixel_share)
+        expected = spend / profile.cpl * profile.pixel_share
+        pixel = int(expected) + (1 if rng.random() < expected - int(expected) else 0)
     return {
         "spend": spend,
         "impressions": impressions,
         "reach": reach,
         "clicks": clicks,
         "inline_link_clicks": round(clicks * 0.8),
-        "leads_onsite": leads - pixel,
+        "leads_onsite": onsite,
         "leads_pixel": pixel,
     }
 
