@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from .core import GraphRequest, Sandbox, list_param, paginate
@@ -9,6 +10,8 @@ from .errors import invalid_param, missing_param, unsupported_get
 from .objects import matches, parse_filtering, render
 from .state import Node
 
+# Meta keeps lead data retrievable for 90 days (meta-api-facts §7.4); older leads read as nonexistent.
+LEAD_RETENTION_SECONDS = 90 * 86400
 LEAD_TIME_OPERATORS = ("LESS_THAN", "GREATER_THAN", "GREATER_THAN_OR_EQUAL", "LESS_THAN_OR_EQUAL")
 
 
@@ -19,8 +22,14 @@ async def page_forms(sb: Sandbox, req: GraphRequest, page: Node | None) -> dict[
     return paginate(sb, req, [render(sb, f, fields) for f in forms])
 
 
+def retained(lead: Node) -> bool:
+    return float(lead.fields["created_time"]) >= time.time() - LEAD_RETENTION_SECONDS
+
+
 async def get_lead(sb: Sandbox, req: GraphRequest, lead: Node | None) -> dict[str, Any]:
     assert lead is not None
+    if not retained(lead):
+        raise unsupported_get(lead.id)
     return render(sb, lead, list_param(req.params, "fields"))
 
 
@@ -35,7 +44,8 @@ def _leads(sb: Sandbox, req: GraphRequest, candidates: list[Node]) -> dict[str, 
     selected = [
         n
         for n in candidates
-        if all(matches(int(n.fields["created_time"]), f["operator"], f.get("value")) for f in filters)
+        if retained(n)
+        and all(matches(int(n.fields["created_time"]), f["operator"], f.get("value")) for f in filters)
     ]
     selected.sort(key=lambda n: (n.fields["created_time"], int(n.id)), reverse=True)
     fields = list_param(req.params, "fields")
@@ -94,10 +104,3 @@ async def debug_token(sb: Sandbox, req: GraphRequest, node: Node | None) -> dict
     if not valid:
         data["error"] = {"code": 190, "message": "Error validating access token: Session has expired.", "subcode": 463}
     return {"data": data}
-
-
-def lead_or_404(sb: Sandbox, lead_id: str) -> Node:
-    node = sb.state.get(lead_id)
-    if node is None or node.kind != "lead":
-        raise unsupported_get(lead_id)
-    return node
