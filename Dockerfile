@@ -5,7 +5,9 @@ COPY pyproject.toml README.md ./
 COPY shared ./shared
 COPY contracts ./contracts
 COPY services ./services
-RUN pip install --no-cache-dir . && useradd --system --uid 10001 leadwire
+# EXTRAS=[sandbox] builds the demo's Graph sandbox image (it needs Meta's SDK; leadwire's services do not).
+ARG EXTRAS=""
+RUN pip install --no-cache-dir ".${EXTRAS}" && useradd --system --uid 10001 leadwire
 USER leadwire
 ENTRYPOINT ["leadwire"]
 CMD ["run", "all"]

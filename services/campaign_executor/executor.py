@@ -47,7 +47,8 @@ from shared.money import format_money, parse_minor, to_minor
 
 logger = logging.getLogger(__name__)
 
-OBJECT_FIELDS = "id,name,status,effective_status,daily_budget,lifetime_budget,account_id"
+OBJECT_FIELDS = "id,name,status,effective_status,account_id"
+BUDGET_FIELDS = "daily_budget,lifetime_budget"  # campaigns and ad sets: an Ad has no budget (Meta answers #100)
 THROTTLE_FALLBACK_SECONDS = 60.0
 
 
@@ -176,18 +177,21 @@ class Executor:
 
     # -- reads ---------------------------------------------------------------------------------------------------
 
-    async def read_object(self, object_id: str, account_id: str | None) -> tuple[ObjectState, str]:
-        """The object as Meta has it now, and its account currency (one batch when the account is known)."""
+    async def read_object(self, object_id: str, account_id: str | None, level: str) -> tuple[ObjectState, str]:
+        """The object as Meta has it now, and its account currency (one batch when the account is known).
+
+        Asks only for fields the node type has: budgets on campaigns and ad sets, never on ads."""
+        fields = OBJECT_FIELDS if level == "ad" else f"{OBJECT_FIELDS},{BUDGET_FIELDS}"
         if account_id and account_id not in self._currencies:
             results = await self.graph.batch(
-                [BatchRequest.get(object_id, {"fields": OBJECT_FIELDS}),
+                [BatchRequest.get(object_id, {"fields": fields}),
                  BatchRequest.get(account_id, {"fields": "currency"})],
                 max_wait=self.max_wait,
             )
             body = _unwrap(results[0])
             self._currencies[account_id] = str(_unwrap(results[1])["currency"])
         else:
-            body = await self._call(self.graph.get(object_id, {"fields": OBJECT_FIELDS}, max_wait=self.max_wait))
+            body = await self._call(self.graph.get(object_id, {"fields": fields}, max_wait=self.max_wait))
         obj = ObjectState.from_graph(body)
         return obj, await self.currency(obj.account_id or account_id or "")
 
@@ -235,7 +239,7 @@ class Executor:
     # -- pause / unpause / archive / delete ----------------------------------------------------------------------
 
     async def _status(self, conn: asyncpg.Connection, command: Any, plan: dict[str, Any] | None) -> Outcome:
-        obj, currency = await self.read_object(command.object_id, command.account_id)
+        obj, currency = await self.read_object(command.object_id, command.account_id, command.level)
         target = logic.STATUS_OF_KIND[command.kind]
         before = {"status": obj.status, "effective_status": obj.effective_status}
         common = {"before": before, "currency": currency, "account_id": obj.account_id}
@@ -258,7 +262,7 @@ class Executor:
 
     async def _budget(self, conn: asyncpg.Connection, command: SetBudgetCommand | ChangeBudgetCommand,
                       plan: dict[str, Any] | None) -> Outcome:
-        obj, currency = await self.read_object(command.object_id, command.account_id)
+        obj, currency = await self.read_object(command.object_id, command.account_id, command.level)
         field_name = f"{command.budget}_budget"
         current = obj.budget(command.budget)
         common = {"currency": currency, "account_id": obj.account_id,

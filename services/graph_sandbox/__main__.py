@@ -27,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--app-secret", default=SandboxConfig.app_secret, help="verifies appsecret_proof and signs webhooks"
     )
+    parser.add_argument("--latest-version", default=SandboxConfig.latest_version, help="current Marketing API version")
+    parser.add_argument(
+        "--oldest-version", default=SandboxConfig.oldest_version, help="oldest Marketing API version still served"
+    )
     parser.add_argument("--public-url", default=None, help="base URL for paging links (default: request host)")
     parser.add_argument(
         "--now",
@@ -46,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         days=args.days,
         public_url=args.public_url,
         now=args.now,
+        latest_version=args.latest_version,
+        oldest_version=args.oldest_version,
     )
     try:
         web.run_app(

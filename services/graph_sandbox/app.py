@@ -95,9 +95,10 @@ async def graph_handler(request: web.Request) -> web.StreamResponse:
     if override in ("GET", "POST", "DELETE"):
         params.pop("method")
         method = override
+    agent = request.headers.get("User-Agent", "")
     if not path and method == "POST" and "batch" in params:
-        return _respond(await run_batch(sb, params, token, version, base_url))
-    resp = await execute(sb, GraphRequest(method, path, version, params, token, base_url))
+        return _respond(await run_batch(sb, params, token, version, base_url, agent))
+    resp = await execute(sb, GraphRequest(method, path, version, params, token, base_url, agent=agent))
     if resp.hang:
         # Fault: hang past the client's timeout, then drop the connection without an answer.
         with contextlib.suppress(TimeoutError):

@@ -8,6 +8,7 @@ from typing import Any
 from .core import GraphRequest, Sandbox, json_param, list_param, paginate
 from .errors import GraphError, invalid_param, missing_param
 from .objects import render
+from .schema import node_type
 from .state import Node
 
 MAX_ROWS = 10_000
@@ -39,8 +40,9 @@ SINGLE_KEYS = (
     "UID",
 )
 UNHASHED = ("EXTERN_ID", "MADID", "MOBILE_ADVERTISER_ID", "PAGE_SCOPED_USER_ID", "UID")
+# The subtypes the sandbox simulates (Meta's SDK lists more).
 SUBTYPES = ("CUSTOM", "LOOKALIKE", "WEBSITE", "ENGAGEMENT", "APP", "OFFLINE_CONVERSION")
-FILE_SOURCES = ("USER_PROVIDED_ONLY", "PARTNER_PROVIDED_ONLY", "BOTH_USER_AND_PARTNER_PROVIDED")
+FILE_SOURCES = tuple(sorted(node_type("CustomAudience").enums["CustomerFileSource"]))
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -83,8 +85,6 @@ async def create_audience(sb: Sandbox, req: GraphRequest, account: Node | None) 
                 "subtype": subtype,
                 "description": p.get("description"),
                 "customer_file_source": source,
-                "approximate_count_lower_bound": 0,
-                "approximate_count_upper_bound": 0,
                 "time_created": int(sb.state.now()),
                 "operation_status": {"code": 200, "description": "Normal"},
                 "delivery_status": {"code": 200, "description": "This audience is ready for use."},
@@ -94,6 +94,16 @@ async def create_audience(sb: Sandbox, req: GraphRequest, account: Node | None) 
         )
     )
     return {"id": node.id}
+
+
+def visible_count(sb: Sandbox, audience: Node) -> int:
+    """The size Meta reports now: the newest membership change older than the count delay."""
+    due = sb.state.now() - sb.audiences.count_delay_seconds
+    count = 0
+    for applied_at, size in audience.extra.get("counts", []):
+        if applied_at <= due:
+            count = size
+    return count
 
 
 def _parse_payload(params: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
@@ -151,14 +161,21 @@ def _apply(sb: Sandbox, req: GraphRequest, audience: Node, mode: str) -> dict[st
     samples: dict[str, str] = {}
     for row in rows:
         ok = True
+        usable = False  # a row without any identifier can't be matched: Meta counts it invalid
         for key, value in zip(schema, row, strict=True):
             key_base = key.removesuffix("_SHA256")
-            if value in ("", None) or key_base in UNHASHED or key in UNHASHED:
+            if value in ("", None):
+                continue
+            if key_base in UNHASHED or key in UNHASHED:
+                usable = True
                 continue
             if not (isinstance(value, str) and _SHA256.match(value)):
                 ok = False
                 if len(samples) < 100:
                     samples[str(value)[:64]] = f"{key} value is not a SHA-256 hex digest"
+            else:
+                usable = True
+        ok = ok and usable
         if ok:
             if mode == "remove":
                 members.discard(tuple(row))
@@ -168,8 +185,8 @@ def _apply(sb: Sandbox, req: GraphRequest, audience: Node, mode: str) -> dict[st
             invalid += 1
     state["num_received"] += len(rows)
     state["num_invalid"] += invalid
-    audience.fields["approximate_count_lower_bound"] = len(members)
-    audience.fields["approximate_count_upper_bound"] = len(members)
+    # The new size shows in approximate_count_* only after the configured delay (see visible_count).
+    audience.extra.setdefault("counts", []).append((sb.state.now(), len(members)))
     return {
         "audience_id": audience.id,
         "session_id": session_id,

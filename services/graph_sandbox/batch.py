@@ -45,7 +45,7 @@ def _substitute(text: str, named: dict[str, Any]) -> str:
 
 
 async def run_batch(
-    sb: Sandbox, params: dict[str, Any], token: str | None, version: str | None, base_url: str
+    sb: Sandbox, params: dict[str, Any], token: str | None, version: str | None, base_url: str, agent: str = ""
 ) -> GraphResponse:
     try:
         ops = json_param(params, "batch")
@@ -66,7 +66,7 @@ async def run_batch(
     named: dict[str, Any] = {}
     results: list[Any] = []
     for op in ops:
-        results.append(await _run_op(sb, op, params, token, version, base_url, named, include_headers))
+        results.append(await _run_op(sb, op, params, token, version, base_url, named, include_headers, agent))
     return GraphResponse(200, results, sb.limiter.headers(["app"]))
 
 
@@ -79,6 +79,7 @@ async def _run_op(
     base_url: str,
     named: dict[str, Any],
     include_headers: bool,
+    agent: str,
 ) -> Any:
     if not isinstance(op, dict) or "relative_url" not in op:
         err = GraphError("(#100) Each batch operation needs method and relative_url", code=100)
@@ -109,7 +110,7 @@ async def _run_op(
     op_token = str(op_params.get("access_token") or token or "") or None
     if str(op_params.get("method", "")).upper() in ("GET", "POST", "DELETE"):
         method = str(op_params.pop("method")).upper()
-    req = GraphRequest(method, path, op_version, op_params, op_token, base_url, in_batch=True)
+    req = GraphRequest(method, path, op_version, op_params, op_token, base_url, in_batch=True, agent=agent)
     resp = await execute(sb, req)
     if resp.hang:
         return None  # a timed-out item comes back as null, like a partially completed batch

@@ -9,8 +9,9 @@ from typing import Any
 
 from aiohttp import web
 
-from . import insights
+from . import insights, objects
 from .core import Sandbox
+from .errors import GraphError
 from .keys import SANDBOX
 from .state import JPY_ACCOUNT, MAIN_ACCOUNT, PAGE_ID, PIXEL_ID
 
@@ -111,6 +112,10 @@ async def calls(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
     return sb.calls.as_dict()
 
 
+async def call_signatures(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
+    return {"signatures": sb.signatures.as_list(request.query.get("agent", ""))}
+
+
 async def calls_reset(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
     sb.calls.reset()
     return {"ok": True}
@@ -170,6 +175,31 @@ async def insights_restate(sb: Sandbox, body: dict[str, Any], request: web.Reque
     return {"restated_dates": dates, "restatements": sb.state.restatements}
 
 
+async def edit_object(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
+    """An edit made in Ads Manager: Meta's rules apply and budget changes count toward the 4-per-hour limit."""
+    node = sb.state.get(request.match_info["object_id"])
+    if node is None or node.kind not in objects.UPDATABLE:
+        raise ValueError(f"unknown campaign, ad set, ad or creative {request.match_info['object_id']}")
+    params = {k: json.dumps(v) if isinstance(v, dict | list) else str(v) for k, v in body.items()}
+    try:
+        objects.apply_update(sb, node, params)
+    except GraphError as err:
+        raise ValueError(f"{err.message} {err.user_msg or ''}".strip()) from None
+    return objects.full_view(sb, node)
+
+
+async def audience_knobs(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
+    if request.method == "POST":
+        sb.audiences.update(body)
+    return sb.audiences.as_dict()
+
+
+async def versions(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
+    if request.method == "POST":
+        sb.versions.update(body)
+    return sb.versions.as_dict()
+
+
 async def health(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
     return {"ok": True}
 
@@ -186,11 +216,15 @@ def setup(app: web.Application) -> None:
         ("/_sandbox/token", token),
         ("/_sandbox/insights", insights_knobs),
         ("/_sandbox/clock", clock),
+        ("/_sandbox/audiences", audience_knobs),
+        ("/_sandbox/versions", versions),
     ):
         r.add_get(path, _wrap(fn))
         r.add_post(path, _wrap(fn))
     r.add_get("/_sandbox/calls", _wrap(calls))
     r.add_post("/_sandbox/calls/reset", _wrap(calls_reset))
+    r.add_get("/_sandbox/calls/signatures", _wrap(call_signatures))
     r.add_post("/_sandbox/leads", _wrap(create_leads))
     r.add_get("/_sandbox/capi/events", _wrap(capi_events))
     r.add_post("/_sandbox/insights/restate", _wrap(insights_restate))
+    r.add_post("/_sandbox/objects/{object_id}", _wrap(edit_object))

@@ -13,12 +13,14 @@ import json
 import logging
 import random
 import re
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
+from . import schema
 from .clock import Clock, parse_now
 from .config import SandboxConfig
 from .errors import (
@@ -48,6 +50,7 @@ class GraphRequest:
     token: str | None
     base_url: str
     in_batch: bool = False
+    agent: str = ""  # the caller's User-Agent
 
 
 @dataclass
@@ -119,6 +122,97 @@ class InsightsKnobs:
         return asdict(self)
 
 
+@dataclass
+class AudienceKnobs:
+    """Custom audiences (`POST /_sandbox/audiences`): like Meta, a membership change shows in
+    `approximate_count_*` only after `count_delay_seconds` (Meta: hours; 0 = at once)."""
+
+    count_delay_seconds: float = 3600.0
+
+    def update(self, patch: dict[str, Any]) -> None:
+        for key, value in patch.items():
+            if key != "count_delay_seconds":
+                raise ValueError(f"unknown audiences knob {key!r}")
+            self.count_delay_seconds = max(0.0, float(value))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+MARKETING_FAMILIES = frozenset({"ads_management", "ads_insights", "custom_audience"})
+VERSION_WARNING = "X-Ad-Api-Version-Warning"
+
+
+def version_key(version: str) -> tuple[int, int]:
+    major, _, minor = version.removeprefix("v").partition(".")
+    return int(major), int(minor or 0)
+
+
+@dataclass
+class Versions:
+    """Supported Marketing API versions (`POST /_sandbox/versions`); defaults per Meta's schedule, 2026-12-03.
+
+    A Marketing API call (ad objects, insights, audiences) on a version older than `oldest` fails with #2635,
+    or, with `auto_upgrade`, is answered as `oldest` with Meta's `X-Ad-Api-Version-Warning` header. Graph API
+    calls (Pages, leads, CAPI, debug_token) live two years per version and fall forward silently.
+    """
+
+    latest: str = "v26.0"
+    oldest: str = "v25.0"
+    auto_upgrade: bool = False
+
+    def update(self, patch: dict[str, Any]) -> None:
+        for key, value in patch.items():
+            if key not in ("latest", "oldest", "auto_upgrade"):
+                raise ValueError(f"unknown versions setting {key!r}")
+            if key != "auto_upgrade" and not VERSION_RE.match(str(value)):
+                raise ValueError(f"{key} must look like v26.0")
+            setattr(self, key, bool(value) if key == "auto_upgrade" else str(value))
+        if version_key(self.oldest) > version_key(self.latest):
+            raise ValueError("oldest must not be newer than latest")
+
+    def check(self, version: str | None, family: str) -> dict[str, str]:
+        """Headers to add, or GraphError for a retired Marketing API version."""
+        if version is None or family not in MARKETING_FAMILIES or version_key(version) >= version_key(self.oldest):
+            return {}
+        if self.auto_upgrade:
+            return {
+                VERSION_WARNING: f"The call was made to version {version} which is deprecated. It has been "
+                f"automatically upgraded to {self.oldest}."
+            }
+        raise unversioned_call(self.latest)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Signatures:
+    """What each caller asked of the schema: per User-Agent, method, node type and edge, the fields it read
+    and the param names it sent (never values). Kept across `/_sandbox/reset` so a test session can check every
+    call a client made against Meta's declarations (`GET /_sandbox/calls/signatures`)."""
+
+    def __init__(self) -> None:
+        self._seen: Counter[tuple[str, str, str, str, tuple[str, ...], tuple[str, ...]]] = Counter()
+
+    def record(self, req: GraphRequest, route: Route) -> None:
+        node = route.node
+        node_type = schema.SDK_CLASS.get(node.kind, node.kind) if node is not None else ""
+        fields: tuple[str, ...] = ()
+        try:
+            fields = tuple(sorted({schema.base_field(f) for f in list_param(req.params, "fields") or []}))
+        except ValueError:
+            fields = ("<unparseable>",)
+        params = tuple(sorted(k for k in req.params if k not in schema.TRANSPORT_PARAMS))
+        self._seen[(req.agent, req.method, node_type, route.edge or "", fields, params)] += 1
+
+    def as_list(self, agent_prefix: str = "") -> list[dict[str, Any]]:
+        return [
+            {"agent": a, "method": m, "node_type": n, "edge": e, "fields": list(f), "params": list(p), "count": c}
+            for (a, m, n, e, f, p), c in sorted(self._seen.items())
+            if a.startswith(agent_prefix)
+        ]
+
+
 Handler = Callable[["Sandbox", GraphRequest, Node | None], Awaitable[Any]]
 
 
@@ -127,6 +221,8 @@ class Route:
     handler: Handler
     scopes: list[str]
     node: Node | None
+    edge: str | None = None
+    family: str = "app"  # BUC type, "capi" or "app": which API (Marketing or Graph) the call belongs to
 
 
 class Sandbox:
@@ -135,10 +231,13 @@ class Sandbox:
     def __init__(self, config: SandboxConfig) -> None:
         self.config = config
         self.calls = CallLog(config.call_log_size)
+        self.signatures = Signatures()
         self.limits = Limits()
         self.limiter = RateLimiter(self.limits)
         self.faults = Faults()
         self.insights = InsightsKnobs()
+        self.audiences = AudienceKnobs()
+        self.versions = Versions(latest=config.latest_version, oldest=config.oldest_version)
         self.clock = Clock()
         self.set_clock(config.now)
         self.state = SandboxState(config.seed, config.ads, config.days, config.app_id, clock=self.clock)
@@ -164,6 +263,8 @@ class Sandbox:
         self.limiter = RateLimiter(self.limits)
         self.faults = Faults()
         self.insights = InsightsKnobs()
+        self.audiences = AudienceKnobs()
+        self.versions = Versions(latest=self.config.latest_version, oldest=self.config.oldest_version)
         self.calls.reset()
         self.fault_rng = random.Random(seed)
         # Let hanging (timeout-fault) requests finish so nothing leaks into the next test.
@@ -198,11 +299,13 @@ async def execute(sb: Sandbox, req: GraphRequest) -> GraphResponse:
     extra: dict[str, str] = {}
     try:
         if req.version is None and req.path not in ("debug_token",):
-            raise unversioned_call(sb.config.latest_version)
+            raise unversioned_call(sb.versions.latest)
         _check_auth(sb, req)
         assert sb.resolve is not None
         route = sb.resolve(sb, req)
         scopes = route.scopes
+        sb.signatures.record(req, route)
+        extra.update(sb.versions.check(req.version, route.family))
         faults = sb.faults
         if faults.applies(req.path):
             if faults.latency_ms > 0:
@@ -219,12 +322,14 @@ async def execute(sb: Sandbox, req: GraphRequest) -> GraphResponse:
         except GraphError:
             throttled = True
             raise
+        if route.node is not None:  # like any validation error, a refused call still counts against the limits
+            schema.check_params(route.node.kind, req.method, route.edge, req.params)
         body = await route.handler(sb, req, route.node)
         status = 200
     except GraphError as err:
         body = err.body()
         status = err.status
-        extra = err.extra_headers
+        extra.update(err.extra_headers)
     except (ValueError, TypeError, KeyError) as exc:
         # Malformed parameters that slipped past a handler's own validation.
         err = invalid_param(f"Invalid parameter: {exc}")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from . import schema
 from .core import GraphRequest, Sandbox, json_param, list_param, paginate
 from .errors import GraphError, invalid_param
 from .objects import effective_status, full_view, matches, render
@@ -87,18 +88,19 @@ def ad_day(sb: Sandbox, ad: Node, day: date, today: date) -> dict[str, int] | No
     impressions = max(1, round(spend / profile.cpm * 1000 * rng.uniform(0.9, 1.1)))
     reach = max(1, round(impressions / (profile.daily_frequency * rng.uniform(0.95, 1.05))))
     clicks = round(impressions * profile.ctr * rng.uniform(0.85, 1.15))
-    leads = 0
+    # On-Facebook leads are exactly the lead records of this ad and day; website (pixel) leads are simulated.
+    onsite = sb.state.lead_days.get((ad.id, day.isoformat()), 0)
+    pixel = 0
     if profile.cpl:
-        expected = spend / profile.cpl
-        leads = int(expected) + (1 if rng.random() < expected - int(expected) else 0)
-    pixel = sum(1 for _ in range(leads) if rng.random() < profile.pixel_share)
+        expected = spend / profile.cpl * profile.pixel_share
+        pixel = int(expected) + (1 if rng.random() < expected - int(expected) else 0)
     metrics = {
         "spend": spend,
         "impressions": impressions,
         "reach": reach,
         "clicks": clicks,
         "inline_link_clicks": round(clicks * 0.8),
-        "leads_onsite": leads - pixel,
+        "leads_onsite": onsite,
         "leads_pixel": pixel,
     }
     if ago == 0:  # today so far: Meta's "today" grows through the day
@@ -107,10 +109,11 @@ def ad_day(sb: Sandbox, ad: Node, day: date, today: date) -> dict[str, int] | No
 
 
 def _so_far(metrics: dict[str, int], local_now: datetime) -> dict[str, int] | None:
-    """The part of a day's delivery made by `local_now` (the day's numbers accrue evenly over its hours)."""
+    """The part of a day's delivery made by `local_now` (the day's numbers accrue evenly over its hours). On-Facebook
+    leads are the lead records themselves, which exist only up to now already."""
     elapsed = local_now - local_now.replace(hour=0, minute=0, second=0, microsecond=0)
     share = elapsed.total_seconds() / 86400
-    part = {name: int(value * share) for name, value in metrics.items()}
+    part = {name: value if name == "leads_onsite" else int(value * share) for name, value in metrics.items()}
     return part if part["impressions"] else None
 
 
@@ -250,6 +253,7 @@ def parse_query(sb: Sandbox, req: GraphRequest, node: Node, params: dict[str, An
                 blame=["filtering"],
             )
     fields = list_param(p, "fields") or list(DEFAULT_FIELDS)
+    schema.check_fields("insights", fields)  # AdsInsights' declared fields only, as Meta
     return Query(node, level, since, until, increment, breakdowns, fields, object_filters, metric_filters)
 
 

@@ -9,6 +9,8 @@ from .errors import invalid_param, missing_param, unsupported_get
 from .objects import matches, parse_filtering, render
 from .state import Node
 
+# Meta keeps lead data retrievable for 90 days (meta-api-facts §7.4); older leads read as nonexistent.
+LEAD_RETENTION_SECONDS = 90 * 86400
 LEAD_TIME_OPERATORS = ("LESS_THAN", "GREATER_THAN", "GREATER_THAN_OR_EQUAL", "LESS_THAN_OR_EQUAL")
 
 
@@ -19,8 +21,14 @@ async def page_forms(sb: Sandbox, req: GraphRequest, page: Node | None) -> dict[
     return paginate(sb, req, [render(sb, f, fields) for f in forms])
 
 
+def retained(sb: Sandbox, lead: Node) -> bool:
+    return float(lead.fields["created_time"]) >= sb.state.now() - LEAD_RETENTION_SECONDS
+
+
 async def get_lead(sb: Sandbox, req: GraphRequest, lead: Node | None) -> dict[str, Any]:
     assert lead is not None
+    if not retained(sb, lead):
+        raise unsupported_get(lead.id)
     return render(sb, lead, list_param(req.params, "fields"))
 
 
@@ -35,7 +43,8 @@ def _leads(sb: Sandbox, req: GraphRequest, candidates: list[Node]) -> dict[str, 
     selected = [
         n
         for n in candidates
-        if all(matches(int(n.fields["created_time"]), f["operator"], f.get("value")) for f in filters)
+        if retained(sb, n)
+        and all(matches(int(n.fields["created_time"]), f["operator"], f.get("value")) for f in filters)
     ]
     selected.sort(key=lambda n: (n.fields["created_time"], int(n.id)), reverse=True)
     fields = list_param(req.params, "fields")
@@ -64,12 +73,7 @@ async def subscribe_app(sb: Sandbox, req: GraphRequest, page: Node | None) -> di
     fields = list_param(req.params, "subscribed_fields")
     if not fields:
         raise missing_param("subscribed_fields")
-    known = {"leadgen", "feed", "messages", "mention", "ratings"}
-    bad = [f for f in fields if f not in known]
-    if bad:
-        raise invalid_param(
-            f"Param subscribed_fields[0] must be one of {{{', '.join(sorted(known))}}}", blame=["subscribed_fields"]
-        )
+    # Values are checked against the SDK's enum before this handler runs (schema.check_params).
     sb.state.subscribed_apps[page.id] = sorted(set(sb.state.subscribed_apps.get(page.id, [])) | set(fields))
     return {"success": True}
 
@@ -99,10 +103,3 @@ async def debug_token(sb: Sandbox, req: GraphRequest, node: Node | None) -> dict
     if not valid:
         data["error"] = {"code": 190, "message": "Error validating access token: Session has expired.", "subcode": 463}
     return {"data": data}
-
-
-def lead_or_404(sb: Sandbox, lead_id: str) -> Node:
-    node = sb.state.get(lead_id)
-    if node is None or node.kind != "lead":
-        raise unsupported_get(lead_id)
-    return node

@@ -7,6 +7,7 @@ import hashlib
 import time
 from typing import Any
 
+from . import schema
 from .core import GraphRequest, Sandbox, bool_param, json_param, list_param, paginate
 from .errors import GraphError, invalid_param, missing_param, unsupported_get
 from .state import Node, iso_time
@@ -19,51 +20,14 @@ ODAX_OBJECTIVES = (
     "OUTCOME_SALES",
     "OUTCOME_TRAFFIC",
 )
-SPECIAL_AD_CATEGORIES = (
-    "NONE",
-    "HOUSING",
-    "EMPLOYMENT",
-    "FINANCIAL_PRODUCTS_SERVICES",
-    "ISSUES_ELECTIONS_POLITICS",
-    "CREDIT",
-    "ONLINE_GAMBLING_AND_GAMING",
-)
-BID_STRATEGIES = ("LOWEST_COST_WITHOUT_CAP", "LOWEST_COST_WITH_BID_CAP", "COST_CAP", "LOWEST_COST_WITH_MIN_ROAS")
-BILLING_EVENTS = (
-    "APP_INSTALLS",
-    "CLICKS",
-    "IMPRESSIONS",
-    "LINK_CLICKS",
-    "NONE",
-    "PAGE_LIKES",
-    "POST_ENGAGEMENT",
-    "THRUPLAY",
-    "PURCHASE",
-    "LISTING_INTERACTION",
-)
-OPTIMIZATION_GOALS = (
-    "NONE",
-    "APP_INSTALLS",
-    "AD_RECALL_LIFT",
-    "ENGAGED_USERS",
-    "EVENT_RESPONSES",
-    "IMPRESSIONS",
-    "LEAD_GENERATION",
-    "QUALITY_LEAD",
-    "LINK_CLICKS",
-    "OFFSITE_CONVERSIONS",
-    "PAGE_LIKES",
-    "POST_ENGAGEMENT",
-    "QUALITY_CALL",
-    "REACH",
-    "LANDING_PAGE_VIEWS",
-    "VISIT_INSTAGRAM_PROFILE",
-    "VALUE",
-    "THRUPLAY",
-    "CONVERSATIONS",
-)
-CREATE_STATUSES = ("ACTIVE", "PAUSED")
-STATUSES = ("ACTIVE", "PAUSED", "DELETED", "ARCHIVED")
+# Enum values from Meta's SDK (schema.py), not from memory.
+_CAMPAIGN, _ADSET = schema.node_type("Campaign"), schema.node_type("AdSet")
+SPECIAL_AD_CATEGORIES = tuple(sorted(_CAMPAIGN.enums["SpecialAdCategories"]))
+BID_STRATEGIES = tuple(sorted(_ADSET.enums["BidStrategy"]))
+BILLING_EVENTS = tuple(sorted(_ADSET.enums["BillingEvent"]))
+OPTIMIZATION_GOALS = tuple(sorted(_ADSET.enums["OptimizationGoal"]))
+STATUSES = tuple(sorted(_ADSET.enums["Status"]))
+CREATE_STATUSES = ("ACTIVE", "PAUSED")  # only these on create (meta-api-facts §11.2)
 
 NODE_TYPE = {
     "adaccount": "AdAccount",
@@ -117,15 +81,12 @@ def full_view(sb: Sandbox, node: Node) -> dict[str, Any]:
             continue
         if key.endswith("_time") and isinstance(value, int | float) and not isinstance(value, bool):
             out[key] = iso_time(value, tz)
-        elif key in ("daily_budget", "lifetime_budget", "bid_amount", "spend_cap") and isinstance(value, int):
-            out[key] = str(value)  # money is read back as numeric strings (docs/meta-api.md §11.1)
         else:
             out[key] = value
     out["id"] = node.id
     if node.kind == "adaccount":
         out["account_id"] = node.id.removeprefix("act_")
         out["timezone_offset_hours_utc"] = _tz_offset(sb, node.id)
-        out["min_daily_budget"] = 100
     elif node.kind in ("campaign", "adset", "ad", "adcreative", "customaudience"):
         out["account_id"] = (node.account or "").removeprefix("act_")
     if node.kind in ("campaign", "adset", "ad"):
@@ -135,12 +96,17 @@ def full_view(sb: Sandbox, node: Node) -> dict[str, Any]:
         budget = node.fields.get("daily_budget") or node.fields.get("lifetime_budget")
         if budget:
             out["budget_remaining"] = str(budget)
+    if node.kind == "customaudience":
+        from .audiences import visible_count  # audiences renders through this module
+
+        out["approximate_count_lower_bound"] = out["approximate_count_upper_bound"] = visible_count(sb, node)
     if node.kind == "adset":
         out["campaign"] = {"id": node.fields["campaign_id"]}
     if node.kind == "ad":
         out["adset"] = {"id": node.fields["adset_id"]}
         out["campaign"] = {"id": node.fields["campaign_id"]}
-    return out
+    # Types as the SDK declares them: money as numeric strings, bid_amount and counts as numbers, ...
+    return schema.serialise(node.kind, out)
 
 
 def _tz_offset(sb: Sandbox, account: str) -> float:
@@ -149,16 +115,13 @@ def _tz_offset(sb: Sandbox, account: str) -> float:
     return offset.total_seconds() / 3600 if offset else 0.0
 
 
-def _base_field(name: str) -> str:
-    for sep in ("{", ".", "("):
-        name = name.split(sep, 1)[0]
-    return name.strip()
-
-
 def render(sb: Sandbox, node: Node, fields: list[str] | None) -> dict[str, Any]:
-    """Only the requested fields plus `id` (unknown fields are omitted, not an error)."""
+    """Only the requested fields plus `id`. A field the node type does not have is Meta's #100; a declared
+    field without a value is left out, as Meta leaves out empty fields."""
+    wanted = [schema.base_field(f) for f in fields] if fields else DEFAULT_FIELDS.get(node.kind, ["id"])
+    if fields:
+        schema.check_fields(node.kind, wanted)
     view = full_view(sb, node)
-    wanted = [_base_field(f) for f in fields] if fields else DEFAULT_FIELDS.get(node.kind, ["id"])
     out = {f: view[f] for f in wanted if f in view}
     out["id"] = view["id"]
     return out
@@ -290,6 +253,22 @@ def _money(params: dict[str, Any], name: str) -> int | None:
     return amount
 
 
+def _check_min_daily(sb: Sandbox, account: str | None, daily: int | None) -> None:
+    """Meta refuses daily budgets below the account's `min_daily_budget` (per currency)."""
+    node = sb.state.get(account or "")
+    minimum = int(node.fields.get("min_daily_budget") or 0) if node else 0
+    if daily is not None and daily < minimum:
+        currency = node.fields["currency"] if node else ""
+        raise GraphError(
+            "(#100) Invalid parameter",
+            code=100,
+            subcode=1885272,
+            user_title="Your Budget Is Too Low",
+            user_msg=f"The minimum daily budget for this ad account is {minimum} ({currency} minor units).",
+            error_data={"blame_field_specs": [["daily_budget"]]},
+        )
+
+
 def _enum(params: dict[str, Any], name: str, allowed: tuple[str, ...], default: str | None = None) -> str | None:
     value = params.get(name, default)
     if value is None or value == "":
@@ -355,6 +334,7 @@ async def create_campaign(sb: Sandbox, req: GraphRequest, account: Node | None) 
     daily, lifetime = _money(p, "daily_budget"), _money(p, "lifetime_budget")
     if daily and lifetime:
         raise invalid_param("Only one of daily_budget and lifetime_budget may be set", blame=["daily_budget"])
+    _check_min_daily(sb, account.id, daily)
     if lifetime and not p.get("stop_time"):
         raise missing_param("stop_time")
     sharing = bool_param(p, "is_adset_budget_sharing_enabled")
@@ -445,6 +425,7 @@ async def create_adset(sb: Sandbox, req: GraphRequest, account: Node | None) -> 
         )
     if daily and lifetime:
         raise invalid_param("Only one of daily_budget and lifetime_budget may be set", blame=["daily_budget"])
+    _check_min_daily(sb, account.id, daily)
     if lifetime and not p.get("end_time"):
         raise missing_param("end_time")
     bid_strategy = _enum(p, "bid_strategy", BID_STRATEGIES)
@@ -548,7 +529,7 @@ async def create_image(sb: Sandbox, req: GraphRequest, account: Node | None) -> 
     uploads: list[tuple[str, bytes]] = []
     if p.get("bytes"):
         try:
-            uploads.append((str(p.get("name") or "bytes"), base64.b64decode(str(p["bytes"]), validate=True)))
+            uploads.append(("bytes", base64.b64decode(str(p["bytes"]), validate=True)))
         except ValueError as exc:
             raise invalid_param("Param bytes must be base64", blame=["bytes"]) from exc
     uploads.extend((name, data) for name, data in p.get("__files__", []))
@@ -572,7 +553,7 @@ async def create_image(sb: Sandbox, req: GraphRequest, account: Node | None) -> 
 
 # ---------------------------------------------------------------------- updates and deletes
 
-_UPDATABLE = {
+UPDATABLE = {
     "campaign": {
         "name",
         "status",
@@ -601,8 +582,13 @@ _IGNORED = {"access_token", "appsecret_proof", "fields", "method", "__files__", 
 
 async def update_object(sb: Sandbox, req: GraphRequest, node: Node | None) -> dict[str, Any]:
     assert node is not None
-    p = {k: v for k, v in req.params.items() if k not in _IGNORED}
-    allowed = _UPDATABLE.get(node.kind, set())
+    apply_update(sb, node, {k: v for k, v in req.params.items() if k not in _IGNORED})
+    return {"success": True}
+
+
+def apply_update(sb: Sandbox, node: Node, p: dict[str, Any]) -> None:
+    """An edit through the API or (control API) through Ads Manager: same rules, same budget-change count."""
+    allowed = UPDATABLE.get(node.kind, set())
     unknown = sorted(set(p) - allowed)
     if unknown:
         raise invalid_param(
@@ -648,7 +634,6 @@ async def update_object(sb: Sandbox, req: GraphRequest, node: Node | None) -> di
         _check_budget_change(sb, node, budget_keys, changes)
     node.fields.update(changes)
     node.fields["updated_time"] = sb.state.now()
-    return {"success": True}
 
 
 def _check_budget_change(sb: Sandbox, node: Node, keys: list[str], changes: dict[str, Any]) -> None:
@@ -661,6 +646,8 @@ def _check_budget_change(sb: Sandbox, node: Node, keys: list[str], changes: dict
             raise invalid_param("Ad set budgets can't be set when the campaign uses a campaign budget", blame=[keys[0]])
     if node.kind == "campaign" and not (node.fields.get("daily_budget") or node.fields.get("lifetime_budget")):
         raise invalid_param("This campaign has no campaign budget; change budgets on its ad sets", blame=[keys[0]])
+    if "daily_budget" in changes:
+        _check_min_daily(sb, node.account, changes["daily_budget"])
     if all(changes[k] == node.fields.get(k) for k in keys) or node.kind != "adset":
         return
     now = time.monotonic()

@@ -6,7 +6,8 @@ from typing import Any
 
 from . import audiences, capi, insights, leads, objects
 from .core import GraphRequest, Handler, Route, Sandbox
-from .errors import GraphError, unknown_path, unsupported_get
+from .errors import unknown_path, unsupported_get
+from .schema import nonexisting_field
 from .state import PAGE_ID, Node
 
 _O = objects
@@ -101,12 +102,7 @@ def resolve(sb: Sandbox, req: GraphRequest) -> Route:
     key = (node.kind, edge, method)
     if key not in ROUTES:
         if edge is not None and (node.kind, edge) not in {(k, e) for k, e, _ in ROUTES}:
-            raise GraphError(
-                f"(#100) Tried accessing nonexisting field ({edge}) on node type "
-                f"({_O.NODE_TYPE.get(node.kind, node.kind)})",
-                code=100,
-                type_="GraphMethodException",
-            )
+            raise nonexisting_field(edge, _O.NODE_TYPE.get(node.kind, node.kind))
         raise unsupported_get(node_id, method.lower())
     handler, family = ROUTES[key]
-    return Route(handler, _scopes(sb, node, family, req), node)
+    return Route(handler, _scopes(sb, node, family, req), node, edge, family)

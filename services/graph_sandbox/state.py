@@ -10,7 +10,7 @@ sets whose seeded delivery makes rule engines fire:
 * two ad sets under a campaign-budget (CBO) campaign, two under a paused traffic campaign.
 
 Plus a JPY account ``act_1000000002`` (Asia/Tokyo, offset-1 currency), a Page with two lead forms, seeded
-leads over the last 14 days, and a pixel.
+lead records for every on-Facebook lead of the seeded history (insights count these records), and a pixel.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ JPY_ACCOUNT = "act_1000000002"
 PAGE_ID = "102030405060708"
 PIXEL_ID = "778899001122334"
 BUSINESS_ID = "901234567890123"
+# The accounts' `min_daily_budget` (minor units): daily budgets below it are refused, as by Meta.
+MIN_DAILY_BUDGET = {"USD": 100, "JPY": 150}
 
 
 @dataclass
@@ -154,6 +156,9 @@ class SandboxState:
         self._next_lead = 880_000_000_000_001
         self.capi_events: list[dict[str, Any]] = []
         self.capi_requests: Counter[str] = Counter()
+        # On-Facebook leads per (ad id, ISO date in the account's time zone): what insights report. Deleting a
+        # lead's data does not change them, as at Meta.
+        self.lead_days: Counter[tuple[str, str]] = Counter()
         # Restatements: ISO date -> multiplicative factor on delivery numbers.
         self.restatements: dict[str, float] = {}
         self.token: dict[str, Any] = {
@@ -238,6 +243,7 @@ class SandboxState:
                         "account_status": 1,
                         "amount_spent": "0",
                         "spend_cap": "0",
+                        "min_daily_budget": MIN_DAILY_BUDGET[currency],
                         "business": {"id": BUSINESS_ID, "name": "Leadwire Demo Co"},
                         "created_time": created,
                     },
@@ -440,12 +446,26 @@ class SandboxState:
                 adset, f"Tokyo - Broad - Ad {k + 1}", "ACTIVE", created, Profile(3500, 1300, 0.012, 2200, 1.2), None
             )
 
-    def _seed_leads(self, now: float, count: int = 40) -> None:
-        lead_ads = [n for n in self.of_kind("ad") if n.extra.get("form_id")]
-        for i in range(count):
-            ad = lead_ads[i % len(lead_ads)]
-            ts = now - self.rng.uniform(3600, 14 * 86400)
-            self.create_lead(ad.extra["form_id"], ad=ad, created=ts)
+    def _seed_leads(self, now: float) -> None:
+        """Lead records for every on-Facebook lead of the seeded history: per ad and day, about spend / CPL
+        (less the pixel share), at times in that day up to an hour ago. Insights count these very records."""
+        for ad in self.of_kind("ad"):
+            profile: Profile | None = ad.extra.get("profile")
+            form_id = ad.extra.get("form_id")
+            if profile is None or not profile.cpl or not form_id:
+                continue
+            tz = self.account_tz(ad.account or "")
+            today = datetime.fromtimestamp(now, tz).date()
+            expected = profile.spend / profile.cpl * (1 - profile.pixel_share)
+            for ago in range(max(profile.last_day_ago, 0), min(self.days, profile.first_day_ago + 1)):
+                day = today - timedelta(days=ago)
+                rng = random.Random(f"{self.seed}:leads:{ad.id}:{day.isoformat()}")
+                count = int(expected) + (1 if rng.random() < expected - int(expected) else 0)
+                start = datetime(day.year, day.month, day.day, tzinfo=tz).timestamp()
+                for _ in range(count):
+                    created = start + rng.uniform(0, 86400)
+                    if created <= now - 3600:
+                        self.create_lead(form_id, ad=ad, created=created)
 
     # ------------------------------------------------------------------ leads
     def create_lead(
@@ -486,6 +506,9 @@ class SandboxState:
                     "campaign_name": self.nodes[ad.fields["campaign_id"]].fields["name"],
                 }
             )
+        if ad is not None:  # insights count on-Facebook leads from the records, per ad and day (account tz)
+            day = datetime.fromtimestamp(fields["created_time"], self.account_tz(ad.account or "")).date()
+            self.lead_days[(ad.id, day.isoformat())] += 1
         return self.add(Node(self.new_lead_id(), "lead", fields, page_id=form.page_id))
 
 

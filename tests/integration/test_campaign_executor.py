@@ -394,6 +394,7 @@ async def test_upload_of_25000_rows_is_three_hashed_requests_in_one_session(
         "upload_audience", audience_id=audience, mode="replace", schema=["EMAIL"], rows=[["new@example.com"]])))
     assert replace.status == "ok"
     assert (await sandbox.calls())["by_path"].get(f"POST /{audience}/usersreplace") == 1
+    await sandbox.audiences(count_delay_seconds=0)  # Meta shows the new size hours later
     _, _, after = await sandbox.graph("GET", audience, fields="approximate_count_lower_bound")
     assert after["approximate_count_lower_bound"] == 1, "replace swapped the whole membership"
 

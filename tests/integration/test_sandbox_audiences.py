@@ -46,11 +46,14 @@ async def test_users_session_counts_and_invalid_entries(sandbox: SandboxHandle) 
         "invalid_entry_samples": {"plain@x.com": "EMAIL value is not a SHA-256 hex digest"},
     }
     session.update(batch_seq=2, last_batch_flag=True)
-    payload["data"] = [[sha("b@x.com"), ""]]
+    payload["data"] = [[sha("b@x.com"), ""], ["", ""]]  # a row without any identifier is invalid
     _, _, body = await sandbox.graph("POST", f"{ca}/users", payload=json.dumps(payload), session=json.dumps(session))
-    assert body["num_received"] == 3
+    assert (body["num_received"], body["num_invalid_entries"]) == (4, 2)
     _, _, read = await sandbox.graph("GET", ca, fields="approximate_count_lower_bound,name")
-    assert read["approximate_count_lower_bound"] == 2
+    assert read["approximate_count_lower_bound"] == 0, "Meta shows a new size only hours later"
+    await sandbox.audiences(count_delay_seconds=0)
+    _, _, read = await sandbox.graph("GET", ca, fields="approximate_count_lower_bound,approximate_count_upper_bound")
+    assert (read["approximate_count_lower_bound"], read["approximate_count_upper_bound"]) == (2, 2)
 
 
 async def test_usersreplace_schema_and_limits(sandbox: SandboxHandle) -> None:

@@ -238,3 +238,33 @@ async def test_a_clock_setting_it_cannot_read_is_a_400(sandbox: SandboxHandle, b
     async with sandbox.session.post(f"{sandbox.url}/_sandbox/clock", json=body) as resp:
         assert resp.status == 400
         assert (await resp.json())["error"].startswith("clock: ")
+
+
+async def _lead_records(sandbox: SandboxHandle, ad_id: str) -> list[dict[str, Any]]:
+    status, _, body = await sandbox.graph("GET", f"{ad_id}/leads", fields="id,ad_id,adset_name,form_id", limit=500)
+    assert status == 200, body
+    assert "next" not in body.get("paging", {})
+    return body["data"]
+
+
+async def test_leads_in_insights_are_exactly_the_lead_records(sandbox: SandboxHandle) -> None:
+    rows = await insights(sandbox, level="ad", date_preset="maximum", fields="ad_id,actions")
+    reported = {r["ad_id"]: int(action(r, "leadgen_grouped")) for r in rows}
+    assert sum(reported.values()) > 100, "a month of seeded on-Facebook leads"
+    for ad_id, count in reported.items():
+        assert len(await _lead_records(sandbox, ad_id)) == count, ad_id
+
+    # A new lead on an ad shows in today's numbers, attributed with ids and names.
+    winner = sandbox.state["adsets_by_name"]["Prospecting - Lookalike"]
+    winner_ads = {r["ad_id"] for r in await insights(sandbox, obj=winner, level="ad", fields="ad_id")}
+    ad_id = next(a for a in sorted(winner_ads) if reported.get(a))
+    today = {r["ad_id"]: int(action(r, "leadgen_grouped"))
+             for r in await insights(sandbox, level="ad", date_preset="today", fields="ad_id,actions")}
+    form_id = (await _lead_records(sandbox, ad_id))[0]["form_id"]
+    await sandbox.create_leads(form_id=form_id, ad_id=ad_id, count=2, deliver=False)
+    after = {r["ad_id"]: int(action(r, "leadgen_grouped"))
+             for r in await insights(sandbox, level="ad", date_preset="today", fields="ad_id,actions")}
+    assert after[ad_id] == today.get(ad_id, 0) + 2
+    records = await _lead_records(sandbox, ad_id)
+    assert len(records) == reported[ad_id] + 2
+    assert {r["adset_name"] for r in records} == {"Prospecting - Lookalike"}

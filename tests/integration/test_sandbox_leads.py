@@ -193,3 +193,20 @@ async def test_generator_creates_and_delivers(sandbox: SandboxHandle, receiver: 
     await receiver.wait_for(5)
     await sandbox.webhooks(rate_per_second=0)
     assert len(receiver.leads()) >= 5
+
+
+async def test_leads_older_than_90_days_are_gone(sandbox: SandboxHandle) -> None:
+    form_id = sandbox.state["form_ids"][0]
+    old = await sandbox.create_leads(form_id=form_id, created_time=time.time() - 91 * 86400, deliver=False)
+    kept = await sandbox.create_leads(form_id=form_id, created_time=time.time() - 89 * 86400, deliver=False)
+    status, _, body = await sandbox.graph("GET", old[0], fields="id,created_time")
+    assert (status, body["error"]["code"], body["error"]["error_subcode"]) == (400, 100, 33)
+    status, _, body = await sandbox.graph("GET", kept[0], fields="id")
+    assert status == 200
+    since = int(time.time()) - 100 * 86400
+    status, _, body = await sandbox.graph(
+        "GET", f"{form_id}/leads", fields="id", limit=500,
+        filtering=json.dumps([{"field": "time_created", "operator": "GREATER_THAN", "value": since}]))
+    ids = {lead["id"] for lead in body["data"]}
+    assert kept[0] in ids
+    assert old[0] not in ids

@@ -149,9 +149,9 @@ async def test_jpy_account_budgets_are_whole_yen(sandbox: SandboxHandle) -> None
 
 async def test_ad_and_creative_and_image(sandbox: SandboxHandle) -> None:
     acc = sandbox.account_id
-    status, _, img = await sandbox.graph("POST", f"{acc}/adimages", bytes="aGVsbG8=", name="hello.png")
+    status, _, img = await sandbox.graph("POST", f"{acc}/adimages", bytes="aGVsbG8=")
     assert status == 200
-    assert len(img["images"]["hello.png"]["hash"]) == 32
+    assert len(img["images"]["bytes"]["hash"]) == 32
     status, _, _body = await sandbox.graph("POST", f"{acc}/adcreatives", name="x")
     assert status == 400
     spec = {"page_id": sandbox.state["page_id"], "link_data": {"link": "https://example.com", "message": "m"}}
