@@ -16,7 +16,7 @@ from contracts.messages import AlertRaisedMessage, CampaignCommandMessage
 from services.rules_engine import store
 from services.rules_engine.engine import RulesEngine
 from services.rules_engine.handlers import register
-from services.rules_engine.logic import EngineSettings
+from services.rules_engine.model import EngineSettings
 from services.rules_engine.notify import Notifier
 from services.rules_engine.settings import NotifySettings, RulesSettings
 from shared.service import Service

@@ -26,7 +26,8 @@ from contracts.envelope import Envelope
 from contracts.messages import AlertRaisedMessage, CampaignCommandMessage
 from services.rules_engine import snapshot as snapshots
 from services.rules_engine import store
-from services.rules_engine.logic import Action, Decision, EngineSettings, evaluate
+from services.rules_engine.logic import evaluate
+from services.rules_engine.model import Action, Decision, EngineSettings
 from services.rules_engine.rules import Rule, RuleProblem, check_rules, load_rules
 from services.rules_engine.settings import RulesSettings
 from shared.messaging import claim

@@ -21,7 +21,7 @@ from datetime import date, datetime, timedelta
 
 import asyncpg
 
-from services.rules_engine.logic import Entity, MetricRow, Snapshot
+from services.rules_engine.model import Entity, MetricRow, Snapshot
 from services.rules_engine.rules import BUDGET_ACTIONS, Rule, window_bounds
 
 _ENTITY_SQL = {

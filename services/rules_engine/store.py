@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import asyncpg
 
-from services.rules_engine.logic import ActionRecord, Decision, EngineState
+from services.rules_engine.model import ActionRecord, Decision, EngineState
 from shared.money import to_minor
 
 # History kept in the engine state: longer than any sensible cooldown, and the backtest's default.

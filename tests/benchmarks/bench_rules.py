@@ -24,7 +24,8 @@ from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from services.rules_engine.logic import EngineSettings, EngineState, Entity, MetricRow, Snapshot, evaluate
+from services.rules_engine.logic import evaluate
+from services.rules_engine.model import EngineSettings, EngineState, Entity, MetricRow, Snapshot
 from services.rules_engine.rules import Rule
 from services.rules_engine.snapshot import lookback_days, segments
 

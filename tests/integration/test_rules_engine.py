@@ -37,7 +37,8 @@ from services.insights_poller.poller import InsightsPoller
 from services.insights_poller.settings import InsightsSettings
 from services.rules_engine.app import create_app
 from services.rules_engine.cli import run_backtest
-from services.rules_engine.logic import EngineSettings, evaluate
+from services.rules_engine.logic import evaluate
+from services.rules_engine.model import EngineSettings
 from services.rules_engine.rules import DEFAULT_RULES_DIR, load_rules
 from services.rules_engine.settings import NotifySettings, RulesSettings
 from services.rules_engine.snapshot import load_snapshot

@@ -117,8 +117,11 @@ def test_major_minor_conversion_uses_the_currency_offset(currency: str, major: A
 def test_minor_to_major_and_formatting() -> None:
     assert money.to_major(1150, "USD") == Decimal("11.50")
     assert money.to_major(1150, "JPY") == Decimal(1150)
-    assert money.format_money(7500, "USD") == "75.00 USD"
-    assert money.format_money(8000, "JPY") == "8000 JPY"
+    assert money.format_money(7500, "USD") == "$75.00"
+    assert money.format_money(6240, "USD") == "$62.40"
+    assert money.format_money(5000, "USD", exact=False) == "$50"
+    assert money.format_money(8000, "JPY") == "8,000 JPY"
+    assert money.format_money(123456, "BHD") == "1,234.56 BHD"
     assert money.parse_minor("7500") == 7500
     assert money.parse_minor("0") is None
     assert money.apply_percent(7500, 15) == 8625

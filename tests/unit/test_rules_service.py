@@ -11,7 +11,7 @@ import pytest
 from contracts.commands import PauseCommand, SetBudgetCommand, UnpauseCommand
 from contracts.messages import CampaignCommandMessage
 from services.rules_engine.engine import to_command, to_notification
-from services.rules_engine.logic import Action, Decision
+from services.rules_engine.model import Action, Decision
 from services.rules_engine.rules import DEFAULT_RULES_DIR, load_rules
 from services.rules_engine.settings import RulesSettings
 from services.rules_engine.snapshot import levels_of, lookback_days
