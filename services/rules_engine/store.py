@@ -11,7 +11,7 @@ from decimal import Decimal
 import asyncpg
 
 from services.rules_engine.model import ActionRecord, Decision, EngineState
-from shared.money import to_minor
+from shared.budget_guardrails import daily_ceiling_minor
 
 # History kept in the engine state: longer than any sensible cooldown, and the backtest's default.
 HISTORY = timedelta(days=8)
@@ -54,8 +54,9 @@ async def load_state(
     ):
         if r["last_refresh_at"] is not None:
             data_as_of[r["account_id"]] = r["last_refresh_at"]
-        if ceiling_major is not None:
-            ceilings[r["account_id"]] = to_minor(ceiling_major, r["currency"])
+        ceiling = daily_ceiling_minor(ceiling_major, r["currency"])
+        if ceiling is not None:
+            ceilings[r["account_id"]] = ceiling
     return EngineState(actions=tuple(actions), consecutive_failures=failures,
                        account_daily_budget_ceiling=ceilings, data_as_of=data_as_of)
 

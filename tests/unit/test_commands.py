@@ -20,10 +20,11 @@ from contracts.commands import (
 )
 from contracts.messages import CampaignCommandMessage, CommandResultMessage
 from services.campaign_executor import audiences, logic
-from services.campaign_executor.executor import audit_payload
-from services.campaign_executor.logic import BudgetFacts, Guardrails, ObjectState
+from services.campaign_executor.logic import BudgetFacts, ObjectState, audit_payload
 from shared import money
+from shared.budget_guardrails import spend_floor
 from shared.messaging import describe_validation_error
+from shared.settings import BudgetGuardrailSettings
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources" / "contracts"
 MARY_SHA = "f1904cf1a9d73a55fa5de0ac823c4403ded71afd4c3248d00bdcd0866552bb79"  # meta-api-facts §12.3
@@ -137,10 +138,11 @@ def _set(amount: int, **kw: Any) -> SetBudgetCommand:
 
 
 def _facts(current: int, target: int, **kw: Any) -> BudgetFacts:
-    return BudgetFacts(current=current, target=target, currency="USD", changes_last_hour=kw.pop("changes", 0), **kw)
+    return BudgetFacts(current=current, target=target, currency="USD", changes_last_hour=kw.pop("changes", 0),
+                       ceiling=50_000, **kw)
 
 
-GUARDS = Guardrails(max_budget_step_pct=20, max_budget_changes_per_hour=4, daily_budget_ceiling_minor=50_000)
+LIMITS = BudgetGuardrailSettings(max_step_pct=20, max_changes_per_hour=4)
 
 
 @pytest.mark.parametrize(
@@ -159,12 +161,17 @@ GUARDS = Guardrails(max_budget_step_pct=20, max_budget_changes_per_hour=4, daily
     ],
 )
 def test_budget_guardrails(current: int, target: int, extra: dict[str, Any], guardrail: str | None) -> None:
-    refusal = logic.budget_refusal(_set(target), _facts(current, target, **extra), GUARDS)
+    refusal = logic.budget_refusal(_set(target), _facts(current, target, **extra), LIMITS)
     assert (refusal.guardrail if refusal else None) == guardrail
 
 
+@pytest.mark.parametrize(("spent", "floor"), [(100, 110), (8_500, 9_350), (1, 2), (0, 0), (101, 112)])
+def test_spend_floor_is_110_percent_rounded_up_exactly(spent: int, floor: int) -> None:
+    assert spend_floor(spent) == floor
+
+
 def test_stale_decision_is_refused() -> None:
-    refusal = logic.budget_refusal(_set(11_000, expected_current_minor=9_000), _facts(10_000, 11_000), GUARDS)
+    refusal = logic.budget_refusal(_set(11_000, expected_current_minor=9_000), _facts(10_000, 11_000), LIMITS)
     assert refusal is not None
     assert refusal.guardrail == "stale_decision"
 
