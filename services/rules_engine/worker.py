@@ -27,7 +27,6 @@ from contracts.messages import (
     CommandResultMessage,
     ConversionRequestedMessage,
 )
-from services.rules_engine import snapshot as snapshots
 from services.rules_engine import store
 from services.rules_engine.logic import evaluate
 from services.rules_engine.messages import SERVICE, Notification, to_command, to_notification
@@ -116,7 +115,7 @@ class Worker:
                 return RunResult(run_id, [], [], skipped_duplicate=True)
             await store.lock_evaluation(conn)
             targets = await store.known_accounts(conn, accounts if accounts is not None else self.only_accounts)
-            snap = await snapshots.load_snapshot(
+            snap = await store.load_snapshot(
                 conn, enabled, targets, now, lookback_cap=self.settings.lookback_days,
                 qualified_events=self.settings.qualified_events, signed_events=self.settings.signed_events,
                 extra_levels=await store.pending_resume_levels(conn, now),

@@ -41,8 +41,7 @@ from services.rules_engine.logic import evaluate
 from services.rules_engine.model import EngineSettings
 from services.rules_engine.rules import DEFAULT_RULES_DIR, load_rules
 from services.rules_engine.settings import NotifySettings, RulesSettings
-from services.rules_engine.snapshot import load_snapshot
-from services.rules_engine.store import load_state
+from services.rules_engine.store import load_snapshot, load_state
 from shared.graph import GraphClient
 from shared.messaging import publish
 from shared.service import Service

@@ -27,8 +27,7 @@ from services.insights_poller.settings import InsightsSettings
 from services.rules_engine.logic import evaluate
 from services.rules_engine.model import EngineSettings, Snapshot
 from services.rules_engine.rules import DEFAULT_RULES_DIR, load_rules, window_bounds
-from services.rules_engine.snapshot import load_snapshot
-from services.rules_engine.store import load_state
+from services.rules_engine.store import load_snapshot, load_state
 from shared.graph import GraphClient
 from shared.settings import MetaSettings
 from tests.fixtures.sandbox import SandboxHandle
