@@ -53,6 +53,8 @@ from services.rules_engine.windows import aggregate_windows
 
 logger = logging.getLogger(__name__)
 
+Metrics = dict[str, dict[str, float | int | None]]  # Decision.metrics
+
 
 def evaluate(
     rules: Sequence[Rule],
@@ -253,13 +255,13 @@ def _judge(
         return _too_little_data(rule, view, metrics, run.now)
     reasons = because(rule, view)
     status = run.status_of(entity)
-    outcome = first_held(rule, entity, run, settings) or plan_action(rule, view, run, settings, status)
-    if isinstance(outcome, Held):
-        return _held(rule, entity, outcome, reasons, metrics, run.now)
-    return _act(rule, view, outcome, reasons, metrics, run, settings, status)
+    verdict = first_held(rule, entity, run, settings) or plan_action(rule, view, run, settings, status)
+    if isinstance(verdict, Held):
+        return _held(rule, entity, verdict, reasons, metrics, run.now)
+    return _act(rule, view, verdict, reasons, metrics, run, settings, status)
 
 
-def _too_little_data(rule: Rule, view: View, metrics: dict, now: datetime) -> Decision:
+def _too_little_data(rule: Rule, view: View, metrics: Metrics, now: datetime) -> Decision:
     guard = next(g for g in rule.min_data if not leaf_true(g, view))
     return build_decision(
         rule.name,
@@ -273,7 +275,7 @@ def _too_little_data(rule: Rule, view: View, metrics: dict, now: datetime) -> De
     )
 
 
-def _held(rule: Rule, entity: Entity, held: Held, reasons: str, metrics: dict, now: datetime) -> Decision:
+def _held(rule: Rule, entity: Entity, held: Held, reasons: str, metrics: Metrics, now: datetime) -> Decision:
     return build_decision(
         rule.name,
         entity,
@@ -290,7 +292,7 @@ def _act(
     view: View,
     plan: Plan,
     reasons: str,
-    metrics: dict,
+    metrics: Metrics,
     run: RunState,
     settings: EngineSettings,
     status: str,

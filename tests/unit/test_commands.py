@@ -22,7 +22,7 @@ from contracts.messages import CampaignCommandMessage, CommandResultMessage
 from services.campaign_executor import audiences, logic
 from services.campaign_executor.logic import BudgetFacts, ObjectState, audit_payload
 from shared import money
-from shared.budget_guardrails import spend_floor
+from shared.budget_guardrails import MAX_BUDGET_CHANGES_PER_HOUR, daily_ceiling_minor, spend_floor
 from shared.messaging import describe_validation_error
 from shared.settings import BudgetGuardrailSettings
 
@@ -168,6 +168,36 @@ def test_budget_guardrails(current: int, target: int, extra: dict[str, Any], gua
 @pytest.mark.parametrize(("spent", "floor"), [(100, 110), (8_500, 9_350), (1, 2), (0, 0), (101, 112)])
 def test_spend_floor_is_110_percent_rounded_up_exactly(spent: int, floor: int) -> None:
     assert spend_floor(spent) == floor
+
+
+def test_one_set_of_budget_settings_reads_the_new_and_the_old_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("BUDGET_DAILY_CEILING", "BUDGET_MAX_STEP_PCT", "BUDGET_MAX_CHANGES_PER_HOUR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RULES_ACCOUNT_DAILY_BUDGET_CEILING", "1500")
+    monkeypatch.setenv("EXECUTOR_MAX_BUDGET_STEP_PCT", "15")
+    old = BudgetGuardrailSettings(_env_file=None)
+    assert (old.daily_ceiling, old.max_step_pct, old.max_changes_per_hour) == (1500, 15, MAX_BUDGET_CHANGES_PER_HOUR)
+    monkeypatch.setenv("BUDGET_DAILY_CEILING", "800")
+    assert BudgetGuardrailSettings(_env_file=None).daily_ceiling == 800
+
+
+def test_the_daily_ceiling_is_in_major_units_of_each_account_currency() -> None:
+    assert daily_ceiling_minor(500, "USD") == 50_000
+    assert daily_ceiling_minor(80_000, "JPY") == 80_000
+    assert daily_ceiling_minor(None, "USD") is None
+
+
+@pytest.mark.parametrize(
+    ("status", "total", "refused"),
+    [("ACTIVE", 30_001, True), ("ACTIVE", 30_000, False), ("PAUSED", 90_000, False)],  # a $200 daily create
+)
+def test_an_active_create_must_fit_under_the_daily_ceiling(status: str, total: int, refused: bool) -> None:
+    body = _load("campaign_command_create_campaign_v1.json")
+    body["payload"]["status"] = status
+    command = CampaignCommandMessage.model_validate(body).payload.root
+    refusal = logic.create_ceiling_refusal(command, total, "USD", 50_000)
+    assert (refusal.guardrail if refusal else None) == ("daily_ceiling" if refused else None)
+    assert logic.create_ceiling_refusal(command, total, "USD", None) is None
 
 
 def test_stale_decision_is_refused() -> None:
