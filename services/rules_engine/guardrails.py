@@ -130,7 +130,7 @@ class Held:
 
 
 @dataclass(frozen=True, slots=True)
-class Plan:
+class ActionPlan:
     """What the main action will do: the sentence, and for budgets the fields of the action and any cap."""
 
     sentence: str
@@ -202,7 +202,7 @@ def first_held(rule: Rule, entity: Entity, run: RunState, settings: EngineSettin
 # ---------------------------------------------------------------------------------------------------------------
 # The main action, planned within the limits
 
-def plan_action(rule: Rule, view: View, run: RunState, settings: EngineSettings, status: str) -> Held | Plan:
+def plan_action(rule: Rule, view: View, run: RunState, settings: EngineSettings, status: str) -> Held | ActionPlan:
     """What the rule's main action does to the entity (its status is ``status`` in this run), or why it cannot."""
     kind = rule.main_action
     entity = view.entity
@@ -213,24 +213,24 @@ def plan_action(rule: Rule, view: View, run: RunState, settings: EngineSettings,
     if kind in BUDGET_ACTIONS:
         spec = next(a for a in rule.actions if isinstance(a, ChangeBudgetAction | SetBudgetAction))
         return plan_budget(rule, spec, view, run, settings)
-    return Plan(f"Flagged {describe(entity)}")
+    return ActionPlan(f"Flagged {describe(entity)}")
 
 
-def _plan_pause(kind: str, entity: Entity, run: RunState, status: str) -> Held | Plan:
+def _plan_pause(kind: str, entity: Entity, run: RunState, status: str) -> Held | ActionPlan:
     if status == "PAUSED":
         return Held("no_change", "it is already paused")
     if kind == "pause_for_today":
-        return Plan(
+        return ActionPlan(
             f"Paused {describe(entity)} until midnight ({entity.timezone})",
             resume_at=next_midnight(run.now, entity.timezone, run.zones),
         )
-    return Plan(f"Paused {describe(entity)}")
+    return ActionPlan(f"Paused {describe(entity)}")
 
 
-def _plan_unpause(entity: Entity, run: RunState, status: str) -> Held | Plan:
+def _plan_unpause(entity: Entity, run: RunState, status: str) -> Held | ActionPlan:
     if status == "ACTIVE":
         return Held("no_change", "it is already active")
-    return run.ceiling_crossed(entity, entity.daily_budget or 0) or Plan(f"Unpaused {describe(entity)}")
+    return run.ceiling_crossed(entity, entity.daily_budget or 0) or ActionPlan(f"Unpaused {describe(entity)}")
 
 
 def plan_budget(
@@ -239,7 +239,7 @@ def plan_budget(
     view: View,
     run: RunState,
     settings: EngineSettings,
-) -> Held | Plan:
+) -> Held | ActionPlan:
     """Work out a budget change within the guardrails, or why it cannot be made."""
     entity = view.entity
     field_name = spec.budget
@@ -289,7 +289,7 @@ def plan_budget(
         f"{format_money(target, currency)} ({detail})"
     )
     fields = {"budget_field": field_name, "budget": target, "previous_budget": current}
-    return Plan(sentence, fields, cap_reason is not None, cap_reason)
+    return ActionPlan(sentence, fields, cap_reason is not None, cap_reason)
 
 
 def _capped_raise(rule: Rule, currency: str, current: int, wanted: int) -> tuple[int, ReasonCode | None, list[str]]:

@@ -30,7 +30,7 @@ from services.rules_engine.conditions import (
     slots_for,
 )
 from services.rules_engine.explain import INFINITIVE, because, describe, leaf_text
-from services.rules_engine.guardrails import Held, Plan, RunState, first_held, plan_action
+from services.rules_engine.guardrails import ActionPlan, Held, RunState, first_held, plan_action
 from services.rules_engine.model import (
     Action,
     ActionRecord,
@@ -290,7 +290,7 @@ def _held(rule: Rule, entity: Entity, held: Held, reasons: str, metrics: Metrics
 def _act(
     rule: Rule,
     view: View,
-    plan: Plan,
+    plan: ActionPlan,
     reasons: str,
     metrics: Metrics,
     run: RunState,
@@ -324,7 +324,7 @@ def _act(
     )
 
 
-def _actions(rule: Rule, entity: Entity, plan: Plan, explanation: str, now: datetime) -> Iterable[Action]:
+def _actions(rule: Rule, entity: Entity, plan: ActionPlan, explanation: str, now: datetime) -> Iterable[Action]:
     key_time = now.strftime("%Y%m%dT%H%M%S")
     for spec in rule.actions:
         common = {

@@ -65,7 +65,7 @@ METRIC_COLUMNS: dict[str, tuple[int, ...]] = {
 Slot = tuple[str, int]  # (window, column): one number per entity
 
 
-class _Plan(NamedTuple):
+class _SumPlan(NamedTuple):
     """How to sum one entity's rows: ``sums[i] = sum(columns[column][start:end])`` for each ``(column, start,
     end)`` of ``parts``; the slot with index k reads ``sums[picks[k]]``."""
 
@@ -90,7 +90,7 @@ def _spans(dates: Sequence[date], ranges: Sequence[tuple[date | None, date]]) ->
     return None
 
 
-def _plan(spans: Sequence[tuple[int, int]], slots: Sequence[tuple[int, int]]) -> _Plan:
+def _plan(spans: Sequence[tuple[int, int]], slots: Sequence[tuple[int, int]]) -> _SumPlan:
     """The slices to sum for window positions ``spans``; slots over the same slice share one sum."""
     parts: dict[tuple[int, int, int], int] = {}
     picks = []
@@ -98,7 +98,7 @@ def _plan(spans: Sequence[tuple[int, int]], slots: Sequence[tuple[int, int]]) ->
         start, end = spans[window_index]
         part = (_ROW_FIRST_METRIC + column, start, end) if end > start else (_ROW_FIRST_METRIC + column, 0, 0)
         picks.append(parts.setdefault(part, len(parts)))
-    return _Plan(tuple(parts), tuple(picks))
+    return _SumPlan(tuple(parts), tuple(picks))
 
 
 def aggregate_windows(
@@ -132,8 +132,8 @@ def aggregate_windows(
 
     zones: dict[str, ZoneInfo] = {}
     ranges_by_tz: dict[str, list[tuple[date | None, date]]] = {}
-    plans: dict[tuple[str, tuple[date, ...]], _Plan] = {}
-    plans_by_spans: dict[tuple[tuple[int, int], ...], _Plan] = {}
+    plans: dict[tuple[str, tuple[date, ...]], _SumPlan] = {}
+    plans_by_spans: dict[tuple[tuple[int, int], ...], _SumPlan] = {}
     by_date = operator.itemgetter(0)
     result: dict[str, tuple[list[int], tuple[int, ...]]] = {}
     for key, rows in groups.items():

@@ -277,7 +277,7 @@ def test_unusable_values_become_empty_not_hashed_garbage() -> None:
 
 def test_rows_are_sent_in_batches_of_ten_thousand() -> None:
     rows = [["x"]] * 25_000
-    assert [len(b) for b in audiences.batches(rows)] == [10_000, 10_000, 5_000]
+    assert [len(b) for b in audiences.request_chunks(rows)] == [10_000, 10_000, 5_000]
 
 
 def test_audit_payload_of_an_upload_has_counts_not_rows() -> None:

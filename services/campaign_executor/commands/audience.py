@@ -20,7 +20,7 @@ async def apply_upload(
     audience = await call(ctx.graph.get(command.audience_id, {"fields": "id,name,subtype,account_id"},
                                         max_wait=ctx.max_wait))
     prepared = audiences.prepare_rows(command.schema_, command.rows, command.default_country)
-    chunks = list(audiences.batches(prepared.rows))
+    chunks = list(audiences.request_chunks(prepared.rows))
     counts = {"rows": len(prepared.rows), "requests": len(chunks), "values_hashed": prepared.values_hashed,
               "values_passed_through": prepared.values_passed_through,
               "values_dropped": prepared.values_dropped}
