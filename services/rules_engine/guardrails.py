@@ -163,7 +163,7 @@ def circuit_closed(rule: Rule, entity: Entity, run: RunState, settings: EngineSe
 
 
 def no_conflict(rule: Rule, entity: Entity, run: RunState, settings: EngineSettings) -> Held | None:
-    if rule.main_action in MUTATING_ACTIONS and entity.id in run.mutated:
+    if entity.id in run.mutated and rule.main_action in MUTATING_ACTIONS:
         return Held("conflict", f"rule '{run.mutated[entity.id]}' already changed it in this run")
     return None
 

@@ -254,11 +254,14 @@ def _judge(
     if not enough_data:
         return _too_little_data(rule, view, metrics, run.now)
     reasons = because(rule, view)
+    held = first_held(rule, entity, run, settings)
+    if held is not None:
+        return _held(rule, entity, held, reasons, metrics, run.now)
     status = run.status_of(entity)
-    verdict = first_held(rule, entity, run, settings) or plan_action(rule, view, run, settings, status)
-    if isinstance(verdict, Held):
-        return _held(rule, entity, verdict, reasons, metrics, run.now)
-    return _act(rule, view, verdict, reasons, metrics, run, settings, status)
+    plan = plan_action(rule, view, run, settings, status)
+    if isinstance(plan, Held):
+        return _held(rule, entity, plan, reasons, metrics, run.now)
+    return _act(rule, view, plan, reasons, metrics, run, settings, status)
 
 
 def _too_little_data(rule: Rule, view: View, metrics: Metrics, now: datetime) -> Decision:
