@@ -45,6 +45,8 @@ from pydantic import (
     model_validator,
 )
 
+from shared.budget_guardrails import MAX_BUDGET_STEP_PCT
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_RULES_DIR = Path(__file__).parent / "default_rules"
@@ -339,7 +341,9 @@ class Guardrails(_Model):
     """Safety limits; the defaults are the safe ones."""
 
     cooldown_hours: float = Field(default=24, ge=0, description="Per rule × entity.")
-    max_budget_step_pct: float = Field(default=20, gt=0, le=100, description="Largest raise per change.")
+    max_budget_step_pct: float = Field(
+        default=MAX_BUDGET_STEP_PCT, gt=0, le=100, description="Largest raise per change (as the executor's)."
+    )
     max_budget_decrease_pct: float = Field(default=50, gt=0, le=100, description="Largest cut per change.")
     max_actions_per_run: int = Field(default=25, ge=0)
     max_actions_per_day: int = Field(default=50, ge=0, description="Per rule, rolling 24 hours.")
