@@ -1,14 +1,15 @@
 """Money in Meta's terms: integers in the account currency's minor unit, defined by the currency's offset.
 
 Offset 100 (cents) for most currencies, offset 1 for CLP COP CRC HUF ISK IDR JPY KRW PYG TWD VND
-(meta-api-facts §11.1). The one place leadwire converts money: insights, rules and the executor all use it.
+(docs/meta-api.md §11.1). The one place leadwire converts money: insights, rules and the executor all use it.
 """
 
 from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
+from functools import cache
 
-# Currencies whose Graph API offset is 1: amounts are whole units (note TWD and HUF) [meta-api-facts §11.1].
+# Currencies whose Graph API offset is 1: amounts are whole units (note TWD and HUF) [docs/meta-api.md §11.1].
 OFFSET_ONE = frozenset({"CLP", "COP", "CRC", "HUF", "ISK", "IDR", "JPY", "KRW", "PYG", "TWD", "VND"})
 
 
@@ -37,9 +38,27 @@ def parse_minor(value: object) -> int | None:
     return amount or None
 
 
-def format_money(minor: int, currency: str) -> str:
-    """For humans: `115.00 USD`, `8000 JPY`."""
-    return f"{to_major(minor, currency)} {currency.upper()}"
+# Currencies shown with a leading symbol; the others as `8,000 JPY`.
+_SYMBOLS = {"USD": "$", "EUR": "€", "GBP": "£", "CAD": "CA$", "AUD": "A$", "MXN": "MX$"}
+
+
+def format_money(minor: float | int, currency: str, *, exact: bool = True) -> str:
+    """Minor units for humans: `6240, "USD"` -> `$62.40`, `8000, "JPY"` -> `8,000 JPY`.
+
+    With `exact=False` whole amounts drop the cents (`$50`), as rule thresholds are written.
+    """
+    step, symbol, code = _money_style(currency)
+    major = minor / step
+    whole = step == 1 or (not exact and float(major).is_integer())
+    text = f"{major:,.0f}" if whole else f"{major:,.2f}"
+    return f"{symbol}{text}{code}"
+
+
+@cache
+def _money_style(currency: str) -> tuple[int, str, str]:
+    """Offset, leading symbol and trailing code of a currency's amounts (one of the two texts is empty)."""
+    symbol = _SYMBOLS.get(currency.upper())
+    return offset(currency), symbol or "", "" if symbol else f" {currency.upper()}"
 
 
 def apply_percent(minor: int, percent: float) -> int:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Annotated, TypeVar
 
-from pydantic import AnyUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, AnyUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shared.budget_guardrails import MAX_BUDGET_CHANGES_PER_HOUR, MAX_BUDGET_STEP_PCT
 
 T = TypeVar("T", bound=BaseSettings)
 
@@ -97,6 +99,33 @@ class OpsSettings(BaseSettings):
     ops_port: int | None = Field(default=None, ge=0, le=65535)
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     log_format: str = Field(default="auto", pattern=r"^(auto|json|text)$")
+
+
+class BudgetGuardrailSettings(BaseSettings):
+    """Budget guardrails of the rules engine and the campaign executor (one set for both; `shared.budget_guardrails`).
+
+    Args:
+        daily_ceiling: optional ceiling on the sum of active daily budgets (campaigns and ad sets) of one ad
+            account, in MAJOR units of that account's currency (dollars, yen); raises, unpauses and ACTIVE creates
+            that would cross it are not made. Unset = no ceiling. (Was RULES_ACCOUNT_DAILY_BUDGET_CEILING, still
+            read.)
+        max_step_pct: largest budget change the executor applies per command, in percent of the current budget.
+        max_changes_per_hour: budget changes per ad set per rolling hour (Meta blocks the 5th for an hour).
+    """
+
+    model_config = SettingsConfigDict(**_COMMON, env_prefix="BUDGET_", populate_by_name=True)
+
+    daily_ceiling: float | None = Field(
+        default=None, gt=0, validation_alias=AliasChoices("BUDGET_DAILY_CEILING", "RULES_ACCOUNT_DAILY_BUDGET_CEILING")
+    )
+    max_step_pct: float = Field(
+        default=MAX_BUDGET_STEP_PCT, gt=0, le=1000,
+        validation_alias=AliasChoices("BUDGET_MAX_STEP_PCT", "EXECUTOR_MAX_BUDGET_STEP_PCT"),
+    )
+    max_changes_per_hour: int = Field(
+        default=MAX_BUDGET_CHANGES_PER_HOUR, ge=1, le=100,
+        validation_alias=AliasChoices("BUDGET_MAX_CHANGES_PER_HOUR", "EXECUTOR_MAX_BUDGET_CHANGES_PER_HOUR"),
+    )
 
 
 class Settings:

@@ -124,6 +124,6 @@ def prepare_rows(schema: Sequence[str], rows: Sequence[Sequence[str]], default_c
     return PreparedRows(out, counts["hashed"], counts["passed"], counts["dropped"])
 
 
-def batches(rows: Sequence[list[str]], size: int = MAX_ROWS_PER_REQUEST) -> Iterator[list[list[str]]]:
+def request_chunks(rows: Sequence[list[str]], size: int = MAX_ROWS_PER_REQUEST) -> Iterator[list[list[str]]]:
     for start in range(0, len(rows), size):
         yield list(rows[start:start + size])

@@ -1,34 +1,86 @@
-"""Decisions of the campaign executor as plain functions: targets, guardrails, Graph parameters.
+"""Decisions of the campaign executor as plain functions: targets, guardrails, Graph parameters, outcomes.
 
 Everything here takes what Meta and the audit log said as arguments, so it is tested without a broker, a
-database or the sandbox. `executor.py` does the I/O around it.
+database or the sandbox. `worker.py` and the command modules (`commands/`) do the I/O around it.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from contracts.commands import (
     ChangeBudgetCommand,
     CreateCampaignCommand,
+    MetaErrorInfo,
     SetBudgetCommand,
+    UploadAudienceCommand,
 )
+from shared.budget_guardrails import spend_floor
+from shared.graph.errors import GraphError
 from shared.money import apply_percent, format_money, parse_minor
+from shared.settings import BudgetGuardrailSettings
 
 STATUS_OF_KIND = {"pause": "PAUSED", "unpause": "ACTIVE", "archive": "ARCHIVED", "delete": "DELETED"}
 BUDGET_KINDS = frozenset({"set_budget", "change_budget"})
-# Lowering a budget: the new value must be >= 110 % of what was already spent (meta-api-facts §11.1).
-SPEND_FLOOR_FACTOR = 1.10
 
 
-@dataclass(frozen=True)
-class Guardrails:
-    max_budget_step_pct: float = 20.0
-    max_budget_changes_per_hour: int = 4
-    daily_budget_ceiling_minor: int | None = None
+@dataclass
+class CommandOutcome:
+    """What applying one command came to; becomes the `CommandResult`."""
+
+    status: str
+    detail: str = ""
+    guardrail: str | None = None
+    error: GraphError | None = None
+    before: dict[str, Any] = field(default_factory=dict)
+    after: dict[str, Any] = field(default_factory=dict)
+    created_ids: dict[str, str] = field(default_factory=dict)
+    rolled_back: dict[str, str] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+    currency: str | None = None
+    account_id: str | None = None
+
+
+class CommandFailed(Exception):
+    """Meta refused the change for a reason retrying cannot fix: the result is `failed`."""
+
+    def __init__(self, error: GraphError, detail: str = "", **extra: Any) -> None:
+        super().__init__(detail or str(error))
+        self.error = error
+        self.detail = detail
+        self.extra = extra
+
+
+def meta_error_info(error: GraphError | None) -> MetaErrorInfo | None:
+    """Meta's error as `CommandResult.meta_error` carries it (message cut to 1,000 characters)."""
+    if error is None:
+        return None
+    return MetaErrorInfo(code=error.code, subcode=error.subcode, fbtrace_id=error.fbtrace_id,
+                         message=error.message[:1000], user_title=error.user_title, user_message=error.user_message)
+
+
+def audit_payload(command: Any) -> dict[str, Any]:
+    """The command as stored in the audit log: audience rows replaced by counts and a digest."""
+    if isinstance(command, UploadAudienceCommand):
+        data = command.model_dump(mode="json", exclude={"rows"})
+        data["rows_count"] = len(command.rows)
+        return data
+    return command.model_dump(mode="json")
+
+
+def lock_key(command: Any) -> str:
+    """What a command's advisory lock serializes on: its audience, its object, or (a create) itself."""
+    if isinstance(command, UploadAudienceCommand):
+        return f"audience:{command.audience_id}"
+    if isinstance(command, CreateCampaignCommand):
+        return f"command:{command.command_id}"
+    return f"object:{command.object_id}"
+
+
+def object_id_of(command: Any) -> str | None:
+    return getattr(command, "object_id", None) or getattr(command, "audience_id", None)
 
 
 @dataclass(frozen=True)
@@ -66,8 +118,12 @@ class Refusal:
     detail: str
 
 
+def refused(refusal: Refusal, **kw: Any) -> CommandOutcome:
+    return CommandOutcome("refused", refusal.detail, guardrail=refusal.guardrail, **kw)
+
+
 def object_status_refusal(kind: str, obj: ObjectState) -> Refusal | None:
-    """Deleted objects cannot change; archived ones can only be deleted (meta-api-facts §11.2)."""
+    """Deleted objects cannot change; archived ones can only be deleted (docs/meta-api.md §11.2)."""
     if obj.status == "DELETED":
         return Refusal("object_status", f"object {obj.object_id} is DELETED")
     if obj.status == "ARCHIVED" and kind != "delete":
@@ -95,10 +151,11 @@ class BudgetFacts:
     changes_last_hour: int
     spent: int | None = None  # minor units spent in the budget's period (today / lifetime); None = unknown
     account_daily_total: int | None = None  # active daily budgets in the account, before this change
+    ceiling: int | None = None  # BUDGET_DAILY_CEILING in the account's minor units; None = no ceiling
 
 
 def budget_refusal(
-    command: SetBudgetCommand | ChangeBudgetCommand, facts: BudgetFacts, guards: Guardrails
+    command: SetBudgetCommand | ChangeBudgetCommand, facts: BudgetFacts, limits: BudgetGuardrailSettings
 ) -> Refusal | None:
     """The first guardrail a budget change breaks, or None. `force` is handled by the caller."""
     cur, target, ccy = facts.current, facts.target, facts.currency
@@ -111,20 +168,20 @@ def budget_refusal(
             f"{format_money(command.expected_current_minor, ccy)}",
         )
     step = abs(target - cur) / cur * 100
-    if step > guards.max_budget_step_pct + 1e-9:
+    if step > limits.max_step_pct + 1e-9:
         return Refusal(
             "budget_step",
             f"change {format_money(cur, ccy)} -> {format_money(target, ccy)} is {step:.1f}%, above the "
-            f"{guards.max_budget_step_pct:g}% per change that keeps the learning phase",
+            f"{limits.max_step_pct:g}% per change that keeps the learning phase",
         )
-    if command.level == "adset" and facts.changes_last_hour >= guards.max_budget_changes_per_hour:
+    if command.level == "adset" and facts.changes_last_hour >= limits.max_changes_per_hour:
         return Refusal(
             "budget_changes_per_hour",
             f"{facts.changes_last_hour} budget changes on this ad set in the last hour "
-            f"(at most {guards.max_budget_changes_per_hour}; Meta blocks more for an hour)",
+            f"(at most {limits.max_changes_per_hour}; Meta blocks more for an hour)",
         )
     if target < cur and facts.spent is not None:
-        floor = math.ceil(facts.spent * SPEND_FLOOR_FACTOR)
+        floor = spend_floor(facts.spent)
         if target < floor:
             return Refusal(
                 "spend_floor",
@@ -134,44 +191,44 @@ def budget_refusal(
     if (
         command.budget == "daily"
         and target > cur
-        and guards.daily_budget_ceiling_minor is not None
+        and facts.ceiling is not None
         and facts.account_daily_total is not None
     ):
         after = facts.account_daily_total - cur + target
-        if after > guards.daily_budget_ceiling_minor:
+        if after > facts.ceiling:
             return Refusal(
                 "daily_ceiling",
                 f"active daily budgets in the account would reach {format_money(after, ccy)}, above the "
-                f"ceiling of {format_money(guards.daily_budget_ceiling_minor, ccy)}",
+                f"ceiling of {format_money(facts.ceiling, ccy)}",
             )
     return None
 
 
 def create_ceiling_refusal(
-    command: CreateCampaignCommand, account_daily_total: int | None, currency: str, guards: Guardrails
+    command: CreateCampaignCommand, account_daily_total: int | None, currency: str, ceiling: int | None
 ) -> Refusal | None:
-    """An ACTIVE create with a daily budget must fit under the account's daily ceiling."""
+    """An ACTIVE create with a daily budget must fit under the account's daily ``ceiling`` (minor units)."""
     budget = command.campaign.budget or command.ad_set.budget
     if (
         command.status != "ACTIVE"
         or budget is None
         or budget.kind != "daily"
-        or guards.daily_budget_ceiling_minor is None
+        or ceiling is None
         or account_daily_total is None
     ):
         return None
     after = account_daily_total + budget.amount_minor
-    if after > guards.daily_budget_ceiling_minor:
+    if after > ceiling:
         return Refusal(
             "daily_ceiling",
             f"active daily budgets in the account would reach {format_money(after, currency)}, above the "
-            f"ceiling of {format_money(guards.daily_budget_ceiling_minor, currency)}",
+            f"ceiling of {format_money(ceiling, currency)}",
         )
     return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# create_campaign: one batch of four dependent operations (meta-api-facts §3, §11.4).
+# create_campaign: one batch of four dependent operations (docs/meta-api.md §3, §11.4).
 
 CREATE_STEPS = ("campaign", "adset", "creative", "ad")
 
@@ -195,7 +252,7 @@ def create_operations(command: CreateCampaignCommand) -> list[tuple[str, str, di
         if c.stop_time:
             campaign["stop_time"] = c.stop_time
     else:
-        # Budgets on ad sets: Meta requires an explicit choice since v24 (meta-api-facts §11.4).
+        # Budgets on ad sets: Meta requires an explicit choice since v24 (docs/meta-api.md §11.4).
         campaign["is_adset_budget_sharing_enabled"] = c.is_adset_budget_sharing_enabled
     adset: dict[str, Any] = {
         "name": s.name,

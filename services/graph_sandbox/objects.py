@@ -27,7 +27,7 @@ BID_STRATEGIES = tuple(sorted(_ADSET.enums["BidStrategy"]))
 BILLING_EVENTS = tuple(sorted(_ADSET.enums["BillingEvent"]))
 OPTIMIZATION_GOALS = tuple(sorted(_ADSET.enums["OptimizationGoal"]))
 STATUSES = tuple(sorted(_ADSET.enums["Status"]))
-CREATE_STATUSES = ("ACTIVE", "PAUSED")  # only these on create (meta-api-facts §11.2)
+CREATE_STATUSES = ("ACTIVE", "PAUSED")  # only these on create (docs/meta-api.md §11.2)
 
 NODE_TYPE = {
     "adaccount": "AdAccount",

@@ -15,17 +15,10 @@ from dataclasses import replace
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from services.rules_engine.logic import (
-    Decision,
-    EngineSettings,
-    EngineState,
-    Entity,
-    Snapshot,
-    evaluate,
-    format_money,
-    record_actions,
-)
+from services.rules_engine.logic import evaluate, record_actions
+from services.rules_engine.model import Decision, EngineSettings, EngineState, Entity, Snapshot
 from services.rules_engine.rules import Rule
+from shared.money import format_money
 
 logger = logging.getLogger(__name__)
 

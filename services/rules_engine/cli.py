@@ -8,7 +8,6 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from services.rules_engine import snapshot as snapshots
 from services.rules_engine import store
 from services.rules_engine.backtest import backtest, render_backtest
 from services.rules_engine.rules import check_rules, load_rules
@@ -79,7 +78,7 @@ async def run_backtest(
             targets = await store.known_accounts(conn, accounts)
             if not targets:
                 return "no stored ad account matches (run the insights poller first)"
-            history = await snapshots.load_snapshot(
+            history = await store.load_snapshot(
                 conn, rules, targets, now, lookback_cap=config.lookback_days, extra_days=days, per_day=True,
                 qualified_events=config.qualified_events, signed_events=config.signed_events,
             )

@@ -147,7 +147,7 @@ def _seconds(value: str | None, default: float) -> float:
         return default
 
 
-def raise_for(errors: Sequence[ChannelError]) -> None:
+def raise_for_failed_channels(errors: Sequence[ChannelError]) -> None:
     """After every channel was tried: hand the failure to the messaging machinery (retry, or park if hopeless)."""
     if not errors:
         return

@@ -2,7 +2,7 @@
 
 A rule file holds one rule (a mapping), a list of rules, or several YAML documents. Money in YAML is always in
 **major units** of the account's currency (dollars for USD); the engine converts to minor units with the
-currency's offset (Meta, marketing-api facts §11.1) when it compares or writes budgets.
+currency's offset (Meta, docs/meta-api.md §11.1) when it compares or writes budgets.
 
 Example::
 
@@ -44,6 +44,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from shared.budget_guardrails import MAX_BUDGET_STEP_PCT
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +108,7 @@ _WINDOW_RE = re.compile(r"^(today|yesterday|lifetime|(last|previous)_([1-9][0-9]
 def window_bounds(window: str) -> tuple[int, int | None]:
     """Day offsets (0 = today in the account's timezone) covered by a window, inclusive; None = unbounded.
 
-    ``last_N_days`` includes today, like Meta rules' ``LAST_N_DAYS`` presets (facts §10.2);
+    ``last_N_days`` includes today, like Meta rules' ``LAST_N_DAYS`` presets (docs/meta-api.md §10.2);
     ``previous_N_days`` is the N whole days before today (Meta's ``LAST_ND``).
     """
     if window == "today":
@@ -339,7 +341,9 @@ class Guardrails(_Model):
     """Safety limits; the defaults are the safe ones."""
 
     cooldown_hours: float = Field(default=24, ge=0, description="Per rule × entity.")
-    max_budget_step_pct: float = Field(default=20, gt=0, le=100, description="Largest raise per change.")
+    max_budget_step_pct: float = Field(
+        default=MAX_BUDGET_STEP_PCT, gt=0, le=100, description="Largest raise per change (as the executor's)."
+    )
     max_budget_decrease_pct: float = Field(default=50, gt=0, le=100, description="Largest cut per change.")
     max_actions_per_run: int = Field(default=25, ge=0)
     max_actions_per_day: int = Field(default=50, ge=0, description="Per rule, rolling 24 hours.")

@@ -26,8 +26,6 @@ class RulesSettings(BaseSettings):
             still run on every `InsightsUpdated`).
         qualified_events / signed_events: CRM event names (case-insensitive) counted as qualified leads and
             signed cases for `qualified_leads`, `signed_cases` and the cost-per metrics.
-        account_daily_budget_ceiling: optional ceiling on the sum of active daily budgets of one ad account, in
-            MAJOR units of that account's currency; raises and unpauses that would cross it are skipped.
         lookback_days: most days of insights a snapshot reads (also the horizon of `lifetime` windows).
         dry_run: every rule only records what it would do (nothing is published).
         notify_channels: channels for an acting decision whose rule has no `notify` action.
@@ -44,7 +42,6 @@ class RulesSettings(BaseSettings):
     signed_events: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["SignedCase", "Signed Case", "Purchase"]
     )
-    account_daily_budget_ceiling: float | None = Field(default=None, gt=0)
     lookback_days: int = Field(default=35, ge=1, le=400)
     dry_run: bool = False
     notify_channels: Annotated[list[Literal["log", "slack", "email"]], NoDecode] = Field(

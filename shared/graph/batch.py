@@ -3,6 +3,9 @@
 Every operation still counts as one call against the rate limits (docs/meta-api.md §3), so each item is paced in
 its own scopes and each item's headers feed the usage state. Items that failed transiently, were throttled or
 came back `null` (the batch timed out before reaching them) are retried, bounded; nothing else is.
+
+`execute_dependent_batch` runs operations that refer to earlier ones by name (`{result=campaign:$.id}`) as one
+batch, once: a retry in a new batch would refer to names that no longer exist.
 """
 
 from __future__ import annotations
@@ -70,7 +73,11 @@ class BatchResult:
         return self.body
 
 
-def encode_operation(client: GraphClient, request: BatchRequest) -> dict[str, Any]:
+# Characters a dependent operation's body keeps unescaped, so Graph sees its `{result=<name>:$.id}` references.
+_REFERENCE_SAFE = "{}:$=,[]\""
+
+
+def encode_operation(client: GraphClient, request: BatchRequest, *, safe: str = "") -> dict[str, Any]:
     from shared.graph.client import encode_params
 
     method = request.method.upper()
@@ -80,7 +87,7 @@ def encode_operation(client: GraphClient, request: BatchRequest) -> dict[str, An
     if method in ("POST", "PUT"):
         op["relative_url"] = relative
         if params:
-            op["body"] = urlencode(params)
+            op["body"] = urlencode(params, safe=safe)
     else:
         op["relative_url"] = f"{relative}?{urlencode(params)}" if params else relative
     if request.name:
@@ -207,4 +214,41 @@ async def execute_batch(
         pending = [i for i in pending if i not in done]
         if retry and not any(isinstance(results[i].error, ThrottledError) for i in retry):
             await client.sleep_backoff(max(attempts[i] for i in retry))
+    return results
+
+
+async def execute_dependent_batch(
+    client: GraphClient, requests: Sequence[BatchRequest], *, max_wait: float | _Default | None
+) -> list[BatchResult]:
+    """Run named operations that refer to earlier ones (`{result=<name>:$.id}`) as one batch; one result each.
+
+    Sent once and never retried item by item (a new batch would lack the names referred to), as a non-idempotent
+    call; `omit_response_on_success` is off so every created id comes back. An item whose `null` result says the
+    batch timed out before it ran gets a `TransientError`.
+    """
+    ops = []
+    for request in requests:
+        op = encode_operation(client, request, safe=_REFERENCE_SAFE)
+        op["omit_response_on_success"] = False
+        ops.append(op)
+    response = await client.request(
+        "POST", "", data={"batch": ops, "include_headers": True}, max_wait=max_wait, idempotent=False, form_token=True
+    )
+    data = response.get("data") if isinstance(response, Mapping) else None
+    items: list[Any] = data if isinstance(data, list) else []
+    results = []
+    for position, request in enumerate(requests):
+        result = BatchResult(request)
+        item = items[position] if position < len(items) else None
+        if not isinstance(item, Mapping):
+            result.error = TransientError("batch item timed out (null result)")
+        else:
+            result.headers = _item_headers(item)
+            client.observe_headers(result.headers, client.strip_version(request.path), request.scope)
+            result.body = _item_body(item)
+            code = item.get("code")
+            result.code = code if isinstance(code, int) else None
+            if result.code is None or result.code >= 400:
+                result.error = classify_error(result.body, http_status=result.code)
+        results.append(result)
     return results

@@ -5,7 +5,7 @@ time per full evaluation (goal < 1 s; CPU time is the steadier figure on a share
 one evaluation (tracemalloc), for plausible lead-gen data ("typical") and for data where most rules match most ad
 sets ("stress", the worst case for explanations). Each is measured on two inputs: one row per ad set and day
 ("raw rows") and the rows the service actually passes ("segment rows": delivery summed per ad set and window
-segment, as `snapshot.load_snapshot` does in SQL, plus per-day CRM rows in no particular order).
+segment, as `store.load_snapshot` does in SQL, plus per-day CRM rows in no particular order).
 
 `evaluate` pauses the cyclic garbage collector while it runs; "deferred gc" is the time of a full collection right
 after a run, an upper bound on the collection work it leaves for later (the snapshot's rows are most of it).
@@ -24,7 +24,8 @@ from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from services.rules_engine.logic import EngineSettings, EngineState, Entity, MetricRow, Snapshot, evaluate
+from services.rules_engine.logic import evaluate
+from services.rules_engine.model import EngineSettings, EngineState, Entity, MetricRow, Snapshot
 from services.rules_engine.rules import Rule
 from services.rules_engine.snapshot import lookback_days, segments
 
@@ -165,7 +166,7 @@ def make_snapshot(adsets: int, days: int, *, stress: bool = False, seed: int = 7
 
 
 def segment_snapshot(snapshot: Snapshot, rules: list[Rule], now: datetime, *, lookback_cap: int = 35) -> Snapshot:
-    """The rows `snapshot.load_snapshot` would read for ``snapshot``'s daily rows (ad set level): delivery summed
+    """The rows `store.load_snapshot` would read for ``snapshot``'s daily rows (ad set level): delivery summed
     per ad set and window segment, dated at the segment's newest day and ordered by ad set and date, followed by
     one CRM row per ad set and day with qualified leads or signed cases, in no particular order."""
     bounds = segments(rules, lookback_days(rules, lookback_cap) + 1)

@@ -38,18 +38,18 @@ from services.insights_poller.poller import InsightsPoller
 from services.insights_poller.settings import InsightsSettings
 from services.rules_engine.app import create_app
 from services.rules_engine.cli import run_backtest
-from services.rules_engine.logic import EngineSettings, evaluate
+from services.rules_engine.logic import evaluate
+from services.rules_engine.model import EngineSettings
 from services.rules_engine.rules import DEFAULT_RULES_DIR, load_rules
 from services.rules_engine.settings import NotifySettings, RulesSettings
-from services.rules_engine.snapshot import load_snapshot
-from services.rules_engine.store import load_state
+from services.rules_engine.store import load_snapshot, load_state
 from shared.graph import GraphClient
-from shared.messaging import publish
+from shared.messaging import declare_topology, publish
 from shared.service import Service
 from shared.settings import MetaSettings, Settings
 from shared.topology import EXCHANGE, consumer, consumers_of
 from tests.benchmarks.bench_rules import make_rules
-from tests.fixtures.infra import eventually, unique
+from tests.fixtures.infra import AMQP_URL, eventually, unique
 from tests.fixtures.sandbox import SandboxHandle
 
 pytestmark = pytest.mark.timeout(60)
@@ -107,6 +107,7 @@ class CommandWatch:
 
 @pytest.fixture
 async def commands(amqp: aio_pika.abc.AbstractChannel) -> AsyncIterator[CommandWatch]:
+    await declare_topology(AMQP_URL, [])  # the exchanges exist even when this module runs first in a fresh vhost
     exchange = await amqp.get_exchange(EXCHANGE.name)
     queue = await amqp.declare_queue(unique("test.commands."), exclusive=True, auto_delete=True)
     await queue.bind(exchange, RoutingKey.CAMPAIGN_COMMAND)

@@ -24,10 +24,10 @@ from pydantic import SecretStr, ValidationError
 from services.insights_poller.logic import DEFAULT_REACH_WINDOWS, Window, reach_window
 from services.insights_poller.poller import InsightsPoller
 from services.insights_poller.settings import InsightsSettings
-from services.rules_engine.logic import EngineSettings, Snapshot, evaluate
+from services.rules_engine.logic import evaluate
+from services.rules_engine.model import EngineSettings, Snapshot
 from services.rules_engine.rules import DEFAULT_RULES_DIR, load_rules, window_bounds
-from services.rules_engine.snapshot import load_snapshot
-from services.rules_engine.store import load_state
+from services.rules_engine.store import load_snapshot, load_state
 from shared.graph import GraphClient
 from shared.settings import MetaSettings
 from tests.fixtures.sandbox import SandboxHandle

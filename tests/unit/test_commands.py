@@ -20,10 +20,11 @@ from contracts.commands import (
 )
 from contracts.messages import CampaignCommandMessage, CommandResultMessage
 from services.campaign_executor import audiences, logic
-from services.campaign_executor.executor import audit_payload
-from services.campaign_executor.logic import BudgetFacts, Guardrails, ObjectState
+from services.campaign_executor.logic import BudgetFacts, ObjectState, audit_payload
 from shared import money
+from shared.budget_guardrails import MAX_BUDGET_CHANGES_PER_HOUR, daily_ceiling_minor, spend_floor
 from shared.messaging import describe_validation_error
+from shared.settings import BudgetGuardrailSettings
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources" / "contracts"
 MARY_SHA = "f1904cf1a9d73a55fa5de0ac823c4403ded71afd4c3248d00bdcd0866552bb79"  # docs/meta-api.md §12.3
@@ -117,8 +118,11 @@ def test_major_minor_conversion_uses_the_currency_offset(currency: str, major: A
 def test_minor_to_major_and_formatting() -> None:
     assert money.to_major(1150, "USD") == Decimal("11.50")
     assert money.to_major(1150, "JPY") == Decimal(1150)
-    assert money.format_money(7500, "USD") == "75.00 USD"
-    assert money.format_money(8000, "JPY") == "8000 JPY"
+    assert money.format_money(7500, "USD") == "$75.00"
+    assert money.format_money(6240, "USD") == "$62.40"
+    assert money.format_money(5000, "USD", exact=False) == "$50"
+    assert money.format_money(8000, "JPY") == "8,000 JPY"
+    assert money.format_money(123456, "BHD") == "1,234.56 BHD"
     assert money.parse_minor("7500") == 7500
     assert money.parse_minor("0") is None
     assert money.apply_percent(7500, 15) == 8625
@@ -134,10 +138,11 @@ def _set(amount: int, **kw: Any) -> SetBudgetCommand:
 
 
 def _facts(current: int, target: int, **kw: Any) -> BudgetFacts:
-    return BudgetFacts(current=current, target=target, currency="USD", changes_last_hour=kw.pop("changes", 0), **kw)
+    return BudgetFacts(current=current, target=target, currency="USD", changes_last_hour=kw.pop("changes", 0),
+                       ceiling=50_000, **kw)
 
 
-GUARDS = Guardrails(max_budget_step_pct=20, max_budget_changes_per_hour=4, daily_budget_ceiling_minor=50_000)
+LIMITS = BudgetGuardrailSettings(max_step_pct=20, max_changes_per_hour=4)
 
 
 @pytest.mark.parametrize(
@@ -156,12 +161,47 @@ GUARDS = Guardrails(max_budget_step_pct=20, max_budget_changes_per_hour=4, daily
     ],
 )
 def test_budget_guardrails(current: int, target: int, extra: dict[str, Any], guardrail: str | None) -> None:
-    refusal = logic.budget_refusal(_set(target), _facts(current, target, **extra), GUARDS)
+    refusal = logic.budget_refusal(_set(target), _facts(current, target, **extra), LIMITS)
     assert (refusal.guardrail if refusal else None) == guardrail
 
 
+@pytest.mark.parametrize(("spent", "floor"), [(100, 110), (8_500, 9_350), (1, 2), (0, 0), (101, 112)])
+def test_spend_floor_is_110_percent_rounded_up_exactly(spent: int, floor: int) -> None:
+    assert spend_floor(spent) == floor
+
+
+def test_one_set_of_budget_settings_reads_the_new_and_the_old_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("BUDGET_DAILY_CEILING", "BUDGET_MAX_STEP_PCT", "BUDGET_MAX_CHANGES_PER_HOUR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RULES_ACCOUNT_DAILY_BUDGET_CEILING", "1500")
+    monkeypatch.setenv("EXECUTOR_MAX_BUDGET_STEP_PCT", "15")
+    old = BudgetGuardrailSettings(_env_file=None)
+    assert (old.daily_ceiling, old.max_step_pct, old.max_changes_per_hour) == (1500, 15, MAX_BUDGET_CHANGES_PER_HOUR)
+    monkeypatch.setenv("BUDGET_DAILY_CEILING", "800")
+    assert BudgetGuardrailSettings(_env_file=None).daily_ceiling == 800
+
+
+def test_the_daily_ceiling_is_in_major_units_of_each_account_currency() -> None:
+    assert daily_ceiling_minor(500, "USD") == 50_000
+    assert daily_ceiling_minor(80_000, "JPY") == 80_000
+    assert daily_ceiling_minor(None, "USD") is None
+
+
+@pytest.mark.parametrize(
+    ("status", "total", "refused"),
+    [("ACTIVE", 30_001, True), ("ACTIVE", 30_000, False), ("PAUSED", 90_000, False)],  # a $200 daily create
+)
+def test_an_active_create_must_fit_under_the_daily_ceiling(status: str, total: int, refused: bool) -> None:
+    body = _load("campaign_command_create_campaign_v1.json")
+    body["payload"]["status"] = status
+    command = CampaignCommandMessage.model_validate(body).payload.root
+    refusal = logic.create_ceiling_refusal(command, total, "USD", 50_000)
+    assert (refusal.guardrail if refusal else None) == ("daily_ceiling" if refused else None)
+    assert logic.create_ceiling_refusal(command, total, "USD", None) is None
+
+
 def test_stale_decision_is_refused() -> None:
-    refusal = logic.budget_refusal(_set(11_000, expected_current_minor=9_000), _facts(10_000, 11_000), GUARDS)
+    refusal = logic.budget_refusal(_set(11_000, expected_current_minor=9_000), _facts(10_000, 11_000), LIMITS)
     assert refusal is not None
     assert refusal.guardrail == "stale_decision"
 
@@ -237,7 +277,7 @@ def test_unusable_values_become_empty_not_hashed_garbage() -> None:
 
 def test_rows_are_sent_in_batches_of_ten_thousand() -> None:
     rows = [["x"]] * 25_000
-    assert [len(b) for b in audiences.batches(rows)] == [10_000, 10_000, 5_000]
+    assert [len(b) for b in audiences.request_chunks(rows)] == [10_000, 10_000, 5_000]
 
 
 def test_audit_payload_of_an_upload_has_counts_not_rows() -> None:

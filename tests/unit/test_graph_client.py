@@ -26,6 +26,7 @@ from shared.graph import (
     TransientError,
     appsecret_proof,
 )
+from shared.graph.batch import execute_dependent_batch
 from shared.graph.errors import AsyncJobFailedError, AsyncJobSkippedError
 from shared.graph.insights_jobs import PollPolicy, poll_report_runs, run_report
 from shared.settings import MetaSettings
@@ -284,6 +285,36 @@ async def test_batch_partial_failure_retries_only_failed_items(fake, make_client
     assert isinstance(results[3].error, NotFoundError)
     assert seen == [["v26.0/1", "v26.0/2", "v26.0/3", "v26.0/4"], ["v26.0/2", "v26.0/3"]]
     assert client.usage.current_pct("app") == 5
+
+
+async def test_dependent_batch_keeps_references_and_is_sent_once(fake, make_client):
+    sent: list[list[dict[str, Any]]] = []
+
+    def responder(req):
+        ops = json.loads(req["form"]["batch"])
+        sent.append(ops)
+        usage = [{"name": "X-App-Usage", "value": '{"call_count": 7}'}]
+        transient = json.dumps({"error": {"message": "x", "code": 2, "is_transient": True}})
+        created = {"code": 200, "headers": usage, "body": '{"id": "c1"}'}
+        return 200, [created, {"code": 500, "headers": [], "body": transient}, None], {}
+
+    fake.responder = responder
+    requests = [
+        BatchRequest("POST", "act_1/campaigns", {"name": "C"}, name="campaign"),
+        BatchRequest("POST", "act_1/adsets", {"campaign_id": "{result=campaign:$.id}"}, name="adset"),
+        BatchRequest("POST", "act_1/ads", {"adset_id": "{result=adset:$.id}"}, name="ad"),
+    ]
+    client = make_client()
+    results = await execute_dependent_batch(client, requests, max_wait=None)
+    [ops] = sent  # never retried item by item: the names referred to exist only within one batch
+    assert [op["name"] for op in ops] == ["campaign", "adset", "ad"]
+    assert all(op["omit_response_on_success"] is False for op in ops)
+    assert ops[1]["body"] == "campaign_id={result=campaign:$.id}"
+    assert results[0].ok
+    assert results[0].body == {"id": "c1"}
+    assert isinstance(results[1].error, TransientError)
+    assert isinstance(results[2].error, TransientError)  # null: the batch timed out before it ran
+    assert client.usage.current_pct("app") == 7  # each item's headers feed the usage state
 
 
 async def test_batch_splits_at_50(fake, make_client):

@@ -12,7 +12,7 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from contracts.alerts import AlertRaised
-from services.rules_engine.notify import ChannelError, Notifier, raise_for, render_text
+from services.rules_engine.notify import ChannelError, Notifier, raise_for_failed_channels, render_text
 from services.rules_engine.settings import NotifySettings
 from shared.messaging import PermanentError, RetryLater
 
@@ -72,13 +72,13 @@ async def test_slack_failures_are_classified(hook: Hook, status: int, permanent:
 
 
 def test_failures_become_retry_park_or_delay() -> None:
-    raise_for([])
+    raise_for_failed_channels([])
     with pytest.raises(RuntimeError):
-        raise_for([ChannelError("slack", "HTTP 500"), ChannelError("email", "auth", permanent=True)])
+        raise_for_failed_channels([ChannelError("slack", "HTTP 500"), ChannelError("email", "auth", permanent=True)])
     with pytest.raises(PermanentError):
-        raise_for([ChannelError("slack", "HTTP 404", permanent=True)])
+        raise_for_failed_channels([ChannelError("slack", "HTTP 404", permanent=True)])
     with pytest.raises(RetryLater) as later:
-        raise_for([ChannelError("slack", "rate limited", retry_after=12)])
+        raise_for_failed_channels([ChannelError("slack", "rate limited", retry_after=12)])
     assert later.value.delay == 12
 
 

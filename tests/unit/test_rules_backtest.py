@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 from services.rules_engine.backtest import backtest, render_backtest
-from services.rules_engine.logic import Decision, Snapshot
+from services.rules_engine.model import Decision, Snapshot
 from services.rules_engine.rules import DEFAULT_RULES_DIR, load_rules
 from tests.unit.test_rules_logic import adset, days
 

@@ -11,8 +11,8 @@ import pytest
 from contracts.commands import PauseCommand, SetBudgetCommand, UnpauseCommand
 from contracts.messages import CampaignCommandMessage
 from services.__main__ import main
-from services.rules_engine.engine import to_command, to_notification
-from services.rules_engine.logic import Action, Decision
+from services.rules_engine.messages import to_command, to_notification
+from services.rules_engine.model import Action, Decision
 from services.rules_engine.rules import DEFAULT_RULES_DIR, load_rules
 from services.rules_engine.settings import RulesSettings
 from services.rules_engine.snapshot import levels_of, lookback_days
@@ -90,7 +90,6 @@ def test_settings_defaults_and_lists() -> None:
     assert defaults.dir == DEFAULT_RULES_DIR
     assert defaults.interval_seconds == 900
     assert defaults.signed_events == ["SignedCase", "Signed Case", "Purchase"]
-    assert defaults.account_daily_budget_ceiling is None
 
 
 def test_snapshot_reads_only_the_days_and_levels_the_rules_need() -> None:

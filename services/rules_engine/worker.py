@@ -1,10 +1,9 @@
-"""One evaluation run: load rules, build the snapshot and state from PostgreSQL, evaluate, then in one transaction
-record the audit (`rule_runs`, `rule_decisions`, `rule_actions`) and enqueue the commands and notifications (outbox).
+"""The rules engine's orchestration of one message: an evaluation run, a CRM outcome, a command result, an alert.
 
-Only `acted` decisions leave the service: each mutating action becomes a `CampaignCommand` whose `command_id` is the
-action's stable id, and each acting decision becomes a notification (an `AlertRaised` the service itself delivers,
-on the channels of the rule's `notify` action, or RULES_NOTIFY_CHANNELS when it has none). Dry-run rules and
-RULES_DRY_RUN publish nothing; their `would_act` decisions are in the audit.
+An evaluation run loads the rules, builds the snapshot and state from PostgreSQL, evaluates, then in one
+transaction records the audit (`rule_runs`, `rule_decisions`, `rule_actions`) and enqueues the commands and
+notifications (outbox). Only `acted` decisions leave the service (`messages.py` says what they become); dry-run
+rules and RULES_DRY_RUN publish nothing, their `would_act` decisions are in the audit.
 """
 
 from __future__ import annotations
@@ -21,79 +20,27 @@ from typing import Literal
 import asyncpg
 
 from contracts.alerts import AlertRaised
-from contracts.commands import CampaignCommand, PauseCommand, SetBudgetCommand, UnpauseCommand
 from contracts.envelope import Envelope
-from contracts.messages import AlertRaisedMessage, CampaignCommandMessage
-from services.rules_engine import snapshot as snapshots
+from contracts.messages import (
+    AlertRaisedMessage,
+    CampaignCommandMessage,
+    CommandResultMessage,
+    ConversionRequestedMessage,
+)
 from services.rules_engine import store
-from services.rules_engine.logic import Action, Decision, EngineSettings, evaluate
+from services.rules_engine.logic import evaluate
+from services.rules_engine.messages import SERVICE, Notification, to_command, to_notification
+from services.rules_engine.model import Decision, EngineSettings
+from services.rules_engine.notify import CHANNELS, ChannelError, Notifier, raise_for_failed_channels
 from services.rules_engine.rules import Rule, RuleProblem, check_rules, load_rules
 from services.rules_engine.settings import RulesSettings
 from shared.messaging import claim
 from shared.outbox import enqueue
+from shared.settings import BudgetGuardrailSettings
 
 logger = logging.getLogger(__name__)
 
-SERVICE = "rules_engine"
 Trigger = Literal["insights_updated", "schedule", "manual"]
-
-
-def to_command(action: Action, *, caused_by: Envelope | None = None) -> CampaignCommandMessage | None:
-    """The CampaignCommand for a mutating action (None for `notify`)."""
-    common = {
-        "command_id": action.command_id,
-        "requested_by": f"rules_engine:{action.rule}",
-        "reason": action.reason[:2000],
-        "object_id": action.entity_id,
-        "account_id": _act(action.account_id),
-    }
-    command: PauseCommand | UnpauseCommand | SetBudgetCommand
-    if action.kind in ("pause", "pause_for_today"):
-        command = PauseCommand(level=action.entity_level, **common)
-    elif action.kind == "unpause":
-        command = UnpauseCommand(level=action.entity_level, **common)
-    elif action.kind in ("change_budget", "set_budget"):
-        if action.entity_level == "ad" or action.budget is None:
-            raise ValueError(f"budget action without a budget on {action.entity_level} {action.entity_id}")
-        command = SetBudgetCommand(
-            level=action.entity_level,
-            budget="lifetime" if action.budget_field == "lifetime_budget" else "daily",
-            amount_minor=action.budget,
-            expected_current_minor=action.previous_budget,
-            **common,
-        )
-    else:
-        return None
-    return CampaignCommandMessage.new(CampaignCommand(command), caused_by=caused_by)
-
-
-def _act(account_id: str) -> str:
-    return account_id if account_id.startswith("act_") else f"act_{account_id}"
-
-
-@dataclass(frozen=True)
-class Notification:
-    """An acting decision's sentence, for the alerts consumer to deliver."""
-
-    alert: AlertRaisedMessage
-    channels: tuple[str, ...]
-    email_to: tuple[str, ...] = ()
-
-
-def to_notification(
-    decision: Decision, default_channels: Sequence[str], *, caused_by: Envelope | None = None
-) -> Notification:
-    notify = next((a for a in decision.actions if a.kind == "notify"), None)
-    channels = tuple(dict.fromkeys(["log", *(notify.channels if notify else default_channels)]))
-    alert = AlertRaised(
-        severity="warning" if notify is not None else "info",
-        code="rule_acted",
-        summary=decision.explanation,
-        service=SERVICE,
-        subject=f"rule {decision.rule}, {decision.entity_level} {decision.entity_id} ({decision.account_id})",
-    )
-    return Notification(AlertRaisedMessage.new(alert, caused_by=caused_by), channels,
-                        notify.email_to if notify else ())
 
 
 @dataclass
@@ -107,21 +54,29 @@ class RunResult:
     skipped_duplicate: bool = False
 
 
-class RulesEngine:
-    """Evaluates the rules against stored data and records and sends what they decided.
+class Worker:
+    """Evaluates the rules against stored data and records and sends what they decided; records what came back
+    (CRM outcomes, command results) and delivers notifications.
 
     Args:
         pool: the service's database pool.
         settings: the RULES_* block.
+        limits: the budget guardrails shared with the executor (BUDGET_*).
+        notifier: delivers notifications.
         engine_settings: engine-wide limits (tests shorten `max_data_age`, etc.).
         only_accounts: restrict scheduled runs to these accounts (META_AD_ACCOUNT_ID); empty = every stored one.
     """
 
-    def __init__(self, pool: asyncpg.Pool, settings: RulesSettings, *, engine_settings: EngineSettings | None = None,
+    def __init__(self, pool: asyncpg.Pool, settings: RulesSettings, limits: BudgetGuardrailSettings,
+                 notifier: Notifier, *, engine_settings: EngineSettings | None = None,
                  only_accounts: Sequence[str] = ()) -> None:
         self.pool = pool
         self.settings = settings
-        self.engine_settings = engine_settings or EngineSettings(dry_run=settings.dry_run)
+        self.limits = limits
+        self.notifier = notifier
+        self.engine_settings = engine_settings or EngineSettings(
+            dry_run=settings.dry_run, budget_changes_per_hour=limits.max_changes_per_hour
+        )
         self.only_accounts = list(only_accounts)
         self._alerted_problems: str | None = None
 
@@ -160,12 +115,12 @@ class RulesEngine:
                 return RunResult(run_id, [], [], skipped_duplicate=True)
             await store.lock_evaluation(conn)
             targets = await store.known_accounts(conn, accounts if accounts is not None else self.only_accounts)
-            snap = await snapshots.load_snapshot(
+            snap = await store.load_snapshot(
                 conn, enabled, targets, now, lookback_cap=self.settings.lookback_days,
                 qualified_events=self.settings.qualified_events, signed_events=self.settings.signed_events,
                 extra_levels=await store.pending_resume_levels(conn, now),
             )
-            state = await store.load_state(conn, targets, now, ceiling_major=self.settings.account_daily_budget_ceiling)
+            state = await store.load_state(conn, targets, now, ceiling_major=self.limits.daily_ceiling)
             decisions = evaluate(enabled, snap, state, now, self.engine_settings) if targets else []
             result = RunResult(run_id, targets, decisions, problems=problems)
             await store.record_run(
@@ -227,3 +182,80 @@ class RulesEngine:
         message = AlertRaisedMessage.new(alert)
         await store.record_notification(conn, message.message_id, ("log", "slack", "email"), ())
         await enqueue(conn, message)
+
+    async def next_wake(self, interval: float) -> float:
+        """Seconds until the next scheduled run: the interval, or sooner when a pause-for-today ends (at the
+        account's midnight) before it."""
+        async with self.pool.acquire() as conn:
+            resume = await store.next_resume_at(conn, datetime.now(UTC))
+        if resume is None:
+            return interval
+        return min(interval, max(1.0, (resume - datetime.now(UTC)).total_seconds() + 1.0))
+
+    async def record_crm_outcome(self, message: ConversionRequestedMessage, *, claim_as: str) -> None:
+        """Keep a CRM outcome attributable to an ad (qualified lead, signed case) for the CRM metrics."""
+        event = message.payload
+        if not event.user.lead_id:
+            return  # not attributable to an ad: nothing for the rules
+        value = event.custom_data.value if event.custom_data else None
+        currency = event.custom_data.currency if event.custom_data else None
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await claim(conn, claim_as, message.message_id):
+                return
+            new = await store.record_crm_outcome(
+                conn, lead_id=event.user.lead_id, event_name=event.event_name,
+                event_time=datetime.fromtimestamp(event.event_time, UTC), value=value, currency=currency,
+                message_id=message.message_id,
+            )
+        logger.info("CRM outcome %s %s", event.event_name, "recorded" if new else "already known",
+                    extra={"message_id": str(message.message_id), "event_name": event.event_name})
+
+    async def record_command_result(self, message: CommandResultMessage, *, claim_as: str) -> None:
+        """Record the executor's result of one of our commands and count it in the rule's circuit breaker."""
+        result = message.payload
+        if result.status == "dry_run":
+            return
+        async with self.pool.acquire() as conn, conn.transaction():
+            if not await claim(conn, claim_as, message.message_id):
+                return
+            action = await store.action_for_command(conn, result.command_id)
+            if action is None:
+                return  # a command some other system sent
+            await store.record_result(conn, result.command_id, result.status, result.detail, message.occurred_at)
+            ok = result.status == "ok"
+            detail = result.detail or (result.meta_error.message if result.meta_error else "") or result.status
+            failures, opened = await store.update_breaker(
+                conn, action["rule"], ok=ok, detail=f"{result.status}: {detail}",
+                threshold=self.engine_settings.circuit_breaker_failures,
+            )
+            if opened:
+                await enqueue(conn, AlertRaisedMessage.new(AlertRaised(
+                    severity="critical", code="rule_circuit_open", service=SERVICE, subject=f"rule {action['rule']}",
+                    summary=(f"Rule '{action['rule']}' is suspended after {failures} consecutive failed commands; "
+                             f"last: {result.status} ({result.guardrail or 'meta'})."),
+                    fix=f"Check the rule and the executor's results, then run `leadwire rules reset {action['rule']}`.",
+                ), caused_by=message))
+        log = logger.info if ok else logger.warning
+        log("command %s of rule %s: %s (%d consecutive failures)", result.command_id, action["rule"], result.status,
+            failures, extra={"command_id": str(result.command_id), "rule": action["rule"]})
+
+    async def deliver_alert(self, message: AlertRaisedMessage) -> None:
+        """Send an alert on its channels, skipping those that already have it; raise if any channel failed."""
+        async with self.pool.acquire() as conn:
+            route = await store.notification_route(conn, message.message_id)
+            done = await store.delivered_channels(conn, message.message_id)
+        channels = list(route["channels"]) if route is not None else list(CHANNELS)
+        email_to = list(route["email_to"]) if route is not None else []
+        errors: list[ChannelError] = []
+        for channel in self.notifier.configured(channels):
+            if channel in done:
+                continue
+            try:
+                await self.notifier.send(channel, message.payload, email_to=email_to)
+            except ChannelError as exc:
+                logger.warning("notification channel failed: %s", exc, extra={"message_id": str(message.message_id)})
+                errors.append(exc)
+                continue
+            async with self.pool.acquire() as conn:
+                await store.mark_delivered(conn, message.message_id, channel)
+        raise_for_failed_channels(errors)

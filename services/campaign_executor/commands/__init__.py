@@ -1,0 +1,27 @@
+"""One module per command family; each applies a command to Meta and returns its `CommandOutcome`.
+
+Every family function takes the same `CommandContext`, the audit-log connection (the worker holds the object's
+lock on it), the command and the plan an interrupted earlier attempt committed (None on a first attempt).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.campaign_executor.meta_reads import MetaReads
+from shared.graph import GraphClient
+from shared.settings import BudgetGuardrailSettings
+
+
+@dataclass(frozen=True)
+class CommandContext:
+    """What the command families use besides the database: the Graph client, the reads, the budget limits."""
+
+    graph: GraphClient
+    reads: MetaReads
+    limits: BudgetGuardrailSettings
+
+    @property
+    def max_wait(self) -> float:
+        """Longest wait inside a handler for a throttled scope; beyond it the command is retried later."""
+        return self.reads.max_wait

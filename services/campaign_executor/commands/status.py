@@ -1,0 +1,35 @@
+"""pause / unpause / archive / delete: set an object's status (delete is a DELETE call)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from services.campaign_executor import logic, store
+from services.campaign_executor.commands import CommandContext
+from services.campaign_executor.logic import CommandOutcome, refused
+from services.campaign_executor.meta_reads import call
+
+
+async def apply_status(
+    ctx: CommandContext, conn: asyncpg.Connection, command: Any, plan: dict[str, Any] | None
+) -> CommandOutcome:
+    obj, currency = await ctx.reads.read_object(command.object_id, command.account_id, command.level)
+    target = logic.STATUS_OF_KIND[command.kind]
+    before = {"status": obj.status, "effective_status": obj.effective_status}
+    common = {"before": before, "currency": currency, "account_id": obj.account_id}
+    if obj.status == target:
+        return CommandOutcome("ok", f"already {target}: nothing to do", after={"status": target}, **common)
+    refusal = logic.object_status_refusal(command.kind, obj) if plan is None else None
+    if refusal and not command.force:
+        return refused(refusal, **common)
+    if command.dry_run:
+        return CommandOutcome("dry_run", f"would set status {obj.status} -> {target}", after={"status": target},
+                              **common)
+    await store.mark_applying(conn, command.command_id, {"status": target})
+    if command.kind == "delete":
+        await call(ctx.graph.delete(command.object_id, max_wait=ctx.max_wait))
+    else:
+        await call(ctx.graph.post(command.object_id, {"status": target}, max_wait=ctx.max_wait, idempotent=True))
+    return CommandOutcome("ok", f"status {obj.status} -> {target}", after={"status": target}, **common)
