@@ -11,11 +11,12 @@ import itertools
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from . import schema
 from .core import GraphRequest, Sandbox, json_param, list_param, paginate
+from .delivery import delivered_share
 from .errors import GraphError, invalid_param
 from .objects import effective_status, full_view, matches, render
 from .state import OFFSET_ONE, Node, Profile, day_range, format_money
@@ -103,16 +104,11 @@ def ad_day(sb: Sandbox, ad: Node, day: date, today: date) -> dict[str, int] | No
         "leads_onsite": onsite,
         "leads_pixel": pixel,
     }
-    if ago == 0:  # today so far: Meta's "today" grows through the day
-        return _so_far(metrics, sb.state.local_now(ad.account or ""))
-    return metrics
-
-
-def _so_far(metrics: dict[str, int], local_now: datetime) -> dict[str, int] | None:
-    """The part of a day's delivery made by `local_now` (the day's numbers accrue evenly over its hours). On-Facebook
-    leads are the lead records themselves, which exist only up to now already."""
-    elapsed = local_now - local_now.replace(hour=0, minute=0, second=0, microsecond=0)
-    share = elapsed.total_seconds() / 86400
+    # Today grows through the day, and pauses and budget changes act from the next hour (delivery.py).
+    share = delivered_share(sb, ad, day, sb.state.account_tz(ad.account or ""))
+    if share == 1.0:
+        return metrics
+    # On-Facebook leads are the lead records themselves: they exist only up to now already.
     part = {name: value if name == "leads_onsite" else int(value * share) for name, value in metrics.items()}
     return part if part["impressions"] else None
 

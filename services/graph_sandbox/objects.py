@@ -7,7 +7,7 @@ import hashlib
 import time
 from typing import Any
 
-from . import schema
+from . import delivery, schema
 from .core import GraphRequest, Sandbox, bool_param, json_param, list_param, paginate
 from .errors import GraphError, invalid_param, missing_param, unsupported_get
 from .state import Node, iso_time
@@ -632,6 +632,7 @@ def apply_update(sb: Sandbox, node: Node, p: dict[str, Any]) -> None:
     budget_keys = [k for k in ("daily_budget", "lifetime_budget") if k in changes]
     if budget_keys:
         _check_budget_change(sb, node, budget_keys, changes)
+    delivery.record(sb, node, changes)
     node.fields.update(changes)
     node.fields["updated_time"] = sb.state.now()
 
@@ -672,6 +673,7 @@ async def delete_object(sb: Sandbox, req: GraphRequest, node: Node | None) -> di
     if node.kind in ("lead", "adimage", "customaudience"):
         sb.state.nodes.pop(node.id, None)
     else:
+        delivery.record(sb, node, {"status": "DELETED"})
         node.fields["status"] = "DELETED"
         node.fields["updated_time"] = sb.state.now()
     return {"success": True}

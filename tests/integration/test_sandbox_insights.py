@@ -268,3 +268,32 @@ async def test_leads_in_insights_are_exactly_the_lead_records(sandbox: SandboxHa
     records = await _lead_records(sandbox, ad_id)
     assert len(records) == reported[ad_id] + 2
     assert {r["adset_name"] for r in records} == {"Prospecting - Lookalike"}
+
+
+async def test_pauses_and_budget_changes_act_on_spend_from_the_next_hour(sandbox: SandboxHandle) -> None:
+    ids = sandbox.state["adsets_by_name"]
+    paused, raised = ids["Prospecting - Lookalike"], ids["Prospecting - Broad"]
+    await sandbox.set_clock("10:20", frozen=True)
+    before = {name: await spend_today(sandbox, name) for name in ("Prospecting - Lookalike", "Prospecting - Broad")}
+    status, _, budget = await sandbox.graph("GET", raised, fields="daily_budget")
+    assert status == 200
+    assert (await sandbox.graph("POST", paused, status="PAUSED"))[0] == 200
+    assert (await sandbox.graph("POST", raised, daily_budget=str(2 * int(budget["daily_budget"]))))[0] == 200
+
+    await sandbox.set_clock("16:00", frozen=True)
+    # The paused ad set spent until 11:00, the hour it was paused in included; the other spent at twice the rate
+    # from 11:00 on. 10:20 is 10 1/3 hours into the day.
+    assert await spend_today(sandbox, "Prospecting - Lookalike") == pytest.approx(
+        before["Prospecting - Lookalike"] * 11 / (10 + 1 / 3), rel=0.01)
+    assert await spend_today(sandbox, "Prospecting - Broad") == pytest.approx(
+        before["Prospecting - Broad"] * (11 + 2 * 5) / (10 + 1 / 3), rel=0.01)
+
+    assert (await sandbox.graph("POST", paused, status="ACTIVE"))[0] == 200  # at 16:00: it spends from 16:00
+    await sandbox.set_clock("18:00", frozen=True)
+    assert await spend_today(sandbox, "Prospecting - Lookalike") == pytest.approx(
+        before["Prospecting - Lookalike"] * 13 / (10 + 1 / 3), rel=0.01)
+    # Yesterday is history: what was done today does not change it.
+    yesterday = await insights(sandbox, level="adset", date_preset="yesterday", fields="adset_name,spend")
+    await sandbox.reset()
+    again = await insights(sandbox, level="adset", date_preset="yesterday", fields="adset_name,spend")
+    assert yesterday == again

@@ -1,0 +1,99 @@
+"""How much of a day an ad delivered, given what was done to it: the sandbox's world reacts to leadwire.
+
+Each seeded ad has a daily delivery profile (`state.Profile`), calibrated on the budgets it was seeded with. A day is
+delivered hour by hour in the account's time zone: an hour delivers 1/24 of the profile (today: only the hours up
+to the sandbox clock, the current one in part) if the ad, its ad set and its campaign were all ACTIVE when the hour
+began, scaled by the budget in force then relative to the seeded one (the ad set's budget, or the campaign's under a
+campaign budget). So, as at Meta, a pause takes effect from the next hour, and a budget change changes the spend
+rate from the next hour. Changes are recorded by `record` (status and budget edits through the API, the control API
+and deletes), on the sandbox clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+if TYPE_CHECKING:
+    from .core import Sandbox
+    from .state import Node
+
+TRACKED = ("status", "daily_budget", "lifetime_budget")
+HOUR = 3600.0
+
+
+@dataclass(frozen=True)
+class Change:
+    at: float  # sandbox clock, seconds since the epoch
+    field: str
+    before: Any
+    after: Any
+
+
+def record(sb: Sandbox, node: Node, changes: dict[str, Any]) -> None:
+    """Remember the tracked fields `changes` moves (call before applying them to `node.fields`)."""
+    now = sb.state.now()
+    history: list[Change] = node.extra.setdefault("history", [])
+    for field in TRACKED:
+        if field in changes and changes[field] != node.fields.get(field):
+            history.append(Change(now, field, node.fields.get(field), changes[field]))
+
+
+def _value_at(node: Node, field: str, at: float) -> Any:
+    """The field's value in force at `at`: after every recorded change made at or before it."""
+    value = node.fields.get(field)
+    for change in reversed(node.extra.get("history", ())):
+        if change.field != field:
+            continue
+        if change.at <= at:
+            return change.after
+        value = change.before
+    return value
+
+
+def _baseline(node: Node, field: str) -> Any:
+    """The field's value before any recorded change: what the delivery profile was calibrated on."""
+    for change in node.extra.get("history", ()):
+        if change.field == field:
+            return change.before
+    return node.fields.get(field)
+
+
+def _rate_at(chain: list[Node], budget_node: Node | None, at: float) -> float:
+    if any(_value_at(node, "status", at) != "ACTIVE" for node in chain):
+        return 0.0
+    if budget_node is None:
+        return 1.0
+    for field in ("daily_budget", "lifetime_budget"):
+        base = _baseline(budget_node, field)
+        if base:
+            return float(_value_at(budget_node, field, at) or 0) / float(base)
+    return 1.0
+
+
+def delivered_share(sb: Sandbox, ad: Node, day: date, tz: ZoneInfo) -> float:
+    """The share of its profile `ad` delivered on `day` (0 to 1, or more after budget raises)."""
+    start = datetime(day.year, day.month, day.day, tzinfo=tz).timestamp()
+    next_day = day + timedelta(days=1)
+    day_end = datetime(next_day.year, next_day.month, next_day.day, tzinfo=tz).timestamp()  # 23 h or 25 h on DST days
+    end = min(day_end, sb.state.now())
+    if end <= start:
+        return 0.0
+    length = day_end - start
+    adset = sb.state.get(ad.fields.get("adset_id", ""))
+    campaign = sb.state.get(ad.fields.get("campaign_id", ""))
+    chain = [node for node in (ad, adset, campaign) if node is not None]
+    changed = [change.at for node in chain for change in node.extra.get("history", ())]
+    if not changed or min(changed) >= end:
+        return (end - start) / length  # untouched that day: the whole profile, or today's part of it so far
+    first_change = min(changed)
+    budget_node = adset if adset is not None and _baseline(adset, "daily_budget") else campaign
+    share, hour = 0.0, start
+    while hour < end:
+        # Before the first change the profile runs as seeded (its statuses and budgets are what it describes).
+        rate = 1.0 if hour < first_change else _rate_at(chain, budget_node, hour)
+        share += rate * (min(hour + HOUR, end) - hour) / length
+        hour += HOUR
+    return share
