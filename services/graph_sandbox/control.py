@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import insights, objects
+from . import delivery, insights, objects
 from .core import Sandbox
 from .errors import GraphError
 from .keys import SANDBOX
@@ -84,7 +84,13 @@ async def clock(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
     if request.method == "POST":
         frozen = bool(body.get("frozen", False))
         if "now" in body:
+            before = sb.clock.time()
             sb.set_clock(body["now"], frozen=frozen)
+            if sb.clock.time() > before:  # the hours in between delivered, and brought their leads
+                leads = delivery.deliver_leads(sb, before, sb.clock.time())
+                if leads and sb.webhooks is not None and sb.webhooks.config.target_url:
+                    sb.webhooks.submit(leads)
+                    sb.webhooks.flush()
         elif frozen:
             sb.clock.set(sb.clock.time(), frozen=True)  # stop where it is
         else:

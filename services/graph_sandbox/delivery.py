@@ -7,10 +7,15 @@ began, scaled by the budget in force then relative to the seeded one (the ad set
 campaign budget). So, as at Meta, a pause takes effect from the next hour, and a budget change changes the spend
 rate from the next hour. Changes are recorded by `record` (status and budget edits through the API, the control API
 and deletes), on the sandbox clock.
+
+Leads come from delivery too: when a test moves the clock forward, `deliver_leads` creates the lead records the
+hours in between produced (spend delivered / the ad's cost per lead, less the website share), so paused ads get no
+new leads and a bigger budget gets more. The clock ticking by itself creates none: the world moves when told to.
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -71,6 +76,37 @@ def _rate_at(chain: list[Node], budget_node: Node | None, at: float) -> float:
         if base:
             return float(_value_at(budget_node, field, at) or 0) / float(base)
     return 1.0
+
+
+def _hourly_rate(sb: Sandbox, ad: Node, at: float) -> float:
+    """The ad's delivery rate (1 = its profile) in the hour that begins at or before `at`."""
+    adset = sb.state.get(ad.fields.get("adset_id", ""))
+    campaign = sb.state.get(ad.fields.get("campaign_id", ""))
+    chain = [node for node in (ad, adset, campaign) if node is not None]
+    budget_node = adset if adset is not None and _baseline(adset, "daily_budget") else campaign
+    return _rate_at(chain, budget_node, at)
+
+
+def deliver_leads(sb: Sandbox, since: float, until: float) -> list[Node]:
+    """Create the on-Facebook lead records every ad's delivery produced between `since` and `until` (clock times)."""
+    created: list[Node] = []
+    for ad in sb.state.of_kind("ad"):
+        profile = ad.extra.get("profile")
+        form_id = ad.extra.get("form_id")
+        if profile is None or not profile.cpl or not form_id:
+            continue
+        per_hour = profile.spend / profile.cpl * (1 - profile.pixel_share) / 24
+        hour = since - since % HOUR
+        while hour < until:
+            # The hour's leads are drawn whole (the same for a seed and hour, wherever the clock moves from) and
+            # those inside the span are created.
+            expected = per_hour * _hourly_rate(sb, ad, hour)
+            rng = random.Random(f"{sb.state.seed}:hourly-leads:{ad.id}:{hour}")
+            count = int(expected) + (1 if rng.random() < expected - int(expected) else 0)
+            times = [rng.uniform(hour, hour + HOUR) for _ in range(count)]
+            created += [sb.state.create_lead(form_id, ad=ad, created=t) for t in times if since <= t < until]
+            hour += HOUR
+    return created
 
 
 def delivered_share(sb: Sandbox, ad: Node, day: date, tz: ZoneInfo) -> float:

@@ -73,6 +73,7 @@ async def clean(db: asyncpg.Pool, amqp: aio_pika.abc.AbstractChannel) -> AsyncIt
         await conn.execute("delete from rule_actions where account_id = any($1::text[]) or rule = any($2::text[])",
                            [MAIN, JPY], DEFAULT_RULE_NAMES)
         await conn.execute("delete from rule_breakers where rule = any($1::text[])", DEFAULT_RULE_NAMES)
+        await conn.execute("delete from rule_decisions where account_id = any($1::text[])", [MAIN, JPY])
     for c in consumers_of("rules_engine"):
         await _purge(amqp, c.queue_name)
     yield
@@ -316,9 +317,10 @@ async def test_default_rules_on_the_sandbox_pause_the_losers_and_scale_the_winne
                                                                "where account_id = $1", MAIN)}
     pause, scale = await expected_from_stored_numbers(db)
     # The seeded scenarios: the loser, the $300-a-day burner and the fatigued ad set (7-day frequency above 4 on
-    # unique reach) are paused, the winner is scaled.
+    # unique reach) are paused, the winner is scaled. (A "normal" ad set near the thresholds may qualify too, by its
+    # numbers: what the engine does is checked against the stored numbers below.)
     assert {names["Prospecting - Broad"], names["Prospecting - Advantage+"], names["Prospecting - Interests"]} <= pause
-    assert set(scale) == {names["Prospecting - Lookalike"]}
+    assert names["Prospecting - Lookalike"] in scale
     all_adsets = list(names.values())
 
     # The relay publishes the poller's InsightsUpdated; its evaluation publishes the commands.
