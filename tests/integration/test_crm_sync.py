@@ -406,7 +406,7 @@ async def test_redeliver_failed_leads_through_the_outbox_once(
     settings: Settings, caplog: pytest.LogCaptureFixture, amqp: aio_pika.abc.AbstractChannel, queue: Consumer,
 ) -> None:
     caplog.set_level(logging.INFO, logger="services.crm_sync.logic")
-    started = datetime.now(UTC)
+    started = await db.fetchval("select now()")  # the clock the delivery rows are stamped with
     await crm_sync()
     # The redriven messages leave through the outbox with LeadCaptured's own routing key, as crm_sync gets them.
     exchange = await amqp.declare_exchange(EXCHANGE.name, aio_pika.ExchangeType.TOPIC, durable=True)

@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 
 from services.demo_crm.app import create_app
-from tests.fixtures.infra import TEST_DSN, eventually, free_port
+from tests.fixtures.infra import TEST_DSN, eventually, free_block, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "demo-test-secret"
@@ -71,15 +71,6 @@ async def test_demo_crm_takes_signed_leads_once_and_refuses_the_rest(demo_crm: s
     assert "Smith" not in text  # names are masked, even in a demo
 
 
-def free_port_range(count: int) -> int:
-    """The first of `count` consecutive free ports (`leadwire run all` serves each service on OPS_PORT_BASE + k)."""
-    for _ in range(50):
-        base = free_port()
-        if base + count < 65536 and not any(_listening(port) for port in range(base, base + count)):
-            return base
-    raise AssertionError(f"no {count} consecutive free ports")
-
-
 def _listening(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
@@ -89,7 +80,7 @@ def _listening(port: int) -> bool:
 async def test_make_up_demo_delivers_leads_to_the_demo_crm_and_ctrl_c_stops_everything(vhost_url: str,
                                                                                       database_dsn: str) -> None:
     ports = {"SANDBOX_PORT": free_port(), "DEMO_CRM_PORT": free_port(), "INGRESS_PORT": free_port(),
-             "OPS_PORT_BASE": free_port_range(7)}
+             "OPS_PORT_BASE": free_block(7)}
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("META_", "CRM_", "GHL_", "SLACK_", "SMTP_"))}
     env = {**keep, **{k: str(v) for k, v in ports.items()}, "AMQP_URL": vhost_url, "DATABASE_URL": TEST_DSN,
            "DEMO_LEADS_PER_MINUTE": "120"}

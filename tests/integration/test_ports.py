@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import re
 import signal
 import socket
@@ -16,7 +15,7 @@ import aiohttp
 import pytest
 
 from services.registry import SERVICES
-from tests.fixtures.infra import AMQP_URL, TEST_DSN, eventually
+from tests.fixtures.infra import AMQP_URL, TEST_DSN, eventually, free_block
 
 
 @contextlib.contextmanager
@@ -27,20 +26,6 @@ def occupied() -> Iterator[int]:
         sock.listen()
         yield sock.getsockname()[1]
 
-
-def free_block(size: int) -> int:
-    """The first of `size` consecutive free ports."""
-    for _ in range(200):
-        first = random.randrange(20_000, 60_000)
-        try:
-            with contextlib.ExitStack() as stack:
-                for port in range(first, first + size):
-                    sock = stack.enter_context(socket.socket())
-                    sock.bind(("127.0.0.1", port))
-            return first
-        except OSError:
-            continue
-    raise AssertionError("no block of free ports")
 
 
 def _env(**extra: str) -> dict[str, str]:
