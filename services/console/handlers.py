@@ -114,7 +114,8 @@ def _safe_next(value: object) -> str:
 
 
 async def login_form(request: web.Request) -> web.Response:
-    token = new_token()
+    # Keep a token the browser already holds: a second tab, or a redirected favicon request, must not void the first.
+    token = request.cookies.get(LOGIN_CSRF_COOKIE) or new_token()
     response = await _render(request, "login.html", csrf_token_login=token,
                              next=_safe_next(request.query.get("next")))
     _set_cookie(response, request, LOGIN_CSRF_COOKIE, token)
