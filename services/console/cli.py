@@ -39,8 +39,8 @@ def _cmd_add_user(args: argparse.Namespace) -> int:
         sys.stderr.write(f"leadwire: use a password of at least {MIN_PASSWORD_LENGTH} characters\n")
         return 2
     sys.stdout.write(f"{name}:{hash_password(password)}\n")
-    sys.stderr.write("Add that entry to CONSOLE_USERS (entries separated by spaces); in docker-compose.yml write "
-                     "each $ as $$.\n")
+    sys.stderr.write("Add that entry to CONSOLE_USERS (entries separated by spaces). In .env, put the value in single "
+                     "quotes; in docker-compose.yml, write each $ as $$.\n")
     return 0
 
 

@@ -188,8 +188,9 @@ async def test_today_costs_from_insights_and_cohorts(console: Console, console_d
     assert 'data-testid="spend-today">120.00 USD<' in page
     assert 'data-testid="cpl-7d">50.00 USD<' in page  # 200.00 / 4
     assert 'data-testid="cpl-30d">70.00 USD<' in page  # 700.00 / 10
-    assert "100.00 USD <small>(2 qualified)" in page  # 7 days: 200.00 / 2
-    assert "200.00 USD <small>(1 signed)" in page
+    assert 'data-testid="cpql-7d">100.00 USD</span> <small>(2 qualified)' in page  # 200.00 / 2
+    assert 'data-testid="cpsc-7d">200.00 USD</span> <small>(1 signed)' in page
+    assert 'data-testid="cpsc-30d">700.00 USD</span> <small>(1 signed)' in page
     assert "Ad numbers refreshed</strong> just now" in page
 
 
