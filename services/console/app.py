@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> Service:
         app.router.add_get("/leads", handlers.leads_page, name="leads")
         app.router.add_get("/leads/{leadgen_id:[0-9A-Za-z_-]{1,64}}", handlers.lead_page, name="lead")
         app.router.add_post("/leads/{leadgen_id:[0-9A-Za-z_-]{1,64}}/reveal", handlers.reveal_lead, name="reveal")
+        app.router.add_get("/performance", handlers.performance_page, name="performance")
         app.router.add_static("/static/", STATIC_DIR, name="static")
         return app
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -281,3 +281,40 @@ async def reveal_lead(request: web.Request) -> web.Response:
         await audit(ctx.pool(), request[SESSION].username, "reveal_lead", leadgen_id)
         logger.info("console: lead revealed", extra={"leadgen_id": leadgen_id, "operator": request[SESSION].username})
     return await _trail_response(request, revealed=True)
+
+
+# ------------------------------------------------------------------------------------------------ performance
+
+WINDOWS = (7, 14, 30, 90)
+
+
+async def performance_page(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    pool = ctx.pool()
+    zone = await _zone(ctx)
+    try:
+        days = int(request.query.get("days", "7"))
+    except ValueError:
+        days = 7
+    days = days if days in WINDOWS else 7
+    campaign_id = request.query.get("campaign") or None
+    if campaign_id is not None and not campaign_id.isdigit():
+        campaign_id = None
+    now = datetime.now(UTC)
+    today, first = logic.day_of(now, zone), logic.day_of(now, zone, days - 1)
+    settings = ctx.settings
+    targets = logic.Targets(settings.target_cpl, settings.target_cost_per_qualified, settings.target_cost_per_signed)
+    spend_rows, lead_rows = await queries.performance(pool, days, campaign_id, first.start, today.end,
+                                                      ctx.qualified_events, ctx.signed_events)
+    daily_spend, daily_outcomes = await queries.daily(pool, days, campaign_id, first.start, today.end, zone.key,
+                                                      ctx.qualified_events, ctx.signed_events)
+    # Leads of the last `outcome_lag_days` days may still qualify or sign: their days are shaded.
+    lag = settings.outcome_lag_days
+    maturing_from = logic.day_of(now, zone, lag - 1).day if lag else today.day + timedelta(days=1)
+    chart = logic.chart_series(daily_spend, daily_outcomes, first.day, today.day, maturing_from)
+    return await _render(
+        request, "performance.html", page="performance", days=days, windows=WINDOWS, campaign_id=campaign_id,
+        campaign_name=spend_rows[0]["campaign_name"] if campaign_id and spend_rows else None,
+        rows=logic.performance_rows(spend_rows, lead_rows, targets), chart=chart, zone=zone,
+        first=first.day, last=today.day, lag_days=settings.outcome_lag_days, targets=targets,
+    )

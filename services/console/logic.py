@@ -6,9 +6,10 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from shared.money import to_major
+from shared.money import offset, to_major
 
 # A lead's CRM state, as console_leads names it, in words an operator uses.
 STATUS_LABELS = {
@@ -156,3 +157,74 @@ def health_chips(health: dict[str, object], now: datetime) -> list[Chip]:
              ago(when("last_insights_refresh_at"), now)),
         Chip("Messages waiting to be sent", "bad" if backlog else "ok", str(backlog)),
     ]
+
+
+def target_state(cost_minor: Decimal | None, target_major: Decimal | None, currency: str) -> str:
+    """ok (at or under target), warn (up to 25% over), bad (more), or "" without a cost or a target."""
+    if cost_minor is None or target_major is None:
+        return ""
+    cost_major = Decimal(cost_minor) / offset(currency)
+    if cost_major <= target_major:
+        return "ok"
+    return "warn" if cost_major <= target_major * Decimal("1.25") else "bad"
+
+
+@dataclass(frozen=True)
+class Targets:
+    cpl: Decimal | None = None
+    per_qualified: Decimal | None = None
+    per_signed: Decimal | None = None
+
+
+def performance_rows(spend_rows: list[dict[str, Any]], lead_rows: list[dict[str, Any]],
+                     targets: Targets) -> list[dict[str, Any]]:
+    """One row per campaign (or ad set): Meta's spend and leads beside the stored leads and their outcomes."""
+    leads = {(r["campaign_id"], r["adset_id"]): r for r in lead_rows}
+    rows = []
+    for spend in spend_rows:
+        currency = str(spend["currency"])
+        spent = int(spend["spend_minor"])
+        stored = leads.get((spend["campaign_id"], spend["adset_id"]), {})
+        qualified = int(stored.get("qualified") or 0)
+        signed = int(stored.get("signed") or 0)
+        cpl = cost_per(spent, int(spend["meta_leads"]))
+        cpql, cpsc = cost_per(spent, qualified), cost_per(spent, signed)
+        rows.append({
+            **spend,
+            "spend": money(spent, currency),
+            "paid_leads": int(stored.get("paid_leads") or 0),
+            "organic_leads": int(stored.get("organic_leads") or 0),
+            "qualified": qualified,
+            "signed": signed,
+            "cpl": money(cpl, currency), "cpl_state": target_state(cpl, targets.cpl, currency),
+            "cpql": money(cpql, currency), "cpql_state": target_state(cpql, targets.per_qualified, currency),
+            "cpsc": money(cpsc, currency), "cpsc_state": target_state(cpsc, targets.per_signed, currency),
+        })
+    return rows
+
+
+def chart_series(spend_rows: list[dict[str, Any]], outcome_rows: list[dict[str, Any]], first: date,
+                 last: date, maturing_from: date) -> dict[str, Any] | None:
+    """Daily spend, CPL and cost per signed case (by lead date) for uPlot; None unless one currency."""
+    currencies = {str(r["currency"]) for r in spend_rows}
+    if len(currencies) != 1:
+        return None
+    [currency] = currencies
+    step = offset(currency)
+    spend = {r["date"]: r for r in spend_rows}
+    signed = {r["day"]: int(r["signed"]) for r in outcome_rows}
+    days, spent, cpl, cpsc = [], [], [], []
+    day = first
+    while day <= last:
+        row = spend.get(day, {})
+        minor = int(row.get("spend_minor") or 0)
+        leads = int(row.get("meta_leads") or 0)
+        days.append(int(datetime.combine(day, time(12), tzinfo=UTC).timestamp()))
+        spent.append(minor / step)
+        cpl.append(round(minor / leads / step, 2) if leads else None)
+        cpsc.append(round(minor / signed[day] / step, 2) if signed.get(day) else None)
+        day += timedelta(days=1)
+    return {
+        "currency": currency, "days": days, "spend": spent, "cpl": cpl, "cpsc": cpsc,
+        "maturing_from": int(datetime.combine(maturing_from, time(0), tzinfo=UTC).timestamp()),
+    }

@@ -153,3 +153,80 @@ async def trail(pool: asyncpg.Pool, leadgen_id: str, captured_message_id: Any) -
         "capi": [dict(r) for r in capi],
         "reveals": [dict(r) for r in reveals],
     }
+
+
+# Performance: Meta's numbers per campaign (or per ad set of one campaign) over the last `days` days of each
+# account (today included), and the stored leads of the same days by lead date with their CRM outcomes.
+_PERFORMANCE_SPEND = """
+with acc as (select account_id, (now() at time zone timezone_name)::date as today from console_ad_accounts)
+select s.campaign_id, case when $2::text is null then null else s.adset_id end as adset_id,
+       max(s.campaign_name) as campaign_name,
+       case when $2::text is null then null else max(s.adset_name) end as adset_name,
+       s.currency,
+       sum(s.spend_minor)::bigint as spend_minor, sum(s.impressions)::bigint as impressions,
+       sum(s.leads)::bigint as meta_leads
+from console_adset_spend_daily s
+join acc on acc.account_id = s.account_id
+where s.date > acc.today - $1::integer and s.date <= acc.today and ($2::text is null or s.campaign_id = $2)
+group by s.campaign_id, 2, s.currency
+order by sum(s.spend_minor) desc
+"""
+
+_PERFORMANCE_LEADS = """
+with window_leads as (
+    select leadgen_id, campaign_id, adset_id, is_organic
+    from console_leads
+    where created_time >= $1 and created_time < $2 and ($5::text is null or campaign_id = $5)
+), outcomes as (
+    select o.leadgen_id,
+           bool_or(lower(o.event_name) = any($3::text[])) as qualified,
+           bool_or(lower(o.event_name) = any($4::text[])) as signed
+    from console_crm_outcomes o join window_leads w using (leadgen_id)
+    group by o.leadgen_id
+)
+select w.campaign_id, case when $5::text is null then null else w.adset_id end as adset_id,
+       count(*) filter (where not w.is_organic)::integer as paid_leads,
+       count(*) filter (where w.is_organic)::integer     as organic_leads,
+       count(*) filter (where o.qualified)::integer      as qualified,
+       count(*) filter (where o.signed)::integer         as signed
+from window_leads w left join outcomes o using (leadgen_id)
+group by w.campaign_id, 2
+"""
+
+_DAILY_SPEND = """
+with acc as (select account_id, (now() at time zone timezone_name)::date as today from console_ad_accounts)
+select s.date, s.currency, sum(s.spend_minor)::bigint as spend_minor, sum(s.leads)::bigint as meta_leads
+from console_spend_daily s
+join acc on acc.account_id = s.account_id
+where s.date > acc.today - $1::integer and s.date <= acc.today and ($2::text is null or s.campaign_id = $2)
+group by s.date, s.currency
+order by s.date
+"""
+
+_DAILY_OUTCOMES = """
+select (l.created_time at time zone $3)::date as day,
+       count(distinct l.leadgen_id) filter (where lower(o.event_name) = any($4::text[]))::integer as qualified,
+       count(distinct l.leadgen_id) filter (where lower(o.event_name) = any($5::text[]))::integer as signed
+from console_leads l
+join console_crm_outcomes o on o.leadgen_id = l.leadgen_id
+where l.created_time >= $1 and l.created_time < $2 and ($6::text is null or l.campaign_id = $6)
+group by 1
+"""
+
+
+async def performance(pool: asyncpg.Pool, days: int, campaign_id: str | None, start: datetime, end: datetime,
+                      qualified: list[str], signed: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(spend rows, lead rows) per campaign, or per ad set of `campaign_id`."""
+    spend_rows = await pool.fetch(_PERFORMANCE_SPEND, days, campaign_id)
+    lead_rows = await pool.fetch(_PERFORMANCE_LEADS, start, end, [e.lower() for e in qualified],
+                                 [e.lower() for e in signed], campaign_id)
+    return [dict(r) for r in spend_rows], [dict(r) for r in lead_rows]
+
+
+async def daily(pool: asyncpg.Pool, days: int, campaign_id: str | None, start: datetime, end: datetime, zone: str,
+                qualified: list[str], signed: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(spend per day and currency, outcomes per lead day) for the chart."""
+    spend_rows = await pool.fetch(_DAILY_SPEND, days, campaign_id)
+    outcome_rows = await pool.fetch(_DAILY_OUTCOMES, start, end, zone, [e.lower() for e in qualified],
+                                    [e.lower() for e in signed], campaign_id)
+    return [dict(r) for r in spend_rows], [dict(r) for r in outcome_rows]

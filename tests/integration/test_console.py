@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
-import aiohttp
 import asyncpg
 import pytest
 
-from services.console.app import create_app
 from services.console.security import SECURITY_HEADERS, SESSION_COOKIE
 from shared.settings import Settings
-from tests.fixtures.console import OPERATOR, Console, console_settings, csrf_of
+from tests.fixtures.console import OPERATOR, PASSWORD, Console, csrf_of, running_console
 
 EMAIL = "jane.roe.console@example.com"
 PHONE = "+15555550123"
@@ -75,25 +74,20 @@ async def test_login_sets_a_strict_http_only_session_cookie_and_logout_ends_it(c
     assert status == 303
 
 
-async def test_cookie_flags(settings: Settings, console_dsn: str, console_db: asyncpg.Pool) -> None:
-    service = create_app(console_settings(settings, console_dsn, trust_proxy=True))
-    await service.start()
-    try:
-        url = f"http://127.0.0.1:{service.ops_port}"
-        for proto, secure in (("http", False), ("https", True)):
-            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
-                console_ = Console(service, http)
-                _, form, _ = await console_.get("/login")
-                async with http.post(f"{url}/login", allow_redirects=False, headers={"X-Forwarded-Proto": proto},
-                                     data={"csrf_token": csrf_of(form), "username": OPERATOR,
-                                           "password": "correct horse battery staple"}) as resp:
-                    assert resp.status == 303
-                    cookie = resp.cookies[SESSION_COOKIE]
-                assert cookie["httponly"] is True
-                assert cookie["samesite"] == "Strict"
-                assert bool(cookie["secure"]) is secure, proto
-    finally:
-        await service.stop()
+@pytest.mark.parametrize(("proto", "secure"), [("http", False), ("https", True)])
+async def test_cookie_flags(settings: Settings, console_dsn: str, console_db: asyncpg.Pool, proto: str,
+                            secure: bool) -> None:
+    async with running_console(settings, console_dsn, trust_proxy=True) as console:
+        _, form, _ = await console.get("/login")
+        async with console.http.post(
+            f"{console.url}/login", allow_redirects=False, headers={"X-Forwarded-Proto": proto},
+            data={"csrf_token": csrf_of(form), "username": OPERATOR, "password": PASSWORD},
+        ) as resp:
+            assert resp.status == 303
+            cookie = resp.cookies[SESSION_COOKIE]
+    assert cookie["httponly"] is True
+    assert cookie["samesite"] == "Strict"
+    assert bool(cookie["secure"]) is secure
 
 
 async def test_login_form_without_its_csrf_token_is_refused(console: Console) -> None:
@@ -273,3 +267,45 @@ async def test_unknown_lead_is_404(console: Console) -> None:
     status, page, _ = await console.get("/leads/424242")
     assert status == 404
     assert "no lead with that id" in page
+
+
+async def test_performance_per_campaign_with_targets_and_ad_set_drill_down(
+    settings: Settings, console_dsn: str, console_db: asyncpg.Pool
+) -> None:
+    await console_db.execute(
+        "insert into ad_accounts (account_id, currency, currency_offset, timezone_name) "
+        "values ('act_1', 'USD', 100, 'UTC')")
+    await console_db.execute("insert into campaigns (campaign_id, account_id, name) values ('55', 'act_1', 'Crash')")
+    await console_db.execute(
+        "insert into adsets (adset_id, account_id, campaign_id, name) values ('61', 'act_1', '55', 'Phoenix'), "
+        "('62', 'act_1', '55', 'Tucson')")
+    today = datetime.now(UTC).date()
+    # (ad set, days ago, spend in cents, Meta leads)
+    for adset, days_ago, spend, leads in (("61", 0, 10_000, 2), ("61", 5, 20_000, 4), ("62", 1, 30_000, 3),
+                                          ("62", 20, 99_000, 1)):
+        await console_db.execute(
+            "insert into insights_daily (ad_id, date, account_id, campaign_id, adset_id, currency, spend_minor, "
+            "impressions, leads) values ($1, $2, 'act_1', '55', $3, 'USD', $4, 1000, $5)",
+            f"ad{adset}", today - timedelta(days=days_ago), adset, spend, leads)
+    await console_db.execute(
+        "insert into leads (leadgen_id, page_id, campaign_id, adset_id, created_time, raw, source) values "
+        "('950001', '1', '55', '61', now() - interval '1 hour', '{}', 'webhook'), "
+        "('950002', '1', '55', '62', now() - interval '1 hour', '{}', 'webhook')")
+    await console_db.execute(
+        "insert into rule_crm_outcomes (lead_id, event_name, event_time, message_id) "
+        "values ('950001', 'SignedCase', now(), gen_random_uuid())")
+
+    async with running_console(settings, console_dsn, target_cpl=Decimal(60), target_cost_per_signed=400) as console:
+        await console.login()
+        _, page, _ = await console.get("/performance?days=7")
+        # 7 days: 600.00 spent, 9 Meta leads: CPL 66.67 is within 25% over the 60 target (amber).
+        assert '<td class="num target warn" data-testid="cpl">66.67 USD</td>' in page
+        assert "600.00 USD" in page
+        assert '<td class="num target bad">600.00 USD</td>' in page  # one signed case: over 400 by > 25%
+        assert 'id="chart-data"' in page
+        _, page, _ = await console.get("/performance?days=7&campaign=55")
+        assert "Performance: Crash" in page
+        assert '<td class="num target ok" data-testid="cpl">50.00 USD</td>' in page  # Phoenix: 300.00 / 6
+        assert '<td class="num target bad" data-testid="cpl">100.00 USD</td>' in page  # Tucson: 300.00 / 3
+        _, page, _ = await console.get("/performance?days=30")
+        assert "1,590.00 USD" in page  # the 20-days-ago row counts in 30 days

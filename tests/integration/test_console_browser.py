@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -71,7 +72,7 @@ async def chain(settings: Settings, vhost_url: str, console_dsn: str, console_db
                 sandbox: SandboxHandle, crm_sink: FakeCrm) -> AsyncIterator[Chain]:  # noqa: F811
     """Every service the console reads from, and the console, as `leadwire run` starts them, on one database."""
     state = sandbox.state
-    base = console_settings(settings, console_dsn).replace(
+    base = console_settings(settings, console_dsn, target_cpl=Decimal(60), target_cost_per_signed=Decimal(500)).replace(
         DatabaseSettings(database_url=console_dsn, db_pool_min=1, db_pool_max=4),
         BrokerSettings(amqp_url=vhost_url, RETRY_ATTEMPTS=3, GRACEFUL_TIMEOUT_SECONDS=5),
         MetaSettings(access_token=sandbox.token, page_access_token=sandbox.token, app_secret=sandbox.app_secret,
@@ -117,7 +118,7 @@ async def sandbox_costs(sandbox: SandboxHandle) -> dict[str, str]:
     """Spend today and cost per lead over 7 and 30 days (today included), from the sandbox's account insights."""
     account = sandbox.account_id
     today = datetime.now(ZoneInfo(sandbox.state["accounts"][account]["timezone_name"])).date()
-    costs = {}
+    costs: dict[str, Any] = {}
     for key, days in (("today", 1), ("7d", 7), ("30d", 30)):
         since = today - timedelta(days=days - 1)
         status, _, body = await sandbox.graph(
@@ -131,6 +132,19 @@ async def sandbox_costs(sandbox: SandboxHandle) -> dict[str, str]:
         leads = sum(int(a["value"]) for a in row.get("actions", []) if a["action_type"] == "lead")
         costs[key] = logic.money(spend if key == "today" else logic.cost_per(spend, leads), currency)
         costs[f"spend_{key}"] = logic.money(spend, currency)
+    since = today - timedelta(days=6)
+    status, _, body = await sandbox.graph(
+        "GET", f"{account}/insights", level="campaign", fields="campaign_id,spend,actions,account_currency",
+        time_range=json.dumps({"since": since.isoformat(), "until": today.isoformat()}), limit=500,
+    )
+    assert status == 200, body
+    costs["campaign_cpl_7d"] = {
+        row["campaign_id"]: logic.money(logic.cost_per(
+            to_minor(row["spend"], row["account_currency"]),
+            sum(int(a["value"]) for a in row.get("actions", []) if a["action_type"] == "lead"),
+        ), row["account_currency"])
+        for row in body["data"]
+    }
     return costs
 
 
@@ -178,7 +192,7 @@ async def test_operator_sees_todays_leads_and_a_trail_in_the_browser(chain: Chai
     assert problems == []
 
 
-async def run_operator_session(page: Any, chain: Chain, lead_ids: list[str], costs: dict[str, str],
+async def run_operator_session(page: Any, chain: Chain, lead_ids: list[str], costs: dict[str, Any],
                                expect: Any) -> None:
     await page.goto(f"{chain.console_url}/")
     await expect(page).to_have_url(f"{chain.console_url}/login?next=/")
@@ -196,6 +210,16 @@ async def run_operator_session(page: Any, chain: Chain, lead_ids: list[str], cos
     await expect(page.get_by_test_id("cpql-7d")).to_have_text(costs["spend_7d"])  # one qualified lead
     await expect(page.get_by_test_id("cpsc-7d")).to_have_text(costs["spend_7d"])  # one signed case
     await page.screenshot(path=str(ARTIFACTS / "today.png"), full_page=True)
+
+    await page.get_by_role("link", name="Performance", exact=True).click()
+    await expect(page.locator("#chart canvas")).to_have_count(1)  # uPlot drew
+    rows = page.locator('[data-testid="performance"] tbody tr')
+    expected = costs["campaign_cpl_7d"]
+    await expect(rows).to_have_count(len(expected))
+    for i in range(len(expected)):
+        campaign = (await rows.nth(i).locator("a").first.get_attribute("href")).rsplit("=", 1)[1]
+        await expect(rows.nth(i).get_by_test_id("cpl")).to_have_text(expected[campaign])
+    await page.screenshot(path=str(ARTIFACTS / "performance.png"), full_page=True)
 
     await page.get_by_role("link", name="Leads", exact=True).click()
     rows = page.locator("#lead-rows tbody tr")

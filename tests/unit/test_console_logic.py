@@ -137,3 +137,29 @@ def test_add_user_prints_an_entry_the_settings_accept() -> None:
     )
     assert short.returncode == 2
     assert "at least 12 characters" in short.stderr
+
+
+@pytest.mark.parametrize(
+    ("cost_minor", "target", "state"),
+    [(5000, Decimal(50), "ok"), (6250, Decimal(50), "warn"), (6251, Decimal(50), "bad"), (None, Decimal(50), ""),
+     (5000, None, "")],
+)
+def test_costs_against_targets(cost_minor: int | None, target: Decimal | None, state: str) -> None:
+    assert logic.target_state(None if cost_minor is None else Decimal(cost_minor), target, "USD") == state
+
+
+def test_chart_series_fills_every_day_and_needs_one_currency() -> None:
+    from datetime import date
+
+    first, last = date(2026, 12, 1), date(2026, 12, 3)
+    spend = [{"date": date(2026, 12, 1), "currency": "USD", "spend_minor": 10_000, "meta_leads": 4},
+             {"date": date(2026, 12, 3), "currency": "USD", "spend_minor": 5_000, "meta_leads": 0}]
+    outcomes = [{"day": date(2026, 12, 1), "qualified": 2, "signed": 1}]
+    series = logic.chart_series(spend, outcomes, first, last, date(2026, 12, 2))
+    assert series is not None
+    assert series["spend"] == [100.0, 0.0, 50.0]
+    assert series["cpl"] == [25.0, None, None]
+    assert series["cpsc"] == [100.0, None, None]
+    assert len(series["days"]) == 3
+    assert series["maturing_from"] == int(datetime(2026, 12, 2, tzinfo=UTC).timestamp())
+    assert logic.chart_series([*spend, {**spend[0], "currency": "EUR"}], outcomes, first, last, last) is None

@@ -107,6 +107,22 @@ join ad_accounts acc on acc.account_id = i.account_id
 left join campaigns c on c.campaign_id = i.campaign_id
 group by i.account_id, i.date, i.campaign_id, i.currency, acc.currency_offset;
 
+-- The same per ad set and day, for the Performance page's ad set rows.
+create view console_adset_spend_daily as
+select i.account_id, i.date, i.campaign_id, i.adset_id,
+       max(coalesce(c.name, i.campaign_name)) as campaign_name,
+       max(coalesce(s.name, i.adset_name))    as adset_name,
+       i.currency, acc.currency_offset,
+       sum(i.spend_minor)::bigint  as spend_minor,
+       sum(i.impressions)::bigint  as impressions,
+       sum(i.clicks)::bigint       as clicks,
+       sum(i.leads)::bigint        as leads
+from insights_daily i
+join ad_accounts acc on acc.account_id = i.account_id
+left join campaigns c on c.campaign_id = i.campaign_id
+left join adsets s on s.adset_id = i.adset_id
+group by i.account_id, i.date, i.campaign_id, i.adset_id, i.currency, acc.currency_offset;
+
 -- The ad accounts: time zone (insights days are days there), currency and freshness of the numbers.
 create view console_ad_accounts as
 select account_id, name, currency, currency_offset, timezone_name, account_status, last_refresh_at,
