@@ -13,6 +13,7 @@ from aiohttp import web
 
 from services.console import handlers, logic
 from services.console.keys import CONTEXT, ConsoleContext
+from services.console.parked import ParkedCounts
 from services.console.security import LoginLimiter
 from services.console.settings import ConsoleSettings
 from services.rules_engine.settings import RulesSettings
@@ -54,6 +55,8 @@ def create_app(settings: Settings | None = None) -> Service:
         pool=lambda: service.db,
         qualified_events=list(rules.qualified_events),
         signed_events=list(rules.signed_events),
+        parked=ParkedCounts(),
+        amqp_url=service.settings.broker.amqp_url.get_secret_value(),
     )
 
     def build_web_app() -> web.Application:

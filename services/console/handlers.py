@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from services.console import logic, queries
+from services.console import logic, parked, queries
 from services.console.keys import CONTEXT, SESSION, ConsoleContext
 from services.console.security import (
     LOGIN_CSRF_COOKIE,
@@ -212,6 +212,7 @@ async def _today_context(ctx: ConsoleContext) -> dict[str, Any]:
         "yesterday": await queries.lead_counts(pool, yesterday),
         "money": money_rows,
         "chips": logic.health_chips(await queries.health(pool), now),
+        "parked": await parked.refresh(ctx.parked, ctx.amqp_url, ctx.settings.parked_refresh_seconds),
         "updated": now.astimezone(zone),
     }
 

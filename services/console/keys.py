@@ -9,6 +9,7 @@ import asyncpg
 import jinja2
 from aiohttp import web
 
+from services.console.parked import ParkedCounts
 from services.console.security import LoginLimiter, Session
 from services.console.settings import ConsoleSettings
 
@@ -23,6 +24,8 @@ class ConsoleContext:
     pool: Callable[[], asyncpg.Pool]  # the service's pool, opened when the service starts
     qualified_events: list[str]
     signed_events: list[str]
+    parked: ParkedCounts
+    amqp_url: str  # secret: never logged
 
 
 CONTEXT: web.AppKey[ConsoleContext] = web.AppKey("console_context", ConsoleContext)

@@ -24,6 +24,7 @@ class ConsoleSettings(BaseSettings):
             currency; Performance colours each cost green (at or under), amber (up to 25% over) or red.
         outcome_lag_days: how long a lead's outcomes keep coming in (signings lag by weeks): costs per qualified
             lead and signed case of leads younger than this are shaded as still maturing.
+        parked_refresh_seconds: the parking queues are counted (in RabbitMQ) at most this often, when Today is shown.
     """
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
@@ -41,6 +42,7 @@ class ConsoleSettings(BaseSettings):
     target_cost_per_qualified: Decimal | None = Field(default=None, gt=0)
     target_cost_per_signed: Decimal | None = Field(default=None, gt=0)
     outcome_lag_days: int = Field(default=30, ge=0, le=365)
+    parked_refresh_seconds: float = Field(default=10.0, gt=0)
 
     @field_validator("users")
     @classmethod

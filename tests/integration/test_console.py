@@ -6,12 +6,15 @@ import logging
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import aio_pika
 import asyncpg
 import pytest
 
 from services.console.security import SECURITY_HEADERS, SESSION_COOKIE
-from shared.settings import Settings
+from shared.settings import BrokerSettings, Settings
+from shared.topology import consumer
 from tests.fixtures.console import OPERATOR, PASSWORD, Console, csrf_of, running_console
+from tests.fixtures.infra import eventually
 
 EMAIL = "jane.roe.console@example.com"
 PHONE = "+15555550123"
@@ -309,3 +312,28 @@ async def test_performance_per_campaign_with_targets_and_ad_set_drill_down(
         assert '<td class="num target bad" data-testid="cpl">100.00 USD</td>' in page  # Tucson: 300.00 / 3
         _, page, _ = await console.get("/performance?days=30")
         assert "1,590.00 USD" in page  # the 20-days-ago row counts in 30 days
+
+
+async def test_parked_messages_are_counted_per_consumer(
+    settings: Settings, console_dsn: str, console_db: asyncpg.Pool, vhost_url: str
+) -> None:
+    """On a vhost of its own: the parking queues hold exactly what this test parks."""
+    parking = consumer("crm_sync", "lead_captured").parking_queue_name
+    with_vhost = settings.replace(BrokerSettings(amqp_url=vhost_url))
+    async with running_console(with_vhost, console_dsn) as console:
+        await console.login()
+        await eventually(lambda: tile(console, "0"), what="no parked message")
+        connection = await aio_pika.connect(vhost_url)
+        async with connection:
+            channel = await connection.channel()
+            for _ in range(2):
+                await channel.default_exchange.publish(aio_pika.Message(b"{}"), routing_key=parking)
+        # A quorum queue's declare-ok count follows its messages by a few seconds.
+        page = await eventually(lambda: tile(console, "2"), what="two parked messages", timeout=30)
+        assert "crm_sync/lead_captured: 2" in page
+        assert '<div class="tile bad">' in page
+
+
+async def tile(console: Console, parked: str) -> str | None:
+    _, page, _ = await console.get("/today/tiles")
+    return page if f'data-testid="parked">{parked}<' in page else None

@@ -204,6 +204,7 @@ async def run_operator_session(page: Any, chain: Chain, lead_ids: list[str], cos
     await expect(page.get_by_test_id("leads-today")).to_have_text("3")
     await expect(page.get_by_test_id("delivered-today")).to_have_text("3")
     await expect(page.get_by_test_id("failed-today")).to_have_text("0")
+    await expect(page.get_by_test_id("parked")).to_have_text("0")
     await expect(page.get_by_test_id("spend-today")).to_have_text(costs["today"])
     await expect(page.get_by_test_id("cpl-7d")).to_have_text(costs["7d"])
     await expect(page.get_by_test_id("cpl-30d")).to_have_text(costs["30d"])
