@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -9,6 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
+from yarl import URL
 
 from services.console import logic, parked, queries
 from services.console.keys import CONTEXT, SESSION, ConsoleContext
@@ -70,7 +72,7 @@ async def require_login(request: web.Request, handler: Handler) -> web.StreamRes
             raise web.HTTPUnauthorized(headers={"HX-Redirect": "/login"})
         if request.method != "GET":
             raise web.HTTPUnauthorized(text="Your session has ended: log in again.")
-        raise web.HTTPSeeOther(f"/login?next={request.rel_url.path}")
+        raise web.HTTPSeeOther(URL("/login").with_query(next=request.rel_url.path))
     if request.method == "POST":
         form = await request.post()
         given = request.headers.get("X-CSRF-Token") or form.get("csrf_token")
@@ -136,7 +138,8 @@ async def login(request: web.Request) -> web.StreamResponse:
         logger.warning("console: login refused, too many failed attempts")
         response = await _render(request, "login.html", http_status=429, csrf_token_login=token, next=next_path,
                                  error="Too many failed attempts. Wait a few minutes and try again.")
-    elif not verify_password(ctx.settings.accounts(), username, password):
+    # argon2 takes tens of milliseconds of CPU on purpose: off the event loop.
+    elif not await asyncio.to_thread(verify_password, ctx.settings.accounts(), username, password):
         ctx.limiter.failed(*keys)
         logger.info("console: login failed")
         response = await _render(request, "login.html", http_status=401, csrf_token_login=token, next=next_path,
