@@ -46,6 +46,7 @@ select acc.currency,
        coalesce(sum(s.leads), 0)::bigint                                             as leads_30d
 from acc
 left join console_spend_daily s on s.account_id = acc.account_id and s.date > acc.today - 30 and s.date <= acc.today
+    and s.date > current_date - 32  -- a constant floor (any zone's window is inside it): filters before grouping
 group by acc.currency
 order by acc.currency
 """
@@ -168,6 +169,7 @@ select s.campaign_id, case when $2::text is null then null else s.adset_id end a
 from console_adset_spend_daily s
 join acc on acc.account_id = s.account_id
 where s.date > acc.today - $1::integer and s.date <= acc.today and ($2::text is null or s.campaign_id = $2)
+  and s.date > current_date - ($1::integer + 2)  -- a constant floor: filters before the view groups
 group by s.campaign_id, 2, s.currency
 order by sum(s.spend_minor) desc
 """
@@ -199,6 +201,7 @@ select s.date, s.currency, sum(s.spend_minor)::bigint as spend_minor, sum(s.lead
 from console_spend_daily s
 join acc on acc.account_id = s.account_id
 where s.date > acc.today - $1::integer and s.date <= acc.today and ($2::text is null or s.campaign_id = $2)
+  and s.date > current_date - ($1::integer + 2)  -- a constant floor: filters before the view groups
 group by s.date, s.currency
 order by s.date
 """
