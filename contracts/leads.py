@@ -6,6 +6,7 @@ consumers read the answers from the `leads` table. A parked message therefore ho
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Literal
 
@@ -59,3 +60,12 @@ class LeadSynced(Payload):
     leadgen_id: MetaId
     adapter: str = Field(description="CRM adapter name, e.g. webhook or gohighlevel.")
     crm_reference: str | None = Field(default=None, description="The CRM's id for the contact, if any.")
+
+
+_CAPTURED_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://leadwire/messages/LeadCaptured")
+
+
+def captured_message_id(leadgen_id: str) -> uuid.UUID:
+    """The one message id of a lead's `LeadCaptured`, derived from its lead id: a re-emission is recognisable as
+    the same message, and anyone (the console's trail) can find it."""
+    return uuid.uuid5(_CAPTURED_NAMESPACE, str(leadgen_id))

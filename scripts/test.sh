@@ -15,4 +15,8 @@ if [ "$rc" = 3 ]; then
 elif [ "$rc" != 0 ]; then
   exit "$rc"
 fi
+# The console's browser tests drive Debian's Chromium (never a browser build downloaded by playwright).
+if [ ! -x /usr/bin/chromium ]; then
+  (apt_install chromium) || say "chromium could not be installed: the console's browser tests will be skipped"
+fi
 exec .venv/bin/python -m pytest "$@"

@@ -10,6 +10,8 @@ from __future__ import annotations
 from services.campaign_executor import app as campaign_executor
 from services.capi_sender import app as capi_sender
 from services.capi_sender import cli as capi_sender_cli
+from services.console import app as console
+from services.console import cli as console_cli
 from services.crm_sync import app as crm_sync
 from services.crm_sync import cli as crm_sync_cli
 from services.ingress import app as ingress
@@ -34,4 +36,5 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ),
     ServiceSpec("rules_engine", rules_engine.create_app, ops_port_offset=4, register_cli=rules_engine_cli.register),
     ServiceSpec("campaign_executor", campaign_executor.create_app, ops_port_offset=5),
+    ServiceSpec("console", console.create_app, register_cli=console_cli.register),  # on CONSOLE_PORT
 )

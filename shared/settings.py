@@ -69,6 +69,28 @@ class MetaSettings(BaseSettings):
         return str(self.graph_url).rstrip("/")
 
 
+class CrmOutcomeSettings(BaseSettings):
+    """Which CRM event names (case-insensitive) count as qualified leads and as signed cases: for the rules engine's
+    `qualified_leads`, `signed_cases` and cost-per metrics, and the console's costs (RULES_QUALIFIED_EVENTS,
+    RULES_SIGNED_EVENTS, comma-separated)."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", env_prefix="RULES_")
+
+    qualified_events: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["QualifiedLead", "Qualified Lead", "MQL"]
+    )
+    signed_events: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["SignedCase", "Signed Case", "Purchase"]
+    )
+
+    @field_validator("qualified_events", "signed_events", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
 class BrokerSettings(BaseSettings):
     model_config = SettingsConfigDict(**_COMMON)
 

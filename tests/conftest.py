@@ -11,6 +11,7 @@ import uvloop
 pytest_plugins = [
     "tests.fixtures.infra",
     "tests.fixtures.sandbox",
+    "tests.fixtures.console",
 ]
 
 

@@ -5,7 +5,6 @@ Nothing here talks to the broker, the database or Meta; `store.py`, `reader.py` 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,7 +36,6 @@ THROTTLE_FALLBACK_SECONDS = 60.0
 # by the leadgen BUC's 24 h window): a re-check of a still-blocked scope costs no Graph call, a lead a day late
 # costs a client.
 THROTTLE_MAX_DELAY_SECONDS = 900.0
-_CAPTURED_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://leadwire/messages/LeadCaptured")
 
 
 @dataclass(frozen=True)
@@ -73,11 +71,6 @@ class Lead:
             is_organic=self.is_organic,
             platform=self.platform,
         )
-
-
-def captured_message_id(leadgen_id: str) -> uuid.UUID:
-    """The one message id of a lead's `LeadCaptured`: a re-emission is recognisable as the same message."""
-    return uuid.uuid5(_CAPTURED_NAMESPACE, str(leadgen_id))
 
 
 def parse_meta_time(value: Any) -> datetime:

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 
 from contracts.alerts import AlertRaised
 from contracts.envelope import Envelope
+from contracts.leads import captured_message_id
 from contracts.messages import AlertRaisedMessage, LeadCapturedMessage
-from services.lead_fetcher.logic import Lead, captured_message_id
+from services.lead_fetcher.logic import Lead
 from shared.outbox import enqueue, enqueue_many
 
 if TYPE_CHECKING:

@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from services.rules_engine.rules import DEFAULT_RULES_DIR
+from shared.settings import CrmOutcomeSettings
 
 
 def _split(value: object) -> object:
@@ -17,8 +18,8 @@ def _split(value: object) -> object:
     return value
 
 
-class RulesSettings(BaseSettings):
-    """Where the rules are, how often they run, and what counts as a CRM outcome.
+class RulesSettings(CrmOutcomeSettings):
+    """Where the rules are, how often they run, and (inherited from the shared block) what counts as a CRM outcome.
 
     Args:
         dir: directory of rule files (`*.yaml`); default the packaged rules (the guide's four).
@@ -36,19 +37,13 @@ class RulesSettings(BaseSettings):
 
     dir: Path = DEFAULT_RULES_DIR
     interval_seconds: float = Field(default=900.0, ge=0)
-    qualified_events: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["QualifiedLead", "Qualified Lead", "MQL"]
-    )
-    signed_events: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["SignedCase", "Signed Case", "Purchase"]
-    )
     lookback_days: int = Field(default=35, ge=1, le=400)
     dry_run: bool = False
     notify_channels: Annotated[list[Literal["log", "slack", "email"]], NoDecode] = Field(
         default_factory=lambda: ["log", "slack"]
     )
 
-    @field_validator("qualified_events", "signed_events", "notify_channels", mode="before")
+    @field_validator("notify_channels", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
         return _split(value)

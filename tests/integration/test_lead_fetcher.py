@@ -16,8 +16,9 @@ import pytest
 from faststream.rabbit import RabbitBroker
 from prometheus_client import REGISTRY
 
+from contracts.leads import captured_message_id
 from services.lead_fetcher.handlers import LeadCapture
-from services.lead_fetcher.logic import LEAD_FIELDS, Lead, captured_message_id, parse_lead
+from services.lead_fetcher.logic import LEAD_FIELDS, Lead, parse_lead
 from services.lead_fetcher.settings import LeadFetcherSettings
 from shared.settings import Settings
 from shared.topology import H_REASON

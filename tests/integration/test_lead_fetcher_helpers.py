@@ -14,10 +14,9 @@ import asyncpg
 from faststream.rabbit import RabbitBroker
 from prometheus_client import REGISTRY
 
-from contracts.leads import LeadgenReceived
+from contracts.leads import LeadgenReceived, captured_message_id
 from contracts.messages import LeadgenReceivedMessage, RoutingKey
 from services.lead_fetcher.app import create_app
-from services.lead_fetcher.logic import captured_message_id
 from services.lead_fetcher.settings import LeadFetcherSettings
 from shared.graph import GraphClient
 from shared.messaging import declare_topology, ensure_confirmed

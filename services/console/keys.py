@@ -1,0 +1,32 @@
+"""Typed keys of the console's aiohttp application and request."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import asyncpg
+import jinja2
+from aiohttp import web
+
+from services.console.parked import ParkedCounts
+from services.console.security import LoginLimiter, Session
+from services.console.settings import ConsoleSettings
+
+
+@dataclass
+class ConsoleContext:
+    """What the request handlers need: settings, templates, the login limiter, the database pool."""
+
+    settings: ConsoleSettings
+    templates: jinja2.Environment
+    limiter: LoginLimiter
+    pool: Callable[[], asyncpg.Pool]  # the service's pool, opened when the service starts
+    qualified_events: list[str]
+    signed_events: list[str]
+    parked: ParkedCounts
+    amqp_url: str  # secret: never logged
+
+
+CONTEXT: web.AppKey[ConsoleContext] = web.AppKey("console_context", ConsoleContext)
+SESSION: web.RequestKey[Session] = web.RequestKey("console_session", Session)
