@@ -65,9 +65,21 @@ BANNER
   fi
 fi
 
+CONSOLE_PORT=${CONSOLE_PORT:-8087}
+need_port "$CONSOLE_PORT" CONSOLE_PORT "the operator's console"
+if [ -z "${CONSOLE_USERS:-}" ] && [ "${META_GRAPH_URL:-}" = "http://127.0.0.1:${SANDBOX_PORT}" ]; then
+  # The demo's console gets an operator of its own, with a password made for this run.
+  console_password=$(python3 -c 'import secrets; print(secrets.token_urlsafe(12))')
+  CONSOLE_USERS=$($BIN/leadwire console add-user demo --password-stdin <<<"$console_password" 2>/dev/null)
+  export CONSOLE_USERS
+fi
+
 $BIN/leadwire run all &
 pids+=($!)
 wait_until 60 "${pids[-1]}" "leadwire run all" http GET "http://127.0.0.1:${INGRESS_PORT}/readyz" >/dev/null || exit 1
+if [ -n "${console_password:-}" ]; then
+  echo "console            ready   http://127.0.0.1:${CONSOLE_PORT}/ (user demo, password ${console_password})"
+fi
 
 if [ "${META_GRAPH_URL:-}" = "http://127.0.0.1:${SANDBOX_PORT}" ] && [ "$DEMO_LEADS_PER_MINUTE" != 0 ]; then
   rate=$(python3 -c "print(${DEMO_LEADS_PER_MINUTE} / 60)")

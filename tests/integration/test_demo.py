@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import signal
 import socket
 from collections.abc import AsyncIterator
@@ -80,7 +81,7 @@ def _listening(port: int) -> bool:
 async def test_make_up_demo_delivers_leads_to_the_demo_crm_and_ctrl_c_stops_everything(vhost_url: str,
                                                                                       database_dsn: str) -> None:
     ports = {"SANDBOX_PORT": free_port(), "DEMO_CRM_PORT": free_port(), "INGRESS_PORT": free_port(),
-             "OPS_PORT_BASE": free_block(7)}
+             "OPS_PORT_BASE": free_block(7), "CONSOLE_PORT": free_port()}
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("META_", "CRM_", "GHL_", "SLACK_", "SMTP_"))}
     env = {**keep, **{k: str(v) for k, v in ports.items()}, "AMQP_URL": vhost_url, "DATABASE_URL": TEST_DSN,
            "DEMO_LEADS_PER_MINUTE": "120"}
@@ -97,7 +98,7 @@ async def test_make_up_demo_delivers_leads_to_the_demo_crm_and_ctrl_c_stops_ever
 
     reader = asyncio.create_task(read_output())
     try:
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
 
             async def leads_in_crm() -> int:
                 if up.returncode is not None:
@@ -108,6 +109,19 @@ async def test_make_up_demo_delivers_leads_to_the_demo_crm_and_ctrl_c_stops_ever
                 return 0
 
             await eventually(leads_in_crm, timeout=90, interval=0.5, what="3 demo leads in the demo CRM")
+            # The demo's console lets its operator in with the password it printed.
+            console = re.search(r"console +ready +(http://\S+) \(user demo, password (\S+)\)", output.decode())
+            assert console, output.decode(errors="replace")
+            async with http.get(f"{console[1]}login") as page:
+                token = re.search(r'name="csrf_token" value="([^"]+)"', await page.text())
+            assert token
+            async with http.post(f"{console[1]}login", data={"username": "demo", "password": console[2],
+                                                             "csrf_token": token[1]}, allow_redirects=False) as login:
+                assert login.status == 303, await login.text()
+            async with http.get(console[1]) as today:  # signed in: Today, not the login form
+                assert today.status == 200
+                assert "csrf_token" not in str(today.url)
+                assert 'name="password"' not in await today.text()
         os.killpg(up.pid, signal.SIGINT)  # Ctrl-C in the terminal: the whole foreground process group
         assert await asyncio.wait_for(up.wait(), 30) in (0, 130)
     finally:

@@ -83,7 +83,7 @@ async def run_all(base: int, ingress_port: int) -> AsyncIterator[dict[str, str]]
     """`leadwire run all` until every service logged its address; yields {service: readyz url}."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services", "run", "all",
-        env=_env(OPS_PORT_BASE=str(base), INGRESS_PORT=str(ingress_port)),
+        env=_env(OPS_PORT_BASE=str(base), INGRESS_PORT=str(ingress_port), CONSOLE_PORT=str(base + 6)),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )
     assert process.stderr is not None
