@@ -39,6 +39,7 @@ answers() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 # Is host:port free to listen on? (an address already in use answers, or refuses the bind)
 port_free() {
   python3 - "$1" "$2" <<'PY' 2>/dev/null
+import signal; signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: quietly, no traceback
 import socket, sys
 with socket.socket() as s:
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -49,6 +50,7 @@ PY
 # HTTP without curl: http METHOD URL [JSON_BODY] prints the body; exit 1 on a connection error or a non-2xx answer.
 http() {
   python3 - "$@" <<'PY'
+import signal; signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: quietly, no traceback
 import sys, urllib.error, urllib.request
 method, url = sys.argv[1], sys.argv[2]
 body = sys.argv[3].encode() if len(sys.argv) > 3 else None
@@ -84,6 +86,7 @@ wait_until() {
 # One part of a URL: url_part URL host|port|user|password|path DEFAULT_PORT
 url_part() {
   python3 - "$@" <<'PY'
+import signal; signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: quietly, no traceback
 import sys, urllib.parse as u
 p = u.urlsplit(sys.argv[1])
 print({"host": p.hostname or "127.0.0.1", "port": p.port or int(sys.argv[3]), "user": u.unquote(p.username or ""),
