@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from contracts.leads import captured_message_id
 from services.lead_fetcher.logic import (
     THROTTLE_MAX_DELAY_SECONDS,
-    captured_message_id,
     flatten_answers,
     parse_lead,
     parse_meta_time,
