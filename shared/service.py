@@ -19,7 +19,7 @@ import socket
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import aiohttp
 import asyncpg
@@ -110,6 +110,38 @@ class ServiceSpec:
 
 BackgroundJob = Callable[[], Awaitable[None]]
 
+D = TypeVar("D")
+
+
+class Started(Generic[D]):
+    """What a service built once started (its dependencies object), reached as `deps()` by handlers and jobs.
+
+    `Service.on_started(build)` returns one; `build(service)` runs in `Service.start()` after the pool, HTTP
+    session and Graph client opened and before any message is consumed, so a handler never sees it missing.
+    Calling it before start (or after stop) raises instead of handing out None.
+    """
+
+    def __init__(self, service: str, build: Callable[[Service], D | Awaitable[D]],
+                 close: Callable[[D], Awaitable[None]] | None) -> None:
+        self._service = service
+        self._build = build
+        self._close = close
+        self._value: D | None = None
+
+    def __call__(self) -> D:
+        if self._value is None:
+            raise RuntimeError(f"{self._service}: dependencies used before start")
+        return self._value
+
+    async def open(self, service: Service) -> None:
+        built = self._build(service)
+        self._value = await built if inspect.isawaitable(built) else built
+
+    async def aclose(self) -> None:
+        value, self._value = self._value, None
+        if value is not None and self._close is not None:
+            await self._close(value)
+
 
 class Service:
     def __init__(
@@ -130,6 +162,7 @@ class Service:
         self._publishers: dict[type[Envelope[Any]], RabbitPublisher] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._batch_consumers: list[BatchConsumer[Any]] = []
+        self._started: list[Started[Any]] = []
         self._ops_runner: web.AppRunner | None = None
         # Where the ops routes (and a web app's own) are served: `leadwire run` sets it from the registry; a
         # service started on its own serves on OPS_PORT, or on a free port.
@@ -278,6 +311,27 @@ class Service:
 
         self.background("outbox_relay", job)
 
+    def on_started(
+        self, build: Callable[[Service], D | Awaitable[D]], *, close: Callable[[D], Awaitable[None]] | None = None
+    ) -> Started[D]:
+        """Declare the dependencies built once the service's resources are open; returns their typed accessor.
+
+        `build(service)` (plain or async) runs in `start()` after the database pool, HTTP session and Graph
+        client opened, before consuming starts; `close(deps)` runs in `stop()` after consuming stopped. Handlers
+        and background jobs take the returned `Started` and call it: `deps().sender`. The one way to reach what
+        exists only after start (no holder lists, lambdas or attributes patched onto the service).
+        """
+        started: Started[D] = Started(self.name, build, close)
+        self._started.append(started)
+        return started
+
+    @property
+    def graph_client(self) -> GraphClient:
+        """The Graph client (a service built with `uses_graph=True`, once started)."""
+        if self.graph is None:
+            raise RuntimeError(f"{self.name}: Graph client used before start (or uses_graph=False)")
+        return self.graph
+
     def background(self, name: str, job: BackgroundJob) -> None:
         """Run `job` (a coroutine function) once the broker consumes; it is cancelled on stop."""
         self._background.append((name, job))
@@ -299,6 +353,8 @@ class Service:
             self.graph = GraphClient(
                 self.http, self.settings.meta, max_wait=self.settings.meta.graph_max_wait_seconds
             )
+        for started in self._started:
+            await started.open(self)
         await self.broker.connect()
         # Every consumer's queue, not only ours: a message published before its consumer ever ran must be
         # queued for it, not returned as unroutable.
@@ -334,6 +390,8 @@ class Service:
         await self.app.stop()  # drains in-flight messages within the broker's graceful timeout
         if self._ops_runner is not None:
             await self._ops_runner.cleanup()
+        for started in reversed(self._started):
+            await started.aclose()
         if self.http is not None:
             await self.http.close()
         if self.pool is not None:

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contracts.alerts import AlertRaised
 from contracts.leads import LeadCaptured
@@ -22,6 +22,11 @@ from shared.graph.errors import (
     ThrottledError,
 )
 from shared.messaging import PermanentError, RetryLater
+
+if TYPE_CHECKING:
+    from pydantic import SecretStr
+
+    from shared.settings import MetaSettings
 
 # Ask for every field we store: Meta's default answer is a subset (docs/meta-api.md §7.2).
 LEAD_FIELDS = (
@@ -248,3 +253,8 @@ def scan_window(
 def time_filter(since: datetime) -> list[dict[str, Any]]:
     """Meta's bulk-read filter for leads created after `since` (docs/meta-api.md §7.3)."""
     return [{"field": "time_created", "operator": "GREATER_THAN", "value": int(since.timestamp())}]
+
+
+def page_token(meta: MetaSettings) -> SecretStr:
+    """Lead data needs a Page (or system-user) token: META_PAGE_ACCESS_TOKEN, else META_ACCESS_TOKEN."""
+    return meta.page_access_token if meta.page_access_token.get_secret_value() else meta.access_token
