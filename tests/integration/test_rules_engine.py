@@ -34,7 +34,7 @@ from contracts.messages import (
     InsightsUpdatedMessage,
     RoutingKey,
 )
-from services.insights_poller.poller import InsightsPoller
+from services.insights_poller.worker import InsightsPoller
 from services.insights_poller.settings import InsightsSettings
 from services.rules_engine.app import create_app
 from services.rules_engine.cli import run_backtest
