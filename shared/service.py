@@ -133,6 +133,11 @@ class Started(Generic[D]):
             raise RuntimeError(f"{self._service}: dependencies used before start")
         return self._value
 
+    @property
+    def value(self) -> D | None:
+        """The built object, or None before start."""
+        return self._value
+
     async def open(self, service: Service) -> None:
         built = self._build(service)
         self._value = await built if inspect.isawaitable(built) else built
@@ -324,6 +329,13 @@ class Service:
         started: Started[D] = Started(self.name, build, close)
         self._started.append(started)
         return started
+
+    def dependencies(self, kind: type[D]) -> D:
+        """The started dependencies object of type `kind` (for tests and tools holding only the `Service`)."""
+        for started in self._started:
+            if isinstance(started.value, kind):
+                return started.value
+        raise LookupError(f"{self.name}: no started dependencies of type {kind.__name__}")
 
     @property
     def graph_client(self) -> GraphClient:
