@@ -9,14 +9,14 @@ import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 from contracts.messages import ConversionRequestedMessage
 from services.capi_sender import metrics
-from services.capi_sender.events import Parked, PreparedEvent, RequestBatch, StoredLead
+from services.capi_sender.events import LeadContact, Parked, PreparedEvent, RequestBatch
 from shared.graph.errors import GraphError, ThrottledError
+from shared.leads import StoredLead
 from shared.messaging import PermanentError, RetryLater
 from shared.meta.customer_data import HASHED_KEYS
 
@@ -104,9 +104,9 @@ def _text(value: object) -> str | None:
     return text or None
 
 
-def stored_lead(leadgen_id: str, created_time: datetime | None, fields: Mapping[str, Any] | None) -> StoredLead:
-    """A `leads` row as the customer fields Meta matches on (from Meta's standard question keys)."""
-    answers = {str(key).strip().lower(): value for key, value in (fields or {}).items()}
+def lead_contact(lead: StoredLead) -> LeadContact:
+    """A stored lead as the customer fields Meta matches on (from Meta's standard question keys)."""
+    answers = {str(key).strip().lower(): value for key, value in lead.fields.items()}
     found: dict[str, str] = {}
     for question, name in LEAD_FIELD_KEYS:
         if name not in found and (text := _text(answers.get(question))):
@@ -118,9 +118,9 @@ def stored_lead(leadgen_id: str, created_time: datetime | None, fields: Mapping[
             found.setdefault("last_name", words[-1])
         else:
             found.setdefault("first_name", full)
-    return StoredLead(
-        lead_id=leadgen_id,
-        created_time=int(created_time.timestamp()) if created_time is not None else None,
+    return LeadContact(
+        lead_id=lead.leadgen_id,
+        created_time=int(lead.created_time.timestamp()),
         **found,
     )
 

@@ -1,5 +1,5 @@
-"""All SQL of the capi_sender: its send log (`capi_events`), and the stored leads it reads from lead_fetcher's
-`leads`."""
+"""All SQL of the capi_sender: its send log (`capi_events`). The stored leads it reads are lead_fetcher's: read
+with `shared.leads`, never from the table."""
 
 from __future__ import annotations
 
@@ -11,26 +11,18 @@ from typing import Any
 import asyncpg
 
 from contracts.messages import ConversionRequestedMessage, ConversionSentMessage
-from services.capi_sender.events import PreparedEvent, RequestBatch, StoredLead, conversions_sent
+from services.capi_sender.events import PreparedEvent, RequestBatch, conversions_sent
 from services.capi_sender.logic import (
     CLAIM_STALE_SECONDS,
     DEDUPE_WINDOW_SECONDS,
     Pending,
     meta_error_fields,
-    stored_lead,
     user_data_hashes,
 )
 from shared.graph.errors import GraphError
 from shared.outbox import enqueue
 
 logger = logging.getLogger(__name__)
-
-
-async def fetch_leads(pool: asyncpg.Pool, lead_ids: Sequence[str]) -> dict[str, StoredLead]:
-    rows = await pool.fetch(
-        "select leadgen_id, created_time, fields from leads where leadgen_id = any($1::text[])", list(lead_ids)
-    )
-    return {row["leadgen_id"]: stored_lead(row["leadgen_id"], row["created_time"], row["fields"]) for row in rows}
 
 
 async def claim_events(

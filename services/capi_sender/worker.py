@@ -31,9 +31,9 @@ from services.capi_sender import metrics, store
 from services.capi_sender.batcher import Batcher, Coalescer, Entry, FlushIncompleteError
 from services.capi_sender.events import (
     MAX_EVENTS_PER_REQUEST,
+    LeadContact,
     Parked,
     RequestBatch,
-    StoredLead,
     bisect_batch,
     check_event,
     prepare_event,
@@ -48,16 +48,23 @@ from services.capi_sender.logic import (
     Pending,
     SendOutcome,
     SplitBudgetExhaustedError,
+    lead_contact,
     parked_error,
     retry_error,
 )
 from services.capi_sender.settings import CapiSettings
 from shared.graph.errors import InvalidRequestError, NotFoundError, ThrottledError
+from shared.leads import load_leads
 from shared.messaging import PermanentError, RetryLater
 
 logger = logging.getLogger(__name__)
 
 PostFn = Callable[[RequestBatch], Awaitable[Mapping[str, Any]]]
+
+
+async def fetch_contacts(pool: asyncpg.Pool, lead_ids: Sequence[str]) -> dict[str, LeadContact]:
+    """The customer fields of the stored leads among `lead_ids` (read through `shared.leads`)."""
+    return {lead_id: lead_contact(lead) for lead_id, lead in (await load_leads(pool, lead_ids)).items()}
 
 
 async def post_events(graph: Any, batch: RequestBatch) -> dict[str, Any]:
@@ -163,7 +170,7 @@ class CapiSender:
             max_age=MAX_BATCH_AGE_SECONDS,
             concurrency=concurrency,
         )
-        self.leads: Coalescer[str, StoredLead] = Coalescer(lambda ids: store.fetch_leads(self._pool, ids))
+        self.leads: Coalescer[str, LeadContact] = Coalescer(lambda ids: fetch_contacts(self._pool, ids))
 
     async def flush_on_stop(self) -> None:
         """A background job that does nothing until the service stops; then every batch goes out at once.
@@ -206,7 +213,7 @@ class CapiSender:
         in the batcher before the first flush, so a full batch of messages fills a full request.
         """
         lead_ids = list({m.payload.user.lead_id for m in messages if m.payload.user.lead_id})
-        leads = await store.fetch_leads(self._pool, lead_ids) if lead_ids else {}
+        leads = await fetch_contacts(self._pool, lead_ids) if lead_ids else {}
         now = int(self._clock())
         results: list[SendOutcome | BaseException] = [FlushIncompleteError("no outcome")] * len(messages)
         waiting: list[tuple[int, asyncio.Future[Any]]] = []

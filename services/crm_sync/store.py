@@ -1,4 +1,5 @@
-"""All SQL of crm_sync: its `crm_deliveries` rows, and the leads it delivers read from lead_fetcher's `leads`."""
+"""All SQL of crm_sync: its `crm_deliveries` rows. The leads it delivers are lead_fetcher's: read with
+`shared.leads` (`load_lead`, `load_leads`), never from the table."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from services.crm_sync.logic import NO_ADAPTER
-from services.crm_sync.mapping import StoredLead
 from shared.outbox import enqueue
 
 if TYPE_CHECKING:
@@ -14,11 +14,6 @@ if TYPE_CHECKING:
 
     from contracts.messages import AlertRaisedMessage
 
-_LEAD_COLUMNS = (
-    "leadgen_id, page_id, form_id, ad_id, adset_id, campaign_id, created_time, is_organic, platform, fields, raw"
-)
-_LOAD_LEAD = f"select {_LEAD_COLUMNS} from leads where leadgen_id = $1"  # noqa: S608 - constant columns
-_LOAD_LEADS = f"select {_LEAD_COLUMNS} from leads where leadgen_id = any($1::text[])"  # noqa: S608 - constant columns
 # Creates the missing (lead, adapter) rows and locks the group's rows in one statement: rows that existed come back
 # locked unless another worker holds them (`skip locked`: that lead is BUSY); new rows come back from the insert,
 # locked by it. A row another worker inserted and has not committed yet makes the insert wait, then conflict: BUSY.
@@ -44,15 +39,6 @@ where d.leadgen_id = u.leadgen_id and d.adapter = u.adapter
 """
 
 Record = tuple[str, str, str, str | None, str | None]  # leadgen_id, adapter, status, last_error, crm_reference
-
-
-async def load_lead(pool: asyncpg.Pool, leadgen_id: str) -> StoredLead | None:
-    row = await pool.fetchrow(_LOAD_LEAD, leadgen_id)
-    return StoredLead.from_row(row) if row is not None else None
-
-
-async def load_leads(conn: asyncpg.Connection, leadgen_ids: Sequence[str]) -> dict[str, StoredLead]:
-    return {r["leadgen_id"]: StoredLead.from_row(r) for r in await conn.fetch(_LOAD_LEADS, list(leadgen_ids))}
 
 
 async def claim(conn: asyncpg.Connection, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:

@@ -30,8 +30,8 @@ from services.crm_sync.logic import (
     delivery_alert,
     raise_for_deliveries,
 )
-from services.crm_sync.mapping import StoredLead
 from shared.batching import GroupRunner
+from shared.leads import StoredLead, load_lead, load_leads
 from shared.messaging import PermanentError
 from shared.outbox import enqueue_many
 
@@ -91,7 +91,7 @@ class LeadSync:
         leadgen_id = message.payload.leadgen_id
         ids = {"leadgen_id": leadgen_id, "message_id": str(message.message_id), "attempt": attempt}
         if not self.adapters:
-            if await store.load_lead(pool, leadgen_id) is None:
+            if await load_lead(pool, leadgen_id) is None:
                 await _lead_missing(pool, message, attempt=attempt, max_attempts=max_attempts)
             await store.mark_skipped(pool, leadgen_id)
             metrics.DELIVERIES.labels(NO_ADAPTER, "skipped").inc()
@@ -153,7 +153,7 @@ async def deliver_group(
     outcomes: list[JobOutcome] = []
     sends: list[_Send] = []
     async with pool.acquire() as conn, conn.transaction():
-        leads = await store.load_leads(conn, list(dict.fromkeys(job.leadgen_id for job in jobs)))
+        leads = await load_leads(conn, list(dict.fromkeys(job.leadgen_id for job in jobs)))
         status = await store.claim(conn, [(lid, a.name) for lid in leads for a in adapters])
         claimed: set[str] = set()
         for slot, job in enumerate(jobs):
