@@ -30,7 +30,7 @@ from faststream.rabbit.publisher import RabbitPublisher
 
 from contracts.envelope import Envelope
 from shared import ops
-from shared.batch_consumer import BatchConsumer
+from shared.bulk_consumer import BulkConsumer
 from shared.db.pool import create_pool
 from shared.logging import register_secret
 from shared.messaging import declare_topology, make_broker
@@ -166,7 +166,7 @@ class Service:
         self._background: list[tuple[str, BackgroundJob]] = []
         self._publishers: dict[type[Envelope[Any]], RabbitPublisher] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._batch_consumers: list[BatchConsumer[Any]] = []
+        self._bulk_consumers: list[BulkConsumer[Any]] = []
         self._started: list[Started[Any]] = []
         self._ops_runner: web.AppRunner | None = None
         # Where the ops routes (and a web app's own) are served: `leadwire run` sets it from the registry; a
@@ -219,7 +219,7 @@ class Service:
     def subscribe_batch(
         self, consumer: Consumer, *, max_batch: int = 1000, linger: float = 0.05, prefetch: int | None = None
     ) -> Any:
-        """Decorator registering a batch handler on a consumer's queue (`shared.batch_consumer`).
+        """Decorator registering a batch handler on a consumer's queue (`shared.bulk_consumer`).
 
         The handler takes `list[<envelope class>]` (the batch's valid messages, in delivery order) and returns
         None (all done) or one result per message: None, or the exception that message failed with (retried or
@@ -229,7 +229,7 @@ class Service:
 
         def register(handler: Callable[..., Any]) -> Any:
             message_cls = _batch_message_class(handler)
-            batch_consumer: BatchConsumer[Any] = BatchConsumer(
+            bulk_consumer: BulkConsumer[Any] = BulkConsumer(
                 consumer,
                 handler,
                 message_cls,
@@ -240,7 +240,7 @@ class Service:
                 max_attempts=self.settings.broker.retry_attempts,
                 graceful_timeout=self.settings.broker.graceful_timeout_seconds,
             )
-            self._batch_consumers.append(batch_consumer)
+            self._bulk_consumers.append(bulk_consumer)
             self._document_subscriber(consumer, message_cls, handler)
             return handler
 
@@ -249,7 +249,7 @@ class Service:
     def _document_subscriber(self, consumer: Consumer, message_cls: type[Any], handler: Callable[..., Any]) -> None:
         """Describe a batch consumer's channel in the AsyncAPI document as a FastStream subscriber would be.
 
-        The subscriber is the document's only: it never starts, the `BatchConsumer` consumes the queue.
+        The subscriber is the document's only: it never starts, the `BulkConsumer` consumes the queue.
         """
 
         async def one(message: Any) -> None:  # pragma: no cover - never called
@@ -374,8 +374,8 @@ class Service:
             self.settings.broker.amqp_url.get_secret_value(), dict.fromkeys((*CONSUMERS, *consumers_of(self.name)))
         )
         await self.app.start()
-        for batch_consumer in self._batch_consumers:
-            await batch_consumer.start()
+        for bulk_consumer in self._bulk_consumers:
+            await bulk_consumer.start()
         for job_name, job in self._background:
             self._tasks.append(asyncio.create_task(self._supervise(job_name, job), name=f"{self.name}.{job_name}"))
         app = self.web_app() if self.web_app is not None else None
@@ -397,8 +397,8 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        for batch_consumer in self._batch_consumers:  # drains in-flight batches within the graceful timeout
-            await batch_consumer.stop()
+        for bulk_consumer in self._bulk_consumers:  # drains in-flight batches within the graceful timeout
+            await bulk_consumer.stop()
         await self.app.stop()  # drains in-flight messages within the broker's graceful timeout
         if self._ops_runner is not None:
             await self._ops_runner.cleanup()
@@ -413,8 +413,8 @@ class Service:
     async def ready(self) -> dict[str, bool]:
         """What /readyz reports: each dependency reachable right now."""
         checks = {"broker": await _check(self.broker.ping(timeout=2.0))}
-        if self._batch_consumers:  # their own connections: consuming right now, not reconnecting
-            checks["batch_consumers"] = all(batch_consumer.consuming for batch_consumer in self._batch_consumers)
+        if self._bulk_consumers:  # their own connections: consuming right now, not reconnecting
+            checks["batch_consumers"] = all(bulk_consumer.consuming for bulk_consumer in self._bulk_consumers)
         if self.uses_database:
             checks["database"] = self.pool is not None and await _check(self.pool.fetchval("select 1"))
         return checks

@@ -28,7 +28,7 @@ import asyncpg
 
 from contracts.messages import ConversionRequestedMessage
 from services.capi_sender import metrics, store
-from services.capi_sender.batcher import Batcher, Coalescer, Entry, FlushIncompleteError
+from services.capi_sender.coalescing import Batcher, Coalescer, Entry, FlushIncompleteError
 from services.capi_sender.events import (
     MAX_EVENTS_PER_REQUEST,
     LeadContact,

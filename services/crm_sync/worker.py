@@ -30,7 +30,7 @@ from services.crm_sync.logic import (
     delivery_alert,
     raise_for_deliveries,
 )
-from shared.batching import GroupRunner
+from shared.group_commit import GroupRunner
 from shared.leads import StoredLead, load_lead, load_leads
 from shared.messaging import PermanentError
 from shared.outbox import enqueue_many

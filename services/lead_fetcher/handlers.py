@@ -39,7 +39,7 @@ def register(service: Service, deps: Started[Deps], config: LeadFetcherSettings,
         with correlation_scope(str(message.correlation_id)):
             await deps().capture(message)
 
-    # Batch consumption (shared/batch_consumer.py): no per-message FastStream path, one ack per run of finished
+    # Batch consumption (shared/bulk_consumer.py): no per-message FastStream path, one ack per run of finished
     # messages. Each message is still handled on its own (concurrently); they meet in the reader's Graph batch
     # calls and the store's group queries.
     @service.subscribe_batch(leadgen_consumer, max_batch=config.prefetch,

@@ -24,8 +24,8 @@ from services.lead_fetcher.logic import (
     read_failure,
     read_outcome,
 )
-from shared.batching import GroupRunner
 from shared.graph import GraphError
+from shared.group_commit import GroupRunner
 from shared.messaging import PermanentError
 
 if TYPE_CHECKING:
