@@ -6,7 +6,7 @@ import logging
 
 import aiohttp
 
-from contracts.messages import AlertRaisedMessage, LeadSyncedMessage
+from contracts.messages import AlertRaisedMessage, LeadSyncedMessage, RedeliverLeadMessage
 from services.crm_sync import handlers
 from services.crm_sync.adapters import Adapter, GoHighLevelAdapter, WebhookAdapter
 from services.crm_sync.mapping import field_map
@@ -29,6 +29,8 @@ def create_app(settings: Settings | None = None, *, lead_consumer: Consumer | No
     # Documented publishers (AsyncAPI); the messages themselves leave through the outbox.
     service.publisher(LeadSyncedMessage, "A lead was delivered to one CRM adapter.")
     service.publisher(AlertRaisedMessage, "A lead could not be delivered to a CRM (code crm_delivery_failed).")
+    service.publisher(RedeliverLeadMessage, "Ask lead_fetcher for a lead's LeadCaptured again (`leadwire crm "
+                                            "redeliver`).")
 
     def dependencies(started: Service) -> handlers.Deps:
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=crm.crm_timeout_seconds))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from services.crm_sync.logic import NO_ADAPTER
@@ -63,3 +64,23 @@ async def mark_skipped(pool: asyncpg.Pool, leadgen_id: str) -> None:
 async def enqueue_alert(pool: asyncpg.Pool, alert: AlertRaisedMessage) -> None:
     async with pool.acquire() as conn, conn.transaction():
         await enqueue(conn, alert)
+
+
+async def failed_leads(pool: asyncpg.Pool, *, since: datetime | None = None, adapter: str | None = None) -> list[str]:
+    """Leads with a delivery that ended `failed` (last changed at or after `since`, for `adapter` if given)."""
+    rows = await pool.fetch(
+        "select distinct leadgen_id from crm_deliveries where status = 'failed' "
+        "and ($1::timestamptz is null or updated_at >= $1) and ($2::text is null or adapter = $2) "
+        "order by leadgen_id",
+        since, adapter,
+    )
+    return [r["leadgen_id"] for r in rows]
+
+
+async def reopen_failed(conn: asyncpg.Connection, leadgen_ids: Sequence[str]) -> None:
+    """Set the leads' failed deliveries back to `pending` (they are redriven)."""
+    await conn.execute(
+        "update crm_deliveries set status = 'pending', updated_at = now() "
+        "where leadgen_id = any($1::text[]) and status = 'failed'",
+        list(leadgen_ids),
+    )

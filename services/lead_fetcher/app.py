@@ -1,8 +1,9 @@
 """The lead_fetcher service: composition root.
 
 Consumes `LeadgenReceived`, reads each lead from Meta with the Page token (concurrent reads share Graph batch
-calls), stores it in `leads` and emits `LeadCaptured` through the outbox in the same transaction. Background
-jobs: the outbox relay, and the periodic backfill that captures leads whose webhook never came.
+calls), stores it in `leads` and emits `LeadCaptured` through the outbox in the same transaction. Consumes
+crm_sync's `RedeliverLead` commands: the stored lead's `LeadCaptured` again. Background jobs: the outbox relay,
+and the periodic backfill that captures leads whose webhook never came.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from shared.settings import Settings
 from shared.topology import Consumer, consumer
 
 
-def create_app(settings: Settings | None = None, *, leadgen_consumer: Consumer | None = None) -> Service:
-    """Build the service; `leadgen_consumer` swaps the LeadgenReceived queue (tests use a private one)."""
+def create_app(settings: Settings | None = None, *, leadgen_consumer: Consumer | None = None,
+               redeliver_consumer: Consumer | None = None) -> Service:
+    """Build the service; `leadgen_consumer` and `redeliver_consumer` swap the LeadgenReceived and RedeliverLead
+    queues (tests use private ones)."""
     service = Service("lead_fetcher", settings, uses_graph=True)
     config = service.settings.block(LeadFetcherSettings)
     token = page_token(service.settings.meta)
@@ -27,10 +30,11 @@ def create_app(settings: Settings | None = None, *, leadgen_consumer: Consumer |
     def dependencies(started: Service) -> handlers.Deps:
         graph = started.graph_client
         reader = LeadReader(graph, token, window_seconds=config.fetch_batch_window_ms / 1000.0)
-        return handlers.Deps(capture=LeadCapture(started.db, reader, config), graph=graph)
+        return handlers.Deps(capture=LeadCapture(started.db, reader, config), graph=graph, pool=started.db)
 
     handlers.register(service, service.on_started(dependencies), config, token=token,
-                      leadgen_consumer=leadgen_consumer or consumer("lead_fetcher", "leadgen_received"))
+                      leadgen_consumer=leadgen_consumer or consumer("lead_fetcher", "leadgen_received"),
+                      redeliver_consumer=redeliver_consumer or consumer("lead_fetcher", "redeliver_lead"))
     service.relay_outbox()
     if service.settings.meta.health_check_seconds > 0:
         service.monitor_meta_health(service.settings.meta.health_check_seconds)

@@ -1,5 +1,5 @@
-"""The lead fetcher's entry points: the LeadgenReceived batch handler and the periodic backfill. Thin: the work
-is `worker.LeadCapture` (one message) and `backfill.run_backfill`."""
+"""The lead fetcher's entry points: the LeadgenReceived batch handler, the RedeliverLead command handler and the
+periodic backfill. Thin: the work is in `worker.py` (one message) and `backfill.run_backfill`."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from contracts.messages import LeadgenReceivedMessage
+from contracts.messages import LeadgenReceivedMessage, RedeliverLeadMessage
+from services.lead_fetcher import worker
 from shared.logging import correlation_scope
 
 if TYPE_CHECKING:
+    import asyncpg
     from pydantic import SecretStr
 
     from services.lead_fetcher.settings import LeadFetcherSettings
@@ -29,11 +31,12 @@ class Deps:
 
     capture: LeadCapture
     graph: GraphClient
+    pool: asyncpg.Pool
 
 
 def register(service: Service, deps: Started[Deps], config: LeadFetcherSettings, *, token: SecretStr,
-             leadgen_consumer: Consumer) -> None:
-    """Subscribe the LeadgenReceived handler on `leadgen_consumer` and add the backfill job (when configured)."""
+             leadgen_consumer: Consumer, redeliver_consumer: Consumer) -> None:
+    """Subscribe the LeadgenReceived and RedeliverLead handlers; add the backfill job (when configured)."""
 
     async def capture_one(message: LeadgenReceivedMessage) -> None:
         with correlation_scope(str(message.correlation_id)):
@@ -49,6 +52,11 @@ def register(service: Service, deps: Started[Deps], config: LeadFetcherSettings,
         # PermanentError (parked with Meta's error), anything else (retried with backoff).
         results = await asyncio.gather(*(capture_one(m) for m in messages), return_exceptions=True)
         return [r if isinstance(r, BaseException) else None for r in results]
+
+    @service.subscribe(redeliver_consumer)
+    async def handle_redeliver_lead(message: RedeliverLeadMessage) -> None:
+        with correlation_scope(str(message.correlation_id)):
+            await worker.redeliver(deps().pool, message)
 
     async def backfill_periodically() -> None:
         from services.lead_fetcher.backfill import run_backfill

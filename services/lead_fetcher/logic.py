@@ -43,6 +43,7 @@ THROTTLE_FALLBACK_SECONDS = 60.0
 # costs a client.
 THROTTLE_MAX_DELAY_SECONDS = 900.0
 _CAPTURED_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://leadwire/messages/LeadCaptured")
+_REDELIVERED_NAMESPACE = uuid.UUID("a3c1f0d2-7b5e-4f8a-9d61-2e4b8c7f0a95")
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,11 @@ class Lead:
 def captured_message_id(leadgen_id: str) -> uuid.UUID:
     """The one message id of a lead's `LeadCaptured`: a re-emission is recognisable as the same message."""
     return uuid.uuid5(_CAPTURED_NAMESPACE, str(leadgen_id))
+
+
+def redelivered_message_id(command_id: uuid.UUID) -> uuid.UUID:
+    """The id of the LeadCaptured a `RedeliverLead` command produces: the same command (redelivered) adds none."""
+    return uuid.uuid5(_REDELIVERED_NAMESPACE, str(command_id))
 
 
 def parse_meta_time(value: Any) -> datetime:

@@ -1,4 +1,5 @@
-"""The orchestration of one LeadgenReceived: skip if stored, read from Meta (batched), store with its LeadCaptured.
+"""The orchestration of one message. LeadgenReceived (`LeadCapture`): skip if stored, read from Meta (batched),
+store with its LeadCaptured. RedeliverLead (`redeliver`): the stored lead's LeadCaptured again.
 
 Concurrent messages share their database work: the "already stored?" check of every message waiting at the same
 time is one query, and their new leads are inserted, with their LeadCaptured, in one transaction (`GroupRunner`).
@@ -31,7 +32,7 @@ from shared.messaging import PermanentError
 if TYPE_CHECKING:
     import asyncpg
 
-    from contracts.messages import LeadgenReceivedMessage
+    from contracts.messages import LeadgenReceivedMessage, RedeliverLeadMessage
     from services.lead_fetcher.reader import LeadReader
     from services.lead_fetcher.settings import LeadFetcherSettings
 
@@ -134,3 +135,17 @@ class LeadCapture:
         page_id = message.payload.page_id
         await store.raise_alert_once(self.pool, access_alert(code, page_id, exc),
                                      repeat_seconds=self.settings.alert_repeat_seconds, caused_by=message)
+
+
+async def redeliver(pool: asyncpg.Pool, command: RedeliverLeadMessage) -> None:
+    """Emit a stored lead's LeadCaptured again (crm_sync's `leadwire crm redeliver`), through the outbox.
+
+    Raises:
+        PermanentError: the lead is not stored (parked: there is nothing to redeliver).
+    """
+    leadgen_id = command.payload.leadgen_id
+    ids = {"leadgen_id": leadgen_id, "message_id": str(command.message_id), "reason": command.payload.reason}
+    enqueued = await store.redeliver_captured(pool, command)
+    if enqueued is None:
+        raise PermanentError(f"lead {leadgen_id} is not stored: nothing to redeliver")
+    logger.info("LeadCaptured emitted again" if enqueued else "redelivery already emitted", extra=ids)

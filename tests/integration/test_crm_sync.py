@@ -26,12 +26,12 @@ from contracts.messages import AlertRaisedMessage, LeadCapturedMessage, LeadSync
 from services.crm_sync.app import build_adapters, create_app
 from services.crm_sync.cli import redeliver_once
 from services.crm_sync.logic import DeliveryOutcome
-from services.crm_sync.redeliver import failed_leads
 from services.crm_sync.settings import CrmSyncSettings
+from services.crm_sync.store import failed_leads
 from services.crm_sync.worker import Job, LeadSync
 from shared.messaging import declare_topology, ensure_confirmed
 from shared.service import Service
-from shared.settings import Settings
+from shared.settings import MetaSettings, Settings
 from shared.topology import EXCHANGE, H_ATTEMPT, H_REASON, Consumer, register
 from tests.fixtures.crm import FakeCrm, crm_sink  # noqa: F401
 from tests.fixtures.infra import AMQP_URL, TEST_DSN, eventually, unique
@@ -402,14 +402,29 @@ async def test_a_group_that_cannot_commit_is_redone_lead_by_lead(
     assert row is None or row["status"] != "delivered"
 
 
+@pytest.fixture
+async def lead_fetcher(settings: Settings) -> AsyncIterator[Service]:
+    """The owner of `leads`, which answers crm_sync's RedeliverLead commands (no Graph call is needed for them)."""
+    from services.lead_fetcher.app import create_app as create_lead_fetcher
+    from services.lead_fetcher.settings import LeadFetcherSettings
+
+    service = create_lead_fetcher(settings.replace(LeadFetcherSettings(backfill_interval_seconds=0),
+                                                   MetaSettings(health_check_seconds=0)))
+    await service.start()
+    yield service
+    await service.stop()
+
+
 async def test_redeliver_failed_leads_through_the_outbox_once(
     crm_sync: StartCrmSync, crm_sink: FakeCrm, send: Send, db: asyncpg.Pool,  # noqa: F811
     settings: Settings, caplog: pytest.LogCaptureFixture, amqp: aio_pika.abc.AbstractChannel, queue: Consumer,
+    lead_fetcher: Service,
 ) -> None:
     caplog.set_level(logging.INFO, logger="services.crm_sync.worker")
     started = datetime.now(UTC)
     await crm_sync()
-    # The redriven messages leave through the outbox with LeadCaptured's own routing key, as crm_sync gets them.
+    # crm_sync's RedeliverLead commands leave through the outbox to lead_fetcher, whose new LeadCaptured arrives
+    # with LeadCaptured's own routing key, as crm_sync gets them.
     exchange = await amqp.declare_exchange(EXCHANGE.name, aio_pika.ExchangeType.TOPIC, durable=True)
     await (await amqp.get_queue(queue.queue_name, ensure=False)).bind(exchange, routing_key=RoutingKey.LEAD_CAPTURED)
     failed, delivered, unknown = new_lead_id(), new_lead_id(), new_lead_id()
@@ -451,8 +466,8 @@ async def test_redeliver_command_line(db: asyncpg.Pool) -> None:
     assert "999000999000999" in output
 
     body = await db.fetchval(
-        "select body from outbox where message_type = 'LeadCaptured' and body->'payload'->>'leadgen_id' = $1", lid)
-    assert body["payload"]["page_id"] == "1111"
+        "select body from outbox where message_type = 'RedeliverLead' and body->'payload'->>'leadgen_id' = $1", lid)
+    assert body["payload"]["leadgen_id"] == lid  # a command to lead_fetcher, which owns the lead
 
 
 # --------------------------------------------------------------------------------------------- helpers
