@@ -5,7 +5,6 @@ message fails with. Nothing here talks to the broker, the database or Meta (`wor
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,8 +18,6 @@ from shared.graph.errors import GraphError, ThrottledError
 from shared.leads import StoredLead
 from shared.messaging import PermanentError, RetryLater
 from shared.meta.customer_data import HASHED_KEYS
-
-logger = logging.getLogger(__name__)
 
 # Meta discards a repeat of (event_name, event_id) within 48 hours (docs/meta-api.md §8.5); we do not send one.
 DEDUPE_WINDOW_SECONDS = 48 * 3600
@@ -56,6 +53,7 @@ LEAD_FIELD_KEYS: tuple[tuple[str, str], ...] = (
     ("gender", "gender"),
     ("date_of_birth", "date_of_birth"),
 )
+
 
 class SendOutcome(StrEnum):
     """How a conversion's message ends well: its event was sent, or was found already sent."""
