@@ -9,11 +9,12 @@ export DATABASE_URL ?= postgresql://leadwire:leadwire@127.0.0.1:5432/leadwire
 # The vhost and database the suite uses (a second checkout on the same machine sets another name).
 export LEADWIRE_TEST_VHOST ?= leadwire_test
 
-.PHONY: help up test test-hours bench lint fmt migrate schemas asyncapi contracts infra install sandbox clean
+.PHONY: help up test test-fast test-hours bench lint fmt migrate schemas asyncapi contracts infra install sandbox clean
 
 help:
 	@echo "make up       set up everything and run all services (demo against the Graph sandbox without META_ACCESS_TOKEN)"
 	@echo "make test     set up everything and run the whole test suite"
+	@echo "make test-fast  unit tests and handler tests on FastStream's in-memory broker: no RabbitMQ, no PostgreSQL, seconds"
 	@echo "make test-hours  the suite as if run at 00:30, 09:00 and 23:30 in the account's time zone (TEST_HOURS)"
 	@echo "make bench    run every benchmark under tests/benchmarks/ and print figures"
 	@echo "make lint     ruff, import boundaries (lint-imports), mypy;  make fmt: ruff format;  make migrate;  make contracts: regenerate schemas + AsyncAPI"
@@ -33,6 +34,10 @@ up: install infra migrate
 
 test: install
 	@bash scripts/test.sh
+
+# No services needed: pure logic (tests/unit) and handlers on the in-memory broker (tests/memory).
+test-fast: install
+	$(BIN)/python -m pytest tests/unit tests/memory -q
 
 # The suite as if run at hours across the account's day (it must not depend on the hour): see the script.
 TEST_HOURS ?= 00:30 09:00 23:30

@@ -54,6 +54,18 @@ class LeadCaptured(Payload):
     platform: str | None = None
 
 
+class RedeliverLead(Payload):
+    """Command to lead_fetcher: emit the stored lead's `LeadCaptured` again (a CRM delivery is redriven).
+
+    Sent by crm_sync (`leadwire crm redeliver`); lead_fetcher, which owns the `leads` table, answers with a new
+    `LeadCaptured` for the lead, which every consumer handles as usual (crm_sync delivers each adapter at most once).
+    """
+
+    leadgen_id: MetaId = Field(pattern=r"^\d{1,32}$", description="Meta lead id of a stored lead.",
+                               examples=["1234567890123456"])
+    reason: str | None = Field(default=None, max_length=200, description="Why it is redriven (ids, never PII).")
+
+
 class LeadSynced(Payload):
     """A lead was delivered to one CRM adapter."""
 

@@ -13,7 +13,7 @@ from contracts.commands import CampaignCommand, CommandResult
 from contracts.conversions import ConversionRequested, ConversionSent
 from contracts.envelope import Envelope
 from contracts.insights import InsightsUpdated
-from contracts.leads import LeadCaptured, LeadgenReceived, LeadSynced
+from contracts.leads import LeadCaptured, LeadgenReceived, LeadSynced, RedeliverLead
 
 
 class RoutingKey:
@@ -22,6 +22,7 @@ class RoutingKey:
     LEADGEN_RECEIVED = "lead.leadgen_received.v1"
     LEAD_CAPTURED = "lead.captured.v1"
     LEAD_SYNCED = "lead.synced.v1"
+    REDELIVER_LEAD = "lead.redeliver.v1"
     CONVERSION_REQUESTED = "conversion.requested"  # pinned for outside systems
     CONVERSION_SENT = "conversion.sent.v2"
     INSIGHTS_UPDATED = "insights.updated.v1"
@@ -45,6 +46,14 @@ class LeadCapturedMessage(Envelope[LeadCaptured]):
 class LeadSyncedMessage(Envelope[LeadSynced]):
     routing_key: ClassVar[str] = RoutingKey.LEAD_SYNCED
     type: Literal["LeadSynced"] = "LeadSynced"
+    schema_version: Literal[1] = 1
+
+
+class RedeliverLeadMessage(Envelope[RedeliverLead]):
+    """A command for lead_fetcher: emit a stored lead's LeadCaptured again."""
+
+    routing_key: ClassVar[str] = RoutingKey.REDELIVER_LEAD
+    type: Literal["RedeliverLead"] = "RedeliverLead"
     schema_version: Literal[1] = 1
 
 
@@ -96,6 +105,7 @@ MESSAGES: tuple[type[Envelope[Any]], ...] = (
     LeadgenReceivedMessage,
     LeadCapturedMessage,
     LeadSyncedMessage,
+    RedeliverLeadMessage,
     ConversionRequestedMessage,
     ConversionSentMessage,
     InsightsUpdatedMessage,

@@ -3,7 +3,7 @@
 A consumed message is acknowledged only after its effect is durable: either the handler returned (its database
 transaction committed), or a retry copy / parked copy of it was confirmed by the broker. `settle_failure` decides
 between retry and park for both consumption paths: FastStream's (`ReliableConsumer`, one message per handler call)
-and the batch path (`shared.batch_consumer`).
+and the batch path (`shared.bulk_consumer`).
 """
 
 from __future__ import annotations
@@ -315,7 +315,7 @@ class ReliableConsumer(BaseMiddleware):
 
     Set on the broker, so every subscriber gets it; subscribers use `AckPolicy.MANUAL` so that FastStream's own
     acknowledgement logic stays out of the way. The retry and park decisions are `settle_failure`'s, shared with
-    the batch path (`shared.batch_consumer`).
+    the batch path (`shared.bulk_consumer`).
     """
 
     max_attempts = 5

@@ -19,7 +19,7 @@ import socket
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import aiohttp
 import asyncpg
@@ -30,7 +30,7 @@ from faststream.rabbit.publisher import RabbitPublisher
 
 from contracts.envelope import Envelope
 from shared import ops
-from shared.batch_consumer import BatchConsumer
+from shared.bulk_consumer import BulkConsumer
 from shared.db.pool import create_pool
 from shared.logging import register_secret
 from shared.messaging import declare_topology, make_broker
@@ -110,6 +110,43 @@ class ServiceSpec:
 
 BackgroundJob = Callable[[], Awaitable[None]]
 
+D = TypeVar("D")
+
+
+class Started(Generic[D]):
+    """What a service built once started (its dependencies object), reached as `deps()` by handlers and jobs.
+
+    `Service.on_started(build)` returns one; `build(service)` runs in `Service.start()` after the pool, HTTP
+    session and Graph client opened and before any message is consumed, so a handler never sees it missing.
+    Calling it before start (or after stop) raises instead of handing out None.
+    """
+
+    def __init__(self, service: str, build: Callable[[Service], D | Awaitable[D]],
+                 close: Callable[[D], Awaitable[None]] | None) -> None:
+        self._service = service
+        self._build = build
+        self._close = close
+        self._value: D | None = None
+
+    def __call__(self) -> D:
+        if self._value is None:
+            raise RuntimeError(f"{self._service}: dependencies used before start")
+        return self._value
+
+    @property
+    def value(self) -> D | None:
+        """The built object, or None before start."""
+        return self._value
+
+    async def open(self, service: Service) -> None:
+        built = self._build(service)
+        self._value = await built if inspect.isawaitable(built) else built
+
+    async def aclose(self) -> None:
+        value, self._value = self._value, None
+        if value is not None and self._close is not None:
+            await self._close(value)
+
 
 class Service:
     def __init__(
@@ -129,7 +166,8 @@ class Service:
         self._background: list[tuple[str, BackgroundJob]] = []
         self._publishers: dict[type[Envelope[Any]], RabbitPublisher] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self._batch_consumers: list[BatchConsumer[Any]] = []
+        self._bulk_consumers: list[BulkConsumer[Any]] = []
+        self._started: list[Started[Any]] = []
         self._ops_runner: web.AppRunner | None = None
         # Where the ops routes (and a web app's own) are served: `leadwire run` sets it from the registry; a
         # service started on its own serves on OPS_PORT, or on a free port.
@@ -181,7 +219,7 @@ class Service:
     def subscribe_batch(
         self, consumer: Consumer, *, max_batch: int = 1000, linger: float = 0.05, prefetch: int | None = None
     ) -> Any:
-        """Decorator registering a batch handler on a consumer's queue (`shared.batch_consumer`).
+        """Decorator registering a batch handler on a consumer's queue (`shared.bulk_consumer`).
 
         The handler takes `list[<envelope class>]` (the batch's valid messages, in delivery order) and returns
         None (all done) or one result per message: None, or the exception that message failed with (retried or
@@ -191,7 +229,7 @@ class Service:
 
         def register(handler: Callable[..., Any]) -> Any:
             message_cls = _batch_message_class(handler)
-            batch_consumer: BatchConsumer[Any] = BatchConsumer(
+            bulk_consumer: BulkConsumer[Any] = BulkConsumer(
                 consumer,
                 handler,
                 message_cls,
@@ -202,7 +240,7 @@ class Service:
                 max_attempts=self.settings.broker.retry_attempts,
                 graceful_timeout=self.settings.broker.graceful_timeout_seconds,
             )
-            self._batch_consumers.append(batch_consumer)
+            self._bulk_consumers.append(bulk_consumer)
             self._document_subscriber(consumer, message_cls, handler)
             return handler
 
@@ -211,7 +249,7 @@ class Service:
     def _document_subscriber(self, consumer: Consumer, message_cls: type[Any], handler: Callable[..., Any]) -> None:
         """Describe a batch consumer's channel in the AsyncAPI document as a FastStream subscriber would be.
 
-        The subscriber is the document's only: it never starts, the `BatchConsumer` consumes the queue.
+        The subscriber is the document's only: it never starts, the `BulkConsumer` consumes the queue.
         """
 
         async def one(message: Any) -> None:  # pragma: no cover - never called
@@ -278,6 +316,34 @@ class Service:
 
         self.background("outbox_relay", job)
 
+    def on_started(
+        self, build: Callable[[Service], D | Awaitable[D]], *, close: Callable[[D], Awaitable[None]] | None = None
+    ) -> Started[D]:
+        """Declare the dependencies built once the service's resources are open; returns their typed accessor.
+
+        `build(service)` (plain or async) runs in `start()` after the database pool, HTTP session and Graph
+        client opened, before consuming starts; `close(deps)` runs in `stop()` after consuming stopped. Handlers
+        and background jobs take the returned `Started` and call it: `deps().sender`. The one way to reach what
+        exists only after start (no holder lists, lambdas or attributes patched onto the service).
+        """
+        started: Started[D] = Started(self.name, build, close)
+        self._started.append(started)
+        return started
+
+    def dependencies(self, kind: type[D]) -> D:
+        """The started dependencies object of type `kind` (for tests and tools holding only the `Service`)."""
+        for started in self._started:
+            if isinstance(started.value, kind):
+                return started.value
+        raise LookupError(f"{self.name}: no started dependencies of type {kind.__name__}")
+
+    @property
+    def graph_client(self) -> GraphClient:
+        """The Graph client (a service built with `uses_graph=True`, once started)."""
+        if self.graph is None:
+            raise RuntimeError(f"{self.name}: Graph client used before start (or uses_graph=False)")
+        return self.graph
+
     def background(self, name: str, job: BackgroundJob) -> None:
         """Run `job` (a coroutine function) once the broker consumes; it is cancelled on stop."""
         self._background.append((name, job))
@@ -299,6 +365,8 @@ class Service:
             self.graph = GraphClient(
                 self.http, self.settings.meta, max_wait=self.settings.meta.graph_max_wait_seconds
             )
+        for started in self._started:
+            await started.open(self)
         await self.broker.connect()
         # Every consumer's queue, not only ours: a message published before its consumer ever ran must be
         # queued for it, not returned as unroutable.
@@ -306,8 +374,8 @@ class Service:
             self.settings.broker.amqp_url.get_secret_value(), dict.fromkeys((*CONSUMERS, *consumers_of(self.name)))
         )
         await self.app.start()
-        for batch_consumer in self._batch_consumers:
-            await batch_consumer.start()
+        for bulk_consumer in self._bulk_consumers:
+            await bulk_consumer.start()
         for job_name, job in self._background:
             self._tasks.append(asyncio.create_task(self._supervise(job_name, job), name=f"{self.name}.{job_name}"))
         app = self.web_app() if self.web_app is not None else None
@@ -329,11 +397,13 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        for batch_consumer in self._batch_consumers:  # drains in-flight batches within the graceful timeout
-            await batch_consumer.stop()
+        for bulk_consumer in self._bulk_consumers:  # drains in-flight batches within the graceful timeout
+            await bulk_consumer.stop()
         await self.app.stop()  # drains in-flight messages within the broker's graceful timeout
         if self._ops_runner is not None:
             await self._ops_runner.cleanup()
+        for started in reversed(self._started):
+            await started.aclose()
         if self.http is not None:
             await self.http.close()
         if self.pool is not None:
@@ -343,8 +413,8 @@ class Service:
     async def ready(self) -> dict[str, bool]:
         """What /readyz reports: each dependency reachable right now."""
         checks = {"broker": await _check(self.broker.ping(timeout=2.0))}
-        if self._batch_consumers:  # their own connections: consuming right now, not reconnecting
-            checks["batch_consumers"] = all(batch_consumer.consuming for batch_consumer in self._batch_consumers)
+        if self._bulk_consumers:  # their own connections: consuming right now, not reconnecting
+            checks["batch_consumers"] = all(bulk_consumer.consuming for bulk_consumer in self._bulk_consumers)
         if self.uses_database:
             checks["database"] = self.pool is not None and await _check(self.pool.fetchval("select 1"))
         return checks

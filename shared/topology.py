@@ -80,6 +80,8 @@ class Consumer:
 
 CONSUMERS: tuple[Consumer, ...] = (
     Consumer("lead_fetcher", "leadgen_received", (RoutingKey.LEADGEN_RECEIVED,)),
+    # crm_sync's redeliver asks the owner of `leads` to emit a stored lead's LeadCaptured again.
+    Consumer("lead_fetcher", "redeliver_lead", (RoutingKey.REDELIVER_LEAD,)),
     Consumer("crm_sync", "lead_captured", (RoutingKey.LEAD_CAPTURED,)),
     Consumer("capi_sender", "conversion_requested", (RoutingKey.CONVERSION_REQUESTED,)),
     Consumer("rules_engine", "insights_updated", (RoutingKey.INSIGHTS_UPDATED,)),

@@ -7,8 +7,8 @@ from typing import Any
 from contracts.messages import ConversionSentMessage
 from services.capi_sender import handlers
 from services.capi_sender.events import RequestBatch
-from services.capi_sender.logic import CapiSender, post_events, prune_periodically
 from services.capi_sender.settings import CapiSettings
+from services.capi_sender.worker import CapiSender, post_events
 from shared.service import Service
 from shared.settings import Settings
 from shared.topology import Consumer, consumer
@@ -25,23 +25,22 @@ def create_app(settings: Settings | None = None, *, source: Consumer | None = No
     capi = service.settings.block(CapiSettings)
     service.web_reuse_port = capi.capi_workers > 1  # the workers share the ops port (/metrics counts them all)
 
-    async def post(batch: RequestBatch) -> dict[str, Any]:
-        return await post_events(service.graph, batch)
+    def dependencies(started: Service) -> handlers.Deps:
+        graph = started.graph_client
 
-    sender = CapiSender(
-        pool=lambda: service.db,
-        post=post,
-        settings=capi,
-        default_pixel_id=service.settings.meta.pixel_id,
-    )
-    service.sender = sender  # type: ignore[attr-defined]
-    handlers.register(service, sender, source or consumer("capi_sender", "conversion_requested"))
+        async def post(batch: RequestBatch) -> dict[str, Any]:
+            return await post_events(graph, batch)
+
+        sender = CapiSender(pool=started.db, post=post, settings=capi,
+                            default_pixel_id=started.settings.meta.pixel_id)
+        return handlers.Deps(sender=sender, pool=started.db)
+
+    handlers.register(service, service.on_started(dependencies),
+                      source or consumer("capi_sender", "conversion_requested"))
     # Declared for the AsyncAPI document; messages go out through the transactional outbox.
     service.publisher(
         ConversionSentMessage, description="Meta accepted a Conversions API request: the events it carried."
     )
-    service.background("flush_on_stop", sender.flush_on_stop)
-    service.background("prune_send_log", lambda: prune_periodically(lambda: service.db))
     service.relay_outbox()
     return service
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from contracts.conversions import ConversionRequested, ConversionUser
 from services.capi_sender.events import Parked, RequestBatch, prepare_event
-from services.capi_sender.logic import post_events
 from services.capi_sender.settings import CapiSettings
+from services.capi_sender.worker import post_events
 from shared.graph.errors import GraphError
 from shared.settings import Settings
 

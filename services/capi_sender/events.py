@@ -36,11 +36,11 @@ __all__ = [
     "DEFAULT_CRM_NAME",
     "MAX_EVENTS_PER_REQUEST",
     "MAX_EVENT_AGE_SECONDS",
+    "LeadContact",
     "ParkReason",
     "Parked",
     "PreparedEvent",
     "RequestBatch",
-    "StoredLead",
     "bisect_batch",
     "check_event",
     "chunk",
@@ -98,8 +98,8 @@ class Parked:
 
 
 @dataclass(frozen=True)
-class StoredLead:
-    """What leadwire stored when the lead arrived, used to fill in a CRM event that sent only `lead_id`."""
+class LeadContact:
+    """The customer fields of a stored lead, used to fill in a CRM event that sent only `lead_id`."""
 
     lead_id: str | None = None
     email: str | None = None
@@ -115,7 +115,7 @@ class StoredLead:
     created_time: int | None = None  # unix seconds
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> StoredLead:
+    def from_mapping(cls, data: Mapping[str, Any]) -> LeadContact:
         """From a DB row or dict; `created_time` may be unix seconds, ISO 8601 (Meta's "+0000" too) or datetime."""
         created = data.get("created_time")
         return cls(
@@ -188,7 +188,7 @@ def is_crm_stage(request: ConversionRequested) -> bool:
     return request.action_source is ActionSource.SYSTEM_GENERATED
 
 
-def _merged_user(request: ConversionRequested, lead: StoredLead | None) -> ConversionUser:
+def _merged_user(request: ConversionRequested, lead: LeadContact | None) -> ConversionUser:
     if lead is None:
         return request.user
     stored = {
@@ -235,7 +235,7 @@ def prepare_event(
     request: ConversionRequested,
     *,
     now: int | datetime,
-    lead: StoredLead | Mapping[str, Any] | None = None,
+    lead: LeadContact | Mapping[str, Any] | None = None,
     default_pixel_id: str | None = None,
     default_country: str = "US",
     default_crm_name: str | None = None,
@@ -253,7 +253,7 @@ def prepare_event(
         today: reference date for date-of-birth checks; defaults to `now`'s UTC date.
     """
     now_seconds = to_unix_seconds(now)
-    stored = StoredLead.from_mapping(lead) if isinstance(lead, Mapping) else lead
+    stored = LeadContact.from_mapping(lead) if isinstance(lead, Mapping) else lead
     merged = _merged_user(request, stored)
     event_id = _resolve_event_id(request, merged)
 

@@ -15,7 +15,8 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from services.crm_sync.mapping import StoredLead, ghl_contact, webhook_body
+from services.crm_sync.mapping import ghl_contact, webhook_body
+from shared.leads import StoredLead
 
 GHL_API_VERSION = "2021-07-28"
 USER_AGENT = "leadwire-crm-sync/1"

@@ -6,15 +6,16 @@ import logging
 
 import aiohttp
 
-from contracts.messages import AlertRaisedMessage, LeadCapturedMessage, LeadSyncedMessage
-from services.crm_sync import logic
+from contracts.messages import AlertRaisedMessage, LeadSyncedMessage, RedeliverLeadMessage
+from services.crm_sync import handlers
 from services.crm_sync.adapters import Adapter, GoHighLevelAdapter, WebhookAdapter
 from services.crm_sync.mapping import field_map
 from services.crm_sync.settings import CrmSyncSettings
+from services.crm_sync.worker import LeadSync
 from shared.logging import register_secret
 from shared.service import Service
 from shared.settings import Settings
-from shared.topology import H_ATTEMPT, Consumer, consumer
+from shared.topology import Consumer, consumer
 
 logger = logging.getLogger(__name__)
 
@@ -28,36 +29,24 @@ def create_app(settings: Settings | None = None, *, lead_consumer: Consumer | No
     # Documented publishers (AsyncAPI); the messages themselves leave through the outbox.
     service.publisher(LeadSyncedMessage, "A lead was delivered to one CRM adapter.")
     service.publisher(AlertRaisedMessage, "A lead could not be delivered to a CRM (code crm_delivery_failed).")
-    adapters: list[Adapter] = []
-    http: list[aiohttp.ClientSession] = []
+    service.publisher(RedeliverLeadMessage, "Ask lead_fetcher for a lead's LeadCaptured again (`leadwire crm "
+                                            "redeliver`).")
 
-    @service.app.on_startup
-    async def open_adapters() -> None:
+    def dependencies(started: Service) -> handlers.Deps:
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=crm.crm_timeout_seconds))
-        http.append(session)
-        adapters.clear()
-        adapters.extend(build_adapters(crm, session))
+        adapters = build_adapters(crm, session)
         if not adapters:
             logger.warning("no CRM adapter configured (CRM_WEBHOOK_URL, GHL_API_TOKEN): leads are recorded as "
                            "skipped, not delivered")
         else:
             logger.info("CRM adapters: %s", ", ".join(a.name for a in adapters))
+        return handlers.Deps(sync=LeadSync(started.db, adapters), http=session)
 
-    @service.app.after_shutdown
-    async def close_adapters() -> None:
-        while http:
-            await http.pop().close()
+    async def close(deps: handlers.Deps) -> None:
+        await deps.http.close()
 
-    sync = logic.LeadSync(lambda: service.db, adapters)
-
-    @service.subscribe(lead_consumer or consumer("crm_sync", "lead_captured"), prefetch=crm.crm_prefetch)
-    async def handle_lead_captured(message: LeadCapturedMessage) -> None:
-        # The attempt header is read from the context here, not injected: an injected `Context(...)` argument is
-        # resolved in a worker thread per message, and a second argument turns off the envelope decoder.
-        headers = service.broker.context.get_local("message").headers or {}
-        await sync(message, attempt=int(headers.get(H_ATTEMPT, 1)),
-                   max_attempts=service.settings.broker.retry_attempts)
-
+    handlers.register(service, service.on_started(dependencies, close=close),
+                      lead_consumer or consumer("crm_sync", "lead_captured"), prefetch=crm.crm_prefetch)
     service.relay_outbox()
     return service
 

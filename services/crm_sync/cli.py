@@ -9,7 +9,8 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from services.crm_sync.redeliver import RedeliveryReport, failed_leads, redeliver
+from services.crm_sync.redeliver import RedeliveryReport, redeliver
+from services.crm_sync.store import failed_leads
 from shared.cli import date_arg
 from shared.db.pool import create_pool
 from shared.messaging import make_broker

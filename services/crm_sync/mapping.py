@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
+
+from shared.leads import NAME_KEYS, StoredLead
 
 # Meta's standard question keys (field_data[].name) -> generic webhook field names. Keys not listed pass through
 # under their own name, so custom questions ("were_you_injured") reach the CRM too; CRM_FIELD_MAP overrides.
@@ -42,61 +42,6 @@ GHL_STANDARD_FIELDS: dict[str, str] = {
     "country": "country",
     "company_name": "companyName",
 }
-
-NAME_KEYS = ("ad_name", "adset_name", "campaign_name", "form_name")
-
-
-@dataclass(frozen=True)
-class StoredLead:
-    """A row of `leads`. `answers` are PII: kept out of repr, so a traceback or a log line cannot show them."""
-
-    leadgen_id: str
-    page_id: str
-    form_id: str | None
-    ad_id: str | None
-    adset_id: str | None
-    campaign_id: str | None
-    created_time: datetime
-    is_organic: bool
-    platform: str | None
-    answers: Mapping[str, str] = field(repr=False)
-    names: Mapping[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> StoredLead:
-        raw = row["raw"] if isinstance(row["raw"], dict) else {}
-        names = {k: str(raw[k]) for k in NAME_KEYS if raw.get(k)}
-        return cls(
-            leadgen_id=row["leadgen_id"],
-            page_id=row["page_id"],
-            form_id=row["form_id"],
-            ad_id=row["ad_id"],
-            adset_id=row["adset_id"],
-            campaign_id=row["campaign_id"],
-            created_time=row["created_time"],
-            is_organic=row["is_organic"],
-            platform=row["platform"],
-            answers=_flatten(row["fields"]),
-            names=names,
-        )
-
-    def label(self, kind: str) -> str | None:
-        """The name of the lead's campaign / adset / ad / form if the database has it, else its id."""
-        return self.names.get(f"{kind}_name") or getattr(self, f"{kind}_id", None)
-
-
-def _flatten(fields: object) -> dict[str, str]:
-    """Answers as question key -> text (Meta returns lists of values; the first non-empty one counts)."""
-    if not isinstance(fields, Mapping):
-        return {}
-    flat: dict[str, str] = {}
-    for key, value in fields.items():
-        if isinstance(value, list):
-            value = next((v for v in value if v not in (None, "")), None)
-        if value is not None and value != "":
-            flat[str(key)] = str(value)
-    return flat
-
 
 def field_map(overrides: Mapping[str, str | None]) -> dict[str, str | None]:
     return {**DEFAULT_FIELD_MAP, **overrides}

@@ -1,10 +1,11 @@
-"""Re-drive CRM deliveries: a lead's LeadCaptured enqueued again, through the outbox, for crm_sync to deliver.
+"""Re-drive CRM deliveries: ask lead_fetcher, through the outbox, to emit a lead's LeadCaptured again.
 
-For deliveries that ended `failed` (attempts ran out, or a 4xx fixed since) or for named leads. The lead goes through
-the normal path: a new LeadCaptured in the outbox, relayed to the broker, handled by crm_sync like any other, so the
-per-(lead, adapter) rows of `crm_deliveries` keep it at most once per adapter: an adapter already `delivered` is not
-sent again. The failed rows are set back to `pending` in the same transaction, so running the command twice does
-not enqueue a lead twice unless it failed again.
+For deliveries that ended `failed` (attempts ran out, or a 4xx fixed since) or for named leads. crm_sync does not
+write lead_fetcher's messages: it sends lead_fetcher a `RedeliverLead` command per stored lead, and lead_fetcher,
+which owns `leads`, emits a new LeadCaptured that crm_sync handles like any other, so the per-(lead, adapter) rows of
+`crm_deliveries` keep it at most once per adapter: an adapter already `delivered` is not sent again. The failed rows
+are set back to `pending` in the same transaction, so running the command twice does not enqueue a lead twice
+unless it failed again.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import TYPE_CHECKING
 
-from contracts.leads import LeadCaptured
-from contracts.messages import LeadCapturedMessage
+from contracts.leads import RedeliverLead
+from contracts.messages import RedeliverLeadMessage
+from services.crm_sync import store
+from shared.leads import load_leads
 from shared.outbox import enqueue_many
 
 if TYPE_CHECKING:
@@ -24,53 +26,29 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_LEADS = (
-    "select leadgen_id, page_id, form_id, ad_id, adset_id, campaign_id, created_time, is_organic, platform "
-    "from leads where leadgen_id = any($1::text[])"
-)
-
-
 @dataclass
 class RedeliveryReport:
     """What one run enqueued (ids only)."""
 
     enqueued: list[str] = field(default_factory=list)
-    not_stored: list[str] = field(default_factory=list)  # named ids with no row in `leads`
-
-
-async def failed_leads(pool: asyncpg.Pool, *, since: datetime | None = None, adapter: str | None = None) -> list[str]:
-    """Leads with a delivery that ended `failed` (last changed at or after `since`, for `adapter` if given)."""
-    rows = await pool.fetch(
-        "select distinct leadgen_id from crm_deliveries where status = 'failed' "
-        "and ($1::timestamptz is null or updated_at >= $1) and ($2::text is null or adapter = $2) "
-        "order by leadgen_id",
-        since, adapter,
-    )
-    return [r["leadgen_id"] for r in rows]
+    not_stored: list[str] = field(default_factory=list)  # named ids with no stored lead
 
 
 async def redeliver(pool: asyncpg.Pool, leadgen_ids: Sequence[str]) -> RedeliveryReport:
-    """Enqueue a LeadCaptured for each stored lead of `leadgen_ids` and reopen its failed deliveries; one
+    """Enqueue a RedeliverLead for each stored lead of `leadgen_ids` and reopen its failed deliveries; one
     transaction."""
     report = RedeliveryReport()
     wanted = list(dict.fromkeys(leadgen_ids))
     if not wanted:
         return report
     async with pool.acquire() as conn, conn.transaction():
-        rows = await conn.fetch(_LEADS, wanted)
-        found = {r["leadgen_id"]: r for r in rows}
-        report.not_stored = [i for i in wanted if i not in found]
-        report.enqueued = [i for i in wanted if i in found]
-        await conn.execute(
-            "update crm_deliveries set status = 'pending', updated_at = now() "
-            "where leadgen_id = any($1::text[]) and status = 'failed'",
-            report.enqueued,
-        )
-        await enqueue_many(conn, [LeadCapturedMessage.new(LeadCaptured(
-            leadgen_id=r["leadgen_id"], page_id=r["page_id"], form_id=r["form_id"], ad_id=r["ad_id"],
-            adset_id=r["adset_id"], campaign_id=r["campaign_id"], created_time=r["created_time"],
-            is_organic=r["is_organic"], platform=r["platform"],
-        )) for r in (found[i] for i in report.enqueued)])
-    logger.info("re-enqueued %s leads for CRM delivery", len(report.enqueued),
+        stored = await load_leads(conn, wanted)
+        report.not_stored = [i for i in wanted if i not in stored]
+        report.enqueued = [i for i in wanted if i in stored]
+        await store.reopen_failed(conn, report.enqueued)
+        await enqueue_many(conn, [
+            RedeliverLeadMessage.new(RedeliverLead(leadgen_id=i, reason="crm redeliver")) for i in report.enqueued
+        ])
+    logger.info("asked lead_fetcher to emit %s leads again for CRM delivery", len(report.enqueued),
                 extra={"leadgen_ids": ",".join(report.enqueued[:50]), "not_stored": len(report.not_stored)})
     return report

@@ -1,18 +1,39 @@
-"""HTTP handlers: read raw bytes, verify, parse, publish with confirms, then answer. No slow work here."""
+"""The ingress's entry points, HTTP handlers: read raw bytes, verify, parse, publish with confirms, then answer.
+
+No slow work here. `web_app` is their route table; what they use (config, publishers) is in the app's typed keys
+(`keys.py`), aiohttp's own typed way to reach resources.
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from contracts.messages import ConversionRequestedMessage, LeadgenReceivedMessage
 from services.ingress import logic, metrics
-from services.ingress.errors import Forbidden, NotConfigured, PayloadTooLarge
-from services.ingress.keys import CONFIG, CONVERSION_PUBLISHER, LEADGEN_PUBLISHER
+from services.ingress.errors import Forbidden, NotConfigured, PayloadTooLarge, error_middleware
+from services.ingress.keys import CONFIG, CONVERSION_PUBLISHER, LEADGEN_PUBLISHER, IngressConfig
 from services.ingress.publishing import publish_all
 
+if TYPE_CHECKING:
+    from faststream.rabbit.publisher import RabbitPublisher
+
 logger = logging.getLogger(__name__)
+
+
+def web_app(config: IngressConfig, *, leadgen_publisher: RabbitPublisher,
+            conversion_publisher: RabbitPublisher) -> web.Application:
+    """The ingress's aiohttp application: its routes and what their handlers use."""
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[error_middleware])
+    app[CONFIG] = config
+    app[LEADGEN_PUBLISHER] = leadgen_publisher
+    app[CONVERSION_PUBLISHER] = conversion_publisher
+    app.router.add_get("/webhooks/meta", verify_meta_subscription, name="meta_verify")
+    app.router.add_post("/webhooks/meta", receive_meta_webhook, name="meta_webhook")
+    app.router.add_post("/crm/events", receive_crm_events, name="crm_events")
+    return app
 
 
 async def read_body(request: web.Request) -> bytes:

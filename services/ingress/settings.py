@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.ingress.keys import IngressConfig
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 
 class IngressSettings(BaseSettings):
@@ -18,3 +25,15 @@ class IngressSettings(BaseSettings):
     crm_events_secret: SecretStr = SecretStr("")
     # How long a request waits for the broker's confirms before answering 503 (Meta then retries).
     ingress_publish_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
+
+def ingress_config(settings: Settings) -> IngressConfig:
+    """What the request handlers need to know, from the process settings (secrets as plain strings)."""
+    ingress = settings.block(IngressSettings)
+    return IngressConfig(
+        app_secret=settings.meta.app_secret.get_secret_value(),
+        verify_token=settings.meta.webhook_verify_token.get_secret_value(),
+        crm_events_secret=ingress.crm_events_secret.get_secret_value(),
+        max_body_bytes=ingress.ingress_max_body_bytes,
+        publish_timeout=ingress.ingress_publish_timeout_seconds,
+    )

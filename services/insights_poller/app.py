@@ -7,15 +7,12 @@ insights into PostgreSQL, `InsightsUpdated` per refresh) and the outbox relay th
 
 from __future__ import annotations
 
-import logging
-
 from contracts.messages import AlertRaisedMessage, InsightsUpdatedMessage
-from services.insights_poller.poller import InsightsPoller
+from services.insights_poller import handlers
 from services.insights_poller.settings import InsightsSettings
+from services.insights_poller.worker import InsightsPoller
 from shared.service import Service
 from shared.settings import Settings
-
-logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> Service:
@@ -23,16 +20,11 @@ def create_app(settings: Settings | None = None) -> Service:
     config = service.settings.block(InsightsSettings)
     accounts = service.settings.meta.ad_account_id
 
-    async def refresh_periodically() -> None:
-        if not accounts:
-            logger.warning("META_AD_ACCOUNT_ID is empty: no insights are refreshed")
-            return
-        assert service.graph is not None
-        await InsightsPoller(service.db, service.graph, config, accounts).run_forever()
+    def dependencies(started: Service) -> InsightsPoller:
+        return InsightsPoller(started.db, started.graph_client, config, accounts)
 
+    handlers.register(service, service.on_started(dependencies), enabled=config.interval_seconds > 0)
     service.relay_outbox()
-    if config.interval_seconds > 0:
-        service.background("insights_refresh", refresh_periodically)
     # Publishers declared for the AsyncAPI document; messages themselves leave through the outbox relay.
     service.publisher(InsightsUpdatedMessage, "Stored insights of an ad account were replaced for a date window.")
     service.publisher(AlertRaisedMessage, "An ad account's insights refresh failed (insights_account_failed).")

@@ -10,8 +10,8 @@ from datetime import date
 
 import aiohttp
 
-from services.insights_poller.poller import InsightsPoller
 from services.insights_poller.settings import InsightsSettings
+from services.insights_poller.worker import InsightsPoller
 from shared.db.pool import create_pool
 from shared.graph import GraphClient
 from shared.settings import Settings

@@ -11,8 +11,8 @@ from typing import Any
 
 import aiohttp
 
-from services.lead_fetcher.app import page_token
 from services.lead_fetcher.backfill import BackfillReport, run_backfill
+from services.lead_fetcher.logic import page_token
 from services.lead_fetcher.settings import MAX_BACKFILL_DAYS, LeadFetcherSettings
 from shared.cli import date_arg
 from shared.db.pool import create_pool

@@ -1,136 +1,73 @@
-"""Handling one LeadgenReceived: skip if stored, read from Meta (batched), store with its LeadCaptured.
-
-Concurrent messages share their database work: the "already stored?" check of every message waiting at the same
-time is one query, and their new leads are inserted, with their LeadCaptured, in one transaction (`GroupRunner`).
-Each handler still awaits its own lead's outcome, so a message is acknowledged only after its lead committed. A
-group whose statement fails is redone lead by lead, so one bad lead fails only its own message.
-"""
+"""The lead fetcher's entry points: the LeadgenReceived batch handler, the RedeliverLead command handler and the
+periodic backfill. Thin: the work is in `worker.py` (one message) and `backfill.run_backfill`."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from services.lead_fetcher import metrics, store
-from services.lead_fetcher.logic import (
-    Lead,
-    access_alert,
-    access_alert_code,
-    lead_is_expired,
-    parse_lead,
-    read_failure,
-    read_outcome,
-)
-from shared.batching import GroupRunner
-from shared.graph import GraphError
-from shared.messaging import PermanentError
+from contracts.messages import LeadgenReceivedMessage, RedeliverLeadMessage
+from services.lead_fetcher import worker
+from shared.logging import correlation_scope
 
 if TYPE_CHECKING:
     import asyncpg
+    from pydantic import SecretStr
 
-    from contracts.messages import LeadgenReceivedMessage
-    from services.lead_fetcher.reader import LeadReader
     from services.lead_fetcher.settings import LeadFetcherSettings
+    from services.lead_fetcher.worker import LeadCapture
+    from shared.graph import GraphClient
+    from shared.service import Service, Started
+    from shared.topology import Consumer
 
 logger = logging.getLogger(__name__)
 
-# Most leads per lookup query or insert transaction (the prefetch bounds what can wait at once anyway).
-MAX_GROUP = 200
 
-StoreItem = tuple[Lead, "LeadgenReceivedMessage"]
+@dataclass(frozen=True)
+class Deps:
+    """What the handlers use, built once the service started (`Service.on_started`)."""
 
-
-@dataclass
-class LeadCapture:
-    """The handler's dependencies; `__call__` handles one message."""
-
+    capture: LeadCapture
+    graph: GraphClient
     pool: asyncpg.Pool
-    reader: LeadReader
-    settings: LeadFetcherSettings
-    _lookups: GroupRunner[str, bool | None] = field(init=False, repr=False)
-    _stores: GroupRunner[StoreItem, bool] = field(init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        self._lookups = GroupRunner(self.lookup_group, max_size=MAX_GROUP,
-                                    on_group=metrics.BATCH_SIZE.labels("lookup").observe)
-        self._stores = GroupRunner(self.store_group, max_size=MAX_GROUP,
-                                   on_group=metrics.BATCH_SIZE.labels("store").observe)
 
-    async def __call__(self, message: LeadgenReceivedMessage) -> None:
-        p = message.payload
-        ids = {"leadgen_id": p.leadgen_id, "page_id": p.page_id, "message_id": str(message.message_id)}
-        emitted = await self._lookups.submit(p.leadgen_id)
-        if emitted is True:  # duplicate webhook or a lead the backfill got first: no Graph call
-            metrics.DUPLICATES_SKIPPED.labels("stored").inc()
-            logger.info("lead already stored", extra=ids)
+def register(service: Service, deps: Started[Deps], config: LeadFetcherSettings, *, token: SecretStr,
+             leadgen_consumer: Consumer, redeliver_consumer: Consumer) -> None:
+    """Subscribe the LeadgenReceived and RedeliverLead handlers; add the backfill job (when configured)."""
+
+    async def capture_one(message: LeadgenReceivedMessage) -> None:
+        with correlation_scope(str(message.correlation_id)):
+            await deps().capture(message)
+
+    # Batch consumption (shared/bulk_consumer.py): no per-message FastStream path, one ack per run of finished
+    # messages. Each message is still handled on its own (concurrently); they meet in the reader's Graph batch
+    # calls and the store's group queries.
+    @service.subscribe_batch(leadgen_consumer, max_batch=config.prefetch,
+                             linger=config.fetch_batch_window_ms / 1000.0, prefetch=2 * config.prefetch)
+    async def handle_leadgen_received(messages: list[LeadgenReceivedMessage]) -> list[BaseException | None]:
+        # Per message: None (stored, or a duplicate), or its exception: RetryLater (throttled, access refused),
+        # PermanentError (parked with Meta's error), anything else (retried with backoff).
+        results = await asyncio.gather(*(capture_one(m) for m in messages), return_exceptions=True)
+        return [r if isinstance(r, BaseException) else None for r in results]
+
+    @service.subscribe(redeliver_consumer)
+    async def handle_redeliver_lead(message: RedeliverLeadMessage) -> None:
+        with correlation_scope(str(message.correlation_id)):
+            await worker.redeliver(deps().pool, message)
+
+    async def backfill_periodically() -> None:
+        from services.lead_fetcher.backfill import run_backfill
+
+        pages = service.settings.meta.page_ids
+        if not pages:
+            logger.warning("META_PAGE_IDS is empty: no backfill, a lead whose webhook is lost stays lost")
             return
-        if emitted is False:  # stored by other means (an import) without its LeadCaptured: emit it, locked
-            enqueued = await store.ensure_captured(self.pool, p.leadgen_id, caused_by=message)
-            if enqueued is not None:
-                metrics.DUPLICATES_SKIPPED.labels("reemitted" if enqueued else "stored").inc()
-                logger.info("lead already stored%s", "; LeadCaptured re-enqueued" if enqueued else "", extra=ids)
-                return
-        try:
-            raw = await self.reader.read(p.leadgen_id, p.page_id)
-        except GraphError as exc:
-            metrics.READS.labels(read_outcome(exc)).inc()
-            await self._alert_if_access(exc, message)
-            raise read_failure(exc, p.leadgen_id, access_retry_seconds=self.settings.access_retry_seconds,
-                               expired=lead_is_expired(p.created_time, datetime.now(UTC))) from None
-        try:
-            lead = parse_lead(raw, page_id=p.page_id, source=p.source, leadgen_id=p.leadgen_id)
-        except ValueError as exc:
-            metrics.READS.labels("unusable").inc()
-            raise PermanentError(f"lead {p.leadgen_id}: Meta's answer is unusable: {exc}") from None
-        metrics.READS.labels("ok").inc()
-        new = await self._stores.submit((lead, message))
-        if new:
-            metrics.LEADS_CAPTURED.labels(lead.source).inc()
-        else:
-            metrics.DUPLICATES_SKIPPED.labels("concurrent").inc()
-        logger.info("lead captured" if new else "lead already stored (concurrent copy)",
-                    extra={**ids, "form_id": lead.form_id, "source": p.source})
+        while True:
+            await run_backfill(service.db, deps().graph, page_ids=pages, token=token, settings=config)
+            await asyncio.sleep(config.backfill_interval_seconds)
 
-    async def lookup_group(self, leadgen_ids: Sequence[str]) -> list[bool | None]:
-        """True: stored with its LeadCaptured; False: stored without; None: not stored. A failed read fails every
-        message of the group, each retried on its own."""
-        found = await store.lookup(self.pool, leadgen_ids)
-        return [found.get(i) for i in leadgen_ids]
-
-    async def store_group(self, items: Sequence[StoreItem]) -> list[bool | BaseException]:
-        """Insert the group's leads and their LeadCaptured in one transaction; on failure, each on its own."""
-        try:
-            async with self.pool.acquire() as conn:
-                new = await store.store_leads(conn, items)
-        except Exception as exc:
-            if len(items) == 1:
-                raise
-            logger.warning("storing %s leads together failed (%s): storing them one by one", len(items),
-                           type(exc).__name__)
-            outcomes: list[bool | BaseException] = []
-            for lead, message in items:  # in order: of two copies of a lead, the first is the new one
-                try:
-                    outcomes.append(await self._store_one(lead, message))
-                except Exception as one:
-                    outcomes.append(one)
-            return outcomes
-        outcomes = []
-        for lead, _ in items:  # a second copy of a lead in the same group was not new
-            outcomes.append(lead.leadgen_id in new)
-            new.discard(lead.leadgen_id)
-        return outcomes
-
-    async def _store_one(self, lead: Lead, message: LeadgenReceivedMessage) -> bool:
-        async with self.pool.acquire() as conn:
-            return lead.leadgen_id in await store.store_leads(conn, [(lead, message)])
-
-    async def _alert_if_access(self, exc: GraphError, message: LeadgenReceivedMessage) -> None:
-        code = access_alert_code(exc)
-        if code is None:
-            return
-        page_id = message.payload.page_id
-        await store.raise_alert_once(self.pool, access_alert(code, page_id, exc),
-                                     repeat_seconds=self.settings.alert_repeat_seconds, caused_by=message)
+    if config.backfill_interval_seconds > 0:
+        service.background("lead_backfill", backfill_periodically)

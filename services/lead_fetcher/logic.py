@@ -5,10 +5,11 @@ Nothing here talks to the broker, the database or Meta; `store.py`, `reader.py` 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contracts.alerts import AlertRaised
 from contracts.leads import LeadCaptured
@@ -21,6 +22,11 @@ from shared.graph.errors import (
     ThrottledError,
 )
 from shared.messaging import PermanentError, RetryLater
+
+if TYPE_CHECKING:
+    from pydantic import SecretStr
+
+    from shared.settings import MetaSettings
 
 # Ask for every field we store: Meta's default answer is a subset (docs/meta-api.md §7.2).
 LEAD_FIELDS = (
@@ -36,6 +42,7 @@ THROTTLE_FALLBACK_SECONDS = 60.0
 # by the leadgen BUC's 24 h window): a re-check of a still-blocked scope costs no Graph call, a lead a day late
 # costs a client.
 THROTTLE_MAX_DELAY_SECONDS = 900.0
+_REDELIVERED_NAMESPACE = uuid.UUID("a3c1f0d2-7b5e-4f8a-9d61-2e4b8c7f0a95")
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,11 @@ class Lead:
             is_organic=self.is_organic,
             platform=self.platform,
         )
+
+
+def redelivered_message_id(command_id: uuid.UUID) -> uuid.UUID:
+    """The id of the LeadCaptured a `RedeliverLead` command produces: the same command (redelivered) adds none."""
+    return uuid.uuid5(_REDELIVERED_NAMESPACE, str(command_id))
 
 
 def parse_meta_time(value: Any) -> datetime:
@@ -241,3 +253,8 @@ def scan_window(
 def time_filter(since: datetime) -> list[dict[str, Any]]:
     """Meta's bulk-read filter for leads created after `since` (docs/meta-api.md §7.3)."""
     return [{"field": "time_created", "operator": "GREATER_THAN", "value": int(since.timestamp())}]
+
+
+def page_token(meta: MetaSettings) -> SecretStr:
+    """Lead data needs a Page (or system-user) token: META_PAGE_ACCESS_TOKEN, else META_ACCESS_TOKEN."""
+    return meta.page_access_token if meta.page_access_token.get_secret_value() else meta.access_token

@@ -20,7 +20,6 @@ from shared.graph import BatchRequest, GraphError, Scope
 from shared.graph.batch import MAX_BATCH
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
 
     from pydantic import SecretStr
 
@@ -43,14 +42,14 @@ class LeadReader:
     """Coalesces lead reads into batch calls.
 
     Args:
-        graph: returns the process's Graph client (looked up per call: it exists only once the service started).
+        graph: the process's Graph client.
         token: the Page access token (reads of lead data need it, docs/meta-api.md §7.1).
         window_seconds: how long the first read of a batch waits for companions (0: only reads already queued
             in the same event-loop turn join).
         max_batch: operations per call (Meta's maximum is 50).
     """
 
-    def __init__(self, graph: Callable[[], GraphClient], token: SecretStr | str | None, *,
+    def __init__(self, graph: GraphClient, token: SecretStr | str | None, *,
                  window_seconds: float, max_batch: int = MAX_BATCH) -> None:
         self._graph = graph
         self._token = token
@@ -100,7 +99,7 @@ class LeadReader:
             if len(ids) == 1:
                 results = [await self._read_one(ids[0], pending.pages[ids[0]])]
             else:
-                batch = await self._graph().batch(
+                batch = await self._graph.batch(
                     [BatchRequest.get(i, {"fields": LEAD_FIELDS}, scope=Scope.leadgen(pending.pages[i])) for i in ids],
                     token=self._token,
                     max_wait=MAX_WAIT_SECONDS,
@@ -130,7 +129,7 @@ class LeadReader:
 
     async def _read_one(self, leadgen_id: str, page_id: str) -> dict[str, Any] | GraphError:
         try:
-            return await self._graph().get(leadgen_id, {"fields": LEAD_FIELDS}, token=self._token,
+            return await self._graph.get(leadgen_id, {"fields": LEAD_FIELDS}, token=self._token,
                                          scope=Scope.leadgen(page_id), max_wait=MAX_WAIT_SECONDS)
         except GraphError as exc:
             return exc

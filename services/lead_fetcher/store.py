@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 
 from contracts.alerts import AlertRaised
 from contracts.envelope import Envelope
-from contracts.leads import captured_message_id
-from contracts.messages import AlertRaisedMessage, LeadCapturedMessage
-from services.lead_fetcher.logic import Lead
+from contracts.leads import LeadCaptured, captured_message_id
+from contracts.messages import AlertRaisedMessage, LeadCapturedMessage, RedeliverLeadMessage
+from services.lead_fetcher.logic import Lead, redelivered_message_id
 from shared.outbox import enqueue, enqueue_many
 
 if TYPE_CHECKING:
@@ -112,6 +112,32 @@ async def ensure_captured(pool: asyncpg.Pool, leadgen_id: str, caused_by: Envelo
         # Concurrent duplicates may both get here: the outbox's unique message id keeps one, and the loser's
         # transaction fails and is retried, finding it emitted.
         await enqueue(conn, captured_message(lead, caused_by))
+        return True
+
+
+async def redeliver_captured(pool: asyncpg.Pool, command: RedeliverLeadMessage) -> bool | None:
+    """Enqueue a new LeadCaptured for a stored lead, as `command` asks (crm_sync redrives its delivery).
+
+    Its message id derives from the command's: a redelivered command finds it enqueued and adds nothing. Returns
+    None when the lead is not stored, False when this command's LeadCaptured already exists, True when enqueued.
+    """
+    leadgen_id = command.payload.leadgen_id
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "select leadgen_id, page_id, form_id, ad_id, adset_id, campaign_id, created_time, is_organic, "
+            "platform, exists(select 1 from outbox where message_id = $2) as emitted "
+            "from leads where leadgen_id = $1",
+            leadgen_id, redelivered_message_id(command.message_id),
+        )
+        if row is None:
+            return None
+        if row["emitted"]:
+            return False
+        await enqueue(conn, LeadCapturedMessage.new(LeadCaptured(
+            leadgen_id=row["leadgen_id"], page_id=row["page_id"], form_id=row["form_id"], ad_id=row["ad_id"],
+            adset_id=row["adset_id"], campaign_id=row["campaign_id"], created_time=row["created_time"],
+            is_organic=row["is_organic"], platform=row["platform"],
+        ), caused_by=command, message_id=redelivered_message_id(command.message_id)))
         return True
 
 

@@ -229,7 +229,7 @@ def worker_pids(pid: int) -> list[int]:
 
 async def bench_sender_only(url: str, pixel_id: str, events: int) -> dict[str, float]:
     """The same work without the broker: normalize, hash, batch, claim, POST, record (how fast our part is)."""
-    from services.capi_sender.logic import CapiSender, post_events
+    from services.capi_sender.worker import CapiSender, post_events
     from shared.graph import GraphClient
 
     meta = MetaSettings(pixel_id=pixel_id, graph_url=url, access_token=TOKEN, app_secret=APP_SECRET)
@@ -239,7 +239,7 @@ async def bench_sender_only(url: str, pixel_id: str, events: int) -> dict[str, f
         async with aiohttp.ClientSession() as session:
             graph = GraphClient(session, meta)
             sender = CapiSender(
-                pool=lambda: pool,
+                pool=pool,
                 post=lambda batch: post_events(graph, batch),
                 settings=CapiSettings(capi_linger_ms=500),
                 default_pixel_id=pixel_id,

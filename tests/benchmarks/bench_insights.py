@@ -30,8 +30,8 @@ from pydantic import SecretStr
 
 from services.graph_sandbox.app import create_app
 from services.graph_sandbox.config import SandboxConfig
-from services.insights_poller.poller import InsightsPoller
 from services.insights_poller.settings import InsightsSettings
+from services.insights_poller.worker import InsightsPoller
 from shared.db.migrate import ensure_database, migrate
 from shared.db.pool import create_pool
 from shared.graph import GraphClient

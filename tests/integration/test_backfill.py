@@ -108,7 +108,7 @@ async def _watermarked(env: LeadEnv) -> bool:
 async def test_webhook_after_backfill_makes_no_graph_call_and_no_second_capture(
     env: LeadEnv, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="services.lead_fetcher.handlers")
+    caplog.set_level(logging.INFO, logger="services.lead_fetcher.worker")
     await env.start()
     [lead_id] = await env.new_leads(1)
     await backfill_once(_settings(env))

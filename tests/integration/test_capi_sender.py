@@ -26,10 +26,13 @@ from prometheus_client import REGISTRY
 
 from contracts.conversions import ConversionRequested
 from contracts.messages import ConversionRequestedMessage
+from services.capi_sender import handlers as capi_handlers
 from services.capi_sender.app import create_app
 from services.capi_sender.events import RequestBatch
-from services.capi_sender.logic import CapiSender, Outcome, post_events, prune_send_log
+from services.capi_sender.logic import SendOutcome
 from services.capi_sender.settings import CapiSettings
+from services.capi_sender.store import prune_send_log
+from services.capi_sender.worker import CapiSender, post_events
 from shared.messaging import PermanentError, RetryLater, declare_topology
 from shared.service import Service
 from shared.settings import MetaSettings, Settings
@@ -83,11 +86,6 @@ class Harness:
         if self.service is not None:
             await self.service.stop()
             self.service = None
-
-    @property
-    def sender(self) -> CapiSender:
-        assert self.service is not None
-        return self.service.sender  # type: ignore[attr-defined,no-any-return]
 
     async def publish(self, *messages: ConversionRequestedMessage) -> None:
         """Publish in order of the arguments (each waits for the broker's confirm), 500 at a time."""
@@ -260,7 +258,7 @@ async def test_event_that_ages_while_batched_is_parked_not_sent(
         return {"events_received": len(batch.events), "fbtrace_id": "T"}
 
     sender = CapiSender(
-        pool=lambda: db,
+        pool=db,
         post=post,
         settings=CapiSettings(capi_linger_ms=1000),
         default_pixel_id="778899001122334",
@@ -279,7 +277,7 @@ async def test_event_that_ages_while_batched_is_parked_not_sent(
     await sender.batcher.drain()
     with pytest.raises(PermanentError, match=r"^event_too_old: "):
         await old_task
-    assert await fresh_task == Outcome.SENT
+    assert await fresh_task == SendOutcome.SENT
     assert posted == [1]
 
 
@@ -292,8 +290,6 @@ async def test_one_invalid_event_does_not_sink_the_other_999(capi: Harness, db: 
     event_ids = [m.payload.event_id or "" for m in messages]
     await capi.publish(*messages)
     service = create_app(capi.settings, source=capi.source)
-    sender: CapiSender = service.sender  # type: ignore[attr-defined]
-    send = sender._post
 
     async def spoil_one(batch: RequestBatch) -> Any:
         events = [
@@ -303,7 +299,13 @@ async def test_one_invalid_event_does_not_sink_the_other_999(capi: Harness, db: 
         ]
         return await send(RequestBatch(batch.pixel_id, batch.test_event_code, events))
 
-    sender._post = spoil_one
+    def wrap_post(started: Service) -> None:  # runs once the sender is built, before any message is consumed
+        nonlocal send
+        sender = started.dependencies(capi_handlers.Deps).sender
+        send, sender._post = sender._post, spoil_one
+
+    send: Any = None
+    service.on_started(wrap_post)
     capi.service = service
     await service.start()
 
@@ -498,7 +500,7 @@ async def test_two_senders_racing_on_the_same_events_send_each_once(
     async with aiohttp.ClientSession() as session:
         senders = [
             CapiSender(
-                pool=lambda: db,
+                pool=db,
                 post=lambda batch, graph=GraphClient(session, meta): post_events(graph, batch),
                 settings=CapiSettings(capi_linger_ms=0),
                 default_pixel_id=pixel_id,
@@ -512,11 +514,11 @@ async def test_two_senders_racing_on_the_same_events_send_each_once(
     received = [item["event"]["event_id"] for item in (await sandbox.capi_events(pixel_id))["events"]]
     assert sorted(received) == sorted(m.payload.event_id for m in originals), "an event was sent twice or lost"
     for mine, theirs in zip(*results, strict=True):
-        outcomes = {mine if isinstance(mine, Outcome) else type(mine), theirs if isinstance(theirs, Outcome) else
-                    type(theirs)}
+        outcomes = {mine if isinstance(mine, SendOutcome) else type(mine),
+                    theirs if isinstance(theirs, SendOutcome) else type(theirs)}
         # One copy was sent; the other found it sent, or found it in flight and comes back later (RetryLater).
-        assert Outcome.SENT in outcomes
-        assert outcomes - {Outcome.SENT} <= {Outcome.DUPLICATE, RetryLater}
+        assert SendOutcome.SENT in outcomes
+        assert outcomes - {SendOutcome.SENT} <= {SendOutcome.DUPLICATE, RetryLater}
 
 
 # ----------------------------------------------------------------------------------------------- CAPI_WORKERS

@@ -25,12 +25,13 @@ from contracts.leads import LeadCaptured
 from contracts.messages import AlertRaisedMessage, LeadCapturedMessage, LeadSyncedMessage, RoutingKey
 from services.crm_sync.app import build_adapters, create_app
 from services.crm_sync.cli import redeliver_once
-from services.crm_sync.logic import Job, LeadSync, Outcome
-from services.crm_sync.redeliver import failed_leads
+from services.crm_sync.logic import DeliveryOutcome
 from services.crm_sync.settings import CrmSyncSettings
+from services.crm_sync.store import failed_leads
+from services.crm_sync.worker import Job, LeadSync
 from shared.messaging import declare_topology, ensure_confirmed
 from shared.service import Service
-from shared.settings import Settings
+from shared.settings import MetaSettings, Settings
 from shared.topology import EXCHANGE, H_ATTEMPT, H_REASON, Consumer, register
 from tests.fixtures.crm import FakeCrm, crm_sink  # noqa: F401
 from tests.fixtures.infra import AMQP_URL, TEST_DSN, eventually, unique
@@ -166,7 +167,7 @@ async def test_same_lead_captured_twice_gives_one_crm_request(
     crm_sync: StartCrmSync, crm_sink: FakeCrm, send: Send, db: asyncpg.Pool, taps: Any,  # noqa: F811
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="services.crm_sync.logic")
+    caplog.set_level(logging.INFO, logger="services.crm_sync.worker")
     await crm_sync()
     lid = new_lead_id()
     await insert_lead(db, lid)
@@ -373,7 +374,7 @@ async def test_a_group_that_cannot_commit_is_redone_lead_by_lead(
     """One lead's CRM answer makes the group's record statement fail (PostgreSQL refuses a NUL in text): the group
     is redone lead by lead, the others are delivered and recorded, each still one contact (same Idempotency-Key),
     and only the odd lead fails."""
-    caplog.set_level(logging.WARNING, logger="services.crm_sync.logic")
+    caplog.set_level(logging.WARNING, logger="services.crm_sync.worker")
     ids = [new_lead_id() for _ in range(20)]
     for lid in ids:
         await insert_lead(db, lid)
@@ -382,14 +383,14 @@ async def test_a_group_that_cannot_commit_is_redone_lead_by_lead(
     crm = CrmSyncSettings(crm_webhook_url=crm_sink.webhook_url, crm_webhook_secret=WEBHOOK_SECRET,
                           crm_timeout_seconds=2)
     async with aiohttp.ClientSession() as session:
-        sync = LeadSync(lambda: db, build_adapters(crm, session))
+        sync = LeadSync(db, build_adapters(crm, session))
         jobs = [Job(captured(lid), attempt=1, max_attempts=3) for lid in ids]
 
         outcomes = await sync._run_group(jobs)  # the group as the runner hands it over, all 20 together
 
     assert any(r.getMessage().startswith("delivering") and "one by one" in r.getMessage() for r in caplog.records)
     assert isinstance(outcomes[5], asyncpg.PostgresError)
-    assert all(o["webhook"].outcome is Outcome.DELIVERED for i, o in enumerate(outcomes) if i != 5)
+    assert all(o["webhook"].outcome is DeliveryOutcome.DELIVERED for i, o in enumerate(outcomes) if i != 5)
     others = [lid for lid in ids if lid != odd]
     assert await _all_status(db, others, "delivered")
     assert all(crm_sink.contacts[lid] == 1 for lid in ids)  # resent with the same key: no second contact
@@ -401,14 +402,29 @@ async def test_a_group_that_cannot_commit_is_redone_lead_by_lead(
     assert row is None or row["status"] != "delivered"
 
 
+@pytest.fixture
+async def lead_fetcher(settings: Settings) -> AsyncIterator[Service]:
+    """The owner of `leads`, which answers crm_sync's RedeliverLead commands (no Graph call is needed for them)."""
+    from services.lead_fetcher.app import create_app as create_lead_fetcher
+    from services.lead_fetcher.settings import LeadFetcherSettings
+
+    service = create_lead_fetcher(settings.replace(LeadFetcherSettings(backfill_interval_seconds=0),
+                                                   MetaSettings(health_check_seconds=0)))
+    await service.start()
+    yield service
+    await service.stop()
+
+
 async def test_redeliver_failed_leads_through_the_outbox_once(
     crm_sync: StartCrmSync, crm_sink: FakeCrm, send: Send, db: asyncpg.Pool,  # noqa: F811
     settings: Settings, caplog: pytest.LogCaptureFixture, amqp: aio_pika.abc.AbstractChannel, queue: Consumer,
+    lead_fetcher: Service,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="services.crm_sync.logic")
+    caplog.set_level(logging.INFO, logger="services.crm_sync.worker")
     started = await db.fetchval("select now()")  # the clock the delivery rows are stamped with
     await crm_sync()
-    # The redriven messages leave through the outbox with LeadCaptured's own routing key, as crm_sync gets them.
+    # crm_sync's RedeliverLead commands leave through the outbox to lead_fetcher, whose new LeadCaptured arrives
+    # with LeadCaptured's own routing key, as crm_sync gets them.
     exchange = await amqp.declare_exchange(EXCHANGE.name, aio_pika.ExchangeType.TOPIC, durable=True)
     await (await amqp.get_queue(queue.queue_name, ensure=False)).bind(exchange, routing_key=RoutingKey.LEAD_CAPTURED)
     failed, delivered, unknown = new_lead_id(), new_lead_id(), new_lead_id()
@@ -450,8 +466,8 @@ async def test_redeliver_command_line(db: asyncpg.Pool) -> None:
     assert "999000999000999" in output
 
     body = await db.fetchval(
-        "select body from outbox where message_type = 'LeadCaptured' and body->'payload'->>'leadgen_id' = $1", lid)
-    assert body["payload"]["page_id"] == "1111"
+        "select body from outbox where message_type = 'RedeliverLead' and body->'payload'->>'leadgen_id' = $1", lid)
+    assert body["payload"]["leadgen_id"] == lid  # a command to lead_fetcher, which owns the lead
 
 
 # --------------------------------------------------------------------------------------------- helpers

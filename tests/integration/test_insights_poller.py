@@ -24,8 +24,8 @@ from services.graph_sandbox.keys import SANDBOX
 from services.insights_poller import cli
 from services.insights_poller.app import create_app
 from services.insights_poller.logic import Window, major_to_minor, trailing_window
-from services.insights_poller.poller import ALERT_CODE, InsightsPoller
 from services.insights_poller.settings import InsightsSettings
+from services.insights_poller.worker import ALERT_CODE, InsightsPoller
 from shared.graph import GraphClient, PermissionDeniedError
 from shared.settings import MetaSettings, Settings
 from shared.topology import EXCHANGE

@@ -17,9 +17,9 @@ from faststream.rabbit import RabbitBroker
 from prometheus_client import REGISTRY
 
 from contracts.leads import captured_message_id
-from services.lead_fetcher.handlers import LeadCapture
 from services.lead_fetcher.logic import LEAD_FIELDS, Lead, parse_lead
 from services.lead_fetcher.settings import LeadFetcherSettings
+from services.lead_fetcher.worker import LeadCapture
 from shared.settings import Settings
 from shared.topology import H_REASON
 from tests.fixtures.infra import drain, eventually
@@ -32,7 +32,7 @@ from tests.integration.test_lead_fetcher_helpers import (
     purge,
 )
 
-HANDLER_LOGGER = "services.lead_fetcher.handlers"
+HANDLER_LOGGER = "services.lead_fetcher.worker"
 
 
 @pytest.fixture

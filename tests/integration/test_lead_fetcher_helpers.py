@@ -18,7 +18,6 @@ from contracts.leads import LeadgenReceived, captured_message_id
 from contracts.messages import LeadgenReceivedMessage, RoutingKey
 from services.lead_fetcher.app import create_app
 from services.lead_fetcher.settings import LeadFetcherSettings
-from shared.graph import GraphClient
 from shared.messaging import declare_topology, ensure_confirmed
 from shared.service import Service
 from shared.settings import MetaSettings, Settings
@@ -84,9 +83,8 @@ class LeadEnv:
         service = create_app(self.settings.replace(config), leadgen_consumer=self.queue)
         await service.start()
         # The service's client paces by Meta's windows (24 h for the leadgen BUC); the sandbox's limits use
-        # seconds. The lead fetcher looks `service.graph` up per call, so the swap applies from here on.
-        assert service.http is not None
-        service.graph = GraphClient(service.http, self.settings.meta, usage_windows=SANDBOX_WINDOWS)
+        # seconds. Nothing was read yet, so the client's tracker takes the sandbox's windows from here on.
+        service.graph_client.usage.windows = {**service.graph_client.usage.windows, **SANDBOX_WINDOWS}
         self.services.append(service)
         return service
 

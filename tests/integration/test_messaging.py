@@ -303,7 +303,7 @@ async def test_batch_handler_gets_batches_and_its_messages_are_acked(
     assert len(batches) < 120 / 2, "messages were not batched"
     await service.stop()  # unacked messages would go back to the queue now
     assert await _count(amqp, consumer.queue_name, 0), "handled messages were not acked"
-    assert service._batch_consumers[0].consuming is False
+    assert service._bulk_consumers[0].consuming is False
     assert await drain(amqp, consumer.parking_queue_name) == []
 
 
@@ -455,8 +455,8 @@ async def test_batch_consumer_consumes_again_after_the_broker_closed_its_channel
 
     # A channel error (here: acking a tag the broker never sent) makes the broker close the channel, as a
     # connection loss would; the robust channel reopens and the consumer must be registered on it again.
-    batch_consumer = service._batch_consumers[0]
-    underlay = await batch_consumer._channel.get_underlay_channel()
+    bulk_consumer = service._bulk_consumers[0]
+    underlay = await bulk_consumer._channel.get_underlay_channel()
     await underlay.basic_ack(999_999)
     await eventually(lambda: _async(underlay.is_closed), what="the broker closing the channel")
 

@@ -34,8 +34,8 @@ from contracts.messages import (
     InsightsUpdatedMessage,
     RoutingKey,
 )
-from services.insights_poller.poller import InsightsPoller
 from services.insights_poller.settings import InsightsSettings
+from services.insights_poller.worker import InsightsPoller
 from services.rules_engine.app import create_app
 from services.rules_engine.cli import run_backtest
 from services.rules_engine.logic import evaluate

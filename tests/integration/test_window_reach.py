@@ -22,8 +22,8 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr, ValidationError
 
 from services.insights_poller.logic import DEFAULT_REACH_WINDOWS, Window, reach_window
-from services.insights_poller.poller import InsightsPoller
 from services.insights_poller.settings import InsightsSettings
+from services.insights_poller.worker import InsightsPoller
 from services.rules_engine.logic import evaluate
 from services.rules_engine.model import EngineSettings, Snapshot
 from services.rules_engine.rules import DEFAULT_RULES_DIR, load_rules, window_bounds

@@ -14,11 +14,11 @@ from contracts.messages import ConversionRequestedMessage
 from services.capi_sender.events import (
     DEFAULT_CRM_NAME,
     MAX_EVENT_AGE_SECONDS,
+    LeadContact,
     Parked,
     ParkReason,
     PreparedEvent,
     RequestBatch,
-    StoredLead,
     bisect_batch,
     check_event,
     chunk,
@@ -146,7 +146,7 @@ def test_non_crm_event_has_no_crm_markers() -> None:
 
 
 def test_stored_lead_fills_in_and_crm_takes_precedence() -> None:
-    lead = StoredLead(
+    lead = LeadContact(
         lead_id=LEAD_ID,
         email="stored@example.com",
         phone="(650)555-1212",
@@ -174,14 +174,14 @@ def test_stored_lead_from_mapping_with_meta_created_time() -> None:
 
 def test_event_id_does_not_depend_on_stored_lead() -> None:
     req = request(user={"lead_id": LEAD_ID})
-    with_lead = prepared(req, lead=StoredLead(email="x@example.com"))
+    with_lead = prepared(req, lead=LeadContact(email="x@example.com"))
     without = prepared(req)
     assert with_lead.event_id == without.event_id == req.resolved_event_id()
 
 
 def test_event_id_from_stored_lead_when_crm_sent_none_of_the_anchors() -> None:
     req = request(user={"first_name": "Mary", "last_name": "Smith"})
-    event = prepared(req, lead=StoredLead(lead_id=LEAD_ID))
+    event = prepared(req, lead=LeadContact(lead_id=LEAD_ID))
     assert event.event_id.startswith("lw-")
 
 
@@ -277,7 +277,7 @@ def test_park_future_with_clock_skew() -> None:
 
 
 def test_park_crm_event_before_lead_creation() -> None:
-    lead = StoredLead(lead_id=LEAD_ID, created_time=NOW - 100)
+    lead = LeadContact(lead_id=LEAD_ID, created_time=NOW - 100)
     result = parked(request(event_time=NOW - 101), lead=lead)
     assert result.reason is ParkReason.BEFORE_LEAD_CREATED
     prepared(request(event_time=NOW - 100), lead=lead)

@@ -63,3 +63,16 @@ def test_unknown_fields_are_tolerated() -> None:
     body["payload"]["new_payload_field"] = "x"
     message = LeadgenReceivedMessage.model_validate_json(json.dumps(body))
     assert isinstance(message.message_id, uuid.UUID)
+
+
+def test_redeliver_lead_fixture_parses_and_refuses_a_non_numeric_lead_id() -> None:
+    from pathlib import Path
+
+    from contracts.messages import RedeliverLeadMessage
+
+    body = json.loads((Path(__file__).parents[1] / "resources" / "contracts" / "redeliver_lead_v1.json").read_text())
+    message = RedeliverLeadMessage.model_validate(body)
+    assert message.payload.leadgen_id == "1234567890123456"
+    assert RedeliverLeadMessage.routing_key == "lead.redeliver.v1"
+    with pytest.raises(ValidationError):
+        RedeliverLeadMessage.model_validate({**body, "payload": {"leadgen_id": "jane@example.com"}})

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from services.crm_sync.adapters import is_transient_status, retry_after_seconds
-from services.crm_sync.mapping import StoredLead, field_map, ghl_contact, webhook_body
+from services.crm_sync.mapping import field_map, ghl_contact, webhook_body
 from services.crm_sync.settings import CrmSyncSettings
+from shared.leads import StoredLead
 from shared.settings import SettingsError, _load
 
 
-def lead(answers: dict[str, object] | None = None, raw: dict[str, object] | None = None) -> StoredLead:
+def lead(answers: dict[str, object] | None = None, names: dict[str, object] | None = None) -> StoredLead:
     return StoredLead.from_row({
         "leadgen_id": "100", "page_id": "1", "form_id": "2", "ad_id": "3", "adset_id": "4", "campaign_id": "5",
         "created_time": datetime(2026, 11, 20, tzinfo=UTC), "is_organic": False, "platform": "fb",
@@ -22,7 +23,7 @@ def lead(answers: dict[str, object] | None = None, raw: dict[str, object] | None
             "full_name": "Mary Ann Smith", "email": "mary@example.com", "phone_number": ["+15555550100"],
             "case_details": "rear-ended", "empty": "",
         },
-        "raw": raw if raw is not None else {"campaign_name": "PI Q4", "ad_name": "Video A"},
+        "names": names if names is not None else {"campaign_name": "PI Q4", "ad_name": "Video A"},
     })
 
 

@@ -1,4 +1,4 @@
-"""The group-commit helper (`shared.batching`): groups form only while busy, outcomes stay per item."""
+"""The group-commit helper (`shared.group_commit`): groups form only while busy, outcomes stay per item."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from shared.batching import GroupRunner
+from shared.group_commit import GroupRunner
 
 
 class Recorder:

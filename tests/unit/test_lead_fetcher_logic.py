@@ -127,7 +127,7 @@ def test_read_outcomes_for_the_metric_follow_the_same_classes() -> None:
 
 async def test_concurrent_reads_share_batch_calls_of_at_most_50() -> None:
     graph = FakeGraph(errors={"7": NotFoundError("gone", code=100, subcode=33)})
-    reader = LeadReader(lambda: graph, "token", window_seconds=0.01)  # type: ignore[arg-type, return-value]
+    reader = LeadReader(graph, "token", window_seconds=0.01)  # type: ignore[arg-type]
 
     results = await asyncio.gather(*(reader.read(str(i), "p") for i in range(60)), reader.read("55", "p"),
                                    return_exceptions=True)
@@ -140,7 +140,7 @@ async def test_concurrent_reads_share_batch_calls_of_at_most_50() -> None:
 
 async def test_a_lone_read_is_a_plain_get() -> None:
     graph = FakeGraph()
-    reader = LeadReader(lambda: graph, "token", window_seconds=0.0)  # type: ignore[arg-type, return-value]
+    reader = LeadReader(graph, "token", window_seconds=0.0)  # type: ignore[arg-type]
     assert await reader.read("5", "p") == {"id": "5"}
     assert graph.gets == ["5"]
     assert graph.batches == []

@@ -1,4 +1,4 @@
-"""In-process batching: many concurrent handlers, one request per batch, each handler awaiting its own outcome.
+"""Coalescing in process: many concurrent handlers, one request per batch, each handler awaiting its own outcome.
 
 `Batcher` groups items per key (pixel, test code) and flushes a group when it holds `max_size` items, when no item
 joined it for `linger` seconds, or when its first item has waited `max_age` seconds. The linger counts from the

@@ -1,7 +1,7 @@
 """Batch consumption: many messages per handler call, one acknowledgement per run of finished batches.
 
 FastStream's per-message path (middleware, context, decoding, one ack each) costs more CPU per message than a
-consumer that must handle thousands per second can pay (`tests/benchmarks/bench_messaging.py`). A `BatchConsumer`
+consumer that must handle thousands per second can pay (`tests/benchmarks/bench_messaging.py`). A `BulkConsumer`
 reads its queue on a connection and channel of its own (aio-pika's robust ones: they come back after a broker
 restart, and the consumer is registered again), with a large prefetch. It consumes on the channel's aiormq layer:
 aio-pika's own consumer wraps every delivery in an `IncomingMessage` and one more task, which at thousands of
@@ -78,7 +78,7 @@ class _Batch:
         return None
 
 
-class BatchConsumer(Generic[E]):
+class BulkConsumer(Generic[E]):
     """Consume `consumer`'s queue in batches for `handler`, with `ReliableConsumer`'s guarantees (module doc).
 
     Args:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from services.capi_sender.batcher import Batcher, Entry
+from services.capi_sender.coalescing import Batcher, Entry
 
 
 class Recorder:

@@ -1,0 +1,354 @@
+"""Send conversions to Meta once, in batches of up to 1,000 per pixel, and record what Meta accepted.
+
+The path of one `ConversionRequested`:
+
+1. `CapiSender.process_many` (a consumer batch of up to 1,000 messages; `process` for one) fills in what the CRM
+   left out from the stored leads (`leads.fields`, one lookup per batch), builds each server event
+   (`events.prepare_event`) or parks it with a reason, and hands it to the batcher. The batch handler awaits the
+   outcomes: a message is acked only after Meta accepted the request that carried its event.
+2. `CapiSender.flush` (one batch of one pixel and test code): re-checks every event (it may have aged while it
+   waited), keeps one copy per dedupe key, claims the keys in `capi_events` (a key sent within 48 h, or being
+   sent by another batch, is not sent again), and posts the batch.
+3. `deliver` posts it; when Meta rejects the whole request for one invalid event (docs/meta-api.md §8.1) it
+   bisects and resends the halves, so the good events go and the bad one is parked with Meta's error.
+4. Accepted events are marked `sent` with Meta's `events_received` and `fbtrace_id`, and one `ConversionSent`
+   listing them is written to the outbox in the same transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import asyncpg
+
+from contracts.messages import ConversionRequestedMessage
+from services.capi_sender import metrics, store
+from services.capi_sender.coalescing import Batcher, Coalescer, Entry, FlushIncompleteError
+from services.capi_sender.events import (
+    MAX_EVENTS_PER_REQUEST,
+    LeadContact,
+    Parked,
+    RequestBatch,
+    bisect_batch,
+    check_event,
+    prepare_event,
+)
+from services.capi_sender.logic import (
+    IN_FLIGHT_RETRY_SECONDS,
+    MAX_BATCH_AGE_SECONDS,
+    MAX_SPLIT_REQUESTS,
+    SEND_CONCURRENCY,
+    SEND_MAX_WAIT_SECONDS,
+    Delivery,
+    Pending,
+    SendOutcome,
+    SplitBudgetExhaustedError,
+    lead_contact,
+    parked_error,
+    retry_error,
+)
+from services.capi_sender.settings import CapiSettings
+from shared.graph.errors import InvalidRequestError, NotFoundError, ThrottledError
+from shared.leads import load_leads
+from shared.messaging import PermanentError, RetryLater
+
+logger = logging.getLogger(__name__)
+
+PostFn = Callable[[RequestBatch], Awaitable[Mapping[str, Any]]]
+
+
+async def fetch_contacts(pool: asyncpg.Pool, lead_ids: Sequence[str]) -> dict[str, LeadContact]:
+    """The customer fields of the stored leads among `lead_ids` (read through `shared.leads`)."""
+    return {lead_id: lead_contact(lead) for lead_id, lead in (await load_leads(pool, lead_ids)).items()}
+
+
+async def post_events(graph: Any, batch: RequestBatch) -> dict[str, Any]:
+    """`POST /{pixel_id}/events` through the shared Graph client (pacing, transient retries, typed errors).
+
+    `idempotent=True`: a request lost after sending is retried; Meta discards the repeat of an
+    (event_name, event_id) within 48 h (docs/meta-api.md §8.5). The body goes as JSON, which Meta accepts
+    (docs/meta-api.md §8.1): form-encoding ~700 KB of events was a tenth of the sender's CPU.
+    """
+    result: dict[str, Any] = await graph.post(
+        f"{batch.pixel_id}/events", batch.body(), max_wait=SEND_MAX_WAIT_SECONDS, idempotent=True, json_body=True
+    )
+    return result
+
+
+async def deliver(post: PostFn, batch: RequestBatch, *, max_requests: int = MAX_SPLIT_REQUESTS) -> Delivery:
+    """Post a batch; when Meta rejects it as invalid, bisect and resend the halves until each bad event is alone.
+
+    Never raises for Meta's answers: every part ends up accepted, rejected (single events) or failed.
+    """
+    delivery = Delivery()
+
+    async def attempt(part: RequestBatch) -> None:
+        if delivery.requests >= max_requests:
+            delivery.failed.append((part, SplitBudgetExhaustedError(f"{max_requests} requests spent on one batch")))
+            return
+        delivery.requests += 1
+        metrics.BATCH_EVENTS.observe(len(part.events))
+        try:
+            response = await post(part)
+        except NotFoundError as exc:  # the pixel itself is wrong: no event's fault, nothing to isolate
+            metrics.REQUESTS.labels("failed").inc()
+            delivery.failed.append((part, exc))
+        except InvalidRequestError as exc:
+            metrics.REQUESTS.labels("rejected").inc()
+            if len(part.events) == 1:
+                delivery.rejected.append((part.events[0], exc))
+                return
+            logger.warning(
+                "meta rejected a request of %s events (code=%s subcode=%s fbtrace_id=%s); splitting it",
+                len(part.events), exc.code, exc.subcode, exc.fbtrace_id,
+                extra={"pixel_id": part.pixel_id},
+            )
+            first, second = bisect_batch(part.events)
+            await asyncio.gather(
+                attempt(RequestBatch(part.pixel_id, part.test_event_code, first)),
+                attempt(RequestBatch(part.pixel_id, part.test_event_code, second)),
+            )
+        except ThrottledError as exc:
+            metrics.REQUESTS.labels("throttled").inc()
+            delivery.failed.append((part, exc))
+        except Exception as exc:  # transient after the client's retries, auth, permission: the queue retries
+            metrics.REQUESTS.labels("failed").inc()
+            delivery.failed.append((part, exc))
+        else:
+            metrics.REQUESTS.labels("accepted").inc()
+            received = response.get("events_received")
+            if received is not None and int(received) != len(part.events):
+                logger.warning(
+                    "meta reports %s events received for a request of %s", received, len(part.events),
+                    extra={"pixel_id": part.pixel_id, "fbtrace_id": response.get("fbtrace_id")},
+                )
+            delivery.accepted.append((part, uuid.uuid4(), response))
+
+    await attempt(batch)
+    return delivery
+
+
+# -- the sender --------------------------------------------------------------------------------------------------
+
+
+class CapiSender:
+    """Batches prepared events per (pixel, test code) and sends each once.
+
+    Args:
+        pool: the service's asyncpg pool.
+        post: sends one request (`post_events` bound to the Graph client; tests may wrap it).
+        settings: linger, CRM name, default country.
+        default_pixel_id: META_PIXEL_ID.
+        clock: unix seconds, injectable.
+    """
+
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        post: PostFn,
+        settings: CapiSettings,
+        default_pixel_id: str,
+        max_batch: int = MAX_EVENTS_PER_REQUEST,
+        concurrency: int = SEND_CONCURRENCY,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._pool = pool
+        self._post = post
+        self.settings = settings
+        self.default_pixel_id = default_pixel_id
+        self._clock = clock
+        self.batcher: Batcher[tuple[str, str | None], Pending] = Batcher(
+            self.flush,
+            max_size=max_batch,
+            linger=settings.capi_linger_ms / 1000,
+            max_age=MAX_BATCH_AGE_SECONDS,
+            concurrency=concurrency,
+        )
+        self.leads: Coalescer[str, LeadContact] = Coalescer(lambda ids: fetch_contacts(self._pool, ids))
+
+    async def flush_on_stop(self) -> None:
+        """A background job that does nothing until the service stops; then every batch goes out at once.
+
+        `Service.stop` cancels background jobs before the broker drains in-flight handlers, so the handlers that
+        still wait for a batch get their answer without waiting out the linger.
+        """
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.batcher.flush_all()
+
+    async def process(self, message: ConversionRequestedMessage) -> SendOutcome:
+        """Prepare one conversion and wait until its batch was sent (or found already sent).
+
+        Raises:
+            PermanentError: the event must not be sent (too old, no identifiers, Meta rejected it, ...).
+            RetryLater: Meta throttled the request, or another batch is sending the same event right now.
+        """
+        request = message.payload
+        lead = await self.leads.load(request.user.lead_id) if request.user.lead_id else None
+        prepared = prepare_event(
+            request,
+            now=int(self._clock()),
+            lead=lead,
+            default_pixel_id=self.default_pixel_id,
+            default_country=self.settings.default_country,
+            default_crm_name=self.settings.capi_crm_name,
+        )
+        if isinstance(prepared, Parked):
+            raise parked_error(prepared)
+        pending = Pending(prepared, message, lead.created_time if lead else None)
+        outcome: SendOutcome = await self.batcher.submit((prepared.pixel_id, prepared.test_event_code), pending)
+        return outcome
+
+    async def process_many(self, messages: Sequence[ConversionRequestedMessage]) -> list[SendOutcome | BaseException]:
+        """Prepare a batch of conversions and wait until each was sent; one outcome or exception per message.
+
+        What `process` does for one message, for many at once: one lookup of their stored leads, and every event
+        in the batcher before the first flush, so a full batch of messages fills a full request.
+        """
+        lead_ids = list({m.payload.user.lead_id for m in messages if m.payload.user.lead_id})
+        leads = await fetch_contacts(self._pool, lead_ids) if lead_ids else {}
+        now = int(self._clock())
+        results: list[SendOutcome | BaseException] = [FlushIncompleteError("no outcome")] * len(messages)
+        waiting: list[tuple[int, asyncio.Future[Any]]] = []
+        for index, message in enumerate(messages):
+            request = message.payload
+            lead = leads.get(request.user.lead_id) if request.user.lead_id else None
+            try:
+                prepared = prepare_event(
+                    request,
+                    now=now,
+                    lead=lead,
+                    default_pixel_id=self.default_pixel_id,
+                    default_country=self.settings.default_country,
+                    default_crm_name=self.settings.capi_crm_name,
+                )
+            except Exception as exc:  # a bug on one odd input must not fail the batch: that message retries
+                logger.exception("preparing an event failed", extra={"message_id": str(message.message_id)})
+                results[index] = exc
+                continue
+            if isinstance(prepared, Parked):
+                results[index] = parked_error(prepared)
+                continue
+            pending = Pending(prepared, message, lead.created_time if lead else None)
+            waiting.append((index, self.batcher.submit((prepared.pixel_id, prepared.test_event_code), pending)))
+        if waiting:
+            outcomes = await asyncio.gather(*(future for _, future in waiting), return_exceptions=True)
+            for (index, _), outcome in zip(waiting, outcomes, strict=True):
+                results[index] = outcome
+        return results
+
+    async def flush(self, key: tuple[str, str | None], entries: list[Entry[Pending]]) -> None:
+        """Check, dedupe, claim, send and record one batch; resolve every entry's future."""
+        pixel_id, test_event_code = key
+        started = time.perf_counter()
+        now = int(self._clock())
+        groups: dict[str, list[Entry[Pending]]] = {}
+        for entry in entries:
+            pending = entry.item
+            # Again right before sending: an event may have aged past Meta's 7 days while it waited or retried.
+            problem = check_event(
+                pending.event.server_event,
+                now=now,
+                lead_created_time=pending.lead_created_time,
+                dropped=pending.event.dropped,
+            )
+            if problem is not None:
+                entry.fail(parked_error(problem))
+            else:
+                groups.setdefault(pending.event.dedupe_key, []).append(entry)
+        copies = sum(len(group) - 1 for group in groups.values())
+        if copies:
+            metrics.EVENTS_DEDUPED.labels("batch").inc(copies)
+        if not groups:
+            return
+
+        claim_id = uuid.uuid4()
+        async with self._pool.acquire() as conn:
+            _, seen = await store.claim_events(
+                conn, claim_id, pixel_id, test_event_code, [group[0].item for group in groups.values()]
+            )
+        for dedupe_key, status in seen.items():
+            group = groups.pop(dedupe_key)
+            if status == "sent":
+                metrics.EVENTS_DEDUPED.labels("log").inc(len(group))
+                _resolve(group, SendOutcome.DUPLICATE)
+            else:
+                metrics.EVENTS_RETRIED.labels("in_flight").inc(len(group))
+                _fail(group, RetryLater("the same event is being sent by another batch", IN_FLIGHT_RETRY_SECONDS))
+        if not groups:
+            return
+
+        batch = RequestBatch(pixel_id, test_event_code, [group[0].item.event for group in groups.values()])
+        delivery = await deliver(self._post, batch)
+        await self._record(claim_id, groups, delivery)
+        metrics.FLUSH_SECONDS.observe(time.perf_counter() - started)
+
+    async def _record(
+        self, claim_id: uuid.UUID, groups: dict[str, list[Entry[Pending]]], delivery: Delivery
+    ) -> None:
+        messages = {key: group[0].item.message for key, group in groups.items()}
+        for part, part_id, response in delivery.accepted:
+            part_groups = [groups[event.dedupe_key] for event in part.events]
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    await store.record_sent(conn, claim_id, part, part_id, response, messages)
+            except Exception as exc:
+                # Meta has the events but our log does not: the retried messages wait out the claim, then
+                # resend, and Meta discards the repeats by event_id (docs/meta-api.md §8.5).
+                logger.exception("recording a sent batch failed", extra={"batch_id": str(part_id)})
+                for group in part_groups:
+                    _fail(group, exc)
+                continue
+            metrics.EVENTS_SENT.inc(len(part.events))
+            logger.info(
+                "capi request accepted: %s events", len(part.events),
+                extra={"pixel_id": part.pixel_id, "batch_id": str(part_id), "fbtrace_id": response.get("fbtrace_id"),
+                       "events_received": response.get("events_received")},
+            )
+            for group in part_groups:
+                _resolve(group[:1], SendOutcome.SENT)
+                _resolve(group[1:], SendOutcome.DUPLICATE)
+
+        for event, error in delivery.rejected:
+            try:
+                async with self._pool.acquire() as conn:
+                    await store.record_rejected(conn, claim_id, event, error)
+            except Exception:
+                logger.exception("recording a rejected event failed", extra={"event_id": event.event_id})
+            logger.warning(
+                "meta rejected event %s: code=%s subcode=%s fbtrace_id=%s", event.event_id, error.code,
+                error.subcode, error.fbtrace_id, extra={"pixel_id": event.pixel_id},
+            )
+            metrics.EVENTS_PARKED.labels("meta_rejected").inc()
+            _fail(groups[event.dedupe_key], PermanentError(f"meta_rejected: {error}"))
+
+        for part, exc in delivery.failed:
+            keys = [event.dedupe_key for event in part.events]
+            try:
+                async with self._pool.acquire() as conn:
+                    await store.record_failed(conn, claim_id, keys)
+            except Exception:
+                logger.exception("releasing the claim of a failed request failed")
+            logger.warning(
+                "capi request of %s events failed: %s", len(part.events), exc, extra={"pixel_id": part.pixel_id}
+            )
+            error = retry_error(exc, len(keys))
+            for key in keys:
+                _fail(groups[key], error)
+
+
+def _resolve(group: Sequence[Entry[Pending]], outcome: SendOutcome) -> None:
+    for entry in group:
+        entry.resolve(outcome)
+
+
+def _fail(group: Sequence[Entry[Pending]], exc: BaseException) -> None:
+    for entry in group:
+        entry.fail(exc)
