@@ -45,7 +45,7 @@ class RulesSettings(CrmOutcomeSettings):
 
     @field_validator("notify_channels", mode="before")
     @classmethod
-    def _comma_list(cls, value: object) -> object:
+    def _comma_list_channels(cls, value: object) -> object:
         return _split(value)
 
 

@@ -30,8 +30,10 @@ from services.console.app import create_app as create_console
 from services.crm_sync.app import create_app as create_crm_sync
 from services.crm_sync.settings import CrmSyncSettings
 from services.ingress.app import create_app as create_ingress
+from services.ingress.settings import IngressSettings
 from services.insights_poller.app import create_app as create_insights_poller
 from services.insights_poller.settings import InsightsSettings
+from services.insights_poller.worker import InsightsPoller
 from services.lead_fetcher.app import create_app as create_lead_fetcher
 from services.lead_fetcher.settings import LeadFetcherSettings
 from services.rules_engine.app import create_app as create_rules_engine
@@ -39,7 +41,7 @@ from services.rules_engine.settings import RulesSettings
 from shared.graph import GraphClient
 from shared.money import to_minor
 from shared.service import Service
-from shared.settings import BrokerSettings, DatabaseSettings, IngressSettings, MetaSettings, Settings
+from shared.settings import BrokerSettings, DatabaseSettings, MetaSettings, Settings
 from tests.fixtures.console import OPERATOR, PASSWORD, console_settings
 from tests.fixtures.crm import FakeCrm, crm_sink  # noqa: F401
 from tests.fixtures.infra import eventually
@@ -65,6 +67,7 @@ class Chain:
     db: asyncpg.Pool
     sandbox: SandboxHandle
     crm: FakeCrm
+    poller: Service
 
 
 @pytest.fixture
@@ -72,6 +75,8 @@ async def chain(settings: Settings, vhost_url: str, console_dsn: str, console_db
                 sandbox: SandboxHandle, crm_sink: FakeCrm) -> AsyncIterator[Chain]:  # noqa: F811
     """Every service the console reads from, and the console, as `leadwire run` starts them, on one database."""
     state = sandbox.state
+    # Meta's "today" grows through the day: the clock stands still, so the poller and the test read the same day.
+    await sandbox.freeze_clock()
     base = console_settings(settings, console_dsn, target_cpl=Decimal(60), target_cost_per_signed=Decimal(500)).replace(
         DatabaseSettings(database_url=console_dsn, db_pool_min=1, db_pool_max=4),
         BrokerSettings(amqp_url=vhost_url, RETRY_ATTEMPTS=3, GRACEFUL_TIMEOUT_SECONDS=5),
@@ -95,9 +100,9 @@ async def chain(settings: Settings, vhost_url: str, console_dsn: str, console_db
             if service.name == "lead_fetcher":  # the sandbox's rate-limit windows are seconds, not Meta's hours
                 assert service.http is not None
                 service.graph = GraphClient(service.http, base.meta, usage_windows=SANDBOX_WINDOWS)
-        console, ingress = started[0], started[-1]
+        console, poller, ingress = started[0], started[1], started[-1]
         yield Chain(f"http://127.0.0.1:{console.ops_port}", f"http://127.0.0.1:{ingress.ops_port}", console_db,
-                    sandbox, crm_sink)
+                    sandbox, crm_sink, poller)
     finally:
         for service in reversed(started):
             await service.stop()
@@ -174,6 +179,8 @@ async def test_operator_sees_todays_leads_and_a_trail_in_the_browser(chain: Chai
     lead_ids = await chain.sandbox.create_leads(count=3, deliver=True)
     await eventually(lambda: delivered(chain.db, lead_ids), timeout=30, what="3 leads delivered to the CRM")
     await eventually(lambda: refreshed(chain.db), timeout=60, what="the insights poller's first full refresh")
+    # The new leads count in Meta's insights for today: the poller reads them again, as its next run would.
+    await chain.poller.dependencies(InsightsPoller).refresh_all()
     costs = await sandbox_costs(chain.sandbox)
     await report_outcomes(chain, lead_ids[0], ["QualifiedLead", "SignedCase"])
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from services.console.settings import ConsoleSettings
 from services.ingress.settings import IngressSettings
 from services.registry import SERVICES
 from shared.cli import build_services
@@ -12,9 +13,12 @@ from shared.settings import OpsSettings, Settings, SettingsError
 from shared.topology import CONSUMERS
 
 
-def ports(*, base: int | None = None, ops_port: int | None = None, ingress_port: int = 8080) -> dict[str, Port]:
+def ports(
+    *, base: int | None = None, ops_port: int | None = None, ingress_port: int = 8080, console_port: int = 8087
+) -> dict[str, Port]:
     ops = OpsSettings(ops_port=ops_port) if base is None else OpsSettings(ops_port_base=base, ops_port=ops_port)
-    settings = Settings(ops=ops, ingress=IngressSettings(ingress_port=ingress_port))
+    settings = Settings(ops=ops, ingress=IngressSettings(ingress_port=ingress_port),
+                        console=ConsoleSettings(port=console_port))
     return {service.name: service.port for service in build_services(SERVICES, settings)}
 
 
@@ -28,13 +32,13 @@ def test_every_service_is_registered_once_under_the_name_its_app_carries() -> No
 def test_run_all_defaults_to_the_documented_ports() -> None:
     assert {name: port.number for name, port in ports().items()} == {
         "ingress": 8080, "lead_fetcher": 8081, "crm_sync": 8082, "capi_sender": 8083,
-        "insights_poller": 8084, "rules_engine": 8085, "campaign_executor": 8086,
+        "insights_poller": 8084, "rules_engine": 8085, "campaign_executor": 8086, "console": 8087,
     }
 
 
 def test_two_copies_with_different_bases_use_distinct_ports() -> None:
     first = [port.number for port in ports(base=8081, ingress_port=8080).values()]
-    second = [port.number for port in ports(base=9081, ingress_port=9080).values()]
+    second = [port.number for port in ports(base=9081, ingress_port=9080, console_port=9087).values()]
     assert len(set(first)) == len(first)
     assert len(set(second)) == len(second)
     assert not set(first) & set(second)
