@@ -29,20 +29,7 @@ OPTIMIZATION_GOALS = tuple(sorted(_ADSET.enums["OptimizationGoal"]))
 STATUSES = tuple(sorted(_ADSET.enums["Status"]))
 CREATE_STATUSES = ("ACTIVE", "PAUSED")  # only these on create (docs/meta-api.md §11.2)
 
-NODE_TYPE = {
-    "adaccount": "AdAccount",
-    "campaign": "Campaign",
-    "adset": "AdSet",
-    "ad": "Ad",
-    "adcreative": "AdCreative",
-    "adimage": "AdImage",
-    "page": "Page",
-    "leadgen_form": "LeadgenForm",
-    "lead": "Lead",
-    "pixel": "AdsPixel",
-    "customaudience": "CustomAudience",
-    "report_run": "AdReportRun",
-}
+NODE_TYPE = schema.SDK_CLASS  # node kind -> Meta's node type name, as in its errors
 DEFAULT_FIELDS: dict[str, list[str]] = {
     "adaccount": ["account_id", "id"],
     "page": ["name", "id"],
