@@ -15,8 +15,9 @@ if [ "$rc" = 3 ]; then
 elif [ "$rc" != 0 ]; then
   exit "$rc"
 fi
-# The console's browser tests drive Debian's Chromium (never a browser build downloaded by playwright).
-if [ ! -x /usr/bin/chromium ]; then
-  (apt_install chromium) || say "chromium could not be installed: the console's browser tests will be skipped"
+# The console's browser tests drive Debian's Chromium (never a browser build downloaded by playwright), through
+# playwright's driver, which needs libatomic.
+if [ ! -x /usr/bin/chromium ] || ! ldconfig -p 2>/dev/null | grep -q 'libatomic\.so\.1'; then
+  (apt_install chromium libatomic1) || say "chromium could not be installed: the console's browser tests will be skipped"
 fi
 exec .venv/bin/python -m pytest "$@"

@@ -77,6 +77,7 @@ fi
 $BIN/leadwire run all &
 pids+=($!)
 wait_until 60 "${pids[-1]}" "leadwire run all" http GET "http://127.0.0.1:${INGRESS_PORT}/readyz" >/dev/null || exit 1
+wait_until 60 "${pids[-1]}" "the console" http GET "http://127.0.0.1:${CONSOLE_PORT}/healthz" >/dev/null || exit 1
 if [ -n "${console_password:-}" ]; then
   echo "console            ready   http://127.0.0.1:${CONSOLE_PORT}/ (user demo, password ${console_password})"
 fi

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -176,7 +176,7 @@ async def _zone(ctx: ConsoleContext) -> ZoneInfo:
 async def _today_context(ctx: ConsoleContext) -> dict[str, Any]:
     pool = ctx.pool()
     zone = await _zone(ctx)
-    now = datetime.now(UTC)
+    now = await queries.now(pool)
     today, yesterday = logic.day_of(now, zone), logic.day_of(now, zone, 1)
     spend_rows = await queries.spend(pool)
     costs = []
@@ -241,7 +241,7 @@ async def leads_page(request: web.Request) -> web.Response:
         page = max(0, int(request.query.get("page", "0")))
     except ValueError:
         page = 0
-    bounds = logic.day_of(datetime.now(UTC), zone, DAY_FILTERS[day]) if day in DAY_FILTERS else None
+    bounds = logic.day_of(await queries.now(ctx.pool()), zone, DAY_FILTERS[day]) if day in DAY_FILTERS else None
     rows = await queries.search_leads(ctx.pool(), queries.LeadFilter(
         start=bounds.start if bounds else None, end=bounds.end if bounds else None,
         status=status if status in STATUS_FILTERS else None, query=query or None, page=page,
@@ -304,7 +304,7 @@ async def performance_page(request: web.Request) -> web.Response:
     campaign_id = request.query.get("campaign") or None
     if campaign_id is not None and not campaign_id.isdigit():
         campaign_id = None
-    now = datetime.now(UTC)
+    now = await queries.now(pool)
     today, first = logic.day_of(now, zone), logic.day_of(now, zone, days - 1)
     settings = ctx.settings
     targets = logic.Targets(settings.target_cpl, settings.target_cost_per_qualified, settings.target_cost_per_signed)

@@ -88,6 +88,13 @@ class LeadFilter:
     page: int = 0
 
 
+async def now(pool: asyncpg.Pool) -> datetime:
+    """The console's clock is the database's: every time it shows or compares ("today", "5 min ago") was stamped
+    there, so a web host whose clock drifts cannot shift a day's boundaries or an age."""
+    value: datetime = await pool.fetchval("select now()")
+    return value
+
+
 async def account_zone(pool: asyncpg.Pool) -> str | None:
     """The first ad account's time zone, if any account is known."""
     return await pool.fetchval("select timezone_name from console_ad_accounts order by account_id limit 1")
