@@ -111,7 +111,8 @@ async def test_make_up_demo_delivers_leads_to_the_demo_crm_and_ctrl_c_stops_ever
             await eventually(leads_in_crm, timeout=90, interval=0.5, what="3 demo leads in the demo CRM")
             # The demo's console lets its operator in with the password it printed (once it is ready).
             async def console_line() -> re.Match[str] | None:
-                return re.search(r"console +ready +(http://\S+) \(user demo, password (\S+)\)", output.decode())
+                printed = output.decode(errors="replace")
+                return re.search(r"console +ready +(http://\S+) \(user demo, password (\S+)\)", printed)
 
             console = await eventually(console_line, timeout=60, interval=0.2, what="the console's address and user")
             async with http.get(f"{console[1]}login") as page:
