@@ -3,7 +3,7 @@
 the Graph sandbox are real.
 
 The leads are stored by lead_fetcher's own insert (`store_leads`), which keeps their hashed e-mail and phone match
-keys; the outcomes carry only an e-mail, only a phone, or nothing any lead has.
+keys; the outcomes carry only an e-mail, only a phone, only the CRM's contact id, or nothing any lead has.
 """
 
 from __future__ import annotations
@@ -185,3 +185,21 @@ async def test_an_outcome_matching_no_lead_is_sent_and_counted_unmatched(loop: L
     assert "lead_id" not in sent["user_data"]
     assert "ph" not in sent["user_data"]
     assert _matched("unmatched") - before == 1
+
+
+async def test_an_outcome_with_the_crm_contact_id_finds_its_lead(loop: Loop) -> None:
+    lead_id = await _store_lead(loop.db, email=f"{unique('ann.')}@example.com", phone=_phone()[0])
+    reference = unique("ghl-contact-")
+    # What crm_sync records when the CRM answers a delivery with its contact id.
+    await loop.db.execute("insert into crm_deliveries (leadgen_id, adapter, status, crm_reference, delivered_at) "
+                          "values ($1, 'gohighlevel', 'delivered', $2, now())", lead_id, reference)
+    before = _matched("crm_reference")
+    outcome = _outcome({"external_id": reference})
+    await loop.post(outcome)
+
+    sent = await eventually(lambda: loop.sent(outcome["event_id"]), what="the event sent")
+    assert sent["user_data"]["lead_id"] == lead_id
+    assert "external_id" in sent["user_data"]  # the CRM's id still goes (hashed), beside the lead's
+    assert {"em", "ph", "fn", "ln"} <= set(sent["user_data"])
+    assert await eventually(lambda: _outcomes_of(loop.db, lead_id), what="outcome counted") == ["SignedCase"]
+    assert _matched("crm_reference") - before == 1
