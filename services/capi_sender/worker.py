@@ -2,8 +2,10 @@
 
 The path of one `ConversionRequested`:
 
-1. `CapiSender.process_many` (a consumer batch of up to 1,000 messages; `process` for one) fills in what the CRM
-   left out from the stored leads (`leads.fields`, one lookup per batch), builds each server event
+1. `CapiSender.process_many` (a consumer batch of up to 1,000 messages; `process` for one) finds each conversion's
+   stored lead (by Meta lead id, one lookup per batch; else by the CRM's contact id, e-mail or phone,
+   `shared.leads.match_lead`, counted in `leadwire_capi_outcomes_matched_total{by}`, `unmatched` included), fills
+   in what the CRM left out from it (`lead_id` and the lead's answers), builds each server event
    (`events.prepare_event`) or parks it with a reason, and hands it to the batcher. The batch handler awaits the
    outcomes: a message is acked only after Meta accepted the request that carried its event.
 2. `CapiSender.flush` (one batch of one pixel and test code): re-checks every event (it may have aged while it
