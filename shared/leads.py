@@ -10,7 +10,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
+
+from shared.meta.customer_data import (
+    InvalidFieldError,
+    is_sha256,
+    normalize_country,
+    normalize_email,
+    normalize_phone,
+    sha256_hex,
+)
 
 if TYPE_CHECKING:
     import asyncpg
@@ -23,6 +33,18 @@ _BY_IDS = f"select {LEAD_COLUMNS} from stored_leads where leadgen_id = any($1::t
 _BY_ID = f"select {LEAD_COLUMNS} from stored_leads where leadgen_id = $1"  # noqa: S608 - constant
 
 NAME_KEYS = ("ad_name", "adset_name", "campaign_name", "form_name")
+
+# Meta's standard question keys holding the e-mail and the phone, in order of preference.
+EMAIL_QUESTIONS = ("email", "work_email")
+PHONE_QUESTIONS = ("phone_number", "work_phone_number")
+
+_BY_CRM_REFERENCE = (
+    f"select {LEAD_COLUMNS} from stored_leads where leadgen_id = "  # noqa: S608 - constant
+    "(select leadgen_id from stored_crm_contacts where crm_reference = $1 order by leadgen_id limit 1)"
+)
+# The newest lead wins when one person left several.
+_BY_EMAIL_KEY = f"select {LEAD_COLUMNS} from stored_leads where email_key = $1 order by created_time desc limit 1"  # noqa: S608
+_BY_PHONE_KEY = f"select {LEAD_COLUMNS} from stored_leads where phone_key = $1 order by created_time desc limit 1"  # noqa: S608
 
 
 @dataclass(frozen=True)
@@ -95,3 +117,88 @@ async def load_lead(db: asyncpg.Pool | asyncpg.Connection, leadgen_id: str) -> S
 async def load_leads(db: asyncpg.Pool | asyncpg.Connection, leadgen_ids: Sequence[str]) -> dict[str, StoredLead]:
     """The stored leads among `leadgen_ids`, by id (ids not stored are absent)."""
     return {r["leadgen_id"]: StoredLead.from_row(r) for r in await db.fetch(_BY_IDS, list(leadgen_ids))}
+
+
+# -- matching an outcome to its lead -----------------------------------------------------------------------------
+
+
+def email_key(value: str | None) -> str | None:
+    """The match key of an e-mail: SHA-256 of the normalized address (a SHA-256 given is taken as is); None when
+    absent or not an address."""
+    if not value or not value.strip():
+        return None
+    if is_sha256(value):
+        return value.strip().lower()
+    try:
+        return sha256_hex(normalize_email(value))
+    except InvalidFieldError:
+        return None
+
+
+def phone_key(value: str | None, region: str | None = None) -> str | None:
+    """The match key of a phone: SHA-256 of its digits with country code (`region` for a national number)."""
+    if not value or not value.strip():
+        return None
+    if is_sha256(value):
+        return value.strip().lower()
+    try:
+        return sha256_hex(normalize_phone(value, region_code(region)))
+    except InvalidFieldError:
+        return None
+
+
+def region_code(country: str | None, default: str = "US") -> str:
+    """An ISO alpha-2 code for a country as written ("US", "United States"); `default` when unknown."""
+    if country and not is_sha256(country):
+        try:
+            return normalize_country(country).upper()
+        except InvalidFieldError:
+            pass
+    return default
+
+
+def lead_match_keys(answers: Mapping[str, Any], default_region: str = "US") -> tuple[str | None, str | None]:
+    """A lead's (e-mail key, phone key) from its answers, as lead_fetcher stores them."""
+    flat = {key.strip().lower(): value for key, value in flatten_answers(answers).items()}
+    email = next((k for q in EMAIL_QUESTIONS if (k := email_key(flat.get(q)))), None)
+    region = region_code(flat.get("country"), default_region)
+    phone = next((k for q in PHONE_QUESTIONS if (k := phone_key(flat.get(q), region))), None)
+    return email, phone
+
+
+class MatchedBy(StrEnum):
+    """Which identifier tied an outcome to its stored lead (`UNMATCHED`: none did)."""
+
+    LEAD_ID = "lead_id"
+    CRM_REFERENCE = "crm_reference"
+    EMAIL = "email"
+    PHONE = "phone"
+    UNMATCHED = "unmatched"
+
+
+@dataclass(frozen=True)
+class OutcomeIdentifiers:
+    """What an outcome says about its person, as the CRM sent it (clear or SHA-256). PII: kept out of `repr`."""
+
+    lead_id: str | None = None
+    crm_reference: str | None = field(default=None, repr=False)
+    email: str | None = field(default=None, repr=False)
+    phone: str | None = field(default=None, repr=False)
+    country: str | None = field(default=None, repr=False)
+
+
+async def match_lead(
+    db: asyncpg.Pool | asyncpg.Connection, who: OutcomeIdentifiers, *, default_region: str = "US"
+) -> tuple[StoredLead | None, MatchedBy]:
+    """The stored lead an outcome belongs to: by Meta lead id, the CRM's contact id (as crm_sync recorded it), the
+    e-mail, then the phone (normalized and hashed as Meta matches them); the first that finds a lead wins."""
+    if who.lead_id and (lead := await load_lead(db, who.lead_id)) is not None:
+        return lead, MatchedBy.LEAD_ID
+    if who.crm_reference and (row := await db.fetchrow(_BY_CRM_REFERENCE, who.crm_reference)) is not None:
+        return StoredLead.from_row(row), MatchedBy.CRM_REFERENCE
+    if (key := email_key(who.email)) and (row := await db.fetchrow(_BY_EMAIL_KEY, key)) is not None:
+        return StoredLead.from_row(row), MatchedBy.EMAIL
+    key = phone_key(who.phone, region_code(who.country, default_region))
+    if key and (row := await db.fetchrow(_BY_PHONE_KEY, key)) is not None:
+        return StoredLead.from_row(row), MatchedBy.PHONE
+    return None, MatchedBy.UNMATCHED

@@ -27,3 +27,9 @@ FLUSH_SECONDS = Histogram(
     "Time to check, claim, send and record one batch",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+OUTCOMES_MATCHED = Counter(
+    "leadwire_capi_outcomes_matched_total",
+    "Conversions by how they were tied to a stored lead: lead_id, crm_reference, email, phone, or unmatched "
+    "(sent with only what the CRM gave)",
+    ("by",),
+)

@@ -2,8 +2,10 @@
 
 The path of one `ConversionRequested`:
 
-1. `CapiSender.process_many` (a consumer batch of up to 1,000 messages; `process` for one) fills in what the CRM
-   left out from the stored leads (`leads.fields`, one lookup per batch), builds each server event
+1. `CapiSender.process_many` (a consumer batch of up to 1,000 messages; `process` for one) finds each conversion's
+   stored lead (by Meta lead id, one lookup per batch; else by the CRM's contact id, e-mail or phone,
+   `shared.leads.match_lead`, counted in `leadwire_capi_outcomes_matched_total{by}`, `unmatched` included), fills
+   in what the CRM left out from it (`lead_id` and the lead's answers), builds each server event
    (`events.prepare_event`) or parks it with a reason, and hands it to the batcher. The batch handler awaits the
    outcomes: a message is acked only after Meta accepted the request that carried its event.
 2. `CapiSender.flush` (one batch of one pixel and test code): re-checks every event (it may have aged while it
@@ -26,6 +28,7 @@ from typing import Any
 
 import asyncpg
 
+from contracts.conversions import ConversionRequested
 from contracts.messages import ConversionRequestedMessage
 from services.capi_sender import metrics, store
 from services.capi_sender.coalescing import Batcher, Coalescer, Entry, FlushIncompleteError
@@ -54,7 +57,7 @@ from services.capi_sender.logic import (
 )
 from services.capi_sender.settings import CapiSettings
 from shared.graph.errors import InvalidRequestError, NotFoundError, ThrottledError
-from shared.leads import load_leads
+from shared.leads import MatchedBy, OutcomeIdentifiers, load_leads, match_lead
 from shared.messaging import PermanentError, RetryLater
 
 logger = logging.getLogger(__name__)
@@ -65,6 +68,13 @@ PostFn = Callable[[RequestBatch], Awaitable[Mapping[str, Any]]]
 async def fetch_contacts(pool: asyncpg.Pool, lead_ids: Sequence[str]) -> dict[str, LeadContact]:
     """The customer fields of the stored leads among `lead_ids` (read through `shared.leads`)."""
     return {lead_id: lead_contact(lead) for lead_id, lead in (await load_leads(pool, lead_ids)).items()}
+
+
+def outcome_identifiers(request: ConversionRequested, *, with_lead_id: bool = True) -> OutcomeIdentifiers:
+    """What a conversion says about its person, for `match_lead` (`external_id` is the CRM's contact id)."""
+    user = request.user
+    return OutcomeIdentifiers(lead_id=user.lead_id if with_lead_id else None, crm_reference=user.external_id,
+                              email=user.email, phone=user.phone, country=user.country)
 
 
 async def post_events(graph: Any, batch: RequestBatch) -> dict[str, Any]:
@@ -192,6 +202,7 @@ class CapiSender:
         """
         request = message.payload
         lead = await self.leads.load(request.user.lead_id) if request.user.lead_id else None
+        lead = await self.find_lead(request, lead)
         prepared = prepare_event(
             request,
             now=int(self._clock()),
@@ -206,6 +217,22 @@ class CapiSender:
         outcome: SendOutcome = await self.batcher.submit((prepared.pixel_id, prepared.test_event_code), pending)
         return outcome
 
+    async def find_lead(self, request: ConversionRequested, by_id: LeadContact | None) -> LeadContact | None:
+        """The stored lead of a conversion: `by_id` (already looked up by its Meta lead id) or else matched by the
+        CRM's contact id, e-mail or phone (`shared.leads.match_lead`). Counted by how it matched, or `unmatched`:
+        an unmatched conversion is still sent, with what the CRM gave."""
+        if by_id is not None:
+            metrics.OUTCOMES_MATCHED.labels(MatchedBy.LEAD_ID.value).inc()
+            return by_id
+        lead, by = await match_lead(self._pool, outcome_identifiers(request, with_lead_id=False),
+                                    default_region=self.settings.default_country or "US")
+        metrics.OUTCOMES_MATCHED.labels(by.value).inc()
+        if lead is None:
+            logger.info("conversion matches no stored lead: sent with what the CRM gave",
+                        extra={"event_name": request.event_name})
+            return None
+        return lead_contact(lead)
+
     async def process_many(self, messages: Sequence[ConversionRequestedMessage]) -> list[SendOutcome | BaseException]:
         """Prepare a batch of conversions and wait until each was sent; one outcome or exception per message.
 
@@ -213,13 +240,20 @@ class CapiSender:
         in the batcher before the first flush, so a full batch of messages fills a full request.
         """
         lead_ids = list({m.payload.user.lead_id for m in messages if m.payload.user.lead_id})
-        leads = await fetch_contacts(self._pool, lead_ids) if lead_ids else {}
+        by_id = await fetch_contacts(self._pool, lead_ids) if lead_ids else {}
+        found = await asyncio.gather(
+            *(self.find_lead(m.payload, by_id.get(m.payload.user.lead_id or "")) for m in messages),
+            return_exceptions=True,
+        )
         now = int(self._clock())
         results: list[SendOutcome | BaseException] = [FlushIncompleteError("no outcome")] * len(messages)
         waiting: list[tuple[int, asyncio.Future[Any]]] = []
         for index, message in enumerate(messages):
             request = message.payload
-            lead = leads.get(request.user.lead_id) if request.user.lead_id else None
+            lead = found[index]
+            if isinstance(lead, BaseException):  # the lookup failed: this message retries
+                results[index] = lead
+                continue
             try:
                 prepared = prepare_event(
                     request,

@@ -11,7 +11,7 @@ A form's watermark moves to the scan's start only after all its listed leads are
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -90,23 +90,25 @@ async def _backfill_page(
     settings: LeadFetcherSettings, since: datetime | None, started: datetime, report: BackfillReport,
 ) -> None:
     try:
-        form_ids = [str(form["id"]) async for form in graph.paginate(
-            f"{page_id}/leadgen_forms", {"fields": "id", "limit": PAGE_SIZE}, token=token,
-            scope=Scope.page_api(page_id),
-        ) if isinstance(form, dict) and form.get("id")]
+        forms = {str(form["id"]): form.get("name") if isinstance(form.get("name"), str) else None
+                 async for form in graph.paginate(
+                     f"{page_id}/leadgen_forms", {"fields": "id,name", "limit": PAGE_SIZE}, token=token,
+                     scope=Scope.page_api(page_id),
+                 ) if isinstance(form, dict) and form.get("id")}
     except GraphError as exc:
         await _failed(pool, exc, page_id, settings, what="listing lead forms")
         report.failed_pages.append(page_id)
         return
-    marks = await store.watermarks(pool, form_ids)
-    for form_id in form_ids:
+    marks = await store.watermarks(pool, forms)
+    for form_id, form_name in forms.items():
         window = scan_window(
             marks.get(form_id), started,
             overlap=timedelta(seconds=settings.backfill_overlap_seconds),
             initial_days=settings.backfill_initial_days, since=since,
         )
         try:
-            listed, new = await _backfill_form(pool, graph, page_id, form_id, token, window.since)
+            listed, new = await _backfill_form(pool, graph, page_id, form_id, token, window.since,
+                                               form_name=form_name)
         except GraphError as exc:
             await _failed(pool, exc, page_id, settings, what="listing leads", form_id=form_id)
             report.failed_forms.append(form_id)
@@ -124,7 +126,7 @@ async def _backfill_page(
 
 async def _backfill_form(
     pool: asyncpg.Pool, graph: GraphClient, page_id: str, form_id: str, token: SecretStr | str | None,
-    since: datetime,
+    since: datetime, *, form_name: str | None = None,
 ) -> tuple[int, int]:
     listed = new = 0
     params = {"fields": LEAD_FIELDS, "filtering": time_filter(since), "limit": PAGE_SIZE}
@@ -133,7 +135,7 @@ async def _backfill_form(
         leads = []
         for raw in data if isinstance(data, list) else []:
             try:
-                leads.append(parse_lead(raw, page_id=page_id, source="backfill"))
+                leads.append(replace(parse_lead(raw, page_id=page_id, source="backfill"), form_name=form_name))
             except ValueError as exc:
                 logger.error("backfill: unusable lead object skipped: %s", exc,
                              extra={"form_id": form_id, "leadgen_id": str(raw.get("id"))})

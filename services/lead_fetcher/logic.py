@@ -29,9 +29,13 @@ if TYPE_CHECKING:
     from shared.settings import MetaSettings
 
 # Ask for every field we store: Meta's default answer is a subset (docs/meta-api.md §7.2).
+# The Lead node has the ad, ad set and campaign names but not the form's: that one is the form node's `name`
+# (`FORM_FIELDS`, read once per form).
 LEAD_FIELDS = (
-    "id,created_time,field_data,ad_id,adset_id,campaign_id,form_id,is_organic,platform,custom_disclaimer_responses"
+    "id,created_time,field_data,ad_id,ad_name,adset_id,adset_name,campaign_id,campaign_name,form_id,is_organic,"
+    "platform,custom_disclaimer_responses"
 )
+FORM_FIELDS = "id,name"
 SERVICE = "lead_fetcher"
 # Meta deletes leads after about 90 days (docs/meta-api.md §7.4): a read refused for a lead older than that can
 # never succeed, so it is parked instead of retried.
@@ -62,6 +66,7 @@ class Lead:
     custom_disclaimer_responses: list[Any]
     raw: dict[str, Any]
     source: str
+    form_name: str | None = None
 
     def __repr__(self) -> str:  # answers stay out of reprs, tracebacks and assertion messages
         return f"Lead(leadgen_id={self.leadgen_id!r}, page_id={self.page_id!r}, form_id={self.form_id!r})"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from services.lead_fetcher import metrics
-from services.lead_fetcher.logic import LEAD_FIELDS
+from services.lead_fetcher.logic import FORM_FIELDS, LEAD_FIELDS
 from shared.graph import BatchRequest, GraphError, Scope
 from shared.graph.batch import MAX_BATCH
 
@@ -58,6 +58,7 @@ class LeadReader:
         self._pending = _Pending()
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._form_names: dict[str, asyncio.Task[str | None]] = {}
         self.calls = 0  # HTTP calls made (batch or single), for metrics and tests
 
     async def read(self, leadgen_id: str, page_id: str) -> dict[str, Any]:
@@ -73,6 +74,34 @@ class LeadReader:
                 self._timer = asyncio.get_running_loop().call_later(self._window, self._flush)
         # shield: a cancelled handler (shutdown) must not cancel a read other handlers share.
         return await asyncio.shield(future)
+
+    async def form_name(self, form_id: str | None, page_id: str) -> str | None:
+        """The lead form's name (the Lead node has none), read once per form and kept for the process's life;
+        concurrent leads of a form share the one read.
+
+        Best effort: a failed read leaves the name out (the lead is stored without it) and is tried again for the
+        form's next lead.
+        """
+        if not form_id:
+            return None
+        read = self._form_names.get(form_id)
+        if read is None:
+            read = asyncio.get_running_loop().create_task(self._read_form_name(form_id, page_id))
+            self._form_names[form_id] = read
+        return await asyncio.shield(read)
+
+    async def _read_form_name(self, form_id: str, page_id: str) -> str | None:
+        try:
+            self.calls += 1
+            body = await self._graph.get(form_id, {"fields": FORM_FIELDS}, token=self._token,
+                                         scope=Scope.leadgen(page_id), max_wait=MAX_WAIT_SECONDS)
+        except Exception as exc:
+            self._form_names.pop(form_id, None)  # the next lead of the form tries again
+            logger.warning("reading the name of form %s failed: %s", form_id, type(exc).__name__,
+                           extra={"form_id": form_id, "page_id": page_id})
+            return None
+        name = body.get("name") if isinstance(body, dict) else None
+        return name if isinstance(name, str) and name else None
 
     async def close(self) -> None:
         """Flush what is pending and wait for in-flight calls (used on stop)."""

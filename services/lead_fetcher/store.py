@@ -13,6 +13,7 @@ from contracts.envelope import Envelope
 from contracts.leads import LeadCaptured, captured_message_id
 from contracts.messages import AlertRaisedMessage, LeadCapturedMessage, RedeliverLeadMessage
 from services.lead_fetcher.logic import Lead, redelivered_message_id
+from shared.leads import lead_match_keys
 from shared.outbox import enqueue, enqueue_many
 
 if TYPE_CHECKING:
@@ -24,13 +25,14 @@ logger = logging.getLogger(__name__)
 # so the statement does not depend on how the pool codes jsonb arrays.
 _INSERT_LEADS = """
 insert into leads (leadgen_id, page_id, form_id, ad_id, adset_id, campaign_id, created_time, is_organic, platform,
-                   fields, custom_disclaimer_responses, raw, source)
+                   fields, custom_disclaimer_responses, raw, source, form_name, email_key, phone_key)
 select leadgen_id, page_id, form_id, ad_id, adset_id, campaign_id, created_time, is_organic, platform,
-       fields::jsonb, disclaimers::jsonb, raw::jsonb, source
+       fields::jsonb, disclaimers::jsonb, raw::jsonb, source, form_name, email_key, phone_key
 from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
-            $8::boolean[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[])
+            $8::boolean[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+            $15::text[], $16::text[])
      as l(leadgen_id, page_id, form_id, ad_id, adset_id, campaign_id, created_time, is_organic, platform,
-          fields, disclaimers, raw, source)
+          fields, disclaimers, raw, source, form_name, email_key, phone_key)
 on conflict (leadgen_id) do nothing
 returning leadgen_id
 """
@@ -60,6 +62,7 @@ async def store_leads(conn: asyncpg.Connection, leads: Sequence[tuple[Lead, Enve
     for lead, caused_by in leads:
         first.setdefault(lead.leadgen_id, (lead, caused_by))
     rows = [lead for lead, _ in first.values()]
+    keys = [lead_match_keys(r.fields) for r in rows]  # hashes of the normalized e-mail and phone, for matching
     async with conn.transaction():
         inserted = await conn.fetch(
             _INSERT_LEADS,
@@ -67,7 +70,8 @@ async def store_leads(conn: asyncpg.Connection, leads: Sequence[tuple[Lead, Enve
             [r.ad_id for r in rows], [r.adset_id for r in rows], [r.campaign_id for r in rows],
             [r.created_time for r in rows], [r.is_organic for r in rows], [r.platform for r in rows],
             [json.dumps(r.fields) for r in rows], [json.dumps(r.custom_disclaimer_responses) for r in rows],
-            [json.dumps(r.raw) for r in rows], [r.source for r in rows],
+            [json.dumps(r.raw) for r in rows], [r.source for r in rows], [r.form_name for r in rows],
+            [k[0] for k in keys], [k[1] for k in keys],
         )
         new = {r["leadgen_id"] for r in inserted}
         await enqueue_many(conn, [captured_message(lead, caused_by) for lead_id, (lead, caused_by) in first.items()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -87,6 +87,7 @@ class LeadCapture:
             metrics.READS.labels("unusable").inc()
             raise PermanentError(f"lead {p.leadgen_id}: Meta's answer is unusable: {exc}") from None
         metrics.READS.labels("ok").inc()
+        lead = replace(lead, form_name=await self.reader.form_name(lead.form_id, p.page_id))
         new = await self._stores.submit((lead, message))
         if new:
             metrics.LEADS_CAPTURED.labels(lead.source).inc()

@@ -34,6 +34,7 @@ from services.rules_engine.model import Decision, EngineSettings
 from services.rules_engine.notify import CHANNELS, ChannelError, Notifier, raise_for_failed_channels
 from services.rules_engine.rules import Rule, RuleProblem, check_rules, load_rules
 from services.rules_engine.settings import RulesSettings
+from shared.leads import OutcomeIdentifiers, match_lead
 from shared.messaging import claim
 from shared.outbox import enqueue
 from shared.settings import BudgetGuardrailSettings
@@ -195,15 +196,21 @@ class Worker:
     async def record_crm_outcome(self, message: ConversionRequestedMessage, *, claim_as: str) -> None:
         """Keep a CRM outcome attributable to an ad (qualified lead, signed case) for the CRM metrics."""
         event = message.payload
-        if not event.user.lead_id:
-            return  # not attributable to an ad: nothing for the rules
+        lead_id = event.user.lead_id
+        if not lead_id:  # the CRM sent no lead id: the lead its contact id, e-mail or phone belongs to
+            user = event.user
+            lead, _ = await match_lead(self.pool, OutcomeIdentifiers(
+                crm_reference=user.external_id, email=user.email, phone=user.phone, country=user.country))
+            if lead is None:
+                return  # not attributable to an ad: nothing for the rules (capi_sender counts it as unmatched)
+            lead_id = lead.leadgen_id
         value = event.custom_data.value if event.custom_data else None
         currency = event.custom_data.currency if event.custom_data else None
         async with self.pool.acquire() as conn, conn.transaction():
             if not await claim(conn, claim_as, message.message_id):
                 return
             new = await store.record_crm_outcome(
-                conn, lead_id=event.user.lead_id, event_name=event.event_name,
+                conn, lead_id=lead_id, event_name=event.event_name,
                 event_time=datetime.fromtimestamp(event.event_time, UTC), value=value, currency=currency,
                 message_id=message.message_id,
             )

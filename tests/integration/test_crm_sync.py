@@ -35,6 +35,8 @@ from shared.settings import MetaSettings, Settings
 from shared.topology import EXCHANGE, H_ATTEMPT, H_REASON, Consumer, register
 from tests.fixtures.crm import FakeCrm, crm_sink  # noqa: F401
 from tests.fixtures.infra import AMQP_URL, TEST_DSN, eventually, unique
+from tests.fixtures.sandbox import SandboxHandle
+from tests.integration.test_lead_fetcher_helpers import LeadEnv, lead_env_fixture
 
 WEBHOOK_SECRET = "test-crm-webhook-secret"
 GHL_TOKEN = "test-ghl-token-abcdef"
@@ -251,6 +253,45 @@ async def test_gohighlevel_upsert_and_webhook_each_once(
     assert (row["attempts"], row["crm_reference"]) == (2, f"ghl-{crm_sink.requests.index(request) + 1}")
     synced = await eventually(lambda: _synced(taps, lid, 2), what="two LeadSynced")
     assert sorted(m.payload.adapter for m in synced) == ["gohighlevel", "webhook"]
+
+
+@pytest.fixture
+async def fetcher(settings: Settings, sandbox: SandboxHandle, db: asyncpg.Pool, broker: RabbitBroker,
+                       amqp: aio_pika.abc.AbstractChannel) -> AsyncIterator[LeadEnv]:
+    async for lead_env in lead_env_fixture(settings, sandbox, db, broker, amqp):
+        yield lead_env
+
+
+async def test_a_lead_captured_from_meta_reaches_every_crm_with_its_names(
+    fetcher: LeadEnv, crm_sync: StartCrmSync, crm_sink: FakeCrm, send: Send, db: asyncpg.Pool  # noqa: F811
+) -> None:
+    await fetcher.start()
+    [lid] = await fetcher.new_leads(1)
+    await fetcher.send(lid)
+    row = (await eventually(lambda: fetcher.rows([lid]), what="the lead stored"))[lid]
+    assert row["ad_id"], "the sandbox attributes the lead to an ad"
+    names = {}
+    for kind in ("ad", "adset", "campaign", "form"):
+        status, _, node = await fetcher.sandbox.graph("GET", row[f"{kind}_id"], fields="name")
+        assert status == 200, node
+        names[f"{kind}_name"] = node["name"]
+
+    await crm_sync(ghl=True)
+    await send(LeadCapturedMessage.new(LeadCaptured(
+        leadgen_id=lid, page_id=row["page_id"], form_id=row["form_id"], ad_id=row["ad_id"], adset_id=row["adset_id"],
+        campaign_id=row["campaign_id"], created_time=row["created_time"],
+    )))
+    await eventually(lambda: _status(db, lid, "gohighlevel", "delivered"), timeout=15, what="GHL delivered")
+    [hook] = await eventually(lambda: _async([r for r in crm_sink.for_lead(lid) if r.path == "/hook"]),
+                              what="webhook request")
+    assert {k: hook.json[k] for k in names} == names
+    [ghl] = [r for r in crm_sink.requests
+             if r.path == "/contacts/upsert" and r.json.get("email") == row["fields"]["email"]]
+    assert ghl.json["source"] == f"Meta Lead Ads: {names['campaign_name']}"
+    assert {f"campaign: {names['campaign_name']}", f"ad set: {names['adset_name']}", f"ad: {names['ad_name']}",
+            f"form: {names['form_name']}"} <= set(ghl.json["tags"])
+    ids = {row[f"{kind}_id"] for kind in ("ad", "adset", "campaign", "form")}
+    assert not [tag for tag in ghl.json["tags"] if any(i in tag for i in ids)], "names, not ids"
 
 
 async def test_names_fall_back_to_ids(
