@@ -25,11 +25,14 @@ async def apply_status(
     if refusal and not command.force:
         return refused(refusal, **common)
     if command.dry_run:
-        return CommandOutcome("dry_run", f"would set status {obj.status} -> {target}", after={"status": target},
-                              **common)
-    await store.mark_applying(conn, command.command_id, {"status": target})
-    if command.kind == "delete":
-        await call(ctx.graph.delete(command.object_id, max_wait=ctx.max_wait))
+        outcome = CommandOutcome("dry_run", f"would set status {obj.status} -> {target}", after={"status": target},
+                                 **common)
     else:
-        await call(ctx.graph.post(command.object_id, {"status": target}, max_wait=ctx.max_wait, idempotent=True))
-    return CommandOutcome("ok", f"status {obj.status} -> {target}", after={"status": target}, **common)
+        await store.mark_applying(conn, command.command_id, {"status": target})
+        if command.kind == "delete":
+            await call(ctx.graph.delete(command.object_id, max_wait=ctx.max_wait))
+        else:
+            await call(ctx.graph.post(command.object_id, {"status": target}, max_wait=ctx.max_wait,
+                                      idempotent=True))
+        outcome = CommandOutcome("ok", f"status {obj.status} -> {target}", after={"status": target}, **common)
+    return logic.forced(outcome, command.reason) if command.force else outcome
