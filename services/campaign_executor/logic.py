@@ -261,6 +261,23 @@ def forced(outcome: CommandOutcome, reason: str) -> CommandOutcome:
     return outcome
 
 
+def unpause_ceiling_refusal(
+    obj: ObjectState, account_daily_total: int, currency: str, ceiling: int, basis: str = ""
+) -> Refusal | None:
+    """Unpausing a campaign or ad set adds its daily budget to the account's active total: it must fit under the
+    ``ceiling`` (a hard limit). Objects whose budget lives elsewhere (or on ads) are not counted here."""
+    if obj.daily_budget is None or obj.effective_status == "ACTIVE":
+        return None
+    after = account_daily_total + obj.daily_budget
+    if after > ceiling:
+        return Refusal(
+            "daily_ceiling",
+            f"active daily budgets in the account would reach {format_money(after, currency)}, above the "
+            f"ceiling of {format_money(ceiling, currency)}{basis}",
+        )
+    return None
+
+
 def create_ceiling_refusal(
     command: CreateCampaignCommand, account_daily_total: int | None, currency: str, ceiling: int | None,
     basis: str = "",

@@ -277,6 +277,26 @@ async def test_the_account_ceiling_is_on_by_default(start_executor, sandbox, bro
     assert lowered.status == "ok", "lowering is never held back by the ceiling"
 
 
+async def test_a_forced_unpause_cannot_cross_the_account_ceiling(start_executor, sandbox, broker, results) -> None:
+    burner = sandbox.state["adsets_by_name"]["Prospecting - Advantage+"]
+    status, _, _ = await sandbox.graph("POST", burner, status="PAUSED")
+    assert status == 200
+    active = 0
+    for edge in ("campaigns", "adsets"):
+        status, _, listed = await sandbox.graph("GET", f"{sandbox.account_id}/{edge}", limit=500,
+                                                fields="daily_budget,effective_status")
+        assert status == 200
+        active += sum(int(x.get("daily_budget") or 0) for x in listed["data"] if x["effective_status"] == "ACTIVE")
+    burner_budget = int((await node(sandbox, burner))["daily_budget"])
+    await start_executor(BudgetGuardrailSettings(_env_file=None, daily_ceiling=(active + burner_budget - 1) / 100))
+
+    unpause = await result_of(results, await send(
+        broker, command("unpause", object_id=burner, level="adset", force=True)))
+    assert (unpause.status, unpause.guardrail) == ("refused", "daily_ceiling"), unpause.detail
+    assert "(BUDGET_DAILY_CEILING)" in unpause.detail
+    assert (await node(sandbox, burner))["status"] == "PAUSED"
+
+
 async def test_lowering_below_spend_floor_and_deleted_objects_are_refused(
     start_executor, sandbox, broker, results
 ) -> None:

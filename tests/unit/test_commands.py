@@ -334,3 +334,16 @@ def test_audit_payload_of_an_upload_has_counts_not_rows() -> None:
     assert "rows" not in stored
     assert stored["rows_count"] == 2
     assert "mary" not in json.dumps(stored).lower()
+
+
+@pytest.mark.parametrize(
+    ("effective_status", "budget", "total", "guardrail"),
+    [("PAUSED", 10_000, 40_001, "daily_ceiling"), ("PAUSED", 10_000, 40_000, None),
+     ("ACTIVE", 10_000, 90_000, None), ("PAUSED", None, 90_000, None)],
+)
+def test_an_unpause_must_fit_under_the_daily_ceiling(
+    effective_status: str, budget: int | None, total: int, guardrail: str | None
+) -> None:
+    obj = ObjectState("1", "act_1", effective_status, effective_status, budget, None)
+    refusal = logic.unpause_ceiling_refusal(obj, total, "USD", 50_000)
+    assert (refusal.guardrail if refusal else None) == guardrail
