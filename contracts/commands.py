@@ -91,10 +91,18 @@ class _CommandBase(Payload):
     )
     force: bool = Field(
         default=False,
-        description="Override the executor's guardrails (budget step, changes per hour, spend floor, ceiling, "
-                    "deleted/archived objects). Meta's own limits still apply.",
+        description="Skip the executor's soft guardrails (budget step, changes per hour, spend floor, stale "
+                    "decision, deleted/archived objects); needs a `reason`, and the result says `forced`. Never "
+                    "passes the hard limits (hard_max_budget, daily_ceiling, budget_increases_per_week) nor "
+                    "Meta's own.",
         examples=[False],
     )
+
+    @model_validator(mode="after")
+    def _forced_needs_reason(self) -> _CommandBase:
+        if self.force and not self.reason.strip():
+            raise ValueError("a forced command must carry a reason")
+        return self
 
 
 class _ObjectCommand(_CommandBase):
@@ -354,7 +362,11 @@ class CommandResult(Payload):
     detail: str = Field(default="", description="Human-readable explanation.", examples=["daily budget 10000 -> 11500"])
     guardrail: str | None = Field(
         default=None, description="Which guardrail refused it (budget_step, budget_changes_per_hour, "
-                                  "spend_floor, object_status, daily_ceiling, stale_decision).",
+                                  "spend_floor, object_status, stale_decision; hard limits: hard_max_budget, "
+                                  "daily_ceiling, budget_increases_per_week).",
+    )
+    forced: bool = Field(
+        default=False, description="Applied (or would be) with `force`: the soft guardrails were skipped.",
     )
     meta_error: MetaErrorInfo | None = Field(default=None, description="Meta's error when failed.")
     object_id: str | None = Field(default=None, description="The object acted on.")

@@ -127,12 +127,18 @@ class BudgetGuardrailSettings(BaseSettings):
     """Budget guardrails of the rules engine and the campaign executor (one set for both; `shared.budget_guardrails`).
 
     Args:
-        daily_ceiling: optional ceiling on the sum of active daily budgets (campaigns and ad sets) of one ad
-            account, in MAJOR units of that account's currency (dollars, yen); raises, unpauses and ACTIVE creates
-            that would cross it are not made. Unset = no ceiling. (Was RULES_ACCOUNT_DAILY_BUDGET_CEILING, still
-            read.)
+        daily_ceiling: ceiling on the sum of active daily budgets (campaigns and ad sets) of one ad account, in
+            MAJOR units of that account's currency (dollars, yen); raises, unpauses and ACTIVE creates that would
+            cross it are not made. Unset = the executor derives it: `max_multiple_of_first_seen` times the account's
+            total when leadwire first saw it (the rules engine then has no ceiling of its own). (Was
+            RULES_ACCOUNT_DAILY_BUDGET_CEILING, still read.)
         max_step_pct: largest budget change the executor applies per command, in percent of the current budget.
         max_changes_per_hour: budget changes per ad set per rolling hour (Meta blocks the 5th for an hour).
+        max_multiple_of_first_seen: hard limit of the executor: no campaign or ad set daily budget above this
+            multiple of its budget when leadwire first saw it (and the derived account ceiling); `force` cannot
+            pass it.
+        max_increases_per_week: hard limit of the executor: budget increases per campaign or ad set per rolling
+            7 days; `force` cannot pass it.
     """
 
     model_config = SettingsConfigDict(**_COMMON, env_prefix="BUDGET_", populate_by_name=True)
@@ -148,6 +154,8 @@ class BudgetGuardrailSettings(BaseSettings):
         default=MAX_BUDGET_CHANGES_PER_HOUR, ge=1, le=100,
         validation_alias=AliasChoices("BUDGET_MAX_CHANGES_PER_HOUR", "EXECUTOR_MAX_BUDGET_CHANGES_PER_HOUR"),
     )
+    max_multiple_of_first_seen: float = Field(default=2.0, ge=1, le=100)
+    max_increases_per_week: int = Field(default=3, ge=1, le=100)
 
 
 class Settings:

@@ -17,7 +17,7 @@ from contracts.commands import (
     SetBudgetCommand,
     UploadAudienceCommand,
 )
-from shared.budget_guardrails import spend_floor
+from shared.budget_guardrails import daily_ceiling_minor, spend_floor
 from shared.graph.errors import GraphError
 from shared.money import apply_percent, format_money, parse_minor
 from shared.settings import BudgetGuardrailSettings
@@ -41,6 +41,7 @@ class CommandOutcome:
     counts: dict[str, int] = field(default_factory=dict)
     currency: str | None = None
     account_id: str | None = None
+    forced: bool = False  # applied with `force`: the soft guardrails were skipped (never the hard limits)
 
 
 class CommandFailed(Exception):
@@ -148,16 +149,22 @@ class BudgetFacts:
     current: int
     target: int
     currency: str
-    changes_last_hour: int
+    changes_last_hour: int = 0
     spent: int | None = None  # minor units spent in the budget's period (today / lifetime); None = unknown
     account_daily_total: int | None = None  # active daily budgets in the account, before this change
-    ceiling: int | None = None  # BUDGET_DAILY_CEILING in the account's minor units; None = no ceiling
+    ceiling: int | None = None  # the account's daily ceiling in minor units (`account_ceiling`); None = not read
+    ceiling_basis: str = ""  # where the ceiling comes from, for the refusal's sentence
+    first_seen: int | None = None  # the object's daily budget when leadwire first saw it; None = not read
+    increases_last_week: int = 0  # budget increases applied on the object in the last 7 days, other commands
+
+
+LEVEL_NAMES = {"adset": "ad set", "campaign": "campaign"}
 
 
 def budget_refusal(
     command: SetBudgetCommand | ChangeBudgetCommand, facts: BudgetFacts, limits: BudgetGuardrailSettings
 ) -> Refusal | None:
-    """The first guardrail a budget change breaks, or None. `force` is handled by the caller."""
+    """The first soft guardrail a budget change breaks, or None. `force` skips these (the caller decides)."""
     cur, target, ccy = facts.current, facts.target, facts.currency
     if target <= 0:
         return Refusal("budget_step", f"target budget {target} is not positive")
@@ -188,24 +195,92 @@ def budget_refusal(
                 f"{format_money(target, ccy)} is below 110% of the {format_money(facts.spent, ccy)} already "
                 f"spent ({format_money(floor, ccy)})",
             )
-    if (
-        command.budget == "daily"
-        and target > cur
-        and facts.ceiling is not None
-        and facts.account_daily_total is not None
-    ):
+    return None
+
+
+def hard_budget_refusal(
+    command: SetBudgetCommand | ChangeBudgetCommand, facts: BudgetFacts, limits: BudgetGuardrailSettings
+) -> Refusal | None:
+    """The first hard limit a budget increase breaks, or None. No flag passes these; lowering always may.
+
+    * hard_max_budget: a daily budget above `max_multiple_of_first_seen` times the one leadwire first saw;
+    * daily_ceiling: the account's active daily budgets above its ceiling (`account_ceiling`);
+    * budget_increases_per_week: more than `max_increases_per_week` increases on the object in 7 days.
+    """
+    cur, target, ccy = facts.current, facts.target, facts.currency
+    if target <= cur:
+        return None
+    this = f"this {LEVEL_NAMES.get(command.level, command.level)}"
+    daily = command.budget == "daily"
+    if daily and facts.first_seen is not None:
+        limit = max_daily_budget(facts.first_seen, limits)
+        if target > limit:
+            return Refusal(
+                "hard_max_budget",
+                f"{format_money(target, ccy)} is above {this}'s limit of {format_money(limit, ccy)} "
+                f"({limits.max_multiple_of_first_seen:g}× the {format_money(facts.first_seen, ccy)} leadwire "
+                "first saw)",
+            )
+    if daily and facts.ceiling is not None and facts.account_daily_total is not None:
         after = facts.account_daily_total - cur + target
         if after > facts.ceiling:
             return Refusal(
                 "daily_ceiling",
                 f"active daily budgets in the account would reach {format_money(after, ccy)}, above the "
-                f"ceiling of {format_money(facts.ceiling, ccy)}",
+                f"ceiling of {format_money(facts.ceiling, ccy)}{facts.ceiling_basis}",
             )
+    if facts.increases_last_week >= limits.max_increases_per_week:
+        return Refusal(
+            "budget_increases_per_week",
+            f"{facts.increases_last_week} budget increases on {this} in the last 7 days "
+            f"(at most {limits.max_increases_per_week} a week)",
+        )
+    return None
+
+
+def max_daily_budget(first_seen: int, limits: BudgetGuardrailSettings) -> int:
+    """The largest daily budget an object may get: the multiple of its first-seen budget, rounded down."""
+    return int(first_seen * limits.max_multiple_of_first_seen)
+
+
+def account_ceiling(limits: BudgetGuardrailSettings, currency: str, first_seen_total: int) -> tuple[int, str]:
+    """The account's daily ceiling in minor units and where it comes from (a clause for the refusal's sentence):
+    BUDGET_DAILY_CEILING when set, else the multiple of the active daily total leadwire first saw."""
+    ceiling = daily_ceiling_minor(limits.daily_ceiling, currency)
+    if ceiling is not None:
+        return ceiling, " (BUDGET_DAILY_CEILING)"
+    ceiling = max_daily_budget(first_seen_total, limits)
+    return ceiling, (f" ({limits.max_multiple_of_first_seen:g}× the {format_money(first_seen_total, currency)} "
+                     "leadwire first saw; set BUDGET_DAILY_CEILING to change it)")
+
+
+def forced(outcome: CommandOutcome, reason: str) -> CommandOutcome:
+    """Announce a command applied with `force` (soft guards skipped) as forced, with its reason."""
+    outcome.detail = f"FORCED ({reason}): {outcome.detail}"
+    outcome.forced = True
+    return outcome
+
+
+def unpause_ceiling_refusal(
+    obj: ObjectState, account_daily_total: int, currency: str, ceiling: int, basis: str = ""
+) -> Refusal | None:
+    """Unpausing a campaign or ad set adds its daily budget to the account's active total: it must fit under the
+    ``ceiling`` (a hard limit). Objects whose budget lives elsewhere (or on ads) are not counted here."""
+    if obj.daily_budget is None or obj.effective_status == "ACTIVE":
+        return None
+    after = account_daily_total + obj.daily_budget
+    if after > ceiling:
+        return Refusal(
+            "daily_ceiling",
+            f"active daily budgets in the account would reach {format_money(after, currency)}, above the "
+            f"ceiling of {format_money(ceiling, currency)}{basis}",
+        )
     return None
 
 
 def create_ceiling_refusal(
-    command: CreateCampaignCommand, account_daily_total: int | None, currency: str, ceiling: int | None
+    command: CreateCampaignCommand, account_daily_total: int | None, currency: str, ceiling: int | None,
+    basis: str = "",
 ) -> Refusal | None:
     """An ACTIVE create with a daily budget must fit under the account's daily ``ceiling`` (minor units)."""
     budget = command.campaign.budget or command.ad_set.budget
@@ -222,7 +297,7 @@ def create_ceiling_refusal(
         return Refusal(
             "daily_ceiling",
             f"active daily budgets in the account would reach {format_money(after, currency)}, above the "
-            f"ceiling of {format_money(ceiling, currency)}",
+            f"ceiling of {format_money(ceiling, currency)}{basis}",
         )
     return None
 

@@ -72,6 +72,31 @@ async def budget_changes_last_hour(conn: asyncpg.Connection, object_id: str, com
     )
 
 
+async def first_seen_daily(
+    conn: asyncpg.Connection, *, key: str, scope: str, account_id: str | None, currency: str, now_minor: int
+) -> int:
+    """The daily budget (object) or active daily total (account) leadwire first saw of ``key``.
+
+    Records ``now_minor`` the first time ``key`` is seen; afterwards returns what was recorded then.
+    """
+    await conn.execute(
+        "insert into first_seen_budgets (key, scope, account_id, currency, daily_minor) values ($1, $2, $3, $4, $5) "
+        "on conflict (key) do nothing",
+        key, scope, account_id, currency, now_minor,
+    )
+    return int(await conn.fetchval("select daily_minor from first_seen_budgets where key = $1", key))
+
+
+async def budget_increases_last_week(conn: asyncpg.Connection, object_id: str, command_id: object) -> int:
+    """Budget increases applied (or being applied) on this object in the last rolling 7 days, other commands."""
+    return await conn.fetchval(
+        "select count(*) from campaign_commands where object_id = $1 and kind = any($2::text[]) and not dry_run "
+        "and status in ('applying', 'ok') and applying_at > now() - interval '7 days' and command_id <> $3 "
+        "and coalesce((plan->>'daily_budget')::bigint, (plan->>'lifetime_budget')::bigint) > (plan->>'from')::bigint",
+        object_id, ["set_budget", "change_budget"], command_id,
+    )
+
+
 async def record_upload_digest(conn: asyncpg.Connection, command_id: object, facts: dict[str, Any]) -> None:
     """Add an audience upload's digest and counts to its audit payload (the rows themselves are never stored)."""
     await conn.execute(

@@ -80,7 +80,7 @@ class Worker:
                 object_id=object_id_of(command),
                 account_id=outcome.account_id or getattr(command, "account_id", None), currency=outcome.currency,
                 created_ids=outcome.created_ids, rolled_back=outcome.rolled_back, before=outcome.before,
-                after=outcome.after, counts=outcome.counts,
+                after=outcome.after, counts=outcome.counts, forced=outcome.forced,
             )
             if not await store.finish(conn, consumer_name=self.consumer_name, message=message, result=result):
                 return None

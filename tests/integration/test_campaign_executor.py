@@ -25,7 +25,7 @@ from services.campaign_executor.handlers import CONSUMER
 from services.campaign_executor.settings import ExecutorSettings
 from shared.messaging import declare_topology, publish
 from shared.service import Service
-from shared.settings import MetaSettings, Settings
+from shared.settings import BudgetGuardrailSettings, MetaSettings, Settings
 from shared.topology import EXCHANGE, H_REASON
 from tests.fixtures.infra import AMQP_URL, drain, eventually
 from tests.fixtures.sandbox import SandboxHandle
@@ -52,12 +52,14 @@ async def results(amqp: aio_pika.abc.AbstractChannel) -> AsyncIterator[Results]:
     return seen
 
 
-def executor_settings(settings: Settings, sandbox: SandboxHandle, **guards: Any) -> Settings:
+def executor_settings(
+    settings: Settings, sandbox: SandboxHandle, budget: BudgetGuardrailSettings | None = None, **guards: Any
+) -> Settings:
     meta = MetaSettings(
         access_token=SecretStr(sandbox.token), app_secret=SecretStr(sandbox.app_secret), graph_url=sandbox.url,
         api_version=sandbox.version, request_timeout_seconds=10, ad_account_id=[sandbox.account_id],
     )
-    return settings.replace(meta, ExecutorSettings(**guards))
+    return settings.replace(meta, ExecutorSettings(**guards), budget or BudgetGuardrailSettings(_env_file=None))
 
 
 @pytest.fixture
@@ -66,7 +68,7 @@ async def start_executor(
 ) -> AsyncIterator[Callable[..., Any]]:
     started: list[Service] = []
 
-    async def start(**guards: Any) -> Service:
+    async def start(budget: BudgetGuardrailSettings | None = None, **guards: Any) -> Service:
         # The executor's queue is shared by every test: commands left over by an earlier test must not act on
         # this test's freshly reset sandbox. (Declared first: in a fresh vhost this may be the first test to run.)
         await declare_topology(AMQP_URL, [CONSUMER])
@@ -74,9 +76,11 @@ async def start_executor(
         await queue.purge()
         # The sandbox hands out the same object ids after every reset; its audit history goes with the reset.
         account = sandbox.state["accounts"][sandbox.account_id]
-        await db.execute("delete from campaign_commands where object_id = any($1::text[])",
-                         account["campaigns"] + account["adsets"] + account["ads"])
-        service = create_app(executor_settings(settings, sandbox, **guards))
+        objects = account["campaigns"] + account["adsets"] + account["ads"]
+        await db.execute("delete from campaign_commands where object_id = any($1::text[])", objects)
+        await db.execute("delete from first_seen_budgets where key = any($1::text[])",
+                         objects + list(sandbox.state["accounts"]))
+        service = create_app(executor_settings(settings, sandbox, budget, **guards))
         await service.start()
         started.append(service)
         return service
@@ -178,11 +182,13 @@ async def test_big_budget_jump_is_refused_unless_forced(start_executor, sandbox,
     forced = await result_of(results, await send(
         broker, command("change_budget", object_id=adset, level="adset", percent=50, force=True)))
     assert forced.status == "ok", forced.detail
+    assert forced.forced
+    assert forced.detail.startswith("FORCED (integration test): ")
     assert int((await node(sandbox, adset))["daily_budget"]) == round(before * 1.5)
 
 
 async def test_fifth_budget_change_within_an_hour_is_refused(start_executor, sandbox, broker, results) -> None:
-    await start_executor()
+    await start_executor(BudgetGuardrailSettings(_env_file=None, max_increases_per_week=10))
     adset = sandbox.state["adsets_by_name"]["Prospecting - Lookalike"]
     budget = int((await node(sandbox, adset))["daily_budget"])
     for step in range(4):
@@ -196,6 +202,99 @@ async def test_fifth_budget_change_within_an_hour_is_refused(start_executor, san
     assert fifth.status == "refused"
     assert fifth.guardrail == "budget_changes_per_hour"
     assert int((await node(sandbox, adset))["daily_budget"]) == budget
+
+
+async def test_force_skips_the_soft_guards_never_the_hard_limits(start_executor, sandbox, broker, results, db) -> None:
+    """The issue's reproduction: `set_budget 10000000, force` on an ad set at $52.80 is refused, nothing written."""
+    adset = sandbox.state["adsets_by_name"]["Prospecting - Lookalike"]
+    await sandbox.set_clock("00:30", frozen=True)  # little spent today: the spend floor stays out of the way
+    status, _, _ = await sandbox.graph("POST", adset, daily_budget=5280)  # what leadwire will first see
+    assert status == 200
+    await start_executor()
+    await sandbox.reset_calls()
+
+    def set_to(amount: int, **fields: Any) -> CampaignCommandMessage:
+        return command("set_budget", object_id=adset, level="adset", amount_minor=amount, **fields)
+
+    cid = await send(broker, set_to(10_000_000, force=True))
+    runaway = await result_of(results, cid)
+    assert (runaway.status, runaway.guardrail) == ("refused", "hard_max_budget")
+    assert runaway.detail == "$100,000.00 is above this ad set's limit of $105.60 (2× the $52.80 leadwire first saw)"
+    assert int((await node(sandbox, adset))["daily_budget"]) == 5280
+    assert writes(await sandbox.calls()) == [], "a refused command writes nothing to Meta"
+    assert (await audit(db, cid))["force"] is True
+
+    raised = await result_of(results, await send(
+        broker, command("change_budget", object_id=adset, level="adset", percent=20)))
+    assert (raised.status, raised.forced) == ("ok", False), raised.detail
+    assert int((await node(sandbox, adset))["daily_budget"]) == 6336
+
+    step = await result_of(results, await send(
+        broker, command("change_budget", object_id=adset, level="adset", percent=50)))
+    assert (step.status, step.guardrail) == ("refused", "budget_step")
+    forced = await result_of(results, await send(
+        broker, command("change_budget", object_id=adset, level="adset", percent=50, force=True,
+                        reason="partner approved a push before the holiday")))
+    assert (forced.status, forced.forced) == ("ok", True), forced.detail
+    assert forced.detail == "FORCED (partner approved a push before the holiday): daily_budget $63.36 -> $95.04"
+    assert int((await node(sandbox, adset))["daily_budget"]) == 9504
+
+    over = await result_of(results, await send(broker, set_to(10_561, force=True)))
+    assert (over.status, over.guardrail) == ("refused", "hard_max_budget")
+    third = await result_of(results, await send(broker, set_to(10_000, force=True)))
+    assert third.status == "ok", third.detail
+    # (Meta counts the seeding edit above too: 4 changes this hour, its limit; the 4th increase is refused first.)
+    fourth = await result_of(results, await send(broker, set_to(10_400, force=True)))
+    assert (fourth.status, fourth.guardrail) == ("refused", "budget_increases_per_week")
+    assert "3 budget increases on this ad set in the last 7 days" in fourth.detail
+    assert int((await node(sandbox, adset))["daily_budget"]) == 10_000
+
+
+async def test_the_account_ceiling_is_on_by_default(start_executor, sandbox, broker, results, db) -> None:
+    await sandbox.set_clock("00:30", frozen=True)  # little spent today: the spend floor stays out of the way
+    await start_executor()
+    lookalike = sandbox.state["adsets_by_name"]["Prospecting - Lookalike"]
+    burner = sandbox.state["adsets_by_name"]["Prospecting - Advantage+"]
+    first = await result_of(results, await send(
+        broker, command("change_budget", object_id=lookalike, level="adset", percent=10)))
+    assert first.status == "ok", first.detail
+    seen = await db.fetchval("select daily_minor from first_seen_budgets where key = $1", sandbox.account_id)
+    assert seen > 0, "the account's active daily total was recorded when first seen"
+
+    # Someone doubles the account in Ads Manager; leadwire's next raise would take it past 2x what it first saw.
+    burner_budget = int((await node(sandbox, burner))["daily_budget"])
+    status, _, _ = await sandbox.graph("POST", burner, daily_budget=burner_budget + seen)
+    assert status == 200
+    before = int((await node(sandbox, lookalike))["daily_budget"])
+    ceiling = await result_of(results, await send(
+        broker, command("change_budget", object_id=lookalike, level="adset", percent=10, force=True)))
+    assert (ceiling.status, ceiling.guardrail) == ("refused", "daily_ceiling")
+    assert f"ceiling of ${seen * 2 / 100:,.2f} (2× the ${seen / 100:,.2f} leadwire first saw" in ceiling.detail
+    assert int((await node(sandbox, lookalike))["daily_budget"]) == before
+
+    lowered = await result_of(results, await send(
+        broker, command("change_budget", object_id=lookalike, level="adset", percent=-5)))
+    assert lowered.status == "ok", "lowering is never held back by the ceiling"
+
+
+async def test_a_forced_unpause_cannot_cross_the_account_ceiling(start_executor, sandbox, broker, results) -> None:
+    burner = sandbox.state["adsets_by_name"]["Prospecting - Advantage+"]
+    status, _, _ = await sandbox.graph("POST", burner, status="PAUSED")
+    assert status == 200
+    active = 0
+    for edge in ("campaigns", "adsets"):
+        status, _, listed = await sandbox.graph("GET", f"{sandbox.account_id}/{edge}", limit=500,
+                                                fields="daily_budget,effective_status")
+        assert status == 200
+        active += sum(int(x.get("daily_budget") or 0) for x in listed["data"] if x["effective_status"] == "ACTIVE")
+    burner_budget = int((await node(sandbox, burner))["daily_budget"])
+    await start_executor(BudgetGuardrailSettings(_env_file=None, daily_ceiling=(active + burner_budget - 1) / 100))
+
+    unpause = await result_of(results, await send(
+        broker, command("unpause", object_id=burner, level="adset", force=True)))
+    assert (unpause.status, unpause.guardrail) == ("refused", "daily_ceiling"), unpause.detail
+    assert "(BUDGET_DAILY_CEILING)" in unpause.detail
+    assert (await node(sandbox, burner))["status"] == "PAUSED"
 
 
 async def test_lowering_below_spend_floor_and_deleted_objects_are_refused(

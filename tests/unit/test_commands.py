@@ -155,14 +155,61 @@ LIMITS = BudgetGuardrailSettings(max_step_pct=20, max_changes_per_hour=4)
         (10_000, 11_000, {"changes": 3}, None),
         (10_000, 9_000, {"spent": 8_500}, "spend_floor"),  # 9000 < 1.1 * 8500 = 9350
         (10_000, 9_500, {"spent": 8_500}, None),
-        (10_000, 11_000, {"account_daily_total": 49_500}, "daily_ceiling"),
-        (10_000, 11_000, {"account_daily_total": 49_000}, None),
-        (10_000, 9_000, {"account_daily_total": 90_000}, None),  # lowering is always allowed by the ceiling
     ],
 )
 def test_budget_guardrails(current: int, target: int, extra: dict[str, Any], guardrail: str | None) -> None:
     refusal = logic.budget_refusal(_set(target), _facts(current, target, **extra), LIMITS)
     assert (refusal.guardrail if refusal else None) == guardrail
+
+
+@pytest.mark.parametrize(
+    ("current", "target", "extra", "guardrail"),
+    [
+        (10_000, 11_000, {"account_daily_total": 49_500}, "daily_ceiling"),
+        (10_000, 11_000, {"account_daily_total": 49_000}, None),
+        (10_000, 9_000, {"account_daily_total": 90_000}, None),  # lowering is always allowed by the ceiling
+        (5_280, 10_000_000, {"first_seen": 5_280}, "hard_max_budget"),  # the issue's $52.80 -> $100,000
+        (5_280, 10_560, {"first_seen": 5_280}, None),  # exactly 2x: allowed
+        (5_280, 10_561, {"first_seen": 5_280}, "hard_max_budget"),
+        (20_000, 15_000, {"first_seen": 5_280}, None),  # above the limit already (a human raised it): may lower
+        (10_000, 11_000, {"increases_last_week": 3}, "budget_increases_per_week"),
+        (10_000, 11_000, {"increases_last_week": 2}, None),
+        (10_000, 9_000, {"increases_last_week": 9}, None),  # decreases are not counted nor limited
+    ],
+)
+def test_hard_budget_limits(current: int, target: int, extra: dict[str, Any], guardrail: str | None) -> None:
+    limits = BudgetGuardrailSettings(max_multiple_of_first_seen=2, max_increases_per_week=3)
+    refusal = logic.hard_budget_refusal(_set(target), _facts(current, target, **extra), limits)
+    assert (refusal.guardrail if refusal else None) == guardrail
+
+
+def test_a_hard_refusal_says_which_limit_and_why() -> None:
+    limits = BudgetGuardrailSettings(max_multiple_of_first_seen=2)
+    refusal = logic.hard_budget_refusal(_set(10_000_000), _facts(5_280, 10_000_000, first_seen=5_280), limits)
+    assert refusal == logic.Refusal(
+        "hard_max_budget",
+        "$100,000.00 is above this ad set's limit of $105.60 (2× the $52.80 leadwire first saw)",
+    )
+
+
+def test_the_account_ceiling_is_on_by_default_from_the_first_seen_total(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("BUDGET_DAILY_CEILING", "RULES_ACCOUNT_DAILY_BUDGET_CEILING", "BUDGET_MAX_MULTIPLE_OF_FIRST_SEEN"):
+        monkeypatch.delenv(name, raising=False)
+    defaults = BudgetGuardrailSettings(_env_file=None)
+    assert (defaults.max_multiple_of_first_seen, defaults.max_increases_per_week) == (2, 3)
+    ceiling, basis = logic.account_ceiling(defaults, "USD", 25_000)
+    assert ceiling == 50_000
+    assert "2× the $250.00 leadwire first saw" in basis
+    set_ceiling = BudgetGuardrailSettings(_env_file=None, daily_ceiling=800)
+    assert logic.account_ceiling(set_ceiling, "JPY", 25_000) == (800, " (BUDGET_DAILY_CEILING)")
+
+
+def test_a_forced_command_needs_a_reason() -> None:
+    with pytest.raises(ValidationError, match="forced command must carry a reason"):
+        _set(100, force=True)
+    with pytest.raises(ValidationError, match="forced command must carry a reason"):
+        _set(100, force=True, reason="  ")
+    assert _set(100, force=True, reason="the firm's partner asked for it").force
 
 
 @pytest.mark.parametrize(("spent", "floor"), [(100, 110), (8_500, 9_350), (1, 2), (0, 0), (101, 112)])
@@ -287,3 +334,16 @@ def test_audit_payload_of_an_upload_has_counts_not_rows() -> None:
     assert "rows" not in stored
     assert stored["rows_count"] == 2
     assert "mary" not in json.dumps(stored).lower()
+
+
+@pytest.mark.parametrize(
+    ("effective_status", "budget", "total", "guardrail"),
+    [("PAUSED", 10_000, 40_001, "daily_ceiling"), ("PAUSED", 10_000, 40_000, None),
+     ("ACTIVE", 10_000, 90_000, None), ("PAUSED", None, 90_000, None)],
+)
+def test_an_unpause_must_fit_under_the_daily_ceiling(
+    effective_status: str, budget: int | None, total: int, guardrail: str | None
+) -> None:
+    obj = ObjectState("1", "act_1", effective_status, effective_status, budget, None)
+    refusal = logic.unpause_ceiling_refusal(obj, total, "USD", 50_000)
+    assert (refusal.guardrail if refusal else None) == guardrail

@@ -1,4 +1,8 @@
-"""set_budget / change_budget: one absolute budget, decided once (the plan), within the budget guardrails."""
+"""set_budget / change_budget: one absolute budget, decided once (the plan), within the budget guardrails.
+
+The hard limits (`logic.hard_budget_refusal`) are checked on every decision, `force` or not; `force` skips only
+the soft guards (`logic.budget_refusal`), and a forced change is announced as forced.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,6 @@ from services.campaign_executor import logic, store
 from services.campaign_executor.commands import CommandContext
 from services.campaign_executor.logic import BudgetFacts, CommandOutcome, ObjectState, Refusal, refused
 from services.campaign_executor.meta_reads import call
-from shared.budget_guardrails import daily_ceiling_minor
 from shared.money import format_money
 
 
@@ -26,6 +29,9 @@ async def apply_budget(
     current = obj.budget(command.budget)
     common = {"currency": currency, "account_id": obj.account_id,
               "before": {field_name: current, "status": obj.status}}
+    # Recorded the first time leadwire reads the object, whatever becomes of this command.
+    first_seen = (None if obj.daily_budget is None
+                  else await _first_seen(conn, obj.object_id, "object", obj.account_id, currency, obj.daily_budget))
     if plan is not None:
         # An earlier attempt decided and may have applied it: finish that, do not decide again.
         target = int(plan[field_name])
@@ -42,16 +48,19 @@ async def apply_budget(
     change = f"{field_name} {format_money(current, currency)} -> {format_money(target, currency)}"
     if target == current:
         return CommandOutcome("ok", f"{change}: nothing to do", after={field_name: target}, **common)
-    if not command.force:
-        facts = await _budget_facts(ctx, conn, command, obj, currency, current, target)
+    facts = await _budget_facts(ctx, conn, command, obj, currency, current, target, first_seen)
+    refusal = logic.hard_budget_refusal(command, facts, ctx.limits)
+    if refusal is None and not command.force:
         refusal = logic.budget_refusal(command, facts, ctx.limits)
-        if refusal:
-            return refused(refusal, after={field_name: target}, **common)
+    if refusal:
+        return refused(refusal, after={field_name: target}, **common)
     if command.dry_run:
-        return CommandOutcome("dry_run", f"would set {change}", after={field_name: target}, **common)
-    await store.mark_applying(conn, command.command_id, {field_name: target, "from": current})
-    await _set_budget(ctx, command.object_id, field_name, target)
-    return CommandOutcome("ok", change, after={field_name: target}, **common)
+        outcome = CommandOutcome("dry_run", f"would set {change}", after={field_name: target}, **common)
+    else:
+        await store.mark_applying(conn, command.command_id, {field_name: target, "from": current})
+        await _set_budget(ctx, command.object_id, field_name, target)
+        outcome = CommandOutcome("ok", change, after={field_name: target}, **common)
+    return logic.forced(outcome, command.reason) if command.force else outcome
 
 
 async def _budget_facts(
@@ -62,17 +71,32 @@ async def _budget_facts(
     currency: str,
     current: int,
     target: int,
+    first_seen: int | None,
 ) -> BudgetFacts:
-    """What the guardrails need, read only when the change could break them (spend for cuts, totals for raises)."""
-    ceiling = daily_ceiling_minor(ctx.limits.daily_ceiling, currency)
-    counts_toward_ceiling = ceiling is not None and target > current and command.budget == "daily"
+    """What the guardrails need, read only when the change could break them (spend for cuts, the account's
+    totals, the first-seen budgets and the week's increases for raises)."""
+    raise_ = target > current
+    ceiling, basis, total = None, "", None
+    if raise_ and command.budget == "daily":
+        total = await ctx.reads.account_daily_total(obj.account_id)
+        first_total = await _first_seen(conn, obj.account_id, "account", obj.account_id, currency, total)
+        ceiling, basis = logic.account_ceiling(ctx.limits, currency, first_total)
     return BudgetFacts(
         current=current, target=target, currency=currency,
         changes_last_hour=await store.budget_changes_last_hour(conn, command.object_id, command.command_id),
         spent=await ctx.reads.spent(command.object_id, command.budget, currency) if target < current else None,
-        account_daily_total=await ctx.reads.account_daily_total(obj.account_id) if counts_toward_ceiling else None,
-        ceiling=ceiling,
+        account_daily_total=total, ceiling=ceiling, ceiling_basis=basis,
+        first_seen=first_seen,
+        increases_last_week=await store.budget_increases_last_week(conn, command.object_id, command.command_id)
+        if raise_ else 0,
     )
+
+
+async def _first_seen(
+    conn: asyncpg.Connection, key: str, scope: str, account_id: str, currency: str, now_minor: int | None
+) -> int:
+    return await store.first_seen_daily(conn, key=key, scope=scope, account_id=account_id or None,
+                                        currency=currency, now_minor=now_minor or 0)
 
 
 async def _set_budget(ctx: CommandContext, object_id: str, field_name: str, target: int) -> None:

@@ -16,7 +16,6 @@ from services.campaign_executor import logic, store
 from services.campaign_executor.commands import CommandContext
 from services.campaign_executor.logic import CommandFailed, CommandOutcome, refused
 from services.campaign_executor.meta_reads import call
-from shared.budget_guardrails import daily_ceiling_minor
 from shared.graph import BatchRequest, GraphError
 from shared.graph.batch import execute_dependent_batch
 from shared.graph.errors import ThrottledError, TransientError, classify_error
@@ -36,10 +35,13 @@ async def apply_create(
     common = {"currency": currency, "account_id": account}
     if plan is not None:
         return await _recover(ctx, command, applying_at, common)
-    ceiling = daily_ceiling_minor(ctx.limits.daily_ceiling, currency)
-    if not command.force and ceiling is not None and command.status == "ACTIVE":
+    if command.status == "ACTIVE":
+        # The account's ceiling is a hard limit: `force` does not pass it.
         total = await ctx.reads.account_daily_total(account)
-        refusal = logic.create_ceiling_refusal(command, total, currency, ceiling)
+        first_total = await store.first_seen_daily(conn, key=account, scope="account", account_id=account,
+                                                   currency=currency, now_minor=total)
+        ceiling, basis = logic.account_ceiling(ctx.limits, currency, first_total)
+        refusal = logic.create_ceiling_refusal(command, total, currency, ceiling, basis)
         if refusal:
             return refused(refusal, **common)
     operations = logic.create_operations(command)

@@ -24,12 +24,24 @@ async def apply_status(
     refusal = logic.object_status_refusal(command.kind, obj) if plan is None else None
     if refusal and not command.force:
         return refused(refusal, **common)
+    if command.kind == "unpause" and plan is None and obj.daily_budget is not None:
+        # The account's ceiling is a hard limit: `force` does not pass it.
+        total = await ctx.reads.account_daily_total(obj.account_id)
+        first_total = await store.first_seen_daily(conn, key=obj.account_id, scope="account",
+                                                   account_id=obj.account_id, currency=currency, now_minor=total)
+        ceiling, basis = logic.account_ceiling(ctx.limits, currency, first_total)
+        hard = logic.unpause_ceiling_refusal(obj, total, currency, ceiling, basis)
+        if hard:
+            return refused(hard, **common)
     if command.dry_run:
-        return CommandOutcome("dry_run", f"would set status {obj.status} -> {target}", after={"status": target},
-                              **common)
-    await store.mark_applying(conn, command.command_id, {"status": target})
-    if command.kind == "delete":
-        await call(ctx.graph.delete(command.object_id, max_wait=ctx.max_wait))
+        outcome = CommandOutcome("dry_run", f"would set status {obj.status} -> {target}", after={"status": target},
+                                 **common)
     else:
-        await call(ctx.graph.post(command.object_id, {"status": target}, max_wait=ctx.max_wait, idempotent=True))
-    return CommandOutcome("ok", f"status {obj.status} -> {target}", after={"status": target}, **common)
+        await store.mark_applying(conn, command.command_id, {"status": target})
+        if command.kind == "delete":
+            await call(ctx.graph.delete(command.object_id, max_wait=ctx.max_wait))
+        else:
+            await call(ctx.graph.post(command.object_id, {"status": target}, max_wait=ctx.max_wait,
+                                      idempotent=True))
+        outcome = CommandOutcome("ok", f"status {obj.status} -> {target}", after={"status": target}, **common)
+    return logic.forced(outcome, command.reason) if command.force else outcome
