@@ -118,8 +118,14 @@ def check_headers(headers: Mapping[str, Any]) -> None:
 # -- bodies -----------------------------------------------------------------------------------------------------
 
 # What a body must contain for a decoded value to be unstorable: a \u escape (NUL, lone surrogates), a
-# non-finite literal, or an exponent large enough to overflow a float. Most bodies hold none: one scan, done.
-_SUSPECT = re.compile(rb"\\u|Infinity|NaN|[0-9][eE]\+?[0-9]{3}")
+# non-finite literal, or a number whose exponent may overflow a float (3+ digits, then what ends a JSON number: hex
+# ids and hashes in strings end with a quote instead, and would cost every such body the full walk).
+_EXPONENT = re.compile(rb"[eE]\+?[0-9]{3,}[,}\]\s]")
+
+
+def _suspect(body: bytes) -> bool:
+    """Whether `body` may hold an unstorable value (cheap substring checks first; most bodies hold none)."""
+    return b"\\u" in body or b"Infinity" in body or b"NaN" in body or _EXPONENT.search(body) is not None
 _UNSTORABLE_CHAR = re.compile("[\x00\ud800-\udfff]")
 
 
@@ -155,7 +161,7 @@ def decode(cls: type[M], body: bytes) -> M:
         message = cls.model_validate_json(body)
     except Exception as exc:  # not only ValidationError: a validator may raise OverflowError, RecursionError, ...
         raise PoisonError(f"undecodable message: {describe(exc)}") from exc
-    if _SUSPECT.search(body):
+    if _suspect(body):
         try:
             problem = unstorable(message.model_dump())
         except Exception as exc:
