@@ -339,16 +339,21 @@ class ReliableConsumer(BaseMiddleware):
             timestamp=raw.timestamp,
         )
         with correlation_scope(msg.correlation_id):
-            started = time.perf_counter()
             try:
                 check_headers(consumed.headers)
-                if consumed.wait_left():
-                    await self._settle(msg, spec, hop(self._republish, consumed, spec))
-                    return None
+            except MalformedHeaderError as exc:  # parked at once, never looped on
+                await self._settle(msg, spec, settle_failure(self._republish, consumed, spec, exc,
+                                                             max_attempts=self.max_attempts))
+                return None
+            if consumed.wait_left():
+                await self._settle(msg, spec, hop(self._republish, consumed, spec))
+                return None
+            started = time.perf_counter()
+            try:
                 result = await call_next(msg)  # decodes with `shared.poison.decode` (`Service.subscribe`)
             except Exception as exc:
                 await self._settle(msg, spec, settle_failure(self._republish, consumed, spec, exc,
-                                                       max_attempts=self.max_attempts))
+                                                             max_attempts=self.max_attempts))
                 return None
             await msg.ack()
             series = metrics.consumer_series(spec.service, spec.name)
