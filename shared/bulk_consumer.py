@@ -13,8 +13,11 @@ The guarantees are `ReliableConsumer`'s, per message:
 
 * The handler returns one result per message: None (done) or the exception that message failed with; raising
   fails every message of the batch with that exception.
-* A failed message goes through `shared.messaging.settle_failure` (the same code the FastStream path uses): an
-  invalid payload or unknown `schema_version` and `PermanentError` are parked with the reason, `RetryLater` goes to
+* A message whose headers or body cannot be decoded (`shared.poison`: invalid contract, a validator's
+  OverflowError, NUL or non-finite values, a malformed attempt or not-before header) fails alone, before the
+  handler; a batch the handler fails as a whole for bad data is split until the bad messages are alone.
+* A failed message goes through `shared.messaging.settle_failure` (the same code the FastStream path uses): poison
+  (`shared.poison.is_poison`) and `PermanentError` are parked with the reason, `RetryLater` goes to
   a delay tier without using an attempt, other failures back off and are parked after `RETRY_ATTEMPTS`. A retry
   copy that is not due yet hops tiers again (`H_NOT_BEFORE`).
 * A batch counts as finished once the handler returned (its effects are durable) and every retry or parked copy
@@ -42,12 +45,12 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
-from pydantic import ValidationError
 
 from contracts.envelope import Envelope
 from shared import metrics
 from shared.logging import correlation_scope
 from shared.messaging import Consumed, ensure_confirmed, hop, settle_failure
+from shared.poison import check_headers, decode, describe, is_poison
 from shared.topology import Consumer
 
 logger = logging.getLogger(__name__)
@@ -117,7 +120,6 @@ class BulkConsumer(Generic[E]):
         self.max_attempts = max_attempts
         self.graceful_timeout = graceful_timeout
         self._amqp_url = amqp_url
-        self._validate = message_cls.model_validate_json
         self._series = metrics.consumer_series(consumer.service, consumer.name)
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
@@ -234,31 +236,24 @@ class BulkConsumer(Generic[E]):
         hops: list[DeliveredMessage] = []
         valid: list[DeliveredMessage] = []
         decoded: list[E] = []
-        validate = self._validate
+        message_cls = self.message_cls
         for message in batch.messages:
-            if message.header.properties.headers and _consumed(message).wait_left():
-                hops.append(message)
-                continue
-            try:
-                decoded.append(validate(message.body))
-            except ValidationError as exc:
+            try:  # one message's malformed header or body fails that message only (`shared.poison`)
+                if message.header.properties.headers:
+                    consumed = _consumed(message)
+                    check_headers(consumed.headers)
+                    if consumed.wait_left():
+                        hops.append(message)
+                        continue
+                decoded.append(decode(message_cls, message.body))
+            except Exception as exc:
                 failures.append((message, exc))
                 continue
             valid.append(message)
 
         started = time.perf_counter()
         if decoded:
-            try:
-                results = await self.handler(decoded)
-            except Exception as exc:
-                logger.exception("batch handler failed for %s messages", len(decoded),
-                                 extra={"queue": self.consumer.queue_name})
-                results = [exc] * len(decoded)
-            if results is None:
-                results = [None] * len(decoded)
-            elif len(results) != len(decoded):
-                error = RuntimeError(f"batch handler returned {len(results)} results for {len(decoded)} messages")
-                results = [error] * len(decoded)
+            results = await self._results(decoded)
             elapsed = time.perf_counter() - started
             succeeded = 0
             for message, result in zip(valid, results, strict=True):
@@ -287,6 +282,28 @@ class BulkConsumer(Generic[E]):
                     batch.requeued.add(tag)
                     with contextlib.suppress(Exception):
                         await message.channel.basic_reject(tag, requeue=True)
+
+    async def _results(self, decoded: list[E]) -> Sequence[BaseException | None]:
+        """The handler's result per message. A batch failing as a whole for bad data (`is_poison`: a database
+        data error, a serialization error) is split in halves and each half handled again, until the poison
+        messages are alone: they park, their neighbours go through (handlers are idempotent on the message)."""
+        try:
+            results = await self.handler(decoded)
+        except Exception as exc:
+            if is_poison(exc) and len(decoded) > 1:
+                middle = len(decoded) // 2
+                logger.warning("batch handler failed on bad data (%s) for %s messages; splitting the batch",
+                               describe(exc), len(decoded), extra={"queue": self.consumer.queue_name})
+                return [*await self._results(decoded[:middle]), *await self._results(decoded[middle:])]
+            logger.exception("batch handler failed for %s messages", len(decoded),
+                             extra={"queue": self.consumer.queue_name})
+            return [exc] * len(decoded)
+        if results is None:
+            return [None] * len(decoded)
+        if len(results) != len(decoded):
+            error = RuntimeError(f"batch handler returned {len(results)} results for {len(decoded)} messages")
+            return [error] * len(decoded)
+        return results
 
     async def _settle(self, message: DeliveredMessage, exc: BaseException) -> None:
         with correlation_scope(message.header.properties.correlation_id):

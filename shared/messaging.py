@@ -22,11 +22,11 @@ from faststream.middlewares import BaseMiddleware
 from faststream.rabbit import Channel, RabbitBroker
 from faststream.rabbit.publisher import RabbitPublisher
 from pamqp.commands import Basic
-from pydantic import ValidationError
 
 from contracts.envelope import Envelope
 from shared import metrics
 from shared.logging import correlation_scope
+from shared.poison import MalformedHeaderError, check_headers, describe, is_poison, parse_attempt, parse_not_before
 from shared.topology import (
     CONSUMERS,
     DELAY_TIERS,
@@ -79,15 +79,6 @@ def backoff_seconds(attempt: int) -> float:
     """Exponential backoff with full jitter for the retry after `attempt` failures (1-based)."""
     ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempt - 1))
     return random.uniform(ceiling / 2, ceiling)
-
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """Field paths and messages only: pydantic's own str() quotes the input, which may hold PII."""
-    parts = [
-        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-        for err in exc.errors(include_input=False, include_url=False)
-    ]
-    return f"invalid message ({exc.error_count()} errors): " + "; ".join(parts[:10])
 
 
 def make_broker(settings: BrokerSettings, *, service: str) -> RabbitBroker:
@@ -227,12 +218,18 @@ class Consumed:
 
     @property
     def attempt(self) -> int:
-        """1 for a first delivery; the attempt a retry copy carries otherwise."""
-        return int(self.headers.get(H_ATTEMPT, 1))
+        """1 for a first delivery; the attempt a retry copy carries otherwise (1 when that header is malformed)."""
+        try:
+            return parse_attempt(self.headers.get(H_ATTEMPT, 1))
+        except MalformedHeaderError:
+            return 1
 
     def wait_left(self) -> float:
-        """Seconds this message still has to wait (a long delay hops tiers); 0 when it is due."""
-        not_before = float(self.headers.get(H_NOT_BEFORE) or 0)
+        """Seconds this message still has to wait (a long delay hops tiers); 0 when it is due.
+
+        Raises `MalformedHeaderError` for a not-before header that is not ours (`check_headers` finds it first).
+        """
+        not_before = parse_not_before(self.headers.get(H_NOT_BEFORE))
         left = not_before - time.time() if not_before else 0.0
         return left if left > 0.5 else 0.0
 
@@ -248,13 +245,14 @@ async def settle_failure(
     """Retry (delay tier, bounded attempts) or park a message whose handling raised `exc`; count it as failed.
 
     Returns once the retry or parked copy was confirmed by the broker: the caller may then ack the original.
-    Invalid message (`ValidationError`) and `PermanentError`: parked at once. `RetryLater`: redelivered after its
-    delay, using an attempt only if it says so. Anything else: exponential backoff, parked after `max_attempts`.
+    Poison (`shared.poison.is_poison`: an undecodable message, a malformed header, data no retry can fix) and
+    `PermanentError`: parked at once. `RetryLater`: redelivered after its delay, using an attempt only if it says
+    so. Anything else: exponential backoff, parked after `max_attempts`.
     """
     attempt = msg.attempt
     series = metrics.consumer_series(spec.service, spec.name)
-    if isinstance(exc, ValidationError):
-        await park(republish, msg, spec, describe_validation_error(exc), attempt)
+    if is_poison(exc):
+        await park(republish, msg, spec, describe(exc), attempt)
     elif isinstance(exc, PermanentError):
         await park(republish, msg, spec, f"permanent: {exc}", attempt)
     elif isinstance(exc, RetryLater):
@@ -341,22 +339,38 @@ class ReliableConsumer(BaseMiddleware):
             timestamp=raw.timestamp,
         )
         with correlation_scope(msg.correlation_id):
+            try:
+                check_headers(consumed.headers)
+            except MalformedHeaderError as exc:  # parked at once, never looped on
+                await self._settle(msg, spec, settle_failure(self._republish, consumed, spec, exc,
+                                                             max_attempts=self.max_attempts))
+                return None
             if consumed.wait_left():
-                await hop(self._republish, consumed, spec)
-                await msg.ack()
+                await self._settle(msg, spec, hop(self._republish, consumed, spec))
                 return None
             started = time.perf_counter()
             try:
-                result = await call_next(msg)
+                result = await call_next(msg)  # decodes with `shared.poison.decode` (`Service.subscribe`)
             except Exception as exc:
-                await settle_failure(self._republish, consumed, spec, exc, max_attempts=self.max_attempts)
-                await msg.ack()
+                await self._settle(msg, spec, settle_failure(self._republish, consumed, spec, exc,
+                                                             max_attempts=self.max_attempts))
                 return None
             await msg.ack()
             series = metrics.consumer_series(spec.service, spec.name)
             series.consumed.inc()
             series.handler_seconds.observe(time.perf_counter() - started)
             return result
+
+    async def _settle(self, msg: StreamMessage[Any], spec: Consumer, copied: Awaitable[None]) -> None:
+        """Ack once the retry, hop or parked copy is confirmed; if it is not, back to the queue (never left unacked)."""
+        try:
+            await copied
+        except Exception as exc:
+            logger.error("retry/park copy not confirmed (%s); message requeued", describe(exc),
+                         extra={"message_id": msg.message_id, "queue": spec.queue_name})
+            await msg.nack()  # RabbitMessage: requeue=True
+            return
+        await msg.ack()
 
     async def _republish(self, msg: Consumed, queue_name: str, headers: dict[str, Any]) -> None:
         broker: RabbitBroker = self.context.get("broker")

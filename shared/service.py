@@ -34,6 +34,7 @@ from shared.bulk_consumer import BulkConsumer
 from shared.db.pool import create_pool
 from shared.logging import register_secret
 from shared.messaging import declare_topology, make_broker
+from shared.poison import decode
 from shared.settings import OpsSettings, Settings
 from shared.topology import CONSUMERS, EXCHANGE, Consumer, consumers_of
 
@@ -437,8 +438,9 @@ def _envelope_decoder(handler: Callable[..., Any]) -> Callable[[StreamMessage[An
 
     FastStream's own decoder parses the JSON into a dict and lets fast_depends build the model from that: twice
     the work. The handler's argument is then already an instance of its annotation, which pydantic passes through
-    without validating again. A `ValidationError` (invalid JSON included) surfaces where it did before: inside the
-    middleware's `call_next`, which parks the message.
+    without validating again. It decodes with `shared.poison.decode`: whatever fails (invalid JSON or contract, a
+    validator's OverflowError, a NUL or non-finite number no store can hold) raises `PoisonError` inside the
+    middleware's `call_next`, which parks the message at once.
     """
     try:
         hints = typing.get_type_hints(handler)
@@ -451,12 +453,10 @@ def _envelope_decoder(handler: Callable[..., Any]) -> Callable[[StreamMessage[An
     envelope_cls = hints[params[0]]
     if not (isinstance(envelope_cls, type) and issubclass(envelope_cls, Envelope)):
         return None
-    validate = envelope_cls.model_validate_json
+    async def decode_body(message: StreamMessage[Any]) -> Any:
+        return decode(envelope_cls, message.body)
 
-    async def decode(message: StreamMessage[Any]) -> Any:
-        return validate(message.body)
-
-    return decode
+    return decode_body
 
 
 # First-generation threshold of the cycle collector (CPython's default: 700 allocations).

@@ -36,6 +36,7 @@ from services.capi_sender.events import (
     MAX_EVENTS_PER_REQUEST,
     LeadContact,
     Parked,
+    PreparedEvent,
     RequestBatch,
     bisect_batch,
     check_event,
@@ -59,6 +60,7 @@ from services.capi_sender.settings import CapiSettings
 from shared.graph.errors import InvalidRequestError, NotFoundError, ThrottledError
 from shared.leads import MatchedBy, OutcomeIdentifiers, load_leads, match_lead
 from shared.messaging import PermanentError, RetryLater
+from shared.poison import PoisonError, describe, isolate
 
 logger = logging.getLogger(__name__)
 
@@ -263,9 +265,9 @@ class CapiSender:
                     default_country=self.settings.default_country,
                     default_crm_name=self.settings.capi_crm_name,
                 )
-            except Exception as exc:  # a bug on one odd input must not fail the batch: that message retries
+            except Exception as exc:  # one odd input (a bug, or a value nothing can send): that message parks alone
                 logger.exception("preparing an event failed", extra={"message_id": str(message.message_id)})
-                results[index] = exc
+                results[index] = PoisonError(f"could not prepare the event: {describe(exc)}")
                 continue
             if isinstance(prepared, Parked):
                 results[index] = parked_error(prepared)
@@ -304,10 +306,19 @@ class CapiSender:
             return
 
         claim_id = uuid.uuid4()
-        async with self._pool.acquire() as conn:
-            _, seen = await store.claim_events(
-                conn, claim_id, pixel_id, test_event_code, [group[0].item for group in groups.values()]
-            )
+
+        async def claim(items: Sequence[Pending]) -> dict[str, str]:
+            async with self._pool.acquire() as conn:
+                _, seen = await store.claim_events(conn, claim_id, pixel_id, test_event_code, items)
+            return seen
+
+        # One event the send log refuses (a value PostgreSQL cannot store) must not hold back the others: the
+        # claim is split until it is alone, and only it parks.
+        claimed, refused = await isolate([group[0].item for group in groups.values()], claim)
+        for pending, exc in refused:
+            metrics.EVENTS_PARKED.labels("unstorable").inc()
+            _fail(groups.pop(pending.event.dedupe_key), PoisonError(f"the send log refused the event: {describe(exc)}"))
+        seen = {key: status for part in claimed for key, status in part.items()}
         for dedupe_key, status in seen.items():
             group = groups.pop(dedupe_key)
             if status == "sent":
@@ -329,24 +340,35 @@ class CapiSender:
     ) -> None:
         messages = {key: group[0].item.message for key, group in groups.items()}
         for part, part_id, response in delivery.accepted:
-            part_groups = [groups[event.dedupe_key] for event in part.events]
-            try:
+
+            async def record(events: Sequence[PreparedEvent], part: RequestBatch = part, part_id: uuid.UUID = part_id,
+                             response: Mapping[str, Any] = response) -> Sequence[PreparedEvent]:
                 async with self._pool.acquire() as conn, conn.transaction():
-                    await store.record_sent(conn, claim_id, part, part_id, response, messages)
+                    await store.record_sent(conn, claim_id, RequestBatch(part.pixel_id, part.test_event_code,
+                                                                         list(events)), part_id, response, messages)
+                return events
+
+            try:  # split until the events our log refuses are alone (is_poison); they park, the others are recorded
+                recorded, refused = await isolate(part.events, record)
             except Exception as exc:
                 # Meta has the events but our log does not: the retried messages wait out the claim, then
                 # resend, and Meta discards the repeats by event_id (docs/meta-api.md §8.5).
                 logger.exception("recording a sent batch failed", extra={"batch_id": str(part_id)})
-                for group in part_groups:
-                    _fail(group, exc)
+                for event in part.events:
+                    _fail(groups[event.dedupe_key], exc)
                 continue
-            metrics.EVENTS_SENT.inc(len(part.events))
+            for event, error in refused:
+                metrics.EVENTS_PARKED.labels("unstorable").inc()
+                _fail(groups[event.dedupe_key], PoisonError(f"the send log refused the event: {describe(error)}"))
+            sent = [event for events in recorded for event in events]
+            metrics.EVENTS_SENT.inc(len(sent))
             logger.info(
                 "capi request accepted: %s events", len(part.events),
                 extra={"pixel_id": part.pixel_id, "batch_id": str(part_id), "fbtrace_id": response.get("fbtrace_id"),
                        "events_received": response.get("events_received")},
             )
-            for group in part_groups:
+            for event in sent:
+                group = groups[event.dedupe_key]
                 _resolve(group[:1], SendOutcome.SENT)
                 _resolve(group[1:], SendOutcome.DUPLICATE)
 

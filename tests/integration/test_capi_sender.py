@@ -34,6 +34,7 @@ from services.capi_sender.settings import CapiSettings
 from services.capi_sender.store import prune_send_log
 from services.capi_sender.worker import CapiSender, post_events
 from shared.messaging import PermanentError, RetryLater, declare_topology
+from shared.poison import PoisonError
 from shared.service import Service
 from shared.settings import MetaSettings, Settings
 from shared.topology import EXCHANGE, H_REASON, Consumer, consumer, register
@@ -568,3 +569,28 @@ async def test_capi_workers_share_the_queue_and_send_every_event_once(
         assert "leadwire_capi_events_sent_total 300.0" in text  # both workers' counts
         workers.process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(workers.process.wait(), timeout=30) == 0
+
+
+async def test_events_the_send_log_refuses_park_alone_and_the_rest_of_the_batch_goes(
+    capi: Harness, db: asyncpg.Pool
+) -> None:
+    # A NUL passes the contract (only the consumers' decoding refuses it, `shared.poison`), but no text column
+    # takes it: the claim of a batch holding one fails in PostgreSQL. Handed to the sender directly, as a body the
+    # decoder let through would be.
+    service = await capi.start()
+    sender = service.dependencies(capi_handlers.Deps).sender
+    good = [conversion() for _ in range(40)]
+    bad = [conversion(event_id=unique("ev-") + "\x00"), conversion(event_id=unique("ev-") + "\x00")]
+    messages = [*good[:10], bad[0], *good[10:30], bad[1], *good[30:]]
+
+    results = await sender.process_many(messages)
+
+    by_id = {m.message_id: r for m, r in zip(messages, results, strict=True)}
+    assert [by_id[m.message_id] for m in good] == [SendOutcome.SENT] * 40
+    for message in bad:
+        refused = by_id[message.message_id]
+        assert isinstance(refused, PoisonError), refused
+        assert "send log refused the event" in str(refused)
+        assert "CharacterNotInRepertoireError" in str(refused)
+    assert len(await _sent_rows(db, [m.payload.event_id for m in good if m.payload.event_id])) == 40
+    assert {e["event_id"] for e in await capi.received()} >= {m.payload.event_id for m in good}

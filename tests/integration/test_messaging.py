@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import asyncpg
 import pytest
 from faststream.rabbit import RabbitBroker
 
@@ -463,5 +465,32 @@ async def test_batch_consumer_consumes_again_after_the_broker_closed_its_channel
     await _send(broker, consumer.routing_keys[0], _message("2").model_dump(mode="json"))
     await eventually(lambda: _async("2" in handled), timeout=20, what="a message handled after the reopen")
     assert (await service.ready())["batch_consumers"] is True
+    await service.stop()
+    assert await _count(amqp, consumer.queue_name, 0)
+
+
+async def test_batch_failing_as_a_whole_on_bad_data_is_split_until_the_bad_message_is_alone(
+    batch_service: Callable[..., Any], broker: RabbitBroker, amqp: Any
+) -> None:
+    handled: list[str] = []
+    calls: list[int] = []
+
+    async def handler(messages: list[LeadgenReceivedMessage]) -> None:
+        calls.append(len(messages))
+        if any(m.payload.leadgen_id == "666" for m in messages):  # as a storage flush refusing one row fails
+            raise asyncpg.CharacterNotInRepertoireError('invalid byte sequence for encoding "UTF8": 0x00')
+        handled.extend(m.payload.leadgen_id for m in messages)
+
+    service, consumer = await batch_service(handler, max_batch=50, linger=0.5)
+    ids = [str(2000 + i) for i in range(40)]
+    await _send_many(broker, consumer.routing_keys[0],
+                     [_message(i).model_dump(mode="json") for i in [*ids[:17], "666", *ids[17:]]])
+    await service.start()
+
+    parked = await eventually(lambda: drain(amqp, consumer.parking_queue_name), timeout=20, what="parked message")
+    await eventually(lambda: _async(sorted(handled) == ids), what="the 40 others handled")
+    assert [json.loads(m.body)["payload"]["leadgen_id"] for m in parked] == ["666"]
+    assert "CharacterNotInRepertoireError" in str(parked[0].headers[H_REASON])
+    assert len(calls) <= 2 * 6 + 2  # halves down to the one message, not one call per message
     await service.stop()
     assert await _count(amqp, consumer.queue_name, 0)

@@ -23,7 +23,7 @@ from services.campaign_executor import audiences, logic
 from services.campaign_executor.logic import BudgetFacts, ObjectState, audit_payload
 from shared import money
 from shared.budget_guardrails import MAX_BUDGET_CHANGES_PER_HOUR, daily_ceiling_minor, spend_floor
-from shared.messaging import describe_validation_error
+from shared.poison import describe
 from shared.settings import BudgetGuardrailSettings
 
 RESOURCES = Path(__file__).resolve().parent.parent / "resources" / "contracts"
@@ -80,14 +80,14 @@ def _command(**payload: Any) -> dict[str, Any]:
 def test_invalid_commands_fail_validation_with_a_useful_message(payload: dict[str, Any], where: str) -> None:
     with pytest.raises(ValidationError) as caught:
         CampaignCommandMessage.model_validate(_command(**payload))
-    assert where in describe_validation_error(caught.value)
+    assert where in describe(caught.value)
 
 
 def test_validation_errors_do_not_echo_row_values() -> None:
     bad = _command(kind="upload_audience", audience_id="1", schema=["EMAIL", "PHONE"], rows=[["jane@example.com"]])
     with pytest.raises(ValidationError) as caught:
         CampaignCommandMessage.model_validate(bad)
-    assert "jane" not in describe_validation_error(caught.value)
+    assert "jane" not in describe(caught.value)
 
 
 def test_create_campaign_needs_exactly_one_budget() -> None:
