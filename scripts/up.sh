@@ -15,9 +15,24 @@ DEMO_CRM_PORT=${DEMO_CRM_PORT:-8091}
 DEMO_LEADS_PER_MINUTE=${DEMO_LEADS_PER_MINUTE:-6}
 INGRESS_PORT=${INGRESS_PORT:-8080}
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+interrupted=0
+cleanup() {
+  # Ctrl-C reached every process of the foreground group already: let them finish their shutdown rather than
+  # signal them again in the middle of it. Otherwise (SIGTERM to this script, an error) stop them.
+  if [ "$interrupted" = 1 ]; then
+    for _ in $(seq 1 40); do
+      alive=0
+      for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+      [ "$alive" = 0 ] && break
+      sleep 0.5
+    done
+  fi
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'interrupted=1; exit 130' INT
+trap 'exit 143' TERM
 
 need_port() { # PORT VARIABLE WHAT
   port_free 127.0.0.1 "$1" || die "port $1 ($3) is in use: stop what listens there, or set $2 to a free port"
