@@ -93,15 +93,17 @@ $BIN/leadwire run all &
 pids+=($!)
 wait_until 60 "${pids[-1]}" "leadwire run all" http GET "http://127.0.0.1:${INGRESS_PORT}/readyz" >/dev/null || exit 1
 wait_until 60 "${pids[-1]}" "the console" http GET "http://127.0.0.1:${CONSOLE_PORT}/healthz" >/dev/null || exit 1
-if [ -n "${console_password:-}" ]; then
-  echo "console            ready   http://127.0.0.1:${CONSOLE_PORT}/ (user demo, password ${console_password})"
-fi
-
 if [ "${META_GRAPH_URL:-}" = "http://127.0.0.1:${SANDBOX_PORT}" ] && [ "$DEMO_LEADS_PER_MINUTE" != 0 ]; then
   rate=$(python3 -c "print(${DEMO_LEADS_PER_MINUTE} / 60)")
   http POST "http://127.0.0.1:${SANDBOX_PORT}/_sandbox/webhooks" \
     "{\"target_url\": \"http://127.0.0.1:${INGRESS_PORT}/webhooks/meta\", \"app_secret\": \"${META_APP_SECRET}\",
       \"rate_per_second\": ${rate}}" >/dev/null \
     && echo "demo lead generator: ${DEMO_LEADS_PER_MINUTE} leads/minute -> http://127.0.0.1:${INGRESS_PORT}/webhooks/meta"
+fi
+# Last, once everything is up: the console's address (and the demo's operator).
+if [ -n "${console_password:-}" ]; then
+  echo "console            ready   http://127.0.0.1:${CONSOLE_PORT}/ (user demo, password ${console_password})"
+else
+  echo "console            ready   http://127.0.0.1:${CONSOLE_PORT}/"
 fi
 wait "${pids[-1]}"
