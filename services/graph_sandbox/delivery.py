@@ -21,6 +21,8 @@ from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from .state import LEAD_RETENTION_SECONDS
+
 if TYPE_CHECKING:
     from .core import Sandbox
     from .state import Node
@@ -89,6 +91,8 @@ def _hourly_rate(sb: Sandbox, ad: Node, at: float) -> float:
 
 def deliver_leads(sb: Sandbox, since: float, until: float) -> list[Node]:
     """Create the on-Facebook lead records every ad's delivery produced between `since` and `until` (clock times)."""
+    # Leads older than Meta keeps them are never read: a clock moved years ahead delivers only the last 90 days.
+    since = max(since, until - LEAD_RETENTION_SECONDS)
     created: list[Node] = []
     for ad in sb.state.of_kind("ad"):
         profile = ad.extra.get("profile")

@@ -7,10 +7,9 @@ from typing import Any
 from .core import GraphRequest, Sandbox, list_param, paginate
 from .errors import invalid_param, missing_param, unsupported_get
 from .objects import matches, parse_filtering, render
-from .state import Node
+from .state import LEAD_RETENTION_SECONDS, Node
 
 # Meta keeps lead data retrievable for 90 days (docs/meta-api.md §7.4); older leads read as nonexistent.
-LEAD_RETENTION_SECONDS = 90 * 86400
 LEAD_TIME_OPERATORS = ("LESS_THAN", "GREATER_THAN", "GREATER_THAN_OR_EQUAL", "LESS_THAN_OR_EQUAL")
 
 

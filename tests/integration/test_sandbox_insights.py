@@ -328,3 +328,17 @@ async def test_moving_the_clock_forward_delivers_leads_and_a_paused_ad_set_gets_
     else:
         assert 5 <= new <= 16  # two days of it: 9.4 expected
     assert records >= new  # every lead in insights is a record (other ad sets bring theirs)
+
+
+async def test_a_clock_moved_years_ahead_delivers_only_the_leads_meta_still_keeps(sandbox: SandboxHandle) -> None:
+    start = (await sandbox.freeze_clock())["epoch"]
+    records = (await sandbox.control("GET", "state"))["leads"]
+    later = datetime.fromtimestamp(start + 3 * 365 * 86400, ZoneInfo("America/New_York")).isoformat()
+    assert (await sandbox.set_clock(later, frozen=True))["epoch"] == pytest.approx(start + 3 * 365 * 86400)
+    # 285 leads make the seeded 30 days: 90 days bring about 850, three years would bring about 10,000.
+    delivered = (await sandbox.control("GET", "state"))["leads"] - records
+    assert 400 < delivered < 1500
+    status, _, body = await sandbox.graph("GET", f"{sandbox.state['form_ids'][0]}/leads", fields="created_time",
+                                          limit=500)
+    assert status == 200, body
+    assert body["data"], "the last 90 days delivered leads"
