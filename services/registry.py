@@ -2,7 +2,7 @@
 
 With `services/__main__.py`, the only module allowed to import more than one service (the import contracts in
 pyproject.toml enforce it). A new service adds one line here. Ops ports under `leadwire run`: OPS_PORT_BASE +
-offset (8081-8086 by default); the ingress serves on INGRESS_PORT.
+offset (8081-8086 and 8088 by default); the ingress serves on INGRESS_PORT.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from services.insights_poller import app as insights_poller
 from services.insights_poller import cli as insights_poller_cli
 from services.lead_fetcher import app as lead_fetcher
 from services.lead_fetcher import cli as lead_fetcher_cli
+from services.reports import app as reports
+from services.reports import cli as reports_cli
 from services.rules_engine import app as rules_engine
 from services.rules_engine import cli as rules_engine_cli
 from shared.service import ServiceSpec
@@ -37,4 +39,6 @@ SERVICES: tuple[ServiceSpec, ...] = (
     ServiceSpec("rules_engine", rules_engine.create_app, ops_port_offset=4, register_cli=rules_engine_cli.register),
     ServiceSpec("campaign_executor", campaign_executor.create_app, ops_port_offset=5),
     ServiceSpec("console", console.create_app, register_cli=console_cli.register),  # on CONSOLE_PORT
+    # Offset 6 would be 8087, the console's CONSOLE_PORT: the daily report takes 7 (8088).
+    ServiceSpec("reports", reports.create_app, ops_port_offset=7, register_cli=reports_cli.register),
 )

@@ -6,7 +6,7 @@ Secrets are `SecretStr`, so they never show in reprs, logs or validation errors.
 
 from __future__ import annotations
 
-from typing import Annotated, TypeVar
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import AliasChoices, AnyUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -89,6 +89,45 @@ class CrmOutcomeSettings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+
+class NotifySettings(BaseSettings):
+    """Where notifications go (the rules engine's alerts, the daily report). Unset Slack or SMTP settings turn that
+    channel off (the log always works).
+
+    Args:
+        slack_webhook_url: a Slack incoming-webhook URL (it is a credential: anyone holding it can post).
+        smtp_host / smtp_port / smtp_username / smtp_password / smtp_security: the SMTP relay; `starttls`
+            (default, port 587), `ssl` (port 465) or `none` (a local relay).
+        smtp_from: the From address. notify_email_to: default recipients (comma-separated).
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    slack_webhook_url: SecretStr = SecretStr("")
+    smtp_host: str = ""
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
+    smtp_from: str = "leadwire@localhost"
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    notify_email_to: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("notify_email_to", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def slack_enabled(self) -> bool:
+        return bool(self.slack_webhook_url.get_secret_value())
+
+    @property
+    def email_enabled(self) -> bool:
+        return bool(self.smtp_host)
 
 
 class BrokerSettings(BaseSettings):

@@ -9,34 +9,22 @@ never logged.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import smtplib
-import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 
-import aiohttp
-
 from contracts.alerts import AlertRaised
 from services.rules_engine.settings import NotifySettings
 from shared.messaging import PermanentError, RetryLater
+from shared.notify import ChannelError, post_slack, send_email
+
+__all__ = ["CHANNELS", "ChannelError", "Notifier", "raise_for_failed_channels", "render_text"]
 
 logger = logging.getLogger(__name__)
 
 CHANNELS: tuple[str, ...] = ("log", "slack", "email")
 _LOG_LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "critical": logging.ERROR}
-
-
-class ChannelError(Exception):
-    """A channel could not deliver; `retry_after` is set when the service said when to try again."""
-
-    def __init__(self, channel: str, reason: str, *, permanent: bool = False, retry_after: float | None = None):
-        super().__init__(f"{channel}: {reason}")
-        self.channel = channel
-        self.permanent = permanent
-        self.retry_after = retry_after
 
 
 def render_text(alert: AlertRaised) -> str:
@@ -84,25 +72,7 @@ class Notifier:
         )
 
     async def slack(self, alert: AlertRaised) -> None:
-        url = self.settings.slack_webhook_url.get_secret_value()
-        timeout = aiohttp.ClientTimeout(total=self.http_timeout)
-        try:
-            # One session per message: notifications are rare, and no session outlives the event loop.
-            async with aiohttp.ClientSession(timeout=timeout) as session, session.post(
-                url, json={"text": render_text(alert)}
-            ) as resp:
-                body = (await resp.text())[:200]
-                status = resp.status
-                retry_after = resp.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ChannelError("slack", f"request failed: {type(exc).__name__}") from None
-        if status == 200:
-            return
-        if status == 429:
-            raise ChannelError("slack", "rate limited", retry_after=_seconds(retry_after, 30.0))
-        # Slack answers 403/404/410 with invalid_token, no_service, channel_not_found...: the webhook URL is dead.
-        permanent = status in (400, 403, 404, 410)
-        raise ChannelError("slack", f"HTTP {status}: {body}", permanent=permanent)
+        await post_slack(self.settings, {"text": render_text(alert)}, http_timeout=self.http_timeout)
 
     async def email(self, alert: AlertRaised, recipients: Sequence[str]) -> None:
         if not recipients:
@@ -113,38 +83,7 @@ class Notifier:
         message["From"] = self.settings.smtp_from
         message["To"] = ", ".join(recipients)
         message.set_content(render_text(alert))
-        try:
-            await asyncio.to_thread(_send_mail, self.settings, message)
-        except smtplib.SMTPAuthenticationError:
-            raise ChannelError("email", "SMTP authentication failed (check SMTP_USERNAME/SMTP_PASSWORD)",
-                               permanent=True) from None
-        except smtplib.SMTPRecipientsRefused:
-            raise ChannelError("email", "every recipient was refused (check NOTIFY_EMAIL_TO)", permanent=True) from None
-        except (smtplib.SMTPException, OSError) as exc:
-            raise ChannelError("email", f"{type(exc).__name__}") from None
-
-
-def _send_mail(settings: NotifySettings, message: EmailMessage) -> None:
-    """Blocking: runs in a worker thread."""
-    host, port, timeout = settings.smtp_host, settings.smtp_port, settings.smtp_timeout_seconds
-    smtp: smtplib.SMTP
-    if settings.smtp_security == "ssl":
-        smtp = smtplib.SMTP_SSL(host, port, timeout=timeout, context=ssl.create_default_context())
-    else:
-        smtp = smtplib.SMTP(host, port, timeout=timeout)
-    with smtp:
-        if settings.smtp_security == "starttls":
-            smtp.starttls(context=ssl.create_default_context())
-        if settings.smtp_username:
-            smtp.login(settings.smtp_username, settings.smtp_password.get_secret_value())
-        smtp.send_message(message)
-
-
-def _seconds(value: str | None, default: float) -> float:
-    try:
-        return max(1.0, float(value)) if value else default
-    except ValueError:
-        return default
+        await send_email(self.settings, message)
 
 
 def raise_for_failed_channels(errors: Sequence[ChannelError]) -> None:

@@ -1,15 +1,18 @@
-"""Variables of the rules engine (`RULES_*`) and of notifications (`SLACK_WEBHOOK_URL`, `SMTP_*`, `NOTIFY_*`)."""
+"""Variables of the rules engine (`RULES_*`); notifications' (`SLACK_WEBHOOK_URL`, `SMTP_*`, `NOTIFY_*`) are
+`shared.settings.NotifySettings`, shared with the daily report (services/reports)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from services.rules_engine.rules import DEFAULT_RULES_DIR
-from shared.settings import CrmOutcomeSettings
+from shared.settings import CrmOutcomeSettings, NotifySettings
+
+__all__ = ["NotifySettings", "RulesSettings"]
 
 
 def _split(value: object) -> object:
@@ -47,39 +50,3 @@ class RulesSettings(CrmOutcomeSettings):
     @classmethod
     def _comma_list_channels(cls, value: object) -> object:
         return _split(value)
-
-
-class NotifySettings(BaseSettings):
-    """Where notifications go. Unset Slack or SMTP settings turn that channel off (the log always works).
-
-    Args:
-        slack_webhook_url: a Slack incoming-webhook URL (it is a credential: anyone holding it can post).
-        smtp_host / smtp_port / smtp_username / smtp_password / smtp_security: the SMTP relay; `starttls`
-            (default, port 587), `ssl` (port 465) or `none` (a local relay).
-        smtp_from: the From address. notify_email_to: default recipients (comma-separated).
-    """
-
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
-
-    slack_webhook_url: SecretStr = SecretStr("")
-    smtp_host: str = ""
-    smtp_port: int = Field(default=587, ge=1, le=65535)
-    smtp_username: str = ""
-    smtp_password: SecretStr = SecretStr("")
-    smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
-    smtp_from: str = "leadwire@localhost"
-    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
-    notify_email_to: Annotated[list[str], NoDecode] = Field(default_factory=list)
-
-    @field_validator("notify_email_to", mode="before")
-    @classmethod
-    def _comma_list(cls, value: object) -> object:
-        return _split(value)
-
-    @property
-    def slack_enabled(self) -> bool:
-        return bool(self.slack_webhook_url.get_secret_value())
-
-    @property
-    def email_enabled(self) -> bool:
-        return bool(self.smtp_host)

@@ -1,0 +1,28 @@
+"""The reports service: composition root.
+
+Background job: the daily report, at REPORT_TIME (08:00) in each ad account's time zone, to Slack and e-mail
+(SLACK_WEBHOOK_URL, SMTP_*). On demand: `leadwire report daily` (services/reports/cli.py). It reads the read
+models (views) of the other services and writes only its own report_deliveries and report_snapshots.
+"""
+
+from __future__ import annotations
+
+from services.reports import handlers
+from services.reports.settings import ReportSettings
+from services.reports.worker import DailyReports
+from shared.service import Service
+from shared.settings import CrmOutcomeSettings, NotifySettings, Settings
+
+
+def create_app(settings: Settings | None = None) -> Service:
+    service = Service("reports", settings, uses_database=True)
+    config = service.settings.block(ReportSettings)
+
+    def dependencies(started: Service) -> DailyReports:
+        return DailyReports(
+            started.db, config, started.settings.block(NotifySettings), started.settings.block(CrmOutcomeSettings),
+            started.settings.broker.amqp_url.get_secret_value(),
+        )
+
+    handlers.register(service, service.on_started(dependencies), enabled=config.enabled)
+    return service
