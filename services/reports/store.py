@@ -138,4 +138,4 @@ async def record_delivery(pool: asyncpg.Pool, account_id: str, day: date, channe
 async def try_lock(conn: asyncpg.Connection, account_id: str, day: date) -> bool:
     """Hold a report (account, day) for this transaction: two running copies of the service send it once."""
     return bool(await conn.fetchval("select pg_try_advisory_xact_lock(hashtext('leadwire.report'), "
-                                    "hashtext($1 || ':' || $2::text))", account_id, day))
+                                    "hashtext($1::text || ':' || $2::date::text))", account_id, day))
