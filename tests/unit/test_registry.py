@@ -32,7 +32,7 @@ def test_every_service_is_registered_once_under_the_name_its_app_carries() -> No
 def test_run_all_defaults_to_the_documented_ports() -> None:
     assert {name: port.number for name, port in ports().items()} == {
         "ingress": 8080, "lead_fetcher": 8081, "crm_sync": 8082, "capi_sender": 8083,
-        "insights_poller": 8084, "rules_engine": 8085, "campaign_executor": 8086, "console": 8087,
+        "insights_poller": 8084, "rules_engine": 8085, "campaign_executor": 8086, "console": 8087, "reports": 8088,
     }
 
 
