@@ -11,8 +11,9 @@ from pathlib import Path
 import jinja2
 from aiohttp import web
 
-from services.console import handlers, logic
+from services.console import handlers, logic, meta_health
 from services.console.keys import CONTEXT, ConsoleContext
+from services.console.meta_health import MetaHealth
 from services.console.parked import ParkedCounts
 from services.console.security import LoginLimiter
 from services.console.settings import ConsoleSettings
@@ -40,8 +41,10 @@ def templates() -> jinja2.Environment:
 
 
 def create_app(settings: Settings | None = None) -> Service:
-    service = Service("console", settings, uses_database=True)
-    config = service.settings.block(ConsoleSettings)
+    settings = settings or Settings()
+    config = settings.block(ConsoleSettings)
+    # The health strip's Meta chips need a Graph client; CONSOLE_META_CHECK_SECONDS=0 leaves it (and them) out.
+    service = Service("console", settings, uses_database=True, uses_graph=config.meta_check_seconds > 0)
     outcomes = service.settings.block(CrmOutcomeSettings)
     service.web_host = config.host
     service.port = Port(config.port, "CONSOLE_PORT")  # its pages and the ops routes on one port
@@ -54,7 +57,16 @@ def create_app(settings: Settings | None = None) -> Service:
         signed_events=list(outcomes.signed_events),
         parked=ParkedCounts(),
         amqp_url=service.settings.broker.amqp_url.get_secret_value(),
+        meta=MetaHealth() if config.meta_check_seconds > 0 else None,
     )
+    if context.meta is not None:
+        meta_state = context.meta
+
+        async def check_meta() -> None:
+            await meta_health.run_forever(meta_state, lambda: service.graph_client, service.settings.meta,
+                                          config.meta_check_seconds)
+
+        service.background("meta_health", check_meta)
 
     def build_web_app() -> web.Application:
         app = web.Application(middlewares=[handlers.security_headers, handlers.require_login],

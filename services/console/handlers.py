@@ -13,7 +13,7 @@ from aiohttp import web
 from yarl import URL
 
 from contracts.leads import captured_message_id
-from services.console import logic, parked, queries
+from services.console import logic, meta_health, parked, queries
 from services.console.keys import CONTEXT, SESSION, ConsoleContext
 from services.console.security import (
     LOGIN_CSRF_COOKIE,
@@ -214,7 +214,8 @@ async def _today_context(ctx: ConsoleContext) -> dict[str, Any]:
         "counts": await queries.lead_counts(pool, today),
         "yesterday": await queries.lead_counts(pool, yesterday),
         "money": money_rows,
-        "chips": logic.health_chips(await queries.health(pool), now),
+        "chips": logic.health_chips(await queries.health(pool), now) + (
+            meta_health.chips(ctx.meta, now, ctx.settings.meta_check_seconds) if ctx.meta is not None else []),
         "parked": await parked.refresh(ctx.parked, ctx.amqp_url, ctx.settings.parked_refresh_seconds),
         "updated": now.astimezone(zone),
     }

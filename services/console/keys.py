@@ -9,6 +9,7 @@ import asyncpg
 import jinja2
 from aiohttp import web
 
+from services.console.meta_health import MetaHealth
 from services.console.parked import ParkedCounts
 from services.console.security import LoginLimiter, Session
 from services.console.settings import ConsoleSettings
@@ -26,6 +27,7 @@ class ConsoleContext:
     signed_events: list[str]
     parked: ParkedCounts
     amqp_url: str  # secret: never logged
+    meta: MetaHealth | None = None  # the last Meta checks; None when CONSOLE_META_CHECK_SECONDS is 0
 
 
 CONTEXT: web.AppKey[ConsoleContext] = web.AppKey("console_context", ConsoleContext)

@@ -25,6 +25,8 @@ class ConsoleSettings(BaseSettings):
         outcome_lag_days: how long a lead's outcomes keep coming in (signings lag by weeks): costs per qualified
             lead and signed case of leads younger than this are shaded as still maturing.
         parked_refresh_seconds: the parking queues are counted (in RabbitMQ) at most this often, when Today is shown.
+        meta_check_seconds: how often the console asks Meta for the health strip's token, Page subscription, lead
+            access and usage (the checks of `leadwire doctor`); 0 = never (the strip then leaves them out).
     """
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
@@ -43,6 +45,7 @@ class ConsoleSettings(BaseSettings):
     target_cost_per_signed: Decimal | None = Field(default=None, gt=0)
     outcome_lag_days: int = Field(default=30, ge=0, le=365)
     parked_refresh_seconds: float = Field(default=10.0, gt=0)
+    meta_check_seconds: float = Field(default=300.0, ge=0)
 
     @field_validator("users")
     @classmethod

@@ -77,7 +77,8 @@ async def chain(settings: Settings, vhost_url: str, console_dsn: str, console_db
     state = sandbox.state
     # Meta's "today" grows through the day: the clock stands still, so the poller and the test read the same day.
     await sandbox.freeze_clock()
-    base = console_settings(settings, console_dsn, target_cpl=Decimal(60), target_cost_per_signed=Decimal(500)).replace(
+    base = console_settings(settings, console_dsn, target_cpl=Decimal(60), target_cost_per_signed=Decimal(500),
+                            meta_check_seconds=60).replace(
         DatabaseSettings(database_url=console_dsn, db_pool_min=1, db_pool_max=4),
         BrokerSettings(amqp_url=vhost_url, RETRY_ATTEMPTS=3, GRACEFUL_TIMEOUT_SECONDS=5),
         MetaSettings(access_token=sandbox.token, page_access_token=sandbox.token, app_secret=sandbox.app_secret,
