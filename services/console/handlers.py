@@ -321,5 +321,6 @@ async def performance_page(request: web.Request) -> web.Response:
         request, "performance.html", page="performance", days=days, windows=WINDOWS, campaign_id=campaign_id,
         campaign_name=spend_rows[0]["campaign_name"] if campaign_id and spend_rows else None,
         rows=logic.performance_rows(spend_rows, lead_rows, targets), chart=chart, zone=zone,
+        unpaid=logic.unpaid_leads(lead_rows),
         first=first.day, last=today.day, lag_days=settings.outcome_lag_days, targets=targets,
     )

@@ -194,6 +194,7 @@ def performance_rows(spend_rows: list[dict[str, Any]], lead_rows: list[dict[str,
             "spend": money(spent, currency),
             "paid_leads": int(stored.get("paid_leads") or 0),
             "organic_leads": int(stored.get("organic_leads") or 0),
+            "test_leads": int(stored.get("test_leads") or 0),
             "qualified": qualified,
             "signed": signed,
             "cpl": money(cpl, currency), "cpl_state": target_state(cpl, targets.cpl, currency),
@@ -201,6 +202,19 @@ def performance_rows(spend_rows: list[dict[str, Any]], lead_rows: list[dict[str,
             "cpsc": money(cpsc, currency), "cpsc_state": target_state(cpsc, targets.per_signed, currency),
         })
     return rows
+
+
+def unpaid_leads(lead_rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Leads received without an ad (organic, and Meta's test leads): no campaign row shows them, Meta's numbers
+    leave them out; Performance lists them on a line of their own."""
+    out = {"organic": 0, "test": 0, "qualified": 0, "signed": 0}
+    for row in lead_rows:
+        if row["campaign_id"] is None:
+            out["organic"] += int(row.get("organic_leads") or 0)
+            out["test"] += int(row.get("test_leads") or 0)
+            out["qualified"] += int(row.get("qualified") or 0)
+            out["signed"] += int(row.get("signed") or 0)
+    return out
 
 
 def chart_series(spend_rows: list[dict[str, Any]], outcome_rows: list[dict[str, Any]], first: date,

@@ -17,7 +17,8 @@ PAGE_SIZE = 50
 _LEAD_COUNTS = """
 select count(*)::integer                                                as leads,
        count(*) filter (where not is_organic)::integer                  as paid,
-       count(*) filter (where is_organic)::integer                      as organic,
+       count(*) filter (where is_organic and not is_test)::integer      as organic,
+       count(*) filter (where is_test)::integer                         as test,
        count(*) filter (where crm_status = 'delivered')::integer        as delivered,
        count(*) filter (where crm_status = 'waiting')::integer          as waiting,
        count(*) filter (where crm_status = 'failed')::integer           as failed,
@@ -63,7 +64,7 @@ where l.created_time >= $1 and l.created_time < $2
 
 _SEARCH = """
 select leadgen_id, created_time, fetched_at, source, page_id, form_id, campaign_id, adset_id, ad_id,
-       campaign_name, adset_name, ad_name, is_organic, platform, delivered_at, crm_attempts, crm_status
+       campaign_name, adset_name, ad_name, is_organic, is_test, platform, delivered_at, crm_attempts, crm_status
 from console_leads
 where ($1::timestamptz is null or created_time >= $1) and ($2::timestamptz is null or created_time < $2)
   and ($3::text is null or crm_status = $3)
@@ -183,7 +184,7 @@ order by sum(s.spend_minor) desc
 
 _PERFORMANCE_LEADS = """
 with window_leads as (
-    select leadgen_id, campaign_id, adset_id, is_organic
+    select leadgen_id, campaign_id, adset_id, is_organic, is_test
     from console_leads
     where created_time >= $1 and created_time < $2 and ($5::text is null or campaign_id = $5)
 ), outcomes as (
@@ -195,7 +196,8 @@ with window_leads as (
 )
 select w.campaign_id, case when $5::text is null then null else w.adset_id end as adset_id,
        count(*) filter (where not w.is_organic)::integer as paid_leads,
-       count(*) filter (where w.is_organic)::integer     as organic_leads,
+       count(*) filter (where w.is_organic and not w.is_test)::integer as organic_leads,
+       count(*) filter (where w.is_test)::integer        as test_leads,
        count(*) filter (where o.qualified)::integer      as qualified,
        count(*) filter (where o.signed)::integer         as signed
 from window_leads w left join outcomes o using (leadgen_id)

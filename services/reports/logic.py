@@ -302,10 +302,11 @@ class DailyReport:
     day: date
     rows: list[CampaignRow]
     total: Windows
-    organic: Windows  # organic and test leads (no ad: Meta does not count them), every Page
+    organic: Windows  # organic leads (no ad: Meta does not count them), every Page
     rules: RulesSummary
     stuck: Stuck
     series: list[tuple[date, int, int]]
+    test: Windows = field(default_factory=Windows)  # Meta's test leads (Lead Ads Testing Tool), every Page
 
     @property
     def week_first(self) -> date:

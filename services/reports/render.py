@@ -143,9 +143,9 @@ def text(report: DailyReport) -> str:
     out.append(header)
     for m in metrics(report, report.total):
         out.append(f"{m.label:26}{m.day:>14}{m.day_change:>15}  {m.week:>14}{m.week_change:>18}")
-    o = report.organic
-    out.append(f"{'Organic and test leads':26}{o.day.leads:>14,}{change(o.day.leads, o.day_before.leads):>15}  "
-               f"{o.week.leads:>14,}{change(o.week.leads, o.week_before.leads):>18}")
+    for label, o in (("Organic leads (no ad)", report.organic), ("Test leads", report.test)):
+        out.append(f"{label:26}{o.day.leads:>14,}{change(o.day.leads, o.day_before.leads):>15}  "
+                   f"{o.week.leads:>14,}{change(o.week.leads, o.week_before.leads):>18}")
     out.append("")
     out.append(f"Per campaign ({_short(report.day)} | 7 days {_short(report.week_first)}–{_short(report.day)}; "
                "qualified and signed by the lead's date)")
@@ -193,9 +193,10 @@ def slack(report: DailyReport) -> dict[str, Any]:
         # A section takes 10 fields at most.
         for i in range(0, len(fields), SLACK_MAX_FIELDS):
             blocks.append({"type": "section", "fields": fields[i:i + SLACK_MAX_FIELDS]})
-    o = report.organic
+    o, t = report.organic, report.test
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": (
-        f"Organic and test leads (not in Meta's counts): {o.day.leads} yesterday, {o.week.leads} in 7 days")}]})
+        f"Leads without an ad (not in Meta's counts): {o.day.leads} organic and {t.day.leads} test yesterday, "
+        f"{o.week.leads} organic and {t.week.leads} test in 7 days")}]})
     blocks.append({"type": "divider"})
     blocks.append(_section("*Per campaign* (yesterday | 7 days; qualified and signed by the lead's date)"))
     for row in report.rows[:SLACK_CAMPAIGNS]:
@@ -253,11 +254,11 @@ def email_html(report: DailyReport, chart_cid: str | None) -> str:
         f"{_change_cell(m.week_change, m.rise_is_bad)}</tr>"
         for m in metrics(report, report.total)
     )
-    o = report.organic
-    rows += (f'<tr><td style="{_CELL}color:#6b7280;">Organic and test leads</td>'
-             f'<td style="{_NUM}">{o.day.leads}</td>{_change_cell(change(o.day.leads, o.day_before.leads), False)}'
-             f'<td style="{_NUM}">{o.week.leads}</td>'
-             f"{_change_cell(change(o.week.leads, o.week_before.leads), False)}</tr>")
+    for label, o in (("Organic leads (no ad)", report.organic), ("Test leads", report.test)):
+        rows += (f'<tr><td style="{_CELL}color:#6b7280;">{label}</td>'
+                 f'<td style="{_NUM}">{o.day.leads}</td>{_change_cell(change(o.day.leads, o.day_before.leads), False)}'
+                 f'<td style="{_NUM}">{o.week.leads}</td>'
+                 f"{_change_cell(change(o.week.leads, o.week_before.leads), False)}</tr>")
     head = (f'<tr><th style="{_CELL}text-align:left;"></th><th style="{_NUM}">{e(_day(report.day))}</th>'
             f'<th style="{_NUM}">vs day before</th><th style="{_NUM}">7 days</th>'
             f'<th style="{_NUM}">vs 7 days before</th></tr>')

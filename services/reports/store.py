@@ -37,10 +37,10 @@ async def spend_days(pool: asyncpg.Pool, account_id: str, first: date, last: dat
 
 
 # Leads received between two instants, by their day in the account's zone: paid ones of the account's campaigns
-# per campaign, organic (and test) ones of every Page apart; with how many of them qualified or signed since.
+# per campaign, organic and test ones of every Page apart; with how many of them qualified or signed since.
 _LEADS = """
 with window_leads as (
-    select l.leadgen_id, l.campaign_id, l.campaign_name, l.is_organic,
+    select l.leadgen_id, l.campaign_id, l.campaign_name, l.is_organic, l.is_test,
            (l.created_time at time zone $4)::date as day
     from console_leads l
     where l.created_time >= $2 and l.created_time < $3
@@ -53,12 +53,12 @@ with window_leads as (
     group by o.leadgen_id
 )
 select w.day, case when w.is_organic then null else w.campaign_id end as campaign_id,
-       max(w.campaign_name) as campaign_name, w.is_organic,
+       max(w.campaign_name) as campaign_name, w.is_organic, w.is_test,
        count(*)::integer                            as leads,
        count(*) filter (where o.qualified)::integer as qualified,
        count(*) filter (where o.signed)::integer    as signed
 from window_leads w left join outcomes o using (leadgen_id)
-group by w.day, 2, w.is_organic
+group by w.day, 2, w.is_organic, w.is_test
 """
 
 

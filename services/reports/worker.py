@@ -69,10 +69,11 @@ class DailyReports:
         leads = await store.lead_days(self.pool, account_id, week_start, day_end, zone.key,
                                       self.outcomes.qualified_events, self.outcomes.signed_events)
         paid = [r for r in leads if not r["is_organic"]]
-        organic_days: dict[date, logic.Numbers] = {}
+        unpaid: dict[bool, dict[date, logic.Numbers]] = {False: {}, True: {}}  # is_test -> day -> numbers
         for r in leads:
             if r["is_organic"]:
-                organic_days[r["day"]] = organic_days.get(r["day"], logic.Numbers()) + logic.Numbers(
+                days = unpaid[bool(r["is_test"])]
+                days[r["day"]] = days.get(r["day"], logic.Numbers()) + logic.Numbers(
                     leads=r["leads"], qualified=r["qualified"], signed=r["signed"])
         rows = logic.campaign_rows(spend, paid, day)
         day_start, _ = logic.day_bounds(day, zone)
@@ -92,7 +93,8 @@ class DailyReports:
         )
         return logic.DailyReport(
             account_id=account_id, account_name=account["name"], currency=account["currency"], zone=zone.key,
-            day=day, rows=rows, total=logic.total_row(rows), organic=logic.windows_from_days(organic_days, day),
+            day=day, rows=rows, total=logic.total_row(rows), organic=logic.windows_from_days(unpaid[False], day),
+            test=logic.windows_from_days(unpaid[True], day),
             rules=rules, stuck=stuck, series=logic.daily_series(spend, day),
         )
 

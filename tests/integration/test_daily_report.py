@@ -190,13 +190,15 @@ async def sandbox_numbers(sandbox: SandboxHandle, account_id: str, since: date, 
 
 
 async def insert_lead(db: asyncpg.Pool, leadgen_id: str, created: datetime, campaign_id: str | None,
-                      outcomes: tuple[str, ...] = ()) -> None:
+                      outcomes: tuple[str, ...] = (), *, test: bool = False) -> None:
+    # Meta's Lead Ads Testing Tool fills a test lead's answers with placeholders.
+    answers = ({"full_name": "<test lead: dummy data for full_name>", "email": "<test lead: dummy data for email>"}
+               if test else {"full_name": NAME, "email": EMAIL, "phone_number": PHONE})
     await db.execute(
         "insert into leads (leadgen_id, page_id, form_id, ad_id, adset_id, campaign_id, created_time, is_organic, "
         "fields, raw, source, fetched_at) values ($1, '1111', '2222', $2, $2, $3, $4, $5, $6, $7, 'webhook', $4)",
         leadgen_id, None if campaign_id is None else f"ad-{campaign_id}", campaign_id, created, campaign_id is None,
-        {"full_name": NAME, "email": EMAIL, "phone_number": PHONE},
-        {"id": leadgen_id, "full_name": NAME, "email": EMAIL},
+        answers, {"id": leadgen_id, **answers},
     )
     for event in outcomes:
         await db.execute("insert into rule_crm_outcomes (lead_id, event_name, event_time, message_id) "
@@ -258,6 +260,7 @@ async def test_report_numbers_match_the_sandboxs_insights(account: Account, vhos
     await insert_lead(db, "r4", local(day - timedelta(days=1), 12, zone), second, ("QualifiedLead",))
     await insert_lead(db, "r5", local(day - timedelta(days=7), 12, zone), first, ("SignedCase",))
     await insert_lead(db, "r6", local(day, 11, zone), None)
+    await insert_lead(db, "r8", local(day, 12, zone), None, test=True)
     await insert_lead(db, "r7", local(day + timedelta(days=1), 0, zone), first)  # the next day: not counted
     await insert_decision(db, account.account_id, local(day, 9, zone), "high_cpl_pause", "acted", "Broad 25-54",
                           "CPL $61.00 over 3 days is above $50.00: paused.")
@@ -303,7 +306,7 @@ async def test_report_numbers_match_the_sandboxs_insights(account: Account, vhos
     assert (report.total.week.leads, report.total.week.qualified, report.total.week.signed) == (4, 3, 1)
     assert (report.total.week_before.signed, report.total.week_before.leads) == (1, 2)  # r4 and r5 (D-7)
     assert report.total.day.cost_per_qualified == total_spend / 2
-    assert report.organic.day.leads == 1
+    assert (report.organic.day.leads, report.test.day.leads) == (1, 1)
     text = render.text(report)
     assert re.search(rf"^Cost per qualified lead +{re.escape(report.money(total_spend / 2))} ", text, re.M)
     assert re.search(rf"^Spend +{re.escape(report.money(total_spend))} ", text, re.M)

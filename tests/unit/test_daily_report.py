@@ -281,6 +281,7 @@ def test_chart_is_a_png_of_the_drawn_size() -> None:
 
 def test_text_lists_totals_campaigns_rules_and_stuck() -> None:
     text = render.text(sample())
-    for expected in ("Spend", "Cost per signed case", "Organic and test leads", "Campaign 0", "high_cpl_pause",
+    for expected in ("Spend", "Cost per signed case", "Organic leads (no ad)", "Test leads", "Campaign 0",
+                     "high_cpl_pause",
                      "Messages parked", "parked in crm_sync/lead_captured: 2", "circuit breaker"):
         assert expected in text
