@@ -13,6 +13,7 @@ import email
 import email.policy
 import json
 import re
+import shutil
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -53,6 +54,9 @@ from tests.unit.test_daily_report import check_block_kit
 pytestmark = pytest.mark.timeout(90)
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "report"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 NAME = "Bartholomew Quackenbush"
 EMAIL = "bart.quackenbush.report@example.org"
 PHONE = "+15555550199"
@@ -367,6 +371,21 @@ async def test_scheduled_report_goes_to_slack_and_email_once_without_personal_da
     (ARTIFACTS / "daily-chart.png").write_bytes(png)
     (ARTIFACTS / "daily-report.html").write_text(html.replace(f"cid:{cid}", "daily-chart.png"), encoding="utf-8")
     (ARTIFACTS / "daily-slack.json").write_text(json.dumps(payload, indent=2), encoding="utf-8")
+    if shutil.which(CHROMIUM):  # a picture of the e-mail as a mail client's HTML view shows it
+        await screenshot(ARTIFACTS / "daily-report.html", ARTIFACTS / "daily-report-email.png")
+
+
+async def screenshot(html: Path, png: Path) -> None:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1100, "height": 900})
+            await page.goto(html.as_uri())
+            await page.screenshot(path=str(png), full_page=True)
+        finally:
+            await browser.close()
 
 
 async def test_a_failing_channel_is_retried_later_and_a_dead_webhook_given_up(
