@@ -8,7 +8,7 @@ count leads by the lead's date (a lead signed in March counts for the January da
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
@@ -48,6 +48,12 @@ def due_report_day(now: datetime, zone: ZoneInfo, at: time) -> date:
     today = now.astimezone(zone).date()
     yesterday = today - timedelta(days=1)
     return yesterday if now >= send_instant(yesterday, zone, at) else yesterday - timedelta(days=1)
+
+
+def due_account_day(now: datetime, send_zone: ZoneInfo, account_zone: ZoneInfo, at: time) -> date:
+    """The report day due at `now` when REPORT_TIME is read in `send_zone`: never a day not yet over in the
+    account's zone (whose days Meta's insights count)."""
+    return min(due_report_day(now, send_zone, at), now.astimezone(account_zone).date() - timedelta(days=1))
 
 
 def next_send(now: datetime, zone: ZoneInfo, at: time) -> datetime:
@@ -314,9 +320,6 @@ class DailyReport:
 
     def money(self, minor: int | Decimal | None) -> str:
         return "—" if minor is None else format_money(round(minor), self.currency)
-
-    def without_rows(self) -> DailyReport:
-        return replace(self, rows=[])
 
 
 def change(now: int | Decimal | None, before: int | Decimal | None) -> str:

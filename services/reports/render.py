@@ -81,11 +81,15 @@ def _with_change(value: str, delta: str) -> str:
     return f"{value} ({delta})" if delta else value
 
 
+def _leads(n: int) -> str:
+    return f"{n:,} lead" if n == 1 else f"{n:,} leads"
+
+
 def _campaign_line(report: DailyReport, numbers: Windows) -> tuple[str, str]:
     d, w = numbers.day, numbers.week
-    day = (f"{report.money(d.spend_minor)} · {d.meta_leads} leads · CPL "
+    day = (f"{report.money(d.spend_minor)} · {_leads(d.meta_leads)} · CPL "
            f"{_with_change(report.money(d.cpl), change(d.cpl, numbers.day_before.cpl))}")
-    week = (f"{report.money(w.spend_minor)} · {w.meta_leads} leads · CPL "
+    week = (f"{report.money(w.spend_minor)} · {_leads(w.meta_leads)} · CPL "
             f"{_with_change(report.money(w.cpl), change(w.cpl, numbers.week_before.cpl))} · "
             f"{w.qualified} qualified ({report.money(w.cost_per_qualified)} each) · "
             f"{w.signed} signed ({report.money(w.cost_per_signed)} each)")

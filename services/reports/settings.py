@@ -21,7 +21,8 @@ class ReportSettings(BaseSettings):
     Args:
         enabled: send the report every day (`leadwire report daily` works either way).
         time: local time of day (HH:MM) it is sent, in each ad account's time zone (or `timezone`).
-        timezone: IANA zone for every account's report instead of the account's own; empty = the account's.
+        timezone: IANA zone REPORT_TIME is read in for every account, instead of the account's own; the report's
+            days stay the account's days (Meta's insights days).
         channels: where it goes (`slack`, `email`; comma-separated); a channel without settings is skipped.
         email_to: recipients (comma-separated); empty = NOTIFY_EMAIL_TO.
         check_seconds: how often the service looks whether a report is due (and retries a failed channel).

@@ -37,8 +37,14 @@ class DailyReports:
     outcomes: CrmOutcomeSettings
     amqp_url: str  # secret: never logged
 
-    def zone(self, account: dict[str, Any]) -> ZoneInfo:
-        return ZoneInfo(self.config.timezone or account["timezone_name"] or "UTC")
+    @staticmethod
+    def zone(account: dict[str, Any]) -> ZoneInfo:
+        """The account's zone: Meta's insights days are days there, so the report's days are too."""
+        return ZoneInfo(account["timezone_name"] or "UTC")
+
+    def send_zone(self, account: dict[str, Any]) -> ZoneInfo:
+        """Where REPORT_TIME is read: REPORT_TIMEZONE, else the account's zone."""
+        return ZoneInfo(self.config.timezone) if self.config.timezone else self.zone(account)
 
     # -------------------------------------------------------------------------------------------- build
 
@@ -152,7 +158,7 @@ class DailyReports:
         parked: dict[str, int] | None = None
         read_parked_yet = False
         for account in await store.accounts(self.pool):
-            day = logic.due_report_day(now, self.zone(account), at)
+            day = logic.due_account_day(now, self.send_zone(account), self.zone(account), at)
             owed = logic.channels_to_send(channels, await store.deliveries(self.pool, account["account_id"], day),
                                           now)
             if not owed:

@@ -96,7 +96,7 @@ async def measure(requests: int) -> int:
         database=DatabaseSettings(database_url=DSN, db_pool_min=1, db_pool_max=4),
         broker=BrokerSettings(amqp_url=AMQP_URL),
         ops=OpsSettings(ops_port=0),
-        console=ConsoleSettings(users=f"bench:{hashed}", timezone="America/Phoenix"),
+        console=ConsoleSettings(users=f"bench:{hashed}", timezone="America/Phoenix", meta_check_seconds=0),
     )
     service = create_app(settings)
     await service.start()

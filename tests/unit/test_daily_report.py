@@ -80,6 +80,14 @@ def test_every_day_has_exactly_one_send_time_through_a_year() -> None:
     assert {(c.hour, c.minute) for c in changes} == {(8, 0)}
 
 
+def test_a_send_zone_ahead_of_the_account_never_reports_a_day_not_over_there() -> None:
+    # 08:00 in Berlin on 15 Jan is 23:00 on 14 Jan in Los Angeles: the account's last whole day is the 13th.
+    assert logic.due_account_day(utc("2026-01-15T07:00:00"), BERLIN, LA, EIGHT) == date(2026, 1, 13)
+    # 08:00 in Los Angeles is 17:00 in Berlin: the Berlin account's 14th is over.
+    assert logic.due_account_day(utc("2026-01-15T16:00:00"), LA, BERLIN, EIGHT) == date(2026, 1, 14)
+    assert logic.due_account_day(utc("2026-01-15T16:00:00"), LA, LA, EIGHT) == date(2026, 1, 14)
+
+
 def test_next_send_is_the_coming_eight_oclock() -> None:
     assert logic.next_send(utc("2026-01-15T15:59:00"), LA, EIGHT) == utc("2026-01-15T16:00:00")
     assert logic.next_send(utc("2026-01-15T16:00:00"), LA, EIGHT) == utc("2026-01-16T16:00:00")
