@@ -204,5 +204,7 @@ class DailyReports:
                 await self.run_due()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 logger.warning("report: check failed, trying again later: %s", type(exc).__name__)
+            except Exception:  # a bug must not end the daily report for good: logged, tried again next check
+                logger.exception("report: check failed")
             await asyncio.sleep(self.config.check_seconds)
 
