@@ -71,7 +71,7 @@ class Policy:
 class AdSet:
     truth: world.AdSetTruth
     entity_id: str
-    budget: int  # daily budget, minor units
+    budget: int  # daily budget, minor units (0: the budget is the campaign's)
     first_seen: int
     status: str = "ACTIVE"
     learning_since: int | None = None  # day the current learning phase began
@@ -165,8 +165,8 @@ class Account:
     def entities(self) -> list[Entity]:
         return [
             Entity(id=a.entity_id, level="adset", name=a.truth.name, status=a.status, account_id=ACCOUNT,
-                   campaign_id=CAMPAIGN, campaign_name="Sim Leads", adset_id=a.entity_id, daily_budget=a.budget,
-                   currency=CURRENCY, timezone="UTC")
+                   campaign_id=CAMPAIGN, campaign_name="Sim Leads", adset_id=a.entity_id,
+                   daily_budget=a.budget or None, currency=CURRENCY, timezone="UTC")
             for a in self.adsets
         ]
 
@@ -179,7 +179,8 @@ class Account:
             rows.extend(r for r in days[first:last + 1] if r is not None)
         return Snapshot(entities=self.entities(), rows=rows)
 
-    def _decide(self, day: int) -> None:
+    def _decide(self, day: int) -> list[tuple[Action, bool]]:
+        """Evaluate the rules on the morning of ``day`` and execute what they decide: (action, applied) each."""
         now = morning(day)
         self.state = EngineState(
             actions=self.state.actions,
@@ -191,6 +192,7 @@ class Account:
         decisions = evaluate(self.policy.rules, self.snapshot(day), self.state, now, self.engine_settings)
         self.decisions += len(decisions)
         self.state = record_actions(self.state, decisions, keep=timedelta(days=8))
+        done = []
         for decision in decisions:
             if decision.outcome != "acted":
                 continue
@@ -199,11 +201,13 @@ class Account:
                     continue
                 ok = self.execute(action, day)
                 self.state = record_result(self.state, action.rule, ok=ok)
+                done.append((action, ok))
+        return done
 
     # ------------------------------------------------------------------------------------------------ executor
 
     def active_total(self) -> int:
-        return sum(a.budget for a in self.adsets if a.status == "ACTIVE")
+        return sum(a.budget or 0 for a in self.adsets if a.status == "ACTIVE")
 
     def execute(self, action: Action, day: int) -> bool:
         """Apply the action's command as the campaign executor would, within its guardrails. True when applied."""
