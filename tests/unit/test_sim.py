@@ -4,7 +4,9 @@ penalty, CAPI's ramp, the oracle's split, common random numbers, and the engine/
 from __future__ import annotations
 
 import math
+import re
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -209,3 +211,11 @@ def test_paired_difference_and_its_interval() -> None:
     assert result.low == pytest.approx(-0.1)
     assert result.high == pytest.approx(-0.1)
     assert cost_per_signed(cheaper) == pytest.approx(0.9 * cost_per_signed(base))
+
+
+def test_every_parameter_is_documented_with_its_default() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "decision-quality.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `([a-z0-9_]+)` \| ([^|]+) \|", doc, re.MULTILINE))
+    for name, field in SimParams.model_fields.items():
+        assert name in rows, f"{name} is not in docs/decision-quality.md"
+        assert float(rows[name]) == pytest.approx(float(field.default)), name
