@@ -125,7 +125,7 @@ class Account:
         self.by_id = {a.entity_id: a for a in self.adsets}
         total = sum(a.first_seen for a in self.adsets)
         # The account's ceiling is its total budget: raises only re-use what cuts and pauses freed.
-        self.limits = BudgetGuardrailSettings(daily_ceiling=total / 100)
+        self.limits = BudgetGuardrailSettings(_env_file=None, daily_ceiling=total / 100)
         self.ceiling, _ = executor.account_ceiling(self.limits, CURRENCY, total)
         self.engine_settings = EngineSettings(max_actions_per_run=params.max_actions_per_day)
         self.state = EngineState(account_daily_budget_ceiling={ACCOUNT: self.ceiling})
