@@ -9,7 +9,7 @@ export DATABASE_URL ?= postgresql://leadwire:leadwire@127.0.0.1:5432/leadwire
 # The vhost and database the suite uses (a second checkout on the same machine sets another name).
 export LEADWIRE_TEST_VHOST ?= leadwire_test
 
-.PHONY: help up test test-fast test-hours bench lint fmt migrate schemas asyncapi contracts infra install sandbox clean
+.PHONY: help up test test-fast test-hours bench bench-decision-quality lint fmt migrate schemas asyncapi contracts infra install sandbox clean
 
 help:
 	@echo "make up       set up everything and run all services (demo against the Graph sandbox without META_ACCESS_TOKEN)"
@@ -17,6 +17,7 @@ help:
 	@echo "make test-fast  unit tests and handler tests on FastStream's in-memory broker: no RabbitMQ, no PostgreSQL, seconds"
 	@echo "make test-hours  the suite as if run at 00:30, 09:00 and 23:30 in the account's time zone (TEST_HOURS)"
 	@echo "make bench    run every benchmark under tests/benchmarks/ and print figures"
+	@echo "make bench-decision-quality  only the simulated account of issue 19 (no services; ~5 min; SEEDS=200)"
 	@echo "make lint     ruff, import boundaries (lint-imports), mypy;  make fmt: ruff format;  make migrate;  make contracts: regenerate schemas + AsyncAPI"
 
 # A working .venv (rebuilt when a failed run left it without pip) with the project installed; see the script.
@@ -53,6 +54,11 @@ bench: install migrate
 		echo "== $$module"; $(BIN)/python -m $$module || failed="$$failed $$module"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "== goal missed or benchmark failed:$$failed"; exit 1; fi
+
+# The decision-quality benchmark alone: a simulated account, no RabbitMQ or PostgreSQL (make bench runs it too).
+SEEDS ?= 200
+bench-decision-quality: install
+	$(BIN)/python -m tests.benchmarks.bench_decision_quality --seeds $(SEEDS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,0 +1,273 @@
+"""Decision quality (issue 19): on a simulated account, which rules buy signed cases cheapest?
+
+Run: ``python -m tests.benchmarks.bench_decision_quality [--seeds 200] [--train-seeds 10] [--budgets 7000,30000]
+[--set name=value ...] [--out build/bench]``. No services needed: the simulator (`tests/benchmarks/sim/`) runs the
+rules engine's evaluation and the campaign executor's guardrails in process.
+
+For each monthly budget: the CPL baseline (the guide's four rules) and the CRM-truth rules (cost per qualified lead,
+cost per signed case) are each grid-searched on training seeds (the same number of seeds and about the same number
+of configurations, keeping only configurations that spend at least 95 % of the budget: cost per signed case must not
+be bought by leaving money unspent), then every policy is scored on held-out seeds with common random numbers:
+spend on days 1-60 / signed cases from leads created on days 1-60, counted through day 90, with the paired
+difference against the tuned CPL rules and against static budgets (bootstrap 95 % interval over seeds).
+
+Goal (issue 19): leadwire's recommended policy (CRM-truth rules + Conversions API feedback) at least 15 % lower cost
+per signed case than the tuned CPL rules, the interval excluding zero, and not worse than static budgets at either
+budget. Exit status 1 when missed.
+
+Prints a table per budget and writes ``decision_quality.md`` and ``.csv`` to ``--out`` (and a PNG chart when
+matplotlib is installed; leadwire does not depend on it, so usually the markdown table and a text chart only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.rules_engine.rules import Rule
+from tests.benchmarks.sim import policies as P
+from tests.benchmarks.sim import world
+from tests.benchmarks.sim.account import Policy, RunResult, simulate
+from tests.benchmarks.sim.params import SimParams, parse_overrides
+from tests.benchmarks.sim.score import Paired, cost_per_signed, paired, resamples
+
+TRAIN_SEED_BASE = 1_000_000  # training seeds never overlap the held-out ones (0..N-1)
+MIN_SPEND_SHARE = 0.95
+GOAL_VS_CPL = -0.15
+
+
+def run_many(params: SimParams, seeds: Sequence[int], policies: Sequence[Policy]) -> dict[str, list[RunResult]]:
+    """Every policy on every seed; a seed's random numbers are drawn once and shared by its policies."""
+    out: dict[str, list[RunResult]] = {p.name: [] for p in policies}
+    for seed in seeds:
+        draws = world.Draws(seed)
+        for policy in policies:
+            out[policy.name].append(simulate(params, seed, policy, draws))
+    return out
+
+
+def spend_share(params: SimParams, results: Sequence[RunResult]) -> float:
+    budget = params.daily_budget * params.acting_days * len(results)
+    return sum(r.spend for r in results) / budget
+
+
+def at_full_spend(params: SimParams, results: Sequence[RunResult]) -> float:
+    """Cost per signed case scaled to the whole budget by the model's own diminishing returns (signed cases grow as
+    spend^(1 - x) at a fixed mix): what a policy that left money unspent would have paid per signed case had it
+    spent it all on the same ad sets. Equal to the plain figure for a policy that spends its budget."""
+    return cost_per_signed(results) * (1 / spend_share(params, results)) ** params.diminishing_exponent
+
+
+@dataclass(frozen=True)
+class Tuned:
+    label: str
+    rules: list[Rule]
+    train_cps: float
+    tried: int
+
+
+def tune(
+    params: SimParams, seeds: Sequence[int], candidates: Iterable[tuple[str, list[Rule]]]
+) -> tuple[list[Tuned], list[Tuned]]:
+    """The candidates ranked on the training seeds, lowest cost per signed case first: those that spend at least
+    MIN_SPEND_SHARE of the budget, and all of them by their cost per signed case at full spend."""
+    named = list(candidates)
+    results = run_many(params, seeds, [Policy(label, rules) for label, rules in named])
+    ranked = sorted((Tuned(label, rules, cost_per_signed(results[label]), len(named)) for label, rules in named
+                     if spend_share(params, results[label]) >= MIN_SPEND_SHARE), key=lambda t: t.train_cps)
+    every = sorted((Tuned(label, rules, at_full_spend(params, results[label]), len(named)) for label, rules in named),
+                   key=lambda t: t.train_cps)
+    assert ranked, "no candidate spent the budget"
+    return ranked, every
+
+
+def _top(ranked: Sequence[Tuned], n: int = 3) -> str:
+    return "; ".join(f"{t.label}: ${t.train_cps:,.0f}" for t in ranked[:n]) + f" ({ranked[0].tried} tried)"
+
+
+@dataclass
+class Row:
+    name: str
+    results: list[RunResult]
+    note: str = ""
+    vs_cpl: Paired | None = None
+    vs_static: Paired | None = None
+    vs_static_capi: Paired | None = None
+
+
+def evaluate_budget(params: SimParams, seeds: int, train_seeds: int, log: Callable[[str], None]) -> list[Row]:
+    train = [TRAIN_SEED_BASE + k for k in range(train_seeds)]
+    started = time.process_time()
+    static_train = cost_per_signed(run_many(params, train, [Policy("static")])["static"])
+    cpl_ranked, cpl_every = tune(params, train, ((k.label(), P.cpl_rules(k.kill, k.scale, k.window, k.kill_action))
+                                                 for k in P.cpl_grid()))
+    cpql_ranked, _ = tune(params, train, ((k.label(), P.crm_rules(k)) for k in P.crm_grid("cost_per_qualified_lead")))
+    cps_ranked, _ = tune(params, train, ((k.label(), P.crm_rules(k)) for k in P.crm_grid("cost_per_signed_case")))
+    cpl, cpql, cps = cpl_ranked[0], cpql_ranked[0], cps_ranked[0]
+    # The best CPL configuration whose kill rule is on, whatever it spends (ranked at full spend): with the kill
+    # off, nothing frees budget under the account's ceiling, so a scale rule alone never acts and the rules are
+    # static budgets in effect.
+    acting = next(t for t in cpl_every if not t.label.startswith("kill off"))
+    log(f"  tuned on {train_seeds} training seeds in {time.process_time() - started:.0f} s CPU "
+        f"(static there: ${static_train:,.0f})")
+    for name, ranked in (("CPL", cpl_ranked), ("CPQL", cpql_ranked), ("CPS", cps_ranked)):
+        log(f"    {name} best: {_top(ranked)}")
+    crm_best = min((cpql, cps), key=lambda t: t.train_cps)
+    recommended = f"{'CPQL' if crm_best is cpql else 'CPS'} rules + CAPI"
+    guide = P.guide_cpl_rules()
+    shipped = P.shipped_rules()
+    same_as_guide = P.behaviour(shipped) == P.behaviour(guide)
+    policies = [
+        Policy("static"),
+        Policy("static + CAPI", capi=True),
+        Policy("oracle static", oracle=True),
+        Policy("oracle static + CAPI", capi=True, oracle=True),
+        Policy("guide CPL rules", guide),
+        *([] if same_as_guide else [Policy("shipped default rules", shipped)]),
+        Policy("tuned CPL rules", cpl.rules),
+        Policy("tuned CPL rules + CAPI", cpl.rules, capi=True),
+        *([] if acting is cpl else [Policy("best acting CPL rules", acting.rules)]),
+        Policy("CPQL rules", cpql.rules),
+        Policy("CPQL rules + CAPI", cpql.rules, capi=True),
+        Policy("CPS rules", cps.rules),
+        Policy("CPS rules + CAPI", cps.rules, capi=True),
+    ]
+    started = time.process_time()
+    results = run_many(params, range(seeds), policies)
+    log(f"  {len(policies)} policies x {seeds} held-out seeds in {time.process_time() - started:.0f} s CPU")
+    notes = {"tuned CPL rules": cpl.label, "best acting CPL rules": f"{acting.label} (spend not held)",
+             "CPQL rules": cpql.label, "CPS rules": cps.label,
+             "guide CPL rules": "the guide's four as written" + (" (= the shipped defaults)" if same_as_guide else ""),
+             recommended: "recommended (chosen on training seeds)"}
+    draws = resamples(seeds)
+    rows = []
+    for policy in policies:
+        row = Row(policy.name, results[policy.name], notes.get(policy.name, ""))
+        row.vs_cpl = paired(row.results, results["tuned CPL rules"], draws)
+        row.vs_static = paired(row.results, results["static"], draws)
+        row.vs_static_capi = paired(row.results, results["static + CAPI"], draws)
+        rows.append(row)
+    rows[0].note = "guide/shipped = " + ("same" if same_as_guide else "differ")
+    for row in rows:
+        if row.name == recommended:
+            row.name += " *"
+    return rows
+
+
+HEADER = ("policy", "cost/signed", "at full spend", "vs tuned CPL [95% CI]", "vs static [95% CI]",
+          "vs static+CAPI [95% CI]", "spend", "leads", "signed", "actions", "refused", "configuration")
+
+
+def table_rows(params: SimParams, rows: Sequence[Row]) -> list[tuple[str, ...]]:
+    out = []
+    for r in rows:
+        n = len(r.results)
+        assert r.vs_cpl is not None
+        assert r.vs_static is not None
+        assert r.vs_static_capi is not None
+        out.append((
+            r.name, f"${cost_per_signed(r.results):,.0f}", f"${at_full_spend(params, r.results):,.0f}",
+            r.vs_cpl.text(), r.vs_static.text(),
+            r.vs_static_capi.text(),
+            f"{spend_share(params, r.results):.0%}", f"{sum(x.leads for x in r.results) / n:.0f}",
+            f"{sum(x.signed for x in r.results) / n:.1f}", f"{sum(x.actions for x in r.results) / n:.1f}",
+            f"{sum(x.refused for x in r.results) / n:.1f}", r.note,
+        ))
+    return out
+
+
+def render(cells: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
+
+
+def bars(rows: Sequence[Row], width: int = 40) -> str:
+    values = [(r.name, cost_per_signed(r.results)) for r in rows]
+    top = max(v for _, v in values if v != float("inf"))
+    return "\n".join(f"  {name:<28} {'#' * round(width * min(v, top) / top):<{width}} ${v:,.0f}" for name, v in values)
+
+
+def goal(rows: Sequence[Row]) -> tuple[bool, str]:
+    rec = next(r for r in rows if r.name.endswith(" *"))
+    assert rec.vs_cpl is not None
+    assert rec.vs_static is not None
+    ok_cpl = rec.vs_cpl.diff <= GOAL_VS_CPL and rec.vs_cpl.high < 0
+    ok_static = rec.vs_static.diff <= 0
+    return ok_cpl and ok_static, (
+        f"{rec.name}: {rec.vs_cpl.text()} vs tuned CPL rules (goal <= {GOAL_VS_CPL:.0%}, interval below 0: "
+        f"{'met' if ok_cpl else 'MISSED'}); {rec.vs_static.text()} vs static (goal <= 0: "
+        f"{'met' if ok_static else 'MISSED'})")
+
+
+def write_outputs(out: Path, sections: list[tuple[str, SimParams, list[Row]]]) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    md, csv_path = out / "decision_quality.md", out / "decision_quality.csv"
+    lines = ["# Decision quality (tests/benchmarks/bench_decision_quality.py)", ""]
+    with csv_path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["monthly_budget", *HEADER])
+        for title, params, rows in sections:
+            cells = table_rows(params, rows)
+            lines += [f"## {title}", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+            lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in cells]
+            lines += ["", goal(rows)[1], ""]
+            writer.writerows([params.monthly_budget, *row] for row in cells)
+    md.write_text("\n".join(lines), encoding="utf-8")
+    written = [md, csv_path]
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return written
+    fig, axes = plt.subplots(1, len(sections), figsize=(7 * len(sections), 6), squeeze=False)
+    for ax, (title, _, rows) in zip(axes[0], sections, strict=True):
+        names = [r.name for r in rows]
+        ax.barh(names, [cost_per_signed(r.results) for r in rows])
+        ax.invert_yaxis()
+        ax.set_title(title)
+        ax.set_xlabel("cost per signed case (USD)")
+    fig.tight_layout()
+    png = out / "decision_quality.png"
+    fig.savefig(png, dpi=100)
+    return [*written, png]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=200, help="held-out seeds per budget (issue 19: 200+)")
+    parser.add_argument("--train-seeds", type=int, default=10, help="training seeds for the grid searches")
+    parser.add_argument("--budgets", default="7000,30000", help="monthly budgets in USD, comma-separated")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a SimParams override")
+    parser.add_argument("--out", type=Path, default=Path("build/bench"), help="where the table files go")
+    args = parser.parse_args(argv)
+    base = SimParams.model_validate(parse_overrides(args.set))
+    sections = []
+    met = True
+    started = time.monotonic()
+    for budget in (float(b) for b in args.budgets.split(",")):
+        params = base.with_(monthly_budget=budget)
+        title = f"${budget:,.0f}/month (${params.daily_budget:,.0f}/day), {args.seeds} held-out seeds"
+        print(f"== {title}", flush=True)
+        rows = evaluate_budget(params, args.seeds, args.train_seeds, lambda s: print(s, flush=True))
+        print(render([HEADER, *table_rows(params, rows)]))
+        print("\ncost per signed case:\n" + bars(rows))
+        ok, text = goal(rows)
+        met = met and ok
+        print(f"\ngoal: {text}\n", flush=True)
+        sections.append((title, params, rows))
+    written = write_outputs(args.out, sections)
+    print("wrote " + ", ".join(map(str, written))
+          + ("" if any(p.suffix == ".png" for p in written) else " (no PNG: matplotlib is not installed)"))
+    print(f"decision quality: {time.monotonic() - started:.0f} s wall; goal {'met' if met else 'MISSED'}")
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

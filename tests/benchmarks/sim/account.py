@@ -1,0 +1,302 @@
+"""One simulated account run day by day under one policy, through leadwire's own code.
+
+Each morning (the start of day d, in the account's time zone, UTC here) the policy's rules are evaluated by the
+rules engine's pure evaluation (`services.rules_engine.logic.evaluate`, as `backtest.py` does) on an in-memory
+snapshot of what leadwire would have stored by then: insights through day d - insights_lag_days, CRM outcomes
+known by then attributed to each lead's ad set and creation day (the cohort). Each acting decision becomes the
+real `CampaignCommand` (`services.rules_engine.messages.to_command`) and passes the campaign executor's own
+guardrails (`services.campaign_executor.logic`: soft and hard budget limits, the account's daily ceiling,
+unpause under the ceiling) with the same `BudgetGuardrailSettings` for every policy; what passes changes the
+account, what is refused counts in the rule's circuit breaker (`record_result`) as in the service. Then the day is
+delivered (`world.deliver`).
+
+Every policy runs with the same account, the same total budget as the account's daily ceiling (raises only fill
+what cuts and pauses freed), the same per-day action allowance, and the same random numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+from contracts.commands import PauseCommand, SetBudgetCommand, UnpauseCommand
+from services.campaign_executor import logic as executor
+from services.rules_engine.logic import evaluate, record_actions, record_result
+from services.rules_engine.messages import to_command
+from services.rules_engine.model import Action, EngineSettings, EngineState, Entity, MetricRow, Snapshot
+from services.rules_engine.rules import Rule
+from services.rules_engine.snapshot import lookback_days
+from shared.settings import BudgetGuardrailSettings
+from tests.benchmarks.sim import world
+from tests.benchmarks.sim.params import SimParams
+
+ACCOUNT = "act_900000001"
+CAMPAIGN = "900000100"
+CURRENCY = "USD"
+DAY0 = date(2026, 1, 1)  # day 1 of the simulation is DAY0 + 1
+
+# The engine logs one line per evaluation and per action: thousands of runs would drown the benchmark's output.
+for _name in ("services.rules_engine.logic", "services.rules_engine.backtest"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+
+_DATES = [DAY0 + timedelta(days=d) for d in range(400)]
+
+
+def day_date(day: int) -> date:
+    return _DATES[day] if 0 <= day < len(_DATES) else DAY0 + timedelta(days=day)
+
+
+def morning(day: int) -> datetime:
+    """When the rules run on ``day``: its first instant (insights of the day before are complete)."""
+    d = day_date(day)
+    return datetime(d.year, d.month, d.day, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What a run does: leadwire's rules (None = static budgets), with or without CRM feedback to Meta (CAPI),
+    and optionally a starting split of the budget (the oracle's)."""
+
+    name: str
+    rules: Sequence[Rule] | None = None
+    capi: bool = False
+    oracle: bool = False
+
+
+@dataclass
+class AdSet:
+    truth: world.AdSetTruth
+    entity_id: str
+    budget: int  # daily budget, minor units (0: the budget is the campaign's)
+    first_seen: int
+    status: str = "ACTIVE"
+    learning_since: int | None = None  # day the current learning phase began
+    learning_leads: int = 0
+    increases: list[int] = field(default_factory=list)  # days of applied budget increases
+
+
+@dataclass
+class RunResult:
+    """What a policy achieved on one seed (money in USD)."""
+
+    spend: float = 0.0
+    leads: int = 0
+    qualified: int = 0
+    signed: int = 0
+    actions: int = 0  # mutating commands the executor applied
+    refused: int = 0  # ... and refused
+    refusals: Counter[str] = field(default_factory=Counter)  # by guardrail
+    paused_days: int = 0  # ad set x days with no delivery
+
+    @property
+    def cost_per_signed(self) -> float:
+        return self.spend / self.signed if self.signed else float("inf")
+
+
+@dataclass
+class _Counts:
+    spend: int = 0
+    impressions: int = 0
+    reach: int = 0
+    clicks: int = 0
+    leads: int = 0
+    qualified: int = 0
+    signed: int = 0
+
+
+class Account:
+    """The state of one simulated account under one policy."""
+
+    def __init__(self, params: SimParams, seed: int, policy: Policy, draws: world.Draws | None = None) -> None:
+        self.params = params
+        self.seed = seed
+        self.policy = policy
+        self.draws = draws or world.Draws(seed)
+        truths = world.draw_account(params, seed)
+        budgets = world.oracle_split(params, truths) if policy.oracle else [t.base_budget for t in truths]
+        self.adsets = [
+            AdSet(t, f"9000002{i:02d}", round(b * 100), round(t.base_budget * 100))
+            for i, (t, b) in enumerate(zip(truths, budgets, strict=True))
+        ]
+        self.by_id = {a.entity_id: a for a in self.adsets}
+        total = sum(a.first_seen for a in self.adsets)
+        # The account's ceiling is its total budget: raises only re-use what cuts and pauses freed.
+        self.limits = BudgetGuardrailSettings(_env_file=None, daily_ceiling=total / 100)
+        self.ceiling, _ = executor.account_ceiling(self.limits, CURRENCY, total)
+        self.engine_settings = EngineSettings(max_actions_per_run=params.max_actions_per_day)
+        self.state = EngineState(account_daily_budget_ceiling={ACCOUNT: self.ceiling})
+        self.lookback = lookback_days(policy.rules or (), 35)
+        self.counts: dict[tuple[int, int], _Counts] = {}  # (ad set index, day) -> what leadwire has stored
+        # ... and as the rules read it: per ad set, the day's row (None: nothing delivered)
+        self.rows: list[list[MetricRow | None]] = [[None] * (params.acting_days + 2) for _ in self.adsets]
+        self.pending: dict[int, list[tuple[int, int, str]]] = {}  # reveal day -> (ad set, lead day, kind)
+        self.result = RunResult()
+        self.decisions = 0
+
+    # ------------------------------------------------------------------------------------------------ the loop
+
+    def run(self) -> RunResult:
+        for day in range(1, self.params.acting_days + 1):
+            self._reveal(day - self.params.crm_lag_days)
+            if self.policy.rules:
+                self._decide(day)
+            self._deliver(day)
+        return self.result
+
+    def _reveal(self, through: int) -> None:
+        """The CRM outcomes known by the end of day ``through`` reach leadwire's store (by lead day)."""
+        for reveal_day in [d for d in self.pending if d <= through]:
+            for adset, lead_day, kind in self.pending.pop(reveal_day):
+                counts = self.counts[(adset, lead_day)]
+                if kind == "qualified":
+                    counts.qualified += 1
+                else:
+                    counts.signed += 1
+                self._store(adset, lead_day, counts)
+
+    def _store(self, i: int, day: int, c: _Counts) -> None:
+        self.rows[i][day] = MetricRow(day_date(day), None, self.adsets[i].entity_id, CAMPAIGN, c.spend,
+                                      c.impressions, c.reach, c.clicks, c.leads, c.qualified, c.signed)
+
+    def entities(self) -> list[Entity]:
+        return [
+            Entity(id=a.entity_id, level="adset", name=a.truth.name, status=a.status, account_id=ACCOUNT,
+                   campaign_id=CAMPAIGN, campaign_name="Sim Leads", adset_id=a.entity_id,
+                   daily_budget=a.budget or None, currency=CURRENCY, timezone="UTC")
+            for a in self.adsets
+        ]
+
+    def snapshot(self, day: int) -> Snapshot:
+        """What the rules read on the morning of ``day``: insights through day - lag, CRM outcomes known so far."""
+        last = day - self.params.insights_lag_days
+        first = max(1, day - self.lookback + 1)
+        rows: list[MetricRow] = []
+        for days in self.rows:
+            rows.extend(r for r in days[first:last + 1] if r is not None)
+        return Snapshot(entities=self.entities(), rows=rows)
+
+    def _decide(self, day: int) -> list[tuple[Action, bool]]:
+        """Evaluate the rules on the morning of ``day`` and execute what they decide: (action, applied) each."""
+        now = morning(day)
+        self.state = EngineState(
+            actions=self.state.actions,
+            consecutive_failures=self.state.consecutive_failures,
+            account_daily_budget_ceiling=self.state.account_daily_budget_ceiling,
+            data_as_of={ACCOUNT: now},
+        )
+        assert self.policy.rules is not None
+        decisions = evaluate(self.policy.rules, self.snapshot(day), self.state, now, self.engine_settings)
+        self.decisions += len(decisions)
+        self.state = record_actions(self.state, decisions, keep=timedelta(days=8))
+        done = []
+        for decision in decisions:
+            if decision.outcome != "acted":
+                continue
+            for action in decision.actions:
+                if action.kind == "notify":
+                    continue
+                ok = self.execute(action, day)
+                self.state = record_result(self.state, action.rule, ok=ok)
+                done.append((action, ok))
+        return done
+
+    # ------------------------------------------------------------------------------------------------ executor
+
+    def active_total(self) -> int:
+        return sum(a.budget or 0 for a in self.adsets if a.status == "ACTIVE")
+
+    def execute(self, action: Action, day: int) -> bool:
+        """Apply the action's command as the campaign executor would, within its guardrails. True when applied."""
+        message = to_command(action)
+        assert message is not None
+        command = message.payload.root
+        adset = self.by_id[command.object_id]
+        obj = executor.ObjectState(adset.entity_id, ACCOUNT, adset.status, adset.status, adset.budget, None,
+                                   adset.truth.name)
+        refusal = executor.object_status_refusal(command.kind, obj)
+        if refusal is None and isinstance(command, UnpauseCommand):
+            refusal = executor.unpause_ceiling_refusal(obj, self.active_total(), CURRENCY, self.ceiling)
+        if refusal is None and isinstance(command, SetBudgetCommand):
+            target = executor.budget_target(command, adset.budget)
+            week_ago = day - 7
+            facts = executor.BudgetFacts(
+                current=adset.budget, target=target, currency=CURRENCY, changes_last_hour=0,
+                spent=0,  # the morning: nothing spent today yet
+                account_daily_total=self.active_total(), ceiling=self.ceiling, first_seen=adset.first_seen,
+                increases_last_week=sum(1 for d in adset.increases if d > week_ago),
+            )
+            refusal = executor.hard_budget_refusal(command, facts, self.limits) or executor.budget_refusal(
+                command, facts, self.limits)
+        if refusal is not None:
+            self.result.refused += 1
+            self.result.refusals[refusal.guardrail] += 1
+            return False
+        self.result.actions += 1
+        if isinstance(command, PauseCommand):
+            adset.status = "PAUSED"
+        elif isinstance(command, UnpauseCommand):
+            if adset.status != "ACTIVE":
+                adset.status = "ACTIVE"
+                self._learn(adset, day)
+        elif isinstance(command, SetBudgetCommand):
+            target = command.amount_minor
+            if target > adset.budget:
+                adset.increases.append(day)
+            if abs(target - adset.budget) / adset.budget * 100 > self.params.learning_step_pct + 1e-9:
+                self._learn(adset, day)
+            adset.budget = target
+        return True
+
+    def _learn(self, adset: AdSet, day: int) -> None:
+        adset.learning_since = day
+        adset.learning_leads = 0
+
+    # ------------------------------------------------------------------------------------------------ delivery
+
+    def _learning(self, adset: AdSet, day: int) -> bool:
+        if adset.learning_since is None:
+            return False
+        if day - adset.learning_since >= self.params.learning_days or adset.learning_leads >= (
+                self.params.learning_events):
+            adset.learning_since = None
+            return False
+        return True
+
+    def _deliver(self, day: int) -> None:
+        p = self.params
+        capi = world.capi_progress(p, day) if self.policy.capi else 0.0
+        for i, adset in enumerate(self.adsets):
+            if adset.status != "ACTIVE":
+                self.result.paused_days += 1
+                continue
+            spend = adset.budget / 100
+            learning = self._learning(adset, day)
+            leads = world.deliver(p, self.draws, i, adset.truth, day, spend, learning=learning, capi=capi)
+            if learning:
+                adset.learning_leads += len(leads)
+            impressions = round(spend / p.cpm * 1000)
+            counts = self.counts[(i, day)] = _Counts(
+                spend=adset.budget, impressions=impressions, reach=round(impressions / p.daily_frequency),
+                clicks=round(impressions * p.ctr_pct / 100), leads=len(leads),
+            )
+            self._store(i, day, counts)
+            self.result.spend += spend
+            self.result.leads += len(leads)
+            for lead in leads:
+                if lead.qualified_day is not None:
+                    self.result.qualified += 1
+                    self.pending.setdefault(lead.qualified_day, []).append((i, day, "qualified"))
+                if lead.signed_day is not None:
+                    if lead.signed_day <= p.counting_days:
+                        self.result.signed += 1
+                    self.pending.setdefault(lead.signed_day, []).append((i, day, "signed"))
+
+
+def simulate(params: SimParams, seed: int, policy: Policy, draws: world.Draws | None = None) -> RunResult:
+    """Run ``policy`` on the account of ``seed`` for ``params.acting_days`` days (``draws``: the seed's shared
+    random numbers, when several policies run on it)."""
+    return Account(params, seed, policy, draws).run()
