@@ -363,7 +363,9 @@ class CommandResult(Payload):
     guardrail: str | None = Field(
         default=None, description="Which guardrail refused it (budget_step, budget_changes_per_hour, "
                                   "spend_floor, object_status, stale_decision; hard limits: hard_max_budget, "
-                                  "daily_ceiling, budget_increases_per_week).",
+                                  "daily_ceiling, budget_increases_per_week; changed_elsewhere: a retried "
+                                  "command found the object changed since its earlier attempt (e.g. in Ads "
+                                  "Manager) and was abandoned, nothing applied).",
     )
     forced: bool = Field(
         default=False, description="Applied (or would be) with `force`: the soft guardrails were skipped.",

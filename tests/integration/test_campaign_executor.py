@@ -80,6 +80,7 @@ async def start_executor(
         await db.execute("delete from campaign_commands where object_id = any($1::text[])", objects)
         await db.execute("delete from first_seen_budgets where key = any($1::text[])",
                          objects + list(sandbox.state["accounts"]))
+        await db.execute("delete from meta_budget_blocks where object_id = any($1::text[])", objects)
         service = create_app(executor_settings(settings, sandbox, budget, **guards))
         await service.start()
         started.append(service)
