@@ -369,7 +369,8 @@ class CommandResult(Payload):
     guardrail: str | None = Field(
         default=None, description="Which guardrail refused it (budget_step, budget_changes_per_hour, "
                                   "spend_floor, object_status, stale_decision; hard limits: hard_max_budget, "
-                                  "daily_ceiling, budget_increases_per_week; changed_elsewhere: a retried "
+                                  "daily_ceiling, budget_increases_per_week; no_usable_rows: an audience "
+                                  "upload without a row that identifies anyone; changed_elsewhere: a retried "
                                   "command found the object changed since its earlier attempt (e.g. in Ads "
                                   "Manager) and was abandoned, nothing applied).",
     )
@@ -389,4 +390,9 @@ class CommandResult(Payload):
     )
     before: dict[str, Any] = Field(default_factory=dict, description="Values read from Meta before acting.")
     after: dict[str, Any] = Field(default_factory=dict, description="Values set (or that would be set).")
-    counts: dict[str, int] = Field(default_factory=dict, description="Audience uploads: rows, requests, invalid.")
+    counts: dict[str, int] = Field(
+        default_factory=dict,
+        description="Audience uploads: rows (in the command), rows_sent, rows_dropped (no usable identifier), "
+                    "requests, num_received and num_invalid_entries (Meta's answer), rows_accepted (received minus "
+                    "invalid: what Meta can match; the audience's size shows matches hours later).",
+    )

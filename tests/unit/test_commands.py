@@ -353,9 +353,28 @@ def test_values_are_normalized_and_hashed_like_meta_expects() -> None:
 
 
 def test_unusable_values_become_empty_not_hashed_garbage() -> None:
-    prepared = audiences.prepare_rows(["EMAIL", "PHONE"], [["not-an-email", "12"]], "US")
-    assert prepared.rows == [["", ""]]
-    assert prepared.values_dropped == 2
+    prepared = audiences.prepare_rows(["EMAIL", "PHONE"], [["not-an-email", "12"], ["x@example.com", "12"]], "US")
+    assert prepared.rows == [[audiences.sha256_hex("x@example.com"), ""]]
+    assert prepared.values_dropped == 3
+    assert prepared.rows_dropped == 1  # nothing usable was left of the first row: not sent
+
+
+@pytest.mark.parametrize(
+    ("schema", "row", "sent"),
+    [
+        (["EMAIL", "PHONE"], ["", ""], False),  # all empty
+        (["EMAIL", "GEN", "COUNTRY"], ["", "f", "US"], False),  # nothing that tells people apart
+        (["FN", "LN"], ["Mary", "Smith"], False),  # a name alone matches too many people
+        (["FN", "LN", "ZIP"], ["Mary", "Smith", "77001"], True),
+        (["FI", "LN", "DOBY"], ["M", "Smith", "1980"], True),
+        (["PHONE"], ["+1 202 555 0100"], True),
+        (["MADID"], ["6D92078A-8246-4BA4-AE5B-76104861E7DC"], True),
+        (["EXTERN_ID", "EMAIL"], ["crm-1", ""], True),
+    ],
+)
+def test_rows_without_a_usable_identifier_are_left_out(schema: list[str], row: list[str], sent: bool) -> None:
+    prepared = audiences.prepare_rows(schema, [row], "US")
+    assert (len(prepared.rows), prepared.rows_dropped) == ((1, 0) if sent else (0, 1))
 
 
 def test_rows_are_sent_in_batches_of_ten_thousand() -> None:
