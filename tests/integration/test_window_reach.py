@@ -24,6 +24,7 @@ from pydantic import SecretStr, ValidationError
 from services.insights_poller.logic import DEFAULT_REACH_WINDOWS, Window, reach_window
 from services.insights_poller.settings import InsightsSettings
 from services.insights_poller.worker import InsightsPoller
+from services.rules_engine.cli import run_backtest
 from services.rules_engine.logic import evaluate
 from services.rules_engine.model import EngineSettings, Snapshot
 from services.rules_engine.rules import DEFAULT_RULES_DIR, load_rules, window_bounds
@@ -268,3 +269,25 @@ async def test_frequency_over_7_days_of_an_ad_comes_from_its_window_reach(
     assert top in expected
     assert fired(snap) == expected
     assert fired(Snapshot(entities=snap.entities, rows=snap.rows)) == set()  # summed daily reach: never fires
+
+
+async def test_the_backtest_asks_meta_for_each_days_window_reach(db, http, sandbox, clean, settings) -> None:
+    """`leadwire rules backtest`: frequency over 7 days on each replayed day from Meta's reach of that range."""
+    today = today_ny()
+    await make_poller(db, http, sandbox, reach_windows=[]).refresh_account(MAIN, since=today - timedelta(days=9))
+    meta = MetaSettings(access_token=SecretStr(sandbox.token), app_secret=SecretStr(sandbox.app_secret),
+                        graph_url=sandbox.url, ad_account_id=[MAIN], request_timeout_seconds=10)
+    with_meta = settings.replace(meta)
+    await sandbox.reset_calls()
+
+    text = await run_backtest(with_meta, DEFAULT_RULES_DIR, 3, [MAIN])
+
+    # frequency-cap reads last_7_days at ad set level: 3 days, 3 ranges, one call each (one page).
+    assert "window reach: 3 ranges asked from Meta" in text
+    assert await insights_gets(sandbox) == 3
+    capped = [line for line in text.splitlines() if "frequency-cap" in line and INTERESTS in line]
+    assert any(" acted " in f" {line} " and "pause" in line for line in capped), text
+
+    summed = await run_backtest(with_meta, DEFAULT_RULES_DIR, 3, [MAIN], meta_reach=False)
+    assert "window reach: not asked from Meta" in summed
+    assert not [line for line in summed.splitlines() if "frequency-cap" in line and " acted " in f" {line} "]
