@@ -102,6 +102,10 @@ async def test_a_change_meta_refused_and_the_operator_overrode_is_abandoned(
     assert (other.status, other.guardrail) == ("refused", "budget_changes_per_hour")
     assert "613/1487632" in other.detail
     assert await writes_to(sandbox, adset) == []
+    # Meta blocks budget changes only: pausing the ad set still works within the hour.
+    paused = await worker.execute(command("pause", object_id=adset, level="adset"))
+    assert paused is not None
+    assert paused.status == "ok", paused.detail
 
     # An hour later Meta's block is over; the operator sets $20 in Ads Manager, then the raise is retried.
     await move_clock(sandbox, start + 61 * 60)

@@ -19,6 +19,7 @@ from services.campaign_executor.commands import CommandContext
 from services.campaign_executor.logic import BudgetFacts, CommandOutcome, ObjectState, Refusal, refused
 from services.campaign_executor.meta_reads import call
 from shared.graph.errors import ThrottledError
+from shared.graph.usage import Scope, budget_edit_key
 from shared.money import format_money
 
 BUDGET_BLOCK_SECONDS = 3600.0  # Meta blocks an ad set's budget changes for an hour after 613/1487632
@@ -120,7 +121,8 @@ async def _set_budget(
 ) -> None:
     # Setting an absolute value is idempotent, so a network error after sending may be retried.
     try:
-        await call(ctx.graph.post(command.object_id, {field_name: target}, max_wait=ctx.max_wait, idempotent=True))
+        await call(ctx.graph.post(command.object_id, {field_name: target}, max_wait=ctx.max_wait, idempotent=True,
+                                  scope=Scope.key(budget_edit_key(command.object_id))))
     except ThrottledError as exc:
         if logic.is_budget_block(exc):
             # Meta's count (Ads Manager edits included) says the hourly limit is reached: remember it, so no
