@@ -38,6 +38,7 @@ from shared.messaging import PermanentError, RetryLater
 logger = logging.getLogger(__name__)
 
 THROTTLE_FALLBACK_SECONDS = 60.0
+BUDGET_BLOCK_MARGIN_SECONDS = 60.0
 
 
 class Worker:
@@ -73,6 +74,10 @@ class Worker:
                 outcome = await self._dispatch(conn, command, row)
             except ThrottledError as exc:
                 delay = exc.retry_after if exc.retry_after is not None else THROTTLE_FALLBACK_SECONDS
+                if (exc.scope or "").startswith("action:budget "):
+                    # Meta's budget-change block: retry once it is surely over (ours is recorded a moment later
+                    # than Meta's started), so the retry is not refused by its own record of the block.
+                    delay += BUDGET_BLOCK_MARGIN_SECONDS
                 raise RetryLater(f"Meta throttled ({exc.kind}, code={exc.code}/{exc.subcode})", delay=delay) from None
             except AuthError as exc:
                 raise PermanentError(f"Meta token rejected (code={exc.code}/{exc.subcode}): fix and replay") from None

@@ -88,8 +88,9 @@ async def test_a_change_meta_refused_and_the_operator_overrode_is_abandoned(
     target = current * 6 // 5  # +20 %: within the step limit, and leadwire's own log holds no change this hour
     raise_ = command("set_budget", object_id=adset, level="adset", amount_minor=target)
 
-    with pytest.raises(RetryLater, match="1487632"):
+    with pytest.raises(RetryLater, match="1487632") as retry:
         await worker.execute(raise_)
+    assert retry.value.delay > 3600, "retried once Meta's hour-long block is surely over"
     row = await db.fetchrow("select status, plan from campaign_commands where command_id = $1",
                             raise_.payload.root.command_id)
     assert row["status"] == "applying"  # Meta's throttle: retried later
