@@ -126,7 +126,8 @@ async def _window_reach(
     last_day = max(row.date for row in history.rows)
     replay_days = [last_day - timedelta(days=n) for n in range(days)]
     async with graph_client(settings) as graph:
-        found = await read_reach_history(graph, accounts, rules, {r.scope.level for r in rules}, replay_days)
+        levels = {r.scope.level for r in rules if reach_windows([r])}
+        found = await read_reach_history(graph, accounts, rules, levels, replay_days)
     note = f"window reach: {found.calls} ranges asked from Meta"
     if found.failed:
         note += f", {found.failed} unavailable (those days use summed daily reach)"
