@@ -6,6 +6,7 @@ from datetime import date, timedelta
 
 from services.rules_engine.backtest import backtest, render_backtest, render_money, replay, unbounded_rules
 from services.rules_engine.model import Decision, Snapshot
+from services.rules_engine.reach_history import ranges, reach_windows
 from services.rules_engine.rules import DEFAULT_RULES_DIR, load_rules
 from shared.settings import BudgetGuardrailSettings
 from tests.unit.test_rules_logic import adset, days
@@ -149,3 +150,13 @@ def test_the_backtest_judges_frequency_over_7_days_by_the_windows_reach() -> Non
     decisions = [d for d in backtest(rules, history, days=10, window_reach_by_day=reach) if d.actions]
     assert [(d.evaluated_at.date(), d.entity_id, d.outcome) for d in decisions] == [(day(8), "F", "acted")]
     assert decisions[0].metrics["last_7_days"]["frequency"] == 21_000 / 4_000
+
+
+def test_each_window_reach_range_is_asked_once_for_all_the_days_it_serves() -> None:
+    rules = [r for r in load_rules(DEFAULT_RULES_DIR) if r.name == "frequency-cap"]
+    assert reach_windows(rules) == {"last_7_days"}
+    assert reach_windows([r for r in load_rules(DEFAULT_RULES_DIR) if r.name == "scale-winners"]) == set()
+    wanted = ranges({"last_7_days", "previous_7_days"}, [day(9), day(10)])
+    # day 10's previous_7_days (days 3..9) is day 9's last_7_days: one range, two uses
+    assert wanted[(day(3), day(9))] == [(day(9), "last_7_days"), (day(10), "previous_7_days")]
+    assert len(wanted) == 3
