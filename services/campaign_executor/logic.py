@@ -18,6 +18,7 @@ from contracts.commands import (
     SetBudgetCommand,
     UploadAudienceCommand,
 )
+from shared import budget_guardrails
 from shared.budget_guardrails import daily_ceiling_minor, spend_floor
 from shared.graph.errors import GraphError
 from shared.money import apply_percent, format_money, parse_minor
@@ -282,7 +283,7 @@ def hard_budget_refusal(
 
 def max_daily_budget(first_seen: int, limits: BudgetGuardrailSettings) -> int:
     """The largest daily budget an object may get: the multiple of its first-seen budget, rounded down."""
-    return int(first_seen * limits.max_multiple_of_first_seen)
+    return budget_guardrails.max_daily_budget(first_seen, limits.max_multiple_of_first_seen)
 
 
 def account_ceiling(limits: BudgetGuardrailSettings, currency: str, first_seen_total: int) -> tuple[int, str]:

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 from services.rules_engine.logic import evaluate, record_actions
 from services.rules_engine.model import Action, Decision, EngineSettings, EngineState, Entity, Snapshot
 from services.rules_engine.rules import ChangeBudgetAction, Rule
-from shared.budget_guardrails import daily_ceiling_minor
+from shared.budget_guardrails import daily_ceiling_minor, max_daily_budget
 from shared.money import format_money
 from shared.settings import BudgetGuardrailSettings
 
@@ -109,8 +109,8 @@ def _ceilings(entities: Sequence[Entity], limits: BudgetGuardrailSettings) -> di
     out = {}
     for account, currency in currencies.items():
         configured = daily_ceiling_minor(limits.daily_ceiling, currency)
-        out[account] = configured if configured is not None else int(totals[account]
-                                                                      * limits.max_multiple_of_first_seen)
+        out[account] = configured if configured is not None else max_daily_budget(
+            totals[account], limits.max_multiple_of_first_seen)
     return out
 
 
@@ -129,7 +129,7 @@ class _HardLimits:
             return None
         first = self.first_seen.get(action.entity_id)
         if action.budget_field == "daily_budget" and first is not None:
-            limit = int(first * self.limits.max_multiple_of_first_seen)
+            limit = max_daily_budget(first, self.limits.max_multiple_of_first_seen)
             if action.budget > limit:
                 return "hard_max_budget", (
                     f"{format_money(action.budget, currency)} is above the limit of {format_money(limit, currency)} "
