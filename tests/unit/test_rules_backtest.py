@@ -160,3 +160,16 @@ def test_each_window_reach_range_is_asked_once_for_all_the_days_it_serves() -> N
     # day 10's previous_7_days (days 3..9) is day 9's last_7_days: one range, two uses
     assert wanted[(day(3), day(9))] == [(day(9), "last_7_days"), (day(10), "previous_7_days")]
     assert len(wanted) == 3
+
+
+def test_the_account_ceiling_holds_raises_in_the_backtest() -> None:
+    # X, Y and Z have $100 a day each; X is paused on day 4, so $200 stays active: a $205 ceiling leaves no room
+    # for Y's +$20.
+    limits = BudgetGuardrailSettings.model_construct(daily_ceiling=205.0)
+    report = replay(load_rules(DEFAULT_RULES_DIR), history(), days=10, limits=limits)
+    assert report.end["Y"].daily_budget == 10_000
+    held = [d for d in report.decisions if d.rule == "scale-winners" and d.reason == "ceiling"]
+    assert [d.evaluated_at.date() for d in held] == [day(n) for n in (7, 8, 9, 10)]
+    assert report.money[("scale-winners", "USD")].refused == {"daily_ceiling": 4}
+    # By default the ceiling is 2x the active total at the start ($300 -> $600): no raise here reaches it.
+    assert replay(load_rules(DEFAULT_RULES_DIR), history(), days=10).end["Y"].daily_budget == 17_280
