@@ -9,7 +9,7 @@ export DATABASE_URL ?= postgresql://leadwire:leadwire@127.0.0.1:5432/leadwire
 # The vhost and database the suite uses (a second checkout on the same machine sets another name).
 export LEADWIRE_TEST_VHOST ?= leadwire_test
 
-.PHONY: help up test test-fast test-hours bench bench-decision-quality lint fmt migrate schemas asyncapi contracts infra install sandbox clean
+.PHONY: help up test test-fast test-hours bench bench-decision-quality lint fmt migrate meta-enums schemas asyncapi contracts infra install sandbox clean
 
 help:
 	@echo "make up       set up everything and run all services (demo against the Graph sandbox without META_ACCESS_TOKEN)"
@@ -18,7 +18,7 @@ help:
 	@echo "make test-hours  the suite as if run at 00:30, 09:00 and 23:30 in the account's time zone (TEST_HOURS)"
 	@echo "make bench    run every benchmark under tests/benchmarks/ and print figures"
 	@echo "make bench-decision-quality  only the simulated account of issue 19 (no services; ~5 min; SEEDS=200)"
-	@echo "make lint     ruff, import boundaries (lint-imports), mypy;  make fmt: ruff format;  make migrate;  make contracts: regenerate schemas + AsyncAPI"
+	@echo "make lint     ruff, import boundaries (lint-imports), mypy;  make fmt: ruff format;  make migrate;  make contracts: regenerate Meta enums (from the SDK) + schemas + AsyncAPI"
 
 # A working .venv (rebuilt when a failed run left it without pip) with the project installed; see the script.
 install:
@@ -69,13 +69,17 @@ fmt: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# contracts/meta_enums.py from the installed facebook-business SDK (first: the schemas show its values).
+meta-enums: install
+	$(BIN)/leadwire meta-enums
+
 schemas: install
 	$(BIN)/leadwire schemas
 
 asyncapi: install
 	$(BIN)/leadwire asyncapi
 
-contracts: schemas asyncapi
+contracts: meta-enums schemas asyncapi
 
 sandbox: install
 	$(BIN)/python -m services.graph_sandbox

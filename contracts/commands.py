@@ -19,6 +19,15 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
 from contracts.envelope import Payload
+from contracts.meta_enums import (
+    AdSetBidStrategy,
+    BillingEvent,
+    CallToActionType,
+    CampaignBidStrategy,
+    CampaignObjective,
+    OptimizationGoal,
+    SpecialAdCategory,
+)
 
 __all__ = [
     "AdSetSpec",
@@ -42,13 +51,9 @@ __all__ = [
 ObjectLevel = Literal["campaign", "adset", "ad"]
 BudgetLevel = Literal["campaign", "adset"]
 BudgetKind = Literal["daily", "lifetime"]
-Objective = Literal[
-    "OUTCOME_LEADS", "OUTCOME_TRAFFIC", "OUTCOME_ENGAGEMENT", "OUTCOME_AWARENESS", "OUTCOME_SALES",
-    "OUTCOME_APP_PROMOTION",
-]
-SpecialAdCategory = Literal[
-    "NONE", "HOUSING", "EMPLOYMENT", "FINANCIAL_PRODUCTS_SERVICES", "ISSUES_ELECTIONS_POLITICS",
-]
+# Meta's enums (objective, special ad categories, bid strategies, optimization goals, billing events, call to action
+# types) come from the facebook-business SDK through the generated contracts/meta_enums.py (`make contracts`).
+Objective = CampaignObjective
 AudienceKey = Literal[
     "EXTERN_ID", "EMAIL", "PHONE", "GEN", "DOBY", "DOBM", "DOBD", "LN", "FN", "FI", "CT", "ST", "ZIP", "MADID",
     "COUNTRY",
@@ -205,7 +210,7 @@ class CampaignSpec(_Spec):
         default=None, description="Campaign budget (Advantage campaign budget); else budgets live on the ad set.",
     )
     stop_time: str | None = Field(default=None, description="Needed with a lifetime campaign budget (ISO 8601).")
-    bid_strategy: str | None = Field(default=None, examples=["LOWEST_COST_WITHOUT_CAP"])
+    bid_strategy: CampaignBidStrategy | None = Field(default=None, examples=["LOWEST_COST_WITHOUT_CAP"])
     is_adset_budget_sharing_enabled: bool = Field(
         default=False, description="Sent when budgets are on ad sets (required by Meta since v24).",
     )
@@ -221,15 +226,15 @@ class CampaignSpec(_Spec):
 
 class AdSetSpec(_Spec):
     name: str = Field(min_length=1, max_length=400, examples=["MVA - 25-65 - Texas"])
-    optimization_goal: str = Field(default="LEAD_GENERATION", examples=["LEAD_GENERATION"])
-    billing_event: str = Field(default="IMPRESSIONS", examples=["IMPRESSIONS"])
+    optimization_goal: OptimizationGoal = Field(default="LEAD_GENERATION", examples=["LEAD_GENERATION"])
+    billing_event: BillingEvent = Field(default="IMPRESSIONS", examples=["IMPRESSIONS"])
     targeting: dict[str, Any] = Field(
         description="Meta targeting spec (must include geo_locations).",
         examples=[{"geo_locations": {"regions": [{"key": "4063"}]}, "age_min": 25, "age_max": 65}],
     )
     page_id: ObjectId = Field(description="promoted_object.page_id: the Page running the lead form.")
     budget: BudgetSpec | None = Field(default=None, description="Ad set budget (when the campaign has none).")
-    bid_strategy: str | None = Field(default=None, examples=["LOWEST_COST_WITHOUT_CAP"])
+    bid_strategy: AdSetBidStrategy | None = Field(default=None, examples=["LOWEST_COST_WITHOUT_CAP"])
     bid_amount_minor: int | None = Field(default=None, gt=0)
     start_time: str | None = Field(default=None, description="ISO 8601; default now.")
     end_time: str | None = Field(default=None, description="ISO 8601; needed with a lifetime budget.")
@@ -251,7 +256,8 @@ class CreativeSpec(_Spec):
     message: str = Field(min_length=1, max_length=5000, examples=["Injured in a crash? Free case review."])
     link: str = Field(min_length=1, examples=["https://example.com/free-case-review"])
     headline: str | None = Field(default=None, max_length=255, examples=["No fee unless we win"])
-    call_to_action: str = Field(default="SIGN_UP", examples=["SIGN_UP"])
+    call_to_action: CallToActionType = Field(default="SIGN_UP", description="The button's type.",
+                                             examples=["SIGN_UP"])
 
     @model_validator(mode="after")
     def _one_image(self) -> CreativeSpec:
@@ -363,7 +369,10 @@ class CommandResult(Payload):
     guardrail: str | None = Field(
         default=None, description="Which guardrail refused it (budget_step, budget_changes_per_hour, "
                                   "spend_floor, object_status, stale_decision; hard limits: hard_max_budget, "
-                                  "daily_ceiling, budget_increases_per_week).",
+                                  "daily_ceiling, budget_increases_per_week; no_usable_rows: an audience "
+                                  "upload without a row that identifies anyone; changed_elsewhere: a retried "
+                                  "command found the object changed since its earlier attempt (e.g. in Ads "
+                                  "Manager) and was abandoned, nothing applied).",
     )
     forced: bool = Field(
         default=False, description="Applied (or would be) with `force`: the soft guardrails were skipped.",
@@ -381,4 +390,9 @@ class CommandResult(Payload):
     )
     before: dict[str, Any] = Field(default_factory=dict, description="Values read from Meta before acting.")
     after: dict[str, Any] = Field(default_factory=dict, description="Values set (or that would be set).")
-    counts: dict[str, int] = Field(default_factory=dict, description="Audience uploads: rows, requests, invalid.")
+    counts: dict[str, int] = Field(
+        default_factory=dict,
+        description="Audience uploads: rows (in the command), rows_sent, rows_dropped (no usable identifier), "
+                    "requests, num_received and num_invalid_entries (Meta's answer), rows_accepted (received minus "
+                    "invalid: what Meta can match; the audience's size shows matches hours later).",
+    )

@@ -24,3 +24,9 @@ def spend_floor(spent: int) -> int:
 def daily_ceiling_minor(ceiling: float | None, currency: str) -> int | None:
     """BUDGET_DAILY_CEILING (major units) in the minor units of an account's ``currency``; None = no ceiling."""
     return None if ceiling is None else to_minor(str(ceiling), currency)
+
+
+def max_daily_budget(first_seen: int, multiple: float) -> int:
+    """Hard limit: the largest daily budget an object may get, ``multiple`` times the one leadwire first saw,
+    rounded down (the executor refuses more, `force` or not; the rules backtest applies the same)."""
+    return int(first_seen * multiple)

@@ -224,6 +224,19 @@ def _cmd_schemas(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_meta_enums(args: argparse.Namespace) -> int:
+    from shared.meta import sdk_enums
+
+    if args.check:
+        path = sdk_enums.MODULE_PATH
+        if not path.exists() or path.read_text(encoding="utf-8") != sdk_enums.render():
+            sys.stderr.write("contracts/meta_enums.py is stale for the installed SDK (run `make contracts`)\n")
+            return 1
+        return 0
+    logger.info("wrote %s", sdk_enums.write())
+    return 0
+
+
 def _cmd_asyncapi(services: Sequence[ServiceSpec], args: argparse.Namespace) -> int:
     from shared.asyncapi import ASYNCAPI_PATH, render
 
@@ -304,6 +317,7 @@ def build_parser(services: Sequence[ServiceSpec], command: Sequence[str] = ("lea
         func=_cmd_migrate
     )
     for name, func, what in (
+        ("meta-enums", _cmd_meta_enums, "Meta enum module (from the facebook-business SDK)"),
         ("schemas", _cmd_schemas, "JSON Schemas"),
         ("asyncapi", functools.partial(_cmd_asyncapi, services), "AsyncAPI"),
     ):

@@ -30,6 +30,11 @@ from shared.meta.customer_data import (
 
 MAX_ROWS_PER_REQUEST = 10_000  # docs/meta-api.md §12.2
 UNHASHED_KEYS = frozenset({"EXTERN_ID", "MADID"})
+# A row can match a person only with one of these, or with a name (last name and first name or initial) plus
+# where or when (zip, city, state, date of birth). Rows with neither (all empty, or only gender/country) are not
+# sent: Meta would count them in num_invalid_entries and they can match no one.
+IDENTIFYING_KEYS = frozenset({"EMAIL", "PHONE", "MADID", "EXTERN_ID"})
+NAME_CONTEXT_KEYS = frozenset({"ZIP", "CT", "ST", "DOBY"})
 
 
 def _digits(width: int) -> Callable[[str, str], str]:
@@ -71,10 +76,11 @@ _NORMALIZERS: dict[str, Callable[[str, str], str]] = {
 class PreparedRows:
     """Rows ready for Meta, plus counts for the audit log (no values)."""
 
-    rows: list[list[str]]
+    rows: list[list[str]]  # the rows to send: each has a usable identifier
     values_hashed: int
     values_passed_through: int
     values_dropped: int
+    rows_dropped: int = 0  # rows left out: no usable identifier after normalization
 
     @property
     def digest(self) -> str:
@@ -103,8 +109,17 @@ def prepare_value(key: str, value: str, country: str) -> tuple[str, str]:
     return sha256_hex(normalized), "hashed"
 
 
+def has_identifier(schema: Sequence[str], prepared: Sequence[str]) -> bool:
+    """Whether a prepared row can identify a person (see IDENTIFYING_KEYS)."""
+    present = {key for key, value in zip(schema, prepared, strict=True) if value}
+    if present & IDENTIFYING_KEYS:
+        return True
+    return "LN" in present and bool(present & {"FN", "FI"}) and bool(present & NAME_CONTEXT_KEYS)
+
+
 def prepare_rows(schema: Sequence[str], rows: Sequence[Sequence[str]], default_country: str) -> PreparedRows:
-    """Normalize and hash every value; a row's COUNTRY column (if any) drives its phone/state/zip rules."""
+    """Normalize and hash every value; a row's COUNTRY column (if any) drives its phone/state/zip rules. Rows
+    without a usable identifier afterwards are left out (counted in `rows_dropped`)."""
     country_col = list(schema).index("COUNTRY") if "COUNTRY" in schema else None
     out: list[list[str]] = []
     counts = {"hashed": 0, "passed": 0, "dropped": 0}
@@ -120,8 +135,9 @@ def prepare_rows(schema: Sequence[str], rows: Sequence[Sequence[str]], default_c
             text, what = prepare_value(key, value, country)
             counts[what] += 1
             prepared.append(text)
-        out.append(prepared)
-    return PreparedRows(out, counts["hashed"], counts["passed"], counts["dropped"])
+        if has_identifier(schema, prepared):
+            out.append(prepared)
+    return PreparedRows(out, counts["hashed"], counts["passed"], counts["dropped"], rows_dropped=len(rows) - len(out))
 
 
 def request_chunks(rows: Sequence[list[str]], size: int = MAX_ROWS_PER_REQUEST) -> Iterator[list[list[str]]]:

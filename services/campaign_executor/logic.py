@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from contracts.commands import (
@@ -17,6 +18,7 @@ from contracts.commands import (
     SetBudgetCommand,
     UploadAudienceCommand,
 )
+from shared import budget_guardrails
 from shared.budget_guardrails import daily_ceiling_minor, spend_floor
 from shared.graph.errors import GraphError
 from shared.money import apply_percent, format_money, parse_minor
@@ -132,6 +134,37 @@ def object_status_refusal(kind: str, obj: ObjectState) -> Refusal | None:
     return None
 
 
+def is_budget_block(error: GraphError) -> bool:
+    """Meta's "too many budget changes on this ad set" (613/1487632): budget changes are blocked for an hour."""
+    return (error.code, error.subcode) == (613, 1487632)
+
+
+def changed_elsewhere(
+    field_name: str, plan: Mapping[str, Any], now: Any, currency: str | None = None
+) -> Refusal | None:
+    """An earlier attempt planned ``plan[field_name]`` from ``plan["from"]``; Meta now has ``now``.
+
+    Meta showing the value the attempt started from (it did not apply) or its target (it did) is ours to finish
+    or re-check; anything else means someone changed the object since (a human in Ads Manager, another tool):
+    the command is abandoned, never re-applied from the old plan. A plan without "from" (written before it was
+    recorded) cannot tell and is re-checked like a new decision.
+    """
+    if "from" not in plan or now in (plan["from"], plan.get(field_name)):
+        return None
+
+    def shown(value: Any) -> str:
+        if currency is not None and isinstance(value, int):
+            return format_money(value, currency)
+        return str(value)
+
+    return Refusal(
+        "changed_elsewhere",
+        f"abandoned: {field_name} is {shown(now)} at Meta, neither the {shown(plan['from'])} an earlier attempt "
+        f"started from nor its target {shown(plan.get(field_name))}; it was changed elsewhere (Ads Manager?) "
+        "since, so the old plan is not applied",
+    )
+
+
 def budget_target(command: SetBudgetCommand | ChangeBudgetCommand, current: int) -> int:
     """The absolute budget a command asks for, from the current one. Computed once and stored (plan)."""
     if isinstance(command, SetBudgetCommand):
@@ -156,6 +189,9 @@ class BudgetFacts:
     ceiling_basis: str = ""  # where the ceiling comes from, for the refusal's sentence
     first_seen: int | None = None  # the object's daily budget when leadwire first saw it; None = not read
     increases_last_week: int = 0  # budget increases applied on the object in the last 7 days, other commands
+    # Meta answered a budget change on the object with 613/1487632 and blocks budget changes until then (UTC);
+    # None = no block known. Meta counts edits made in Ads Manager, which leadwire's audit log cannot see.
+    meta_blocked_until: datetime | None = None
 
 
 LEVEL_NAMES = {"adset": "ad set", "campaign": "campaign"}
@@ -180,6 +216,13 @@ def budget_refusal(
             "budget_step",
             f"change {format_money(cur, ccy)} -> {format_money(target, ccy)} is {step:.1f}%, above the "
             f"{limits.max_step_pct:g}% per change that keeps the learning phase",
+        )
+    if facts.meta_blocked_until is not None:
+        return Refusal(
+            "budget_changes_per_hour",
+            f"Meta refused a budget change on this {LEVEL_NAMES.get(command.level, command.level)} (613/1487632: "
+            "too many budget changes in an hour, edits in Ads Manager included) and blocks budget changes until "
+            f"{facts.meta_blocked_until.astimezone(UTC):%Y-%m-%d %H:%M} UTC",
         )
     if command.level == "adset" and facts.changes_last_hour >= limits.max_changes_per_hour:
         return Refusal(
@@ -240,7 +283,7 @@ def hard_budget_refusal(
 
 def max_daily_budget(first_seen: int, limits: BudgetGuardrailSettings) -> int:
     """The largest daily budget an object may get: the multiple of its first-seen budget, rounded down."""
-    return int(first_seen * limits.max_multiple_of_first_seen)
+    return budget_guardrails.max_daily_budget(first_seen, limits.max_multiple_of_first_seen)
 
 
 def account_ceiling(limits: BudgetGuardrailSettings, currency: str, first_seen_total: int) -> tuple[int, str]:

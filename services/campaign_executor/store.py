@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -95,6 +96,28 @@ async def budget_increases_last_week(conn: asyncpg.Connection, object_id: str, c
         "and coalesce((plan->>'daily_budget')::bigint, (plan->>'lifetime_budget')::bigint) > (plan->>'from')::bigint",
         object_id, ["set_budget", "change_budget"], command_id,
     )
+
+
+async def record_meta_budget_block(
+    conn: asyncpg.Connection, *, object_id: str, account_id: str | None, command_id: object, seconds: float
+) -> None:
+    """Meta refused a budget change with 613/1487632: budget changes on the object are blocked for ``seconds``
+    from now (a refusal during a block known to us does not extend it, as at Meta)."""
+    await conn.execute(
+        "insert into meta_budget_blocks (object_id, account_id, command_id, blocked_until) "
+        "values ($1, $2, $3, now() + make_interval(secs => $4)) "
+        "on conflict (object_id) do update set account_id = excluded.account_id, command_id = excluded.command_id, "
+        "blocked_at = now(), blocked_until = excluded.blocked_until where meta_budget_blocks.blocked_until <= now()",
+        object_id, account_id, command_id, seconds,
+    )
+
+
+async def meta_budget_block(conn: asyncpg.Connection, object_id: str) -> datetime | None:
+    """Until when Meta blocks budget changes on the object (613/1487632 seen), or None when no block is on."""
+    until: datetime | None = await conn.fetchval(
+        "select blocked_until from meta_budget_blocks where object_id = $1 and blocked_until > now()", object_id
+    )
+    return until
 
 
 async def record_upload_digest(conn: asyncpg.Connection, command_id: object, facts: dict[str, Any]) -> None:

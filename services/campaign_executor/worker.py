@@ -3,9 +3,13 @@
 Exactly-once effect per command_id:
 * the command's row is written first; its final status, the message claim and the CommandResult (outbox) are
   written in one transaction at the end, only if the row has no outcome yet;
-* before touching Meta the attempt commits a `plan` (status `applying`) with the absolute values it will set,
-  so an attempt that crashed midway is finished by the next one with the same values: a `+15 %` is never
-  applied on top of itself;
+* before touching Meta the attempt commits a `plan` (status `applying`) with the absolute values it will set
+  and the value it started from. Every later attempt (after a crash, a throttle, Meta's "too many budget
+  changes") re-reads the object: Meta showing the plan's target means it was applied (a `+15 %` is never
+  applied on top of itself); showing the starting value means it was not, and the change is decided again
+  with every guardrail, hard and soft, against what Meta says now; showing anything else means someone changed
+  the object elsewhere (Ads Manager) since: the command is abandoned (`refused`, guardrail `changed_elsewhere`),
+  never re-applied from the old plan;
 * commands on the same object are serialized by an advisory lock, so two deliveries never race.
 
 The work per command family is in `commands/`; what is read from Meta first is in `meta_reads.py`.
@@ -34,6 +38,7 @@ from shared.messaging import PermanentError, RetryLater
 logger = logging.getLogger(__name__)
 
 THROTTLE_FALLBACK_SECONDS = 60.0
+BUDGET_BLOCK_MARGIN_SECONDS = 60.0
 
 
 class Worker:
@@ -69,6 +74,10 @@ class Worker:
                 outcome = await self._dispatch(conn, command, row)
             except ThrottledError as exc:
                 delay = exc.retry_after if exc.retry_after is not None else THROTTLE_FALLBACK_SECONDS
+                if (exc.scope or "").startswith("action:budget "):
+                    # Meta's budget-change block: retry once it is surely over (ours is recorded a moment later
+                    # than Meta's started), so the retry is not refused by its own record of the block.
+                    delay += BUDGET_BLOCK_MARGIN_SECONDS
                 raise RetryLater(f"Meta throttled ({exc.kind}, code={exc.code}/{exc.subcode})", delay=delay) from None
             except AuthError as exc:
                 raise PermanentError(f"Meta token rejected (code={exc.code}/{exc.subcode}): fix and replay") from None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import time
 from typing import Any
 
 from . import delivery, schema
@@ -638,11 +637,16 @@ def _check_budget_change(sb: Sandbox, node: Node, keys: list[str], changes: dict
         _check_min_daily(sb, node.account, changes["daily_budget"])
     if all(changes[k] == node.fields.get(k) for k in keys) or node.kind != "adset":
         return
-    now = time.monotonic()
+    # The sandbox's clock, so a test moving it an hour ahead (`POST /_sandbox/clock`) sees the block lifted.
+    now = sb.clock.time()
     window = sb.limits.budget_change_window_seconds
-    history: list[float] = [t for t in node.extra.setdefault("budget_changes", []) if t > now - window]
-    if len(history) >= sb.limits.budget_changes_per_hour:
-        # Ad set budgets can change at most 4x/hour (docs/meta-api.md §2.3).
+    history: list[float] = [t for t in node.extra.setdefault("budget_changes", []) if now - window < t <= now]
+    blocked_until = float(node.extra.get("budget_blocked_until") or 0.0)
+    if len(history) >= sb.limits.budget_changes_per_hour or now < blocked_until:
+        # Ad set budgets can change at most 4x/hour; the 5th is refused and blocks budget changes for an hour
+        # (docs/meta-api.md §2.3), edits in Ads Manager included. Refusals during the block do not extend it.
+        if now >= blocked_until:
+            node.extra["budget_blocked_until"] = now + window
         raise GraphError(
             "(#613) Calls to this api have exceeded the rate limit.",
             code=613,

@@ -270,10 +270,11 @@ def _str_or_none(value: Any) -> str | None:
 # Reach is unique people, so it does not add up over days: Meta deduplicates it only over the range and level
 # asked (docs/meta-api.md §9.1). Rules need it per window (frequency = impressions / reach), so a refresh also reads
 # each window below as one range per level: one sync call per level and window, one row per object.
-REACH_LEVELS: tuple[str, ...] = ("adset", "campaign")
+REACH_LEVELS: tuple[str, ...] = ("adset", "campaign", "ad")
 REACH_FIELDS: dict[str, str] = {
     "adset": "adset_id,reach,impressions,frequency",
     "campaign": "campaign_id,reach,impressions,frequency",
+    "ad": "ad_id,reach,impressions,frequency",  # rules at ad level (frequency per ad)
 }
 # The windows of the rules engine's vocabulary (services/rules_engine/rules.py `window_bounds`, same meaning):
 # `last_N_days` ends today, `previous_N_days` is the N whole days before today (Meta's `last_Nd` preset).
@@ -307,7 +308,7 @@ def reach_windows(labels: Iterable[str], today: date) -> dict[str, Window]:
 
 @dataclass(frozen=True)
 class WindowReach:
-    """Meta's deduplicated reach of one ad set or campaign over one whole window."""
+    """Meta's deduplicated reach of one ad, ad set or campaign over one whole window."""
 
     level: str
     object_id: str

@@ -157,7 +157,7 @@ class InsightsReader:
     async def window_reach(
         self, account: AccountInfo, windows: Mapping[str, Window], counter: CallCounter
     ) -> list[WindowReach]:
-        """Deduplicated reach per ad set and per campaign over each whole window: one sync read per level and
+        """Deduplicated reach per ad set, campaign and ad over each whole window: one sync read per level and
         window (paged), one row per object with delivery. A window too big to read synchronously is left out
         (the rules then fall back to summed daily reach for it); other errors propagate like any insights read."""
         out: list[WindowReach] = []

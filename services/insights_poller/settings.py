@@ -47,7 +47,7 @@ class InsightsSettings(BaseSettings):
     reach_windows: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: list(DEFAULT_REACH_WINDOWS),
         description=("Windows (rules vocabulary: today, yesterday, last_N_days, previous_N_days; comma-separated) "
-                     "whose deduplicated reach per ad set and campaign each refresh reads (2 Graph calls each); "
+                     "whose deduplicated reach per ad set, campaign and ad each refresh reads (3 Graph calls each); "
                      "empty: none."),
     )
 

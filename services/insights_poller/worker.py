@@ -2,7 +2,7 @@
 
 A refresh: read the account (currency, time zone), sync its campaigns / ad sets / ads, choose the window
 (trailing days, or the full restatement window once a day, or what the operator asked), read every ad-level daily
-row of the window and the deduplicated reach per ad set and campaign over each of INSIGHTS_REACH_WINDOWS, then in
+row of the window and the deduplicated reach per ad set, campaign and ad over each of INSIGHTS_REACH_WINDOWS, then in
 one transaction replace the stored rows of that window and the account's window reach, and enqueue
 `InsightsUpdated` (outbox). Nothing of the insights window is written until every row of it was read, so a
 refresh interrupted by a throttle or a failure leaves the previous numbers whole: no gaps, no half-replaced
@@ -64,7 +64,7 @@ class RefreshOutcome:
     full: bool = False
     error: BaseException | None = None
     retry_after: float | None = None
-    reach_rows: int = 0  # window reach rows stored (ad sets and campaigns x windows with delivery)
+    reach_rows: int = 0  # window reach rows stored (ad sets, campaigns and ads x windows with delivery)
 
     @property
     def ok(self) -> bool:

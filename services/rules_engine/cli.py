@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from services.rules_engine import store
-from services.rules_engine.backtest import backtest, render_backtest
-from services.rules_engine.rules import check_rules, load_rules
+from services.rules_engine.backtest import render_backtest, render_money, replay, unbounded_rules
+from services.rules_engine.model import Snapshot
+from services.rules_engine.reach_history import reach_windows, read_reach_history
+from services.rules_engine.rules import Rule, check_rules, load_rules
 from services.rules_engine.settings import RulesSettings
+from shared.cli import graph_client
 from shared.db.pool import create_pool
-from shared.settings import Settings
+from shared.settings import BudgetGuardrailSettings, Settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,6 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bt.add_argument("--account", action="append", default=None,
                     help="act_<id> (repeatable; default: META_AD_ACCOUNT_ID, else every stored account)")
     bt.add_argument("--actions-only", action="store_true", help="leave skipped decisions out of the table")
+    bt.add_argument("--no-meta-reach", action="store_true",
+                    help="do not ask Meta for each day's window reach (frequency then uses summed daily reach)")
+    bt.add_argument("--strict", action="store_true",
+                    help="exit 1 when a rule's budgets can grow without bound (no guardrails.max_budget)")
     bt.set_defaults(func=_cmd_backtest)
 
     reset = sub.add_parser("reset", help="close a rule's circuit breaker after fixing what made its commands fail")
@@ -60,15 +67,25 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         return 1
     settings = Settings()
     accounts = args.account or settings.meta.ad_account_id
-    text = asyncio.run(run_backtest(settings, args.dir, args.days, accounts, include_skipped=not args.actions_only))
+    text = asyncio.run(run_backtest(settings, args.dir, args.days, accounts, include_skipped=not args.actions_only,
+                                    meta_reach=not args.no_meta_reach))
     sys.stdout.write(text + "\n")
+    if args.strict and unbounded_rules([r for r in load_rules(args.dir) if r.enabled]):
+        sys.stderr.write("leadwire: refused (--strict): budgets of these rules can grow without bound\n")
+        return 1
     return 0
 
 
 async def run_backtest(
-    settings: Settings, directory: Path, days: int, accounts: list[str], *, include_skipped: bool = True
+    settings: Settings, directory: Path, days: int, accounts: list[str], *, include_skipped: bool = True,
+    meta_reach: bool = True,
 ) -> str:
-    """Load the stored insights of ``accounts`` and return the rendered backtest of the rules in ``directory``."""
+    """Load the stored insights of ``accounts`` and return the rendered backtest of the rules in ``directory``:
+    the decisions, then the money per rule and in total, flagged loudly when budgets can grow without bound.
+
+    Rules over reach or frequency get each replayed day's window reach from Meta (``meta_reach``, when a token
+    is configured); the executor's hard limits (BUDGET_*) apply to the simulated raises.
+    """
     config = settings.block(RulesSettings)
     rules = [r for r in load_rules(directory) if r.enabled]
     now = datetime.now(UTC)
@@ -84,8 +101,37 @@ async def run_backtest(
             )
     finally:
         await pool.close()
-    decisions = backtest(rules, history, days)
-    return render_backtest(decisions, include_skipped=include_skipped)
+    reach, note = await _window_reach(settings, rules, history, targets, days, meta_reach=meta_reach)
+    limits = settings.block(BudgetGuardrailSettings)
+    report = replay(rules, history, days, limits=limits, window_reach_by_day=reach)
+    warnings = unbounded_rules(rules)
+    unlimited = replay(rules, history, days, limits=limits, window_reach_by_day=reach, hard_limits=False) \
+        if warnings else None
+    parts = [render_backtest(report.decisions, include_skipped=include_skipped), "",
+             render_money(report, warnings=warnings, unlimited=unlimited)]
+    if note:
+        parts.append(note)
+    return "\n".join(parts)
+
+
+async def _window_reach(
+    settings: Settings, rules: list[Rule], history: Snapshot, accounts: list[str], days: int, *, meta_reach: bool
+) -> tuple[dict[date, dict[tuple[str, str], int]] | None, str]:
+    """Each replayed day's window reach from Meta, and a line saying where frequency came from."""
+    if not reach_windows(rules) or not history.rows:
+        return None, ""
+    if not meta_reach or not settings.meta.access_token.get_secret_value():
+        return None, ("window reach: not asked from Meta (no META_ACCESS_TOKEN or --no-meta-reach); frequency "
+                      "over windows from summed daily reach, which overstates reach and understates frequency")
+    last_day = max(row.date for row in history.rows)
+    replay_days = [last_day - timedelta(days=n) for n in range(days)]
+    async with graph_client(settings) as graph:
+        levels = {r.scope.level for r in rules if reach_windows([r])}
+        found = await read_reach_history(graph, accounts, rules, levels, replay_days)
+    note = f"window reach: {found.calls} ranges asked from Meta"
+    if found.failed:
+        note += f", {found.failed} unavailable (those days use summed daily reach)"
+    return found.by_day, note
 
 
 def _cmd_reset(args: argparse.Namespace) -> int:

@@ -7,9 +7,9 @@ unless a rule works at ad level, which cuts the rows Python has to handle by the
 
 Reach: `insights_daily` holds each day's reach only, and the sum of daily reach overstates unique reach (a person
 reached on two days counts twice), which understates frequency. The insights poller also stores Meta's
-deduplicated reach per ad set and campaign over whole windows (`insights_window_reach`); it goes into
+deduplicated reach per ad, ad set and campaign over whole windows (`insights_window_reach`); it goes into
 `Snapshot.window_reach` for a window the rules use only while the stored range is that window's range as of the
-evaluation's `now` in the account's time zone. Otherwise (ads, windows not read, a range read before midnight)
+evaluation's `now` in the account's time zone. Otherwise (windows not read, a range read before midnight)
 the rules fall back to summed daily reach.
 """
 
@@ -409,7 +409,7 @@ async def load_window_reach(
             lo, hi = window_bounds(window)
             if hi is not None:
                 windows[window] = (lo, hi)
-    wanted = sorted(set(levels) & {"adset", "campaign"})
+    wanted = sorted(set(levels) & {"adset", "campaign", "ad"})
     if not windows or not wanted:
         return {}
     out: dict[tuple[str, str], int] = {}

@@ -54,6 +54,7 @@ from shared.graph.usage import (
     accounts_in_buc_header,
     ad_account_key,
     buc_key,
+    budget_edit_key,
     infer_buc_type,
     parse_sandbox_regain,
     parse_usage_headers,
@@ -512,6 +513,9 @@ class GraphClient:
         if error.kind == KIND_AD_ACCOUNT:
             return ad_account_key(account) if account else f"object:{head}"
         if error.kind == KIND_ACTION:
+            if (error.code, error.subcode) == (613, 1487632):
+                # Meta blocks budget changes on the ad set, not its other edits: a pause must still go through.
+                return budget_edit_key(path)
             return f"action:{method} /{path.strip('/')}"
         if error.kind == KIND_BUC:
             buc_type = error.buc_type or (scope.buc_type if scope is not None else None) or infer_buc_type(path)

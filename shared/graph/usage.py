@@ -44,6 +44,12 @@ def buc_key(object_id: str, buc_type: str) -> str:
     return f"buc:{object_id.removeprefix('act_')}:{buc_type}"
 
 
+def budget_edit_key(object_id: str) -> str:
+    """The scope Meta's "too many budget changes on this ad set" (613/1487632) blocks: budget writes to the object
+    only. A budget write declares it (`Scope.key(budget_edit_key(id))`); other writes (a pause) stay free."""
+    return f"action:budget /{object_id.strip('/')}"
+
+
 def normalise_act_id(act_id: str) -> str:
     act_id = str(act_id)
     return act_id if act_id.startswith("act_") else f"act_{act_id}"

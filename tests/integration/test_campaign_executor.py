@@ -80,6 +80,7 @@ async def start_executor(
         await db.execute("delete from campaign_commands where object_id = any($1::text[])", objects)
         await db.execute("delete from first_seen_budgets where key = any($1::text[])",
                          objects + list(sandbox.state["accounts"]))
+        await db.execute("delete from meta_budget_blocks where object_id = any($1::text[])", objects)
         service = create_app(executor_settings(settings, sandbox, budget, **guards))
         await service.start()
         started.append(service)
@@ -496,6 +497,41 @@ async def test_upload_of_25000_rows_is_three_hashed_requests_in_one_session(
     await sandbox.audiences(count_delay_seconds=0)  # Meta shows the new size hours later
     _, _, after = await sandbox.graph("GET", audience, fields="approximate_count_lower_bound")
     assert after["approximate_count_lower_bound"] == 1, "replace swapped the whole membership"
+
+
+async def test_upload_leaves_out_rows_without_identifier_and_reports_what_meta_took(
+    start_executor, sandbox, broker, results
+) -> None:
+    await start_executor()
+    status, _, created = await sandbox.graph(
+        "POST", f"{sandbox.account_id}/customaudiences", name="Retained", subtype="CUSTOM",
+        customer_file_source="USER_PROVIDED_ONLY")
+    assert status == 200, created
+    audience = created["id"]
+    rows = [["a@example.com", "", "", ""], ["", "+1 202 555 0101", "", ""], ["", "", "Mary", "77001"],
+            ["", "", "", ""], ["not-an-email", "12", "", ""], ["", "", "", "77002"]]
+    await sandbox.reset_calls()
+
+    result = await result_of(results, await send(broker, command(
+        "upload_audience", audience_id=audience, schema=["EMAIL", "PHONE", "FN", "ZIP"], rows=rows)))
+
+    assert result.status == "ok", result.detail
+    # Mary has no last name: a first name and a zip identify no one. Nor do empty, garbage or zip-only rows.
+    assert {k: result.counts[k] for k in ("rows", "rows_sent", "rows_dropped", "num_received",
+                                          "num_invalid_entries", "rows_accepted")} == {
+        "rows": 6, "rows_sent": 2, "rows_dropped": 4, "num_received": 2, "num_invalid_entries": 0,
+        "rows_accepted": 2}
+    assert "4 of 6 rows left out" in result.detail
+    assert "Meta received 2, 0 invalid, 2 accepted" in result.detail
+    assert result.before["approximate_count"] == 0  # the audience's size, as Meta shows it
+    await sandbox.audiences(count_delay_seconds=0)
+    _, _, after = await sandbox.graph("GET", audience, fields="approximate_count_lower_bound")
+    assert after["approximate_count_lower_bound"] == 2
+
+    nobody = await result_of(results, await send(broker, command(
+        "upload_audience", audience_id=audience, mode="replace", schema=["EMAIL", "GEN"], rows=[["", "f"]] * 3)))
+    assert (nobody.status, nobody.guardrail) == ("refused", "no_usable_rows")
+    assert (await sandbox.calls())["by_path"].get(f"POST /{audience}/usersreplace") is None, "nothing emptied"
 
 
 def create_command(sandbox: SandboxHandle, status: str = "PAUSED") -> CampaignCommandMessage:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -109,6 +110,38 @@ async def test_adset_budget_rules_and_budget_change_limit(sandbox: SandboxHandle
     assert status == 200
     _, _, read = await sandbox.graph("GET", adset, fields="daily_budget,name")
     assert read["daily_budget"] == "2400"
+
+
+async def test_a_refused_budget_change_blocks_budget_changes_for_an_hour(sandbox: SandboxHandle) -> None:
+    """Meta: the 5th budget change within an hour is refused and budget changes stay blocked for an hour from
+    then, edits in Ads Manager included; the sandbox's clock measures the hour."""
+    adset = sandbox.state["adsets_by_name"]["Prospecting - Lookalike"]
+    start = (await sandbox.set_clock("2026-11-20T15:00:00+00:00", frozen=True))["epoch"]
+
+    async def at(minutes: float) -> None:
+        instant = datetime.fromtimestamp(start + minutes * 60, UTC).isoformat()
+        await sandbox.control("POST", "clock", {"now": instant, "frozen": True})
+
+    for amount in (2100, 2200, 2300, 2400):
+        status, _, body = await sandbox.graph("POST", adset, daily_budget=str(amount))
+        assert status == 200, body
+    await at(30)
+    status, _, body = await sandbox.graph("POST", adset, daily_budget="2500")
+    assert (body["error"]["code"], body["error"]["error_subcode"]) == (613, 1487632)
+
+    # From minute 60 the rolling window has room again, but the block runs an hour from the refusal (minute 90),
+    # and a refusal during the block does not extend it.
+    await at(61)
+    status, _, body = await sandbox.graph("POST", adset, daily_budget="2500")
+    assert status == 400
+    assert body["error"]["error_subcode"] == 1487632
+    await at(89)
+    with pytest.raises(AssertionError, match="4 times per hour"):
+        await sandbox.edit_object(adset, daily_budget=2000)
+    await at(91)
+    await sandbox.edit_object(adset, daily_budget=2000)
+    _, _, read = await sandbox.graph("GET", adset, fields="daily_budget")
+    assert read["daily_budget"] == "2000"
 
 
 async def test_cbo_campaign_rejects_adset_budget(sandbox: SandboxHandle) -> None:

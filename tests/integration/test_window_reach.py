@@ -24,6 +24,7 @@ from pydantic import SecretStr, ValidationError
 from services.insights_poller.logic import DEFAULT_REACH_WINDOWS, Window, reach_window
 from services.insights_poller.settings import InsightsSettings
 from services.insights_poller.worker import InsightsPoller
+from services.rules_engine.cli import run_backtest
 from services.rules_engine.logic import evaluate
 from services.rules_engine.model import EngineSettings, Snapshot
 from services.rules_engine.rules import DEFAULT_RULES_DIR, load_rules, window_bounds
@@ -137,11 +138,11 @@ async def test_refresh_stores_the_sandboxs_deduplicated_reach_per_window(db, htt
     outcome = await make_poller(db, http, sandbox).refresh_account(MAIN, since=today - timedelta(days=6))
 
     # One sync read per level and window (each fits one page here), nothing else added.
-    assert await insights_gets(sandbox) - daily_only == 2 * len(DEFAULT_REACH_WINDOWS)
+    assert await insights_gets(sandbox) - daily_only == 3 * len(DEFAULT_REACH_WINDOWS)
     stored_rows = 0
     for label in DEFAULT_REACH_WINDOWS:
         window = reach_window(label, today)
-        for level in ("adset", "campaign"):
+        for level in ("adset", "campaign", "ad"):
             expected = await sandbox_reach(sandbox, level, window)
             assert expected, f"the sandbox has {level} delivery over {label}"
             assert await stored_reach(db, level, label) == expected, (label, level)
@@ -187,6 +188,7 @@ async def test_a_window_too_big_to_read_is_left_out(db, http, sandbox, clean) ->
     assert outcome.ok
     assert outcome.mode == "async"
     assert await stored_reach(db, "adset", "last_7_days") == {}
+    assert await stored_reach(db, "ad", "last_7_days") == {}
     campaigns = await stored_reach(db, "campaign", "last_7_days")
     assert campaigns == await sandbox_reach(sandbox, "campaign", reach_window("last_7_days", today_ny()))
 
@@ -216,3 +218,76 @@ async def test_the_frequency_cap_uses_unique_reach_for_its_own_range_only(db, ht
 
     assert capped(snap) == {interests}
     assert capped(Snapshot(entities=snap.entities, rows=snap.rows)) == set()  # summed daily reach: never fires
+
+
+AD_FREQUENCY_RULE = """
+name: ad-frequency
+enabled: true
+scope: {{level: ad, status: [ACTIVE]}}
+conditions:
+  all:
+    - {{metric: frequency, window: last_7_days, op: ">", value: {threshold}}}
+actions:
+  - type: pause
+"""
+
+
+async def test_frequency_over_7_days_of_an_ad_comes_from_its_window_reach(
+    db, http, sandbox, clean, tmp_path
+) -> None:
+    """Issue 15: an ad-level frequency rule never fired, its 7-day frequency computed from summed daily reach.
+    Frequency over 7 days = impressions / Meta's deduplicated reach of the ad over those 7 days."""
+    today = today_ny()
+    await make_poller(db, http, sandbox, reach_windows=["last_7_days"]).refresh_account(
+        MAIN, since=today - timedelta(days=6))
+    window = await stored_reach(db, "ad", "last_7_days")
+    assert window == await sandbox_reach(sandbox, "ad", reach_window("last_7_days", today))
+    summed = {r["ad_id"]: (int(r["r"]), int(r["i"])) for r in await db.fetch(
+        "select ad_id, sum(reach) r, sum(impressions) i from insights_daily where account_id = $1 "
+        "and date between $2 and $3 group by ad_id", MAIN, today - timedelta(days=6), today)}
+    assert all(summed[ad][1] == impressions for ad, (_, impressions) in window.items())  # same delivery
+    windowed = {ad: impressions / reach for ad, (reach, impressions) in window.items() if reach}
+    daily = {ad: i / r for ad, (r, i) in summed.items() if r}
+    # A threshold above every ad's summed-reach frequency, below the highest true 7-day frequency.
+    top = max(windowed, key=windowed.__getitem__)
+    threshold = round(max(daily.values()) + 0.01, 2)
+    assert threshold < windowed[top]
+    (tmp_path / "ad_frequency.yaml").write_text(AD_FREQUENCY_RULE.format(threshold=threshold), encoding="utf-8")
+    rules = load_rules(tmp_path)
+    now = datetime.now(UTC)
+    async with db.acquire() as conn:
+        snap = await load_snapshot(conn, rules, [MAIN], now, lookback_cap=35, qualified_events=[], signed_events=[])
+        state = await load_state(conn, [MAIN], now, ceiling_major=None)
+    assert dict(snap.window_reach) == {
+        (ad, "last_7_days"): reach for ad, (reach, _) in window.items()}
+
+    def fired(snapshot: Snapshot) -> set[str]:
+        decisions = evaluate(rules, snapshot, state, now, EngineSettings())
+        return {d.entity_id for d in decisions if d.outcome != "skipped" and d.actions}
+
+    expected = {ad for ad, f in windowed.items() if f > threshold}
+    assert top in expected
+    assert fired(snap) == expected
+    assert fired(Snapshot(entities=snap.entities, rows=snap.rows)) == set()  # summed daily reach: never fires
+
+
+async def test_the_backtest_asks_meta_for_each_days_window_reach(db, http, sandbox, clean, settings) -> None:
+    """`leadwire rules backtest`: frequency over 7 days on each replayed day from Meta's reach of that range."""
+    today = today_ny()
+    await make_poller(db, http, sandbox, reach_windows=[]).refresh_account(MAIN, since=today - timedelta(days=9))
+    meta = MetaSettings(access_token=SecretStr(sandbox.token), app_secret=SecretStr(sandbox.app_secret),
+                        graph_url=sandbox.url, ad_account_id=[MAIN], request_timeout_seconds=10)
+    with_meta = settings.replace(meta)
+    await sandbox.reset_calls()
+
+    text = await run_backtest(with_meta, DEFAULT_RULES_DIR, 3, [MAIN])
+
+    # frequency-cap reads last_7_days at ad set level: 3 days, 3 ranges, one call each (one page).
+    assert "window reach: 3 ranges asked from Meta" in text
+    assert await insights_gets(sandbox) == 3
+    capped = [line for line in text.splitlines() if "frequency-cap" in line and INTERESTS in line]
+    assert any(" acted " in f" {line} " and "pause" in line for line in capped), text
+
+    summed = await run_backtest(with_meta, DEFAULT_RULES_DIR, 3, [MAIN], meta_reach=False)
+    assert "window reach: not asked from Meta" in summed
+    assert not [line for line in summed.splitlines() if "frequency-cap" in line and " acted " in f" {line} "]

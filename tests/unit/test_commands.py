@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from services.campaign_executor import audiences, logic
 from services.campaign_executor.logic import BudgetFacts, ObjectState, audit_payload
 from shared import money
 from shared.budget_guardrails import MAX_BUDGET_CHANGES_PER_HOUR, daily_ceiling_minor, spend_floor
+from shared.graph.errors import GraphError
 from shared.poison import describe
 from shared.settings import BudgetGuardrailSettings
 
@@ -183,6 +185,40 @@ def test_hard_budget_limits(current: int, target: int, extra: dict[str, Any], gu
     assert (refusal.guardrail if refusal else None) == guardrail
 
 
+def test_metas_budget_block_counts_as_the_hourly_limit_reached() -> None:
+    until = datetime(2026, 11, 20, 16, 30, tzinfo=UTC)
+    refusal = logic.budget_refusal(_set(11_000), _facts(10_000, 11_000, meta_blocked_until=until), LIMITS)
+    assert refusal is not None
+    assert refusal.guardrail == "budget_changes_per_hour"
+    assert "613/1487632" in refusal.detail
+    assert "2026-11-20 16:30 UTC" in refusal.detail
+    assert logic.is_budget_block(GraphError("x", code=613, subcode=1487632))
+    assert not logic.is_budget_block(GraphError("x", code=613, subcode=5044001))
+
+
+@pytest.mark.parametrize(
+    ("now", "plan", "abandoned"),
+    [
+        (10_000, {"daily_budget": 12_000, "from": 10_000}, False),  # not applied: decide again
+        (12_000, {"daily_budget": 12_000, "from": 10_000}, False),  # applied: finished
+        (2_000, {"daily_budget": 12_000, "from": 10_000}, True),  # the operator set $20 meanwhile
+        (2_000, {"daily_budget": 12_000}, False),  # an old plan without "from": re-checked like a new decision
+    ],
+)
+def test_an_object_changed_since_an_earlier_attempt_abandons_the_command(
+    now: int, plan: dict[str, int], abandoned: bool
+) -> None:
+    refusal = logic.changed_elsewhere("daily_budget", plan, now, "USD")
+    assert (refusal is not None) == abandoned
+    if refusal is not None:
+        assert refusal.guardrail == "changed_elsewhere"
+        assert "$20.00" in refusal.detail
+        assert "$100.00" in refusal.detail
+        assert "$120.00" in refusal.detail
+    assert logic.changed_elsewhere("status", {"status": "PAUSED", "from": "ACTIVE"}, "ARCHIVED") is not None
+    assert logic.changed_elsewhere("status", {"status": "PAUSED", "from": "ACTIVE"}, "ACTIVE") is None
+
+
 def test_a_hard_refusal_says_which_limit_and_why() -> None:
     limits = BudgetGuardrailSettings(max_multiple_of_first_seen=2)
     refusal = logic.hard_budget_refusal(_set(10_000_000), _facts(5_280, 10_000_000, first_seen=5_280), limits)
@@ -317,9 +353,28 @@ def test_values_are_normalized_and_hashed_like_meta_expects() -> None:
 
 
 def test_unusable_values_become_empty_not_hashed_garbage() -> None:
-    prepared = audiences.prepare_rows(["EMAIL", "PHONE"], [["not-an-email", "12"]], "US")
-    assert prepared.rows == [["", ""]]
-    assert prepared.values_dropped == 2
+    prepared = audiences.prepare_rows(["EMAIL", "PHONE"], [["not-an-email", "12"], ["x@example.com", "12"]], "US")
+    assert prepared.rows == [[audiences.sha256_hex("x@example.com"), ""]]
+    assert prepared.values_dropped == 3
+    assert prepared.rows_dropped == 1  # nothing usable was left of the first row: not sent
+
+
+@pytest.mark.parametrize(
+    ("schema", "row", "sent"),
+    [
+        (["EMAIL", "PHONE"], ["", ""], False),  # all empty
+        (["EMAIL", "GEN", "COUNTRY"], ["", "f", "US"], False),  # nothing that tells people apart
+        (["FN", "LN"], ["Mary", "Smith"], False),  # a name alone matches too many people
+        (["FN", "LN", "ZIP"], ["Mary", "Smith", "77001"], True),
+        (["FI", "LN", "DOBY"], ["M", "Smith", "1980"], True),
+        (["PHONE"], ["+1 202 555 0100"], True),
+        (["MADID"], ["6D92078A-8246-4BA4-AE5B-76104861E7DC"], True),
+        (["EXTERN_ID", "EMAIL"], ["crm-1", ""], True),
+    ],
+)
+def test_rows_without_a_usable_identifier_are_left_out(schema: list[str], row: list[str], sent: bool) -> None:
+    prepared = audiences.prepare_rows(schema, [row], "US")
+    assert (len(prepared.rows), prepared.rows_dropped) == ((1, 0) if sent else (0, 1))
 
 
 def test_rows_are_sent_in_batches_of_ten_thousand() -> None:

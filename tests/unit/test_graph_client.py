@@ -29,6 +29,7 @@ from shared.graph import (
 from shared.graph.batch import execute_dependent_batch
 from shared.graph.errors import AsyncJobFailedError, AsyncJobSkippedError
 from shared.graph.insights_jobs import PollPolicy, poll_report_runs, run_report
+from shared.graph.usage import budget_edit_key
 from shared.settings import MetaSettings
 
 TOKEN = "EAAB-system-user-token-SECRET"
@@ -215,6 +216,24 @@ async def test_sandbox_regain_header_wins_and_other_scopes_flow(fake, make_clien
     assert [r["path"] for r in fake.requests] == ["/v26.0/act_1/campaigns", "/v26.0/act_2/campaigns"]
     clock.now += 3.0
     assert await client.get("act_1/adsets") == {"ok": True}
+
+
+async def test_too_many_budget_changes_blocks_budget_writes_only(fake, make_client, clock):
+    """613/1487632: Meta blocks the ad set's budget changes for an hour, not its other edits (a pause)."""
+    answers = iter([_throttle(613, 1487632)])
+    fake.responder = lambda req: next(answers, (200, {"success": True}, {}))
+    client = make_client(max_wait=1.0)
+    budget = Scope.key(budget_edit_key("77"))
+    with pytest.raises(ThrottledError) as info:
+        await client.post("77", {"daily_budget": 5000}, scope=budget)
+    assert info.value.scope == "action:budget /77"
+    assert info.value.retry_after == pytest.approx(3600.0)
+    assert await client.post("77", {"status": "PAUSED"}) == {"success": True}  # a pause still goes through
+    with pytest.raises(ThrottledError):  # another budget write waits for the block, without a call
+        await client.post("77", {"daily_budget": 4000}, scope=budget)
+    assert len(fake.requests) == 2
+    clock.now += 3600.0
+    assert await client.post("77", {"daily_budget": 4000}, scope=budget) == {"success": True}
 
 
 async def test_max_wait_none_waits_out_the_block(fake, make_client, clock):

@@ -1,7 +1,10 @@
 """set_budget / change_budget: one absolute budget, decided once (the plan), within the budget guardrails.
 
 The hard limits (`logic.hard_budget_refusal`) are checked on every decision, `force` or not; `force` skips only
-the soft guards (`logic.budget_refusal`), and a forced change is announced as forced.
+the soft guards (`logic.budget_refusal`), and a forced change is announced as forced. A retried attempt decides
+again (every guardrail, against Meta's value now) unless Meta shows its target (done) or a value changed elsewhere
+(abandoned: `changed_elsewhere`). Meta's 613/1487632 is recorded (`meta_budget_blocks`) and counts as the hourly
+limit reached until Meta's block ends.
 """
 
 from __future__ import annotations
@@ -15,7 +18,11 @@ from services.campaign_executor import logic, store
 from services.campaign_executor.commands import CommandContext
 from services.campaign_executor.logic import BudgetFacts, CommandOutcome, ObjectState, Refusal, refused
 from services.campaign_executor.meta_reads import call
+from shared.graph.errors import ThrottledError
+from shared.graph.usage import Scope, budget_edit_key
 from shared.money import format_money
+
+BUDGET_BLOCK_SECONDS = 3600.0  # Meta blocks an ad set's budget changes for an hour after 613/1487632
 
 
 async def apply_budget(
@@ -32,13 +39,17 @@ async def apply_budget(
     # Recorded the first time leadwire reads the object, whatever becomes of this command.
     first_seen = (None if obj.daily_budget is None
                   else await _first_seen(conn, obj.object_id, "object", obj.account_id, currency, obj.daily_budget))
-    if plan is not None:
-        # An earlier attempt decided and may have applied it: finish that, do not decide again.
+    if plan is not None and field_name in plan:
+        # An earlier attempt decided and may have applied it. Meta showing its target: it did, report that.
+        # Showing anything but the value it started from: changed elsewhere since, abandon. Else it did not
+        # apply: decide again below from what Meta says now, with every guardrail (the same target, re-checked).
         target = int(plan[field_name])
-        if current != target:
-            await _set_budget(ctx, command.object_id, field_name, target)
-        return CommandOutcome("ok", f"{field_name} -> {format_money(target, currency)} (completed an interrupted "
-                                    "attempt)", after={field_name: target}, **common)
+        if current == target:
+            return CommandOutcome("ok", f"{field_name} -> {format_money(target, currency)} (an interrupted "
+                                        "attempt had applied it)", after={field_name: target}, **common)
+        elsewhere = logic.changed_elsewhere(field_name, plan, current, currency)
+        if elsewhere:
+            return refused(elsewhere, **common)
     refusal = logic.object_status_refusal(command.kind, obj)
     if refusal and not command.force:
         return refused(refusal, **common)
@@ -58,7 +69,7 @@ async def apply_budget(
         outcome = CommandOutcome("dry_run", f"would set {change}", after={field_name: target}, **common)
     else:
         await store.mark_applying(conn, command.command_id, {field_name: target, "from": current})
-        await _set_budget(ctx, command.object_id, field_name, target)
+        await _set_budget(ctx, conn, command, obj.account_id, field_name, target)
         outcome = CommandOutcome("ok", change, after={field_name: target}, **common)
     return logic.forced(outcome, command.reason) if command.force else outcome
 
@@ -89,6 +100,7 @@ async def _budget_facts(
         first_seen=first_seen,
         increases_last_week=await store.budget_increases_last_week(conn, command.object_id, command.command_id)
         if raise_ else 0,
+        meta_blocked_until=await store.meta_budget_block(conn, command.object_id),
     )
 
 
@@ -99,6 +111,25 @@ async def _first_seen(
                                         currency=currency, now_minor=now_minor or 0)
 
 
-async def _set_budget(ctx: CommandContext, object_id: str, field_name: str, target: int) -> None:
+async def _set_budget(
+    ctx: CommandContext,
+    conn: asyncpg.Connection,
+    command: SetBudgetCommand | ChangeBudgetCommand,
+    account_id: str,
+    field_name: str,
+    target: int,
+) -> None:
     # Setting an absolute value is idempotent, so a network error after sending may be retried.
-    await call(ctx.graph.post(object_id, {field_name: target}, max_wait=ctx.max_wait, idempotent=True))
+    try:
+        await call(ctx.graph.post(command.object_id, {field_name: target}, max_wait=ctx.max_wait, idempotent=True,
+                                  scope=Scope.key(budget_edit_key(command.object_id))))
+    except ThrottledError as exc:
+        if logic.is_budget_block(exc):
+            # Meta's count (Ads Manager edits included) says the hourly limit is reached: remember it, so no
+            # budget change on the object is sent before the block ends. The command is retried later (the
+            # worker), and that attempt re-reads the object and re-checks everything.
+            await store.record_meta_budget_block(
+                conn, object_id=command.object_id, account_id=account_id or None, command_id=command.command_id,
+                seconds=exc.retry_after or BUDGET_BLOCK_SECONDS,
+            )
+        raise

@@ -21,10 +21,16 @@ async def apply_status(
     common = {"before": before, "currency": currency, "account_id": obj.account_id}
     if obj.status == target:
         return CommandOutcome("ok", f"already {target}: nothing to do", after={"status": target}, **common)
-    refusal = logic.object_status_refusal(command.kind, obj) if plan is None else None
+    if plan is not None:
+        # An earlier attempt did not finish: the status Meta shows now is neither its target (checked above) nor,
+        # if someone changed it since, the one it started from: abandon. Else decide again with every guardrail.
+        elsewhere = logic.changed_elsewhere("status", plan, obj.status)
+        if elsewhere:
+            return refused(elsewhere, **common)
+    refusal = logic.object_status_refusal(command.kind, obj)
     if refusal and not command.force:
         return refused(refusal, **common)
-    if command.kind == "unpause" and plan is None and obj.daily_budget is not None:
+    if command.kind == "unpause" and obj.daily_budget is not None:
         # The account's ceiling is a hard limit: `force` does not pass it.
         total = await ctx.reads.account_daily_total(obj.account_id)
         first_total = await store.first_seen_daily(conn, key=obj.account_id, scope="account",
@@ -37,7 +43,7 @@ async def apply_status(
         outcome = CommandOutcome("dry_run", f"would set status {obj.status} -> {target}", after={"status": target},
                                  **common)
     else:
-        await store.mark_applying(conn, command.command_id, {"status": target})
+        await store.mark_applying(conn, command.command_id, {"status": target, "from": obj.status})
         if command.kind == "delete":
             await call(ctx.graph.delete(command.object_id, max_wait=ctx.max_wait))
         else:
