@@ -388,4 +388,5 @@ class CommandResult(Payload):
     @field_validator("before", "after")
     @classmethod
     def _finite(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return check_finite(value)
+        check_finite(value)
+        return value
