@@ -17,7 +17,9 @@ from pydantic import ValidationError
 
 from contracts.conversions import ConversionRequested
 from contracts.leads import LeadgenReceived
+from contracts.values import MAX_UNIX_SECONDS
 from services.ingress.errors import BadRequest, Forbidden, Unauthorized, Unprocessable
+from shared.poison import unstorable
 
 # Namespaces of the deterministic message ids: Meta retries a delivery for up to 36 h (docs/meta-api.md §6.3), and
 # every retry of the same lead must carry the same message id so consumers can drop the duplicates.
@@ -28,6 +30,15 @@ SIGNATURE_PREFIX = "sha256="
 MAX_CRM_EVENTS = 1000
 MAX_REPORTED_ERRORS = 50
 _LABEL = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+# Metric labels taken from webhook content are bounded: Meta's webhook objects are a known few; field names are
+# many (and a delivery can carry anything), so the first MAX_FIELD_LABELS distinct ones get their own series and
+# the rest are counted as `other`.
+WEBHOOK_OBJECTS = frozenset({
+    "page", "user", "permissions", "application", "instagram", "whatsapp_business_account", "ad_account",
+    "business", "certificate_transparency", "group", "link", "homepage",
+})
+MAX_FIELD_LABELS = 50
+_field_labels: set[str] = set()
 
 
 def hmac_hex(secret: str, body: bytes) -> str:
@@ -95,9 +106,21 @@ def _loads(raw: bytes) -> Any:
         raise BadRequest("body is not valid JSON") from None
 
 
+def _object_label(value: object) -> str:
+    """A metric label for a webhook's `object`: one of Meta's webhook objects, else `other`."""
+    return value if isinstance(value, str) and value in WEBHOOK_OBJECTS else "other"
+
+
 def _label(value: object) -> str:
-    """A bounded metric label: Meta's object/field names look like `page`, `leadgen`; anything else is `other`."""
-    return value if isinstance(value, str) and _LABEL.match(value) else "other"
+    """A bounded metric label for a change's `field`: Meta's names look like `leadgen`, `feed`; the first
+    MAX_FIELD_LABELS distinct ones seen keep their name, anything else (or any later one) is `other`."""
+    if not isinstance(value, str) or not _LABEL.match(value):
+        return "other"
+    if value not in _field_labels:
+        if len(_field_labels) >= MAX_FIELD_LABELS:
+            return "other"
+        _field_labels.add(value)
+    return value
 
 
 def parse_meta_delivery(raw: bytes) -> MetaDelivery:
@@ -130,14 +153,14 @@ def parse_meta_delivery(raw: bytes) -> MetaDelivery:
             raise BadRequest(f"entry[{i}].changes must be a list")
         if not changes:
             # Messaging-style entries carry `messaging` instead of `changes`: acknowledged and counted.
-            key = (_label(obj), "messaging" if "messaging" in entry else "none")
+            key = (_object_label(obj), "messaging" if "messaging" in entry else "none")
             delivery.ignored[key] = delivery.ignored.get(key, 0) + 1
         for j, change in enumerate(changes):
             where = f"entry[{i}].changes[{j}]"
             if not isinstance(change, dict) or not isinstance(change.get("field"), str):
                 raise BadRequest(f"{where} must be an object with a string `field`")
             if obj != "page" or change["field"] != "leadgen":
-                key = (_label(obj), _label(change["field"]))
+                key = (_object_label(obj), _label(change["field"]))
                 delivery.ignored[key] = delivery.ignored.get(key, 0) + 1
                 continue
             lead = _leadgen(change.get("value"), entry.get("id"), where, errors)
@@ -156,12 +179,28 @@ def _leadgen(value: object, entry_id: object, where: str, errors: list[str]) -> 
     data = {k: value.get(k) for k in ("leadgen_id", "page_id", "form_id", "ad_id", "adgroup_id", "created_time")}
     if data["page_id"] is None:
         data["page_id"] = entry_id  # for the `page` object the entry id is the Page id
+    if not _plausible_epoch(data["created_time"]):
+        # Informational only (the lead fetcher's expiry check): a value no Unix time can be (milliseconds, 1e20,
+        # text) is dropped rather than costing the delivery, and with it every lead in it, a 400.
+        data["created_time"] = None
     data = {k: v for k, v in data.items() if v is not None}
     try:
         return LeadgenReceived(**data, source="webhook")
     except ValidationError as exc:
         errors.extend(f"{where}.value.{path}: {msg}" for path, msg in _error_items(exc))
         return None
+
+
+def _plausible_epoch(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_UNIX_SECONDS
+
+
+class _NonFinite(ValueError):
+    """`NaN`, `Infinity` or `-Infinity` in a body: Python's JSON parser accepts them, JSON does not."""
+
+
+def _reject_constant(name: str) -> float:
+    raise _NonFinite(name)
 
 
 def _error_items(exc: ValidationError) -> list[tuple[str, str]]:
@@ -175,11 +214,19 @@ def _error_items(exc: ValidationError) -> list[tuple[str, str]]:
 def parse_crm_events(raw: bytes) -> list[ConversionRequested]:
     """One `ConversionRequested` object or a list of them (at most `MAX_CRM_EVENTS`).
 
+    Non-finite numbers (`NaN`, `Infinity`, `1e400`) and text no database or JSON document can hold (NUL, lone
+    surrogates such as `"\\ud800"`) are invalid events like any other (422), not a failure later on.
+
     Raises:
         BadRequest: not JSON.
         Unprocessable: invalid events, with field paths and messages (never the values).
     """
-    body = _loads(raw)
+    try:
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except _NonFinite:
+        raise Unprocessable([{"path": "<root>", "message": "NaN and Infinity are not JSON numbers"}]) from None
+    except (ValueError, RecursionError):
+        raise BadRequest("body is not valid JSON") from None
     if isinstance(body, dict):
         items, prefix = [body], lambda _i: ""
     elif isinstance(body, list):
@@ -194,7 +241,12 @@ def parse_crm_events(raw: bytes) -> list[ConversionRequested]:
         raise Unprocessable([{"path": "<root>", "message": "body must be an event object or a list of them"}])
     events: list[ConversionRequested] = []
     problems: list[dict[str, str]] = []
+    escapes = b"\\u" in raw  # only \u escapes can spell NUL or a lone surrogate
     for i, item in enumerate(items):
+        if escapes and (problem := unstorable(item)):
+            path, _, message = problem.partition(": ")
+            problems.append({"path": prefix(i) + path, "message": message})
+            continue
         try:
             event = ConversionRequested.model_validate(item)
         except ValidationError as exc:
