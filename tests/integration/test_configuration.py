@@ -84,7 +84,8 @@ async def test_a_broker_refusing_or_unreachable_at_start_is_one_line(amqp_url: s
     assert "Traceback" not in output
     problems = [line for line in output.splitlines() if '"level": "error"' in line or "cannot start" in line]
     assert len(problems) == 1, output
-    assert problems[0].startswith("leadwire: cannot start: ") and says in problems[0]
+    assert problems[0].startswith("leadwire: cannot start: ")
+    assert says in problems[0]
     assert "guest:guest" not in output
 
 
