@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pydantic import SecretStr
 
 from contracts.alerts import AlertRaised
+from contracts.values import MAX_UNIX_SECONDS
 from shared.graph import AuthError, GraphClient, GraphError, PermissionDeniedError, Priority, Scope
 from shared.settings import MetaSettings
 
@@ -54,6 +55,15 @@ class Finding:
         return line + (f"\n       fix: {self.fix}" if self.fix and not self.ok else "")
 
 
+def _epoch(value: object) -> int:
+    """Unix seconds from Meta, or 0 (never / unknown) for what no date can be: milliseconds, 1e20, text."""
+    try:
+        seconds = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    return seconds if 0 < seconds <= MAX_UNIX_SECONDS else 0
+
+
 def _page_token(meta: MetaSettings) -> SecretStr:
     return meta.page_access_token if meta.page_access_token.get_secret_value() else meta.access_token
 
@@ -81,7 +91,7 @@ async def check_token(graph: GraphClient, meta: MetaSettings, *, now: float | No
                         fix="generate a new system-user token in Business Settings > System users, "
                             "set META_ACCESS_TOKEN, restart")]
     findings = [Finding("token", True, f"valid ({data.get('type', 'token').lower()})")]
-    expires_at = int(data.get("expires_at") or 0)  # 0 = never (system-user tokens)
+    expires_at = _epoch(data.get("expires_at"))  # 0 = never (system-user tokens)
     if expires_at:
         days = (expires_at - now) / 86400
         when = datetime.fromtimestamp(expires_at, UTC).date().isoformat()

@@ -132,3 +132,14 @@ async def test_debug_token_keeps_the_token_out_of_every_logged_url(
     assert token not in " ".join(f.render() for f in findings)
     assert caplog.records, "nothing was logged: the check would prove nothing"
     assert _leaks(caplog, token) == []
+
+
+@pytest.mark.parametrize("expires_at", [1_795_208_645_000, 10**20])
+async def test_an_implausible_expiry_from_meta_is_unknown_not_a_crash(
+    sandbox: SandboxHandle, graph_and_meta: tuple[GraphClient, MetaSettings], expires_at: int
+) -> None:
+    graph, meta = graph_and_meta
+    await sandbox.set_token(expires_at=expires_at)
+    findings = _by_check(await check_token(graph, meta))
+    assert findings["token:None"].ok
+    assert "token expiry:None" not in findings
