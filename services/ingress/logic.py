@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,16 +28,20 @@ CONVERSION_NAMESPACE = uuid.UUID("0b8f6c1e-7d2a-4e59-8c3b-5a9e1f2d4c67")
 SIGNATURE_PREFIX = "sha256="
 MAX_CRM_EVENTS = 1000
 MAX_REPORTED_ERRORS = 50
-_LABEL = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
-# Metric labels taken from webhook content are bounded: Meta's webhook objects are a known few; field names are
-# many (and a delivery can carry anything), so the first MAX_FIELD_LABELS distinct ones get their own series and
-# the rest are counted as `other`.
+# Metric labels taken from webhook content are bounded: a signed delivery can carry any object and field names, so
+# only Meta's webhook objects and the fields leadwire may meet (Page, application and ad account fields,
+# docs/meta-api.md §6) get a series of their own; anything else is counted as `other`.
 WEBHOOK_OBJECTS = frozenset({
     "page", "user", "permissions", "application", "instagram", "whatsapp_business_account", "ad_account",
     "business", "certificate_transparency", "group", "link", "homepage",
 })
-MAX_FIELD_LABELS = 50
-_field_labels: set[str] = set()
+WEBHOOK_FIELDS = frozenset({
+    "leadgen", "leadgen_fat", "feed", "mention", "ratings", "messages", "messaging_postbacks", "message_deliveries",
+    "message_reads", "message_echoes", "conversations", "live_videos", "videos", "photos", "name", "picture",
+    "website", "email", "category", "description", "location", "phone", "page_upcoming_change",
+    "page_change_proposal", "ads_rules_engine", "async_requests", "ad_account", "in_process_ad_objects",
+    "with_issues_ad_objects", "product_review", "affiliation", "plugin_comment", "plugin_comment_reply",
+})
 
 
 def hmac_hex(secret: str, body: bytes) -> str:
@@ -112,15 +115,8 @@ def _object_label(value: object) -> str:
 
 
 def _label(value: object) -> str:
-    """A bounded metric label for a change's `field`: Meta's names look like `leadgen`, `feed`; the first
-    MAX_FIELD_LABELS distinct ones seen keep their name, anything else (or any later one) is `other`."""
-    if not isinstance(value, str) or not _LABEL.match(value):
-        return "other"
-    if value not in _field_labels:
-        if len(_field_labels) >= MAX_FIELD_LABELS:
-            return "other"
-        _field_labels.add(value)
-    return value
+    """A metric label for a change's `field`: one of the webhook fields leadwire knows, else `other`."""
+    return value if isinstance(value, str) and value in WEBHOOK_FIELDS else "other"
 
 
 def parse_meta_delivery(raw: bytes) -> MetaDelivery:
