@@ -21,7 +21,7 @@ from tests.fixtures.infra import drain, eventually
 from tests.fixtures.sandbox import SandboxHandle
 from tests.integration.test_lead_fetcher_helpers import LeadEnv, lead_env_fixture
 
-PROBE_SECONDS = 2.0  # META_USAGE_PROBE_SECONDS ("a few minutes" in production)
+PROBE_SECONDS = 3.0  # META_USAGE_PROBE_SECONDS ("a few minutes" in production)
 HELD_ALERT_SECONDS = 3.0  # LEAD_HELD_ALERT_SECONDS (300 in production)
 BUDGET = 40  # the Page's leadgen calls per window at the sandbox
 
