@@ -28,6 +28,7 @@ from contracts.meta_enums import (
     OptimizationGoal,
     SpecialAdCategory,
 )
+from contracts.values import ACT_ID, DIGITS_25, check_finite
 
 __all__ = [
     "AdSetSpec",
@@ -59,16 +60,16 @@ AudienceKey = Literal[
     "COUNTRY",
 ]
 ResultStatus = Literal["ok", "refused", "failed", "dry_run"]
-ObjectId = Annotated[str, Field(pattern=r"^\d{1,25}$", description="Meta object id (digits).",
+ObjectId = Annotated[str, Field(pattern=DIGITS_25, description="Meta object id (digits).",
                                 examples=["120210000000000123"])]
-AccountId = Annotated[str, Field(pattern=r"^act_\d{1,25}$", description="Ad account id with the act_ prefix.",
+AccountId = Annotated[str, Field(pattern=ACT_ID, description="Ad account id with the act_ prefix.",
                                  examples=["act_1000000001"])]
 
 MAX_AUDIENCE_ROWS = 1_000_000
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
 
 class _CommandBase(Payload):
@@ -242,6 +243,7 @@ class AdSetSpec(_Spec):
     @field_validator("targeting")
     @classmethod
     def _geo(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_finite(value, "targeting")
         if "geo_locations" not in value:
             raise ValueError("targeting needs geo_locations")
         return value
@@ -320,7 +322,7 @@ class UploadAudienceCommand(_CommandBase):
     )
 
     model_config = ConfigDict(frozen=True, extra="ignore", validate_by_name=True, validate_by_alias=True,
-                              serialize_by_alias=True)
+                              serialize_by_alias=True, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _row_width(self) -> UploadAudienceCommand:
@@ -396,3 +398,9 @@ class CommandResult(Payload):
                     "requests, num_received and num_invalid_entries (Meta's answer), rows_accepted (received minus "
                     "invalid: what Meta can match; the audience's size shows matches hours later).",
     )
+
+    @field_validator("before", "after")
+    @classmethod
+    def _finite(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_finite(value)
+        return value

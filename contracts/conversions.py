@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import uuid
 from datetime import datetime
 from enum import StrEnum
@@ -25,6 +26,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from contracts.values import check_finite
 
 __all__ = [
     "ActionSource",
@@ -67,10 +70,12 @@ def to_unix_seconds(value: object) -> int:
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, int | float):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("must be a finite unix time in seconds")
         return _checked_seconds(int(value))
     elif isinstance(value, str):
         text = value.strip()
-        if text.isdigit():
+        if text.isascii() and text.isdigit():  # str.isdigit() also accepts Arabic-Indic and fullwidth digits
             return _checked_seconds(int(text))
         try:
             moment = datetime.fromisoformat(text)
@@ -113,7 +118,7 @@ class ConversionUser(BaseModel):
     sends the rest, because one bad e-mail must not cost the match on `lead_id`.
     """
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
     lead_id: LooseStr = Field(
         default=None,
@@ -180,7 +185,7 @@ class ConversionUser(BaseModel):
 class ConversionCustomData(BaseModel):
     """Meta `custom_data`: value and currency, plus any free keys, passed through."""
 
-    model_config = ConfigDict(frozen=True, extra="allow")
+    model_config = ConfigDict(frozen=True, extra="allow", allow_inf_nan=False)
 
     value: float | None = Field(
         default=None, ge=0, description="Monetary value of the conversion (major units).", examples=[25000.0]
@@ -197,6 +202,11 @@ class ConversionCustomData(BaseModel):
     def _upper_currency(cls, value: str | None) -> str | None:
         return value.upper() if value else value
 
+    @model_validator(mode="after")
+    def _finite_extra(self) -> ConversionCustomData:
+        check_finite(self.model_extra or {}, "custom_data")  # free keys are passed to Meta as they are
+        return self
+
 
 class ConversionRequested(BaseModel):
     """Routing key ``conversion.requested``: something happened to a lead that Meta should learn about.
@@ -207,6 +217,7 @@ class ConversionRequested(BaseModel):
     model_config = ConfigDict(
         frozen=True,
         extra="ignore",
+        allow_inf_nan=False,
         json_schema_extra={
             "examples": [
                 {
@@ -258,7 +269,7 @@ class ConversionRequested(BaseModel):
     )
     pixel_id: str | None = Field(
         default=None,
-        pattern=r"^\d+$",
+        pattern=r"^[0-9]+$",
         description="Pixel / dataset id; the sender falls back to META_PIXEL_ID.",
         examples=["123456789012345"],
     )
@@ -377,7 +388,7 @@ def derive_event_id(event_name: str, event_time: int, user: ConversionUser) -> s
 class SentEvent(BaseModel):
     """One event of a request Meta accepted, and the message that asked for it."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
     event_name: str = Field(description="Event name as sent.", examples=["SignedCase"])
     event_id: str = Field(description="Event id as sent (dedupe key with event_name).", examples=["case-8812-signed"])
@@ -403,7 +414,7 @@ class ConversionSent(BaseModel):
     is per request, and a message per event cost the sender a fifth of its CPU at full rate.
     """
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
     pixel_id: str = Field(description="Pixel / dataset the events went to.", examples=["123456789012345"])
     events_received: int = Field(

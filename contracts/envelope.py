@@ -17,9 +17,9 @@ PayloadT = TypeVar("PayloadT", bound=BaseModel)
 
 
 class Payload(BaseModel):
-    """Base of every payload: immutable; unknown fields from newer producers are ignored."""
+    """Base of every payload: immutable; unknown fields from newer producers are ignored; numbers are finite."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", allow_inf_nan=False)
 
 
 class Envelope(BaseModel, Generic[PayloadT]):

@@ -8,12 +8,13 @@ from typing import Literal
 from pydantic import Field
 
 from contracts.envelope import Payload
+from contracts.values import ACT_ID
 
 
 class InsightsUpdated(Payload):
     """Stored insights for an ad account were refreshed for a date window."""
 
-    account_id: str = Field(pattern=r"^act_\d+$", examples=["act_1000000001"])
+    account_id: str = Field(pattern=ACT_ID, examples=["act_1000000001"])
     level: Literal["ad", "adset", "campaign", "account"] = "ad"
     date_since: date
     date_until: date

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from contracts.envelope import Payload
+from contracts.values import DIGITS, MAX_UNIX_SECONDS
 
 MetaId = str
 
@@ -25,14 +26,15 @@ def _id_to_str(value: object) -> object:
 class LeadgenReceived(Payload):
     """A lead exists at Meta and has not been fetched yet (from a webhook or a backfill scan)."""
 
-    leadgen_id: MetaId = Field(pattern=r"^\d{1,32}$", description="Meta lead id; the dedupe key.",
+    leadgen_id: MetaId = Field(pattern=DIGITS, description="Meta lead id; the dedupe key.",
                                examples=["1234567890123456"])
-    page_id: MetaId = Field(pattern=r"^\d{1,32}$", description="Page the lead form belongs to.")
-    form_id: MetaId | None = Field(default=None, pattern=r"^\d{1,32}$")
-    ad_id: MetaId | None = Field(default=None, pattern=r"^\d{1,32}$")
-    adgroup_id: MetaId | None = Field(default=None, pattern=r"^\d{1,32}$",
+    page_id: MetaId = Field(pattern=DIGITS, description="Page the lead form belongs to.")
+    form_id: MetaId | None = Field(default=None, pattern=DIGITS)
+    ad_id: MetaId | None = Field(default=None, pattern=DIGITS)
+    adgroup_id: MetaId | None = Field(default=None, pattern=DIGITS,
                                       description="Legacy name of ad_id, as Meta sends it.")
-    created_time: int | None = Field(default=None, ge=0, description="Unix seconds, from the webhook.")
+    created_time: int | None = Field(default=None, ge=0, le=MAX_UNIX_SECONDS,
+                                     description="Unix seconds, from the webhook.")
     source: Literal["webhook", "backfill"] = "webhook"
 
     _ids = field_validator("leadgen_id", "page_id", "form_id", "ad_id", "adgroup_id", mode="before")(
@@ -61,7 +63,7 @@ class RedeliverLead(Payload):
     `LeadCaptured` for the lead, which every consumer handles as usual (crm_sync delivers each adapter at most once).
     """
 
-    leadgen_id: MetaId = Field(pattern=r"^\d{1,32}$", description="Meta lead id of a stored lead.",
+    leadgen_id: MetaId = Field(pattern=DIGITS, description="Meta lead id of a stored lead.",
                                examples=["1234567890123456"])
     reason: str | None = Field(default=None, max_length=200, description="Why it is redriven (ids, never PII).")
 

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
-from aiormq.exceptions import AMQPConnectionError
+from aiormq.exceptions import AMQPConnectionError, AMQPError
 
 from shared.logging import redact, register_secret
 from shared.service import PortInUseError, Service, ServiceSpec, ensure_free
@@ -93,9 +93,10 @@ async def run_services(specs: Sequence[ServiceSpec], settings: Settings, stop: a
             ensure_free(service.web_host, service.port, service.name)
     started: list[Service] = []
     try:
-        for service in services:
-            await service.start()
-            started.append(service)
+        with _quiet_broker_client():  # a broker refusing us at start is said once, by `_cmd_run`, not logged too
+            for service in services:
+                await service.start()
+                started.append(service)
         for service in started:
             logger.info("%-18s ready   http://%s:%s/readyz", service.name, service.web_host, service.ops_port)
         await stop.wait()
@@ -103,6 +104,29 @@ async def run_services(specs: Sequence[ServiceSpec], settings: Settings, stop: a
     finally:
         for service in reversed(started):
             await service.stop()
+
+
+@contextlib.contextmanager
+def _quiet_broker_client() -> Any:
+    """aiormq logs a failed connection attempt at error level before raising it; at start the raised error is
+    reported on its own line, so its log line would only repeat it."""
+    client_logger = logging.getLogger("aiormq.connection")
+    level = client_logger.level
+    client_logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        client_logger.setLevel(level)
+
+
+def _broker_refusal(exc: AMQPError, settings: Settings) -> str:
+    """One line for a broker that answered but refused the connection (the vhost is missing, or not the user's)."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(settings.broker.amqp_url.get_secret_value())
+    vhost = url.path.lstrip("/") or "/"
+    return (f"leadwire: cannot start: the broker at {url.hostname}:{url.port or 5672} refused the connection "
+            f"({type(exc).__name__}): does vhost '{vhost}' exist, and may the user use it? Check AMQP_URL\n")
 
 
 def _cmd_run(services: Sequence[ServiceSpec], command: Sequence[str], args: argparse.Namespace) -> int:
@@ -127,6 +151,9 @@ def _cmd_run(services: Sequence[ServiceSpec], command: Sequence[str], args: argp
         return 1
     except (OSError, asyncpg.PostgresError, AMQPConnectionError) as exc:
         sys.stderr.write(f"leadwire: cannot start: {type(exc).__name__}: {redact(str(exc))}\n")
+        return 1
+    except AMQPError as exc:  # after AMQPConnectionError, one of its kind: the broker answered and said no
+        sys.stderr.write(_broker_refusal(exc, settings))
         return 1
     return 0
 

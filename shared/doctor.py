@@ -16,12 +16,15 @@ from datetime import UTC, datetime
 from pydantic import SecretStr
 
 from contracts.alerts import AlertRaised
-from shared.graph import AuthError, GraphClient, GraphError, PermissionDeniedError
+from contracts.values import MAX_UNIX_SECONDS
+from shared.graph import AuthError, GraphClient, GraphError, PermissionDeniedError, Priority, Scope
 from shared.settings import MetaSettings
 
 logger = logging.getLogger(__name__)
 
 TOKEN_EXPIRY_WARNING_DAYS = 7
+# Health checks can wait: within a rate-limit scope, lead reads go first.
+HEALTH_CHECK = Scope.background()
 
 # Permissions each part of leadwire needs from the system-user token (docs/meta-api.md §6.5, §7.1).
 REQUIRED_SCOPES: dict[str, tuple[str, ...]] = {
@@ -52,6 +55,15 @@ class Finding:
         return line + (f"\n       fix: {self.fix}" if self.fix and not self.ok else "")
 
 
+def _epoch(value: object) -> int:
+    """Unix seconds from Meta, or 0 (never / unknown) for what no date can be: milliseconds, 1e20, text."""
+    try:
+        seconds = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    return seconds if 0 < seconds <= MAX_UNIX_SECONDS else 0
+
+
 def _page_token(meta: MetaSettings) -> SecretStr:
     return meta.page_access_token if meta.page_access_token.get_secret_value() else meta.access_token
 
@@ -65,7 +77,10 @@ async def check_token(graph: GraphClient, meta: MetaSettings, *, now: float | No
         else meta.access_token
     )
     try:
-        body = await graph.get("debug_token", {"input_token": meta.access_token.get_secret_value()}, token=inspector)
+        # Meta's debug_token takes the token to inspect only as the `input_token` query parameter: the one place a
+        # token is in a URL leadwire requests (README, "Secrets"). The client logs endpoint templates, never URLs.
+        body = await graph.get("debug_token", {"input_token": meta.access_token.get_secret_value()}, token=inspector,
+                               scope=HEALTH_CHECK)
     except GraphError as exc:
         return [Finding("token", False, f"cannot inspect the token: {exc}",
                         fix="check META_APP_ID, META_APP_SECRET and META_ACCESS_TOKEN")]
@@ -76,7 +91,7 @@ async def check_token(graph: GraphClient, meta: MetaSettings, *, now: float | No
                         fix="generate a new system-user token in Business Settings > System users, "
                             "set META_ACCESS_TOKEN, restart")]
     findings = [Finding("token", True, f"valid ({data.get('type', 'token').lower()})")]
-    expires_at = int(data.get("expires_at") or 0)  # 0 = never (system-user tokens)
+    expires_at = _epoch(data.get("expires_at"))  # 0 = never (system-user tokens)
     if expires_at:
         days = (expires_at - now) / 86400
         when = datetime.fromtimestamp(expires_at, UTC).date().isoformat()
@@ -103,7 +118,8 @@ async def check_page(graph: GraphClient, meta: MetaSettings, page_id: str) -> li
     token = _page_token(meta)
     findings = []
     try:
-        apps = (await graph.get(f"{page_id}/subscribed_apps", token=token)).get("data", [])
+        apps = (await graph.get(f"{page_id}/subscribed_apps", token=token,
+                                scope=Scope.page_api(page_id, Priority.BACKGROUND))).get("data", [])
         ours = [a for a in apps if not meta.app_id or str(a.get("id")) == meta.app_id]
         subscribed = any("leadgen" in (a.get("subscribed_fields") or []) for a in ours)
         findings.append(Finding(
@@ -116,7 +132,8 @@ async def check_page(graph: GraphClient, meta: MetaSettings, page_id: str) -> li
         findings.append(Finding("leadgen subscription", False, f"cannot read subscriptions: {exc}", subject=page_id,
                                 fix="use a Page token of a person with the ADVERTISE task (META_PAGE_ACCESS_TOKEN)"))
     try:
-        await graph.get(f"{page_id}/leadgen_forms", {"limit": 1, "fields": "id"}, token=token)
+        await graph.get(f"{page_id}/leadgen_forms", {"limit": 1, "fields": "id"}, token=token,
+                        scope=Scope.page_api(page_id, Priority.BACKGROUND))
         findings.append(Finding("lead access", True, "lead forms readable", subject=page_id))
     except (PermissionDeniedError, AuthError) as exc:
         findings.append(Finding("lead access", False, f"cannot read lead forms: {exc}", subject=page_id,
@@ -129,7 +146,7 @@ async def check_page(graph: GraphClient, meta: MetaSettings, page_id: str) -> li
 
 async def check_object(graph: GraphClient, what: str, object_id: str, fields: str) -> Finding:
     try:
-        body = await graph.get(object_id, {"fields": fields})
+        body = await graph.get(object_id, {"fields": fields}, scope=HEALTH_CHECK)
     except GraphError as exc:
         return Finding(what, False, f"not readable: {exc}", subject=object_id,
                        fix="assign the asset to the system user in Business Settings")

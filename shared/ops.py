@@ -49,15 +49,21 @@ def add_routes(app: web.Application, service: Service) -> None:
 
 
 async def serve(
-    service: Service, host: str, port: int, app: web.Application | None = None, *, reuse_port: bool = False
+    service: Service, host: str, port: int, app: web.Application | None = None, *, reuse_port: bool = False,
+    header_timeout: float | None = None,
 ) -> tuple[web.AppRunner, int]:
     """Serve the ops routes (on `app` if given, beside its own); port 0 picks a free one.
 
     With `reuse_port`, several processes may serve the same port (SO_REUSEPORT): the kernel spreads connections.
+    `header_timeout`: a connection that has not sent a whole request head this long after connecting (or after
+    its previous answer) is closed (aiohttp's keep-alive timeout, which also covers a half-sent head).
     """
     app = app if app is not None else web.Application()
     add_routes(app, service)
-    runner = web.AppRunner(app, access_log=None)
+    if header_timeout is not None:
+        runner = web.AppRunner(app, access_log=None, keepalive_timeout=header_timeout)
+    else:
+        runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port)
     await site.start()

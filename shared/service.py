@@ -181,6 +181,9 @@ class Service:
         self.web_app: Callable[[], web.Application] | None = None
         self.web_host = self.settings.ops.ops_host
         self.web_reuse_port = False  # worker processes share the port (INGRESS_WORKERS, CAPI_WORKERS)
+        # Longest a connection may take to send a request's headers (from connect, or from the previous answer);
+        # aiohttp's own default is an hour, which a slow-loris client uses to hold connections open.
+        self.web_header_timeout: float | None = None
         for secret in (
             self.settings.meta.app_secret,
             self.settings.meta.access_token,
@@ -382,7 +385,8 @@ class Service:
         app = self.web_app() if self.web_app is not None else None
         try:
             self._ops_runner, self.ops_port = await ops.serve(
-                self, self.web_host, self.port.number, app, reuse_port=self.web_reuse_port
+                self, self.web_host, self.port.number, app, reuse_port=self.web_reuse_port,
+                header_timeout=self.web_header_timeout,
             )
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:

@@ -38,6 +38,9 @@ class MetaSettings(BaseSettings):
     api_version: str = Field(default="v26.0", pattern=r"^v\d+\.\d+$")
     graph_url: AnyUrl = AnyUrl("https://graph.facebook.com")
     usage_slowdown_threshold: float = Field(default=75.0, ge=1, le=100)
+    # Longest a rate-limit scope is held on leadwire's own projection (or on a throttle Meta gave no time for)
+    # before one call probes it for fresh usage headers.
+    usage_probe_seconds: float = Field(default=180.0, gt=0, le=3600)
     request_timeout_seconds: float = Field(default=30.0, gt=0)
     # Longest a service waits for a throttled scope before handing the message back as a delayed retry.
     graph_max_wait_seconds: float = Field(default=30.0, ge=0)

@@ -35,6 +35,18 @@ async def object_lock(conn: asyncpg.Connection, key: str) -> AsyncIterator[None]
         await conn.execute("select pg_advisory_unlock(hashtextextended($1, 7))", key)
 
 
+async def message_taken(conn: asyncpg.Connection, message_id: object, command_id: object) -> Any:
+    """The command_id another command already recorded under this message id, or None.
+
+    The envelope's message_id is the idempotency key: the same message id carrying a second command (a producer
+    that reused it, a replayed message edited by hand) is not a new message.
+    """
+    return await conn.fetchval(
+        "select command_id from campaign_commands where message_id = $1 and command_id <> $2 limit 1",
+        message_id, command_id,
+    )
+
+
 async def begin(
     conn: asyncpg.Connection,
     *,

@@ -1,6 +1,7 @@
 """Apply one CampaignCommand to Meta safely: record, lock, re-read, check guardrails, act, record the outcome.
 
-Exactly-once effect per command_id:
+Exactly-once effect per message_id (the envelope's idempotency key: a message id already recorded for one command is
+never acted on for another) and per command_id:
 * the command's row is written first; its final status, the message claim and the CommandResult (outbox) are
   written in one transaction at the end, only if the row has no outcome yet;
 * before touching Meta the attempt commits a `plan` (status `applying`) with the absolute values it will set
@@ -59,7 +60,16 @@ class Worker:
         """
         command = message.payload.root
         ids = {"command_id": str(command.command_id), "kind": command.kind, "message_id": str(message.message_id)}
-        async with self.pool.acquire() as conn, store.object_lock(conn, lock_key(command)):
+        async with (
+            self.pool.acquire() as conn,
+            store.object_lock(conn, f"message:{message.message_id}"),  # always first, then the object: no cycles
+            store.object_lock(conn, lock_key(command)),
+        ):
+            other = await store.message_taken(conn, message.message_id, command.command_id)
+            if other is not None:
+                logger.warning("message %s already carried command %s: command %s not acted on (the message id is "
+                               "the idempotency key)", message.message_id, other, command.command_id, extra=ids)
+                return None
             row = await store.begin(
                 conn, command_id=command.command_id, message_id=message.message_id, kind=command.kind,
                 account_id=getattr(command, "account_id", None), object_id=object_id_of(command),

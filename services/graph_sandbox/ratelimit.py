@@ -84,6 +84,9 @@ class Limits:
     budget_changes_per_hour: int = 4
     budget_change_window_seconds: float = 3600.0
     access_tier: str = "standard_access"
+    # The X-Sandbox-Regain-Seconds hint (exact seconds, which Meta never sends). False: only Meta's own headers
+    # speak, `estimated_time_to_regain_access` in whole minutes, as a client in production sees them.
+    regain_header: bool = True
 
     def update(self, patch: dict[str, Any]) -> None:
         """Apply a partial `/_sandbox/limits` body."""
@@ -94,7 +97,7 @@ class Limits:
             if buc_type not in BUC_TYPES:
                 raise ValueError(f"unknown buc type {buc_type!r}")
             _patch_limit(self.buc[buc_type], value)
-        for key in ("budget_changes_per_hour", "budget_change_window_seconds", "access_tier"):
+        for key in ("budget_changes_per_hour", "budget_change_window_seconds", "access_tier", "regain_header"):
             if key in patch:
                 setattr(self, key, type(getattr(self, key))(patch[key]))
 
@@ -182,7 +185,7 @@ class RateLimiter:
             code=code,
             subcode=subcode,
             is_transient=True,
-            extra_headers={REGAIN_HEADER: f"{regain:.3f}"},
+            extra_headers={REGAIN_HEADER: f"{regain:.3f}"} if self.limits.regain_header else {},
         )
 
     def pct(self, scope: str, now: float) -> float:
@@ -240,7 +243,7 @@ class RateLimiter:
         if buc:
             out["X-Business-Use-Case-Usage"] = json.dumps(buc)
         regains = [self.regain_seconds(s, now) for s in scopes]
-        if any(r > 0 for r in regains):
+        if any(r > 0 for r in regains) and self.limits.regain_header:
             out[REGAIN_HEADER] = f"{max(regains):.3f}"
         return out
 

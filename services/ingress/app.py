@@ -26,6 +26,7 @@ def create_app(settings: Settings | None = None) -> Service:
     register_secret(ingress.crm_events_secret.get_secret_value())
     service.web_host = ingress.ingress_host
     service.web_reuse_port = ingress.ingress_workers > 1
+    service.web_header_timeout = ingress.ingress_header_timeout_seconds
     service.port = Port(ingress.ingress_port, "INGRESS_PORT")  # webhooks and ops routes; OPS_PORT does not move it
 
     config = ingress_config(service.settings)

@@ -14,10 +14,12 @@ logger = logging.getLogger(__name__)
 
 
 class IngressError(Exception):
-    """Base of the errors a handler raises on purpose; `outcome` labels the metric."""
+    """Base of the errors a handler raises on purpose; `outcome` labels the metric; `log_level` overrides the
+    default (error for 5xx, warning otherwise)."""
 
     status = 500
     outcome = "error"
+    log_level: int | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -41,6 +43,18 @@ class Forbidden(IngressError):
 
 class PayloadTooLarge(IngressError):
     status, outcome = 413, "too_large"
+
+
+class BodyTimeout(IngressError):
+    """The body did not arrive within INGRESS_BODY_TIMEOUT_SECONDS (a slow or stalled client)."""
+
+    status, outcome = 408, "body_timeout"
+
+
+class ClientGone(IngressError):
+    """The client closed the connection before its body was read: nothing to answer, nothing went wrong here."""
+
+    status, outcome, log_level = 400, "client_disconnected", logging.INFO
 
 
 class Unprocessable(IngressError):
@@ -78,9 +92,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = await handler(request)
     except IngressError as exc:
         metrics.REQUESTS.labels(endpoint, exc.outcome).inc()
-        log = logger.error if exc.status >= 500 else logger.warning
-        log("%s %s: %s %s", request.method, request.path, exc.status, exc.message,
-            extra={"endpoint": endpoint, "status": exc.status, "body_bytes": request.content_length})
+        level = exc.log_level or (logging.ERROR if exc.status >= 500 else logging.WARNING)
+        logger.log(level, "%s %s: %s %s", request.method, request.path, exc.status, exc.message,
+                   extra={"endpoint": endpoint, "status": exc.status, "body_bytes": request.content_length})
         return web.json_response(exc.body(), status=exc.status)
     except web.HTTPRequestEntityTooLarge:
         # raised by request.read() beyond client_max_size

@@ -6,14 +6,23 @@ No slow work here. `web_app` is their route table; what they use (config, publis
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+import aiohttp
 from aiohttp import web
 
 from contracts.messages import ConversionRequestedMessage, LeadgenReceivedMessage
 from services.ingress import logic, metrics
-from services.ingress.errors import Forbidden, NotConfigured, PayloadTooLarge, error_middleware
+from services.ingress.errors import (
+    BodyTimeout,
+    ClientGone,
+    Forbidden,
+    NotConfigured,
+    PayloadTooLarge,
+    error_middleware,
+)
 from services.ingress.keys import CONFIG, CONVERSION_PUBLISHER, LEADGEN_PUBLISHER, IngressConfig
 from services.ingress.publishing import publish_all
 
@@ -37,10 +46,24 @@ def web_app(config: IngressConfig, *, leadgen_publisher: RabbitPublisher,
 
 
 async def read_body(request: web.Request) -> bytes:
-    limit = request.app[CONFIG].max_body_bytes
+    """The whole body, within the size and time limits.
+
+    Raises:
+        PayloadTooLarge: past INGRESS_MAX_BODY_BYTES (declared, or as it streams in).
+        BodyTimeout: not all there within INGRESS_BODY_TIMEOUT_SECONDS.
+        ClientGone: the client disconnected mid-body (logged at info: a client's doing, not a fault here).
+    """
+    config = request.app[CONFIG]
+    limit = config.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"body larger than {limit} bytes")
-    return await request.read()  # raises HTTPRequestEntityTooLarge past client_max_size (chunked bodies)
+    try:
+        # raises HTTPRequestEntityTooLarge past client_max_size (chunked bodies)
+        return await asyncio.wait_for(request.read(), timeout=config.body_timeout)
+    except TimeoutError:
+        raise BodyTimeout(f"body not received within {config.body_timeout:g} s") from None
+    except (ConnectionError, aiohttp.ClientPayloadError) as exc:
+        raise ClientGone(f"client disconnected before its body was read ({type(exc).__name__})") from None
 
 
 async def verify_meta_subscription(request: web.Request) -> web.Response:

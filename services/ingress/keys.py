@@ -17,6 +17,7 @@ class IngressConfig:
     crm_events_secret: str
     max_body_bytes: int
     publish_timeout: float
+    body_timeout: float = 30.0
 
 
 CONFIG: web.AppKey[IngressConfig] = web.AppKey("ingress_config", IngressConfig)

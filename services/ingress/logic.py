@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +16,9 @@ from pydantic import ValidationError
 
 from contracts.conversions import ConversionRequested
 from contracts.leads import LeadgenReceived
+from contracts.values import MAX_UNIX_SECONDS
 from services.ingress.errors import BadRequest, Forbidden, Unauthorized, Unprocessable
+from shared.poison import unstorable
 
 # Namespaces of the deterministic message ids: Meta retries a delivery for up to 36 h (docs/meta-api.md §6.3), and
 # every retry of the same lead must carry the same message id so consumers can drop the duplicates.
@@ -27,7 +28,20 @@ CONVERSION_NAMESPACE = uuid.UUID("0b8f6c1e-7d2a-4e59-8c3b-5a9e1f2d4c67")
 SIGNATURE_PREFIX = "sha256="
 MAX_CRM_EVENTS = 1000
 MAX_REPORTED_ERRORS = 50
-_LABEL = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+# Metric labels taken from webhook content are bounded: a signed delivery can carry any object and field names, so
+# only Meta's webhook objects and the fields leadwire may meet (Page, application and ad account fields,
+# docs/meta-api.md §6) get a series of their own; anything else is counted as `other`.
+WEBHOOK_OBJECTS = frozenset({
+    "page", "user", "permissions", "application", "instagram", "whatsapp_business_account", "ad_account",
+    "business", "certificate_transparency", "group", "link", "homepage",
+})
+WEBHOOK_FIELDS = frozenset({
+    "leadgen", "leadgen_fat", "feed", "mention", "ratings", "messages", "messaging_postbacks", "message_deliveries",
+    "message_reads", "message_echoes", "conversations", "live_videos", "videos", "photos", "name", "picture",
+    "website", "email", "category", "description", "location", "phone", "page_upcoming_change",
+    "page_change_proposal", "ads_rules_engine", "async_requests", "ad_account", "in_process_ad_objects",
+    "with_issues_ad_objects", "product_review", "affiliation", "plugin_comment", "plugin_comment_reply",
+})
 
 
 def hmac_hex(secret: str, body: bytes) -> str:
@@ -95,9 +109,14 @@ def _loads(raw: bytes) -> Any:
         raise BadRequest("body is not valid JSON") from None
 
 
+def _object_label(value: object) -> str:
+    """A metric label for a webhook's `object`: one of Meta's webhook objects, else `other`."""
+    return value if isinstance(value, str) and value in WEBHOOK_OBJECTS else "other"
+
+
 def _label(value: object) -> str:
-    """A bounded metric label: Meta's object/field names look like `page`, `leadgen`; anything else is `other`."""
-    return value if isinstance(value, str) and _LABEL.match(value) else "other"
+    """A metric label for a change's `field`: one of the webhook fields leadwire knows, else `other`."""
+    return value if isinstance(value, str) and value in WEBHOOK_FIELDS else "other"
 
 
 def parse_meta_delivery(raw: bytes) -> MetaDelivery:
@@ -130,14 +149,14 @@ def parse_meta_delivery(raw: bytes) -> MetaDelivery:
             raise BadRequest(f"entry[{i}].changes must be a list")
         if not changes:
             # Messaging-style entries carry `messaging` instead of `changes`: acknowledged and counted.
-            key = (_label(obj), "messaging" if "messaging" in entry else "none")
+            key = (_object_label(obj), "messaging" if "messaging" in entry else "none")
             delivery.ignored[key] = delivery.ignored.get(key, 0) + 1
         for j, change in enumerate(changes):
             where = f"entry[{i}].changes[{j}]"
             if not isinstance(change, dict) or not isinstance(change.get("field"), str):
                 raise BadRequest(f"{where} must be an object with a string `field`")
             if obj != "page" or change["field"] != "leadgen":
-                key = (_label(obj), _label(change["field"]))
+                key = (_object_label(obj), _label(change["field"]))
                 delivery.ignored[key] = delivery.ignored.get(key, 0) + 1
                 continue
             lead = _leadgen(change.get("value"), entry.get("id"), where, errors)
@@ -156,12 +175,28 @@ def _leadgen(value: object, entry_id: object, where: str, errors: list[str]) -> 
     data = {k: value.get(k) for k in ("leadgen_id", "page_id", "form_id", "ad_id", "adgroup_id", "created_time")}
     if data["page_id"] is None:
         data["page_id"] = entry_id  # for the `page` object the entry id is the Page id
+    if not _plausible_epoch(data["created_time"]):
+        # Informational only (the lead fetcher's expiry check): a value no Unix time can be (milliseconds, 1e20,
+        # text) is dropped rather than costing the delivery, and with it every lead in it, a 400.
+        data["created_time"] = None
     data = {k: v for k, v in data.items() if v is not None}
     try:
         return LeadgenReceived(**data, source="webhook")
     except ValidationError as exc:
         errors.extend(f"{where}.value.{path}: {msg}" for path, msg in _error_items(exc))
         return None
+
+
+def _plausible_epoch(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_UNIX_SECONDS
+
+
+class _NonFinite(ValueError):
+    """`NaN`, `Infinity` or `-Infinity` in a body: Python's JSON parser accepts them, JSON does not."""
+
+
+def _reject_constant(name: str) -> float:
+    raise _NonFinite(name)
 
 
 def _error_items(exc: ValidationError) -> list[tuple[str, str]]:
@@ -175,11 +210,19 @@ def _error_items(exc: ValidationError) -> list[tuple[str, str]]:
 def parse_crm_events(raw: bytes) -> list[ConversionRequested]:
     """One `ConversionRequested` object or a list of them (at most `MAX_CRM_EVENTS`).
 
+    Non-finite numbers (`NaN`, `Infinity`, `1e400`) and text no database or JSON document can hold (NUL, lone
+    surrogates such as `"\\ud800"`) are invalid events like any other (422), not a failure later on.
+
     Raises:
         BadRequest: not JSON.
         Unprocessable: invalid events, with field paths and messages (never the values).
     """
-    body = _loads(raw)
+    try:
+        body = json.loads(raw, parse_constant=_reject_constant)
+    except _NonFinite:
+        raise Unprocessable([{"path": "<root>", "message": "NaN and Infinity are not JSON numbers"}]) from None
+    except (ValueError, RecursionError):
+        raise BadRequest("body is not valid JSON") from None
     if isinstance(body, dict):
         items, prefix = [body], lambda _i: ""
     elif isinstance(body, list):
@@ -194,7 +237,12 @@ def parse_crm_events(raw: bytes) -> list[ConversionRequested]:
         raise Unprocessable([{"path": "<root>", "message": "body must be an event object or a list of them"}])
     events: list[ConversionRequested] = []
     problems: list[dict[str, str]] = []
+    escapes = b"\\u" in raw  # only \u escapes can spell NUL or a lone surrogate
     for i, item in enumerate(items):
+        if escapes and (problem := unstorable(item)):
+            path, _, message = problem.partition(": ")
+            problems.append({"path": prefix(i) + path, "message": message})
+            continue
         try:
             event = ConversionRequested.model_validate(item)
         except ValidationError as exc:

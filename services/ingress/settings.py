@@ -25,6 +25,10 @@ class IngressSettings(BaseSettings):
     crm_events_secret: SecretStr = SecretStr("")
     # How long a request waits for the broker's confirms before answering 503 (Meta then retries).
     ingress_publish_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    # A connection must send a whole request head within this many seconds of connecting (or of its previous
+    # answer, when kept alive), and a request's body within the body timeout: slow clients cannot hold sockets.
+    ingress_header_timeout_seconds: float = Field(default=15.0, gt=0, le=600)
+    ingress_body_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
 
 
 def ingress_config(settings: Settings) -> IngressConfig:
@@ -36,4 +40,5 @@ def ingress_config(settings: Settings) -> IngressConfig:
         crm_events_secret=ingress.crm_events_secret.get_secret_value(),
         max_body_bytes=ingress.ingress_max_body_bytes,
         publish_timeout=ingress.ingress_publish_timeout_seconds,
+        body_timeout=ingress.ingress_body_timeout_seconds,
     )

@@ -24,7 +24,7 @@ from services.lead_fetcher.logic import (
     scan_window,
     time_filter,
 )
-from shared.graph import GraphError, Scope, ThrottledError
+from shared.graph import GraphError, Priority, Scope, ThrottledError
 from shared.graph.paging import paginate_pages
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ async def _backfill_page(
         forms = {str(form["id"]): form.get("name") if isinstance(form.get("name"), str) else None
                  async for form in graph.paginate(
                      f"{page_id}/leadgen_forms", {"fields": "id,name", "limit": PAGE_SIZE}, token=token,
-                     scope=Scope.page_api(page_id),
+                     scope=Scope.page_api(page_id, Priority.BACKGROUND),
                  ) if isinstance(form, dict) and form.get("id")}
     except GraphError as exc:
         await _failed(pool, exc, page_id, settings, what="listing lead forms")
@@ -130,7 +130,9 @@ async def _backfill_form(
 ) -> tuple[int, int]:
     listed = new = 0
     params = {"fields": LEAD_FIELDS, "filtering": time_filter(since), "limit": PAGE_SIZE}
-    async for page in paginate_pages(graph, f"{form_id}/leads", params, token=token, scope=Scope.leadgen(page_id)):
+    # Background priority: within the Page's leadgen quota, the webhook path's lead reads go first.
+    scope = Scope.leadgen(page_id, Priority.BACKGROUND)
+    async for page in paginate_pages(graph, f"{form_id}/leads", params, token=token, scope=scope):
         data = page.get("data") if isinstance(page, dict) else None
         leads = []
         for raw in data if isinstance(data, list) else []:

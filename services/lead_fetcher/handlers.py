@@ -71,3 +71,11 @@ def register(service: Service, deps: Started[Deps], config: LeadFetcherSettings,
 
     if config.backfill_interval_seconds > 0:
         service.background("lead_backfill", backfill_periodically)
+
+    async def watch_held_capture() -> None:
+        interval = min(30.0, config.held_alert_seconds / 5)
+        while True:
+            await asyncio.sleep(interval)
+            await deps().capture.check_held()
+
+    service.background("lead_capture_held", watch_held_capture)

@@ -91,9 +91,16 @@ def redelivered_message_id(command_id: uuid.UUID) -> uuid.UUID:
 
 
 def parse_meta_time(value: Any) -> datetime:
-    """Meta's `2026-11-22T08:49:14+0000` (or a Unix timestamp) as an aware datetime."""
+    """Meta's `2026-11-22T08:49:14+0000` (or a Unix timestamp) as an aware datetime.
+
+    Raises:
+        ValueError: missing, unparseable, or a number no datetime can hold (1e20, infinity).
+    """
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, UTC)
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError("created_time is not a plausible Unix time") from None
     if not isinstance(value, str) or not value:
         raise ValueError("created_time missing or not a string")
     try:
@@ -183,11 +190,37 @@ def access_alert(code: str, page_id: str, error: GraphError) -> AlertRaised:
     return AlertRaised(severity="critical", code=code, summary=summary, service=SERVICE, subject=page_id, fix=fix)
 
 
+def held_reason(error: ThrottledError) -> str:
+    """Why lead reads wait, for the held-capture alert (ids and codes only)."""
+    scope = error.scope or error.kind
+    if error.code is not None:
+        return f"Meta throttled lead reads (code {error.code}/{error.subcode}, rate-limit scope {scope})"
+    return (f"Meta's usage figures put rate-limit scope {scope} near its limit, so leadwire paces lead reads to "
+            "stay under it (it re-checks Meta's figures with one call every META_USAGE_PROBE_SECONDS)")
+
+
+def held_alert(page_id: str, reason: str, *, held_seconds: float, expected: datetime) -> AlertRaised:
+    """One alert for a Page whose lead capture has been held back: why, since when, and when it should resume."""
+    summary = (f"Lead capture for Page {page_id} has been held back for {held_seconds / 60:.0f} min: {reason}. "
+               f"Leads wait in the queue and are read when Meta allows; expected to resume around "
+               f"{expected.strftime('%Y-%m-%d %H:%M')} UTC.")
+    fix = ("Nothing is lost: waiting leads are read automatically. If it lasts, check what else uses this Page's "
+           "token (Meta's leadgen quota is per Page: 4800 calls x leads of the last 90 days per 24 h), run "
+           "`leadwire doctor`, and see /metrics `graph_usage_percent` for the scope.")
+    return AlertRaised(severity="warning", code="lead_capture_held", summary=summary, service=SERVICE,
+                       subject=page_id, fix=fix)
+
+
 def lead_is_expired(created_time: int | None, now: datetime) -> bool:
-    """True when Meta no longer keeps the lead (older than the retention period)."""
+    """True when Meta no longer keeps the lead (older than the retention period). A created_time that is no
+    plausible Unix time (milliseconds, 1e20) says nothing about the lead's age: not expired."""
     if created_time is None:
         return False
-    return now - datetime.fromtimestamp(created_time, UTC) > LEAD_RETENTION
+    try:
+        created = datetime.fromtimestamp(created_time, UTC)
+    except (OverflowError, OSError, ValueError):
+        return False
+    return now - created > LEAD_RETENTION
 
 
 def read_outcome(error: GraphError) -> str:

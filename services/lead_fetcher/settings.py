@@ -40,3 +40,8 @@ class LeadFetcherSettings(BaseSettings):
     alert_repeat_seconds: float = Field(
         default=3600.0, gt=0, description="At most one access alert per Page and code in this period."
     )
+    held_alert_seconds: float = Field(
+        default=300.0, gt=0,
+        description="Lead reads of a Page held back (throttled, or paced near Meta's quota) this long raise one "
+                    "alert with the reason and the expected time.",
+    )

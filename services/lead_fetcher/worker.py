@@ -10,9 +10,10 @@ group whose statement fails is redone lead by lead, so one bad lead fails only i
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from services.lead_fetcher import metrics, store
@@ -20,12 +21,14 @@ from services.lead_fetcher.logic import (
     Lead,
     access_alert,
     access_alert_code,
+    held_alert,
+    held_reason,
     lead_is_expired,
     parse_lead,
     read_failure,
     read_outcome,
 )
-from shared.graph import GraphError
+from shared.graph import GraphError, ThrottledError
 from shared.group_commit import GroupRunner
 from shared.messaging import PermanentError
 
@@ -42,6 +45,23 @@ logger = logging.getLogger(__name__)
 MAX_GROUP = 200
 
 StoreItem = tuple[Lead, "LeadgenReceivedMessage"]
+# A held Page with no throttled read for this long past its expected resume time is no longer held (its leads
+# flowed through another process, or none are waiting).
+HELD_GRACE_SECONDS = 120.0
+
+
+@dataclass
+class Held:
+    """Lead reads of one Page held back since `since` (monotonic), for `reason`, until about `until`.
+
+    One episode lasts while reads keep being throttled: a lead let through between them (a probe, pacing near
+    the limit) does not end it; a grace period with no throttled read after `until` does.
+    """
+
+    since: float
+    until: float
+    reason: str
+    alerted: bool = False
 
 
 @dataclass
@@ -53,6 +73,7 @@ class LeadCapture:
     settings: LeadFetcherSettings
     _lookups: GroupRunner[str, bool | None] = field(init=False, repr=False)
     _stores: GroupRunner[StoreItem, bool] = field(init=False, repr=False)
+    held: dict[str, Held] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._lookups = GroupRunner(self.lookup_group, max_size=MAX_GROUP,
@@ -79,6 +100,8 @@ class LeadCapture:
         except GraphError as exc:
             metrics.READS.labels(read_outcome(exc)).inc()
             await self._alert_if_access(exc, message)
+            if isinstance(exc, ThrottledError):
+                self._note_held(p.page_id, exc)
             raise read_failure(exc, p.leadgen_id, access_retry_seconds=self.settings.access_retry_seconds,
                                expired=lead_is_expired(p.created_time, datetime.now(UTC))) from None
         try:
@@ -128,6 +151,36 @@ class LeadCapture:
     async def _store_one(self, lead: Lead, message: LeadgenReceivedMessage) -> bool:
         async with self.pool.acquire() as conn:
             return lead.leadgen_id in await store.store_leads(conn, [(lead, message)])
+
+    def _note_held(self, page_id: str, error: ThrottledError) -> None:
+        now = time.monotonic()
+        until = now + (error.retry_after or 0.0)
+        held = self.held.get(page_id)
+        if held is None or now > held.until + HELD_GRACE_SECONDS:
+            self.held[page_id] = Held(since=now, until=until, reason=held_reason(error))
+        else:
+            held.until, held.reason = until, held_reason(error)
+
+    async def check_held(self) -> list[str]:
+        """Raise one alert for each Page whose lead reads have been held back longer than the setting; returns
+        the Pages alerted now. Called periodically (the handlers' background job)."""
+        now = time.monotonic()
+        alerted: list[str] = []
+        for page_id, held in list(self.held.items()):
+            if now > held.until + HELD_GRACE_SECONDS:
+                del self.held[page_id]  # no throttled read since its expected end: not held any more
+                if held.alerted:
+                    logger.warning("lead capture no longer held back (held %.0f s)", held.until - held.since,
+                                   extra={"page_id": page_id})
+                continue
+            if held.alerted or now - held.since < self.settings.held_alert_seconds:
+                continue
+            expected = datetime.now(UTC) + timedelta(seconds=max(0.0, held.until - now))
+            alert = held_alert(page_id, held.reason, held_seconds=now - held.since, expected=expected)
+            held.alerted = True
+            if await store.raise_alert_once(self.pool, alert, repeat_seconds=self.settings.alert_repeat_seconds):
+                alerted.append(page_id)
+        return alerted
 
     async def _alert_if_access(self, exc: GraphError, message: LeadgenReceivedMessage) -> None:
         code = access_alert_code(exc)

@@ -18,7 +18,7 @@ from shared.graph.errors import (
     classify_error,
 )
 from shared.graph.metrics import GraphMetrics
-from shared.graph.usage import Scope
+from shared.graph.usage import Priority, Scope
 
 __all__ = [
     "DEFAULT",
@@ -35,6 +35,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "PolicyBlockedError",
+    "Priority",
     "RetryPolicy",
     "Scope",
     "ThrottledError",

@@ -19,7 +19,7 @@ from urllib.parse import urlencode
 
 from shared.graph.errors import GraphError, ThrottledError, TransientError, classify_error
 from shared.graph.metrics import endpoint_template
-from shared.graph.usage import Scope
+from shared.graph.usage import Priority, Scope
 
 if TYPE_CHECKING:
     from shared.graph.client import GraphClient, Token, _Default
@@ -136,23 +136,31 @@ async def execute_batch(
     results = [BatchResult(request) for request in requests]
     scopes = [client.scopes_for(r.method.upper(), client.strip_version(r.path), r.scope, token_value)
               for r in requests]
+    priorities = [r.scope.priority if r.scope is not None else Priority.NORMAL for r in requests]
     pending = list(range(len(requests)))
     attempts = [0] * len(requests)
     while pending:
         # Items whose scopes are blocked beyond max_wait fail now with ThrottledError; the rest wait together.
+        # A scope due for a probe takes one item (one call) this round; its others wait for the probe's answer.
         ready: list[int] = []
+        probes: set[str] = set()
         for index in pending:
             try:
-                client.check_wait(scopes[index], limit)
+                client.check_wait(scopes[index], limit, priorities[index])
             except ThrottledError as exc:
                 results[index].error = exc
                 continue
+            due = client.usage.probe_due(scopes[index])
+            if due & probes:
+                continue
+            probes |= due
             ready.append(index)
         if not ready:
             break
         chunk = ready[:MAX_BATCH]
         # One HTTP call, but len(chunk) calls against the limits: wait for every scope, count every item.
-        await client.wait_scopes(sorted({s for i in chunk for s in scopes[i]}), limit)
+        await client.wait_scopes(sorted({s for i in chunk for s in scopes[i]}), limit,
+                                 max(priorities[i] for i in chunk))
         counted = [s for i in chunk for s in scopes[i]]
         client.usage.on_send(counted)
         try:

@@ -47,6 +47,7 @@ from shared.graph.metrics import GraphMetrics, endpoint_template
 from shared.graph.usage import (
     APP,
     INSIGHTS_APP,
+    Priority,
     Scope,
     UsageReading,
     UsageTracker,
@@ -172,6 +173,7 @@ class GraphClient:
             threshold=settings.usage_slowdown_threshold,
             windows=dict(usage_windows or {}),
             clock=clock,
+            probe_interval=settings.usage_probe_seconds,
         )
         self.metrics = GraphMetrics.for_registry(registry)
         self._clock = clock
@@ -285,11 +287,12 @@ class GraphClient:
         if idempotent is None:
             idempotent = method in ("GET", "DELETE")
         scopes = self.scopes_for(method, path, scope, token_value)
+        priority = scope.priority if scope is not None else Priority.NORMAL
         failures = 0  # transient and network failures so far (throttles are bounded separately)
         throttles = 0
         while True:
             network_error: Exception | None = None
-            async with self.paced(scopes, limit) if paced else contextlib.nullcontext():
+            async with self.paced(scopes, limit, priority) if paced else contextlib.nullcontext():
                 try:
                     raw = await self.send(
                         method, path, params=params, data=data, token_value=token_value, form_token=form_token,
@@ -577,25 +580,30 @@ class GraphClient:
         lockout = action_lockout_seconds(error.code, error.subcode)
         if lockout is not None:
             return lockout
+        # Meta gave no time: a guess, so never longer than a probe interval (then one call asks again).
         fallback = self.retry.throttle_fallback_seconds * (2.0 ** max(0, consecutive - 1))
-        return min(self.retry.throttle_fallback_cap, fallback)
+        return min(self.retry.throttle_fallback_cap, self.usage.probe_interval, fallback)
 
     @contextlib.asynccontextmanager
-    async def paced(self, scopes: Sequence[str], max_wait: float | None) -> AsyncIterator[None]:
+    async def paced(
+        self, scopes: Sequence[str], max_wait: float | None, priority: Priority = Priority.NORMAL
+    ) -> AsyncIterator[None]:
         """Wait until every scope may take one more call, count the call as in flight, then let it run.
 
         The final check and the in-flight count happen without an await in between, so concurrent callers
         each see the calls the others just started. Raises ThrottledError when the wait would exceed `max_wait`.
         """
-        await self.wait_scopes(scopes, max_wait)
+        await self.wait_scopes(scopes, max_wait, priority)
         self.usage.on_send(scopes)
         try:
             yield
         finally:
             self.usage.on_complete(scopes)
 
-    def check_wait(self, scopes: Sequence[str], max_wait: float | None) -> float:
-        wait = self.usage.wait_for(scopes)
+    def check_wait(
+        self, scopes: Sequence[str], max_wait: float | None, priority: Priority = Priority.NORMAL
+    ) -> float:
+        wait = self.usage.wait_for(scopes, priority)
         if max_wait is not None and wait.seconds > max_wait:
             kind = _kind_of(wait.scope)
             raise ThrottledError(
@@ -607,20 +615,31 @@ class GraphClient:
             )
         return wait.seconds
 
-    async def wait_scopes(self, scopes: Sequence[str], max_wait: float | None) -> float:
-        """Sleep until no scope requires a wait; returns the seconds waited."""
+    async def wait_scopes(
+        self, scopes: Sequence[str], max_wait: float | None, priority: Priority = Priority.NORMAL
+    ) -> float:
+        """Sleep until no scope requires a wait; returns the seconds waited. A waiting lead read is counted in its
+        scopes, so that calls of lower priority let it go first."""
         waited = 0.0
-        while True:
-            self.check_wait(scopes, max_wait)
-            wait = self.usage.wait_for(scopes)
-            if wait.seconds <= 0:
-                return waited
-            reason = "blocked" if wait.blocked else "pacing"
-            if wait.blocked:
-                logger.info("graph scope %s blocked; waiting %.2fs", wait.scope, wait.seconds)
-            self.metrics.throttle_wait.labels(_scope_label(wait.scope or APP), reason).inc(wait.seconds)
-            await self._sleep(wait.seconds)
-            waited += wait.seconds
+        registered = False
+        try:
+            while True:
+                self.check_wait(scopes, max_wait, priority)
+                wait = self.usage.wait_for(scopes, priority)
+                if wait.seconds <= 0:
+                    return waited
+                if priority >= Priority.LEADS and not registered:
+                    self.usage.leads_waiting(scopes, +1)
+                    registered = True
+                reason = "blocked" if wait.blocked else "pacing"
+                if wait.blocked:
+                    logger.info("graph scope %s blocked; waiting %.2fs", wait.scope, wait.seconds)
+                self.metrics.throttle_wait.labels(_scope_label(wait.scope or APP), reason).inc(wait.seconds)
+                await self._sleep(wait.seconds)
+                waited += wait.seconds
+        finally:
+            if registered:
+                self.usage.leads_waiting(scopes, -1)
 
 
 def _as_dict(body: Any) -> dict[str, Any]:

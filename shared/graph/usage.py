@@ -5,6 +5,18 @@ plus `insights:app` / `insights:act_<id>` (X-FB-Ads-Insights-Throttle), `user:<h
 `object:<id>` (an ad-account throttle on an object whose account is unknown) and `action:<method> <path>`
 (action-specific limits such as the 4-per-hour ad set budget edits).
 
+Calls carry a priority (`Priority`): lead reads go first. Within a scope near its limit, background calls
+(backfill, health checks) stop at `BACKGROUND_CEILING` % of the budget, leaving the rest to lead reads, and wait
+while a lead read waits in the same scope.
+
+Probes: the pacer projects Meta's last usage figure with its own call log over Meta's documented window (24 h for
+the leadgen BUC). That projection can say "wait many hours" while Meta's usage has long dropped (others' calls left
+the window, the quota grew with the Page's leads); Meta only tells by answering a call. So no scope is held longer
+than `probe_interval` on the pacer's own projection: then one call (the probe) goes, its usage headers replace the
+projection's basis, and every other call in the scope waits for that answer. Blocks (Meta said: throttled, regain
+in N minutes) are kept for Meta's time; a block whose length Meta did not give is capped by the client at the
+same interval.
+
 Everything here is plain logic with an injected clock; the client does the awaiting.
 """
 
@@ -17,6 +29,7 @@ import re
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -34,6 +47,21 @@ INSIGHTS_THROTTLE_HEADER = "X-FB-Ads-Insights-Throttle"
 SANDBOX_REGAIN_HEADER = "X-Sandbox-Regain-Seconds"
 
 _ACT_RE = re.compile(r"^act_(\d+)$")
+
+
+class Priority(IntEnum):
+    """Who goes first within a scope: lead reads, then everything else, then background work."""
+
+    BACKGROUND = 0  # backfill scans, health checks: they can wait minutes without anyone noticing
+    NORMAL = 1
+    LEADS = 2  # reading a lead someone is waiting for
+
+
+# Background calls treat this share of a scope's budget as its whole: the rest stays for lead reads.
+BACKGROUND_CEILING = 90.0
+# Longest a scope is held on the pacer's own projection (or a block whose length Meta did not say) before one call
+# probes it for fresh usage headers ("a few minutes"; META_USAGE_PROBE_SECONDS).
+DEFAULT_PROBE_SECONDS = 180.0
 
 
 def ad_account_key(act_id: str) -> str:
@@ -67,22 +95,29 @@ class Scope:
     page: str | None = None
     buc_type: str | None = None
     keys: tuple[str, ...] = ()
+    priority: Priority = Priority.NORMAL
 
     @classmethod
     def ad_account(cls, act_id: str, buc_type: str | None = None) -> Scope:
         return cls(account=normalise_act_id(act_id), buc_type=buc_type)
 
     @classmethod
-    def leadgen(cls, page_id: str) -> Scope:
-        return cls(page=str(page_id), buc_type="leadgen")
+    def leadgen(cls, page_id: str, priority: Priority = Priority.LEADS) -> Scope:
+        """Lead reads of a Page (first in line by default; a backfill scan passes `Priority.BACKGROUND`)."""
+        return cls(page=str(page_id), buc_type="leadgen", priority=priority)
 
     @classmethod
-    def page_api(cls, page_id: str) -> Scope:
-        return cls(page=str(page_id), buc_type="pages")
+    def page_api(cls, page_id: str, priority: Priority = Priority.NORMAL) -> Scope:
+        return cls(page=str(page_id), buc_type="pages", priority=priority)
 
     @classmethod
     def key(cls, *keys: str) -> Scope:
         return cls(keys=tuple(keys))
+
+    @classmethod
+    def background(cls) -> Scope:
+        """No scope hint, only the priority of work that can wait (health checks)."""
+        return cls(priority=Priority.BACKGROUND)
 
     def __add__(self, other: Scope) -> Scope:
         return Scope(
@@ -90,6 +125,7 @@ class Scope:
             page=self.page or other.page,
             buc_type=self.buc_type or other.buc_type,
             keys=self.keys + other.keys,
+            priority=max(self.priority, other.priority),
         )
 
 
@@ -320,6 +356,7 @@ def projected_wait(
     window: float,
     threshold: float,
     now: float,
+    ceiling: float = 100.0,
 ) -> float | None:
     """Wait before one more call, projecting Meta's last usage figure with our own call log.
 
@@ -333,11 +370,13 @@ def projected_wait(
     * projected usage above the threshold: keep a gap after our last call growing from 0 at the threshold to
       window / B at 100 % (the budget's own rate, so a steady state near the limit loses no throughput).
 
+    `ceiling` (% of the budget) shrinks the budget for calls that must leave the rest to others (background work).
+
     Returns None when there is nothing to project from (no usage figure, or none of our calls explains it).
     """
     if observed_calls <= 0 or pct <= 0 or window <= 0:
         return None
-    budget = observed_calls * 100.0 / (pct + granularity)
+    budget = observed_calls * 100.0 / (pct + granularity) * min(100.0, max(1.0, ceiling)) / 100.0
     n = len(completed) + in_flight
     if n + 1 > budget:
         drop = math.ceil(n + 1 - budget)
@@ -366,6 +405,11 @@ class ScopeState:
     # After a block ends, one call probes the scope; the others wait for its answer instead of all arriving at
     # the instant the window frees its first slot (which throttles all but one of them again).
     recovering: bool = False
+    # Probes of a scope the projection holds longer than the probe interval (module docstring).
+    last_probe: float = float("-inf")  # when the last probe was sent
+    probe_due: bool = False  # the last wait computed let a call through only as a probe
+    probing: bool = False  # a probe is in flight: the others wait for its answer
+    leads_waiting: int = 0  # lead reads waiting in this scope right now (the others let them go first)
 
 
 # How often callers waiting on a probe look again.
@@ -392,6 +436,7 @@ class UsageTracker:
     threshold: float = 75.0
     windows: Mapping[str, float] = field(default_factory=dict)
     clock: Callable[[], float] = field(default=lambda: 0.0)
+    probe_interval: float = DEFAULT_PROBE_SECONDS
     max_learned_objects: int = 10_000
     states: dict[str, ScopeState] = field(default_factory=dict)
     object_accounts: OrderedDict[str, str] = field(default_factory=OrderedDict)
@@ -431,6 +476,10 @@ class UsageTracker:
             st = self.state(scope)
             st.in_flight += 1
             st.last_sent = now
+            if st.probe_due:
+                st.probe_due = False
+                st.probing = True
+                st.last_probe = now
 
     def on_complete(self, scopes: Iterable[str]) -> None:
         now = self.clock()
@@ -440,6 +489,7 @@ class UsageTracker:
             st = self.state(scope)
             st.in_flight = max(0, st.in_flight - 1)
             st.completed.append(now)
+            st.probing = False  # its answer (headers, or a throttle and its block) is in
             if st.blocked_until <= now:
                 st.recovering = False
 
@@ -478,6 +528,13 @@ class UsageTracker:
         st.reset_at = None
         return st.blocked_until
 
+    def leads_waiting(self, scopes: Iterable[str], delta: int) -> None:
+        """Count lead reads waiting in `scopes` (+1 when one starts waiting, -1 when it stops)."""
+        for scope in scopes:
+            if self.metered(scope):
+                st = self.state(scope)
+                st.leads_waiting = max(0, st.leads_waiting + delta)
+
     def blocked_for(self, scope: str) -> float:
         st = self.states.get(scope)
         return 0.0 if st is None else max(0.0, st.blocked_until - self.clock())
@@ -501,15 +558,18 @@ class UsageTracker:
             return max(0.0, st.reset_at - now)
         return max(0.0, st.observed_at + self.window(scope) - now)
 
-    def scope_wait(self, scope: str) -> Wait:
+    def scope_wait(self, scope: str, priority: Priority = Priority.NORMAL) -> Wait:
         st = self.states.get(scope)
         if st is None:
             return Wait(0.0, scope, False)
         now = self.clock()
+        st.probe_due = False
         if st.blocked_until > now:
             return Wait(st.blocked_until - now, scope, True)
-        if st.recovering and st.in_flight > 0:
+        if (st.recovering or st.probing) and st.in_flight > 0:
             return Wait(PROBE_POLL_SECONDS, scope, True)
+        if priority < Priority.LEADS and st.leads_waiting > 0:
+            return Wait(PROBE_POLL_SECONDS, scope, False)  # lead reads first
         if st.observed_at and now - st.observed_at >= self.window(scope):
             # The last reading describes a window that has passed: it must not keep pacing calls forever
             # (a 100% insights reading comes without a regain time, so nothing else would clear it).
@@ -527,16 +587,34 @@ class UsageTracker:
             window=self.window(scope),
             threshold=self.threshold,
             now=now,
+            ceiling=BACKGROUND_CEILING if priority == Priority.BACKGROUND else 100.0,
         )
         if projected is None:
-            projected = pacing_delay(self.current_pct(scope), self.threshold, self.remaining_window(scope))
-        return Wait(projected, scope, False)
+            pct = self.current_pct(scope)
+            if priority == Priority.BACKGROUND:
+                pct = pct * 100.0 / BACKGROUND_CEILING
+            projected = pacing_delay(pct, self.threshold, self.remaining_window(scope))
+        return Wait(self._probe_cap(st, projected, now), scope, False)
 
-    def wait_for(self, scopes: Iterable[str]) -> Wait:
+    def _probe_cap(self, st: ScopeState, projected: float, now: float) -> float:
+        """The projected wait, or less: the time until the scope's next probe (module docstring)."""
+        if projected <= self.probe_interval:
+            return projected
+        next_probe = max(st.observed_at, st.last_probe) + self.probe_interval
+        if next_probe > now:
+            return min(projected, next_probe - now)
+        st.probe_due = True  # the next call sent in this scope is the probe (`on_send`)
+        return 0.0
+
+    def probe_due(self, scopes: Iterable[str]) -> set[str]:
+        """Of `scopes`, those whose last computed wait let a call through only as their probe."""
+        return {s for s in scopes if (st := self.states.get(s)) is not None and st.probe_due}
+
+    def wait_for(self, scopes: Iterable[str], priority: Priority = Priority.NORMAL) -> Wait:
         """The longest wait any of `scopes` requires right now (a block wins a tie)."""
         best = Wait(0.0, None, False)
         for scope in scopes:
-            wait = self.scope_wait(scope)
+            wait = self.scope_wait(scope, priority)
             if wait.seconds > best.seconds or (wait.blocked and wait.seconds >= best.seconds > 0):
                 best = wait
         return best

@@ -96,9 +96,9 @@ HASHED_KEYS = frozenset({"em", "ph", "fn", "ln", "ct", "st", "zp", "country", "g
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # fb.<subdomainIndex>.<creationTimeMs>.<fbclid|random>[.<appendix>]; fbclid is case-sensitive (docs/meta-api.md §8.4).
-_FB_COOKIE = re.compile(r"^fb\.\d+\.\d+\.\S+$")
+_FB_COOKIE = re.compile(r"^fb\.[0-9]+\.[0-9]+\.\S+$")
 # Meta lead ids are 15-17 digits; anything else makes Meta reject the event, and with it the whole request.
-_LEAD_ID = re.compile(r"^\d{15,17}$")
+_LEAD_ID = re.compile(r"^[0-9]{15,17}$")  # ASCII only: `\d` also matches Arabic-Indic digits
 
 ISO_ALPHA2 = frozenset(
     (

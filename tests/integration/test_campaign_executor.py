@@ -8,6 +8,7 @@ state and call log) and the audit row.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -547,3 +548,30 @@ def create_command(sandbox: SandboxHandle, status: str = "PAUSED") -> CampaignCo
                   "link": "https://example.com/review", "headline": "No fee unless we win"},
         ad={"name": "Ad A"},
     )
+
+
+async def test_one_message_id_carrying_two_commands_is_processed_once(
+    start_executor, sandbox, broker, results, db, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="services.campaign_executor.worker")
+    await start_executor()
+    first = sandbox.state["adsets_by_name"]["Prospecting - Lookalike"]
+    second = next(a for name, a in sandbox.state["adsets_by_name"].items() if a != first)
+    message = command("pause", object_id=first, level="adset")
+    # The same envelope id, a different command (a producer reusing ids, a hand-edited replay).
+    other = CampaignCommandMessage.new(
+        CampaignCommand.model_validate({"kind": "pause", "command_id": str(uuid.uuid4()), "object_id": second,
+                                        "level": "adset", "requested_by": "test", "reason": "same message id"}),
+        message_id=message.message_id,
+    )
+    cid = await send(broker, message)
+    assert (await result_of(results, cid)).status == "ok"
+    other_cid = await send(broker, other)
+
+    async def refused() -> bool:
+        return any("not acted on" in r.getMessage() and str(other_cid) in r.getMessage() for r in caplog.records)
+
+    await eventually(refused, what="the second command with the same message id handled")
+    assert (await node(sandbox, second))["status"] == "ACTIVE"
+    assert await audit(db, other_cid) is None
+    assert results.get(other_cid) is None

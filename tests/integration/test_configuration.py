@@ -69,6 +69,26 @@ async def test_a_bad_worker_count_stops_before_any_worker_starts() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("amqp_url", "says"),
+    [
+        (AMQP_URL.rsplit("/", 1)[0] + "/no_such_vhost_for_leadwire", "does vhost 'no_such_vhost_for_leadwire' exist"),
+        ("amqp://guest:guest@127.0.0.1:1/", "Connection refused"),
+    ],
+    ids=["wrong-vhost", "unreachable"],
+)
+async def test_a_broker_refusing_or_unreachable_at_start_is_one_line(amqp_url: str, says: str) -> None:
+    code, output = await _run_cli("run", "ingress", env=_env(AMQP_URL=amqp_url, OPS_PORT="0", INGRESS_PORT="0",
+                                                              LOG_LEVEL="INFO"))
+    assert code == 1
+    assert "Traceback" not in output
+    problems = [line for line in output.splitlines() if '"level": "error"' in line or "cannot start" in line]
+    assert len(problems) == 1, output
+    assert problems[0].startswith("leadwire: cannot start: ")
+    assert says in problems[0]
+    assert "guest:guest" not in output
+
+
 async def test_secrets_set_in_environment_never_logged(database_dsn: str) -> None:
     env = _env(
         META_ACCESS_TOKEN=SECRET_TOKEN,

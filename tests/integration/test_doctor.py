@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,8 +11,8 @@ import aiohttp
 import pytest
 
 from contracts.alerts import AlertRaised
-from shared.doctor import HealthMonitor, run_checks, subscribe_pages
-from shared.graph import GraphClient
+from shared.doctor import HealthMonitor, check_token, run_checks, subscribe_pages
+from shared.graph import GraphClient, RetryPolicy
 from shared.settings import MetaSettings
 from tests.fixtures.sandbox import SandboxHandle
 
@@ -95,3 +96,50 @@ async def test_monitor_alerts_once_per_problem_until_it_recovers(
     await graph.delete(f"{PAGE_ID}/subscribed_apps", token=meta.access_token)  # the app was removed again
     await monitor.check_once(now=1_000_180)  # broken again after recovering: alert again, within `repeat`
     assert [a.code for a in alerts] == ["meta_leadgen_subscription"] * 2
+
+
+def _leaks(caplog: pytest.LogCaptureFixture, secret: str) -> list[str]:
+    """Log records that hold `secret` anywhere: message, arguments or extra fields."""
+    found = []
+    for record in caplog.records:
+        text = " ".join([record.getMessage(), *map(str, record.__dict__.values())])
+        if secret in text:
+            found.append(f"{record.name}: {record.getMessage()}")
+    return found
+
+
+@pytest.mark.parametrize("fault", [None, "timeout", "error"])
+async def test_debug_token_keeps_the_token_out_of_every_logged_url(
+    sandbox: SandboxHandle, caplog: pytest.LogCaptureFixture, fault: str | None
+) -> None:
+    """Meta's debug_token takes the token only as the `input_token` query parameter (README, "Secrets"): the one
+    URL leadwire requests with a token in it. Nothing logs it: not the client (templates, not URLs), not aiohttp,
+    not the sandbox's access log, not an error on the way (a timeout, a Graph error)."""
+    caplog.set_level(logging.DEBUG)
+    token = "EAAG" + "x7Qz" * 12  # looks like a real long-lived token
+    meta = MetaSettings(access_token=token, app_secret=sandbox.app_secret, graph_url=sandbox.url,
+                        request_timeout_seconds=1)
+    if fault == "timeout":
+        await sandbox.faults(timeout_rate=1.0, hang_seconds=5, path_regex="^/debug_token")
+    elif fault == "error":
+        await sandbox.faults(error_rate=1.0, error_status=500, path_regex="^/debug_token")
+    async with aiohttp.ClientSession() as session:
+        graph = GraphClient(session, meta, max_wait=5, retry=RetryPolicy(max_attempts=2, backoff_base=0.01))
+        findings = await check_token(graph, meta)
+    calls = [r for r in (await sandbox.calls())["requests"] if r["path"] == "/debug_token"]
+    assert calls, "debug_token was not called"
+    assert (findings[0].ok is True) == (fault is None), findings[0].render()
+    assert token not in " ".join(f.render() for f in findings)
+    assert caplog.records, "nothing was logged: the check would prove nothing"
+    assert _leaks(caplog, token) == []
+
+
+@pytest.mark.parametrize("expires_at", [1_795_208_645_000, 10**20])
+async def test_an_implausible_expiry_from_meta_is_unknown_not_a_crash(
+    sandbox: SandboxHandle, graph_and_meta: tuple[GraphClient, MetaSettings], expires_at: int
+) -> None:
+    graph, meta = graph_and_meta
+    await sandbox.set_token(expires_at=expires_at)
+    findings = _by_check(await check_token(graph, meta))
+    assert findings["token:None"].ok
+    assert "token expiry:None" not in findings

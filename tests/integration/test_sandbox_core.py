@@ -176,6 +176,22 @@ async def test_leadgen_throttle_is_keyed_by_page(sandbox: SandboxHandle) -> None
     assert body["error"]["code"] == 80005
 
 
+async def test_with_regain_header_off_only_metas_own_headers_speak(sandbox: SandboxHandle) -> None:
+    await sandbox.limits(buc={"leadgen": {"budget": 4, "window_seconds": 90}}, regain_header=False)
+    form = sandbox.state["form_ids"][0]
+    for _ in range(3):
+        status, headers, _ = await sandbox.graph("GET", f"{form}/leads")
+        assert status == 200
+    entry = json.loads(headers["X-Business-Use-Case-Usage"])["102030405060708"][0]
+    assert (entry["type"], entry["call_count"], entry["estimated_time_to_regain_access"]) == ("leadgen", 75, 0)
+    await sandbox.graph("GET", f"{form}/leads")
+    status, headers, body = await sandbox.graph("GET", f"{form}/leads")
+    assert (status, body["error"]["code"]) == (400, 80005)
+    assert "X-Sandbox-Regain-Seconds" not in headers  # Meta never sends it
+    entry = json.loads(headers["X-Business-Use-Case-Usage"])["102030405060708"][0]
+    assert entry["estimated_time_to_regain_access"] == 2  # 90 s, in whole minutes (rounded up)
+
+
 async def test_injected_error_fault_respects_path_regex(sandbox: SandboxHandle) -> None:
     await sandbox.faults(error_rate=1.0, path_regex=r"/campaigns$")
     status, _, body = await sandbox.graph("GET", f"{sandbox.account_id}/campaigns")

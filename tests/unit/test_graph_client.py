@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from shared.graph import (
     GraphClient,
     GraphConnectionError,
     NotFoundError,
+    Priority,
     RetryPolicy,
     Scope,
     ThrottledError,
@@ -109,7 +111,8 @@ def make_client(fake, session, clock):
         )
         kwargs.setdefault("registry", CollectorRegistry())
         kwargs.setdefault("retry", RetryPolicy(backoff_base=0.1))
-        return GraphClient(session, settings, clock=clock, sleep=clock.sleep, **kwargs)
+        kwargs.setdefault("sleep", clock.sleep)
+        return GraphClient(session, settings, clock=clock, **kwargs)
 
     return make
 
@@ -418,3 +421,36 @@ def test_metrics_registered_once_per_registry(session):
     b = GraphClient(session, settings, registry=registry)
     assert a.metrics is b.metrics
     assert TOKEN not in repr(a)
+
+
+async def test_a_throttle_without_a_regain_time_blocks_no_longer_than_a_probe_interval(fake, make_client, clock):
+    answers = iter([_throttle(80005), _throttle(80005), _throttle(80005), _throttle(80005), (200, {"id": "1"}, {})])
+    fake.responder = lambda req: next(answers)
+    client = make_client(max_wait=None)
+    client.usage.probe_interval = 90.0
+    assert await client.get("123", scope=Scope.leadgen("77")) == {"id": "1"}
+    # Meta gave no time: the fallback (60 s, doubling) never holds the Page's lead reads past one probe interval.
+    assert [round(s) for s in clock.sleeps] == [60, 90, 90, 90]
+
+
+async def test_lead_reads_go_before_background_calls_in_the_same_scope(fake, make_client, clock):
+    order: list[str] = []
+    fake.responder = lambda req: (order.append(req["path"].rsplit("/", 1)[-1]), (200, {"id": "1"}, {}))[1]
+    gate = asyncio.Event()
+
+    async def gated_sleep(seconds: float) -> None:
+        await gate.wait()
+        await asyncio.sleep(0.001)  # let the other task's HTTP call progress
+        clock.now += seconds
+
+    client = make_client(max_wait=None, sleep=gated_sleep)
+    client.usage.block("buc:77:leadgen", 5.0)
+    lead = asyncio.ensure_future(client.get("2002", scope=Scope.leadgen("77")))
+    await asyncio.sleep(0.01)  # the lead read waits out the block
+    clock.now += 5.0  # the block is over, but the lead read has not woken up yet
+    background = asyncio.ensure_future(client.get("1001", scope=Scope.leadgen("77", Priority.BACKGROUND)))
+    await asyncio.sleep(0.01)
+    assert order == []  # the backfill did not jump ahead of the waiting lead read
+    gate.set()
+    await asyncio.gather(background, lead)
+    assert order == ["2002", "1001"]

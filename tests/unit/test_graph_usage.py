@@ -9,6 +9,8 @@ import pytest
 
 from shared.graph.usage import (
     APP,
+    PROBE_POLL_SECONDS,
+    Priority,
     Scope,
     UsageReading,
     UsageTracker,
@@ -230,3 +232,95 @@ def test_after_a_block_one_probe_goes_first_and_the_others_wait_for_it():
     assert held.seconds > 0  # everyone else waits for the probe's answer
     tracker.on_complete([APP])
     assert tracker.wait_for([APP]).seconds == 0  # the probe got through: the scope is open again
+
+
+# -- probes and priority (issue 14, item 4) --------------------------------------------------------------------
+
+LEADGEN = "buc:111:leadgen"
+
+
+def _near_limit(tracker: UsageTracker, clock: Clock, calls: int = 30, pct: float = 95.0) -> None:
+    """Our own calls in the scope, then Meta's figure: the pacer's projection over the 24 h window is long."""
+    for _ in range(calls):
+        tracker.on_send([LEADGEN])
+        tracker.on_complete([LEADGEN])
+    tracker.observe(UsageReading(LEADGEN, pct))
+
+
+def test_a_long_projection_is_held_only_until_the_next_probe_then_one_call_probes():
+    clock = Clock()
+    tracker = UsageTracker(clock=clock, probe_interval=180.0)
+    _near_limit(tracker, clock)
+    projected = projected_wait(
+        pct=95.0, granularity=1.0, observed_calls=30, completed=list(tracker.states[LEADGEN].completed),
+        in_flight=0, last_sent=clock.now, window=86400.0, threshold=75.0, now=clock.now,
+    )
+    assert projected is not None
+    assert projected > 1800
+    wait = tracker.wait_for([LEADGEN], Priority.LEADS)
+    assert 0 < wait.seconds <= 180.0
+    assert not wait.blocked
+    clock.now += wait.seconds
+    assert tracker.wait_for([LEADGEN], Priority.LEADS).seconds == 0  # the probe may go
+    tracker.on_send([LEADGEN])
+    # One probe at a time: everyone else waits for its answer.
+    assert tracker.wait_for([LEADGEN], Priority.LEADS).seconds == PROBE_POLL_SECONDS
+    tracker.on_complete([LEADGEN])
+    # Meta says usage dropped: the projection now has a fresh basis and lets calls go.
+    tracker.observe(UsageReading(LEADGEN, 3.0))
+    assert tracker.wait_for([LEADGEN], Priority.LEADS).seconds == 0
+
+
+def test_while_usage_stays_high_probes_come_at_most_once_per_interval():
+    clock = Clock()
+    tracker = UsageTracker(clock=clock, probe_interval=180.0)
+    _near_limit(tracker, clock)
+    probes = []
+    for _ in range(3 * 600):  # ten minutes in 1/3 s steps, a caller always ready
+        if tracker.wait_for([LEADGEN], Priority.LEADS).seconds == 0:
+            probes.append(clock.now)
+            tracker.on_send([LEADGEN])
+            tracker.on_complete([LEADGEN])
+            tracker.observe(UsageReading(LEADGEN, 96.0))  # still near the limit
+        clock.now += 1 / 3
+    assert 3 <= len(probes) <= 4
+    assert all(b - a >= 180.0 - 1e-6 for a, b in itertools.pairwise(probes))
+
+
+def test_a_short_projection_is_waited_out_without_a_probe():
+    clock = Clock()
+    tracker = UsageTracker(clock=clock, probe_interval=180.0, windows={"buc:leadgen": 60.0})
+    _near_limit(tracker, clock, calls=30, pct=80.0)
+    wait = tracker.wait_for([LEADGEN])
+    assert 0 < wait.seconds < 180.0
+    assert not tracker.probe_due([LEADGEN])
+
+
+def test_background_calls_leave_the_last_share_of_the_quota_to_lead_reads():
+    clock = Clock()
+    tracker = UsageTracker(clock=clock, probe_interval=10**6, windows={"buc:leadgen": 3600.0})
+    _near_limit(tracker, clock, calls=89, pct=89.0)  # a budget of about 99 calls; 89 % used
+    clock.now += 1000.0
+    lead = tracker.wait_for([LEADGEN], Priority.LEADS).seconds
+    background = tracker.wait_for([LEADGEN], Priority.BACKGROUND).seconds
+    assert lead < 60.0  # lead reads still go (paced)
+    assert background > 1000.0  # the backfill stops at 90 % of the budget: it waits for calls to leave the window
+
+
+def test_lower_priority_calls_wait_while_a_lead_read_waits_in_the_scope():
+    clock = Clock()
+    tracker = UsageTracker(clock=clock)
+    tracker.leads_waiting([LEADGEN], +1)
+    assert tracker.wait_for([LEADGEN], Priority.BACKGROUND).seconds > 0
+    assert tracker.wait_for([LEADGEN], Priority.NORMAL).seconds > 0
+    assert tracker.wait_for([LEADGEN], Priority.LEADS).seconds == 0
+    assert tracker.wait_for(["buc:222:leadgen"], Priority.BACKGROUND).seconds == 0  # another Page: no effect
+    tracker.leads_waiting([LEADGEN], -1)
+    assert tracker.wait_for([LEADGEN], Priority.BACKGROUND).seconds == 0
+
+
+def test_scope_priority_helpers():
+    assert Scope.leadgen("1").priority == Priority.LEADS
+    assert Scope.leadgen("1", Priority.BACKGROUND).priority == Priority.BACKGROUND
+    assert Scope.background().priority == Priority.BACKGROUND
+    assert (Scope.background() + Scope.leadgen("1")).priority == Priority.LEADS

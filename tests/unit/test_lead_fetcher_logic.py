@@ -144,3 +144,42 @@ async def test_a_lone_read_is_a_plain_get() -> None:
     assert await reader.read("5", "p") == {"id": "5"}
     assert graph.gets == ["5"]
     assert graph.batches == []
+
+
+# -- epochs out of range, held capture (issue 14) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("created_time", [1_795_208_645_000, 10**20, 2**63, -(10**20)])
+def test_an_implausible_created_time_never_crashes_the_expiry_check(created_time: int) -> None:
+    from services.lead_fetcher.logic import lead_is_expired
+
+    now = datetime(2026, 12, 3, tzinfo=UTC)
+    assert lead_is_expired(created_time, now) is False
+    assert lead_is_expired(int((now - timedelta(days=91)).timestamp()), now) is True
+
+
+@pytest.mark.parametrize("value", [1e20, 10**20, float("inf"), float("nan")])
+def test_an_implausible_numeric_created_time_from_meta_is_a_value_error(value: float) -> None:
+    from services.lead_fetcher.logic import parse_meta_time
+
+    with pytest.raises(ValueError, match="plausible"):
+        parse_meta_time(value)
+
+
+def test_held_alert_says_why_and_when() -> None:
+    from services.lead_fetcher.logic import held_alert, held_reason
+
+    paced = ThrottledError("scope buc:1:leadgen is near its limit", kind="buc", scope="buc:1:leadgen",
+                           retry_after=170.0)
+    throttled = ThrottledError("(#80005) too many", kind="buc", scope="buc:1:leadgen", code=80005)
+    assert "near its limit" in held_reason(paced)
+    assert "buc:1:leadgen" in held_reason(paced)
+    assert "code 80005" in held_reason(throttled)
+    alert = held_alert("1", held_reason(paced), held_seconds=360.0,
+                       expected=datetime(2026, 12, 3, 9, 15, tzinfo=UTC))
+    assert alert.code == "lead_capture_held"
+    assert alert.subject == "1"
+    assert "6 min" in alert.summary
+    assert "2026-12-03 09:15 UTC" in alert.summary
+    assert alert.fix
+    assert "leadwire doctor" in alert.fix

@@ -106,13 +106,14 @@ def test_a_valid_message_decodes() -> None:
 @pytest.mark.parametrize(
     ("body", "reason"),
     [
-        (_raw(_conversion(event_time="1e400"), ('"1e400"', "1e400")), "OverflowError"),
+        # Non-finite numbers are refused by the contracts themselves (contracts/values.py), no body scan needed.
+        (_raw(_conversion(event_time="1e400"), ('"1e400"', "1e400")), "event_time: .*finite"),
         (_raw(_conversion(event_name="Signed\x00Case")), "event_name: NUL"),
         (_raw(_conversion(event_name="x"), ('"x"', '"\\udc00"')), "invalid"),
         (_raw(_conversion(event_name="x"), ('"x"', '"\\ud800"')), "invalid"),
-        (_raw(_conversion(custom_data={"value": "V", "currency": "USD"}), ('"V"', "Infinity")), "value: not a finite"),
-        (_raw(_conversion(custom_data={"value": "V", "currency": "USD"}), ('"V"', "1e400")), "value: not a finite"),
-        (_raw(_conversion(custom_data={"k": "V"}), ('"V"', "NaN")), "custom_data.k: not a finite"),
+        (_raw(_conversion(custom_data={"value": "V", "currency": "USD"}), ('"V"', "Infinity")), "value: .*finite"),
+        (_raw(_conversion(custom_data={"value": "V", "currency": "USD"}), ('"V"', "1e400")), "value: .*finite"),
+        (_raw(_conversion(custom_data={"k": "V"}), ('"V"', "NaN")), "custom_data.k: must be a finite"),
         (_raw(_conversion(custom_data={"k\x00": "v"})), "NUL or lone surrogate in a key"),
         (b'{"not json', "invalid"),
         (b"\x00\xff", "invalid"),
