@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -12,10 +13,14 @@ from services.crm_sync.adapters import Adapter, GoHighLevelAdapter, WebhookAdapt
 from services.crm_sync.mapping import field_map
 from services.crm_sync.settings import CrmSyncSettings
 from services.crm_sync.worker import LeadSync
+from shared.ghl import GhlClient
 from shared.logging import register_secret
 from shared.service import Service
 from shared.settings import Settings
 from shared.topology import Consumer, consumer
+
+if TYPE_CHECKING:
+    import asyncpg
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +39,7 @@ def create_app(settings: Settings | None = None, *, lead_consumer: Consumer | No
 
     def dependencies(started: Service) -> handlers.Deps:
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=crm.crm_timeout_seconds))
-        adapters = build_adapters(crm, session)
+        adapters = build_adapters(crm, session, started.db)
         if not adapters:
             logger.warning("no CRM adapter configured (CRM_WEBHOOK_URL, GHL_API_TOKEN): leads are recorded as "
                            "skipped, not delivered")
@@ -51,12 +56,16 @@ def create_app(settings: Settings | None = None, *, lead_consumer: Consumer | No
     return service
 
 
-def build_adapters(crm: CrmSyncSettings, session: aiohttp.ClientSession) -> list[Adapter]:
+def build_adapters(crm: CrmSyncSettings, session: aiohttp.ClientSession, pool: asyncpg.Pool | None = None
+                   ) -> list[Adapter]:
+    """The configured adapters; GoHighLevel's needs the pool (it records each contact id as soon as it has it)."""
     adapters: list[Adapter] = []
     if crm.webhook_enabled:
         adapters.append(WebhookAdapter(session, crm.crm_webhook_url, crm.crm_webhook_secret.get_secret_value(),
                                        field_map(crm.crm_field_map)))
     if crm.gohighlevel_enabled:
-        adapters.append(GoHighLevelAdapter(session, crm.ghl_base_url, crm.ghl_api_token.get_secret_value(),
-                                           crm.ghl_location_id, crm.ghl_custom_field_map))
+        if pool is None:
+            raise ValueError("the GoHighLevel adapter needs the database pool")
+        adapters.append(GoHighLevelAdapter(GhlClient.from_settings(session, crm), pool, crm.ghl_custom_field_map,
+                                           create_fields=crm.ghl_create_custom_fields))
     return adapters

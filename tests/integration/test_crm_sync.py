@@ -424,7 +424,7 @@ async def test_a_group_that_cannot_commit_is_redone_lead_by_lead(
     crm = CrmSyncSettings(crm_webhook_url=crm_sink.webhook_url, crm_webhook_secret=WEBHOOK_SECRET,
                           crm_timeout_seconds=2)
     async with aiohttp.ClientSession() as session:
-        sync = LeadSync(db, build_adapters(crm, session))
+        sync = LeadSync(db, build_adapters(crm, session, db))
         jobs = [Job(captured(lid), attempt=1, max_attempts=3) for lid in ids]
 
         outcomes = await sync._run_group(jobs)  # the group as the runner hands it over, all 20 together
