@@ -42,6 +42,7 @@ API_VERSION = "2021-07-28"
 DEFAULT_BASE_URL = "https://services.leadconnectorhq.com"
 USER_AGENT = "leadwire/1"
 MAX_PACING_WAIT = 10.0  # the burst window is 10 s: never hold a request longer than one window
+RATE_LIMIT_RETRIES = 3  # 429s waited out in place (each at most MAX_PACING_WAIT) before the caller is told
 DAILY_LIMIT_WAIT = 3600.0  # the daily quota is spent: GoHighLevel does not say when it resets; look again in an hour
 REFRESH_MIN_SECONDS = 60.0
 MESSAGE_LIMIT = 200
@@ -157,55 +158,70 @@ class GhlRateLimited(GhlError):
 
 @dataclass
 class RateLimit:
-    """What the last answer's `X-RateLimit-*` headers said (None: not told)."""
+    """The burst budget as the `X-RateLimit-*` headers tell it, spent locally by each request sent (several may be in
+    flight before an answer tells the new count). None: not told yet."""
 
     remaining: int | None = None
     maximum: int | None = None
     interval: float | None = None  # seconds
     daily_remaining: int | None = None
     daily_limit: int | None = None
-    window_ends: float = 0.0  # monotonic time the burst window that is spent ends (0: not spent)
+    window_ends: float = 0.0  # monotonic time the spent burst window ends (0: not spent)
 
     def update(self, headers: Mapping[str, str], now: float) -> None:
-        def number(name: str) -> float | None:
+        def number(name: str) -> int | None:
             try:
-                return float(headers[name])
+                return int(float(headers[name]))
             except (KeyError, ValueError):
                 return None
 
-        remaining, maximum = number("X-RateLimit-Remaining"), number("X-RateLimit-Max")
-        interval_ms, daily = number("X-RateLimit-Interval-Milliseconds"), number("X-RateLimit-Daily-Remaining")
-        daily_limit = number("X-RateLimit-Limit-Daily")
+        interval_ms = number("X-RateLimit-Interval-Milliseconds")
         if interval_ms is not None:
             self.interval = max(0.0, interval_ms / 1000)
-        if maximum is not None:
-            self.maximum = int(maximum)
-        if daily_limit is not None:
-            self.daily_limit = int(daily_limit)
+        self.maximum = number("X-RateLimit-Max") or self.maximum
+        self.daily_limit = number("X-RateLimit-Limit-Daily") or self.daily_limit
+        daily = number("X-RateLimit-Daily-Remaining")
         if daily is not None:
-            self.daily_remaining = int(daily)
-        if remaining is not None:
-            self.remaining = int(remaining)
-            if self.remaining <= 0 and self.window_ends <= now:
-                self.window_ends = now + (self.interval if self.interval is not None else MAX_PACING_WAIT)
-            elif self.remaining > 0:
-                self.window_ends = 0.0
+            self.daily_remaining = daily
+        remaining = number("X-RateLimit-Remaining")
+        if remaining is not None and (self.remaining is None or remaining < self.remaining):
+            self.remaining = remaining
+        if self.remaining is not None and self.remaining <= 0 and not self.window_ends:
+            self.window_ends = now + self._interval
 
-    def wait(self, now: float) -> float:
-        """Seconds to hold the next request (0: go)."""
-        return max(0.0, self.window_ends - now) if self.window_ends else 0.0
+    @property
+    def _interval(self) -> float:
+        return self.interval if self.interval is not None else MAX_PACING_WAIT
 
-    def retry_after(self, headers: Mapping[str, str], now: float) -> float:
-        """The wait a 429 implies: `Retry-After`, else the daily quota (spent: an hour), else the burst window."""
+    def reserve(self, now: float) -> float:
+        """Take one request from the budget: 0 to go now, else the seconds until the window ends."""
+        if self.window_ends:
+            if now < self.window_ends:
+                return self.window_ends - now
+            self.window_ends = 0.0
+            self.remaining = self.maximum  # a new window
+        if self.remaining is not None:
+            self.remaining -= 1
+            if self.remaining <= 0:
+                self.window_ends = now + self._interval
+        return 0.0
+
+    def throttled(self, headers: Mapping[str, str], now: float) -> float:
+        """After a 429: the wait it implies (`Retry-After`, else a spent daily quota: an hour, else the burst
+        window), and the window marked spent until then."""
+        wait: float | None = None
         given = headers.get("Retry-After")
         if given is not None:
             try:
-                return max(0.0, float(given))
+                wait = max(0.0, float(given))
             except ValueError:
-                pass
-        if self.daily_remaining is not None and self.daily_remaining <= 0:
-            return DAILY_LIMIT_WAIT
-        return max(self.wait(now), 1.0)
+                wait = None
+        if wait is None:
+            spent_today = self.daily_remaining is not None and self.daily_remaining <= 0
+            wait = DAILY_LIMIT_WAIT if spent_today else self._interval
+        self.remaining = 0
+        self.window_ends = max(self.window_ends, now + wait)
+        return wait
 
 
 # -- the client --------------------------------------------------------------------------------------------------
@@ -234,13 +250,24 @@ class GhlClient:
         """One call; the JSON object GoHighLevel answered (empty when it answered none).
 
         Raises:
-            GhlRateLimited: 429, with the wait its headers imply.
+            GhlRateLimited: 429 beyond a short wait (`MAX_PACING_WAIT`, waited out here up to RATE_LIMIT_RETRIES
+                times), with the wait its headers imply.
             GhlError: any other non-2xx (`transient` for 5xx/408), or no answer (status 0, transient).
         """
-        wait = self.rate.wait(self._clock())
-        if wait > 0:
+        for _ in range(RATE_LIMIT_RETRIES):
+            try:
+                return await self._once(method, path, body, params)
+            except GhlRateLimited as exc:
+                if exc.retry_after > MAX_PACING_WAIT:
+                    raise
+                logger.info("GoHighLevel rate limit: waiting %.1fs", exc.retry_after)
+        return await self._once(method, path, body, params)
+
+    async def _once(self, method: str, path: str, body: Mapping[str, Any] | None,
+                    params: Mapping[str, str] | None) -> dict[str, Any]:
+        while (wait := self.rate.reserve(self._clock())) > 0:
             if wait > MAX_PACING_WAIT:
-                raise GhlRateLimited(wait, "burst window spent")
+                raise GhlRateLimited(wait, "rate limit window spent")
             await asyncio.sleep(wait)
         headers = dict(self._headers)
         data = None
@@ -250,15 +277,16 @@ class GhlClient:
         try:
             async with self.session.request(method, self.base_url + path, data=data, params=params,
                                             headers=headers) as resp:
-                self.rate.update(resp.headers, self._clock())
                 raw = await resp.read()
+                now = self._clock()
                 answer = _json_object(raw)
+                if resp.status == 429:
+                    self.rate.update(resp.headers, now)
+                    raise GhlRateLimited(self.rate.throttled(resp.headers, now), _message(answer))
+                self.rate.update(resp.headers, now)
                 if 200 <= resp.status < 300:
                     return answer
-                message = _message(answer)
-                if resp.status == 429:
-                    raise GhlRateLimited(self.rate.retry_after(resp.headers, self._clock()), message)
-                raise GhlError(resp.status, message)
+                raise GhlError(resp.status, _message(answer))
         except TimeoutError:
             raise GhlError(0, "timeout") from None
         except aiohttp.ClientError as exc:

@@ -7,6 +7,7 @@ lead's answers back.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -18,8 +19,10 @@ import aiohttp
 
 from services.crm_sync import store
 from services.crm_sync.mapping import ghl_contact, webhook_body
+from shared.db.pool import create_pool
 from shared.ghl import CustomFieldCache, GhlClient, GhlError, GhlRateLimited
 from shared.leads import StoredLead
+from shared.settings import DatabaseSettings
 
 if TYPE_CHECKING:
     import asyncpg
@@ -105,6 +108,37 @@ class WebhookAdapter:
         return str(reference) if reference is not None else None
 
 
+class ContactLedger:
+    """`ghl_contacts` through connections of its own (at most two), never the delivery's: a contact id is committed
+    the moment GoHighLevel gives it, whatever becomes of the delivery's transaction, and a delivery holding a pool
+    connection never waits for a second one from the same pool."""
+
+    def __init__(self, database: DatabaseSettings) -> None:
+        self._settings = DatabaseSettings(database_url=database.database_url, db_pool_min=0, db_pool_max=2)
+        self._pool: asyncpg.Pool | None = None
+        self._lock = asyncio.Lock()
+
+    async def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            async with self._lock:
+                if self._pool is None:
+                    self._pool = await create_pool(self._settings)
+        return self._pool
+
+    async def get(self, leadgen_id: str) -> tuple[str, bool] | None:
+        return await store.ghl_contact(await self.pool(), leadgen_id)
+
+    async def record(self, leadgen_id: str, location_id: str, contact_id: str) -> None:
+        await store.record_ghl_contact(await self.pool(), leadgen_id, location_id, contact_id)
+
+    async def note_added(self, leadgen_id: str) -> None:
+        await store.mark_ghl_note(await self.pool(), leadgen_id)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+
 class GoHighLevelAdapter:
     """A lead as a GoHighLevel contact (API v2, `shared.ghl`), in the order the spec asks for:
 
@@ -121,10 +155,10 @@ class GoHighLevelAdapter:
 
     name = "gohighlevel"
 
-    def __init__(self, client: GhlClient, pool: asyncpg.Pool, custom_fields: Mapping[str, str | None], *,
+    def __init__(self, client: GhlClient, ledger: ContactLedger, custom_fields: Mapping[str, str | None], *,
                  create_fields: bool = True) -> None:
         self.client = client
-        self.pool = pool
+        self.ledger = ledger
         self.custom_fields = custom_fields
         self.fields = CustomFieldCache(client, create_missing=create_fields)
         self._warned: set[str] = set()
@@ -147,7 +181,7 @@ class GoHighLevelAdapter:
                 self._warned.add(target)
                 logger.warning("GoHighLevel has no contact custom field %r (GHL_CUSTOM_FIELD_MAP): its answers go "
                                "with the unmapped answers", target)
-        recorded = await store.ghl_contact(self.pool, lead.leadgen_id)
+        recorded = await self.ledger.get(lead.leadgen_id)
         if recorded is not None and not contact.matchable:
             contact_id = recorded[0]
             await self.client.update_contact(contact_id, contact.body)
@@ -157,10 +191,13 @@ class GoHighLevelAdapter:
                 raise GhlError(502, "the upsert answered no contact id")
             contact_id = found
             if recorded is None or recorded[0] != contact_id:
-                await store.record_ghl_contact(self.pool, lead.leadgen_id, self.client.location_id, contact_id)
+                await self.ledger.record(lead.leadgen_id, self.client.location_id, contact_id)
                 recorded = (contact_id, False) if recorded is None or recorded[0] != contact_id else recorded
         await self.client.add_tags(contact_id, contact.tags)
         if contact.note and not (recorded is not None and recorded[1]):
             await self.client.add_note(contact_id, contact.note)
-            await store.mark_ghl_note(self.pool, lead.leadgen_id)
+            await self.ledger.note_added(lead.leadgen_id)
         return contact_id
+
+    async def close(self) -> None:
+        await self.ledger.close()
