@@ -217,7 +217,8 @@ async def test_the_client_paces_on_ghl_rate_headers_and_waits_out_a_429(ghl: Ghl
             other = GhlClient(session, ghl.url, token, location.id)
             await other.get_location()
             assert statuses()[-2:] == [429, 200]
-            assert other.rate.maximum == 2 and other.rate.interval == 1.2
+            assert other.rate.maximum == 2
+            assert other.rate.interval == 1.2
             # The daily quota spent: no point waiting in place; the caller is told how long (the queue waits).
             ghl.limit(daily=0)
             with pytest.raises(GhlRateLimited) as raised:
