@@ -416,6 +416,10 @@ class CustomFieldCache:
             try:
                 created = await self.client.create_custom_field(name, data_type)
             except GhlError as exc:
+                if exc.status == 400:  # already there (another copy created it meanwhile): read the fields again
+                    await self.load()
+                    if key in self.by_key:
+                        continue
                 if exc.scope_denied or exc.status in (400, 401, 422):
                     self.cannot_create = True
                     logger.warning("cannot create GoHighLevel custom field %r (%s): create it in Settings > Custom "

@@ -132,11 +132,13 @@ async def env(settings: Settings, vhost_url: str, sandbox: SandboxHandle, db: as
             await service.stop()
 
 
-async def _delivered_lead(env: Env, send: Send) -> tuple[str, str, str, str]:  # noqa: F811
+async def _delivered_lead(env: Env, send: Send, crm: FakeCrm | None = None) -> tuple[str, str, str, str]:  # noqa: F811
     """A lead stored as lead_fetcher stores it, delivered to both CRMs: (lead id, e-mail, phone digits, GHL id)."""
     meta_phone, _ = _phone()
     email = f"{unique('jane.')}@example.com"
     lead_id = await _store_lead(env.db, email=email, phone=meta_phone)
+    if crm is not None:  # the generic CRM's contact id, unique across runs on the same database
+        crm.answer_reference(lead_id, unique("crm-"))
     await send(captured(lead_id))
     for adapter in ("gohighlevel", "webhook"):
         await eventually(lambda a=adapter: _status(env.db, lead_id, a, "delivered"), timeout=20,
@@ -224,7 +226,7 @@ async def test_ghl_tags_and_workflow_webhooks(env: Env, send: Send) -> None:  # 
 async def test_the_generic_webhook_crm_posts_its_contact_id_and_the_outcome_finds_the_lead(
     env: Env, send: Send, crm_sink: FakeCrm  # noqa: F811
 ) -> None:
-    lead_id, email, phone, _ = await _delivered_lead(env, send)
+    lead_id, email, phone, _ = await _delivered_lead(env, send, crm_sink)
     reference = await env.db.fetchval(
         "select crm_reference from crm_deliveries where leadgen_id = $1 and adapter = 'webhook'", lead_id)
     assert reference

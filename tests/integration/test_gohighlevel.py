@@ -20,7 +20,7 @@ from faststream.rabbit import RabbitBroker
 from services.crm_sync.app import create_app
 from services.crm_sync.settings import CrmSyncSettings
 from shared.doctor import check_gohighlevel
-from shared.ghl import LEADWIRE_FIELD_KEYS, GhlClient, GhlRateLimited
+from shared.ghl import LEADWIRE_FIELD_KEYS, CustomFieldCache, GhlClient, GhlRateLimited
 from shared.messaging import ensure_confirmed
 from shared.service import Service
 from shared.settings import Settings
@@ -358,3 +358,19 @@ async def test_sigkill_during_a_slow_upsert_creates_no_second_contact(
 
 async def _at_least(probe: Callable[[], list[Any]], n: int) -> bool:
     return len(probe()) >= n
+
+
+async def test_two_copies_creating_leadwire_fields_end_with_one_of_each(ghl: GhlStandIn) -> None:  # noqa: F811
+    location = ghl.add_location()
+    token = ghl.add_token(location.id)
+    async with aiohttp.ClientSession() as session:
+        first = CustomFieldCache(GhlClient(session, ghl.url, token, location.id))
+        second = CustomFieldCache(GhlClient(session, ghl.url, token, location.id))
+        await second.load()  # the second copy read the fields before the first created them
+        await first.current()
+        await second._ensure_leadwire_fields()  # its creates meet "already exists": it reads the fields again
+        by_key = second.by_key
+    assert sorted(f["fieldKey"] for f in location.custom_fields) == sorted(LEADWIRE_FIELD_KEYS.values())
+    assert {k: by_key[k] for k in LEADWIRE_FIELD_KEYS.values()} == {
+        f["fieldKey"]: f["id"] for f in location.custom_fields}
+    assert not second.cannot_create
