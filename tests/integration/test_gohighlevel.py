@@ -27,6 +27,7 @@ from shared.settings import Settings
 from shared.topology import EXCHANGE, Consumer
 from tests.fixtures.ghl import ALL_SCOPES, GhlStandIn, ghl  # noqa: F401
 from tests.fixtures.infra import TEST_DSN, eventually, free_block
+from tests.fixtures.sandbox import SandboxHandle
 from tests.integration.test_crm_sync import (  # noqa: F401 - fixtures
     Send,
     _alerts,
@@ -374,3 +375,24 @@ async def test_two_copies_creating_leadwire_fields_end_with_one_of_each(ghl: Ghl
     assert {k: by_key[k] for k in LEADWIRE_FIELD_KEYS.values()} == {
         f["fieldKey"]: f["id"] for f in location.custom_fields}
     assert not second.cannot_create
+
+
+async def test_leadwire_doctor_checks_gohighlevel(ghl: GhlStandIn, sandbox: SandboxHandle) -> None:  # noqa: F811
+    location = ghl.add_location(fields=(("Meta Lead ID", "TEXT"),))
+    token = ghl.add_token(location.id)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("META_", "CRM_", "GHL_"))},
+           "META_ACCESS_TOKEN": sandbox.token, "META_APP_SECRET": sandbox.app_secret, "META_GRAPH_URL": sandbox.url,
+           "GHL_API_TOKEN": token, "GHL_LOCATION_ID": location.id, "GHL_BASE_URL": ghl.url,
+           "GHL_CUSTOM_FIELD_MAP": '{"accident_date": "contact.accident_date"}', "LOG_FORMAT": "text"}
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "services", "doctor", env=env,
+                                                   stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    async with asyncio.timeout(60):
+        output, _ = await process.communicate()
+    text = output.decode()
+    assert process.returncode == 1, text
+    assert f"[ok  ] gohighlevel token {location.id}: valid for Test Law Firm" in text
+    assert "[WARN] gohighlevel custom fields" in text
+    assert "missing Meta Lead Form (contact.meta_lead_form)" in text  # the one it has is not listed
+    assert "Meta Lead ID (contact.meta_lead_id)" not in text
+    assert "GHL_CUSTOM_FIELD_MAP names fields the location lacks: contact.accident_date" in text
+    assert token not in text
