@@ -192,7 +192,7 @@ class GoHighLevelAdapter:
             contact_id = found
             if recorded is None or recorded[0] != contact_id:
                 await self.ledger.record(lead.leadgen_id, self.client.location_id, contact_id)
-                recorded = (contact_id, False) if recorded is None or recorded[0] != contact_id else recorded
+                recorded = (contact_id, False)
         await self.client.add_tags(contact_id, contact.tags)
         if contact.note and not (recorded is not None and recorded[1]):
             await self.client.add_note(contact_id, contact.note)

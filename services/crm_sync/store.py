@@ -100,7 +100,7 @@ async def record_ghl_contact(db: asyncpg.Pool | asyncpg.Connection, leadgen_id: 
     await db.execute(
         "insert into ghl_contacts (leadgen_id, location_id, contact_id) values ($1, $2, $3) "
         "on conflict (leadgen_id) do update set contact_id = excluded.contact_id, location_id = excluded.location_id, "
-        "recorded_at = now() where ghl_contacts.contact_id <> excluded.contact_id",
+        "note_added = false, recorded_at = now() where ghl_contacts.contact_id <> excluded.contact_id",
         leadgen_id, location_id, contact_id,
     )
 
