@@ -84,6 +84,8 @@ CONSUMERS: tuple[Consumer, ...] = (
     Consumer("lead_fetcher", "redeliver_lead", (RoutingKey.REDELIVER_LEAD,)),
     Consumer("crm_sync", "lead_captured", (RoutingKey.LEAD_CAPTURED,)),
     Consumer("capi_sender", "conversion_requested", (RoutingKey.CONVERSION_REQUESTED,)),
+    # Each captured lead is the funnel's first CRM stage for Meta ("Lead"; CAPI_SEND_LEAD_STAGE).
+    Consumer("capi_sender", "lead_captured", (RoutingKey.LEAD_CAPTURED,)),
     Consumer("rules_engine", "insights_updated", (RoutingKey.INSIGHTS_UPDATED,)),
     # CRM outcomes (qualified lead, signed case) feed cost-per-signed-case rules: a read model of its own.
     Consumer("rules_engine", "crm_outcomes", (RoutingKey.CONVERSION_REQUESTED,)),

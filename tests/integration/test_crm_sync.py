@@ -222,39 +222,6 @@ async def test_webhook_request_is_signed_keyed_and_mapped(
     }
 
 
-async def test_gohighlevel_upsert_and_webhook_each_once(
-    crm_sync: StartCrmSync, crm_sink: FakeCrm, send: Send, db: asyncpg.Pool, taps: Any  # noqa: F811
-) -> None:
-    await crm_sync(ghl=True, ghl_custom_field_map={"were_you_injured": "contact.injured"})
-    lid = new_lead_id()
-    await insert_lead(db, lid)
-    crm_sink.fail_next(1, status=503, path="/contacts/upsert", lead=lid)  # GoHighLevel hiccups once
-    await send(captured(lid))
-
-    await eventually(lambda: _status(db, lid, "gohighlevel", "delivered"), timeout=15, what="GHL delivered")
-    ghl = [r for r in crm_sink.for_lead(lid) if r.path == "/contacts/upsert"]
-    hook = [r for r in crm_sink.for_lead(lid) if r.path == "/hook"]
-    assert [r.status for r in ghl] == [503, 200]
-    assert [r.status for r in hook] == [200], "the webhook was delivered on the first try and not repeated"
-
-    request = ghl[-1]
-    assert request.headers["Authorization"] == f"Bearer {GHL_TOKEN}"
-    assert request.headers["Version"] == "2021-07-28"
-    contact = request.json
-    assert contact["locationId"] == "loc-123"
-    assert contact["email"] == f"jane.roe.{lid}@example.com"
-    assert contact["phone"] == "+15555550123"
-    assert (contact["name"], contact["firstName"], contact["lastName"]) == ("Jane Q Roe", "Jane", "Q Roe")
-    assert contact["source"] == "Meta Lead Ads: PI Leads Q4"
-    assert "campaign: PI Leads Q4" in contact["tags"]
-    assert "ad: Car crash - video" in contact["tags"]
-    assert contact["customFields"] == [{"key": "contact.injured", "field_value": "yes"}]
-    row = await delivery_row(db, lid, "gohighlevel")
-    assert (row["attempts"], row["crm_reference"]) == (2, f"ghl-{crm_sink.requests.index(request) + 1}")
-    synced = await eventually(lambda: _synced(taps, lid, 2), what="two LeadSynced")
-    assert sorted(m.payload.adapter for m in synced) == ["gohighlevel", "webhook"]
-
-
 @pytest.fixture
 async def fetcher(settings: Settings, sandbox: SandboxHandle, db: asyncpg.Pool, broker: RabbitBroker,
                        amqp: aio_pika.abc.AbstractChannel) -> AsyncIterator[LeadEnv]:
@@ -262,48 +229,7 @@ async def fetcher(settings: Settings, sandbox: SandboxHandle, db: asyncpg.Pool, 
         yield lead_env
 
 
-async def test_a_lead_captured_from_meta_reaches_every_crm_with_its_names(
-    fetcher: LeadEnv, crm_sync: StartCrmSync, crm_sink: FakeCrm, send: Send, db: asyncpg.Pool  # noqa: F811
-) -> None:
-    await fetcher.start()
-    [lid] = await fetcher.new_leads(1)
-    await fetcher.send(lid)
-    row = (await eventually(lambda: fetcher.rows([lid]), what="the lead stored"))[lid]
-    assert row["ad_id"], "the sandbox attributes the lead to an ad"
-    names = {}
-    for kind in ("ad", "adset", "campaign", "form"):
-        status, _, node = await fetcher.sandbox.graph("GET", row[f"{kind}_id"], fields="name")
-        assert status == 200, node
-        names[f"{kind}_name"] = node["name"]
-
-    await crm_sync(ghl=True)
-    await send(LeadCapturedMessage.new(LeadCaptured(
-        leadgen_id=lid, page_id=row["page_id"], form_id=row["form_id"], ad_id=row["ad_id"], adset_id=row["adset_id"],
-        campaign_id=row["campaign_id"], created_time=row["created_time"],
-    )))
-    await eventually(lambda: _status(db, lid, "gohighlevel", "delivered"), timeout=15, what="GHL delivered")
-    [hook] = await eventually(lambda: _async([r for r in crm_sink.for_lead(lid) if r.path == "/hook"]),
-                              what="webhook request")
-    assert {k: hook.json[k] for k in names} == names
-    [ghl] = [r for r in crm_sink.requests
-             if r.path == "/contacts/upsert" and r.json.get("email") == row["fields"]["email"]]
-    assert ghl.json["source"] == f"Meta Lead Ads: {names['campaign_name']}"
-    assert {f"campaign: {names['campaign_name']}", f"ad set: {names['adset_name']}", f"ad: {names['ad_name']}",
-            f"form: {names['form_name']}"} <= set(ghl.json["tags"])
-    ids = {row[f"{kind}_id"] for kind in ("ad", "adset", "campaign", "form")}
-    assert not [tag for tag in ghl.json["tags"] if any(i in tag for i in ids)], "names, not ids"
-
-
-async def test_names_fall_back_to_ids(
-    crm_sync: StartCrmSync, crm_sink: FakeCrm, send: Send, db: asyncpg.Pool  # noqa: F811
-) -> None:
-    await crm_sync(webhook=False, ghl=True)
-    lid = new_lead_id()
-    await insert_lead(db, lid, names=False)
-    await send(captured(lid))
-    [request] = await eventually(lambda: _async(crm_sink.for_lead(lid)), what="GHL request")
-    assert request.json["source"] == "Meta Lead Ads: 5555"
-    assert "ad: 3333" in request.json["tags"]
+# GoHighLevel: tests/integration/test_gohighlevel.py, against the stand-in built from its API v2 spec.
 
 
 async def test_crm_500s_then_200_is_delivered_once(
