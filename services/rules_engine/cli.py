@@ -1,18 +1,29 @@
-"""`leadwire rules check|backtest|reset`: validate rule files, replay stored insights, close a circuit breaker."""
+"""`leadwire rules check|backtest|reset|status|enable|disable|approve|reject`: validate rule files, replay stored
+insights, close a circuit breaker, and the operator's consent.
+
+`enable`, `disable`, `approve` and `reject` do not write the rules engine's tables: they send it a message
+(`RuleConsentChanged`, `RuleDecisionReviewed`) through the outbox, which the running services publish, and wait a
+few seconds for the engine to have applied it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from contracts.messages import RuleConsentChangedMessage, RuleDecisionReviewedMessage
+from contracts.rules import RuleConsentChanged, RuleDecisionReviewed
 from services.rules_engine import store
 from services.rules_engine.backtest import backtest, render_backtest
 from services.rules_engine.rules import check_rules, load_rules
 from services.rules_engine.settings import RulesSettings
 from shared.db.pool import create_pool
+from shared.outbox import enqueue
 from shared.settings import Settings
 
 
@@ -35,6 +46,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     reset = sub.add_parser("reset", help="close a rule's circuit breaker after fixing what made its commands fail")
     reset.add_argument("rule")
     reset.set_defaults(func=_cmd_reset)
+
+    status = sub.add_parser("status", help="each rule: enabled (acts on Meta) or shadow mode, and recent decisions")
+    status.add_argument("--dir", type=Path, default=None, help="rule files (default: RULES_DIR)")
+    status.set_defaults(func=_cmd_status)
+
+    for name, enabled, text in (("enable", True, "let a rule act on Meta (new installs run every rule in shadow "
+                                                  "mode: decisions recorded and announced, nothing sent)"),
+                                ("disable", False, "put a rule back in shadow mode")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("rule")
+        cmd.add_argument("--note", default="", help="why, in a few words (kept with the change)")
+        cmd.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the rules engine (0: none)")
+        cmd.set_defaults(func=_cmd_consent, enabled=enabled)
+
+    for name, verdict in (("approve", "approve"), ("reject", "reject")):
+        cmd = sub.add_parser(name, help=f"{name} one decision of a rule in shadow mode (its id: `rules status`, "
+                                        "the notification, or the console)")
+        cmd.add_argument("decision_id", type=int)
+        cmd.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the rules engine (0: none)")
+        cmd.set_defaults(func=_cmd_review, verdict=verdict)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -104,3 +135,131 @@ def _cmd_reset(args: argparse.Namespace) -> int:
         return 0
     sys.stdout.write(f"rule {args.rule!r} has no circuit breaker record\n")
     return 1
+
+
+def _operator() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+async def _wait_for(pool: object, query: str, *args: object, wait: float) -> object:
+    """The first non-null value of ``query`` within ``wait`` seconds (the engine applied the message), else None."""
+    deadline = time.monotonic() + wait
+    while True:
+        value = await pool.fetchval(query, *args)  # type: ignore[attr-defined]
+        if value is not None or time.monotonic() >= deadline:
+            return value
+        await asyncio.sleep(0.2)
+
+
+def _cmd_consent(args: argparse.Namespace) -> int:
+    settings = Settings()
+    config = settings.block(RulesSettings)
+    known = {r.name for r in load_rules(config.dir, strict=False)}
+    if args.rule not in known:
+        sys.stderr.write(f"leadwire: no rule named {args.rule!r} in {config.dir} (known: {', '.join(sorted(known))})\n")
+        return 2
+    message = RuleConsentChangedMessage.new(RuleConsentChanged(rule=args.rule, enabled=args.enabled, by=_operator(),
+                                                               note=args.note))
+
+    async def go() -> object:
+        pool = await create_pool(settings.database)
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                await enqueue(conn, message)
+            return await _wait_for(pool, "select enabled from rule_consent where message_id = $1",
+                                   message.message_id, wait=args.wait)
+        finally:
+            await pool.close()
+
+    applied = asyncio.run(go())
+    state = "enabled: its decisions act on Meta" if args.enabled else "in shadow mode: nothing is sent to Meta"
+    if applied is None:
+        sys.stdout.write(f"asked the rules engine to set rule {args.rule!r} {state.split(':')[0]}; it applies it "
+                         "when it runs (check with `leadwire rules status`)\n")
+    else:
+        sys.stdout.write(f"rule {args.rule!r} {state}\n")
+    return 0
+
+
+def _cmd_review(args: argparse.Namespace) -> int:
+    settings = Settings()
+    message = RuleDecisionReviewedMessage.new(RuleDecisionReviewed(decision_id=args.decision_id,
+                                                                   verdict=args.verdict, by=_operator()))
+
+    async def go() -> tuple[object, object]:
+        pool = await create_pool(settings.database)
+        try:
+            found = await pool.fetchval("select explanation from rule_decisions where id = $1", args.decision_id)
+            if found is None:
+                return None, None
+            async with pool.acquire() as conn, conn.transaction():
+                await enqueue(conn, message)
+            result = await _wait_for(pool, "select result from rule_decision_reviews where decision_id = $1",
+                                     args.decision_id, wait=args.wait)
+            return found, result
+        finally:
+            await pool.close()
+
+    decision, result = asyncio.run(go())
+    if decision is None:
+        sys.stderr.write(f"leadwire: no decision {args.decision_id}\n")
+        return 2
+    sys.stdout.write(f"decision {args.decision_id}: {decision}\n")
+    sys.stdout.write(f"{result}\n" if result is not None else
+                     f"{args.verdict} sent; the rules engine applies it when it runs\n")
+    return 0
+
+
+_STATUS_DECISIONS = """
+    select rule,
+           count(*) filter (where outcome = 'acted')                   as acted,
+           count(*) filter (where outcome = 'would_act' and shadow)    as shadow,
+           max(evaluated_at)                                           as last
+    from rule_decisions where evaluated_at > now() - interval '7 days'
+    group by rule
+"""
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    settings = Settings()
+    config = settings.block(RulesSettings)
+    directory = args.dir or config.dir
+    rules = load_rules(directory, strict=False)
+
+    async def go() -> tuple[dict[str, object], dict[str, object], dict[str, object]]:
+        pool = await create_pool(settings.database)
+        try:
+            async with pool.acquire() as conn:
+                consent = await store.consent_rows(conn)
+                breakers = dict(await store.breakers(conn))
+                recent = {r["rule"]: r for r in await conn.fetch(_STATUS_DECISIONS)}
+            return consent, breakers, recent  # type: ignore[return-value]
+        finally:
+            await pool.close()
+
+    consent, breakers, recent = asyncio.run(go())
+    sys.stdout.write(f"rules in {directory}{' (RULES_DRY_RUN: nothing acts)' if config.dry_run else ''}:\n")
+    for rule in rules:
+        row = consent.get(rule.name)
+        if not rule.enabled:
+            state = "off in its file"
+        elif rule.dry_run:
+            state = "dry run (its file)"
+        elif row is not None and row["enabled"]:  # type: ignore[index]
+            state = f"ENABLED by {row['changed_by']} {row['changed_at']:%Y-%m-%d %H:%M}"  # type: ignore[index]
+        else:
+            state = "shadow mode"
+        seen = recent.get(rule.name)
+        counts = (f"7 days: {seen['acted']} acted, {seen['shadow']} would have acted"  # type: ignore[index]
+                  if seen else "7 days: no decisions")
+        breaker = breakers.get(rule.name)
+        if breaker is not None and breaker["opened_at"] is not None:  # type: ignore[index]
+            counts += " · CIRCUIT OPEN (`leadwire rules reset`)"
+        sys.stdout.write(f"  {rule.name:<28} {state:<40} {counts}\n")
+    unknown = sorted(set(consent) - {r.name for r in rules})
+    for name in unknown:
+        sys.stdout.write(f"  {name:<28} {'consent recorded, no such rule file':<40}\n")
+    return 0
