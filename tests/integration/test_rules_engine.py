@@ -286,9 +286,9 @@ async def refresh_sandbox(db: asyncpg.Pool, sandbox: SandboxHandle) -> None:
 
 
 async def expected_from_stored_numbers(db: asyncpg.Pool) -> tuple[set[str], dict[str, tuple[int, int]]]:
-    """The guide's four rules and the seed's zero-leads rule recomputed independently from the stored rows: (ad sets to pause,
-    {ad set to scale: (budget before, budget after)}). Frequency uses Meta's deduplicated 7-day reach stored for
-    exactly today's last 7 days, else the sum of daily reach."""
+    """The guide's four rules and the seed's zero-leads rule recomputed independently from the stored rows: (ad sets
+    to pause, {ad set to scale: (budget before, budget after)}). Frequency uses Meta's deduplicated 7-day reach
+    stored for exactly today's last 7 days, else the sum of daily reach."""
     today = datetime.now(ZoneInfo(NY)).date()
     unique_reach = dict(await db.fetch(
         "select object_id, reach from insights_window_reach where account_id = $1 and level = 'adset' "

@@ -51,8 +51,8 @@ def test_only_the_enabled_rule_acts() -> None:
 
 
 def test_notify_only_rules_need_no_consent_and_dry_runs_stay_dry_runs() -> None:
-    flag = rule({"name": "flag", "priority": 1, "conditions": [{"metric": "spend", "window": "today", "op": ">", "value": 300}],
-                 "actions": ["notify"]})
+    flag = rule({"name": "flag", "priority": 1, "actions": ["notify"],
+                 "conditions": [{"metric": "spend", "window": "today", "op": ">", "value": 300}]})
     dry = rule({"name": "dry", "dry_run": True, "conditions": [{"metric": "spend", "window": "today", "op": ">",
                                                                   "value": 300}], "actions": ["pause"]})
     found = by_outcome(evaluate([flag, dry], guide_snapshot(), state(), NOW))
@@ -158,10 +158,11 @@ def test_rates_inverse_and_cross() -> None:
     assert rate("JPY", "USD", rates) == pytest.approx(1 / 150)
     assert rate("EUR", "JPY", rates) == pytest.approx(162)
     assert rate("GBP", "JPY", rates) is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="FROM/TO=RATE"):
         parse_rates(["USD:JPY=150"])
     converted = localize(load_rules(DEFAULT_RULES_DIR)[0], "JPY", rates)
-    assert converted is not None and converted.currency == "JPY"
+    assert converted is not None
+    assert converted.currency == "JPY"
     [cpl] = list(converted.conditions.leaves())
     assert (cpl.value, cpl.infinite_above_spend) == (7_500, 15_000)
     assert [c.value for c in converted.min_data] == [1000]  # impressions are not money

@@ -47,7 +47,8 @@ def test_default_rules_have_the_guides_thresholds() -> None:
     for rule in rules.values():
         assert all(a.channels is None or set(a.channels) - {"log"} for a in rule.actions if a.type == "notify")
     zero = rules["zero-leads"]
-    assert zero.enabled and zero.main_action == "pause"
+    assert zero.enabled
+    assert zero.main_action == "pause"
     assert [(c.metric, c.window, c.op, c.value) for c in zero.conditions.leaves()] == [
         ("spend", "last_3_days", ">=", 100), ("leads", "last_3_days", "==", 0)]
     kill = rules["kill-underperformers"]
