@@ -54,7 +54,8 @@ def register(service: Service, worker: Callable[[], Worker], *, interval_seconds
 
     @service.subscribe(RULE_CONSENT)
     async def handle_rule_consent(message: RuleConsentChangedMessage) -> None:
-        await worker().change_consent(message, claim_as=RULE_CONSENT.queue_name)
+        if await worker().change_consent(message, claim_as=RULE_CONSENT.queue_name) and message.payload.enabled:
+            await worker().run(trigger="consent")  # an enabled rule acts now, not at the next scheduled run
 
     @service.subscribe(DECISION_REVIEWS)
     async def handle_decision_review(message: RuleDecisionReviewedMessage) -> None:

@@ -58,7 +58,7 @@ from shared.settings import BudgetGuardrailSettings
 
 logger = logging.getLogger(__name__)
 
-Trigger = Literal["insights_updated", "schedule", "manual", "approval"]
+Trigger = Literal["insights_updated", "schedule", "manual", "approval", "consent"]
 
 
 @dataclass(frozen=True)
@@ -343,13 +343,14 @@ class Worker:
         logger.info("decision %s rejected by %s", review.decision_id, review.by,
                     extra={"decision_id": review.decision_id})
 
-    async def change_consent(self, message: RuleConsentChangedMessage, *, claim_as: str) -> None:
-        """Enable a rule (its decisions act on Meta from the next run) or put it back in shadow mode; announce it."""
+    async def change_consent(self, message: RuleConsentChangedMessage, *, claim_as: str) -> bool:
+        """Enable a rule (its decisions act on Meta from the next run) or put it back in shadow mode; announce it.
+        Returns False for a message already applied."""
         change = message.payload
         known = {r.name for r in self.load_rules()[0]}
         async with self.pool.acquire() as conn, conn.transaction():
             if not await claim(conn, claim_as, message.message_id):
-                return
+                return False
             await store.set_consent(conn, rule=change.rule, enabled=change.enabled, by=change.by, note=change.note,
                                     at=message.occurred_at, message_id=message.message_id)
             if change.enabled:
@@ -366,6 +367,7 @@ class Worker:
                 ["log", *self.settings.notify_channels]))))
         logger.info("rule %s %s by %s", change.rule, "enabled" if change.enabled else "in shadow mode", change.by,
                     extra={"rule": change.rule})
+        return True
 
     async def record_command_result(self, message: CommandResultMessage, *, claim_as: str) -> None:
         """Record the executor's result of one of our commands, announce the decision it belongs to (what was

@@ -96,8 +96,10 @@ async def test_a_fresh_install_writes_nothing_to_meta_until_an_operator_enables_
                      what="consent applied")
     await eventually(lambda: _true(any(f"Rule '{would['rule']}' enabled by alice" in t for t in slack.texts)),
                      what="consent announced")
-    third = await run_of(db, await trigger(broker, MAIN))
-    assert third["acted"] >= 1
+    # Enabling evaluates at once: the rule acts without waiting for new numbers or the schedule.
+    third = await eventually(lambda: db.fetchrow("select * from rule_runs where trigger = 'consent' and acted > 0 "
+                                                 "and $1 = any(accounts) order by started_at desc limit 1", MAIN),
+                             what="the evaluation after the consent")
     sent = await eventually(lambda: commands.for_objects([burner]), what="the enabled rule's pause")
     assert [c["kind"] for c in sent] == ["pause"]
     assert {c["requested_by"] for c in await commands.for_objects(list(names.values()))} == {
