@@ -108,11 +108,16 @@ def _evaluate(
     sums = aggregate_windows(snapshot, slots, levels, now)
     no_rows = ctx.no_rows
     views = {level: [View(e, sums.get(e.id, no_rows), ctx) for e in by_level.get(level, ())] for level in levels}
+    currencies = {level: {e.currency for e in by_level.get(level, ())} for level in levels}
     include_not_matched = settings.include_not_matched
 
     for written in active:
-        for rule, scoped in _in_currencies(written, _static_scope(written, views[written.scope.level], run),
-                                          settings.currency_rates):
+        level = written.scope.level
+        if currencies[level] <= {written.currency}:  # the usual case: every account in the rule's currency
+            localized = [(written, _static_scope(written, views[level], run))]
+        else:
+            localized = _in_currencies(written, _static_scope(written, views[level], run), settings.currency_rates)
+        for rule, scoped in localized:
             matches = compile_group(rule.conditions, ctx)
             guards = [compile_leaf(c, ctx) for c in rule.min_data]
             refs = [(bucket, metric, ctx.getter(metric, window)) for bucket, metric, window in metric_refs(rule)]
@@ -162,8 +167,6 @@ def _in_currencies(rule: Rule, views: list[View], rates: Mapping[tuple[str, str]
     """The rule with its amounts in each currency of ``views``, with the views in that currency. An account whose
     currency the rule cannot be converted to is left out (a rule never compares amounts in two currencies)."""
     currencies = {v.entity.currency for v in views}
-    if currencies <= {rule.currency}:
-        return [(rule, views)]
     out = []
     for currency in sorted(currencies):
         local = localize(rule, currency, rates)
