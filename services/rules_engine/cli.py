@@ -154,6 +154,42 @@ async def _wait_for(pool: object, query: str, *args: object, wait: float) -> obj
         await asyncio.sleep(0.2)
 
 
+async def request_consent(settings: Settings, rule: str, *, enabled: bool, by: str, note: str = "",
+                          wait: float = 10.0) -> bool | None:
+    """Send the rules engine a RuleConsentChanged (outbox) and wait up to ``wait`` s for it to be applied: the
+    state it recorded, or None if it has not (yet) done so."""
+    message = RuleConsentChangedMessage.new(RuleConsentChanged(rule=rule, enabled=enabled, by=by, note=note))
+    pool = await create_pool(settings.database)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            await enqueue(conn, message)
+        applied = await _wait_for(pool, "select enabled from rule_consent where message_id = $1",
+                                  message.message_id, wait=wait)
+        return None if applied is None else bool(applied)
+    finally:
+        await pool.close()
+
+
+async def request_review(settings: Settings, decision_id: int, *, verdict: str, by: str,
+                         wait: float = 10.0) -> tuple[str | None, str | None]:
+    """Send a RuleDecisionReviewed and wait for the engine's verdict: (the decision's sentence, what came of it);
+    (None, None) for an unknown decision, (sentence, None) if the engine has not answered in time."""
+    message = RuleDecisionReviewedMessage.new(RuleDecisionReviewed(decision_id=decision_id, verdict=verdict,  # type: ignore[arg-type]
+                                                                   by=by))
+    pool = await create_pool(settings.database)
+    try:
+        found = await pool.fetchval("select explanation from rule_decisions where id = $1", decision_id)
+        if found is None:
+            return None, None
+        async with pool.acquire() as conn, conn.transaction():
+            await enqueue(conn, message)
+        result = await _wait_for(pool, "select result from rule_decision_reviews where decision_id = $1",
+                                 decision_id, wait=wait)
+        return str(found), None if result is None else str(result)
+    finally:
+        await pool.close()
+
+
 def _cmd_consent(args: argparse.Namespace) -> int:
     settings = Settings()
     config = settings.block(RulesSettings)
@@ -161,20 +197,8 @@ def _cmd_consent(args: argparse.Namespace) -> int:
     if args.rule not in known:
         sys.stderr.write(f"leadwire: no rule named {args.rule!r} in {config.dir} (known: {', '.join(sorted(known))})\n")
         return 2
-    message = RuleConsentChangedMessage.new(RuleConsentChanged(rule=args.rule, enabled=args.enabled, by=_operator(),
-                                                               note=args.note))
-
-    async def go() -> object:
-        pool = await create_pool(settings.database)
-        try:
-            async with pool.acquire() as conn, conn.transaction():
-                await enqueue(conn, message)
-            return await _wait_for(pool, "select enabled from rule_consent where message_id = $1",
-                                   message.message_id, wait=args.wait)
-        finally:
-            await pool.close()
-
-    applied = asyncio.run(go())
+    applied = asyncio.run(request_consent(settings, args.rule, enabled=args.enabled, by=_operator(), note=args.note,
+                                          wait=args.wait))
     state = "enabled: its decisions act on Meta" if args.enabled else "in shadow mode: nothing is sent to Meta"
     if applied is None:
         sys.stdout.write(f"asked the rules engine to set rule {args.rule!r} {state.split(':')[0]}; it applies it "
@@ -185,25 +209,8 @@ def _cmd_consent(args: argparse.Namespace) -> int:
 
 
 def _cmd_review(args: argparse.Namespace) -> int:
-    settings = Settings()
-    message = RuleDecisionReviewedMessage.new(RuleDecisionReviewed(decision_id=args.decision_id,
-                                                                   verdict=args.verdict, by=_operator()))
-
-    async def go() -> tuple[object, object]:
-        pool = await create_pool(settings.database)
-        try:
-            found = await pool.fetchval("select explanation from rule_decisions where id = $1", args.decision_id)
-            if found is None:
-                return None, None
-            async with pool.acquire() as conn, conn.transaction():
-                await enqueue(conn, message)
-            result = await _wait_for(pool, "select result from rule_decision_reviews where decision_id = $1",
-                                     args.decision_id, wait=args.wait)
-            return found, result
-        finally:
-            await pool.close()
-
-    decision, result = asyncio.run(go())
+    decision, result = asyncio.run(request_review(Settings(), args.decision_id, verdict=args.verdict,
+                                                  by=_operator(), wait=args.wait))
     if decision is None:
         sys.stderr.write(f"leadwire: no decision {args.decision_id}\n")
         return 2
@@ -223,43 +230,43 @@ _STATUS_DECISIONS = """
 """
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
-    settings = Settings()
+async def status_text(settings: Settings, directory: Path) -> str:
+    """`leadwire rules status`: each rule's consent, its decisions of the last 7 days and an open breaker."""
     config = settings.block(RulesSettings)
-    directory = args.dir or config.dir
     rules = load_rules(directory, strict=False)
-
-    async def go() -> tuple[dict[str, object], dict[str, object], dict[str, object]]:
-        pool = await create_pool(settings.database)
-        try:
-            async with pool.acquire() as conn:
-                consent = await store.consent_rows(conn)
-                breakers = dict(await store.breakers(conn))
-                recent = {r["rule"]: r for r in await conn.fetch(_STATUS_DECISIONS)}
-            return consent, breakers, recent  # type: ignore[return-value]
-        finally:
-            await pool.close()
-
-    consent, breakers, recent = asyncio.run(go())
-    sys.stdout.write(f"rules in {directory}{' (RULES_DRY_RUN: nothing acts)' if config.dry_run else ''}:\n")
+    pool = await create_pool(settings.database)
+    try:
+        async with pool.acquire() as conn:
+            consent = await store.consent_rows(conn)
+            breakers = dict(await store.breakers(conn))
+            recent = {r["rule"]: r for r in await conn.fetch(_STATUS_DECISIONS)}
+    finally:
+        await pool.close()
+    lines = [f"rules in {directory}{' (RULES_DRY_RUN: nothing acts)' if config.dry_run else ''}:"]
     for rule in rules:
         row = consent.get(rule.name)
         if not rule.enabled:
             state = "off in its file"
         elif rule.dry_run:
             state = "dry run (its file)"
-        elif row is not None and row["enabled"]:  # type: ignore[index]
-            state = f"ENABLED by {row['changed_by']} {row['changed_at']:%Y-%m-%d %H:%M}"  # type: ignore[index]
+        elif row is not None and row["enabled"]:
+            state = f"ENABLED by {row['changed_by']} {row['changed_at']:%Y-%m-%d %H:%M}"
         else:
             state = "shadow mode"
         seen = recent.get(rule.name)
-        counts = (f"7 days: {seen['acted']} acted, {seen['shadow']} would have acted"  # type: ignore[index]
-                  if seen else "7 days: no decisions")
+        counts = (f"7 days: {seen['acted']} acted, {seen['shadow']} would have acted" if seen
+                  else "7 days: no decisions")
         breaker = breakers.get(rule.name)
-        if breaker is not None and breaker["opened_at"] is not None:  # type: ignore[index]
+        if breaker is not None and breaker["opened_at"] is not None:
             counts += " · CIRCUIT OPEN (`leadwire rules reset`)"
-        sys.stdout.write(f"  {rule.name:<28} {state:<40} {counts}\n")
-    unknown = sorted(set(consent) - {r.name for r in rules})
-    for name in unknown:
-        sys.stdout.write(f"  {name:<28} {'consent recorded, no such rule file':<40}\n")
+        lines.append(f"  {rule.name:<28} {state:<40} {counts}")
+    for name in sorted(set(consent) - {r.name for r in rules}):
+        lines.append(f"  {name:<28} {'consent recorded, no such rule file':<40}")
+    return "\n".join(lines)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    settings = Settings()
+    directory = args.dir or settings.block(RulesSettings).dir
+    sys.stdout.write(asyncio.run(status_text(settings, directory)) + "\n")
     return 0

@@ -8,6 +8,7 @@ notifications on a local fake Slack webhook.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,10 @@ from faststream.rabbit import RabbitBroker
 
 from contracts.messages import RuleConsentChangedMessage, RuleDecisionReviewedMessage
 from contracts.rules import RuleConsentChanged, RuleDecisionReviewed
+from services.rules_engine.cli import request_consent, request_review, status_text
+from services.rules_engine.rules import DEFAULT_RULES_DIR
 from shared.messaging import publish
+from shared.settings import Settings
 from tests.fixtures.infra import eventually
 from tests.fixtures.sandbox import SandboxHandle
 from tests.integration.test_campaign_executor import results, start_executor  # noqa: F401
@@ -219,3 +223,31 @@ async def test_the_jpy_account_is_judged_in_jpy(
     assert command["amount_minor"] == 9_600
 
 
+
+
+async def test_the_command_line_sends_consent_and_verdicts_and_shows_the_state(
+    db: asyncpg.Pool, broker: RabbitBroker, clean: None, commands: CommandWatch,  # noqa: F811
+    start_service: Any, settings: Settings,  # noqa: F811
+) -> None:
+    world = await seed_world(db, {"No leads": (30_000, [(25_000, 6_000, 4_000, 0)] * 3)})
+    await start_service()
+    before = await status_text(settings, DEFAULT_RULES_DIR)
+    assert re.search(r"zero-leads +shadow mode", before), before
+
+    run = await run_of(db, await trigger(broker, world.account))
+    [shadow] = [d for d in await decisions_of(db, run["run_id"]) if d["rule"] == "zero-leads"]
+    assert shadow["shadow"]
+    decision, result = await request_review(settings, shadow["id"], verdict="reject", by="cli:tester")
+    assert decision is not None
+    assert decision.startswith("Would pause ad set 'No leads'")
+    assert result == "rejected: nothing was sent"
+    assert await request_review(settings, 2**62, verdict="approve", by="cli:tester") == (None, None)
+
+    assert await request_consent(settings, "zero-leads", enabled=True, by="cli:tester", note="seen enough") is True
+    after = await status_text(settings, DEFAULT_RULES_DIR)
+    assert re.search(r"zero-leads +ENABLED by cli:tester", after), after
+    sent = await eventually(lambda: commands.for_objects([world.adsets["No leads"]]), what="the enabled rule acts")
+    assert [c["kind"] for c in sent] == ["pause"]
+    assert await request_consent(settings, "zero-leads", enabled=False, by="cli:tester") is False
+    assert await db.fetchval("select count(*) from rule_consent_log where rule = 'zero-leads' "
+                             "and changed_by = 'cli:tester'") == 2
