@@ -73,7 +73,7 @@ async def test_a_fresh_install_writes_nothing_to_meta_until_an_operator_enables_
     await sandbox.reset_calls()
 
     # A new install: every default rule in shadow mode. The poller's InsightsUpdated is evaluated...
-    await start_service(slack_url=slack.url)
+    await start_service(slack_url=slack.url, accounts=[MAIN])
     first = await run_of(db, await trigger(broker, MAIN))
     shadow = [d for d in await decisions_of(db, first["run_id"]) if d["outcome"] == "would_act"]
     assert shadow
@@ -94,6 +94,7 @@ async def test_a_fresh_install_writes_nothing_to_meta_until_an_operator_enables_
     assert await status_at_meta(sandbox, burner) == "ACTIVE"
 
     # The operator enables one rule (the message the CLI and the console send).
+    since = await db.fetchval("select now()")
     await publish(broker, RuleConsentChangedMessage.new(RuleConsentChanged(rule=would["rule"], enabled=True,
                                                                            by="alice", note="checked the numbers")))
     await eventually(lambda: db.fetchval("select enabled from rule_consent where rule = $1", would["rule"]),
@@ -102,7 +103,7 @@ async def test_a_fresh_install_writes_nothing_to_meta_until_an_operator_enables_
                      what="consent announced")
     # Enabling evaluates at once: the rule acts without waiting for new numbers or the schedule.
     third = await eventually(lambda: db.fetchrow("select * from rule_runs where trigger = 'consent' and acted > 0 "
-                                                 "and $1 = any(accounts) order by started_at desc limit 1", MAIN),
+                                                 "and $1 = any(accounts) and started_at > $2", MAIN, since),
                              what="the evaluation after the consent")
     sent = await eventually(lambda: commands.for_objects([burner]), what="the enabled rule's pause")
     assert [c["kind"] for c in sent] == ["pause"]
@@ -118,14 +119,19 @@ async def test_a_fresh_install_writes_nothing_to_meta_until_an_operator_enables_
     # Approving one shadow decision of another rule applies it, through the same guardrails.
     other = await db.fetchrow(
         "select id, entity_id, rule from rule_decisions where run_id = $1 and shadow and entity_id <> $2 "
-        "order by id limit 1", third["run_id"], burner)
+        "and account_id = $3 order by id limit 1", third["run_id"], burner, MAIN)
     assert other is not None, "another rule still in shadow mode"
     await publish(broker, RuleDecisionReviewedMessage.new(RuleDecisionReviewed(decision_id=other["id"],
                                                                                verdict="approve", by="alice")))
     review = await eventually(lambda: db.fetchrow("select * from rule_decision_reviews where decision_id = $1",
                                                   other["id"]), what="approval applied")
     assert review["result"].startswith("applied: "), review["result"]
-    await eventually(lambda: commands.for_objects([other["entity_id"]]), what="the approved decision's command")
+    action = await db.fetchrow("select command_id, rule from rule_actions where run_id = $1 and kind <> 'notify'",
+                               review["result_run_id"])
+    assert (action["rule"], review["verdict"]) == (other["rule"], "approve")
+    sent = await eventually(lambda: commands.for_objects([other["entity_id"]]), timeout=30,
+                            what="the approved decision's command")
+    assert [c["command_id"] for c in sent] == [str(action["command_id"])]
     assert not await db.fetchval("select enabled from rule_consent where rule = $1", other["rule"])
 
 
@@ -230,7 +236,7 @@ async def test_the_command_line_sends_consent_and_verdicts_and_shows_the_state(
     start_service: Any, settings: Settings,  # noqa: F811
 ) -> None:
     world = await seed_world(db, {"No leads": (30_000, [(25_000, 6_000, 4_000, 0)] * 3)})
-    await start_service()
+    await start_service(accounts=[world.account])  # other tests' accounts stay in the database
     before = await status_text(settings, DEFAULT_RULES_DIR)
     assert re.search(r"zero-leads +shadow mode", before), before
 

@@ -74,6 +74,7 @@ async def clean(db: asyncpg.Pool, amqp: aio_pika.abc.AbstractChannel) -> AsyncIt
                            [MAIN, JPY], DEFAULT_RULE_NAMES)
         await conn.execute("delete from rule_breakers where rule = any($1::text[])", DEFAULT_RULE_NAMES)
         await conn.execute("delete from rule_consent where rule = any($1::text[])", DEFAULT_RULE_NAMES)
+        await conn.execute("delete from rule_consent_log where rule = any($1::text[])", DEFAULT_RULE_NAMES)
         await conn.execute("delete from rule_decisions where account_id = any($1::text[])", [MAIN, JPY])
     for c in consumers_of("rules_engine"):
         await _purge(amqp, c.queue_name)
@@ -155,12 +156,14 @@ class Services:
         self.settings = settings
         self.running: list[Service] = []
 
-    async def __call__(self, rules_dir: Path = DEFAULT_RULES_DIR, *, slack_url: str = "", **rules: Any) -> Service:
+    async def __call__(self, rules_dir: Path = DEFAULT_RULES_DIR, *, slack_url: str = "",
+                       accounts: Sequence[str] = (), **rules: Any) -> Service:
+        """``accounts``: what runs without a trigger (schedule, consent) evaluate; default every stored one."""
         rules.setdefault("interval_seconds", 0)
         service = create_app(self.settings.replace(
             RulesSettings(dir=rules_dir, **rules),
             NotifySettings(slack_webhook_url=SecretStr(slack_url), smtp_host=""),
-            MetaSettings(ad_account_id=[]),
+            MetaSettings(ad_account_id=list(accounts)),
         ))
         await service.start()
         self.running.append(service)
