@@ -162,6 +162,9 @@ def _rule_order(rule: Rule) -> tuple[int, int, str]:
     return rule.priority, rank, rule.name
 
 
+_WARNED: set[tuple[str, str, str]] = set()
+
+
 def _in_currencies(rule: Rule, views: list[View], rates: Mapping[tuple[str, str], float]
                    ) -> list[tuple[Rule, list[View]]]:
     """The rule with its amounts in each currency of ``views``, with the views in that currency. An account whose
@@ -171,6 +174,9 @@ def _in_currencies(rule: Rule, views: list[View], rates: Mapping[tuple[str, str]
     for currency in sorted(currencies):
         local = localize(rule, currency, rates)
         if local is None:
+            if (rule.name, rule.currency, currency) in _WARNED:
+                continue
+            _WARNED.add((rule.name, rule.currency, currency))  # once per process, not on every run
             accounts = sorted({v.entity.account_id for v in views if v.entity.currency == currency})
             logger.warning(
                 "rule %s states its amounts in %s: accounts in %s (%s) are not judged by it; set a rate in "
