@@ -92,6 +92,9 @@ CONSUMERS: tuple[Consumer, ...] = (
     Consumer("rules_engine", "command_results", (RoutingKey.COMMAND_RESULT,)),
     # Alerts from every service become notifications (log, Slack, email).
     Consumer("rules_engine", "alerts", (RoutingKey.ALERT_RAISED,)),
+    # The operator's consent (enable / disable a rule) and verdicts on shadow decisions: CLI and console send them.
+    Consumer("rules_engine", "rule_consent", (RoutingKey.RULE_CONSENT_CHANGED,)),
+    Consumer("rules_engine", "decision_reviews", (RoutingKey.RULE_DECISION_REVIEWED,)),
     Consumer("campaign_executor", "campaign_command", (RoutingKey.CAMPAIGN_COMMAND,)),
 )
 

@@ -75,9 +75,14 @@ class RunState:
         self.ceilings = {norm_account(k): v for k, v in state.account_daily_budget_ceiling.items()}
         self.data_as_of = {norm_account(k): v for k, v in state.data_as_of.items()}
         self.failures = state.consecutive_failures
+        self.consented = state.consented
         for e in snapshot.entities:
             if e.level != "ad" and e.status == "ACTIVE" and e.daily_budget:
                 self.account_daily[norm_account(e.account_id)] += e.daily_budget
+
+    def consents(self, rule: str) -> bool:
+        """Whether the operator let ``rule`` act (else it runs in shadow mode)."""
+        return self.consented is None or rule in self.consented
 
     def status_of(self, entity: Entity) -> str:
         return self.status.get(entity.id, entity.status)

@@ -97,6 +97,9 @@ class EngineState:
     consecutive_failures: Mapping[str, int] = field(default_factory=dict)
     account_daily_budget_ceiling: Mapping[str, int] = field(default_factory=dict)
     data_as_of: Mapping[str, datetime] = field(default_factory=dict)
+    # The operator's consent: the rules allowed to act. The others run in shadow mode (their decisions are
+    # `would_act` with `shadow`, nothing is sent to Meta). None = every rule acts (backtests, previews).
+    consented: frozenset[str] | None = None
 
 
 class EngineSettings(BaseModel):
@@ -113,6 +116,9 @@ class EngineSettings(BaseModel):
     circuit_breaker_failures: int = Field(default=3, ge=1)
     max_data_age: timedelta = timedelta(hours=3)
     include_not_matched: bool = False
+    currency_rates: dict[tuple[str, str], float] = Field(
+        default_factory=dict, description="(from, to) -> rate: a rule's amounts in an account's currency."
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -174,6 +180,7 @@ class Decision(BaseModel):
     ``metrics`` maps a window (or ``"entity"`` for budgets) to metric values; money in minor units of
     ``currency``; ``None`` = undefined (e.g. CPL with no leads). ``reason`` is set when skipped, and also on an
     acted budget change that was capped (``guard_budget_step`` / ``budget_limit``, with ``capped`` true).
+    ``would_act`` decisions come from dry runs, or from rules in shadow mode (``shadow``: not enabled yet).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -191,6 +198,7 @@ class Decision(BaseModel):
     metrics: dict[str, dict[str, float | int | None]] = Field(default_factory=dict)
     explanation: str
     evaluated_at: datetime
+    shadow: bool = False  # would_act only because the operator has not enabled the rule (shadow mode)
 
 
 
@@ -210,6 +218,7 @@ def build_decision(
     capped: bool = False,
     actions: tuple[Action, ...] = (),
     metrics: dict[str, dict[str, float | int | None]] | None = None,
+    shadow: bool = False,
 ) -> Decision:
     """A `Decision` from values the engine produced and typed, without re-validating them."""
     # Skipping validation keeps a 10k-entity run fast. This is what Decision.model_construct does for a full set of
@@ -235,6 +244,7 @@ def build_decision(
             "metrics": metrics or {},
             "explanation": explanation,
             "evaluated_at": now,
+            "shadow": shadow,
         },
     )
     _set(decision, "__pydantic_fields_set__", set(_DECISION_FIELDS))
