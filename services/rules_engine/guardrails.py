@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -260,11 +261,11 @@ def plan_budget(
             "were made in the last hour",
         )
     if isinstance(spec, ChangeBudgetAction):
-        wanted = round(current * (1 + spec.percent / 100))
+        wanted = percent_change(current, spec.percent)
     else:
         wanted = to_minor(spec.amount, entity.currency)
     if wanted > current:
-        target, cap_reason, notes = _capped_raise(rule, entity.currency, current, wanted)
+        target, cap_reason, notes = _capped_raise(rule, settings, entity.currency, current, wanted)
     elif wanted < current:
         target, cap_reason, notes = _capped_cut(rule, field_name, view, settings, current, wanted)
     else:
@@ -297,14 +298,25 @@ def plan_budget(
     return ActionPlan(sentence, fields, cap_reason is not None, cap_reason)
 
 
-def _capped_raise(rule: Rule, currency: str, current: int, wanted: int) -> tuple[int, ReasonCode | None, list[str]]:
-    """A raise within the rule's step limit and maximum budget: (target, cap reason, notes for the sentence)."""
+def percent_change(current: int, percent: float) -> int:
+    """``current`` changed by ``percent``, in whole minor units rounded toward ``current`` (a -20% cut of 3,333 is
+    2,667, never 2,666, which would be a 20.006% step the executor refuses). Exact: no float rounding."""
+    changed = Fraction(current) * (100 + Fraction(str(percent))) / 100
+    return math.floor(changed) if percent > 0 else math.ceil(changed)
+
+
+def _capped_raise(
+    rule: Rule, settings: EngineSettings, currency: str, current: int, wanted: int
+) -> tuple[int, ReasonCode | None, list[str]]:
+    """A raise within the step limit (the rule's, at most the executor's) and the rule's maximum budget:
+    (target, cap reason, notes for the sentence)."""
     g = rule.guardrails
     target, cap_reason, notes = wanted, None, []
-    step_max = math.floor(current * (1 + g.max_budget_step_pct / 100))
+    limit = min(g.max_budget_step_pct, settings.max_step_pct)
+    step_max = percent_change(current, limit)
     if target > step_max:
         target, cap_reason = step_max, "guard_budget_step"
-        notes.append(f"capped from {pct(current, wanted)} by the {g.max_budget_step_pct:g}% step limit")
+        notes.append(f"capped from {pct(current, wanted)} by the {limit:g}% step limit")
     if g.max_budget is not None and target > to_minor(g.max_budget, currency):
         target = max(current, to_minor(g.max_budget, currency))
         cap_reason = cap_reason or "budget_limit"
@@ -319,10 +331,11 @@ def _capped_cut(
     g = rule.guardrails
     currency = view.entity.currency
     target, cap_reason, notes = wanted, None, []
-    step_min = math.ceil(current * (1 - g.max_budget_decrease_pct / 100))
+    limit = min(g.max_budget_decrease_pct, settings.max_step_pct)
+    step_min = percent_change(current, -limit)
     if target < step_min:
         target, cap_reason = step_min, "guard_budget_step"
-        notes.append(f"capped from {pct(current, wanted)} by the {g.max_budget_decrease_pct:g}% cut limit")
+        notes.append(f"capped from {pct(current, wanted)} by the {limit:g}% cut limit")
     floors = []
     if g.min_budget is not None:
         floors.append((to_minor(g.min_budget, currency), "the rule's minimum"))

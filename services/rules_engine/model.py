@@ -17,7 +17,7 @@ from typing import Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.rules_engine.rules import Level
-from shared.budget_guardrails import MAX_BUDGET_CHANGES_PER_HOUR
+from shared.budget_guardrails import MAX_BUDGET_CHANGES_PER_HOUR, MAX_BUDGET_STEP_PCT
 
 # ---------------------------------------------------------------------------------------------------------------
 # Inputs
@@ -112,6 +112,11 @@ class EngineSettings(BaseModel):
     max_actions_per_run: int = Field(default=100, ge=0, description="All rules together.")
     budget_changes_per_hour: int = Field(
         default=MAX_BUDGET_CHANGES_PER_HOUR, ge=0, description="Meta: 4 per ad set per hour (docs/meta-api.md §2.3)."
+    )
+    max_step_pct: float = Field(
+        default=MAX_BUDGET_STEP_PCT, gt=0,
+        description="The executor's largest change per command (BUDGET_MAX_STEP_PCT): a rule's step and cut "
+        "limits are capped by it, so the engine never decides a change the executor refuses.",
     )
     circuit_breaker_failures: int = Field(default=3, ge=1)
     max_data_age: timedelta = timedelta(hours=3)

@@ -103,6 +103,7 @@ class Worker:
         self.notifier = notifier
         self.engine_settings = engine_settings or EngineSettings(
             dry_run=settings.dry_run, budget_changes_per_hour=limits.max_changes_per_hour,
+            max_step_pct=limits.max_step_pct,
             currency_rates=settings.rates(),
         )
         self.only_accounts = list(only_accounts)

@@ -279,12 +279,27 @@ def test_cuts_are_limited_and_never_below_what_meta_accepts() -> None:
             "actions": [{"type": "change_budget", "percent": -90}],
         }
     )
+    # With the executor's step (BUDGET_MAX_STEP_PCT) at 20%, -90% of $500 becomes -20%: $400.
     [decision] = evaluate([cut], guide_snapshot(), fresh_state(), NOW)
-    # -90 % of $500 is capped at -50 % ($250), still >= 110 % of today's $320 spend ($352) -> held at $352
-    assert decision.entity_id == "E"
-    assert decision.capped
-    assert decision.actions[0].budget == 35_200
+    assert (decision.entity_id, decision.capped, decision.actions[0].budget) == ("E", True, 40_000)
+    assert "(-20%, capped from -90% by the 20% cut limit)" in decision.explanation
+    # With a laxer executor (60%), the rule's own cut limit (50%: $250) applies, and Meta's floor, 110% of
+    # today's $320 spend, holds it at $352.
+    [decision] = evaluate([cut], guide_snapshot(), fresh_state(), NOW, EngineSettings(max_step_pct=60))
+    assert (decision.entity_id, decision.capped, decision.actions[0].budget) == ("E", True, 35_200)
     assert "held at 110% of today's spend $352.00" in decision.explanation
+
+
+@pytest.mark.parametrize(
+    ("current", "percent", "expected"),
+    [(3_333, -20, 2_667), (3_333, 20, 3_999), (5_000, -20, 4_000), (999, 33.3, 1_331), (1_000, -0.1, 999)],
+)
+def test_a_percent_change_rounds_toward_the_current_budget(current: int, percent: float, expected: int) -> None:
+    """A cut of exactly the step limit is never a hair over it once rounded (the executor would refuse it)."""
+    from services.rules_engine.guardrails import percent_change
+
+    assert percent_change(current, percent) == expected
+    assert abs(expected - current) / current * 100 <= abs(percent)
 
 
 @pytest.mark.parametrize(("earlier_changes", "outcome"), [(3, "acted"), (4, "skipped")])
