@@ -89,6 +89,15 @@ class ActionRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class BudgetLimit:
+    """What the executor's hard budget limits know of one campaign or ad set (view `stored_budget_limits`)."""
+
+    first_seen: int | None = None  # its daily budget when leadwire first saw it (minor units)
+    increases_week: int = 0  # budget increases in the last rolling 7 days
+    blocked_until: datetime | None = None  # Meta blocks its budget changes until then (613/1487632)
+
+
+@dataclass(frozen=True, slots=True)
 class EngineState:
     """History the guardrails need. The service loads the last few days of actions (at least the longest
     cooldown) and the other maps from its tables; `record_actions` returns an updated copy."""
@@ -100,6 +109,8 @@ class EngineState:
     # The operator's consent: the rules allowed to act. The others run in shadow mode (their decisions are
     # `would_act` with `shadow`, nothing is sent to Meta). None = every rule acts (backtests, previews).
     consented: frozenset[str] | None = None
+    # The executor's hard limits per object id (empty: none known, e.g. a backtest, which applies its own).
+    budget_limits: Mapping[str, BudgetLimit] = field(default_factory=dict)
 
 
 class EngineSettings(BaseModel):
@@ -117,6 +128,12 @@ class EngineSettings(BaseModel):
         default=MAX_BUDGET_STEP_PCT, gt=0,
         description="The executor's largest change per command (BUDGET_MAX_STEP_PCT): a rule's step and cut "
         "limits are capped by it, so the engine never decides a change the executor refuses.",
+    )
+    max_multiple_of_first_seen: float = Field(
+        default=2.0, ge=1, description="The executor's hard limit (BUDGET_MAX_MULTIPLE_OF_FIRST_SEEN)."
+    )
+    max_increases_per_week: int = Field(
+        default=3, ge=1, description="The executor's hard limit (BUDGET_MAX_INCREASES_PER_WEEK)."
     )
     circuit_breaker_failures: int = Field(default=3, ge=1)
     max_data_age: timedelta = timedelta(hours=3)
@@ -144,6 +161,8 @@ ReasonCode = Literal[
     "guard_budget_step",
     "budget_limit",
     "ceiling",
+    "hard_max_budget",
+    "budget_increases_per_week",
 ]
 ActionKind = Literal["pause", "unpause", "pause_for_today", "change_budget", "set_budget", "notify"]
 

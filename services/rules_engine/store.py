@@ -24,10 +24,18 @@ from decimal import Decimal
 
 import asyncpg
 
-from services.rules_engine.model import ActionRecord, Decision, EngineState, Entity, MetricRow, Snapshot
+from services.rules_engine.model import (
+    ActionRecord,
+    BudgetLimit,
+    Decision,
+    EngineState,
+    Entity,
+    MetricRow,
+    Snapshot,
+)
 from services.rules_engine.rules import Rule, window_bounds
 from services.rules_engine.snapshot import levels_of, lookback_days, segments, uses_crm, uses_insights
-from shared.budget_guardrails import daily_ceiling_minor
+from shared.budget_guardrails import daily_ceiling_minor, max_daily_budget
 
 # History kept in the engine state: longer than any sensible cooldown, and the backtest's default.
 HISTORY = timedelta(days=8)
@@ -49,9 +57,13 @@ async def known_accounts(conn: asyncpg.Connection, only: Sequence[str] = ()) -> 
 
 async def load_state(
     conn: asyncpg.Connection, accounts: Sequence[str], now: datetime, *, ceiling_major: float | None,
-    history: timedelta = HISTORY,
+    first_seen_multiple: float | None = None, history: timedelta = HISTORY,
 ) -> EngineState:
-    """Action history (every account: per-rule daily caps span accounts), breakers, freshness and ceilings."""
+    """Action history (every account: per-rule daily caps span accounts), breakers, freshness, ceilings and the
+    executor's hard budget limits (`stored_budget_limits`).
+
+    An account's ceiling is BUDGET_DAILY_CEILING when set, else (as the executor derives it)
+    ``first_seen_multiple`` times its active daily total when leadwire first saw it."""
     actions = [
         ActionRecord(rule=r["rule"], entity_id=r["entity_id"], kind=r["kind"], at=r["acted_at"],
                      resume_at=r["resume_at"])
@@ -73,9 +85,18 @@ async def load_state(
         ceiling = daily_ceiling_minor(ceiling_major, r["currency"])
         if ceiling is not None:
             ceilings[r["account_id"]] = ceiling
+    limits: dict[str, BudgetLimit] = {}
+    for r in await conn.fetch(
+        "select key, scope, first_seen_daily_minor, increases_week, blocked_until from stored_budget_limits"
+    ):
+        if r["scope"] == "account":
+            if ceiling_major is None and first_seen_multiple is not None:
+                ceilings[r["key"]] = max_daily_budget(r["first_seen_daily_minor"], first_seen_multiple)
+        else:
+            limits[r["key"]] = BudgetLimit(r["first_seen_daily_minor"], r["increases_week"], r["blocked_until"])
     return EngineState(actions=tuple(actions), consecutive_failures=failures,
                        account_daily_budget_ceiling=ceilings, data_as_of=data_as_of,
-                       consented=await consented_rules(conn))
+                       consented=await consented_rules(conn), budget_limits=limits)
 
 
 # ---------------------------------------------------------------------------------------------------------------

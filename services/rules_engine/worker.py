@@ -103,7 +103,8 @@ class Worker:
         self.notifier = notifier
         self.engine_settings = engine_settings or EngineSettings(
             dry_run=settings.dry_run, budget_changes_per_hour=limits.max_changes_per_hour,
-            max_step_pct=limits.max_step_pct,
+            max_step_pct=limits.max_step_pct, max_multiple_of_first_seen=limits.max_multiple_of_first_seen,
+            max_increases_per_week=limits.max_increases_per_week,
             currency_rates=settings.rates(),
         )
         self.only_accounts = list(only_accounts)
@@ -161,7 +162,8 @@ class Worker:
                 qualified_events=self.settings.qualified_events, signed_events=self.settings.signed_events,
                 extra_levels=await store.pending_resume_levels(conn, now),
             )
-            state = await store.load_state(conn, targets, now, ceiling_major=self.limits.daily_ceiling)
+            state = await store.load_state(conn, targets, now, ceiling_major=self.limits.daily_ceiling,
+                                           first_seen_multiple=self.limits.max_multiple_of_first_seen)
             if approved is not None:
                 state = replace(state, consented=(state.consented or frozenset()) | {approved["rule"]})
             decisions = evaluate(enabled, snap, state, now, self.engine_settings) if targets else []

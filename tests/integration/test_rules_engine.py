@@ -36,6 +36,7 @@ from contracts.messages import (
 )
 from services.insights_poller.settings import InsightsSettings
 from services.insights_poller.worker import InsightsPoller
+from services.rules_engine import store
 from services.rules_engine.app import create_app
 from services.rules_engine.cli import run_backtest
 from services.rules_engine.logic import evaluate
@@ -653,3 +654,29 @@ async def test_segment_rows_give_the_same_decisions_as_daily_rows(db: asyncpg.Po
     assert by_segment == by_day
     assert by_segment, "the rules decide something here"
     assert segment_rows < daily_rows
+
+
+async def test_the_engine_reads_the_executors_hard_limits(db: asyncpg.Pool) -> None:
+    """`stored_budget_limits` (the executor's view) gives the engine first-seen budgets, Meta's blocks and the
+    derived account ceiling, so it decides no raise the executor would refuse."""
+    adset, blocked, account = unique("9"), unique("9"), unique("act_")
+    async with db.acquire() as conn:
+        await conn.executemany(
+            "insert into first_seen_budgets (key, scope, account_id, currency, daily_minor) "
+            "values ($1, $2, $3, 'USD', $4)",
+            [(adset, "object", account, 5_000), (account, "account", account, 40_000)],
+        )
+        await conn.execute(
+            "insert into meta_budget_blocks (object_id, account_id, blocked_until) "
+            "values ($1, $2, now() + interval '1 hour')",
+            blocked, account,
+        )
+        now = await conn.fetchval("select now()")
+        state = await store.load_state(conn, [account], now, ceiling_major=None, first_seen_multiple=2.0)
+        assert state.budget_limits[adset].first_seen == 5_000
+        assert state.budget_limits[adset].blocked_until is None
+        assert state.budget_limits[blocked].blocked_until > now
+        assert state.account_daily_budget_ceiling[account] == 80_000  # 2x what leadwire first saw
+        # With BUDGET_DAILY_CEILING set, that is the ceiling (of accounts the poller knows), never the derived one.
+        state = await store.load_state(conn, [account], now, ceiling_major=100.0, first_seen_multiple=2.0)
+        assert account not in state.account_daily_budget_ceiling

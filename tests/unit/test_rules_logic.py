@@ -13,6 +13,7 @@ import pytest
 from services.rules_engine.logic import evaluate, record_actions, record_result
 from services.rules_engine.model import (
     ActionRecord,
+    BudgetLimit,
     Decision,
     EngineSettings,
     EngineState,
@@ -269,6 +270,28 @@ def test_a_fifty_percent_raise_is_capped_to_twenty_with_the_reason() -> None:
     assert decision.reason == "guard_budget_step"
     assert decision.actions[0].budget == 12_000
     assert "(+20%, capped from +50% by the 20% step limit)" in decision.explanation
+
+
+@pytest.mark.parametrize(
+    ("limit", "outcome", "reason", "budget", "words"),
+    [
+        (BudgetLimit(first_seen=5_500), "acted", "guard_budget_step", 11_000, "capped at its hard limit $110.00"),
+        (BudgetLimit(first_seen=5_000), "skipped", "hard_max_budget", None, "at its hard limit of $100.00 (2× the"),
+        (BudgetLimit(increases_week=3), "skipped", "budget_increases_per_week", None, "raised 3 times in the last 7"),
+        (BudgetLimit(blocked_until=NOW + timedelta(minutes=30)), "skipped", "budget_change_rate", None,
+         "Meta blocks budget changes on it until"),
+        (BudgetLimit(first_seen=9_000, blocked_until=NOW - timedelta(minutes=1)), "acted", "guard_budget_step", 12_000,
+         "(+20%, capped from +50% by the 20% step limit)"),
+    ],
+)
+def test_a_raise_stays_within_the_executors_hard_limits(
+    limit: BudgetLimit, outcome: str, reason: str, budget: int | None, words: str
+) -> None:
+    """The engine knows what the executor refuses `force` or not (2× first seen, 3 raises a week, Meta's block)."""
+    [decision] = evaluate([rule(SCALE_50)], guide_snapshot(), fresh_state(budget_limits={"B": limit}), NOW)
+    assert (decision.entity_id, decision.outcome, decision.reason) == ("B", outcome, reason)
+    assert (decision.actions[0].budget if decision.actions else None) == budget
+    assert words in decision.explanation
 
 
 def test_cuts_are_limited_and_never_below_what_meta_accepts() -> None:
