@@ -1,8 +1,8 @@
 """How many messages wait in each parking queue, read from RabbitMQ (they are not in the database), at most every
 CONSOLE_PARKED_REFRESH_SECONDS while someone looks at the Today page.
 
-A passive declare answers a queue's message count without touching its messages (for quorum queues, a count a few
-seconds old).
+The counts come from `shared.parked` (the module behind `leadwire parked` too): a passive declare answers a queue's
+message count without touching its messages.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import aio_pika
 from aiormq.exceptions import AMQPError
 
-from shared.topology import CONSUMERS
+from shared.parked import read_counts
 
 logger = logging.getLogger(__name__)
 
@@ -41,21 +41,8 @@ async def refresh(counts: ParkedCounts, amqp_url: str, max_age: float) -> Parked
     if counts.read_at is not None and (now - counts.read_at).total_seconds() < max_age:
         return counts
     try:
-        counts.by_queue = await asyncio.wait_for(read_parked(amqp_url), timeout=3)
+        counts.by_queue = await asyncio.wait_for(read_counts(amqp_url), timeout=3)
         counts.read_at = now
     except (OSError, TimeoutError, AMQPError, aio_pika.exceptions.AMQPException) as exc:
         logger.warning("console: cannot count parked messages: %s", type(exc).__name__)
     return counts
-
-
-async def read_parked(amqp_url: str) -> dict[str, int]:
-    """Messages in each consumer's parking queue (`service/queue` -> count). Every one of them exists: each service
-    declares the whole topology when it starts."""
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel(publisher_confirms=False)
-        by_queue = {}
-        for consumer in CONSUMERS:
-            queue = await channel.declare_queue(consumer.parking_queue_name, passive=True)
-            by_queue[f"{consumer.service}/{consumer.name}"] = int(queue.declaration_result.message_count or 0)
-        return by_queue
