@@ -41,6 +41,7 @@ from shared.topology import (
     H_QUEUE,
     H_REASON,
     H_ROUTING_KEY,
+    NAMESPACE,
     Consumer,
     all_consumers,
 )
@@ -106,6 +107,9 @@ def resolve_queue(text: str, consumers: Sequence[Consumer] | None = None) -> Con
     for c in known:
         if wanted in (f"{c.service}/{c.name}", f"{c.service}.{c.name}", c.queue_name):
             return c
+    parts = wanted.split(".")
+    if len(parts) == 3 and parts[0] == NAMESPACE and all(parts):  # a consumer queue of tools or tests
+        return Consumer(parts[1], parts[2], ())
     choices = ", ".join(f"{c.service}/{c.name}" for c in known)
     raise ValueError(f"no consumer {text!r}; one of: {choices}")
 
@@ -273,6 +277,7 @@ def register(subparsers: Any, amqp_url: Callable[[], str]) -> None:
     cmd.set_defaults(func=lambda args: _cmd_list(args, amqp_url()))
     cmd = sub.add_parser("show", help="one parked message (by id) in full")
     cmd.add_argument("id", nargs="+")
+    cmd.add_argument("--queue", help="look in this consumer's parking queue only (default: every one)")
     cmd.add_argument("--body", action="store_true", help="print the message body too (it may hold customer data)")
     cmd.set_defaults(func=lambda args: _cmd_show(args, amqp_url()))
     cmd = sub.add_parser("replay", help="send parked messages back to their consumer (idempotent)")
@@ -328,7 +333,12 @@ def _cmd_list(args: argparse.Namespace, amqp_url: str) -> int:
 
 def _cmd_show(args: argparse.Namespace, amqp_url: str) -> int:
     wanted = frozenset(args.id)
-    messages = _run(list_parked(amqp_url, list(CONSUMERS), Selection(ids=wanted)))
+    try:
+        consumers = _consumers(args)
+    except ValueError as exc:
+        sys.stderr.write(f"leadwire: {exc}\n")
+        return 2
+    messages = _run(list_parked(amqp_url, consumers, Selection(ids=wanted)))
     for m in messages:
         sys.stdout.write(
             f"id:             {m.id}\nqueue:          {m.queue} ({m.consumer.parking_queue_name})\n"

@@ -71,6 +71,7 @@ def raise_for_deliveries(results: dict[str, Result]) -> None:
         raise DependencyUnavailable(f"the CRM ({', '.join(held)})", max(held.values()))
     if any(r.outcome is DeliveryOutcome.BUSY for r in results.values()):
         raise RetryLater("another worker is delivering this lead", delay=BUSY_RETRY_SECONDS)
-    failed = [name for name, r in results.items() if r.outcome is DeliveryOutcome.FAILED]
+    failed = [f"{name} ({r.failure.reason})" if r.failure else name
+              for name, r in results.items() if r.outcome is DeliveryOutcome.FAILED]
     if failed:
         raise PermanentError(f"CRM delivery failed for good: {', '.join(failed)}")
