@@ -78,7 +78,7 @@ class Incidents:
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
     _open: dict[tuple[str, str], _Open] = field(default_factory=dict)
-    _queued: list[AlertRaised] = field(default_factory=list)
+    _queued: list[Callable[[], AlertRaised]] = field(default_factory=list)  # rendered when sent: current counts
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _parked_counts: dict[str, int] = field(default_factory=dict)
     _parked_reason: dict[str, str] = field(default_factory=dict)
@@ -94,7 +94,7 @@ class Incidents:
             return False
         incident = _Open(dependency, kind, self.wall(), severity, summary, waiting, fix, parking_queue)
         self._open[key] = incident
-        self._queue(incident, "opened", incident.summary())
+        self._queue(incident, "opened", incident.summary)
         incident.last_sent = self.clock()
         return True
 
@@ -103,7 +103,7 @@ class Incidents:
         incident = self._open.pop((dependency, kind), None)
         if incident is None:
             return False
-        self._queue(incident, "resolved", summary, severity="info")
+        self._queue(incident, "resolved", lambda: summary, severity="info")
         return True
 
     def is_open(self, dependency: str, kind: str) -> bool:
@@ -153,18 +153,25 @@ class Incidents:
 
     # -- sending ----------------------------------------------------------------------------------------------
 
-    def _queue(self, incident: _Open, state: State, summary: str, *, severity: Severity | None = None) -> None:
+    def _queue(self, incident: _Open, state: State, summary: Callable[[], str], *,
+               severity: Severity | None = None) -> None:
         code = {"unavailable": "dependency_unavailable", "parked": "messages_parked"}.get(incident.kind, incident.kind)
-        self._queued.append(AlertRaised(
-            severity=severity or incident.severity,
-            code=f"{code}_{state}",
-            summary=summary,
-            service=self.service,
-            subject=incident.dependency,
-            fix=incident.fix if state != "resolved" else None,
-            incident=Incident(dependency=incident.dependency, kind=incident.kind, state=state,
-                              since=datetime.fromtimestamp(incident.since, UTC), waiting=incident.waiting()),
-        ))
+        waiting = incident.waiting() if state == "resolved" else None
+
+        def render() -> AlertRaised:
+            return AlertRaised(
+                severity=severity or incident.severity,
+                code=f"{code}_{state}",
+                summary=summary(),
+                service=self.service,
+                subject=incident.dependency,
+                fix=incident.fix if state != "resolved" else None,
+                incident=Incident(dependency=incident.dependency, kind=incident.kind, state=state,
+                                  since=datetime.fromtimestamp(incident.since, UTC),
+                                  waiting=waiting if state == "resolved" else incident.waiting()),
+            )
+
+        self._queued.append(render)
         self._wake.set()
 
     async def run(self, publish: Publish, count_parked: CountParked | None = None) -> None:
@@ -181,10 +188,10 @@ class Incidents:
         now = self.clock()
         for incident in list(self._open.values()):
             if now - incident.last_sent >= self.reminder_seconds:
-                self._queue(incident, "reminder", incident.summary())
+                self._queue(incident, "reminder", incident.summary)
                 incident.last_sent = now
         while self._queued:
-            alert = self._queued[0]
+            alert = self._queued[0]()
             try:
                 await publish(alert)
             except Exception as exc:  # the broker is down too: kept, tried again next tick
