@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -370,19 +370,22 @@ class Guards:
     policy: RetryPolicy = DEFAULT_POLICY
     database: CircuitBreaker | None = None
     on_parked: Callable[[Consumer, str], None] | None = None
+    # Queues whose handler copes with the database down (the alerts consumer: an outage must be announced while
+    # it lasts): never held by the database's breaker.
+    independent: set[str] = field(default_factory=set)
 
-    def gate(self, msg: Consumed) -> DependencyUnavailable | None:
+    def gate(self, msg: Consumed, spec: Consumer | None = None) -> DependencyUnavailable | None:
         """None: handle the message now. Otherwise the database's breaker is open and the message waits."""
         breaker = self.database
-        if breaker is None or breaker.allow():
+        if breaker is None or (spec is not None and spec.queue_name in self.independent) or breaker.allow():
             return None
         breaker.hold(msg.message_id)
         return DependencyUnavailable("the database", breaker.wait_seconds())
 
-    def report(self, exc: BaseException | None) -> None:
+    def report(self, exc: BaseException | None, spec: Consumer | None = None) -> None:
         """Tell the database's breaker how a handler call went (None: it succeeded)."""
         breaker = self.database
-        if breaker is None:
+        if breaker is None or (spec is not None and spec.queue_name in self.independent):
             return
         if exc is not None and is_database_unavailable(exc):
             breaker.failed(describe(exc))
@@ -432,7 +435,7 @@ class ReliableConsumer(BaseMiddleware):
                 await self._settle(msg, spec, hop(self._republish, consumed, spec))
                 return None
             guards = self.guards
-            held = guards.gate(consumed) if guards is not None else None
+            held = guards.gate(consumed, spec) if guards is not None else None
             if held is not None:  # the database is down: wait in a delay queue, do not call the handler
                 await self._settle(msg, spec, settle_failure(self._republish, consumed, spec, held,
                                                              max_attempts=self.max_attempts, guards=guards))
@@ -442,12 +445,12 @@ class ReliableConsumer(BaseMiddleware):
                 result = await call_next(msg)  # decodes with `shared.poison.decode` (`Service.subscribe`)
             except Exception as exc:
                 if guards is not None:
-                    guards.report(exc)
+                    guards.report(exc, spec)
                 await self._settle(msg, spec, settle_failure(self._republish, consumed, spec, exc,
                                                              max_attempts=self.max_attempts, guards=guards))
                 return None
             if guards is not None:
-                guards.report(None)
+                guards.report(None, spec)
             await msg.ack()
             series = metrics.consumer_series(spec.service, spec.name)
             series.consumed.inc()
