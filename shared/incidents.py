@@ -66,6 +66,8 @@ class _Open:
     fix: str
     parking_queue: str | None = None  # a `parked` incident resolves when this queue is empty
     last_sent: float = 0.0  # monotonic: when the last alert of this incident went out (0: queued)
+    announced: bool = False  # its opening alert was published
+    last_event: float = 0.0  # monotonic: when it opened, or a message was last parked
 
 
 @dataclass
@@ -75,10 +77,14 @@ class Incidents:
     service: str
     reminder_seconds: float = 3600.0
     tick_seconds: float = 15.0
+    # A parking queue must read empty this long after the last message parked before its incident resolves (a
+    # quorum queue's count can be a few seconds old).
+    settle_seconds: float = 10.0
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
     _open: dict[tuple[str, str], _Open] = field(default_factory=dict)
-    _queued: list[Callable[[], AlertRaised]] = field(default_factory=list)  # rendered when sent: current counts
+    # Rendered when sent, with the counts of that moment.
+    _queued: list[tuple[_Open, State, Callable[[], AlertRaised]]] = field(default_factory=list)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _parked_counts: dict[str, int] = field(default_factory=dict)
     _parked_reason: dict[str, str] = field(default_factory=dict)
@@ -93,6 +99,7 @@ class Incidents:
         if key in self._open:
             return False
         incident = _Open(dependency, kind, self.wall(), severity, summary, waiting, fix, parking_queue)
+        incident.last_event = self.clock()
         self._open[key] = incident
         self._queue(incident, "opened", incident.summary)
         incident.last_sent = self.clock()
@@ -132,6 +139,8 @@ class Incidents:
         name = f"{consumer.service}/{consumer.name}"
         if (name, "parked") not in self._open:
             self._parked_counts[name] = 0
+        else:
+            self._open[(name, "parked")].last_event = self.clock()
         self._parked_counts[name] = self._parked_counts.get(name, 0) + 1
         self._parked_reason[name] = reason[:300]
         what = WHAT_PARKED.get(name, "messages")
@@ -171,7 +180,7 @@ class Incidents:
                                   waiting=waiting if state == "resolved" else incident.waiting()),
             )
 
-        self._queued.append(render)
+        self._queued.append((incident, state, render))
         self._wake.set()
 
     async def run(self, publish: Publish, count_parked: CountParked | None = None) -> None:
@@ -191,7 +200,8 @@ class Incidents:
                 self._queue(incident, "reminder", incident.summary)
                 incident.last_sent = now
         while self._queued:
-            alert = self._queued[0]()
+            incident, state, render = self._queued[0]
+            alert = render()
             try:
                 await publish(alert)
             except Exception as exc:  # the broker is down too: kept, tried again next tick
@@ -199,19 +209,23 @@ class Incidents:
                                extra={"alert_code": alert.code})
                 return
             self._queued.pop(0)
+            if state == "opened":
+                incident.announced = True
             log = logger.warning if alert.severity != "info" else logger.info
             log("incident %s: %s", alert.code, alert.summary,
                 extra={"alert_code": alert.code, "dependency": alert.subject})
 
     async def _check_parked(self, count_parked: CountParked) -> None:
-        for incident in [i for i in self._open.values() if i.parking_queue is not None]:
+        now = self.clock()
+        for incident in [i for i in self._open.values() if i.parking_queue is not None and i.announced]:
             assert incident.parking_queue is not None
             try:
                 count = await count_parked(incident.parking_queue)
             except Exception as exc:
                 logger.debug("cannot count %s (%s)", incident.parking_queue, type(exc).__name__)
                 continue
-            self._parked_counts[incident.dependency] = count
-            if count == 0:
+            if count or now - incident.last_event >= self.settle_seconds:
+                self._parked_counts[incident.dependency] = count
+            if count == 0 and now - incident.last_event >= self.settle_seconds:
                 self.resolve(incident.dependency, "parked",
                              f"the parking queue of {incident.dependency} is empty again (replayed or dropped).")

@@ -194,7 +194,12 @@ async def test_parked_messages_are_one_incident_resolved_when_the_queue_is_empty
     assert len(sent) == 1
     assert sent[0].summary.startswith("3 lead reads parked by lead_fetcher")
     assert "leadwire parked list --queue lead_fetcher/leadgen_received" in (sent[0].fix or "")
+    assert sent[0].incident is not None
+    assert sent[0].incident.waiting == 3
     parked["n"] = 0  # replayed
+    await incidents.tick(publish, count)
+    assert len(sent) == 1, "a count read right after parking may be stale: no resolution before settle_seconds"
+    clock.now += incidents.settle_seconds
     await incidents.tick(publish, count)
     assert [a.incident.state for a in sent if a.incident] == ["opened", "resolved"]
 
