@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -49,6 +50,15 @@ WHAT_PARKED = {
     "rules_engine/alerts": "alerts",
     "campaign_executor/campaign_command": "campaign commands",
 }
+
+
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def _printable(text: str) -> str:
+    """A reason fit for an alert: a validation message may quote the bad character it found (NUL, a lone
+    surrogate), which no alert may carry (the alert itself would be poison)."""
+    return _UNPRINTABLE.sub("?", text)
 
 
 def _hhmm(seconds: float) -> str:
@@ -142,7 +152,7 @@ class Incidents:
         else:
             self._open[(name, "parked")].last_event = self.clock()
         self._parked_counts[name] = self._parked_counts.get(name, 0) + 1
-        self._parked_reason[name] = reason[:300]
+        self._parked_reason[name] = _printable(reason)[:300]
         what = WHAT_PARKED.get(name, "messages")
 
         def summary() -> str:

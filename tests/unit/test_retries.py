@@ -221,3 +221,18 @@ async def test_an_alert_the_broker_did_not_take_is_sent_on_the_next_tick() -> No
     await incidents.tick(publish)
     assert len(sent) == 1
     await asyncio.sleep(0)
+
+
+async def test_a_reason_quoting_a_nul_or_a_surrogate_does_not_poison_the_alert() -> None:
+    sent: list[AlertRaised] = []
+
+    async def publish(alert: AlertRaised) -> None:
+        sent.append(alert)
+
+    incidents = Incidents("campaign_executor")
+    incidents.parked(Consumer("campaign_executor", "campaign_command", ()),
+                     "undecodable message: invalid character: found `\x00` at 36, `\udc00`")
+    await incidents.tick(publish)
+    assert "\x00" not in sent[0].summary
+    assert "\udc00" not in sent[0].summary
+    AlertRaised.model_validate_json(sent[0].model_dump_json())  # travels and decodes
