@@ -33,6 +33,8 @@ class AlertRaised(Payload):
     subject: str | None = Field(default=None, description="What it is about: a page id, ad account id, rule.")
     fix: str | None = Field(default=None, description="How to fix it, when known: a `leadwire` command or a setting.")
     incident: Incident | None = Field(
-        default=None, description="Set on incident alerts (a dependency down, messages parked): one alert per incident "
-                                  "when it opens, at most one reminder per ALERT_REMINDER_MINUTES, one when it resolves.")
+        default=None,
+        description="Set on incident alerts (a dependency down, messages parked): one alert per incident when it "
+                    "opens, at most one reminder per ALERT_REMINDER_MINUTES, one when it resolves.",
+    )
 
