@@ -373,6 +373,9 @@ def build_parser(services: Sequence[ServiceSpec], command: Sequence[str] = ("lea
     pages = sub.add_parser("pages", help="Meta Pages").add_subparsers(dest="pages_command", required=True)
     pages.add_parser("subscribe", help="subscribe the app to leadgen webhooks of every page in META_PAGE_IDS"
                      ).set_defaults(func=_cmd_pages_subscribe)
+    from shared import parked
+
+    parked.register(sub, lambda: Settings().broker.amqp_url.get_secret_value())
     for spec in services:
         if spec.register_cli is not None:
             spec.register_cli(sub)

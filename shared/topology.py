@@ -52,6 +52,8 @@ H_NOT_BEFORE = "x-leadwire-not-before"
 H_REASON = "x-leadwire-reason"
 H_ROUTING_KEY = "x-leadwire-routing-key"
 H_PARKED_AT = "x-leadwire-parked-at"
+# When the message first failed (unix seconds): the retry horizon counts from it; parked copies keep it.
+H_FIRST_FAILURE = "x-leadwire-first-failure"
 
 
 

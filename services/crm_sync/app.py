@@ -9,6 +9,7 @@ import aiohttp
 from contracts.messages import AlertRaisedMessage, LeadSyncedMessage, RedeliverLeadMessage
 from services.crm_sync import handlers
 from services.crm_sync.adapters import Adapter, ContactLedger, GoHighLevelAdapter, WebhookAdapter
+from services.crm_sync.logic import BREAKER_FIX
 from services.crm_sync.mapping import field_map
 from services.crm_sync.settings import CrmSyncSettings
 from services.crm_sync.worker import LeadSync
@@ -29,7 +30,9 @@ def create_app(settings: Settings | None = None, *, lead_consumer: Consumer | No
     register_secret(crm.ghl_api_token.get_secret_value())
     # Documented publishers (AsyncAPI); the messages themselves leave through the outbox.
     service.publisher(LeadSyncedMessage, "A lead was delivered to one CRM adapter.")
-    service.publisher(AlertRaisedMessage, "A lead could not be delivered to a CRM (code crm_delivery_failed).")
+    service.publisher(AlertRaisedMessage, "A CRM is down (its circuit breaker opened: one alert per incident, an "
+                                          "hourly reminder with the leads waiting, one when it answers again), or "
+                                          "leads were parked.")
     service.publisher(RedeliverLeadMessage, "Ask lead_fetcher for a lead's LeadCaptured again (`leadwire crm "
                                             "redeliver`).")
 
@@ -41,7 +44,10 @@ def create_app(settings: Settings | None = None, *, lead_consumer: Consumer | No
                            "skipped, not delivered")
         else:
             logger.info("CRM adapters: %s", ", ".join(a.name for a in adapters))
-        return handlers.Deps(sync=LeadSync(started.db, adapters), http=session)
+        breakers = {a.name: started.breaker(f"crm:{a.name}", label=f"the CRM ({a.name})", what="leads",
+                                            fix=BREAKER_FIX.get(a.name, BREAKER_FIX["webhook"]))
+                    for a in adapters}
+        return handlers.Deps(sync=LeadSync(started.db, adapters, breakers=breakers), http=session)
 
     async def close(deps: handlers.Deps) -> None:
         for adapter in deps.sync.adapters:

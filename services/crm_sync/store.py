@@ -8,12 +8,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from services.crm_sync.logic import NO_ADAPTER
-from shared.outbox import enqueue
 
 if TYPE_CHECKING:
     import asyncpg
-
-    from contracts.messages import AlertRaisedMessage
 
 # Creates the missing (lead, adapter) rows and locks the group's rows in one statement: rows that existed come back
 # locked unless another worker holds them (`skip locked`: that lead is BUSY); new rows come back from the insert,
@@ -59,11 +56,6 @@ async def mark_skipped(pool: asyncpg.Pool, leadgen_id: str) -> None:
         "insert into crm_deliveries (leadgen_id, adapter, status) values ($1, $2, 'skipped') on conflict do nothing",
         leadgen_id, NO_ADAPTER,
     )
-
-
-async def enqueue_alert(pool: asyncpg.Pool, alert: AlertRaisedMessage) -> None:
-    async with pool.acquire() as conn, conn.transaction():
-        await enqueue(conn, alert)
 
 
 async def failed_leads(pool: asyncpg.Pool, *, since: datetime | None = None, adapter: str | None = None) -> list[str]:

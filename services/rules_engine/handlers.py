@@ -48,6 +48,8 @@ def register(service: Service, worker: Callable[[], Worker], *, interval_seconds
     async def handle_command_result(message: CommandResultMessage) -> None:
         await worker().record_command_result(message, claim_as=COMMAND_RESULTS.queue_name)
 
+    service.guards.independent.add(ALERTS.queue_name)  # announces a database outage while it lasts
+
     @service.subscribe(ALERTS)
     async def handle_alert(message: AlertRaisedMessage) -> None:
         await worker().deliver_alert(message)

@@ -54,6 +54,7 @@ from services.rules_engine.settings import RulesSettings
 from shared.leads import OutcomeIdentifiers, match_lead
 from shared.messaging import claim
 from shared.outbox import enqueue
+from shared.retries import is_database_unavailable
 from shared.settings import BudgetGuardrailSettings
 
 logger = logging.getLogger(__name__)
@@ -408,10 +409,22 @@ class Worker:
             failures, extra={"command_id": str(result.command_id), "rule": action["rule"]})
 
     async def deliver_alert(self, message: AlertRaisedMessage) -> None:
-        """Send an alert on its channels, skipping those that already have it; raise if any channel failed."""
-        async with self.pool.acquire() as conn:
-            route = await store.notification_route(conn, message.message_id)
-            done = await store.delivered_channels(conn, message.message_id)
+        """Send an alert on its channels, skipping those that already have it; raise if any channel failed.
+
+        An incident alert (a dependency down) goes out even when the database is unreachable (it may be the
+        outage it announces): on every channel, without the record of channels done (a retry may repeat one).
+        """
+        recorded = True
+        try:
+            async with self.pool.acquire() as conn:
+                route = await store.notification_route(conn, message.message_id)
+                done = await store.delivered_channels(conn, message.message_id)
+        except Exception as exc:
+            if message.payload.incident is None or not is_database_unavailable(exc):
+                raise
+            logger.warning("database unreachable: incident alert sent without its delivery record",
+                           extra={"message_id": str(message.message_id)})
+            route, done, recorded = None, set(), False
         channels = list(route["channels"]) if route is not None else list(CHANNELS)
         email_to = list(route["email_to"]) if route is not None else []
         errors: list[ChannelError] = []
@@ -424,8 +437,9 @@ class Worker:
                 logger.warning("notification channel failed: %s", exc, extra={"message_id": str(message.message_id)})
                 errors.append(exc)
                 continue
-            async with self.pool.acquire() as conn:
-                await store.mark_delivered(conn, message.message_id, channel)
+            if recorded:
+                async with self.pool.acquire() as conn:
+                    await store.mark_delivered(conn, message.message_id, channel)
         raise_for_failed_channels(errors)
 
 
