@@ -1,8 +1,8 @@
 """How many messages wait in each parking queue, read from RabbitMQ (they are not in the database), at most every
 CONSOLE_PARKED_REFRESH_SECONDS while someone looks at the Today page.
 
-The counts come from `shared.parked` (the module behind `leadwire parked` and the daily report's counts too): a passive declare answers a queue's
-message count without touching its messages.
+The counts come from `shared.parked` (the module behind `leadwire parked` and the daily report's counts too): a
+passive declare answers a queue's message count without touching its messages.
 """
 
 from __future__ import annotations
