@@ -13,7 +13,7 @@ import jinja2
 from aiohttp import web
 
 from contracts.messages import RuleConsentChangedMessage, RuleDecisionReviewedMessage
-from services.console import automation, handlers, logic, meta_health
+from services.console import automation, handlers, logic, meta_health, stuck
 from services.console.keys import CONTEXT, ConsoleContext
 from services.console.meta_health import MetaHealth
 from services.console.parked import ParkedCounts
@@ -84,6 +84,7 @@ def create_app(settings: Settings | None = None) -> Service:
         app.router.add_post("/leads/{leadgen_id:[0-9A-Za-z_-]{1,64}}/reveal", handlers.reveal_lead, name="reveal")
         app.router.add_get("/performance", handlers.performance_page, name="performance")
         automation.add_routes(app)
+        stuck.add_routes(app)
         app.router.add_static("/static/", STATIC_DIR, name="static")
         return app
 

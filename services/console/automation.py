@@ -44,6 +44,8 @@ REASON_LABELS = {
     "guard_budget_step": "budget step limit",
     "budget_limit": "budget limit",
     "ceiling": "account daily ceiling",
+    "hard_max_budget": "hard budget limit",
+    "budget_increases_per_week": "budget raises per week",
     "no_budget": "no budget on it",
     "no_change": "nothing to change",
     "not_matched": "did not match",
