@@ -261,6 +261,28 @@ async def record_notification(
     )
 
 
+async def claim_incident_alert(
+    conn: asyncpg.Connection, key: str, state: str, since: datetime, message_id: uuid.UUID, reminder_seconds: float
+) -> bool:
+    """Whether this incident alert should be sent: True for the first "opened" of an incident, a reminder when
+    none was sent for ``reminder_seconds``, the first "resolved"; and for a retry of the alert that claimed it.
+    False for the same incident announced again by another process of the service (or after a restart)."""
+    claimed = await conn.fetchval(
+        """
+        insert into incident_alerts (key, state, since, message_id) values ($1, $2, $3, $4)
+        on conflict (key) do update set state = excluded.state, since = excluded.since, last_sent_at = now(),
+            message_id = excluded.message_id
+        where incident_alerts.message_id = excluded.message_id
+           or (excluded.state = 'resolved' and incident_alerts.state <> 'resolved')
+           or (excluded.state <> 'resolved' and (incident_alerts.state = 'resolved'
+               or incident_alerts.last_sent_at < now() - make_interval(secs => $5)))
+        returning true
+        """,
+        key, state, since, message_id, reminder_seconds,
+    )
+    return bool(claimed)
+
+
 async def notification_route(conn: asyncpg.Connection, message_id: uuid.UUID) -> asyncpg.Record | None:
     return await conn.fetchrow(
         "select channels, email_to from rule_notifications where message_id = $1", message_id

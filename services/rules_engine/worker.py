@@ -97,8 +97,9 @@ class Worker:
 
     def __init__(self, pool: asyncpg.Pool, settings: RulesSettings, limits: BudgetGuardrailSettings,
                  notifier: Notifier, *, engine_settings: EngineSettings | None = None,
-                 only_accounts: Sequence[str] = ()) -> None:
+                 only_accounts: Sequence[str] = (), reminder_seconds: float = 3600.0) -> None:
         self.pool = pool
+        self.reminder_seconds = reminder_seconds
         self.settings = settings
         self.limits = limits
         self.notifier = notifier
@@ -411,12 +412,24 @@ class Worker:
     async def deliver_alert(self, message: AlertRaisedMessage) -> None:
         """Send an alert on its channels, skipping those that already have it; raise if any channel failed.
 
+        An incident alert the same incident already had (another process of that service announcing the same
+        outage, or one restarted mid-outage) is not sent again: one "opened", at most one reminder per
+        ALERT_REMINDER_MINUTES, one "resolved" per incident (`incident_alerts`).
+
         An incident alert (a dependency down) goes out even when the database is unreachable (it may be the
         outage it announces): on every channel, without the record of channels done (a retry may repeat one).
         """
         recorded = True
+        incident = message.payload.incident
         try:
             async with self.pool.acquire() as conn:
+                if incident is not None and not await store.claim_incident_alert(
+                    conn, f"{message.payload.service}|{incident.dependency}|{incident.kind}", incident.state,
+                    incident.since, message.message_id, self.reminder_seconds,
+                ):
+                    logger.info("incident alert already sent by another process: %s %s of %s", incident.state,
+                                incident.kind, incident.dependency, extra={"message_id": str(message.message_id)})
+                    return
                 route = await store.notification_route(conn, message.message_id)
                 done = await store.delivered_channels(conn, message.message_id)
         except Exception as exc:

@@ -23,7 +23,7 @@ from faststream.rabbit import RabbitBroker
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from contracts.alerts import AlertRaised
+from contracts.alerts import AlertRaised, Incident
 from contracts.commands import CommandResult
 from contracts.conversions import ConversionCustomData, ConversionRequested, ConversionUser
 from contracts.insights import InsightsUpdated
@@ -680,3 +680,35 @@ async def test_the_engine_reads_the_executors_hard_limits(db: asyncpg.Pool) -> N
         # With BUDGET_DAILY_CEILING set, that is the ceiling (of accounts the poller knows), never the derived one.
         state = await store.load_state(conn, [account], now, ceiling_major=100.0, first_seen_multiple=2.0)
         assert account not in state.account_daily_budget_ceiling
+
+
+async def test_one_incident_announced_by_two_processes_is_sent_once_per_state(
+    db: asyncpg.Pool, broker: RabbitBroker, clean: None, start_service: Any, slack: FakeSlack,
+) -> None:
+    """Two crm_sync processes (or one restarted mid-outage) each announce the same CRM outage: the operator gets one
+    "opened" and one "resolved"; an early reminder is not sent."""
+    await start_service(slack_url=slack.url)
+    dependency, since = unique("crm:test-"), datetime.now(UTC)
+
+    def alert(state: str) -> AlertRaisedMessage:
+        return AlertRaisedMessage.new(AlertRaised(
+            severity="critical" if state != "resolved" else "info", code="dependency_unavailable",
+            service="crm_sync", summary=f"The CRM is {state}.", fix="Check the CRM.",
+            incident=Incident(dependency=dependency, kind="unavailable", state=state, since=since, waiting=3),
+        ))
+
+    for message in (alert("opened"), alert("opened"), alert("reminder")):
+        await publish(broker, message)
+    await eventually(lambda: _true(len(slack.texts) >= 1), timeout=15, what="the opening alert")
+    for message in (alert("resolved"), alert("resolved")):
+        await publish(broker, message)
+    await eventually(lambda: _true(len(slack.texts) >= 2), timeout=15, what="the resolving alert")
+    # An alert after them all (one consumer, in order): the duplicates before it were handled and sent nowhere.
+    await publish(broker, AlertRaisedMessage.new(AlertRaised(
+        severity="info", code="sentinel", service="crm_sync", summary="Sentinel.")))
+    await eventually(lambda: _true(len(slack.texts) >= 3), timeout=15, what="the sentinel")
+    assert len(slack.texts) == 3, slack.texts
+    assert "The CRM is opened." in slack.texts[0]
+    assert "The CRM is resolved." in slack.texts[1]
+    assert await db.fetchval("select state from incident_alerts where key = $1",
+                             f"crm_sync|{dependency}|unavailable") == "resolved"
