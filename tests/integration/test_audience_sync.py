@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -91,8 +90,8 @@ async def add_lead(db: asyncpg.Pool, fields: dict[str, Any], *, days_ago: float 
     return lead_id
 
 
-async def sync(broker: Any, results: Any, name: str, **extra: Any) -> Any:
-    return await result_of(results, await send(broker, command("sync_audience", audience=name, **extra)),
+async def sync(broker: Any, seen: Any, name: str, **extra: Any) -> Any:
+    return await result_of(seen, await send(broker, command("sync_audience", audience=name, **extra)),
                            timeout=40)
 
 
@@ -113,7 +112,8 @@ async def test_audience_is_created_once_then_members_are_added_and_removed(
     audience = first.created_ids["audience"]
     assert {k: first.counts[k] for k in ("leads", "rows_sent", "rows_dropped", "rows_removed", "members")} == {
         "leads": 3, "rows_sent": 2, "rows_dropped": 1, "rows_removed": 0, "members": 2}
-    assert first.counts["add_num_received"] == 2 and first.counts["add_num_invalid_entries"] == 0
+    assert first.counts["add_num_received"] == 2
+    assert first.counts["add_num_invalid_entries"] == 0
     _, _, node = await sandbox.graph("GET", audience, fields="name,subtype,customer_file_source,description")
     assert (node["name"], node["subtype"], node["customer_file_source"]) == (
         "past_leads", "CUSTOM", "USER_PROVIDED_ONLY")
@@ -126,13 +126,16 @@ async def test_audience_is_created_once_then_members_are_added_and_removed(
     stored = await db.fetch("select leadgen_id, row_sent from audience_members where audience_id = $1", audience)
     assert {r["leadgen_id"] for r in stored} == {mary, john}
     mary_row = next(r["row_sent"] for r in stored if r["leadgen_id"] == mary)
-    assert mary_row[0] == sha256_hex("mary.roe@example.com") and mary_row[-1] == mary, "hashed; EXTERN_ID clear"
-    assert mary_row[2] == sha256_hex("mary") and mary_row[3] == sha256_hex("roe")
+    assert mary_row[0] == sha256_hex("mary.roe@example.com"), "hashed"
+    assert mary_row[-1] == mary, "EXTERN_ID (the lead id) unhashed"
+    assert mary_row[2] == sha256_hex("mary")
+    assert mary_row[3] == sha256_hex("roe")
 
     # Nothing changed: nothing is created or sent again.
     await sandbox.reset_calls()
     again = await sync(broker, results, "past_leads")
-    assert again.status == "ok" and again.created_ids == {}
+    assert again.status == "ok"
+    assert again.created_ids == {}
     assert (again.counts["rows_sent"], again.counts["rows_removed"]) == (0, 0)
     assert not [k for k in (await sandbox.calls())["by_path"] if not k.startswith("GET")], "only reads"
 
@@ -145,13 +148,15 @@ async def test_audience_is_created_once_then_members_are_added_and_removed(
     assert third.status == "ok", third.detail
     assert (third.counts["rows_sent"], third.counts["rows_removed"], third.counts["members"]) == (1, 1, 2)
     by_path = (await sandbox.calls())["by_path"]
-    assert by_path.get(f"POST /{audience}/users") == 1 and by_path.get(f"DELETE /{audience}/users") == 1
+    assert by_path.get(f"POST /{audience}/users") == 1
+    assert by_path.get(f"DELETE /{audience}/users") == 1
     assert third.counts["approximate_count_lower_bound"] == 2, "Meta's size reported once it shows"
     assert "approximate size 2" in third.detail
     assert {r["leadgen_id"] for r in await db.fetch(
         "select leadgen_id from audience_members where audience_id = $1", audience)} == {john, ann}
     recorded = await db.fetchrow("select * from audiences where name = 'past_leads'")
-    assert recorded["audience_id"] == audience and recorded["synced_at"] is not None
+    assert recorded["audience_id"] == audience
+    assert recorded["synced_at"] is not None
     assert recorded["last_counts"]["rows_removed"] == 1
 
 
@@ -189,13 +194,15 @@ async def test_no_personal_data_crosses_the_broker(
     await add_lead(db, {"email": "secret.person@example.com", "phone_number": "+1 202 555 0199",
                         "full_name": "Secret Person", "city": "Springfield"})
     result = await sync(broker, results, "past_leads")
-    assert result.status == "ok" and result.counts["rows_sent"] == 1
+    assert result.status == "ok"
+    assert result.counts["rows_sent"] == 1
 
     bodies = []
     while (message := await tap.get(fail=False, timeout=2)) is not None:
         await message.ack()
         bodies.append(message.body.decode())
-    assert any('"sync_audience"' in b for b in bodies) and any("CommandResult" in b for b in bodies)
+    assert any('"sync_audience"' in b for b in bodies)
+    assert any("CommandResult" in b for b in bodies)
     wire = "\n".join(bodies).lower()
     for secret in ("secret.person", "example.com", "5550199", "springfield", "secret person",
                    sha256_hex("secret.person@example.com"), sha256_hex("12025550199")):
@@ -230,15 +237,18 @@ async def test_lookalike_is_created_once_and_refused_while_the_seed_is_small(
     _, _, node = await sandbox.graph("GET", lookalike, fields="subtype,origin_audience_id,lookalike_spec")
     assert node["subtype"] == "LOOKALIKE"
     assert node["origin_audience_id"] == rows["signed"]["audience_id"]
-    assert node["lookalike_spec"]["ratio"] == 0.02 and node["lookalike_spec"]["country"] == "US"
+    assert node["lookalike_spec"]["ratio"] == 0.02
+    assert node["lookalike_spec"]["country"] == "US"
 
     small = await sync(broker, results, "qualified_lookalike")
     assert (small.status, small.guardrail) == ("refused", "seed_too_small")
-    assert "about 5 matched people" in small.detail and "at least 100" in small.detail
+    assert "about 5 matched people" in small.detail
+    assert "at least 100" in small.detail
 
     await sandbox.reset_calls()
     once = await sync(broker, results, "signed_lookalike")
-    assert once.status == "ok" and "exists" in once.detail
+    assert once.status == "ok"
+    assert "exists" in once.detail
     assert (await sandbox.calls())["by_path"].get(f"POST /{sandbox.account_id}/customaudiences") is None
 
 

@@ -95,7 +95,8 @@ async def test_session_batches_come_in_order_and_nothing_after_the_last(sandbox:
     last, body = await _upload(sandbox, ca, ["b@x.com"], {"session_id": 5, "batch_seq": 2, "last_batch_flag": True})
     assert (last, body["num_received"]) == (200, 2)
     late, body = await _upload(sandbox, ca, ["c@x.com"], {"session_id": 5, "batch_seq": 3, "last_batch_flag": True})
-    assert late == 400 and "has ended" in body["error"]["message"]
+    assert late == 400
+    assert "has ended" in body["error"]["message"]
     # Removal in its own session, with the same rows (a DELETE, or a POST with Graph's method override).
     gone, body = await _upload(sandbox, ca, ["a@x.com"], {"session_id": 6, "batch_seq": 1, "last_batch_flag": True},
                                method="DELETE")
@@ -131,4 +132,5 @@ async def test_lookalike_needs_a_spec_and_a_seed_of_100(sandbox: SandboxHandle) 
     status, _, body = await sandbox.graph("POST", f"{sandbox.account_id}/customaudiences", name="LAL of LAL",
                                           subtype="LOOKALIKE", origin_audience_id=str(body["id"]),
                                           lookalike_spec=json.dumps({"ratio": 0.01, "country": "US"}))
-    assert status == 400 and "cannot be the seed" in body["error"]["message"]
+    assert status == 400
+    assert "cannot be the seed" in body["error"]["message"]

@@ -20,9 +20,12 @@ audiences:
 
 def test_a_good_file_parses() -> None:
     defs = parse(GOOD)
-    assert defs["past"].leads is not None and defs["past"].leads.days == 180
-    assert defs["signed"].event_names == ["signedcase"] and defs["signed"].days == 365
-    assert defs["lal"].lookalike is not None and defs["lal"].lookalike.spec() == {"ratio": 0.03, "country": "US"}
+    assert defs["past"].leads is not None
+    assert defs["past"].leads.days == 180
+    assert defs["signed"].event_names == ["signedcase"]
+    assert defs["signed"].days == 365
+    assert defs["lal"].lookalike is not None
+    assert defs["lal"].lookalike.spec() == {"ratio": 0.03, "country": "US"}
     assert defs["lal_multi"].lookalike is not None
     assert defs["lal_multi"].lookalike.spec() == {
         "ratio": 0.1, "location_spec": {"geo_locations": {"countries": ["US", "CA"]}}}
@@ -64,5 +67,7 @@ def test_a_lead_becomes_one_row_in_schema_order_and_rows_without_identifier_are_
         {"leadgen_id": "2", "fields": {"first_name": "Solo"}},  # only an EXTERN_ID: matches no one
         {"leadgen_id": "3", "fields": {"first_name": "Jo", "last_name": "Li", "zip_code": "10001"}},
     ], "US")
-    assert dropped == 1 and set(rows) == {"1", "3"}
-    assert rows["1"][0] == sha256_hex("x@y.com") and rows["1"][-1] == "1"
+    assert dropped == 1
+    assert set(rows) == {"1", "3"}
+    assert rows["1"][0] == sha256_hex("x@y.com")
+    assert rows["1"][-1] == "1"
