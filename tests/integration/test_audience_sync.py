@@ -20,6 +20,7 @@ import pytest
 from services.campaign_executor import cli
 from shared.meta.customer_data import sha256_hex
 from shared.topology import EXCHANGE
+from tests.fixtures.infra import eventually
 from tests.fixtures.sandbox import SandboxHandle
 from tests.integration.test_campaign_executor import (  # noqa: F401 - fixtures
     command,
@@ -64,6 +65,7 @@ audiences:
 async def clean(db: asyncpg.Pool) -> None:
     # The sandbox hands out the same ids after each reset: forget what earlier tests recorded.
     await db.execute("delete from audience_members")
+    await db.execute("delete from campaign_commands where kind = 'sync_audience'")
     await db.execute("delete from audiences")
     await db.execute("delete from rule_crm_outcomes where lead_id in (select leadgen_id from leads where page_id = $1)",
                      PAGE)
@@ -257,3 +259,43 @@ async def test_unknown_audience_is_refused(start_executor, broker, results, clea
     result = await sync(broker, results, "nope")
     assert (result.status, result.guardrail) == ("refused", "unknown_audience")
     assert "past_leads" in result.detail
+
+
+async def test_the_executor_syncs_every_audience_on_its_schedule(
+    start_executor, sandbox, db, clean, audiences_file  # noqa: F811
+) -> None:
+    await add_lead(db, {"email": "scheduled@example.com"}, outcome="SignedCase")
+    await start_executor(audiences_file=audiences_file, audiences_sync_interval_seconds=3600)
+
+    async def synced() -> set[str]:
+        rows = await db.fetch("select name from audiences where synced_at is not null")
+        return {r["name"] for r in rows} if len(rows) >= 3 else set()
+
+    names = await eventually(synced, timeout=40, what="the scheduled sync of the customer-file audiences")
+    assert names == {"past_leads", "signed", "qualified"}
+    members = await db.fetchval("select count(*) from audience_members m join audiences a using (audience_id) "
+                                "where a.name = 'signed'")
+    assert members == 1
+    requested = await db.fetchval("select count(*) from campaign_commands where kind = 'sync_audience' and "
+                                  "requested_by = 'campaign_executor:schedule'")
+    assert requested == 5, "one command per definition, lookalikes included"
+
+
+def test_audiences_list_shows_definitions_and_what_is_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from services.registry import SERVICES
+    from shared.cli import main
+    from tests.fixtures.infra import TEST_DSN
+
+    audiences_file = tmp_path / "audiences.yaml"
+    audiences_file.write_text(audiences_yaml("act_1000000001"), encoding="utf-8")
+    monkeypatch.setenv("DATABASE_URL", TEST_DSN)
+    monkeypatch.setenv("EXECUTOR_AUDIENCES_FILE", str(audiences_file))
+    assert main(SERVICES, ["audiences", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "past_leads\tact_" in out and "leads of the last 180 days" in out
+    assert "signed_lookalike" in out and "lookalike of signed" in out
+    monkeypatch.setenv("EXECUTOR_AUDIENCES_FILE", str(tmp_path / "missing.yaml"))
+    assert main(SERVICES, ["audiences", "sync"]) == 2
+    assert "not found" in capsys.readouterr().err
