@@ -294,8 +294,10 @@ def test_audiences_list_shows_definitions_and_what_is_recorded(
     monkeypatch.setenv("EXECUTOR_AUDIENCES_FILE", str(audiences_file))
     assert main(SERVICES, ["audiences", "list"]) == 0
     out = capsys.readouterr().out
-    assert "past_leads\tact_" in out and "leads of the last 180 days" in out
-    assert "signed_lookalike" in out and "lookalike of signed" in out
+    assert "past_leads\tact_" in out
+    assert "leads of the last 180 days" in out
+    assert "signed_lookalike" in out
+    assert "lookalike of signed" in out
     monkeypatch.setenv("EXECUTOR_AUDIENCES_FILE", str(tmp_path / "missing.yaml"))
     assert main(SERVICES, ["audiences", "sync"]) == 2
     assert "not found" in capsys.readouterr().err
