@@ -156,10 +156,18 @@ async def test_audience_is_created_once_then_members_are_added_and_removed(
     assert "approximate size 2" in third.detail
     assert {r["leadgen_id"] for r in await db.fetch(
         "select leadgen_id from audience_members where audience_id = $1", audience)} == {john, ann}
+
+    # John's phone changes: his old row leaves Meta and the new one goes in; still two members.
+    await db.execute("update leads set fields = fields || '{\"phone_number\": \"+1 202 555 0202\"}' "
+                     "where leadgen_id = $1", john)
+    fourth = await sync(broker, results, "past_leads")
+    assert fourth.status == "ok", fourth.detail
+    assert (fourth.counts["rows_sent"], fourth.counts["rows_removed"], fourth.counts["rows_changed"]) == (1, 1, 1)
+    assert fourth.counts["approximate_count_lower_bound"] == 2
     recorded = await db.fetchrow("select * from audiences where name = 'past_leads'")
     assert recorded["audience_id"] == audience
     assert recorded["synced_at"] is not None
-    assert recorded["last_counts"]["rows_removed"] == 1
+    assert recorded["last_counts"]["rows_changed"] == 1
 
 
 async def test_an_audience_already_at_meta_is_adopted_and_replaced_not_duplicated(

@@ -111,9 +111,11 @@ async def _customer_file(
         removes: list[tuple[str, list[str]]] = []
     else:
         adds = [(lead, row) for lead, row in wanted.items() if current.get(lead) != row]
-        removes = [(lead, row) for lead, row in current.items() if lead not in wanted]
+        # A lead whose details changed: its old row leaves (before the new one is added), else Meta keeps both.
+        removes = [(lead, row) for lead, row in current.items() if wanted.get(lead) != row]
+    changed = sum(1 for lead, _ in adds if lead in current)
     counts: dict[str, int] = {"leads": len(candidates), "rows_sent": len(adds), "rows_removed": len(removes),
-                              "rows_dropped": dropped, "members": len(wanted)}
+                              "rows_changed": changed, "rows_dropped": dropped, "members": len(wanted)}
     edge = "usersreplace" if replace else "users"
     if command.dry_run:
         return CommandOutcome("dry_run", f"would send {len(adds)} rows to /{edge} and remove {len(removes)}; "
@@ -127,8 +129,8 @@ async def _customer_file(
     await store.mark_applying(conn, command.command_id, {"audience_id": audience_id, "edge": edge})
     if replace:
         await store.clear_members(conn, audience_id)
-    sent = await _session(ctx, conn, audience_id, edge, adds, remove=False)
     removed = await _session(ctx, conn, audience_id, "users", removes, remove=True)
+    sent = await _session(ctx, conn, audience_id, edge, adds, remove=False)
     counts.update({f"add_{k}": v for k, v in sent.items()})
     counts.update({f"remove_{k}": v for k, v in removed.items()})
     size = await call(ctx.graph.get(audience_id, {"fields": SIZE_FIELDS}, max_wait=ctx.max_wait))
@@ -142,7 +144,7 @@ async def _customer_file(
     return CommandOutcome(
         "ok",
         f"audience {definition.name} ({audience_id}){' created' if created else ''}: sent {len(adds)} rows to "
-        f"/{edge}, removed {len(removes)}, {dropped} leads left out (no usable identifier), "
+        f"/{edge}, removed {len(removes)} ({changed} of them changed details), {dropped} leads left out (no usable identifier), "
         f"{len(wanted)} members{approx}",
         counts=counts, created_ids=created, account_id=definition.account_id,
         after={"audience_id": audience_id, "name": definition.display_name},
