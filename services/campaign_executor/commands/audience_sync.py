@@ -144,7 +144,8 @@ async def _customer_file(
     return CommandOutcome(
         "ok",
         f"audience {definition.name} ({audience_id}){' created' if created else ''}: sent {len(adds)} rows to "
-        f"/{edge}, removed {len(removes)} ({changed} of them changed details), {dropped} leads left out (no usable identifier), "
+        f"/{edge}, removed {len(removes)} ({changed} of them changed details), {dropped} leads left out "
+        "(no usable identifier), "
         f"{len(wanted)} members{approx}",
         counts=counts, created_ids=created, account_id=definition.account_id,
         after={"audience_id": audience_id, "name": definition.display_name},
