@@ -195,13 +195,12 @@ async def recorded_audiences(conn: asyncpg.Connection | asyncpg.Pool) -> list[as
 
 async def record_audience(
     conn: asyncpg.Connection, *, name: str, account_id: str, audience_id: str, subtype: str,
-    origin_audience_id: str | None = None, lookalike_spec: dict[str, Any] | None = None,
+    origin_audience_id: str | None = None, lookalike_spec: dict[str, Any] | None = None, adopted: bool = False,
 ) -> None:
     await conn.execute(
-        "insert into audiences (name, account_id, audience_id, subtype, origin_audience_id, lookalike_spec) "
-        "values ($1, $2, $3, $4, $5, $6::jsonb) on conflict (name) do nothing",
-        name, account_id, audience_id, subtype, origin_audience_id,
-        lookalike_spec,
+        "insert into audiences (name, account_id, audience_id, subtype, origin_audience_id, lookalike_spec, adopted) "
+        "values ($1, $2, $3, $4, $5, $6::jsonb, $7) on conflict (name) do nothing",
+        name, account_id, audience_id, subtype, origin_audience_id, lookalike_spec, adopted,
     )
 
 

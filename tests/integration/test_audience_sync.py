@@ -179,8 +179,11 @@ async def test_an_audience_already_at_meta_is_adopted_and_replaced_not_duplicate
                                      subtype="CUSTOM", customer_file_source="USER_PROVIDED_ONLY")
     await sandbox.graph("POST", f"{made['id']}/users", payload=json.dumps(
         {"schema": ["EMAIL"], "data": [[sha256_hex("stranger@example.com")]]}))
-    await add_lead(db, {"email": "kim@example.com"})
     await sandbox.audiences(count_delay_seconds=0)
+
+    nobody = await sync(broker, results, "past_leads")  # no lead yet: an audience someone filled is not emptied
+    assert (nobody.status, nobody.guardrail) == ("refused", "no_usable_rows")
+    await add_lead(db, {"email": "kim@example.com"})
     await sandbox.reset_calls()
 
     result = await sync(broker, results, "past_leads")

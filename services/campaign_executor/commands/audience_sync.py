@@ -95,11 +95,13 @@ async def _customer_file(
                 "subtype": "CUSTOM", "customer_file_source": FILE_SOURCE,
                 "description": definition.description or f"leadwire: {definition.name}"})
             await store.record_audience(conn, name=definition.name, account_id=definition.account_id,
-                                        audience_id=audience_id, subtype="CUSTOM")
+                                        audience_id=audience_id, subtype="CUSTOM", adopted=adopted)
             if not adopted:
                 created["audience"] = audience_id
     else:
         audience_id = record["audience_id"]
+        # Found at Meta and never fully synced since (or the replace was interrupted): its members are unknown.
+        adopted = record["adopted"] and record["synced_at"] is None
     candidates = await store.audience_candidates(
         conn, days=definition.leads.days if definition.leads else definition.days,
         events=definition.event_names if definition.outcomes else None, page_ids=definition.page_ids)
@@ -215,7 +217,7 @@ async def _lookalike(
         **({"description": definition.description} if definition.description else {})})
     await store.record_audience(conn, name=definition.name, account_id=definition.account_id,
                                 audience_id=audience_id, subtype="LOOKALIKE",
-                                origin_audience_id=seed["audience_id"], lookalike_spec=spec)
+                                origin_audience_id=seed["audience_id"], lookalike_spec=spec, adopted=adopted)
     return CommandOutcome(
         "ok", f"lookalike {definition.name} ({audience_id}) {'found at Meta and recorded' if adopted else 'created'} "
               f"from {seed_name} (about {seed_size} people), ratio {spec['ratio']:.0%}",
