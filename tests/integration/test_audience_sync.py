@@ -312,3 +312,26 @@ def test_audiences_list_shows_definitions_and_what_is_recorded(
     monkeypatch.setenv("EXECUTOR_AUDIENCES_FILE", str(tmp_path / "missing.yaml"))
     assert main(SERVICES, ["audiences", "sync"]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+async def test_a_large_audience_goes_in_one_session_of_10000_row_batches(
+    start_executor, sandbox, broker, results, db, clean, audiences_file  # noqa: F811
+) -> None:
+    await start_executor(audiences_file=audiences_file)
+    now = datetime.now(UTC)
+    await db.executemany(
+        "insert into leads (leadgen_id, page_id, created_time, fields, raw, source) "
+        "values ($1, $2, $3, $4, '{}', 'backfill')",
+        [(str(3 * 10**15 + i), PAGE, now - timedelta(hours=1), {"email": f"bulk{i}@example.com"})
+         for i in range(25_000)])
+    await sandbox.reset_calls()
+
+    result = await sync(broker, results, "past_leads")
+
+    assert result.status == "ok", result.detail
+    assert result.counts["rows_sent"] == 25_000
+    assert result.counts["add_requests"] == 3, "10,000 + 10,000 + 5,000"
+    assert result.counts["add_num_received"] == 25_000, "one session: Meta counts the rows of all its batches"
+    assert (await sandbox.calls())["by_path"].get(f"POST /{result.created_ids['audience']}/users") == 3
+    assert await db.fetchval("select count(*) from audience_members where audience_id = $1",
+                             result.created_ids["audience"]) == 25_000
