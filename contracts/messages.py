@@ -14,6 +14,7 @@ from contracts.conversions import ConversionRequested, ConversionSent
 from contracts.envelope import Envelope
 from contracts.insights import InsightsUpdated
 from contracts.leads import LeadCaptured, LeadgenReceived, LeadSynced, RedeliverLead
+from contracts.rules import RuleConsentChanged, RuleDecisionReviewed
 
 
 class RoutingKey:
@@ -29,6 +30,8 @@ class RoutingKey:
     CAMPAIGN_COMMAND = "campaign.command"  # pinned for outside systems
     COMMAND_RESULT = "campaign.command_result.v1"
     ALERT_RAISED = "alert.raised.v1"
+    RULE_CONSENT_CHANGED = "rules.consent_changed.v1"
+    RULE_DECISION_REVIEWED = "rules.decision_reviewed.v1"
 
 
 class LeadgenReceivedMessage(Envelope[LeadgenReceived]):
@@ -101,6 +104,22 @@ class CommandResultMessage(Envelope[CommandResult]):
     schema_version: Literal[1] = 1
 
 
+class RuleConsentChangedMessage(Envelope[RuleConsentChanged]):
+    """An operator enabled a rule, or put it back in shadow mode (`leadwire rules enable|disable`, the console)."""
+
+    routing_key: ClassVar[str] = RoutingKey.RULE_CONSENT_CHANGED
+    type: Literal["RuleConsentChanged"] = "RuleConsentChanged"
+    schema_version: Literal[1] = 1
+
+
+class RuleDecisionReviewedMessage(Envelope[RuleDecisionReviewed]):
+    """An operator approved or rejected a shadow-mode decision (`leadwire rules approve|reject`, the console)."""
+
+    routing_key: ClassVar[str] = RoutingKey.RULE_DECISION_REVIEWED
+    type: Literal["RuleDecisionReviewed"] = "RuleDecisionReviewed"
+    schema_version: Literal[1] = 1
+
+
 MESSAGES: tuple[type[Envelope[Any]], ...] = (
     LeadgenReceivedMessage,
     LeadCapturedMessage,
@@ -112,4 +131,6 @@ MESSAGES: tuple[type[Envelope[Any]], ...] = (
     CampaignCommandMessage,
     CommandResultMessage,
     AlertRaisedMessage,
+    RuleConsentChangedMessage,
+    RuleDecisionReviewedMessage,
 )

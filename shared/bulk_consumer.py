@@ -17,9 +17,10 @@ The guarantees are `ReliableConsumer`'s, per message:
   OverflowError, NUL or non-finite values, a malformed attempt or not-before header) fails alone, before the
   handler; a batch the handler fails as a whole for bad data is split until the bad messages are alone.
 * A failed message goes through `shared.messaging.settle_failure` (the same code the FastStream path uses): poison
-  (`shared.poison.is_poison`) and `PermanentError` are parked with the reason, `RetryLater` goes to
-  a delay tier without using an attempt, other failures back off and are parked after `RETRY_ATTEMPTS`. A retry
-  copy that is not due yet hops tiers again (`H_NOT_BEFORE`).
+  (`shared.poison.is_poison`) and `PermanentError` are parked with the reason, `RetryLater` and transient
+  failures are retried until `RETRY_HORIZON_HOURS`, other failures back off and are parked after
+  `RETRY_ATTEMPTS`. A retry copy that is not due yet hops tiers again (`H_NOT_BEFORE`). While the database's
+  circuit breaker is open, batches wait in the delay queues without calling the handler.
 * A batch counts as finished once the handler returned (its effects are durable) and every retry or parked copy
   was confirmed by the broker. Batches finish in any order, but acknowledgements go out in delivery order: one
   `basic.ack(multiple=True)` covers the longest finished prefix of the channel's deliveries, so a slow batch
@@ -49,8 +50,9 @@ from aiormq.abc import DeliveredMessage
 from contracts.envelope import Envelope
 from shared import metrics
 from shared.logging import correlation_scope
-from shared.messaging import Consumed, ensure_confirmed, hop, settle_failure
+from shared.messaging import Consumed, Guards, ensure_confirmed, hop, settle_failure
 from shared.poison import check_headers, decode, describe, is_poison
+from shared.retries import DependencyUnavailable, is_database_unavailable
 from shared.topology import Consumer
 
 logger = logging.getLogger(__name__)
@@ -93,6 +95,7 @@ class BulkConsumer(Generic[E]):
         linger: seconds a batch waits for more messages after its first one arrived.
         prefetch: unacknowledged messages in flight; at least `max_batch`, better two or more batches.
         max_attempts: RETRY_ATTEMPTS.
+        guards: the service's retry policy, database breaker and parked-message hook (`shared.messaging.Guards`).
         graceful_timeout: seconds `stop()` waits for batches in flight.
     """
 
@@ -108,6 +111,7 @@ class BulkConsumer(Generic[E]):
         prefetch: int = 2000,
         max_attempts: int = 5,
         graceful_timeout: float = 15.0,
+        guards: Guards | None = None,
     ) -> None:
         if max_batch < 1 or prefetch < max_batch:
             raise ValueError("need 1 <= max_batch <= prefetch")
@@ -118,6 +122,7 @@ class BulkConsumer(Generic[E]):
         self.linger = linger
         self.prefetch = prefetch
         self.max_attempts = max_attempts
+        self.guards = guards
         self.graceful_timeout = graceful_timeout
         self._amqp_url = amqp_url
         self._series = metrics.consumer_series(consumer.service, consumer.name)
@@ -252,8 +257,19 @@ class BulkConsumer(Generic[E]):
             valid.append(message)
 
         started = time.perf_counter()
+        breaker = self.guards.database if self.guards is not None else None
+        if decoded and breaker is not None and not breaker.allow():  # the database is down: the batch waits
+            wait = breaker.wait_seconds()
+            for message in valid:
+                breaker.hold(message.header.properties.message_id)
+                failures.append((message, DependencyUnavailable("the database", wait)))
+            decoded, valid = [], []
         if decoded:
             results = await self._results(decoded)
+            if self.guards is not None:
+                errors = [r for r in results if isinstance(r, BaseException)]
+                down = next((e for e in errors if is_database_unavailable(e)), None)
+                self.guards.report(down)
             elapsed = time.perf_counter() - started
             succeeded = 0
             for message, result in zip(valid, results, strict=True):
@@ -308,7 +324,7 @@ class BulkConsumer(Generic[E]):
     async def _settle(self, message: DeliveredMessage, exc: BaseException) -> None:
         with correlation_scope(message.header.properties.correlation_id):
             await settle_failure(self._republish, _consumed(message), self.consumer, exc,
-                                 max_attempts=self.max_attempts)
+                                 max_attempts=self.max_attempts, guards=self.guards)
 
     async def _hop(self, message: DeliveredMessage) -> None:
         with correlation_scope(message.header.properties.correlation_id):

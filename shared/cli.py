@@ -29,6 +29,7 @@ from shared.service import PortInUseError, Service, ServiceSpec, ensure_free
 from shared.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
+    from shared.doctor import Finding
     from shared.graph import GraphClient
 
 logger = logging.getLogger("leadwire")
@@ -300,6 +301,7 @@ def _cmd_doctor(_: argparse.Namespace) -> int:
     async def go() -> int:
         async with graph_client(settings) as graph:
             findings = await run_checks(graph, settings.meta)
+        findings += await _gohighlevel_findings(settings)
         for finding in findings:
             sys.stdout.write(finding.render() + "\n")
         failed = [f for f in findings if not f.ok]
@@ -307,6 +309,21 @@ def _cmd_doctor(_: argparse.Namespace) -> int:
         return 1 if failed else 0
 
     return asyncio.run(go())
+
+
+async def _gohighlevel_findings(settings: Settings) -> list[Finding]:
+    """GoHighLevel's checks when GHL_API_TOKEN is set (none otherwise)."""
+    import aiohttp
+
+    from shared.doctor import check_gohighlevel
+    from shared.ghl import GhlClient, GhlSettings
+
+    ghl = settings.block(GhlSettings)
+    if not ghl.gohighlevel_enabled:
+        return []
+    register_secret(ghl.ghl_api_token.get_secret_value())
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+        return await check_gohighlevel(GhlClient.from_settings(session, ghl), ghl.ghl_custom_field_map)
 
 
 def _cmd_pages_subscribe(_: argparse.Namespace) -> int:
@@ -356,6 +373,9 @@ def build_parser(services: Sequence[ServiceSpec], command: Sequence[str] = ("lea
     pages = sub.add_parser("pages", help="Meta Pages").add_subparsers(dest="pages_command", required=True)
     pages.add_parser("subscribe", help="subscribe the app to leadgen webhooks of every page in META_PAGE_IDS"
                      ).set_defaults(func=_cmd_pages_subscribe)
+    from shared import parked
+
+    parked.register(sub, lambda: Settings().broker.amqp_url.get_secret_value())
     for spec in services:
         if spec.register_cli is not None:
             spec.register_cli(sub)

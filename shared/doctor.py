@@ -17,6 +17,7 @@ from pydantic import SecretStr
 
 from contracts.alerts import AlertRaised
 from contracts.values import MAX_UNIX_SECONDS
+from shared.ghl import LEADWIRE_FIELD_KEYS, LEADWIRE_FIELDS, CustomFieldCache, GhlClient, GhlError
 from shared.graph import AuthError, GraphClient, GraphError, PermissionDeniedError, Priority, Scope
 from shared.settings import MetaSettings
 
@@ -181,6 +182,60 @@ async def subscribe_pages(graph: GraphClient, meta: MetaSettings) -> list[Findin
         except GraphError as exc:
             findings.append(Finding("leadgen subscription", False, str(exc), subject=page_id,
                                     fix="the Page token must belong to a person with the ADVERTISE task"))
+    return findings
+
+
+GHL_CREDENTIALS_FIX = (
+    "create a Private Integration token in the GoHighLevel sub-account (Settings > Private Integrations) with the "
+    "scopes contacts.write, contacts.readonly, locations.readonly, locations/customFields.readonly (and "
+    "locations/customFields.write to let leadwire create its fields); set GHL_API_TOKEN"
+)
+
+
+async def check_gohighlevel(client: GhlClient, custom_field_map: dict[str, str | None]) -> list[Finding]:
+    """GoHighLevel: the token and its location, leadwire's custom fields, the fields GHL_CUSTOM_FIELD_MAP names."""
+    location = client.location_id
+    try:
+        found = await client.get_location()
+    except GhlError as exc:
+        if exc.status == 403:
+            return [Finding("gohighlevel location", False, "the token has no access to this location",
+                            subject=location, fix="set GHL_LOCATION_ID to the sub-account the token was made in")]
+        if exc.status == 401:
+            what = "the token lacks locations.readonly" if exc.scope_denied else "GoHighLevel rejects the token"
+            return [Finding("gohighlevel token", False, what, subject=location, fix=GHL_CREDENTIALS_FIX)]
+        return [Finding("gohighlevel token", False, f"cannot reach GoHighLevel: {exc}", subject=location,
+                        fix="check GHL_BASE_URL and the network; GoHighLevel's status page")]
+    findings = [Finding("gohighlevel token", True, f"valid for {found.get('name') or 'the location'}",
+                        subject=location)]
+    fields = CustomFieldCache(client, create_missing=False)
+    try:
+        await fields.load()
+    except GhlError as exc:
+        what = ("the token lacks locations/customFields.readonly" if exc.scope_denied
+                else f"cannot read custom fields: {exc}")
+        return [*findings, Finding("gohighlevel custom fields", False, what, subject=location, fix=GHL_CREDENTIALS_FIX)]
+    names = {purpose: name for purpose, name, _ in LEADWIRE_FIELDS}
+    types = {purpose: kind for purpose, _, kind in LEADWIRE_FIELDS}
+    missing = [p for p in names if LEADWIRE_FIELD_KEYS[p] not in fields.by_key]
+    findings.append(Finding(
+        "gohighlevel custom fields", not missing,
+        "leadwire's fields are there" if not missing else
+        "missing " + ", ".join(f"{names[p]} ({LEADWIRE_FIELD_KEYS[p]})" for p in missing),
+        subject=location, severity="warning",
+        fix=("create them in GoHighLevel (Settings > Custom Fields, object Contact: "
+             + ", ".join(f"{names[p]} as {types[p].replace('_', ' ').title()}" for p in missing)
+             + "), or give the token locations/customFields.write and crm_sync creates them with its next lead"),
+    ))
+    unknown = sorted(t for t in custom_field_map.values() if t and fields.resolve(t) is None)
+    findings.append(Finding(
+        "gohighlevel field map", not unknown,
+        f"{len([t for t in custom_field_map.values() if t])} mapped fields found" if not unknown
+        else "GHL_CUSTOM_FIELD_MAP names fields the location lacks: " + ", ".join(unknown),
+        subject=location, severity="warning",
+        fix="create those contact fields in GoHighLevel or correct GHL_CUSTOM_FIELD_MAP (keys like "
+            "contact.accident_date, or field ids); until then their answers go to Meta Lead Answers",
+    ))
     return findings
 
 

@@ -9,10 +9,9 @@ and the batch path (`shared.bulk_consumer`).
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -27,11 +26,20 @@ from contracts.envelope import Envelope
 from shared import metrics
 from shared.logging import correlation_scope
 from shared.poison import MalformedHeaderError, check_headers, describe, is_poison, parse_attempt, parse_not_before
+from shared.retries import (
+    DEFAULT_POLICY,
+    CircuitBreaker,
+    DependencyUnavailable,
+    RetryPolicy,
+    is_database_unavailable,
+    is_transient,
+)
 from shared.topology import (
     CONSUMERS,
     DELAY_TIERS,
     EXCHANGE,
     H_ATTEMPT,
+    H_FIRST_FAILURE,
     H_NOT_BEFORE,
     H_PARKED_AT,
     H_QUEUE,
@@ -54,8 +62,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-BACKOFF_BASE_SECONDS = 1.0
-BACKOFF_CAP_SECONDS = 600.0
 
 
 class RetryLater(Exception):
@@ -76,19 +82,21 @@ class PermanentError(Exception):
 
 
 def backoff_seconds(attempt: int) -> float:
-    """Exponential backoff with full jitter for the retry after `attempt` failures (1-based)."""
-    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempt - 1))
-    return random.uniform(ceiling / 2, ceiling)
+    """Exponential backoff with jitter for the retry after `attempt` failures (1-based), default policy."""
+    return DEFAULT_POLICY.backoff(attempt)
 
 
-def make_broker(settings: BrokerSettings, *, service: str) -> RabbitBroker:
+def make_broker(settings: BrokerSettings, *, service: str, guards: Guards | None = None) -> RabbitBroker:
     """A broker with publisher confirms, our reliability middleware, and a bounded prefetch."""
     return RabbitBroker(
         settings.amqp_url.get_secret_value(),
         app_id=f"leadwire.{service}",
         graceful_timeout=settings.graceful_timeout_seconds,
         default_channel=Channel(prefetch_count=settings.prefetch_count, publisher_confirms=True),
-        middlewares=[ReliableConsumer.factory(max_attempts=settings.retry_attempts)],
+        middlewares=[ReliableConsumer.factory(
+            max_attempts=settings.retry_attempts,
+            guards=guards if guards is not None else Guards(RetryPolicy.from_settings(settings)),
+        )],
         logger=logging.getLogger(f"leadwire.{service}.broker"),
         log_level=logging.DEBUG,
     )
@@ -224,6 +232,11 @@ class Consumed:
         except MalformedHeaderError:
             return 1
 
+    @property
+    def first_failure(self) -> float | None:
+        """When this message first failed (unix seconds); None on a first delivery (`first_failure`)."""
+        return first_failure(self.headers)
+
     def wait_left(self) -> float:
         """Seconds this message still has to wait (a long delay hops tiers); 0 when it is due.
 
@@ -234,49 +247,79 @@ class Consumed:
         return left if left > 0.5 else 0.0
 
 
+def first_failure(headers: dict[str, Any]) -> float | None:
+    """When a message first failed (unix seconds), from its header; None on a first delivery (or a header that is
+    not a plain number: the horizon then counts from now)."""
+    value = headers.get(H_FIRST_FAILURE)
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    try:
+        seconds = float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+    return seconds if seconds is not None and 0 < seconds < time.time() + 60 else None
+
+
 # Publishes a copy of a consumed message to a queue (through the default exchange, `mandatory`) with the given
 # headers and returns once the broker confirmed it; raises otherwise.
 Republish = Callable[[Consumed, str, dict[str, Any]], Awaitable[None]]
 
 
 async def settle_failure(
-    republish: Republish, msg: Consumed, spec: Consumer, exc: BaseException, *, max_attempts: int
+    republish: Republish, msg: Consumed, spec: Consumer, exc: BaseException, *, max_attempts: int,
+    guards: Guards | None = None,
 ) -> None:
-    """Retry (delay tier, bounded attempts) or park a message whose handling raised `exc`; count it as failed.
+    """Retry (through a delay tier) or park a message whose handling raised `exc`; count it as failed.
 
     Returns once the retry or parked copy was confirmed by the broker: the caller may then ack the original.
     Poison (`shared.poison.is_poison`: an undecodable message, a malformed header, data no retry can fix) and
-    `PermanentError`: parked at once. `RetryLater`: redelivered after its delay, using an attempt only if it says
-    so. Anything else: exponential backoff, parked after `max_attempts`.
+    `PermanentError`: parked at once. `RetryLater` and a transient failure (`shared.retries.is_transient`: a
+    dependency down or throttling): redelivered after its delay (or exponential backoff with jitter, up to
+    `RETRY_BACKOFF_MAX_SECONDS`) until `RETRY_HORIZON_HOURS` have passed since the message first failed, then
+    parked. Anything else (a bug): backoff, parked after `max_attempts`.
     """
+    policy = guards.policy if guards is not None else DEFAULT_POLICY
     attempt = msg.attempt
+    now = time.time()
+    first_failure = msg.first_failure or now
     series = metrics.consumer_series(spec.service, spec.name)
     if is_poison(exc):
-        await park(republish, msg, spec, describe(exc), attempt)
+        await park(republish, msg, spec, describe(exc), attempt, guards=guards, first_failure=first_failure)
     elif isinstance(exc, PermanentError):
-        await park(republish, msg, spec, f"permanent: {exc}", attempt)
-    elif isinstance(exc, RetryLater):
-        next_attempt = attempt + 1 if exc.counts_attempt else attempt
-        if next_attempt > max_attempts:
-            await park(republish, msg, spec, f"gave up after {attempt} attempts: {exc}", attempt)
+        await park(republish, msg, spec, f"permanent: {exc}", attempt, guards=guards, first_failure=first_failure)
+    elif isinstance(exc, RetryLater | NotConfirmed) or is_transient(exc):
+        reason = str(exc) if isinstance(exc, RetryLater | DependencyUnavailable) else f"{type(exc).__name__}: {exc}"
+        if policy.expired(first_failure, now=now):
+            hours = (now - first_failure) / 3600
+            await park(republish, msg, spec, f"gave up after {hours:.1f} h and {attempt} attempts: {reason}",
+                       attempt, guards=guards, first_failure=first_failure)
         else:
-            logger.warning("retry in %.1fs: %s", exc.delay, exc, extra=_ids(msg, spec, attempt))
+            if isinstance(exc, RetryLater):
+                delay, next_attempt = exc.delay, attempt + 1 if exc.counts_attempt else attempt
+            elif isinstance(exc, DependencyUnavailable):  # waits for the breaker: not an attempt of its own
+                delay, next_attempt = exc.delay, attempt
+            else:
+                delay, next_attempt = policy.backoff(attempt), attempt + 1
+            level = logging.DEBUG if isinstance(exc, DependencyUnavailable) else logging.WARNING
+            logger.log(level, "retry in %.1fs: %s", delay, reason, extra=_ids(msg, spec, attempt))
             series.retried.inc()
-            await redeliver(republish, msg, spec, exc.delay, next_attempt)
+            await redeliver(republish, msg, spec, delay, next_attempt, first_failure=first_failure)
     else:
         reason = f"{type(exc).__name__}: {exc}"
         if attempt >= max_attempts:
             logger.error("handler failed, attempts exhausted", exc_info=exc, extra=_ids(msg, spec, attempt))
-            await park(republish, msg, spec, f"gave up after {attempt} attempts: {reason}", attempt)
+            await park(republish, msg, spec, f"gave up after {attempt} attempts: {reason}", attempt, guards=guards,
+                       first_failure=first_failure)
         else:
-            delay = backoff_seconds(attempt)
+            delay = policy.backoff(attempt)
             logger.warning("handler failed (%s), retry in %.1fs", reason, delay, extra=_ids(msg, spec, attempt))
             series.retried.inc()
-            await redeliver(republish, msg, spec, delay, attempt + 1)
+            await redeliver(republish, msg, spec, delay, attempt + 1, first_failure=first_failure)
     series.failed.inc()
 
 
-async def redeliver(republish: Republish, msg: Consumed, spec: Consumer, delay: float, attempt: int) -> None:
+async def redeliver(republish: Republish, msg: Consumed, spec: Consumer, delay: float, attempt: int, *,
+                    first_failure: float | None = None) -> None:
     """Send a copy through the delay tier for `delay` (the rest of a longer wait is served by further hops)."""
     tier = delay_tier(delay)
     new_headers = {
@@ -286,26 +329,68 @@ async def redeliver(republish: Republish, msg: Consumed, spec: Consumer, delay: 
         H_NOT_BEFORE: f"{time.time() + delay:.3f}",
         H_ROUTING_KEY: msg.headers.get(H_ROUTING_KEY) or msg.routing_key or "",
     }
+    if first_failure is not None:
+        new_headers[H_FIRST_FAILURE] = f"{first_failure:.3f}"
     await republish(msg, delay_queue_name(tier), new_headers)
 
 
 async def hop(republish: Republish, msg: Consumed, spec: Consumer) -> None:
     """A message still waiting out a long delay no single tier covers: through the tiers again, same attempt."""
-    await redeliver(republish, msg, spec, msg.wait_left(), msg.attempt)
+    await redeliver(republish, msg, spec, msg.wait_left(), msg.attempt, first_failure=msg.first_failure)
 
 
-async def park(republish: Republish, msg: Consumed, spec: Consumer, reason: str, attempt: int) -> None:
-    """Copy the message to the consumer's parking queue with the reason (which never holds message values)."""
+async def park(republish: Republish, msg: Consumed, spec: Consumer, reason: str, attempt: int, *,
+               guards: Guards | None = None, first_failure: float | None = None) -> None:
+    """Copy the message to the consumer's parking queue with the reason (which never holds message values), when
+    it first failed and when it was parked; then tell the service's incidents (one alert per incident)."""
     logger.error("parked: %s", reason, extra=_ids(msg, spec, attempt))
     metrics.consumer_series(spec.service, spec.name).parked.inc()
+    now = datetime.now(UTC)
     new_headers = {
         **_clean(msg.headers),
         H_REASON: reason[:2000],
         H_ATTEMPT: attempt,
-        H_PARKED_AT: datetime.now(UTC).isoformat(),
+        H_PARKED_AT: now.isoformat(),
+        H_FIRST_FAILURE: f"{first_failure if first_failure is not None else now.timestamp():.3f}",
         H_ROUTING_KEY: msg.headers.get(H_ROUTING_KEY) or msg.routing_key or "",
     }
     await republish(msg, spec.parking_queue_name, new_headers)
+    if guards is not None and guards.on_parked is not None:
+        try:
+            guards.on_parked(spec, reason)
+        except Exception:  # an alert must never fail the parking
+            logger.exception("recording the parked message's incident failed")
+
+
+@dataclass
+class Guards:
+    """What the retry machinery of one service uses: the retry policy, the database's circuit breaker (consumers
+    wait while it is open), and who hears about parked messages (`shared.incidents`)."""
+
+    policy: RetryPolicy = DEFAULT_POLICY
+    database: CircuitBreaker | None = None
+    on_parked: Callable[[Consumer, str], None] | None = None
+    # Queues whose handler copes with the database down (the alerts consumer: an outage must be announced while
+    # it lasts): never held by the database's breaker.
+    independent: set[str] = field(default_factory=set)
+
+    def gate(self, msg: Consumed, spec: Consumer | None = None) -> DependencyUnavailable | None:
+        """None: handle the message now. Otherwise the database's breaker is open and the message waits."""
+        breaker = self.database
+        if breaker is None or (spec is not None and spec.queue_name in self.independent) or breaker.allow():
+            return None
+        breaker.hold(msg.message_id)
+        return DependencyUnavailable("the database", breaker.wait_seconds())
+
+    def report(self, exc: BaseException | None, spec: Consumer | None = None) -> None:
+        """Tell the database's breaker how a handler call went (None: it succeeded)."""
+        breaker = self.database
+        if breaker is None or (spec is not None and spec.queue_name in self.independent):
+            return
+        if exc is not None and is_database_unavailable(exc):
+            breaker.failed(describe(exc))
+        else:
+            breaker.succeeded()
 
 
 class ReliableConsumer(BaseMiddleware):
@@ -317,10 +402,11 @@ class ReliableConsumer(BaseMiddleware):
     """
 
     max_attempts = 5
+    guards: Guards | None = None
 
     @classmethod
-    def factory(cls, *, max_attempts: int) -> type[ReliableConsumer]:
-        return type("ReliableConsumer", (cls,), {"max_attempts": max_attempts})
+    def factory(cls, *, max_attempts: int, guards: Guards | None = None) -> type[ReliableConsumer]:
+        return type("ReliableConsumer", (cls,), {"max_attempts": max_attempts, "guards": guards})
 
     async def consume_scope(self, call_next: Any, msg: StreamMessage[Any]) -> Any:
         subscriber = self.context.get_local("handler_")
@@ -343,18 +429,28 @@ class ReliableConsumer(BaseMiddleware):
                 check_headers(consumed.headers)
             except MalformedHeaderError as exc:  # parked at once, never looped on
                 await self._settle(msg, spec, settle_failure(self._republish, consumed, spec, exc,
-                                                             max_attempts=self.max_attempts))
+                                                             max_attempts=self.max_attempts, guards=self.guards))
                 return None
             if consumed.wait_left():
                 await self._settle(msg, spec, hop(self._republish, consumed, spec))
+                return None
+            guards = self.guards
+            held = guards.gate(consumed, spec) if guards is not None else None
+            if held is not None:  # the database is down: wait in a delay queue, do not call the handler
+                await self._settle(msg, spec, settle_failure(self._republish, consumed, spec, held,
+                                                             max_attempts=self.max_attempts, guards=guards))
                 return None
             started = time.perf_counter()
             try:
                 result = await call_next(msg)  # decodes with `shared.poison.decode` (`Service.subscribe`)
             except Exception as exc:
+                if guards is not None:
+                    guards.report(exc, spec)
                 await self._settle(msg, spec, settle_failure(self._republish, consumed, spec, exc,
-                                                             max_attempts=self.max_attempts))
+                                                             max_attempts=self.max_attempts, guards=guards))
                 return None
+            if guards is not None:
+                guards.report(None, spec)
             await msg.ack()
             series = metrics.consumer_series(spec.service, spec.name)
             series.consumed.inc()

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+import aio_pika
 import aiohttp
 import asyncpg
 from faststream import FastStream
@@ -32,9 +33,11 @@ from contracts.envelope import Envelope
 from shared import ops
 from shared.bulk_consumer import BulkConsumer
 from shared.db.pool import create_pool
+from shared.incidents import Incidents
 from shared.logging import register_secret
-from shared.messaging import declare_topology, make_broker
+from shared.messaging import Guards, declare_topology, make_broker
 from shared.poison import decode
+from shared.retries import CircuitBreaker, RetryPolicy
 from shared.settings import OpsSettings, Settings
 from shared.topology import CONSUMERS, EXCHANGE, Consumer, consumers_of
 
@@ -46,6 +49,9 @@ if TYPE_CHECKING:
     from shared.graph.client import GraphClient
 
 logger = logging.getLogger(__name__)
+
+DATABASE_FIX = ("Check PostgreSQL at DATABASE_URL (`leadwire migrate` connects to it and says why it cannot); messages "
+                "wait and are retried for RETRY_HORIZON_HOURS, none is parked meanwhile.")
 
 
 @dataclass(frozen=True)
@@ -162,7 +168,14 @@ class Service:
         self.settings = settings or Settings()
         self.uses_database = uses_database
         self.uses_graph = uses_graph
-        self.broker: RabbitBroker = make_broker(self.settings.broker, service=name)
+        broker_settings = self.settings.broker
+        self.retry_policy = RetryPolicy.from_settings(broker_settings)
+        # One incident, one alert: breakers opening and messages parked become incidents (`shared.incidents`).
+        self.incidents = Incidents(name, reminder_seconds=broker_settings.alert_reminder_minutes * 60)
+        self.guards = Guards(self.retry_policy, on_parked=self.incidents.parked)
+        if uses_database:  # consumers wait while the database is down, one probe at a time
+            self.guards.database = self.breaker("database", label="the database", what="messages", fix=DATABASE_FIX)
+        self.broker: RabbitBroker = make_broker(broker_settings, service=name, guards=self.guards)
         self.app = FastStream(self.broker)
         self._background: list[tuple[str, BackgroundJob]] = []
         self._publishers: dict[type[Envelope[Any]], RabbitPublisher] = {}
@@ -243,6 +256,7 @@ class Service:
                 prefetch=prefetch if prefetch is not None else 2 * max_batch,
                 max_attempts=self.settings.broker.retry_attempts,
                 graceful_timeout=self.settings.broker.graceful_timeout_seconds,
+                guards=self.guards,
             )
             self._bulk_consumers.append(bulk_consumer)
             self._document_subscriber(consumer, message_cls, handler)
@@ -310,6 +324,34 @@ class Service:
             await HealthMonitor(self.graph, self.settings.meta, raise_alert, service=self.name, interval=interval).run()
 
         self.background("meta_health", job)
+
+    def breaker(self, name: str, *, label: str, what: str, fix: str) -> CircuitBreaker:
+        """A circuit breaker for one dependency of this service (`shared.retries`), whose opening and closing are
+        an incident (`shared.incidents`): "<n> <what> waiting for <label> since 09:12 UTC", with `fix`."""
+        incidents = self.incidents
+        return self.retry_policy.breaker(
+            name,
+            on_open=lambda b: incidents.breaker_opened(b, label=label, what=what, fix=fix),
+            on_close=lambda b: incidents.breaker_closed(b, label=label, what=what),
+        )
+
+    async def _send_incident_alerts(self) -> None:
+        """Background job: the incidents' alerts, straight to the broker (the database may be what is down)."""
+        from contracts.messages import AlertRaisedMessage
+        from shared.messaging import publish
+        from shared.parked import count_parked
+
+        amqp_url = self.settings.broker.amqp_url.get_secret_value()
+
+        async def send(alert: AlertRaised) -> None:
+            await publish(self.broker, AlertRaisedMessage.new(alert), confirm_within=10)
+
+        async def count(queue_name: str) -> int:
+            connection = await aio_pika.connect(amqp_url, timeout=10)
+            async with connection:
+                return await count_parked(await connection.channel(publisher_confirms=False), queue_name)
+
+        await self.incidents.run(send, count)
 
     def relay_outbox(self) -> None:
         """Publish what this service's transactions wrote to the outbox (a background job)."""
@@ -380,6 +422,8 @@ class Service:
         await self.app.start()
         for bulk_consumer in self._bulk_consumers:
             await bulk_consumer.start()
+        self._tasks.append(asyncio.create_task(self._supervise("incidents", self._send_incident_alerts),
+                                               name=f"{self.name}.incidents"))
         for job_name, job in self._background:
             self._tasks.append(asyncio.create_task(self._supervise(job_name, job), name=f"{self.name}.{job_name}"))
         app = self.web_app() if self.web_app is not None else None

@@ -137,7 +137,15 @@ class BrokerSettings(BaseSettings):
     model_config = SettingsConfigDict(**_COMMON)
 
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    # Attempts for a failure nothing classifies (a bug) before the message is parked. Transient failures (a
+    # dependency down) are retried until RETRY_HORIZON_HOURS instead; permanent ones park at once.
     retry_attempts: int = Field(default=5, ge=1, le=50, alias="RETRY_ATTEMPTS")
+    retry_horizon_hours: float = Field(default=24.0, gt=0, le=24 * 7, alias="RETRY_HORIZON_HOURS")
+    retry_backoff_seconds: float = Field(default=1.0, gt=0, le=3600, alias="RETRY_BACKOFF_SECONDS")
+    retry_backoff_max_seconds: float = Field(default=900.0, gt=0, le=24 * 3600, alias="RETRY_BACKOFF_MAX_SECONDS")
+    breaker_failures: int = Field(default=5, ge=1, le=1000, alias="BREAKER_FAILURES")
+    breaker_probe_max_seconds: float = Field(default=60.0, ge=1, le=3600, alias="BREAKER_PROBE_MAX_SECONDS")
+    alert_reminder_minutes: float = Field(default=60.0, gt=0, le=24 * 60, alias="ALERT_REMINDER_MINUTES")
     prefetch_count: int = Field(default=32, ge=1, le=10_000, alias="PREFETCH_COUNT")
     graceful_timeout_seconds: float = Field(default=15.0, gt=0, alias="GRACEFUL_TIMEOUT_SECONDS")
 

@@ -52,6 +52,8 @@ H_NOT_BEFORE = "x-leadwire-not-before"
 H_REASON = "x-leadwire-reason"
 H_ROUTING_KEY = "x-leadwire-routing-key"
 H_PARKED_AT = "x-leadwire-parked-at"
+# When the message first failed (unix seconds): the retry horizon counts from it; parked copies keep it.
+H_FIRST_FAILURE = "x-leadwire-first-failure"
 
 
 
@@ -84,12 +86,17 @@ CONSUMERS: tuple[Consumer, ...] = (
     Consumer("lead_fetcher", "redeliver_lead", (RoutingKey.REDELIVER_LEAD,)),
     Consumer("crm_sync", "lead_captured", (RoutingKey.LEAD_CAPTURED,)),
     Consumer("capi_sender", "conversion_requested", (RoutingKey.CONVERSION_REQUESTED,)),
+    # Each captured lead is the funnel's first CRM stage for Meta ("Lead"; CAPI_SEND_LEAD_STAGE).
+    Consumer("capi_sender", "lead_captured", (RoutingKey.LEAD_CAPTURED,)),
     Consumer("rules_engine", "insights_updated", (RoutingKey.INSIGHTS_UPDATED,)),
     # CRM outcomes (qualified lead, signed case) feed cost-per-signed-case rules: a read model of its own.
     Consumer("rules_engine", "crm_outcomes", (RoutingKey.CONVERSION_REQUESTED,)),
     Consumer("rules_engine", "command_results", (RoutingKey.COMMAND_RESULT,)),
     # Alerts from every service become notifications (log, Slack, email).
     Consumer("rules_engine", "alerts", (RoutingKey.ALERT_RAISED,)),
+    # The operator's consent (enable / disable a rule) and verdicts on shadow decisions: CLI and console send them.
+    Consumer("rules_engine", "rule_consent", (RoutingKey.RULE_CONSENT_CHANGED,)),
+    Consumer("rules_engine", "decision_reviews", (RoutingKey.RULE_DECISION_REVIEWED,)),
     Consumer("campaign_executor", "campaign_command", (RoutingKey.CAMPAIGN_COMMAND,)),
 )
 

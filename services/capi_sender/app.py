@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from contracts.messages import ConversionSentMessage
-from services.capi_sender import handlers
+from services.capi_sender import handlers, lead_stage
 from services.capi_sender.events import RequestBatch
 from services.capi_sender.settings import CapiSettings
 from services.capi_sender.worker import CapiSender, post_events
@@ -14,12 +14,15 @@ from shared.settings import Settings
 from shared.topology import Consumer, consumer
 
 
-def create_app(settings: Settings | None = None, *, source: Consumer | None = None) -> Service:
+def create_app(settings: Settings | None = None, *, source: Consumer | None = None,
+               lead_source: Consumer | None = None) -> Service:
     """Build the service.
 
     Args:
         settings: process settings (read from the environment when None).
         source: the queue to consume; default `conversion.requested`'s consumer. Tests pass their own.
+        lead_source: the LeadCaptured queue of the Lead stage (CAPI_SEND_LEAD_STAGE); default its own consumer,
+            unless `source` is given (a test with its own queues consumes only the ones it names).
     """
     service = Service("capi_sender", settings, uses_graph=True)
     capi = service.settings.block(CapiSettings)
@@ -35,8 +38,10 @@ def create_app(settings: Settings | None = None, *, source: Consumer | None = No
                             default_pixel_id=started.settings.meta.pixel_id)
         return handlers.Deps(sender=sender, pool=started.db)
 
-    handlers.register(service, service.on_started(dependencies),
-                      source or consumer("capi_sender", "conversion_requested"))
+    deps = service.on_started(dependencies)
+    handlers.register(service, deps, source or consumer("capi_sender", "conversion_requested"))
+    if capi.capi_send_lead_stage and (lead_source is not None or source is None):
+        lead_stage.register(service, deps, lead_source or consumer("capi_sender", "lead_captured"))
     # Declared for the AsyncAPI document; messages go out through the transactional outbox.
     service.publisher(
         ConversionSentMessage, description="Meta accepted a Conversions API request: the events it carried."

@@ -32,6 +32,11 @@ class CapiSettings(BaseSettings):
         max_length=100,
         description="`lead_event_source` of CRM-stage events whose message names no CRM (default `leadwire`).",
     )
+    capi_send_lead_stage: bool = Field(
+        default=True,
+        description="Send each captured lead to the Conversions API as the CRM stage `Lead` (Conversion Leads wants "
+        "every stage, starting from the lead).",
+    )
     default_country: str = Field(
         default="US",
         description="ISO alpha-2 country for national phone numbers, states and ZIPs without a country.",

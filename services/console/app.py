@@ -1,7 +1,8 @@
 """The operator's console: composition root. Server-rendered pages on CONSOLE_PORT (localhost by default).
 
-Pages read the `console_*` views (migration 0020) through `queries`; the console writes only its own sessions
-and audit rows. /healthz /readyz /metrics are served on the same port.
+Pages read the `console_*` views (migrations 0020, 0060) through `queries`; the console writes only its own
+sessions and audit rows, and sends the rules engine messages (Automation page) through the outbox. /healthz /readyz
+/metrics are served on the same port.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from pathlib import Path
 import jinja2
 from aiohttp import web
 
-from services.console import handlers, logic, meta_health
+from contracts.messages import RuleConsentChangedMessage, RuleDecisionReviewedMessage
+from services.console import automation, handlers, logic, meta_health, stuck
 from services.console.keys import CONTEXT, ConsoleContext
 from services.console.meta_health import MetaHealth
 from services.console.parked import ParkedCounts
@@ -81,8 +83,14 @@ def create_app(settings: Settings | None = None) -> Service:
         app.router.add_get("/leads/{leadgen_id:[0-9A-Za-z_-]{1,64}}", handlers.lead_page, name="lead")
         app.router.add_post("/leads/{leadgen_id:[0-9A-Za-z_-]{1,64}}/reveal", handlers.reveal_lead, name="reveal")
         app.router.add_get("/performance", handlers.performance_page, name="performance")
+        automation.add_routes(app)
+        stuck.add_routes(app)
         app.router.add_static("/static/", STATIC_DIR, name="static")
         return app
 
     service.web_app = build_web_app
+    # The Automation page's requests to the rules engine leave through the outbox.
+    service.publisher(RuleConsentChangedMessage, "An operator enabled a rule or put it back in shadow mode.")
+    service.publisher(RuleDecisionReviewedMessage, "An operator approved or rejected a shadow decision.")
+    service.relay_outbox()
     return service

@@ -1,7 +1,8 @@
 """How many messages wait in each parking queue, read from RabbitMQ (they are not in the database), at most every
 CONSOLE_PARKED_REFRESH_SECONDS while someone looks at the Today page.
 
-The reading itself is `shared.parked_counts.read_parked` (the daily report reads the same).
+The counts come from `shared.parked` (the module behind `leadwire parked` and the daily report's counts too): a
+passive declare answers a queue's message count without touching its messages.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from datetime import UTC, datetime
 import aio_pika
 from aiormq.exceptions import AMQPError
 
-from shared.parked_counts import read_parked
+from shared.parked import read_counts
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ async def refresh(counts: ParkedCounts, amqp_url: str, max_age: float) -> Parked
     if counts.read_at is not None and (now - counts.read_at).total_seconds() < max_age:
         return counts
     try:
-        counts.by_queue = await asyncio.wait_for(read_parked(amqp_url), timeout=3)
+        counts.by_queue = await asyncio.wait_for(read_counts(amqp_url), timeout=3)
         counts.read_at = now
     except (OSError, TimeoutError, AMQPError, aio_pika.exceptions.AMQPException) as exc:
         logger.warning("console: cannot count parked messages: %s", type(exc).__name__)

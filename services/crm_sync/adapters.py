@@ -7,18 +7,28 @@ lead's answers back.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
+import logging
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 
+from services.crm_sync import store
 from services.crm_sync.mapping import ghl_contact, webhook_body
+from shared.db.pool import create_pool
+from shared.ghl import CustomFieldCache, GhlClient, GhlError, GhlRateLimited
 from shared.leads import StoredLead
+from shared.settings import DatabaseSettings
 
-GHL_API_VERSION = "2021-07-28"
+if TYPE_CHECKING:
+    import asyncpg
+
+logger = logging.getLogger(__name__)
+
 USER_AGENT = "leadwire-crm-sync/1"
 
 
@@ -98,29 +108,96 @@ class WebhookAdapter:
         return str(reference) if reference is not None else None
 
 
+class ContactLedger:
+    """`ghl_contacts` through connections of its own (at most two), never the delivery's: a contact id is committed
+    the moment GoHighLevel gives it, whatever becomes of the delivery's transaction, and a delivery holding a pool
+    connection never waits for a second one from the same pool."""
+
+    def __init__(self, database: DatabaseSettings) -> None:
+        self._settings = DatabaseSettings(database_url=database.database_url, db_pool_min=0, db_pool_max=2)
+        self._pool: asyncpg.Pool | None = None
+        self._lock = asyncio.Lock()
+
+    async def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            async with self._lock:
+                if self._pool is None:
+                    self._pool = await create_pool(self._settings)
+        return self._pool
+
+    async def get(self, leadgen_id: str) -> tuple[str, bool] | None:
+        return await store.ghl_contact(await self.pool(), leadgen_id)
+
+    async def record(self, leadgen_id: str, location_id: str, contact_id: str) -> None:
+        await store.record_ghl_contact(await self.pool(), leadgen_id, location_id, contact_id)
+
+    async def note_added(self, leadgen_id: str) -> None:
+        await store.mark_ghl_note(await self.pool(), leadgen_id)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+
 class GoHighLevelAdapter:
-    """Upsert a contact in a GoHighLevel location (POST /contacts/upsert, API version 2021-07-28)."""
+    """A lead as a GoHighLevel contact (API v2, `shared.ghl`), in the order the spec asks for:
+
+    1. custom field ids from the location's fields (read once, again on a miss; leadwire's own created if allowed);
+    2. `POST /contacts/upsert` (found by e-mail or phone, GoHighLevel's duplicate rule) without `tags`, which would
+       replace the contact's tags; with custom fields by id, ISO country, date of birth, gender, names;
+    3. the contact id recorded at once (`ghl_contacts`), so a retry after a crash updates the same contact;
+    4. `POST /contacts/{id}/tags`: leadwire's tags added to those the contact has (a returning contact keeps its own);
+    5. the answers no field took: in the "Meta Lead Answers" field, or else one note (`POST /contacts/{id}/notes`).
+
+    At least once per lead, and idempotent: every step repeated after a crash leaves the same contact (a lead with
+    neither e-mail nor phone is updated through its recorded contact id), tags are a set, the note is recorded.
+    """
 
     name = "gohighlevel"
 
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, token: str, location_id: str,
-                 custom_fields: Mapping[str, str | None]) -> None:
-        self.session = session
-        self.url = f"{base_url}/contacts/upsert"
-        self.token = token
-        self.location_id = location_id
+    def __init__(self, client: GhlClient, ledger: ContactLedger, custom_fields: Mapping[str, str | None], *,
+                 create_fields: bool = True) -> None:
+        self.client = client
+        self.ledger = ledger
         self.custom_fields = custom_fields
+        self.fields = CustomFieldCache(client, create_missing=create_fields)
+        self._warned: set[str] = set()
 
     async def deliver(self, lead: StoredLead) -> str | None:
-        body = json.dumps(ghl_contact(lead, self.location_id, self.custom_fields), ensure_ascii=False).encode()
-        headers = {
-            "Authorization": f"Bearer {self.token}",
-            "Version": GHL_API_VERSION,
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-        }
-        answer = await post_json(self.session, self.url, body, headers)
-        contact = (answer or {}).get("contact")
-        reference = contact.get("id") if isinstance(contact, dict) else None
-        return str(reference) if reference is not None else None
+        try:
+            return await self._deliver(lead)
+        except GhlRateLimited as exc:
+            raise DeliveryFailure(exc.reason, transient=True, retry_after=exc.retry_after) from None
+        except GhlError as exc:
+            raise DeliveryFailure(exc.reason, transient=exc.transient) from None
 
+    async def _deliver(self, lead: StoredLead) -> str:
+        await self.fields.current()
+        contact = ghl_contact(lead, self.client.location_id, self.fields.resolve, self.custom_fields)
+        if contact.missing and await self.fields.refresh_on_miss():
+            contact = ghl_contact(lead, self.client.location_id, self.fields.resolve, self.custom_fields)
+        for target in contact.missing:
+            if target not in self._warned:
+                self._warned.add(target)
+                logger.warning("GoHighLevel has no contact custom field %r (GHL_CUSTOM_FIELD_MAP): its answers go "
+                               "with the unmapped answers", target)
+        recorded = await self.ledger.get(lead.leadgen_id)
+        if recorded is not None and not contact.matchable:
+            contact_id = recorded[0]
+            await self.client.update_contact(contact_id, contact.body)
+        else:
+            found, _ = await self.client.upsert_contact(contact.body)
+            if found is None:
+                raise GhlError(502, "the upsert answered no contact id")
+            contact_id = found
+            if recorded is None or recorded[0] != contact_id:
+                await self.ledger.record(lead.leadgen_id, self.client.location_id, contact_id)
+                recorded = (contact_id, False)
+        await self.client.add_tags(contact_id, contact.tags)
+        if contact.note and not (recorded is not None and recorded[1]):
+            await self.client.add_note(contact_id, contact.note)
+            await self.ledger.note_added(lead.leadgen_id)
+        return contact_id
+
+    async def close(self) -> None:
+        await self.ledger.close()

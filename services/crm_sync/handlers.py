@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from contracts.messages import LeadCapturedMessage
+from shared.messaging import first_failure
 from shared.poison import parse_attempt
 from shared.topology import H_ATTEMPT
 
@@ -34,4 +35,5 @@ def register(service: Service, deps: Started[Deps], lead_consumer: Consumer, *, 
         # resolved in a worker thread per message, and a second argument turns off the envelope decoder.
         headers = service.broker.context.get_local("message").headers or {}
         await deps().sync(message, attempt=parse_attempt(headers.get(H_ATTEMPT, 1)),
-                          max_attempts=service.settings.broker.retry_attempts)
+                          max_attempts=service.settings.broker.retry_attempts,
+                          expired=service.retry_policy.expired(first_failure(headers)))

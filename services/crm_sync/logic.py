@@ -1,4 +1,8 @@
-"""Plain decisions of crm_sync: what a lead's per-adapter results mean for its message, and the alert it raises.
+"""Plain decisions of crm_sync: what a lead's per-adapter results mean for its message.
+
+A lead that cannot be delivered raises no alert of its own (one failing CRM would raise one per lead): its message
+is parked, and the parking is the incident (`shared.incidents`); a CRM that is down opens its adapter's circuit
+breaker, which is the incident of that outage.
 
 Nothing here talks to the broker, the database or a CRM; `worker.py` orchestrates, `store.py` holds the SQL.
 """
@@ -9,19 +13,22 @@ import enum
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from contracts.alerts import AlertRaised
-from contracts.messages import AlertRaisedMessage, LeadCapturedMessage
 from shared.messaging import PermanentError, RetryLater
+from shared.retries import DependencyUnavailable, Transient
 
 if TYPE_CHECKING:
     from services.crm_sync.adapters import DeliveryFailure
 
 NO_ADAPTER = "none"
 BUSY_RETRY_SECONDS = 2.0
-PARKED_FIX = (
-    "Check the CRM (status page, credentials, field mapping), then replay the message from "
-    "leadwire.crm_sync.lead_captured.parked; delivered adapters are not repeated."
-)
+BREAKER_FIX = {
+    "webhook": "Check the CRM at CRM_WEBHOOK_URL (its status page, CRM_WEBHOOK_SECRET); leads wait and go out once it "
+               "answers (retried for RETRY_HORIZON_HOURS). Any that gave up: `leadwire parked list --queue "
+               "crm_sync/lead_captured`.",
+    "gohighlevel": "Check GoHighLevel (status.gohighlevel.com, GHL_API_TOKEN, GHL_LOCATION_ID); leads wait and go out "
+                   "once it answers (retried for RETRY_HORIZON_HOURS). Any that gave up: `leadwire parked list "
+                   "--queue crm_sync/lead_captured`.",
+}
 
 
 class DeliveryOutcome(enum.Enum):
@@ -30,6 +37,7 @@ class DeliveryOutcome(enum.Enum):
     DELIVERED = "delivered"
     ALREADY_DELIVERED = "already_delivered"
     BUSY = "busy"  # another worker holds the row right now
+    HELD = "held"  # the adapter's circuit breaker is open: not called, the lead waits
     RETRY = "retry"
     FAILED = "failed"
 
@@ -38,10 +46,11 @@ class DeliveryOutcome(enum.Enum):
 class Result:
     outcome: DeliveryOutcome
     failure: DeliveryFailure | None = None
+    wait: float = 0.0  # HELD: seconds until the breaker's next probe
 
 
-class CrmUnavailable(Exception):
-    """A CRM failed in a way a retry may fix; the messaging middleware retries with backoff."""
+class CrmUnavailable(Transient):
+    """A CRM failed in a way a retry may fix; retried with backoff until RETRY_HORIZON_HOURS."""
 
 
 class LeadNotStored(Exception):
@@ -57,24 +66,12 @@ def raise_for_deliveries(results: dict[str, Result]) -> None:
         if waits:
             raise RetryLater(f"CRM asked to wait ({reason})", delay=min(max(waits), 600.0), counts_attempt=True)
         raise CrmUnavailable(reason)
+    held = {name: r.wait for name, r in results.items() if r.outcome is DeliveryOutcome.HELD}
+    if held:
+        raise DependencyUnavailable(f"the CRM ({', '.join(held)})", max(held.values()))
     if any(r.outcome is DeliveryOutcome.BUSY for r in results.values()):
         raise RetryLater("another worker is delivering this lead", delay=BUSY_RETRY_SECONDS)
-    failed = [name for name, r in results.items() if r.outcome is DeliveryOutcome.FAILED]
+    failed = [f"{name} ({r.failure.reason})" if r.failure else name
+              for name, r in results.items() if r.outcome is DeliveryOutcome.FAILED]
     if failed:
         raise PermanentError(f"CRM delivery failed for good: {', '.join(failed)}")
-
-
-def delivery_alert(message: LeadCapturedMessage, reason: str, adapter: str | None) -> AlertRaisedMessage:
-    """The AlertRaised for a lead that could not be delivered to `adapter` (None: to the CRM at all)."""
-    target = adapter or "the CRM"
-    return AlertRaisedMessage.new(
-        AlertRaised(
-            severity="critical",
-            code="crm_delivery_failed",
-            summary=f"Lead {message.payload.leadgen_id} was not delivered to {target}: {reason}.",
-            service="crm_sync",
-            subject=message.payload.leadgen_id,
-            fix=PARKED_FIX,
-        ),
-        caused_by=message,
-    )

@@ -8,12 +8,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from services.crm_sync.logic import NO_ADAPTER
-from shared.outbox import enqueue
 
 if TYPE_CHECKING:
     import asyncpg
-
-    from contracts.messages import AlertRaisedMessage
 
 # Creates the missing (lead, adapter) rows and locks the group's rows in one statement: rows that existed come back
 # locked unless another worker holds them (`skip locked`: that lead is BUSY); new rows come back from the insert,
@@ -61,11 +58,6 @@ async def mark_skipped(pool: asyncpg.Pool, leadgen_id: str) -> None:
     )
 
 
-async def enqueue_alert(pool: asyncpg.Pool, alert: AlertRaisedMessage) -> None:
-    async with pool.acquire() as conn, conn.transaction():
-        await enqueue(conn, alert)
-
-
 async def failed_leads(pool: asyncpg.Pool, *, since: datetime | None = None, adapter: str | None = None) -> list[str]:
     """Leads with a delivery that ended `failed` (last changed at or after `since`, for `adapter` if given)."""
     rows = await pool.fetch(
@@ -84,3 +76,26 @@ async def reopen_failed(conn: asyncpg.Connection, leadgen_ids: Sequence[str]) ->
         "where leadgen_id = any($1::text[]) and status = 'failed'",
         list(leadgen_ids),
     )
+
+
+# -- GoHighLevel contacts (migration 0080): recorded as soon as GoHighLevel answers, outside the delivery's transaction
+
+
+async def ghl_contact(db: asyncpg.Pool | asyncpg.Connection, leadgen_id: str) -> tuple[str, bool] | None:
+    """(contact id, note added) recorded for the lead in GoHighLevel, or None."""
+    row = await db.fetchrow("select contact_id, note_added from ghl_contacts where leadgen_id = $1", leadgen_id)
+    return (row["contact_id"], row["note_added"]) if row is not None else None
+
+
+async def record_ghl_contact(db: asyncpg.Pool | asyncpg.Connection, leadgen_id: str, location_id: str,
+                             contact_id: str) -> None:
+    await db.execute(
+        "insert into ghl_contacts (leadgen_id, location_id, contact_id) values ($1, $2, $3) "
+        "on conflict (leadgen_id) do update set contact_id = excluded.contact_id, location_id = excluded.location_id, "
+        "note_added = false, recorded_at = now() where ghl_contacts.contact_id <> excluded.contact_id",
+        leadgen_id, location_id, contact_id,
+    )
+
+
+async def mark_ghl_note(db: asyncpg.Pool | asyncpg.Connection, leadgen_id: str) -> None:
+    await db.execute("update ghl_contacts set note_added = true where leadgen_id = $1", leadgen_id)

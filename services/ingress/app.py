@@ -11,7 +11,7 @@ import logging
 
 from contracts.messages import ConversionRequestedMessage, LeadgenReceivedMessage
 from services.ingress import handlers
-from services.ingress.settings import IngressSettings, ingress_config
+from services.ingress.settings import GhlEventsSettings, IngressSettings, ingress_config
 from shared.logging import register_secret
 from shared.service import Port, Service
 from shared.settings import Settings
@@ -24,6 +24,8 @@ def create_app(settings: Settings | None = None) -> Service:
     service = Service("ingress", settings, uses_database=False)
     ingress = service.settings.block(IngressSettings)
     register_secret(ingress.crm_events_secret.get_secret_value())
+    ghl_events = service.settings.block(GhlEventsSettings)
+    register_secret(ghl_events.ghl_events_secret.get_secret_value())
     service.web_host = ingress.ingress_host
     service.web_reuse_port = ingress.ingress_workers > 1
     service.web_header_timeout = ingress.ingress_header_timeout_seconds
@@ -39,6 +41,7 @@ def create_app(settings: Settings | None = None) -> Service:
         config,
         leadgen_publisher=service.publisher(LeadgenReceivedMessage, "A leadgen webhook change from Meta."),
         conversion_publisher=service.publisher(ConversionRequestedMessage, "A conversion event posted by a CRM."),
+        ghl_config=ghl_events.config(),
     )
     return service
 

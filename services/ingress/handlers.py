@@ -14,7 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from contracts.messages import ConversionRequestedMessage, LeadgenReceivedMessage
-from services.ingress import logic, metrics
+from services.ingress import ghl, logic, metrics
 from services.ingress.errors import (
     BodyTimeout,
     ClientGone,
@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 
 def web_app(config: IngressConfig, *, leadgen_publisher: RabbitPublisher,
-            conversion_publisher: RabbitPublisher) -> web.Application:
+            conversion_publisher: RabbitPublisher, ghl_config: ghl.GhlEventsConfig | None = None) -> web.Application:
     """The ingress's aiohttp application: its routes and what their handlers use."""
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=[error_middleware])
     app[CONFIG] = config
@@ -42,6 +42,9 @@ def web_app(config: IngressConfig, *, leadgen_publisher: RabbitPublisher,
     app.router.add_get("/webhooks/meta", verify_meta_subscription, name="meta_verify")
     app.router.add_post("/webhooks/meta", receive_meta_webhook, name="meta_webhook")
     app.router.add_post("/crm/events", receive_crm_events, name="crm_events")
+    if ghl_config is not None:  # GoHighLevel's outcomes: services/ingress/ghl.py
+        app[ghl.GHL_CONFIG] = ghl_config
+        app.router.add_post("/crm/events/ghl", ghl.receive_ghl_events, name="crm_events_ghl")
     return app
 
 

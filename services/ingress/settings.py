@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from services.ingress.ghl import GHL_RSA_PUBLIC_KEY, GhlEventsConfig, OutcomeMap, load_public_key
 from services.ingress.keys import IngressConfig
+from shared.ghl import load_map
 
 if TYPE_CHECKING:
     from shared.settings import Settings
@@ -29,6 +32,52 @@ class IngressSettings(BaseSettings):
     # answer, when kept alive), and a request's body within the body timeout: slow clients cannot hold sockets.
     ingress_header_timeout_seconds: float = Field(default=15.0, gt=0, le=600)
     ingress_body_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+
+
+class GhlEventsSettings(BaseSettings):
+    """`POST /crm/events/ghl` (services/ingress/ghl.py): how GoHighLevel proves itself, and what its events mean."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Shared secret of GoHighLevel workflow Webhook actions: `Authorization: Bearer <it>` or custom data `secret`.
+    ghl_events_secret: SecretStr = SecretStr("")
+    # GoHighLevel's Ed25519 public key (PEM text or a file) for app webhooks' X-GHL-Signature.
+    ghl_webhook_public_key: str = ""
+    # The RSA public key for the older X-WH-Signature; empty: the one GoHighLevel documents.
+    ghl_webhook_rsa_public_key: str = ""
+    ghl_webhook_max_age_seconds: float = Field(default=300.0, gt=0)
+    # Stage (id or name) or tag -> event: {"stages": {"Retainer signed": {"event_name": "SignedCase",
+    # "value": 5000}}, "tags": {"qualified": "QualifiedLead"}, "currency": "USD"}; JSON, or a YAML/JSON file path.
+    ghl_outcome_map: Annotated[dict[str, Any], NoDecode] = Field(default_factory=dict)
+
+    @field_validator("ghl_outcome_map", mode="before")
+    @classmethod
+    def _map(cls, value: object) -> object:
+        loaded = load_map(value)
+        if isinstance(loaded, dict):
+            OutcomeMap.parse(loaded)  # ValueError names the bad entry
+        return loaded
+
+    @field_validator("ghl_webhook_public_key", "ghl_webhook_rsa_public_key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        if value.strip():
+            load_public_key(value)
+        return value
+
+    def config(self) -> GhlEventsConfig:
+        ed25519_key = rsa_key = None
+        for pem in (self.ghl_webhook_public_key, self.ghl_webhook_rsa_public_key or GHL_RSA_PUBLIC_KEY):
+            if pem.strip():
+                key = load_public_key(pem)
+                if isinstance(key, rsa.RSAPublicKey):
+                    rsa_key = rsa_key or key
+                else:
+                    ed25519_key = key
+        return GhlEventsConfig(
+            secret=self.ghl_events_secret.get_secret_value(), outcome_map=OutcomeMap.parse(self.ghl_outcome_map),
+            ed25519_key=ed25519_key, rsa_key=rsa_key, max_age_seconds=self.ghl_webhook_max_age_seconds,
+        )
 
 
 def ingress_config(settings: Settings) -> IngressConfig:

@@ -30,7 +30,14 @@ def create_app(settings: Settings | None = None, *, leadgen_consumer: Consumer |
     def dependencies(started: Service) -> handlers.Deps:
         graph = started.graph_client
         reader = LeadReader(graph, token, window_seconds=config.fetch_batch_window_ms / 1000.0)
-        return handlers.Deps(capture=LeadCapture(started.db, reader, config), graph=graph, pool=started.db)
+        breaker = started.breaker(
+            "graph", label="Meta's Graph API", what="lead reads",
+            fix="Check https://metastatus.com and `leadwire doctor`; lead reads wait and resume by themselves "
+                "(retried for RETRY_HORIZON_HOURS). Any that gave up: `leadwire parked list --queue "
+                "lead_fetcher/leadgen_received`.",
+        )
+        capture = LeadCapture(started.db, reader, config, graph_breaker=breaker)
+        return handlers.Deps(capture=capture, graph=graph, pool=started.db)
 
     handlers.register(service, service.on_started(dependencies), config, token=token,
                       leadgen_consumer=leadgen_consumer or consumer("lead_fetcher", "leadgen_received"),

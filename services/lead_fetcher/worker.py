@@ -29,8 +29,10 @@ from services.lead_fetcher.logic import (
     read_outcome,
 )
 from shared.graph import GraphError, ThrottledError
+from shared.graph.errors import GraphConnectionError, TransientError
 from shared.group_commit import GroupRunner
 from shared.messaging import PermanentError
+from shared.retries import CircuitBreaker, DependencyUnavailable
 
 if TYPE_CHECKING:
     import asyncpg
@@ -71,6 +73,9 @@ class LeadCapture:
     pool: asyncpg.Pool
     reader: LeadReader
     settings: LeadFetcherSettings
+    # Meta's Graph API as a whole: when every read fails (5xx, connection errors), leads wait in the delay queues
+    # and one read at a time probes it (`shared.retries`); throttles are the Graph client's pacer's business.
+    graph_breaker: CircuitBreaker | None = None
     _lookups: GroupRunner[str, bool | None] = field(init=False, repr=False)
     _stores: GroupRunner[StoreItem, bool] = field(init=False, repr=False)
     held: dict[str, Held] = field(init=False, repr=False, default_factory=dict)
@@ -95,9 +100,18 @@ class LeadCapture:
                 metrics.DUPLICATES_SKIPPED.labels("reemitted" if enqueued else "stored").inc()
                 logger.info("lead already stored%s", "; LeadCaptured re-enqueued" if enqueued else "", extra=ids)
                 return
+        breaker = self.graph_breaker
+        if breaker is not None and not breaker.allow():
+            breaker.hold(p.leadgen_id)
+            raise DependencyUnavailable("Meta's Graph API", breaker.wait_seconds())
         try:
             raw = await self.reader.read(p.leadgen_id, p.page_id)
         except GraphError as exc:
+            if breaker is not None:
+                if isinstance(exc, TransientError | GraphConnectionError):
+                    breaker.failed(f"{type(exc).__name__} (code {exc.code})")
+                else:
+                    breaker.succeeded()  # Meta answered (a refusal or a throttle is not an outage)
             metrics.READS.labels(read_outcome(exc)).inc()
             await self._alert_if_access(exc, message)
             if isinstance(exc, ThrottledError):
@@ -109,6 +123,8 @@ class LeadCapture:
         except ValueError as exc:
             metrics.READS.labels("unusable").inc()
             raise PermanentError(f"lead {p.leadgen_id}: Meta's answer is unusable: {exc}") from None
+        if breaker is not None:
+            breaker.succeeded()
         metrics.READS.labels("ok").inc()
         lead = replace(lead, form_name=await self.reader.form_name(lead.form_id, p.page_id))
         new = await self._stores.submit((lead, message))

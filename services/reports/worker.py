@@ -19,7 +19,7 @@ from aiormq.exceptions import AMQPError
 from services.reports import chart, logic, render, store
 from services.reports.settings import ReportSettings
 from shared.notify import ChannelError, post_slack, send_email
-from shared.parked_counts import read_parked
+from shared.parked import read_counts
 from shared.settings import CrmOutcomeSettings, NotifySettings
 
 logger = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class DailyReports:
     async def parked(self) -> dict[str, int] | None:
         """Parked messages per consumer, or None when RabbitMQ cannot be read (the report says "unknown")."""
         try:
-            return await asyncio.wait_for(read_parked(self.amqp_url), timeout=10)
+            return await asyncio.wait_for(read_counts(self.amqp_url), timeout=10)
         except (OSError, TimeoutError, AMQPError, aio_pika.exceptions.AMQPException) as exc:
             logger.warning("report: cannot count parked messages: %s", type(exc).__name__)
             return None

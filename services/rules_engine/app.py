@@ -1,7 +1,9 @@
 """The rules_engine service: composition root.
 
 Consumers: `InsightsUpdated` (evaluate that account), `ConversionRequested` (CRM outcomes read model),
-`CommandResult` (circuit breaker), `AlertRaised` (notifications: log, Slack, e-mail). Background jobs: the scheduled
+`CommandResult` (announce the result, circuit breaker), `AlertRaised` (notifications: log, Slack, e-mail),
+`RuleConsentChanged` (enable a rule or put it back in shadow mode) and `RuleDecisionReviewed` (approve or reject a
+shadow decision). Background jobs: the scheduled
 evaluation of every account (RULES_INTERVAL_SECONDS; also wakes for pause-for-today resumes) and the outbox relay
 that publishes the `CampaignCommand`s and notifications after their audit rows committed.
 """
@@ -35,7 +37,8 @@ def create_app(settings: Settings | None = None, *, engine_settings: EngineSetti
     register(service, worker, interval_seconds=config.interval_seconds)
     # Commands and notifications leave through the outbox (atomic with the audit rows); these document the channels.
     service.publisher(CampaignCommandMessage, "What a rule decided to change (pause, unpause, budget).")
-    service.publisher(AlertRaisedMessage, "A rule acted (its one-sentence explanation), a rule file is broken, "
-                                          "or a rule's circuit breaker opened.")
+    service.publisher(AlertRaisedMessage, "A rule's command was applied or failed (its one-sentence explanation), "
+                                          "a rule in shadow mode would act, a rule was enabled or put in shadow "
+                                          "mode, a rule file is broken, or a rule's circuit breaker opened.")
     service.relay_outbox()
     return service

@@ -1,13 +1,23 @@
-"""`leadwire rules check|backtest|reset`: validate rule files, replay stored insights, close a circuit breaker."""
+"""`leadwire rules check|backtest|reset|status|enable|disable|approve|reject`: validate rule files, replay stored
+insights, close a circuit breaker, and the operator's consent.
+
+`enable`, `disable`, `approve` and `reject` do not write the rules engine's tables: they send it a message
+(`RuleConsentChanged`, `RuleDecisionReviewed`) through the outbox, which the running services publish, and wait a
+few seconds for the engine to have applied it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import sys
+import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from contracts.messages import RuleConsentChangedMessage, RuleDecisionReviewedMessage
+from contracts.rules import RuleConsentChanged, RuleDecisionReviewed
 from services.rules_engine import store
 from services.rules_engine.backtest import render_backtest, render_money, replay, unbounded_rules
 from services.rules_engine.model import Snapshot
@@ -16,6 +26,7 @@ from services.rules_engine.rules import Rule, check_rules, load_rules
 from services.rules_engine.settings import RulesSettings
 from shared.cli import graph_client
 from shared.db.pool import create_pool
+from shared.outbox import enqueue
 from shared.settings import BudgetGuardrailSettings, Settings
 
 
@@ -42,6 +53,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     reset = sub.add_parser("reset", help="close a rule's circuit breaker after fixing what made its commands fail")
     reset.add_argument("rule")
     reset.set_defaults(func=_cmd_reset)
+
+    status = sub.add_parser("status", help="each rule: enabled (acts on Meta) or shadow mode, and recent decisions")
+    status.add_argument("--dir", type=Path, default=None, help="rule files (default: RULES_DIR)")
+    status.set_defaults(func=_cmd_status)
+
+    for name, enabled, text in (("enable", True, "let a rule act on Meta (new installs run every rule in shadow "
+                                                  "mode: decisions recorded and announced, nothing sent)"),
+                                ("disable", False, "put a rule back in shadow mode")):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("rule")
+        cmd.add_argument("--note", default="", help="why, in a few words (kept with the change)")
+        cmd.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the rules engine (0: none)")
+        cmd.set_defaults(func=_cmd_consent, enabled=enabled)
+
+    for name, verdict in (("approve", "approve"), ("reject", "reject")):
+        cmd = sub.add_parser(name, help=f"{name} one decision of a rule in shadow mode (its id: `rules status`, "
+                                        "the notification, or the console)")
+        cmd.add_argument("decision_id", type=int)
+        cmd.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the rules engine (0: none)")
+        cmd.set_defaults(func=_cmd_review, verdict=verdict)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -150,3 +181,138 @@ def _cmd_reset(args: argparse.Namespace) -> int:
         return 0
     sys.stdout.write(f"rule {args.rule!r} has no circuit breaker record\n")
     return 1
+
+
+def _operator() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+async def _wait_for(pool: object, query: str, *args: object, wait: float) -> object:
+    """The first non-null value of ``query`` within ``wait`` seconds (the engine applied the message), else None."""
+    deadline = time.monotonic() + wait
+    while True:
+        value = await pool.fetchval(query, *args)  # type: ignore[attr-defined]
+        if value is not None or time.monotonic() >= deadline:
+            return value
+        await asyncio.sleep(0.2)
+
+
+async def request_consent(settings: Settings, rule: str, *, enabled: bool, by: str, note: str = "",
+                          wait: float = 10.0) -> bool | None:
+    """Send the rules engine a RuleConsentChanged (outbox) and wait up to ``wait`` s for it to be applied: the
+    state it recorded, or None if it has not (yet) done so."""
+    message = RuleConsentChangedMessage.new(RuleConsentChanged(rule=rule, enabled=enabled, by=by, note=note))
+    pool = await create_pool(settings.database)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            await enqueue(conn, message)
+        applied = await _wait_for(pool, "select enabled from rule_consent where message_id = $1",
+                                  message.message_id, wait=wait)
+        return None if applied is None else bool(applied)
+    finally:
+        await pool.close()
+
+
+async def request_review(settings: Settings, decision_id: int, *, verdict: str, by: str,
+                         wait: float = 10.0) -> tuple[str | None, str | None]:
+    """Send a RuleDecisionReviewed and wait for the engine's verdict: (the decision's sentence, what came of it);
+    (None, None) for an unknown decision, (sentence, None) if the engine has not answered in time."""
+    message = RuleDecisionReviewedMessage.new(RuleDecisionReviewed(decision_id=decision_id, verdict=verdict,  # type: ignore[arg-type]
+                                                                   by=by))
+    pool = await create_pool(settings.database)
+    try:
+        found = await pool.fetchval("select explanation from rule_decisions where id = $1", decision_id)
+        if found is None:
+            return None, None
+        async with pool.acquire() as conn, conn.transaction():
+            await enqueue(conn, message)
+        result = await _wait_for(pool, "select result from rule_decision_reviews where decision_id = $1",
+                                 decision_id, wait=wait)
+        return str(found), None if result is None else str(result)
+    finally:
+        await pool.close()
+
+
+def _cmd_consent(args: argparse.Namespace) -> int:
+    settings = Settings()
+    config = settings.block(RulesSettings)
+    known = {r.name for r in load_rules(config.dir, strict=False)}
+    if args.rule not in known:
+        sys.stderr.write(f"leadwire: no rule named {args.rule!r} in {config.dir} (known: {', '.join(sorted(known))})\n")
+        return 2
+    applied = asyncio.run(request_consent(settings, args.rule, enabled=args.enabled, by=_operator(), note=args.note,
+                                          wait=args.wait))
+    state = "enabled: its decisions act on Meta" if args.enabled else "in shadow mode: nothing is sent to Meta"
+    if applied is None:
+        sys.stdout.write(f"asked the rules engine to set rule {args.rule!r} {state.split(':')[0]}; it applies it "
+                         "when it runs (check with `leadwire rules status`)\n")
+    else:
+        sys.stdout.write(f"rule {args.rule!r} {state}\n")
+    return 0
+
+
+def _cmd_review(args: argparse.Namespace) -> int:
+    decision, result = asyncio.run(request_review(Settings(), args.decision_id, verdict=args.verdict,
+                                                  by=_operator(), wait=args.wait))
+    if decision is None:
+        sys.stderr.write(f"leadwire: no decision {args.decision_id}\n")
+        return 2
+    sys.stdout.write(f"decision {args.decision_id}: {decision}\n")
+    sys.stdout.write(f"{result}\n" if result is not None else
+                     f"{args.verdict} sent; the rules engine applies it when it runs\n")
+    return 0
+
+
+_STATUS_DECISIONS = """
+    select rule,
+           count(*) filter (where outcome = 'acted')                   as acted,
+           count(*) filter (where outcome = 'would_act' and shadow)    as shadow,
+           max(evaluated_at)                                           as last
+    from rule_decisions where evaluated_at > now() - interval '7 days'
+    group by rule
+"""
+
+
+async def status_text(settings: Settings, directory: Path) -> str:
+    """`leadwire rules status`: each rule's consent, its decisions of the last 7 days and an open breaker."""
+    config = settings.block(RulesSettings)
+    rules = load_rules(directory, strict=False)
+    pool = await create_pool(settings.database)
+    try:
+        async with pool.acquire() as conn:
+            consent = await store.consent_rows(conn)
+            breakers = dict(await store.breakers(conn))
+            recent = {r["rule"]: r for r in await conn.fetch(_STATUS_DECISIONS)}
+    finally:
+        await pool.close()
+    lines = [f"rules in {directory}{' (RULES_DRY_RUN: nothing acts)' if config.dry_run else ''}:"]
+    for rule in rules:
+        row = consent.get(rule.name)
+        if not rule.enabled:
+            state = "off in its file"
+        elif rule.dry_run:
+            state = "dry run (its file)"
+        elif row is not None and row["enabled"]:
+            state = f"ENABLED by {row['changed_by']} {row['changed_at']:%Y-%m-%d %H:%M}"
+        else:
+            state = "shadow mode"
+        seen = recent.get(rule.name)
+        counts = (f"7 days: {seen['acted']} acted, {seen['shadow']} would have acted" if seen
+                  else "7 days: no decisions")
+        breaker = breakers.get(rule.name)
+        if breaker is not None and breaker["opened_at"] is not None:
+            counts += " · CIRCUIT OPEN (`leadwire rules reset`)"
+        lines.append(f"  {rule.name:<28} {state:<40} {counts}")
+    for name in sorted(set(consent) - {r.name for r in rules}):
+        lines.append(f"  {name:<28} {'consent recorded, no such rule file':<40}")
+    return "\n".join(lines)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    settings = Settings()
+    directory = args.dir or settings.block(RulesSettings).dir
+    sys.stdout.write(asyncio.run(status_text(settings, directory)) + "\n")
+    return 0

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -34,6 +35,32 @@ class Context:
         if found is None:
             found = self._getters[key] = self._make_getter(metric, window)
         return found
+
+    def cost_getter(self, metric: str, window: str, floor_major: float) -> Getter:
+        """A cost-per metric that is infinite, instead of undefined, when nothing was bought and the window's spend
+        reached ``floor_major`` (major units of the entity's currency; above zero)."""
+        key = (metric, f"{window}|inf>={floor_major!r}")
+        found = self._getters.get(key)
+        if found is None:
+            cost, spend = self.getter(metric, window), self.getter("spend", window)
+
+            def read(v: View) -> float | int | None:
+                value = cost(v)
+                if value is None:
+                    spent = spend(v) or 0
+                    if spent > 0 and spent >= floor_major * v.offset:
+                        return math.inf
+                return value
+
+            found = self._getters[key] = read
+        return found
+
+    def left(self, cond: Condition) -> Getter:
+        """The reader of a condition's left-hand side (a cost with ``infinite_above_spend`` is never undefined
+        once that much was spent)."""
+        if cond.infinite_above_spend is not None:
+            return self.cost_getter(cond.metric, cond.window, cond.infinite_above_spend)
+        return self.getter(cond.metric, cond.window)
 
     def _column(self, window: str, column: int) -> Callable[[View], int]:
         k = self.slot.get((window, column))
@@ -113,8 +140,9 @@ Check = Callable[[View], bool]
 
 
 def compile_leaf(cond: Condition, ctx: Context) -> Check:
-    """A fast test for one condition. An undefined side (e.g. CPL with no leads) never matches."""
-    left = ctx.getter(cond.metric, cond.window)
+    """A fast test for one condition. An undefined side (e.g. CPL with no leads, unless the condition makes it
+    infinite above a spend) never matches."""
+    left = ctx.left(cond)
     compare = COMPARE[cond.op]
     if cond.compare_to is not None:
         right = ctx.getter(cond.compare_to.metric, cond.right_window)
@@ -178,7 +206,7 @@ def threshold(cond: Condition, view: View) -> float | None:
 
 
 def leaf_true(cond: Condition, view: View) -> bool:
-    left = view.value(cond.metric, cond.window)
+    left = view.ctx.left(cond)(view)
     right = threshold(cond, view)
     return left is not None and right is not None and COMPARE[cond.op](left, right)
 

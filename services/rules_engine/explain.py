@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from functools import cache
 
@@ -24,6 +25,7 @@ _LABELS = {
     "daily_budget": "daily budget",
     "lifetime_budget": "lifetime budget",
 }
+_COST_OF = {"cpl": "leads", "cost_per_qualified_lead": "qualified leads", "cost_per_signed_case": "signed cases"}
 _OP_TEXT = {">": ">", ">=": "≥", "<": "<", "<=": "≤", "==": "=", "!=": "≠"}
 _LEVEL_TEXT = {"adset": "ad set", "campaign": "campaign", "ad": "ad"}
 _COUNT_METRICS = frozenset({"impressions", "reach", "clicks", "leads", "qualified_leads", "signed_cases"})
@@ -40,6 +42,8 @@ INFINITIVE = {
 def format_value(metric: str, value: float | int | None, currency: str, *, exact: bool = True) -> str:
     if value is None:
         return "undefined"
+    if value == math.inf:
+        return "infinite"
     if metric in MONEY_METRICS:
         return format_money(round(value, 4), currency, exact=exact)
     if metric == "ctr":
@@ -121,12 +125,13 @@ def fixed_leaves(ctx: Context, rule: Rule) -> list[Condition] | None:
 class LeafText:
     """`leaf_text` for one condition, with the parts that do not depend on the entity worked out once."""
 
-    __slots__ = ("cond", "fixed", "head", "metric", "op", "read")
+    __slots__ = ("cond", "fixed", "head", "metric", "op", "read", "spend")
 
     def __init__(self, cond: Condition, ctx: Context) -> None:
         self.cond = cond
         self.metric = cond.metric
-        self.read = ctx.getter(cond.metric, cond.window)
+        self.read = ctx.left(cond)
+        self.spend = ctx.getter("spend", cond.window) if cond.infinite_above_spend is not None else None
         verb = "were" if cond.metric in _COUNT_METRICS and cond.metric != "reach" else "was"
         self.head = f"{_subject(cond.metric, cond.window)} {verb} "
         self.op = _OP_TEXT[cond.op]
@@ -134,7 +139,10 @@ class LeafText:
 
     def __call__(self, view: View, needs: bool) -> str:
         currency = view.entity.currency
-        shown = format_value(self.metric, self.read(view), currency)
+        value = self.read(view)
+        shown = format_value(self.metric, value, currency)
+        if value == math.inf and self.spend is not None:
+            shown += f" (0 {_COST_OF[self.metric]} on {format_value('spend', self.spend(view), currency)})"
         right = self.fixed.get(currency)
         if right is None:
             right = _threshold_text(self.cond, view)
@@ -169,7 +177,7 @@ def because(rule: Rule, view: View, *, guards: bool = True) -> str:
     first_window = leaves[0].window if leaves else None
     extras = []
     for guard in rule.min_data if guards else ():
-        value = ctx.getter(guard.metric, guard.window)(view)
+        value = ctx.left(guard)(view)
         if guard.metric in _COUNT_METRICS and guard.compare_to is None and guard.window == first_window:
             extras.append(f"{format_value(guard.metric, value, view.entity.currency)} {_label(guard.metric)}")
         else:
@@ -196,3 +204,26 @@ def ago(delta: timedelta) -> str:
 
 def pct(old: int, new: int) -> str:
     return f"{(new - old) / old * 100:+.0f}%"
+
+
+# The first word of an acting sentence ("Paused ad set 'X' ...") in the other forms an announcement takes.
+_VERBS = {"Paused": "pause", "Unpaused": "unpause", "Raised": "raise", "Lowered": "lower", "Flagged": "flag"}
+
+
+def infinitive(sentence: str) -> str:
+    """``Paused ad set 'X' because ...`` -> ``pause ad set 'X' because ...``."""
+    first, _, rest = sentence.partition(" ")
+    verb = _VERBS.get(first)
+    return f"{verb} {rest}" if verb is not None else sentence[:1].lower() + sentence[1:]
+
+
+def would(sentence: str) -> str:
+    """What a rule in shadow mode would have done: ``Would pause ad set 'X' because ...``."""
+    return f"Would {infinitive(sentence)}"
+
+
+def failed(sentence: str, why: str) -> str:
+    """What was attempted and why it failed: ``Could not pause ad set 'X' (Meta: ...). It was tried because ...``."""
+    action, sep, reasons = sentence.partition(" because ")
+    text = f"Could not {infinitive(action)} ({why})."
+    return f"{text} It was tried because {reasons}" if sep else text

@@ -15,7 +15,8 @@ import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -23,6 +24,7 @@ from services.rules_engine.conditions import View
 from services.rules_engine.explain import ago, describe, pct
 from services.rules_engine.model import (
     ActionRecord,
+    BudgetLimit,
     EngineSettings,
     EngineState,
     Entity,
@@ -38,7 +40,7 @@ from services.rules_engine.rules import (
     SetBudgetAction,
 )
 from services.rules_engine.windows import next_midnight
-from shared.budget_guardrails import spend_floor
+from shared.budget_guardrails import max_daily_budget, spend_floor
 from shared.money import format_money, to_minor
 
 PAUSES = frozenset({"pause", "pause_for_today"})
@@ -73,11 +75,18 @@ class RunState:
         self.account_daily: Counter[str] = Counter()
         # account ids are compared without Meta's "act_" prefix, whichever form the service used
         self.ceilings = {norm_account(k): v for k, v in state.account_daily_budget_ceiling.items()}
+        self.limits = state.budget_limits
+        self.increases: Counter[str] = Counter()  # budget increases decided in this run, per entity
         self.data_as_of = {norm_account(k): v for k, v in state.data_as_of.items()}
         self.failures = state.consecutive_failures
+        self.consented = state.consented
         for e in snapshot.entities:
             if e.level != "ad" and e.status == "ACTIVE" and e.daily_budget:
                 self.account_daily[norm_account(e.account_id)] += e.daily_budget
+
+    def consents(self, rule: str) -> bool:
+        """Whether the operator let ``rule`` act (else it runs in shadow mode)."""
+        return self.consented is None or rule in self.consented
 
     def status_of(self, entity: Entity) -> str:
         return self.status.get(entity.id, entity.status)
@@ -254,17 +263,31 @@ def plan_budget(
             f"Meta allows {settings.budget_changes_per_hour} budget changes per ad set per hour and {done} "
             "were made in the last hour",
         )
+    limit = run.limits.get(entity.id)
+    if limit is not None and limit.blocked_until is not None and limit.blocked_until > run.now:
+        return Held(
+            "budget_change_rate",
+            f"Meta blocks budget changes on it until {limit.blocked_until.astimezone(UTC):%H:%M} UTC (too many "
+            "changes within an hour)",
+        )
     if isinstance(spec, ChangeBudgetAction):
-        wanted = round(current * (1 + spec.percent / 100))
+        wanted = percent_change(current, spec.percent)
     else:
         wanted = to_minor(spec.amount, entity.currency)
     if wanted > current:
-        target, cap_reason, notes = _capped_raise(rule, entity.currency, current, wanted)
+        target, cap_reason, notes = _capped_raise(rule, settings, entity.currency, current, wanted)
     elif wanted < current:
         target, cap_reason, notes = _capped_cut(rule, field_name, view, settings, current, wanted)
     else:
         target, cap_reason, notes = wanted, None, []
     currency = entity.currency
+    if target > current and limit is not None:
+        hard = _hard_limits(limit, run.increases[entity.id], field_name, current, target, currency, settings)
+        if isinstance(hard, Held):
+            return hard
+        if hard < target:
+            target, cap_reason = hard, cap_reason or "hard_max_budget"
+            notes.append(f"capped at its hard limit {format_money(hard, currency)}")
     if target == current:
         return Held("no_change", f"the {label} stays at {format_money(current, currency)} after the limits")
     account = norm_account(entity.account_id)
@@ -280,6 +303,8 @@ def plan_budget(
             )
     run.budget[(entity.id, field_name)] = target
     run.budget_changes_hour[entity.id] += 1
+    if target > current:
+        run.increases[entity.id] += 1
     if counted:
         run.account_daily[account] += target - current
     direction = "Raised" if target > current else "Lowered"
@@ -292,14 +317,51 @@ def plan_budget(
     return ActionPlan(sentence, fields, cap_reason is not None, cap_reason)
 
 
-def _capped_raise(rule: Rule, currency: str, current: int, wanted: int) -> tuple[int, ReasonCode | None, list[str]]:
-    """A raise within the rule's step limit and maximum budget: (target, cap reason, notes for the sentence)."""
+def percent_change(current: int, percent: float) -> int:
+    """``current`` changed by ``percent``, in whole minor units rounded toward ``current`` (a -20% cut of 3,333 is
+    2,667, never 2,666, which would be a 20.006% step the executor refuses). Exact: no float rounding."""
+    changed = Fraction(current) * (100 + Fraction(str(percent))) / 100
+    return math.floor(changed) if percent > 0 else math.ceil(changed)
+
+
+def _hard_limits(
+    limit: BudgetLimit, increases_now: int, field_name: str, current: int, target: int, currency: str,
+    settings: EngineSettings,
+) -> Held | int:
+    """The executor's hard limits on a raise (they refuse it, `force` or not): held, or the highest target they
+    allow. So a rule never decides a raise the executor will refuse (which would also trip its breaker)."""
+    done = limit.increases_week + increases_now
+    if done >= settings.max_increases_per_week:
+        return Held(
+            "budget_increases_per_week",
+            f"its budget was raised {done} times in the last 7 days (the executor allows "
+            f"{settings.max_increases_per_week} a week)",
+        )
+    if field_name != "daily_budget" or limit.first_seen is None:
+        return target
+    hard = max_daily_budget(limit.first_seen, settings.max_multiple_of_first_seen)
+    if hard <= current:
+        return Held(
+            "hard_max_budget",
+            f"its daily budget {format_money(current, currency)} is at its hard limit of "
+            f"{format_money(hard, currency)} ({settings.max_multiple_of_first_seen:g}× the "
+            f"{format_money(limit.first_seen, currency)} leadwire first saw)",
+        )
+    return min(target, hard)
+
+
+def _capped_raise(
+    rule: Rule, settings: EngineSettings, currency: str, current: int, wanted: int
+) -> tuple[int, ReasonCode | None, list[str]]:
+    """A raise within the step limit (the rule's, at most the executor's) and the rule's maximum budget:
+    (target, cap reason, notes for the sentence)."""
     g = rule.guardrails
     target, cap_reason, notes = wanted, None, []
-    step_max = math.floor(current * (1 + g.max_budget_step_pct / 100))
+    limit = min(g.max_budget_step_pct, settings.max_step_pct)
+    step_max = percent_change(current, limit)
     if target > step_max:
         target, cap_reason = step_max, "guard_budget_step"
-        notes.append(f"capped from {pct(current, wanted)} by the {g.max_budget_step_pct:g}% step limit")
+        notes.append(f"capped from {pct(current, wanted)} by the {limit:g}% step limit")
     if g.max_budget is not None and target > to_minor(g.max_budget, currency):
         target = max(current, to_minor(g.max_budget, currency))
         cap_reason = cap_reason or "budget_limit"
@@ -314,10 +376,11 @@ def _capped_cut(
     g = rule.guardrails
     currency = view.entity.currency
     target, cap_reason, notes = wanted, None, []
-    step_min = math.ceil(current * (1 - g.max_budget_decrease_pct / 100))
+    limit = min(g.max_budget_decrease_pct, settings.max_step_pct)
+    step_min = percent_change(current, -limit)
     if target < step_min:
         target, cap_reason = step_min, "guard_budget_step"
-        notes.append(f"capped from {pct(current, wanted)} by the {g.max_budget_decrease_pct:g}% cut limit")
+        notes.append(f"capped from {pct(current, wanted)} by the {limit:g}% cut limit")
     floors = []
     if g.min_budget is not None:
         floors.append((to_minor(g.min_budget, currency), "the rule's minimum"))

@@ -11,6 +11,8 @@ from contracts.messages import (
     CommandResultMessage,
     ConversionRequestedMessage,
     InsightsUpdatedMessage,
+    RuleConsentChangedMessage,
+    RuleDecisionReviewedMessage,
 )
 from services.rules_engine.worker import Worker
 from shared.service import Service
@@ -22,10 +24,12 @@ INSIGHTS_UPDATED = consumer("rules_engine", "insights_updated")
 CRM_OUTCOMES = consumer("rules_engine", "crm_outcomes")
 COMMAND_RESULTS = consumer("rules_engine", "command_results")
 ALERTS = consumer("rules_engine", "alerts")
+RULE_CONSENT = consumer("rules_engine", "rule_consent")
+DECISION_REVIEWS = consumer("rules_engine", "decision_reviews")
 
 
 def register(service: Service, worker: Callable[[], Worker], *, interval_seconds: float) -> None:
-    """Subscribe the four handlers of the rules engine on `service` (`worker` builds the worker after start) and,
+    """Subscribe the handlers of the rules engine on `service` (`worker` builds the worker after start) and,
     unless ``interval_seconds`` is 0, the scheduled evaluation of every account."""
 
     @service.subscribe(INSIGHTS_UPDATED)
@@ -44,9 +48,20 @@ def register(service: Service, worker: Callable[[], Worker], *, interval_seconds
     async def handle_command_result(message: CommandResultMessage) -> None:
         await worker().record_command_result(message, claim_as=COMMAND_RESULTS.queue_name)
 
+    service.guards.independent.add(ALERTS.queue_name)  # announces a database outage while it lasts
+
     @service.subscribe(ALERTS)
     async def handle_alert(message: AlertRaisedMessage) -> None:
         await worker().deliver_alert(message)
+
+    @service.subscribe(RULE_CONSENT)
+    async def handle_rule_consent(message: RuleConsentChangedMessage) -> None:
+        if await worker().change_consent(message, claim_as=RULE_CONSENT.queue_name) and message.payload.enabled:
+            await worker().run(trigger="consent")  # an enabled rule acts now, not at the next scheduled run
+
+    @service.subscribe(DECISION_REVIEWS)
+    async def handle_decision_review(message: RuleDecisionReviewedMessage) -> None:
+        await worker().review_decision(message, claim_as=DECISION_REVIEWS.queue_name)
 
     async def evaluate_periodically() -> None:
         while True:

@@ -29,7 +29,8 @@ from services.rules_engine.conditions import (
     metric_refs,
     slots_for,
 )
-from services.rules_engine.explain import INFINITIVE, because, describe, leaf_text
+from services.rules_engine.currency import localize
+from services.rules_engine.explain import INFINITIVE, because, describe, leaf_text, would
 from services.rules_engine.guardrails import ActionPlan, Held, RunState, first_held, plan_action
 from services.rules_engine.model import (
     Action,
@@ -44,6 +45,7 @@ from services.rules_engine.model import (
 )
 from services.rules_engine.rules import (
     BUDGET_ACTIONS,
+    MUTATING_ACTIONS,
     ChangeBudgetAction,
     NotifyAction,
     Rule,
@@ -106,28 +108,35 @@ def _evaluate(
     sums = aggregate_windows(snapshot, slots, levels, now)
     no_rows = ctx.no_rows
     views = {level: [View(e, sums.get(e.id, no_rows), ctx) for e in by_level.get(level, ())] for level in levels}
+    currencies = {level: {e.currency for e in by_level.get(level, ())} for level in levels}
     include_not_matched = settings.include_not_matched
 
-    for rule in active:
-        matches = compile_group(rule.conditions, ctx)
-        guards = [compile_leaf(c, ctx) for c in rule.min_data]
-        refs = [(bucket, metric, ctx.getter(metric, window)) for bucket, metric, window in metric_refs(rule)]
-        statuses = rule.statuses()
-        status_of = run.status.get
-        for view in _static_scope(rule, views[rule.scope.level], run):
-            entity = view.entity
-            if status_of(entity.id, entity.status) not in statuses:
-                continue
-            if not matches(view):
-                if include_not_matched:
-                    decisions.append(_not_matched(rule, refs, view, now))
-                continue
-            enough = True
-            for guard in guards:
-                if not guard(view):
-                    enough = False
-                    break
-            decisions.append(_judge(rule, refs, view, enough, run, settings))
+    for written in active:
+        level = written.scope.level
+        if currencies[level] <= {written.currency}:  # the usual case: every account in the rule's currency
+            localized = [(written, _static_scope(written, views[level], run))]
+        else:
+            localized = _in_currencies(written, _static_scope(written, views[level], run), settings.currency_rates)
+        for rule, scoped in localized:
+            matches = compile_group(rule.conditions, ctx)
+            guards = [compile_leaf(c, ctx) for c in rule.min_data]
+            refs = [(bucket, metric, ctx.getter(metric, window)) for bucket, metric, window in metric_refs(rule)]
+            statuses = rule.statuses()
+            status_of = run.status.get
+            for view in scoped:
+                entity = view.entity
+                if status_of(entity.id, entity.status) not in statuses:
+                    continue
+                if not matches(view):
+                    if include_not_matched:
+                        decisions.append(_not_matched(rule, refs, view, now))
+                    continue
+                enough = True
+                for guard in guards:
+                    if not guard(view):
+                        enough = False
+                        break
+                decisions.append(_judge(rule, refs, view, enough, run, settings))
 
     counts = Counter(d.outcome if d.reason is None else f"{d.outcome}:{d.reason}" for d in decisions)
     logger.info(
@@ -151,6 +160,33 @@ def _rule_order(rule: Rule) -> tuple[int, int, str]:
     else:
         rank = _KIND_RANK[kind]
     return rule.priority, rank, rule.name
+
+
+_WARNED: set[tuple[str, str, str]] = set()
+
+
+def _in_currencies(rule: Rule, views: list[View], rates: Mapping[tuple[str, str], float]
+                   ) -> list[tuple[Rule, list[View]]]:
+    """The rule with its amounts in each currency of ``views``, with the views in that currency. An account whose
+    currency the rule cannot be converted to is left out (a rule never compares amounts in two currencies)."""
+    currencies = {v.entity.currency for v in views}
+    out = []
+    for currency in sorted(currencies):
+        local = localize(rule, currency, rates)
+        if local is None:
+            if (rule.name, rule.currency, currency) in _WARNED:
+                continue
+            _WARNED.add((rule.name, rule.currency, currency))  # once per process, not on every run
+            accounts = sorted({v.entity.account_id for v in views if v.entity.currency == currency})
+            logger.warning(
+                "rule %s states its amounts in %s: accounts in %s (%s) are not judged by it; set a rate in "
+                "RULES_CURRENCY_RATES (e.g. %s/%s=...) or give them rule files of their own",
+                rule.name, rule.currency, currency, ", ".join(accounts[:5]), rule.currency, currency,
+                extra={"rule": rule.name},
+            )
+            continue
+        out.append((local, [v for v in views if v.entity.currency == currency]))
+    return out
 
 
 def _text_ok(flt: TextFilter | None, text: str | None) -> bool:
@@ -303,12 +339,15 @@ def _act(
     """The acting (or, in a dry run, would-act) decision with its actions; counts it in the run."""
     entity = view.entity
     dry = rule.dry_run or settings.dry_run
+    shadow = not dry and rule.main_action in MUTATING_ACTIONS and not run.consents(rule.name)
     explanation = f"{plan.sentence} because {reasons}."
     if dry:
         explanation = f"Dry run: would have {explanation[0].lower()}{explanation[1:]}"
+    elif shadow:
+        explanation = would(explanation)
     actions = tuple(_actions(rule, entity, plan, explanation, run.now))
     run.record(rule, entity, status)
-    if not dry:
+    if not (dry or shadow):
         logger.info(
             "rule acted: %s",
             explanation,
@@ -318,12 +357,13 @@ def _act(
         rule.name,
         entity,
         run.now,
-        "would_act" if dry else "acted",
+        "would_act" if dry or shadow else "acted",
         explanation,
         reason=plan.cap_reason,
         capped=plan.capped,
         actions=actions,
         metrics=metrics,
+        shadow=shadow,
     )
 
 
@@ -339,7 +379,7 @@ def _actions(rule: Rule, entity: Entity, plan: ActionPlan, explanation: str, now
             "idempotency_key": f"{rule.name}:{entity.id}:{spec.type}:{key_time}",
         }
         if isinstance(spec, NotifyAction):
-            yield Action(kind="notify", channels=tuple(spec.channels), email_to=tuple(spec.email_to), **common)
+            yield Action(kind="notify", channels=tuple(spec.channels or ()), email_to=tuple(spec.email_to), **common)
         elif spec.type in BUDGET_ACTIONS:
             yield Action(kind=spec.type, currency=entity.currency, **plan.budget_fields, **common)
         else:

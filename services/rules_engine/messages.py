@@ -1,19 +1,28 @@
-"""What acting decisions become: `CampaignCommand`s for the executor and notifications (pure, no I/O).
+"""What decisions become: `CampaignCommand`s for the executor and notifications (pure, no I/O).
 
-Each mutating action becomes a `CampaignCommand` whose `command_id` is the action's stable id, and each acting
-decision becomes a notification (an `AlertRaised` the service itself delivers, on the channels of the rule's
-`notify` action, or RULES_NOTIFY_CHANNELS when it has none).
+Each mutating action becomes a `CampaignCommand` whose `command_id` is the action's stable id. Notifications (an
+`AlertRaised` the service itself delivers, on the channels of the rule's `notify` action, or RULES_NOTIFY_CHANNELS
+when it has none or names none) announce results, not intentions:
+
+* a decision that sends a command is announced when the executor's `CommandResult` comes back: "Paused ad set X
+  because ..." once it is paused, "Could not pause ad set X (why). It was tried because ..." when Meta or the
+  executor's hard limits refused it (`result_notification`);
+* a decision of a rule in shadow mode is announced as "Would pause ad set X because ...", with how to approve it
+  or enable the rule (`shadow_notification`);
+* a notify-only decision is announced at once (`to_notification`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from contracts.alerts import AlertRaised
-from contracts.commands import CampaignCommand, PauseCommand, SetBudgetCommand, UnpauseCommand
+from contracts.commands import CampaignCommand, CommandResult, PauseCommand, SetBudgetCommand, UnpauseCommand
 from contracts.envelope import Envelope
 from contracts.messages import AlertRaisedMessage, CampaignCommandMessage
+from services.rules_engine.explain import failed
 from services.rules_engine.model import Action, Decision
 
 SERVICE = "rules_engine"
@@ -61,17 +70,85 @@ class Notification:
     email_to: tuple[str, ...] = ()
 
 
+def route(decision: Decision, default_channels: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(channels, e-mail recipients) of a decision's announcement: its rule's `notify` action, else the defaults;
+    always the log too."""
+    notify = next((a for a in decision.actions if a.kind == "notify"), None)
+    chosen = notify.channels if notify is not None and notify.channels else tuple(default_channels)
+    return tuple(dict.fromkeys(["log", *chosen])), notify.email_to if notify is not None else ()
+
+
+def subject(rule: str, level: str, entity_id: str, account_id: str) -> str:
+    return f"rule {rule}, {level} {entity_id} ({account_id})"
+
+
 def to_notification(
     decision: Decision, default_channels: Sequence[str], *, caused_by: Envelope | None = None
 ) -> Notification:
-    notify = next((a for a in decision.actions if a.kind == "notify"), None)
-    channels = tuple(dict.fromkeys(["log", *(notify.channels if notify else default_channels)]))
+    """The announcement of a decision that sends nothing to Meta (a notify-only rule): at once."""
+    channels, email_to = route(decision, default_channels)
     alert = AlertRaised(
-        severity="warning" if notify is not None else "info",
+        severity="warning",
         code="rule_acted",
         summary=decision.explanation,
         service=SERVICE,
-        subject=f"rule {decision.rule}, {decision.entity_level} {decision.entity_id} ({decision.account_id})",
+        subject=subject(decision.rule, decision.entity_level, decision.entity_id, decision.account_id),
     )
-    return Notification(AlertRaisedMessage.new(alert, caused_by=caused_by), channels,
-                        notify.email_to if notify else ())
+    return Notification(AlertRaisedMessage.new(alert, caused_by=caused_by), channels, email_to)
+
+
+def shadow_notification(
+    decision: Decision, decision_id: int, default_channels: Sequence[str], *, caused_by: Envelope | None = None
+) -> Notification:
+    """"Would pause ad set X because ...": what a rule in shadow mode would have done, and how to let it."""
+    channels, email_to = route(decision, default_channels)
+    alert = AlertRaised(
+        severity="info",
+        code="rule_would_act",
+        summary=f"{decision.explanation} (shadow mode: nothing was sent to Meta)",
+        service=SERVICE,
+        subject=subject(decision.rule, decision.entity_level, decision.entity_id, decision.account_id),
+        fix=(f"To apply this one: `leadwire rules approve {decision_id}` (or Approve on the console's Automation "
+             f"page). To let the rule act from now on: `leadwire rules enable {decision.rule}`."),
+    )
+    return Notification(AlertRaisedMessage.new(alert, caused_by=caused_by), channels, email_to)
+
+
+def result_notification(
+    action: Mapping[str, Any], result: CommandResult, *, caused_by: Envelope | None = None
+) -> Notification | None:
+    """The announcement of an acted decision once the executor answered (None when it has nothing to say: a dry
+    run, or a decision announced already)."""
+    if result.status == "dry_run" or action["announce_channels"] is None or action["announced_at"] is not None:
+        return None
+    sentence = action["explanation"] or f"{action['kind']} {action['entity_level']} {action['entity_id']}"
+    if result.status == "ok":
+        summary, severity, code = sentence, "warning", "rule_acted"
+        if result.forced:
+            summary += " (forced)"
+    else:
+        summary, severity, code = failed(sentence, _why(result)), "critical", "rule_action_failed"
+    alert = AlertRaised(
+        severity=severity,  # type: ignore[arg-type]
+        code=code,
+        summary=summary[:4000],
+        service=SERVICE,
+        subject=subject(action["rule"], action["entity_level"], action["entity_id"], action["account_id"]),
+        fix=None if result.status == "ok" else
+        "See the decision on the console's Automation page; the rule tries again after its cooldown.",
+    )
+    return Notification(AlertRaisedMessage.new(alert, caused_by=caused_by), tuple(action["announce_channels"]),
+                        tuple(action["announce_email_to"] or ()))
+
+
+def _why(result: CommandResult) -> str:
+    """Why a command was not applied, in words."""
+    if result.status == "refused":
+        guard = f" {result.guardrail}" if result.guardrail else ""
+        return f"the executor's guardrail{guard} refused it: {result.detail}" if result.detail else \
+            f"the executor's guardrail{guard} refused it"
+    error = result.meta_error
+    if error is not None and (error.code is not None or error.message):
+        code = "" if error.code is None else f" #{error.code}" + (f"/{error.subcode}" if error.subcode else "")
+        return f"Meta answered{code}: {error.user_message or error.message or result.detail}"
+    return f"it failed: {result.detail}" if result.detail else "it failed"

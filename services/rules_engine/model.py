@@ -17,7 +17,7 @@ from typing import Literal, NamedTuple
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.rules_engine.rules import Level
-from shared.budget_guardrails import MAX_BUDGET_CHANGES_PER_HOUR
+from shared.budget_guardrails import MAX_BUDGET_CHANGES_PER_HOUR, MAX_BUDGET_STEP_PCT
 
 # ---------------------------------------------------------------------------------------------------------------
 # Inputs
@@ -89,6 +89,15 @@ class ActionRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class BudgetLimit:
+    """What the executor's hard budget limits know of one campaign or ad set (view `stored_budget_limits`)."""
+
+    first_seen: int | None = None  # its daily budget when leadwire first saw it (minor units)
+    increases_week: int = 0  # budget increases in the last rolling 7 days
+    blocked_until: datetime | None = None  # Meta blocks its budget changes until then (613/1487632)
+
+
+@dataclass(frozen=True, slots=True)
 class EngineState:
     """History the guardrails need. The service loads the last few days of actions (at least the longest
     cooldown) and the other maps from its tables; `record_actions` returns an updated copy."""
@@ -97,6 +106,11 @@ class EngineState:
     consecutive_failures: Mapping[str, int] = field(default_factory=dict)
     account_daily_budget_ceiling: Mapping[str, int] = field(default_factory=dict)
     data_as_of: Mapping[str, datetime] = field(default_factory=dict)
+    # The operator's consent: the rules allowed to act. The others run in shadow mode (their decisions are
+    # `would_act` with `shadow`, nothing is sent to Meta). None = every rule acts (backtests, previews).
+    consented: frozenset[str] | None = None
+    # The executor's hard limits per object id (empty: none known, e.g. a backtest, which applies its own).
+    budget_limits: Mapping[str, BudgetLimit] = field(default_factory=dict)
 
 
 class EngineSettings(BaseModel):
@@ -110,9 +124,23 @@ class EngineSettings(BaseModel):
     budget_changes_per_hour: int = Field(
         default=MAX_BUDGET_CHANGES_PER_HOUR, ge=0, description="Meta: 4 per ad set per hour (docs/meta-api.md §2.3)."
     )
+    max_step_pct: float = Field(
+        default=MAX_BUDGET_STEP_PCT, gt=0,
+        description="The executor's largest change per command (BUDGET_MAX_STEP_PCT): a rule's step and cut "
+        "limits are capped by it, so the engine never decides a change the executor refuses.",
+    )
+    max_multiple_of_first_seen: float = Field(
+        default=2.0, ge=1, description="The executor's hard limit (BUDGET_MAX_MULTIPLE_OF_FIRST_SEEN)."
+    )
+    max_increases_per_week: int = Field(
+        default=3, ge=1, description="The executor's hard limit (BUDGET_MAX_INCREASES_PER_WEEK)."
+    )
     circuit_breaker_failures: int = Field(default=3, ge=1)
     max_data_age: timedelta = timedelta(hours=3)
     include_not_matched: bool = False
+    currency_rates: dict[tuple[str, str], float] = Field(
+        default_factory=dict, description="(from, to) -> rate: a rule's amounts in an account's currency."
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -133,6 +161,8 @@ ReasonCode = Literal[
     "guard_budget_step",
     "budget_limit",
     "ceiling",
+    "hard_max_budget",
+    "budget_increases_per_week",
 ]
 ActionKind = Literal["pause", "unpause", "pause_for_today", "change_budget", "set_budget", "notify"]
 
@@ -174,6 +204,7 @@ class Decision(BaseModel):
     ``metrics`` maps a window (or ``"entity"`` for budgets) to metric values; money in minor units of
     ``currency``; ``None`` = undefined (e.g. CPL with no leads). ``reason`` is set when skipped, and also on an
     acted budget change that was capped (``guard_budget_step`` / ``budget_limit``, with ``capped`` true).
+    ``would_act`` decisions come from dry runs, or from rules in shadow mode (``shadow``: not enabled yet).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -191,6 +222,7 @@ class Decision(BaseModel):
     metrics: dict[str, dict[str, float | int | None]] = Field(default_factory=dict)
     explanation: str
     evaluated_at: datetime
+    shadow: bool = False  # would_act only because the operator has not enabled the rule (shadow mode)
 
 
 
@@ -210,6 +242,7 @@ def build_decision(
     capped: bool = False,
     actions: tuple[Action, ...] = (),
     metrics: dict[str, dict[str, float | int | None]] | None = None,
+    shadow: bool = False,
 ) -> Decision:
     """A `Decision` from values the engine produced and typed, without re-validating them."""
     # Skipping validation keeps a 10k-entity run fast. This is what Decision.model_construct does for a full set of
@@ -235,6 +268,7 @@ def build_decision(
             "metrics": metrics or {},
             "explanation": explanation,
             "evaluated_at": now,
+            "shadow": shadow,
         },
     )
     _set(decision, "__pydantic_fields_set__", set(_DECISION_FIELDS))

@@ -1,12 +1,15 @@
 """Rule definitions: the YAML format, its pydantic models, and the loader that reports problems by file and line.
 
 A rule file holds one rule (a mapping), a list of rules, or several YAML documents. Money in YAML is always in
-**major units** of the account's currency (dollars for USD); the engine converts to minor units with the
-currency's offset (Meta, docs/meta-api.md §11.1) when it compares or writes budgets.
+**major units** of the rule's `currency` (default USD: dollars); the engine converts to minor units with the
+currency's offset (Meta, docs/meta-api.md §11.1) when it compares or writes budgets. An account in another currency
+is judged with the rule's amounts converted at a configured rate (RULES_CURRENCY_RATES, `currency.py`), or not at
+all: a rule never compares dollars with yen.
 
 Example::
 
     name: kill-underperformers
+    currency: USD                   # every amount below is in dollars
     enabled: true
     dry_run: false
     scope: {level: adset, status: [ACTIVE]}
@@ -14,7 +17,8 @@ Example::
       - {metric: impressions, window: last_3_days, op: ">", value: 1000}
     conditions:
       all:
-        - {metric: cpl, window: last_3_days, op: ">", value: 50}          # $50
+        - {metric: cpl, window: last_3_days, op: ">", value: 50,          # $50; with 0 leads, infinite
+           infinite_above_spend: 100}                                     # once $100 is spent
         - metric: spend                                                   # metric vs metric x factor
           window: last_7_days
           op: ">"
@@ -78,6 +82,9 @@ ATTRIBUTE_METRICS: frozenset[str] = frozenset(AttributeMetric.__args__)  # type:
 MONEY_METRICS: frozenset[str] = frozenset(
     {"spend", "cpm", "cpl", "cost_per_qualified_lead", "cost_per_signed_case", "daily_budget", "lifetime_budget"}
 )
+# Spend divided by a count: undefined when the count is zero unless the condition says otherwise
+# (`infinite_above_spend`).
+COST_METRICS: frozenset[str] = frozenset({"cpl", "cost_per_qualified_lead", "cost_per_signed_case"})
 # Metrics that are not defined when their denominator is zero (e.g. CPL with no leads).
 DERIVED_METRICS: frozenset[str] = frozenset(
     {"ctr", "cpm", "frequency", "cpl", "cost_per_qualified_lead", "cost_per_signed_case"}
@@ -149,8 +156,15 @@ class Condition(_Model):
     metric: MetricName
     window: str = "today"
     op: Operator
-    value: float | None = Field(default=None, description="Money in major units of the account currency.")
+    value: float | None = Field(default=None, description="Money in major units of the rule's currency.")
     compare_to: MetricRef | None = None
+    infinite_above_spend: float | None = Field(
+        default=None, ge=0,
+        description="Cost-per metrics (cpl, cost_per_qualified_lead, cost_per_signed_case): with none of what is "
+                    "paid for (0 leads, ...), the cost counts as infinite once the window's spend reaches this "
+                    "amount (major units of the rule's currency). Without it, or below it, the cost is undefined "
+                    "and the condition does not match.",
+    )
 
     @field_validator("op", mode="before")
     @classmethod
@@ -177,6 +191,8 @@ class Condition(_Model):
     def _one_right_hand_side(self) -> Condition:
         if (self.value is None) == (self.compare_to is None):
             raise ValueError("give exactly one of 'value' or 'compare_to'")
+        if self.infinite_above_spend is not None and self.metric not in COST_METRICS:
+            raise ValueError(f"infinite_above_spend applies to {', '.join(sorted(COST_METRICS))}, not {self.metric}")
         if self.compare_to is not None and (
             (self.metric in MONEY_METRICS) != (self.compare_to.metric in MONEY_METRICS)
         ):
@@ -322,10 +338,13 @@ class SetBudgetAction(_Model):
 
 
 class NotifyAction(_Model):
-    """Send the decision's explanation. Webhook URLs and SMTP settings live in the service settings, not here."""
+    """Send the decision's explanation. Webhook URLs and SMTP settings live in the service settings, not here.
+
+    Without ``channels``, the operator's channels (RULES_NOTIFY_CHANNELS: log, Slack and e-mail, each when set up).
+    """
 
     type: Literal["notify"] = "notify"
-    channels: list[Literal["log", "slack", "email"]] = Field(default_factory=lambda: ["log"], min_length=1)
+    channels: list[Literal["log", "slack", "email"]] | None = Field(default=None, min_length=1)
     email_to: list[str] = Field(default_factory=list)
 
 
@@ -359,11 +378,21 @@ class Rule(_Model):
     enabled: bool = True
     dry_run: bool = False
     priority: int = Field(default=100, description="Lower runs first; pauses run before raises at equal priority.")
+    currency: str = Field(
+        default="USD", pattern=r"^[A-Z]{3}$",
+        description="ISO 4217 currency of every amount in the rule. An account in another currency is judged with "
+                    "the amounts converted at RULES_CURRENCY_RATES, or not at all when no rate is set.",
+    )
     scope: Scope = Field(default_factory=Scope)
     min_data: list[Condition] = Field(default_factory=list)
     conditions: Group
     actions: list[ActionSpec] = Field(min_length=1)
     guardrails: Guardrails = Field(default_factory=Guardrails)
+
+    @field_validator("currency", mode="before")
+    @classmethod
+    def _upper_currency(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("actions", mode="before")
     @classmethod

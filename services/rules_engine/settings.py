@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from services.rules_engine.currency import parse_rates
 from services.rules_engine.rules import DEFAULT_RULES_DIR
 from shared.settings import CrmOutcomeSettings, NotifySettings
 
@@ -32,7 +33,11 @@ class RulesSettings(CrmOutcomeSettings):
             signed cases for `qualified_leads`, `signed_cases` and the cost-per metrics.
         lookback_days: most days of insights a snapshot reads (also the horizon of `lifetime` windows).
         dry_run: every rule only records what it would do (nothing is published).
-        notify_channels: channels for an acting decision whose rule has no `notify` action.
+        notify_channels: the operator's channels: where every rule's decisions are announced unless its `notify`
+            action names others (log, Slack and e-mail by default; a channel not set up is skipped).
+        currency_rates: `FROM/TO=RATE` entries (comma-separated), e.g. `USD/JPY=150`: a rule's amounts (in its
+            `currency`) are converted at these rates for accounts in another currency; inverse and cross rates
+            through one common currency are derived. Without a rate such accounts are not judged by that rule.
     """
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
@@ -43,8 +48,23 @@ class RulesSettings(CrmOutcomeSettings):
     lookback_days: int = Field(default=35, ge=1, le=400)
     dry_run: bool = False
     notify_channels: Annotated[list[Literal["log", "slack", "email"]], NoDecode] = Field(
-        default_factory=lambda: ["log", "slack"]
+        default_factory=lambda: ["log", "slack", "email"]
     )
+    currency_rates: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("currency_rates", mode="before")
+    @classmethod
+    def _comma_list_rates(cls, value: object) -> object:
+        return _split(value)
+
+    @field_validator("currency_rates")
+    @classmethod
+    def _rates_parse(cls, value: list[str]) -> list[str]:
+        parse_rates(value)
+        return value
+
+    def rates(self) -> dict[tuple[str, str], float]:
+        return parse_rates(self.currency_rates)
 
     @field_validator("notify_channels", mode="before")
     @classmethod

@@ -24,10 +24,18 @@ from decimal import Decimal
 
 import asyncpg
 
-from services.rules_engine.model import ActionRecord, Decision, EngineState, Entity, MetricRow, Snapshot
+from services.rules_engine.model import (
+    ActionRecord,
+    BudgetLimit,
+    Decision,
+    EngineState,
+    Entity,
+    MetricRow,
+    Snapshot,
+)
 from services.rules_engine.rules import Rule, window_bounds
 from services.rules_engine.snapshot import levels_of, lookback_days, segments, uses_crm, uses_insights
-from shared.budget_guardrails import daily_ceiling_minor
+from shared.budget_guardrails import daily_ceiling_minor, max_daily_budget
 
 # History kept in the engine state: longer than any sensible cooldown, and the backtest's default.
 HISTORY = timedelta(days=8)
@@ -49,9 +57,13 @@ async def known_accounts(conn: asyncpg.Connection, only: Sequence[str] = ()) -> 
 
 async def load_state(
     conn: asyncpg.Connection, accounts: Sequence[str], now: datetime, *, ceiling_major: float | None,
-    history: timedelta = HISTORY,
+    first_seen_multiple: float | None = None, history: timedelta = HISTORY,
 ) -> EngineState:
-    """Action history (every account: per-rule daily caps span accounts), breakers, freshness and ceilings."""
+    """Action history (every account: per-rule daily caps span accounts), breakers, freshness, ceilings and the
+    executor's hard budget limits (`stored_budget_limits`).
+
+    An account's ceiling is BUDGET_DAILY_CEILING when set, else (as the executor derives it)
+    ``first_seen_multiple`` times its active daily total when leadwire first saw it."""
     actions = [
         ActionRecord(rule=r["rule"], entity_id=r["entity_id"], kind=r["kind"], at=r["acted_at"],
                      resume_at=r["resume_at"])
@@ -73,8 +85,84 @@ async def load_state(
         ceiling = daily_ceiling_minor(ceiling_major, r["currency"])
         if ceiling is not None:
             ceilings[r["account_id"]] = ceiling
+    limits: dict[str, BudgetLimit] = {}
+    for r in await conn.fetch(
+        "select key, scope, first_seen_daily_minor, increases_week, blocked_until from stored_budget_limits"
+    ):
+        if r["scope"] == "account":
+            if ceiling_major is None and first_seen_multiple is not None:
+                ceilings[r["key"]] = max_daily_budget(r["first_seen_daily_minor"], first_seen_multiple)
+        else:
+            limits[r["key"]] = BudgetLimit(r["first_seen_daily_minor"], r["increases_week"], r["blocked_until"])
     return EngineState(actions=tuple(actions), consecutive_failures=failures,
-                       account_daily_budget_ceiling=ceilings, data_as_of=data_as_of)
+                       account_daily_budget_ceiling=ceilings, data_as_of=data_as_of,
+                       consented=await consented_rules(conn), budget_limits=limits)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Consent and reviews (migration 0060)
+
+
+async def consented_rules(conn: asyncpg.Connection) -> frozenset[str]:
+    """The rules an operator enabled; every other rule runs in shadow mode."""
+    return frozenset(r["rule"] for r in await conn.fetch("select rule from rule_consent where enabled"))
+
+
+async def set_consent(
+    conn: asyncpg.Connection, *, rule: str, enabled: bool, by: str, note: str, at: datetime, message_id: uuid.UUID
+) -> bool | None:
+    """Record a consent change; returns the state before (None: never set, i.e. shadow mode)."""
+    before: bool | None = await conn.fetchval("select enabled from rule_consent where rule = $1 for update", rule)
+    await conn.execute(
+        """
+        insert into rule_consent (rule, enabled, changed_by, note, changed_at, message_id)
+        values ($1, $2, $3, $4, $5, $6)
+        on conflict (rule) do update set enabled = excluded.enabled, changed_by = excluded.changed_by,
+            note = excluded.note, changed_at = excluded.changed_at, message_id = excluded.message_id
+        """,
+        rule, enabled, by, note, at, message_id,
+    )
+    await conn.execute(
+        "insert into rule_consent_log (rule, enabled, changed_by, note, changed_at, message_id) "
+        "values ($1, $2, $3, $4, $5, $6) on conflict (message_id) do nothing",
+        rule, enabled, by, note, at, message_id,
+    )
+    return before
+
+
+async def consent_rows(conn: asyncpg.Connection) -> dict[str, asyncpg.Record]:
+    return {r["rule"]: r for r in await conn.fetch("select * from rule_consent order by rule")}
+
+
+async def decision(conn: asyncpg.Connection, decision_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow("select * from rule_decisions where id = $1", decision_id)
+
+
+async def review_of(conn: asyncpg.Connection, decision_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow("select * from rule_decision_reviews where decision_id = $1", decision_id)
+
+
+async def record_review(
+    conn: asyncpg.Connection, *, decision_id: int, verdict: str, by: str, message_id: uuid.UUID, result: str,
+    run_id: uuid.UUID | None = None,
+) -> None:
+    await conn.execute(
+        "insert into rule_decision_reviews (decision_id, verdict, reviewed_by, message_id, result, result_run_id) "
+        "values ($1, $2, $3, $4, $5, $6) on conflict (decision_id) do nothing",
+        decision_id, verdict, by, message_id, result[:2000], run_id,
+    )
+
+
+async def last_shadow_announcements(
+    conn: asyncpg.Connection, rules: Sequence[str], since: datetime
+) -> dict[tuple[str, str], datetime]:
+    """When each (rule, entity) last had a shadow decision announced, since ``since``."""
+    rows = await conn.fetch(
+        "select rule, entity_id, max(evaluated_at) as at from rule_decisions "
+        "where shadow and announced and rule = any($1::text[]) and evaluated_at > $2 group by rule, entity_id",
+        list(rules), since,
+    )
+    return {(r["rule"], r["entity_id"]): r["at"] for r in rows}
 
 
 async def pending_resume_levels(conn: asyncpg.Connection, now: datetime) -> set[str]:
@@ -110,39 +198,55 @@ async def record_run(
     )
 
 
-async def record_decisions(conn: asyncpg.Connection, run_id: uuid.UUID, decisions: Sequence[Decision]) -> None:
-    if not decisions:
-        return
-    await conn.executemany(
-        """
-        insert into rule_decisions (run_id, evaluated_at, rule, entity_id, entity_level, entity_name, account_id,
-                                    currency, outcome, reason, capped, metrics, actions, explanation)
-        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
-        """,
-        [
-            (run_id, d.evaluated_at, d.rule, d.entity_id, d.entity_level, d.entity_name, d.account_id, d.currency,
-             d.outcome, d.reason, d.capped, d.metrics, [a.model_dump(mode="json") for a in d.actions],
-             d.explanation)
-            for d in decisions
-        ],
-    )
+_INSERT_DECISION = """
+    insert into rule_decisions (run_id, evaluated_at, rule, entity_id, entity_level, entity_name, account_id,
+                                currency, outcome, reason, capped, metrics, actions, explanation, shadow, announced)
+    values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+"""
+
+
+async def record_decisions(
+    conn: asyncpg.Connection, run_id: uuid.UUID, decisions: Sequence[Decision], *, announced: Iterable[int] = ()
+) -> dict[int, int]:
+    """Store the decisions; those at the positions ``announced`` (shadow decisions announced in this run) are
+    stored one by one for their ids: returns ``{position: decision id}`` for them."""
+    announce = set(announced)
+
+    def values(d: Decision, flag: bool) -> tuple[object, ...]:
+        return (run_id, d.evaluated_at, d.rule, d.entity_id, d.entity_level, d.entity_name, d.account_id,
+                d.currency, d.outcome, d.reason, d.capped, d.metrics, [a.model_dump(mode="json") for a in d.actions],
+                d.explanation, d.shadow, flag)
+
+    rest = [values(d, False) for i, d in enumerate(decisions) if i not in announce]
+    if rest:
+        await conn.executemany(_INSERT_DECISION, rest)
+    ids: dict[int, int] = {}
+    for i in sorted(announce):
+        ids[i] = await conn.fetchval(_INSERT_DECISION + " returning id", *values(decisions[i], True))
+    return ids
 
 
 async def record_action(
-    conn: asyncpg.Connection, run_id: uuid.UUID, decision: Decision, *, index: int, message_id: uuid.UUID
+    conn: asyncpg.Connection, run_id: uuid.UUID, decision: Decision, *, index: int, message_id: uuid.UUID,
+    announce_channels: Sequence[str] | None = None, announce_email_to: Sequence[str] = (),
 ) -> bool:
-    """Store one acted action; False if this command id was already recorded (same decision twice)."""
+    """Store one acted action; False if this command id was already recorded (same decision twice).
+
+    ``announce_channels``: the decision is announced on these channels once the executor's result of this
+    command arrives (None: announced already, or by another action of the decision)."""
     a = decision.actions[index]
     inserted = await conn.fetchval(
         """
         insert into rule_actions (command_id, run_id, rule, entity_id, entity_level, account_id, kind, budget_field,
-                                  budget_minor, previous_budget_minor, currency, resume_at, acted_at, message_id)
-        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                                  budget_minor, previous_budget_minor, currency, resume_at, acted_at, message_id,
+                                  explanation, announce_channels, announce_email_to)
+        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
         on conflict (command_id) do nothing
         returning true
         """,
         a.command_id, run_id, a.rule, a.entity_id, a.entity_level, a.account_id, a.kind, a.budget_field, a.budget,
-        a.previous_budget, a.currency, a.resume_at, decision.evaluated_at, message_id,
+        a.previous_budget, a.currency, a.resume_at, decision.evaluated_at, message_id, decision.explanation,
+        list(announce_channels) if announce_channels is not None else None, list(announce_email_to),
     )
     return bool(inserted)
 
@@ -194,17 +298,25 @@ async def record_crm_outcome(
 
 async def action_for_command(conn: asyncpg.Connection, command_id: uuid.UUID) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        "select rule, entity_id, account_id, kind from rule_actions where command_id = $1 for update", command_id
+        "select rule, entity_id, entity_level, account_id, kind, explanation, announce_channels, announce_email_to, "
+        "announced_at from rule_actions where command_id = $1 for update",
+        command_id,
     )
 
 
 async def record_result(
-    conn: asyncpg.Connection, command_id: uuid.UUID, status: str, detail: str, at: datetime
+    conn: asyncpg.Connection, command_id: uuid.UUID, status: str, detail: str, at: datetime,
+    guardrail: str | None = None,
 ) -> None:
     await conn.execute(
-        "update rule_actions set result_status = $2, result_detail = $3, result_at = $4 where command_id = $1",
-        command_id, status, detail[:2000], at,
+        "update rule_actions set result_status = $2, result_detail = $3, result_at = $4, result_guardrail = $5 "
+        "where command_id = $1",
+        command_id, status, detail[:2000], at, guardrail,
     )
+
+
+async def mark_announced(conn: asyncpg.Connection, command_id: uuid.UUID) -> None:
+    await conn.execute("update rule_actions set announced_at = now() where command_id = $1", command_id)
 
 
 async def update_breaker(

@@ -80,7 +80,8 @@ async def prepare_database() -> str:
     from shared.db.migrate import ensure_database, migrate
 
     base = os.environ.get("DATABASE_URL", "postgresql://leadwire:leadwire@127.0.0.1:5432/leadwire")
-    dsn = urlunsplit(urlsplit(base)._replace(path="/leadwire_bench_leads"))
+    suffix = f"_{os.environ['LEADWIRE_TEST_VHOST']}" if os.environ.get("LEADWIRE_TEST_VHOST") else ""
+    dsn = urlunsplit(urlsplit(base)._replace(path=f"/leadwire_bench_leads{suffix}"))  # per checkout
     await ensure_database(dsn)
     await migrate(dsn)
     import asyncpg

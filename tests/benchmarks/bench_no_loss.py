@@ -45,7 +45,9 @@ from tests.fixtures.infra import TEST_DSN, free_port
 
 APP_SECRET = "bench-app-secret"
 TOKEN = "bench-token"
-DATABASE = "leadwire_noloss"  # a fresh one each run
+# A fresh one each run; per checkout (LEADWIRE_TEST_VHOST), so two checkouts can benchmark at once.
+DATABASE = "leadwire_noloss" + (f"_{os.environ['LEADWIRE_TEST_VHOST']}"
+                                if os.environ.get("LEADWIRE_TEST_VHOST") else "")
 SERVICES = ("ingress", "lead_fetcher", "crm_sync")
 
 

@@ -37,7 +37,10 @@ from contracts.messages import (
     LeadCapturedMessage,
     LeadgenReceivedMessage,
     RedeliverLeadMessage,
+    RuleConsentChangedMessage,
+    RuleDecisionReviewedMessage,
 )
+from contracts.rules import RuleConsentChanged, RuleDecisionReviewed
 from services.campaign_executor.app import create_app as create_campaign_executor
 from services.capi_sender.app import create_app as create_capi_sender
 from services.crm_sync.app import create_app as create_crm_sync
@@ -114,6 +117,8 @@ def valid_messages(sandbox: SandboxHandle, lead_id: str) -> dict[str, Envelope[A
             "kind": "pause", "command_id": str(uuid.uuid4()), "requested_by": "test", "reason": "poison test",
             "object_id": adset, "level": "adset", "dry_run": True,
         })),
+        RuleConsentChangedMessage.new(RuleConsentChanged(rule="poison-test", enabled=False, by="tests")),
+        RuleDecisionReviewedMessage.new(RuleDecisionReviewed(decision_id=2**62, verdict="reject", by="tests")),
     ]
     return {type(m).routing_key: m for m in messages}
 

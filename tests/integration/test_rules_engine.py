@@ -36,6 +36,7 @@ from contracts.messages import (
 )
 from services.insights_poller.settings import InsightsSettings
 from services.insights_poller.worker import InsightsPoller
+from services.rules_engine import store
 from services.rules_engine.app import create_app
 from services.rules_engine.cli import run_backtest
 from services.rules_engine.logic import evaluate
@@ -73,6 +74,8 @@ async def clean(db: asyncpg.Pool, amqp: aio_pika.abc.AbstractChannel) -> AsyncIt
         await conn.execute("delete from rule_actions where account_id = any($1::text[]) or rule = any($2::text[])",
                            [MAIN, JPY], DEFAULT_RULE_NAMES)
         await conn.execute("delete from rule_breakers where rule = any($1::text[])", DEFAULT_RULE_NAMES)
+        await conn.execute("delete from rule_consent where rule = any($1::text[])", DEFAULT_RULE_NAMES)
+        await conn.execute("delete from rule_consent_log where rule = any($1::text[])", DEFAULT_RULE_NAMES)
         await conn.execute("delete from rule_decisions where account_id = any($1::text[])", [MAIN, JPY])
     for c in consumers_of("rules_engine"):
         await _purge(amqp, c.queue_name)
@@ -154,12 +157,14 @@ class Services:
         self.settings = settings
         self.running: list[Service] = []
 
-    async def __call__(self, rules_dir: Path = DEFAULT_RULES_DIR, *, slack_url: str = "", **rules: Any) -> Service:
+    async def __call__(self, rules_dir: Path = DEFAULT_RULES_DIR, *, slack_url: str = "",
+                       accounts: Sequence[str] = (), **rules: Any) -> Service:
+        """``accounts``: what runs without a trigger (schedule, consent) evaluate; default every stored one."""
         rules.setdefault("interval_seconds", 0)
         service = create_app(self.settings.replace(
             RulesSettings(dir=rules_dir, **rules),
             NotifySettings(slack_webhook_url=SecretStr(slack_url), smtp_host=""),
-            MetaSettings(ad_account_id=[]),
+            MetaSettings(ad_account_id=list(accounts)),
         ))
         await service.start()
         self.running.append(service)
@@ -252,6 +257,16 @@ async def run_of(db: asyncpg.Pool, message: InsightsUpdatedMessage, *, timeout: 
     return await eventually(probe, timeout=timeout, what="the evaluation caused by the InsightsUpdated")
 
 
+async def consent(db: asyncpg.Pool, *rules: str) -> None:
+    """Test setup: these rules act (an operator enabled them; tests/integration/test_rules_consent.py goes through
+    the RuleConsentChanged message)."""
+    await db.executemany(
+        "insert into rule_consent (rule, enabled, changed_by, message_id) values ($1, true, 'test', $2) "
+        "on conflict (rule) do update set enabled = true",
+        [(rule, uuid.uuid4()) for rule in rules],
+    )
+
+
 async def decisions_of(db: asyncpg.Pool, run_id: uuid.UUID) -> list[asyncpg.Record]:
     return await db.fetch("select * from rule_decisions where run_id = $1 order by id", run_id)
 
@@ -275,9 +290,9 @@ async def refresh_sandbox(db: asyncpg.Pool, sandbox: SandboxHandle) -> None:
 
 
 async def expected_from_stored_numbers(db: asyncpg.Pool) -> tuple[set[str], dict[str, tuple[int, int]]]:
-    """The guide's four rules recomputed independently from the stored rows: (ad sets to pause,
-    {ad set to scale: (budget before, budget after)}). Frequency uses Meta's deduplicated 7-day reach stored for
-    exactly today's last 7 days, else the sum of daily reach."""
+    """The guide's four rules and the seed's zero-leads rule recomputed independently from the stored rows: (ad sets
+    to pause, {ad set to scale: (budget before, budget after)}). Frequency uses Meta's deduplicated 7-day reach
+    stored for exactly today's last 7 days, else the sum of daily reach."""
     today = datetime.now(ZoneInfo(NY)).date()
     unique_reach = dict(await db.fetch(
         "select object_id, reach from insights_window_reach where account_id = $1 and level = 'adset' "
@@ -296,10 +311,11 @@ async def expected_from_stored_numbers(db: asyncpg.Pool) -> tuple[set[str], dict
                 "where adset_id = $1 and date between $2 and $3", adset_id, today - timedelta(days=days - 1), today)
         d3, d7, d1 = await window(3), await window(7), await window(1)
         protect = d1["s"] > 30_000 and d1["l"] == 0
-        kill = d3["i"] > 1000 and d3["l"] > 0 and d3["s"] / d3["l"] > 5000
+        zero_leads = d3["s"] >= 10_000 and d3["l"] == 0
+        kill = d3["i"] > 1000 and (d3["s"] / d3["l"] > 5000 if d3["l"] else d3["s"] >= 10_000)
         reach7 = unique_reach.get(a["adset_id"], d7["r"])
         fatigue = reach7 > 0 and d7["i"] / reach7 > 4.0
-        if protect or kill or fatigue:
+        if protect or zero_leads or kill or fatigue:
             pause.add(a["adset_id"])
         elif d3["l"] > 5 and d3["s"] / d3["l"] < 2500 and a["daily_budget_minor"]:
             budget = a["daily_budget_minor"]
@@ -324,6 +340,7 @@ async def test_default_rules_on_the_sandbox_pause_the_losers_and_scale_the_winne
     all_adsets = list(names.values())
 
     # The relay publishes the poller's InsightsUpdated; its evaluation publishes the commands.
+    await consent(db, *DEFAULT_RULE_NAMES)
     service = await start_service(slack_url=slack.url)
 
     async def all_commands() -> list[dict[str, Any]] | None:
@@ -344,9 +361,15 @@ async def test_default_rules_on_the_sandbox_pause_the_losers_and_scale_the_winne
     assert protect["requested_by"] == "rules_engine:budget-protection"
     assert protect["reason"].startswith("Paused ad set 'Prospecting - Advantage+' because spend today was $")
 
-    # budget-protection notifies Slack; kill-underperformers and scale-winners only log.
-    await eventually(lambda: _true(any("Prospecting - Advantage+" in t for t in slack.texts)), what="Slack post")
-    assert not any("Prospecting - Broad" in t or "Lookalike" in t or "Interests" in t for t in slack.texts)
+    # Announced once the executor's result comes back, on the operator's channels whatever the rule.
+    assert not any("Prospecting" in t for t in slack.texts), "announced before any result"
+    for c in sent:
+        await publish(broker, CommandResultMessage.new(CommandResult(
+            command_id=uuid.UUID(c["command_id"]), kind=c["kind"], status="ok", object_id=c["object_id"])))
+    await eventually(lambda: _true(sum("Prospecting" in t for t in slack.texts) == len(sent)), what="Slack posts")
+    assert any(t.startswith("[warning] Paused ad set 'Prospecting - Advantage+' because spend today was $")
+               for t in slack.texts)
+    assert any("Raised the daily budget of ad set 'Prospecting - Lookalike'" in t for t in slack.texts)
 
     # Audit: the acted decisions carry their numbers.
     acted = await db.fetch("select * from rule_decisions where account_id = $1 and outcome = 'acted'", MAIN)
@@ -418,6 +441,7 @@ async def test_insights_updated_publishes_commands_and_notifications_once_per_me
 ) -> None:
     world = await seed_world(db, {"Loser": (10_000, LOSER), "Winner": (10_000, WINNER)})
     rule = unique("kill-")
+    await consent(db, rule)
     await start_service(write_rules(tmp_path, KILL.format(name=rule, dry_run="false")), slack_url=slack.url)
 
     message = await trigger(broker, world.account)
@@ -429,6 +453,9 @@ async def test_insights_updated_publishes_commands_and_notifications_once_per_me
     assert sent[0]["requested_by"] == f"rules_engine:{rule}"
     action = await db.fetchrow("select * from rule_actions where run_id = $1 and kind = 'pause'", run["run_id"])
     assert sent[0]["command_id"] == str(action["command_id"])
+    assert slack.texts == []  # announced once the executor says it is paused
+    await publish(broker, CommandResultMessage.new(CommandResult(
+        command_id=action["command_id"], kind="pause", status="ok", object_id=world.adsets["Loser"])))
     await eventually(lambda: _true(any("Paused ad set 'Loser'" in t for t in slack.texts)), what="Slack post")
     assert await db.fetchval("select count(*) from rule_runs where trigger_message_id = $1", message.message_id) == 1
     assert len(await commands.for_objects(list(world.adsets.values()))) == 1
@@ -473,6 +500,7 @@ async def test_cost_per_signed_case_uses_crm_outcomes(
     week = [(10_000, 2_000, 1_500, 1)] * 7
     world = await seed_world(db, {"Few cases": (10_000, week), "Many cases": (10_000, week)})
     rule = unique("cpsc-")
+    await consent(db, rule)
     await start_service(write_rules(tmp_path, CPSC.format(name=rule)))
     yesterday = datetime.now(UTC) - timedelta(days=1)
     few = [await _lead(db, world, "Few cases", yesterday) for _ in range(2)]
@@ -503,6 +531,7 @@ async def test_failing_command_results_open_the_circuit_breaker(
 ) -> None:
     world = await seed_world(db, {f"Loser {i}": (10_000, LOSER) for i in range(3)})
     rule = unique("kill-")
+    await consent(db, rule)
     await start_service(write_rules(tmp_path, KILL.format(name=rule, dry_run="false")), slack_url=slack.url)
     run = await run_of(db, await trigger(broker, world.account))
     pauses = await db.fetch("select * from rule_actions where run_id = $1 and kind = 'pause'", run["run_id"])
@@ -522,6 +551,11 @@ async def test_failing_command_results_open_the_circuit_breaker(
                              run["run_id"]) == 3
     await eventually(lambda: _true(any(f"Rule '{rule}' is suspended" in t for t in slack.texts)),
                      what="breaker alert on Slack")
+    # Each failed pause was announced as a failure, never as a pause.
+    await eventually(lambda: _true(sum("Could not pause ad set 'Loser" in t for t in slack.texts) == 3),
+                     what="failure announcements")
+    assert not any("Paused ad set" in t for t in slack.texts)
+    assert all("(it failed: (#100) Invalid parameter)" in t for t in slack.texts if "Could not pause" in t)
 
     # New losers are now skipped by the open breaker.
     async with db.acquire() as conn:
@@ -554,7 +588,9 @@ async def test_a_broken_rule_file_is_skipped_and_alerted_while_the_others_run(
     start_service: Any, slack: FakeSlack,
 ) -> None:
     world = await seed_world(db, {"Loser": (10_000, LOSER)})
-    rules = write_rules(tmp_path, KILL.format(name=unique("kill-"), dry_run="false"),
+    name = unique("kill-")
+    await consent(db, name)
+    rules = write_rules(tmp_path, KILL.format(name=name, dry_run="false"),
                         "name: broken\nconditions: {all: [{metric: cpl, op: '=>', value: 1}]}\nactions: [pause]\n")
     await start_service(rules, slack_url=slack.url)
 
@@ -572,6 +608,7 @@ async def test_scheduled_evaluation_runs_without_a_trigger(
 ) -> None:
     world = await seed_world(db, {"Loser": (10_000, LOSER)})
     rule = unique("kill-")
+    await consent(db, rule)
     service = create_app(settings.replace(
         RulesSettings(dir=write_rules(tmp_path, KILL.format(name=rule, dry_run="false")), interval_seconds=3600),
         NotifySettings(slack_webhook_url=SecretStr(""), smtp_host=""),
@@ -617,3 +654,29 @@ async def test_segment_rows_give_the_same_decisions_as_daily_rows(db: asyncpg.Po
     assert by_segment == by_day
     assert by_segment, "the rules decide something here"
     assert segment_rows < daily_rows
+
+
+async def test_the_engine_reads_the_executors_hard_limits(db: asyncpg.Pool) -> None:
+    """`stored_budget_limits` (the executor's view) gives the engine first-seen budgets, Meta's blocks and the
+    derived account ceiling, so it decides no raise the executor would refuse."""
+    adset, blocked, account = unique("9"), unique("9"), unique("act_")
+    async with db.acquire() as conn:
+        await conn.executemany(
+            "insert into first_seen_budgets (key, scope, account_id, currency, daily_minor) "
+            "values ($1, $2, $3, 'USD', $4)",
+            [(adset, "object", account, 5_000), (account, "account", account, 40_000)],
+        )
+        await conn.execute(
+            "insert into meta_budget_blocks (object_id, account_id, blocked_until) "
+            "values ($1, $2, now() + interval '1 hour')",
+            blocked, account,
+        )
+        now = await conn.fetchval("select now()")
+        state = await store.load_state(conn, [account], now, ceiling_major=None, first_seen_multiple=2.0)
+        assert state.budget_limits[adset].first_seen == 5_000
+        assert state.budget_limits[adset].blocked_until is None
+        assert state.budget_limits[blocked].blocked_until > now
+        assert state.account_daily_budget_ceiling[account] == 80_000  # 2x what leadwire first saw
+        # With BUDGET_DAILY_CEILING set, that is the ceiling (of accounts the poller knows), never the derived one.
+        state = await store.load_state(conn, [account], now, ceiling_major=100.0, first_seen_multiple=2.0)
+        assert account not in state.account_daily_budget_ceiling

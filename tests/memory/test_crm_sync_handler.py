@@ -36,7 +36,8 @@ class FakeSync:
         self.calls: list[tuple[LeadCapturedMessage, int, int]] = []
         self.fail: Exception | None = None
 
-    async def __call__(self, message: LeadCapturedMessage, *, attempt: int, max_attempts: int) -> None:
+    async def __call__(self, message: LeadCapturedMessage, *, attempt: int, max_attempts: int,
+                       expired: bool = False) -> None:
         self.calls.append((message, attempt, max_attempts))
         if self.fail is not None:
             raise self.fail

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -42,21 +43,66 @@ def test_webhook_body_maps_defaults_overrides_and_passes_the_rest() -> None:
     json.dumps(body)  # serialisable
 
 
-def test_ghl_contact() -> None:
-    contact = ghl_contact(lead(), "loc", {"case_details": "contact.case_details", "missing": "contact.x"})
-    assert contact["locationId"] == "loc"
-    assert (contact["firstName"], contact["lastName"], contact["name"]) == ("Mary", "Ann Smith", "Mary Ann Smith")
-    assert (contact["email"], contact["phone"]) == ("mary@example.com", "+15555550100")
-    assert contact["source"] == "Meta Lead Ads: PI Q4"
-    assert contact["tags"] == ["meta lead ads", "paid", "campaign: PI Q4", "ad set: 4", "ad: Video A", "form: 2"]
-    assert contact["customFields"] == [{"key": "contact.case_details", "field_value": "rear-ended"}]
+FIELDS = {"contact.case_details": "f-case", "contact.meta_lead_id": "f-lead", "contact.meta_lead_form": "f-form",
+          "contact.meta_campaign": "f-camp", "contact.meta_lead_answers": "f-answers"}
+
+
+def resolver(fields: dict[str, str]) -> Callable[[str], str | None]:
+    def resolve(target: str) -> str | None:
+        if target in fields.values():
+            return target
+        return fields.get(target if target.startswith("contact.") else f"contact.{target}")
+
+    return resolve
+
+
+def test_ghl_contact_by_the_spec() -> None:
+    contact = ghl_contact(lead(), "loc", resolver(FIELDS), {"case_details": "case_details", "missing": "contact.x"})
+    body = contact.body
+    assert body["locationId"] == "loc"
+    assert (body["firstName"], body["lastName"], body["name"]) == ("Mary", "Ann Smith", "Mary Ann Smith")
+    assert (body["email"], body["phone"]) == ("mary@example.com", "+15555550100")
+    assert body["source"] == "Meta Lead Ads: PI Q4"
+    assert "tags" not in body  # the upsert's tags replace the contact's: tags go through POST /contacts/{id}/tags
+    assert contact.tags == ["meta lead ads", "paid", "campaign: PI Q4", "ad set: 4", "ad: Video A", "form: 2"]
+    assert body["customFields"] == [
+        {"id": "f-case", "field_value": "rear-ended"}, {"id": "f-lead", "field_value": "100"},
+        {"id": "f-form", "field_value": "2"}, {"id": "f-camp", "field_value": "PI Q4"},
+    ]
+    assert contact.unmapped is None
+    assert contact.note is None
+    assert contact.matchable
+
+
+def test_ghl_contact_converts_country_birth_date_and_gender_and_keeps_the_rest() -> None:
+    answers = {"email": "a@b.co", "country": "United States", "date_of_birth": "2/16/1997", "gender": "F",
+               "favourite_colour": "green", "state": "AZ"}
+    contact = ghl_contact(lead(answers, {}), "l", resolver({}), {"favourite_colour": "contact.colour"})
+    assert (contact.body["country"], contact.body["dateOfBirth"], contact.body["gender"]) == ("US", "1997-02-16",
+                                                                                           "female")
+    assert contact.missing == ["contact.colour"]
+    assert contact.unmapped == "favourite_colour: green"  # the location has no such field: kept, not dropped
+    assert contact.note is not None
+    assert "favourite_colour: green" in contact.note
+    assert "customFields" not in contact.body
+
+
+def test_ghl_contact_unconvertible_answers_are_kept_not_sent_wrong() -> None:
+    answers = {"phone_number": "+15555550100", "country": "Atlantis", "date_of_birth": "someday", "gender": "other"}
+    contact = ghl_contact(lead(answers, {}), "l", resolver(FIELDS), {})
+    assert not {"country", "dateOfBirth", "gender"} & set(contact.body)
+    answers_field = next(f["field_value"] for f in contact.body["customFields"] if f["id"] == "f-answers")
+    assert answers_field.splitlines() == ["country: Atlantis", "date_of_birth: someday", "gender: other"]
+    assert contact.note is None
 
 
 def test_ghl_contact_keeps_given_first_and_last_names() -> None:
-    contact = ghl_contact(lead({"first_name": "Ann", "last_name": "Lee", "full_name": "Dr Ann Lee"}, {}), "l", {})
-    assert (contact["firstName"], contact["lastName"]) == ("Ann", "Lee")
-    assert "customFields" not in contact
-    assert contact["source"] == "Meta Lead Ads: 5"
+    contact = ghl_contact(lead({"first_name": "Ann", "last_name": "Lee", "full_name": "Dr Ann Lee"}, {}), "l",
+                          resolver({}), {})
+    assert (contact.body["firstName"], contact.body["lastName"]) == ("Ann", "Lee")
+    assert "customFields" not in contact.body
+    assert contact.body["source"] == "Meta Lead Ads: 5"
+    assert not contact.matchable  # neither e-mail nor phone: the adapter updates its recorded contact instead
 
 
 @pytest.mark.parametrize(("status", "transient"),

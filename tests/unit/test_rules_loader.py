@@ -38,14 +38,25 @@ def test_default_rules_have_the_guides_thresholds() -> None:
         "scale-winners",
         "frequency-cap",
         "budget-protection",
+        "zero-leads",
         "cost-per-signed-case",
         "revive-cpl",
     }
+    assert {r.currency for r in rules.values()} == {"USD"}
+    # every rule's actions reach the operator's channels (none is log-only)
+    for rule in rules.values():
+        assert all(a.channels is None or set(a.channels) - {"log"} for a in rule.actions if a.type == "notify")
+    zero = rules["zero-leads"]
+    assert zero.enabled
+    assert zero.main_action == "pause"
+    assert [(c.metric, c.window, c.op, c.value) for c in zero.conditions.leaves()] == [
+        ("spend", "last_3_days", ">=", 100), ("leads", "last_3_days", "==", 0)]
     kill = rules["kill-underperformers"]
     assert kill.enabled
     assert not kill.dry_run
     assert kill.main_action == "pause"
-    assert [(c.metric, c.window, c.op, c.value) for c in kill.conditions.leaves()] == [("cpl", "last_3_days", ">", 50)]
+    assert [(c.metric, c.window, c.op, c.value, c.infinite_above_spend) for c in kill.conditions.leaves()] == [
+        ("cpl", "last_3_days", ">", 50, 100)]
     assert [(c.metric, c.op, c.value) for c in kill.min_data] == [("impressions", ">", 1000)]
     scale = rules["scale-winners"]
     assert isinstance(scale.actions[0], ChangeBudgetAction)

@@ -79,7 +79,8 @@ def test_notification_uses_the_rules_channels_or_the_default() -> None:
     assert with_notify.alert.payload.severity == "warning"
     plain = to_notification(decision(action("pause")), ["log", "email"])
     assert plain.channels == ("log", "email")
-    assert plain.alert.payload.severity == "info"
+    no_channels = to_notification(decision(action("pause"), action("notify")), ["slack", "email"])
+    assert no_channels.channels == ("log", "slack", "email")  # a notify action naming none: the operator's
 
 
 def test_settings_defaults_and_lists() -> None:

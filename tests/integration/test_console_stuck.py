@@ -1,0 +1,97 @@
+"""The console's Stuck page over plain HTTP against a RabbitMQ vhost of this module's own: parked messages by queue
+and reason, replay of one and of a group, CSRF, and an audit row of who replayed."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import aio_pika
+import asyncpg
+
+from shared.settings import BrokerSettings, Settings
+from shared.topology import H_ATTEMPT, H_FIRST_FAILURE, H_PARKED_AT, H_REASON, consumer
+from tests.fixtures.console import csrf_of, running_console
+from tests.fixtures.infra import eventually
+
+CRM = consumer("crm_sync", "lead_captured")
+CAPI = consumer("capi_sender", "conversion_requested")
+
+
+async def park(url: str, spec: object, reason: str, count: int) -> list[str]:
+    ids = [str(uuid.uuid4()) for _ in range(count)]
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        for message_id in ids:
+            headers = {H_REASON: reason, H_ATTEMPT: 5, H_PARKED_AT: datetime.now(UTC).isoformat(),
+                       H_FIRST_FAILURE: f"{datetime.now(UTC).timestamp() - 3600:.3f}"}
+            await channel.default_exchange.publish(
+                aio_pika.Message(b"{}", message_id=message_id, type="LeadCaptured", headers=headers),
+                routing_key=spec.parking_queue_name,  # type: ignore[attr-defined]
+            )
+    return ids
+
+
+async def waiting(url: str, queue_name: str) -> int:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(queue_name, passive=True)
+        return int(queue.declaration_result.message_count or 0)
+
+
+async def test_stuck_lists_parked_messages_by_reason_and_replays_one_then_a_group(
+    settings: Settings, console_dsn: str, console_db: asyncpg.Pool, vhost_url: str
+) -> None:
+    with_vhost = settings.replace(BrokerSettings(amqp_url=vhost_url))
+    async with running_console(with_vhost, console_dsn) as console:
+        await console.login()
+        status, page, _ = await console.get("/stuck")
+        assert status == 200
+        assert 'data-testid="nothing-stuck"' in page
+        crm_ids = await park(vhost_url, CRM, "CRM (webhook) answered 422: email is invalid", 3)
+        await park(vhost_url, CAPI, "contract: event_time must be a number", 1)
+
+        _, page, _ = await console.get("/stuck")
+        assert '<strong>4</strong> parked message(s)' in page
+        assert "crm_sync/lead_captured · 3" in page
+        assert "CRM (webhook) answered 422: email is invalid" in page
+        assert "capi_sender/conversion_requested · 1" in page
+        assert all(i in page for i in crm_ids)
+        # Listing leaves every message parked.
+        assert (await console.get("/stuck"))[1].count("data-message=") == 4
+
+        # A replay without the session's CSRF token is refused and replays nothing.
+        status, _, _ = await console.post("/stuck/replay", {"queue": "crm_sync/lead_captured", "id": crm_ids[0]})
+        assert status == 403
+        # One message, then the rest of its group, go back to crm_sync's own queue.
+        token = csrf_of(page)
+        status, _, resp = await console.post("/stuck/replay", {"csrf_token": token, "queue": "crm_sync/lead_captured",
+                                                                "id": crm_ids[0]})
+        assert status == 303
+        assert resp.headers["Location"] == "/stuck?notice=replayed-1"
+        _, page, _ = await console.get("/stuck")
+        assert crm_ids[0] not in page
+        assert crm_ids[1] in page
+        status, _, resp = await console.post("/stuck/replay", {
+            "csrf_token": token, "queue": "crm_sync/lead_captured",
+            "reason": "CRM (webhook) answered 422: email is invalid"})
+        assert resp.headers["Location"] == "/stuck?notice=replayed-2"
+        _, page, _ = await console.get("/stuck")
+        assert "crm_sync/lead_captured" not in page.split("<form class=\"filters\"")[1].split("</form>", 1)[1]
+        assert "capi_sender/conversion_requested · 1" in page  # another queue's message stays parked
+
+        # A quorum queue's count follows its messages by a few seconds.
+        await eventually(lambda: _equals(waiting(vhost_url, CRM.queue_name), 3), what="3 replayed", timeout=30)
+        audit = await console_db.fetchval(
+            "select string_agg(subject, '; ' order by at) from console_audit where action = 'parked_replay'")
+        assert "crm_sync/lead_captured: 1 replayed" in audit
+        assert "crm_sync/lead_captured: 2 replayed" in audit
+        # An unknown queue is a clear 400, not a crash.
+        assert (await console.get("/stuck?queue=nope/nothing"))[0] == 400
+
+
+async def _equals(count: asyncio.Future[int] | object, expected: int) -> bool | None:
+    return True if await count == expected else None  # type: ignore[misc]
