@@ -45,6 +45,7 @@ __all__ = [
     "MetaErrorInfo",
     "PauseCommand",
     "SetBudgetCommand",
+    "SyncAudienceCommand",
     "UnpauseCommand",
     "UploadAudienceCommand",
 ]
@@ -333,9 +334,23 @@ class UploadAudienceCommand(_CommandBase):
         return self
 
 
+class SyncAudienceCommand(_CommandBase):
+    """Bring one configured audience in line with the CRM (EXECUTOR_AUDIENCES_FILE): a customer-file audience is
+    created when missing and its members added / removed from the leads in PostgreSQL; a lookalike is created once
+    from its seed. Carries the definition's name only: the executor reads the rows from the database, so no
+    personal data travels on the broker.
+    """
+
+    kind: Literal["sync_audience"] = "sync_audience"
+    audience: str = Field(
+        min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.-]+$",
+        description="The audience definition's name in the audiences file.", examples=["past_leads_180d"],
+    )
+
+
 AnyCampaignCommand = Annotated[
     PauseCommand | UnpauseCommand | ArchiveCommand | DeleteCommand | SetBudgetCommand | ChangeBudgetCommand
-    | CreateCampaignCommand | UploadAudienceCommand,
+    | CreateCampaignCommand | UploadAudienceCommand | SyncAudienceCommand,
     Field(discriminator="kind"),
 ]
 

@@ -8,6 +8,7 @@ offset (8081-8086 and 8088 by default); the ingress serves on INGRESS_PORT.
 from __future__ import annotations
 
 from services.campaign_executor import app as campaign_executor
+from services.campaign_executor import cli as campaign_executor_cli
 from services.capi_sender import app as capi_sender
 from services.capi_sender import cli as capi_sender_cli
 from services.console import app as console
@@ -37,7 +38,10 @@ SERVICES: tuple[ServiceSpec, ...] = (
         "insights_poller", insights_poller.create_app, ops_port_offset=3, register_cli=insights_poller_cli.register
     ),
     ServiceSpec("rules_engine", rules_engine.create_app, ops_port_offset=4, register_cli=rules_engine_cli.register),
-    ServiceSpec("campaign_executor", campaign_executor.create_app, ops_port_offset=5),
+    ServiceSpec(
+        "campaign_executor", campaign_executor.create_app, ops_port_offset=5,
+        register_cli=campaign_executor_cli.register,
+    ),
     ServiceSpec("console", console.create_app, register_cli=console_cli.register),  # on CONSOLE_PORT
     # Offset 6 would be 8087, the console's CONSOLE_PORT: the daily report takes 7 (8088).
     ServiceSpec("reports", reports.create_app, ops_port_offset=7, register_cli=reports_cli.register),

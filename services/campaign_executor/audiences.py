@@ -117,24 +117,33 @@ def has_identifier(schema: Sequence[str], prepared: Sequence[str]) -> bool:
     return "LN" in present and bool(present & {"FN", "FI"}) and bool(present & NAME_CONTEXT_KEYS)
 
 
+def prepare_row(schema: Sequence[str], row: Sequence[str], default_country: str,
+                counts: dict[str, int] | None = None) -> list[str]:
+    """One row normalized and hashed; its COUNTRY column (if any) drives its phone/state/zip rules."""
+    country = default_country
+    if "COUNTRY" in schema:
+        given = row[list(schema).index("COUNTRY")]
+        if given.strip():
+            try:
+                country = normalize_country(given)
+            except InvalidFieldError:
+                country = default_country
+    prepared = []
+    for key, value in zip(schema, row, strict=True):
+        text, what = prepare_value(key, value, country)
+        if counts is not None:
+            counts[what] += 1
+        prepared.append(text)
+    return prepared
+
+
 def prepare_rows(schema: Sequence[str], rows: Sequence[Sequence[str]], default_country: str) -> PreparedRows:
-    """Normalize and hash every value; a row's COUNTRY column (if any) drives its phone/state/zip rules. Rows
-    without a usable identifier afterwards are left out (counted in `rows_dropped`)."""
-    country_col = list(schema).index("COUNTRY") if "COUNTRY" in schema else None
+    """Normalize and hash every value (`prepare_row`). Rows without a usable identifier afterwards are left out
+    (counted in `rows_dropped`)."""
     out: list[list[str]] = []
     counts = {"hashed": 0, "passed": 0, "dropped": 0}
     for row in rows:
-        country = default_country
-        if country_col is not None and row[country_col].strip():
-            try:
-                country = normalize_country(row[country_col])
-            except InvalidFieldError:
-                country = default_country
-        prepared = []
-        for key, value in zip(schema, row, strict=True):
-            text, what = prepare_value(key, value, country)
-            counts[what] += 1
-            prepared.append(text)
+        prepared = prepare_row(schema, row, default_country, counts)
         if has_identifier(schema, prepared):
             out.append(prepared)
     return PreparedRows(out, counts["hashed"], counts["passed"], counts["dropped"], rows_dropped=len(rows) - len(out))

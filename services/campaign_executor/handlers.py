@@ -18,7 +18,9 @@ logger = logging.getLogger(__name__)
 CONSUMER = consumer("campaign_executor", "campaign_command")
 
 
-def register(service: Service, limits: BudgetGuardrailSettings, *, max_wait: float) -> None:
+def register(
+    service: Service, limits: BudgetGuardrailSettings, *, max_wait: float, audiences_file: str | None = None
+) -> None:
     """Subscribe `handle_campaign_command` on the executor's queue (the worker is built after start)."""
 
     @cache
@@ -26,7 +28,8 @@ def register(service: Service, limits: BudgetGuardrailSettings, *, max_wait: flo
         # The pool and the Graph client exist only after start: the worker is built on first use.
         if service.graph is None:
             raise RuntimeError("campaign_executor: Graph client used before start")
-        context = CommandContext(service.graph, MetaReads(service.graph, max_wait=max_wait), limits)
+        context = CommandContext(service.graph, MetaReads(service.graph, max_wait=max_wait), limits,
+                                 audiences_file=audiences_file)
         return Worker(service.db, context, consumer_name=CONSUMER.queue_name)
 
     @service.subscribe(CONSUMER)

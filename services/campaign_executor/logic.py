@@ -16,6 +16,7 @@ from contracts.commands import (
     CreateCampaignCommand,
     MetaErrorInfo,
     SetBudgetCommand,
+    SyncAudienceCommand,
     UploadAudienceCommand,
 )
 from shared import budget_guardrails
@@ -79,6 +80,8 @@ def lock_key(command: Any) -> str:
         return f"audience:{command.audience_id}"
     if isinstance(command, CreateCampaignCommand):
         return f"command:{command.command_id}"
+    if isinstance(command, SyncAudienceCommand):
+        return f"audience-definition:{command.audience}"
     return f"object:{command.object_id}"
 
 

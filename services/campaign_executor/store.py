@@ -180,3 +180,69 @@ async def finish(
         await claim(conn, consumer_name, message.message_id)
         await enqueue(conn, CommandResultMessage.new(result, caused_by=message))
     return True
+
+
+# Audiences kept in sync with the CRM (migration 0095): `audiences`, `audience_members`, read views of leads and
+# CRM outcomes (stored_leads, audience_crm_outcomes).
+
+async def recorded_audience(conn: asyncpg.Connection | asyncpg.Pool, name: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("select * from audiences where name = $1", name)
+
+
+async def recorded_audiences(conn: asyncpg.Connection | asyncpg.Pool) -> list[asyncpg.Record]:
+    return list(await conn.fetch("select * from audiences order by name"))
+
+
+async def record_audience(
+    conn: asyncpg.Connection, *, name: str, account_id: str, audience_id: str, subtype: str,
+    origin_audience_id: str | None = None, lookalike_spec: dict[str, Any] | None = None, adopted: bool = False,
+) -> None:
+    await conn.execute(
+        "insert into audiences (name, account_id, audience_id, subtype, origin_audience_id, lookalike_spec, adopted) "
+        "values ($1, $2, $3, $4, $5, $6::jsonb, $7) on conflict (name) do nothing",
+        name, account_id, audience_id, subtype, origin_audience_id, lookalike_spec, adopted,
+    )
+
+
+async def record_sync(conn: asyncpg.Connection, name: str, counts: dict[str, Any]) -> None:
+    await conn.execute("update audiences set synced_at = now(), last_counts = $2::jsonb where name = $1",
+                       name, counts)
+
+
+async def audience_candidates(
+    conn: asyncpg.Connection, *, days: int | None, events: list[str] | None, page_ids: list[str] | None
+) -> list[asyncpg.Record]:
+    """Leads in a definition (leadgen_id, fields): created in the last `days`, or with one of the CRM outcomes
+    `events` (lower case; recorded in the last `days` when given); from `page_ids` only, when given."""
+    if events is None:
+        return list(await conn.fetch(
+            "select leadgen_id, fields from stored_leads where created_time >= now() - make_interval(days => $1) "
+            "and ($2::text[] is null or page_id = any($2::text[]))",
+            days, page_ids))
+    return list(await conn.fetch(
+        "select l.leadgen_id, l.fields from stored_leads l where exists (select 1 from audience_crm_outcomes o "
+        "where o.leadgen_id = l.leadgen_id and o.event_name = any($1::text[]) "
+        "and ($2::int is null or o.event_time >= now() - make_interval(days => $2::int))) "
+        "and ($3::text[] is null or l.page_id = any($3::text[]))",
+        events, days, page_ids))
+
+
+async def audience_members(conn: asyncpg.Connection, audience_id: str) -> dict[str, list[str]]:
+    rows = await conn.fetch("select leadgen_id, row_sent from audience_members where audience_id = $1", audience_id)
+    return {r["leadgen_id"]: list(r["row_sent"]) for r in rows}
+
+
+async def add_members(conn: asyncpg.Connection, audience_id: str, members: list[tuple[str, list[str]]]) -> None:
+    await conn.executemany(
+        "insert into audience_members (audience_id, leadgen_id, row_sent) values ($1, $2, $3) "
+        "on conflict (audience_id, leadgen_id) do update set row_sent = excluded.row_sent, added_at = now()",
+        [(audience_id, lead, row) for lead, row in members])
+
+
+async def remove_members(conn: asyncpg.Connection, audience_id: str, leads: list[str]) -> None:
+    await conn.execute("delete from audience_members where audience_id = $1 and leadgen_id = any($2::text[])",
+                       audience_id, leads)
+
+
+async def clear_members(conn: asyncpg.Connection, audience_id: str) -> None:
+    await conn.execute("delete from audience_members where audience_id = $1", audience_id)

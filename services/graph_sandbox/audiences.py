@@ -12,6 +12,7 @@ from .schema import node_type
 from .state import Node
 
 MAX_ROWS = 10_000
+MIN_SEED_SIZE = 100  # matched people in one country, for a lookalike's seed (docs/meta-api.md §12.4)
 MULTI_KEYS = (
     "EXTERN_ID",
     "EMAIL",
@@ -74,8 +75,10 @@ async def create_audience(sb: Sandbox, req: GraphRequest, account: Node | None) 
         origin = sb.state.get(str(p.get("origin_audience_id") or ""))
         if origin is None or origin.kind != "customaudience":
             raise invalid_param("Param origin_audience_id must be a custom audience", blame=["origin_audience_id"])
-        if not json_param(p, "lookalike_spec"):
+        spec = json_param(p, "lookalike_spec")
+        if not spec:
             raise missing_param("lookalike_spec")
+        _check_lookalike(sb, origin, spec)
     node = sb.state.add(
         Node(
             sb.state.new_id(),
@@ -88,12 +91,46 @@ async def create_audience(sb: Sandbox, req: GraphRequest, account: Node | None) 
                 "time_created": int(sb.state.now()),
                 "operation_status": {"code": 200, "description": "Normal"},
                 "delivery_status": {"code": 200, "description": "This audience is ready for use."},
+                **({"origin_audience_id": str(p["origin_audience_id"]),
+                    "lookalike_spec": json_param(p, "lookalike_spec")} if subtype == "LOOKALIKE" else {}),
             },
             account=account.id,
             extra={"members": set(), "sessions": {}},
         )
     )
     return {"id": node.id}
+
+
+def _check_lookalike(sb: Sandbox, origin: Node, spec: Any) -> None:
+    """Meta's lookalike rules (docs/meta-api.md §12.4): a similarity/reach type or a ratio 0.01-0.20 in steps of
+    0.01, a country or location_spec, and a seed of at least MIN_SEED_SIZE matched people in one country."""
+    if not isinstance(spec, dict):
+        raise invalid_param("Param lookalike_spec must be a JSON object", blame=["lookalike_spec"])
+    if "ratio" in spec:
+        try:
+            ratio = float(spec["ratio"])
+        except (TypeError, ValueError):
+            raise invalid_param("lookalike_spec.ratio must be a number", blame=["lookalike_spec"]) from None
+        if not 0.01 <= ratio <= 0.20 or abs(round(ratio * 100) - ratio * 100) > 1e-6:
+            raise invalid_param("lookalike_spec.ratio must be between 0.01 and 0.20 in steps of 0.01",
+                                blame=["lookalike_spec"])
+    elif spec.get("type") not in ("similarity", "reach"):
+        raise invalid_param("lookalike_spec needs a ratio or a type (similarity, reach)", blame=["lookalike_spec"])
+    location = spec.get("location_spec") if isinstance(spec.get("location_spec"), dict) else {}
+    geo = location.get("geo_locations") if isinstance(location.get("geo_locations"), dict) else {}
+    if not spec.get("country") and not geo.get("countries") and not geo.get("country_groups"):
+        raise invalid_param("lookalike_spec needs a country or location_spec.geo_locations", blame=["lookalike_spec"])
+    if origin.fields.get("subtype") == "LOOKALIKE":
+        raise invalid_param("A lookalike audience cannot be the seed of another lookalike",
+                            blame=["origin_audience_id"])
+    # Meta matches the seed asynchronously: what counts is the size it shows (approximate_count), not the rows sent.
+    if visible_count(sb, origin) < MIN_SEED_SIZE:
+        raise GraphError(
+            "(#2654) The source audience is too small: a lookalike needs a seed of at least "
+            f"{MIN_SEED_SIZE} people from one country",
+            code=2654, subcode=1713007, user_title="Source audience too small",
+            user_msg=f"Your source audience must have at least {MIN_SEED_SIZE} people from a single country.",
+        )
 
 
 def visible_count(sb: Sandbox, audience: Node) -> int:
@@ -151,9 +188,21 @@ def _apply(sb: Sandbox, req: GraphRequest, audience: Node, mode: str) -> dict[st
     session_id = int(session.get("session_id") or sb.state.rng.randint(10**9, 10**12))
     batch_seq = int(session.get("batch_seq") or 1)
     sessions: dict[int, dict[str, Any]] = audience.extra.setdefault("sessions", {})
-    state = sessions.setdefault(session_id, {"num_received": 0, "num_invalid": 0, "schema": schema})
+    state = sessions.setdefault(session_id, {"num_received": 0, "num_invalid": 0, "schema": schema, "last_seq": 0,
+                                             "closed": False, "mode": mode})
     if state["schema"] != schema:
         raise invalid_param("A session must keep the same schema for all batches", blame=["payload"])
+    if session:
+        # Batches of a session come in order (1, 2, ...) and nothing is accepted after the last one.
+        if state["closed"]:
+            raise invalid_param(f"Session {session_id} has ended (its last batch was received)", blame=["session"])
+        if batch_seq != state["last_seq"] + 1:
+            raise invalid_param(f"session.batch_seq must be {state['last_seq'] + 1} for session {session_id}",
+                                blame=["session"])
+        if state["mode"] != mode:
+            raise invalid_param(f"Session {session_id} belongs to another operation", blame=["session"])
+        state["last_seq"] = batch_seq
+        state["closed"] = bool(session.get("last_batch_flag"))
     members: set[tuple[Any, ...]] = audience.extra.setdefault("members", set())
     if mode == "replace" and batch_seq == 1 and state["num_received"] == 0:
         members.clear()

@@ -74,3 +74,63 @@ async def test_usersreplace_schema_and_limits(sandbox: SandboxHandle) -> None:
     assert (status, body["num_received"], body["num_invalid_entries"]) == (200, 10_000, 0)
     status, _, _ = await sandbox.graph("POST", f"{ca}/usersreplace", payload=json.dumps(ok))
     assert status == 400  # session required
+
+
+async def _upload(sandbox: SandboxHandle, ca: str, emails: list[str], session: dict[str, object],
+                  edge: str = "users", method: str = "POST") -> tuple[int, dict[str, object]]:
+    payload = {"schema": ["EMAIL"], "data": [[sha(e)] for e in emails]}
+    status, _, body = await sandbox.graph(method, f"{ca}/{edge}", payload=json.dumps(payload),
+                                          session=json.dumps(session))
+    return status, body
+
+
+async def test_session_batches_come_in_order_and_nothing_after_the_last(sandbox: SandboxHandle) -> None:
+    ca = await _create(sandbox)
+    ok, _ = await _upload(sandbox, ca, ["a@x.com"], {"session_id": 5, "batch_seq": 1, "last_batch_flag": False})
+    assert ok == 200
+    skipped, body = await _upload(sandbox, ca, ["b@x.com"], {"session_id": 5, "batch_seq": 3,
+                                                            "last_batch_flag": False})
+    assert (skipped, body["error"]["code"]) == (400, 100)
+    assert "batch_seq must be 2" in body["error"]["message"]
+    last, body = await _upload(sandbox, ca, ["b@x.com"], {"session_id": 5, "batch_seq": 2, "last_batch_flag": True})
+    assert (last, body["num_received"]) == (200, 2)
+    late, body = await _upload(sandbox, ca, ["c@x.com"], {"session_id": 5, "batch_seq": 3, "last_batch_flag": True})
+    assert late == 400
+    assert "has ended" in body["error"]["message"]
+    # Removal in its own session, with the same rows (a DELETE, or a POST with Graph's method override).
+    gone, body = await _upload(sandbox, ca, ["a@x.com"], {"session_id": 6, "batch_seq": 1, "last_batch_flag": True},
+                               method="DELETE")
+    assert gone == 200, body
+    await sandbox.audiences(count_delay_seconds=0)
+    _, _, size = await sandbox.graph("GET", ca, fields="approximate_count_lower_bound")
+    assert size["approximate_count_lower_bound"] == 1
+
+
+async def test_lookalike_needs_a_spec_and_a_seed_of_100(sandbox: SandboxHandle) -> None:
+    seed = await _create(sandbox)
+    await sandbox.audiences(count_delay_seconds=0)
+    await _upload(sandbox, seed, [f"p{i}@x.com" for i in range(99)], {"session_id": 1, "batch_seq": 1,
+                                                                      "last_batch_flag": True})
+
+    async def lookalike(spec: dict[str, object]) -> tuple[int, dict[str, object]]:
+        status, _, body = await sandbox.graph("POST", f"{sandbox.account_id}/customaudiences", name="LAL",
+                                              subtype="LOOKALIKE", origin_audience_id=seed,
+                                              lookalike_spec=json.dumps(spec))
+        return status, body
+
+    status, body = await lookalike({"ratio": 0.01, "country": "US"})
+    assert (status, body["error"]["code"]) == (400, 2654), "99 people: too small"
+    assert "at least 100" in body["error"]["message"]
+    await _upload(sandbox, seed, ["p99@x.com"], {"session_id": 2, "batch_seq": 1, "last_batch_flag": True})
+    for bad in ({"ratio": 0.25, "country": "US"}, {"ratio": 0.015, "country": "US"}, {"ratio": 0.01}):
+        status, body = await lookalike(bad)
+        assert (status, body["error"]["code"]) == (400, 100), bad
+    status, body = await lookalike({"ratio": 0.01, "location_spec": {"geo_locations": {"countries": ["US"]}}})
+    assert status == 200, body
+    _, _, node = await sandbox.graph("GET", str(body["id"]), fields="subtype,origin_audience_id,lookalike_spec")
+    assert (node["subtype"], node["origin_audience_id"]) == ("LOOKALIKE", seed)
+    status, _, body = await sandbox.graph("POST", f"{sandbox.account_id}/customaudiences", name="LAL of LAL",
+                                          subtype="LOOKALIKE", origin_audience_id=str(body["id"]),
+                                          lookalike_spec=json.dumps({"ratio": 0.01, "country": "US"}))
+    assert status == 400
+    assert "cannot be the seed" in body["error"]["message"]

@@ -20,6 +20,7 @@ class CommandContext:
     graph: GraphClient
     reads: MetaReads
     limits: BudgetGuardrailSettings
+    audiences_file: str | None = None  # EXECUTOR_AUDIENCES_FILE: the audience definitions (sync_audience)
 
     @property
     def max_wait(self) -> float:
