@@ -1,8 +1,9 @@
 """Benchmark: the console's pages on an account with 100,000 leads and 2 years of daily insights for 500 ads.
 
-Run: ``python -m tests.benchmarks.bench_console [--leads N] [--ads A] [--days D] [--requests R]``. Seeds a database
-of its own (`leadwire_bench_console`, suffixed `_$LEADWIRE_TEST_VHOST` per checkout; recreated) with SQL, starts the console on a free port, logs in, and prints
-the p50 / p95 / max latency of each page over R sequential requests (goal: p95 < 300 ms).
+Run: ``python -m tests.benchmarks.bench_console [--leads N] [--ads A] [--days D] [--requests R] [--no-seed]``.
+Seeds a database of its own (`leadwire_bench_console`, suffixed `_$LEADWIRE_TEST_VHOST` per checkout; recreated)
+with SQL, starts the console on a free port, logs in, and prints the p50 / p95 / max latency of each page over R
+sequential requests (goal: p95 < 300 ms). `--no-seed` measures the database an earlier run seeded.
 """
 
 from __future__ import annotations
