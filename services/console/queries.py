@@ -1,4 +1,7 @@
-"""The console's reads: every query names a `console_*` view (migration 0020), never another service's table."""
+"""The console's reads: every query names a `console_*` view (migrations 0020, 0101), never another service's table.
+
+Counting queries that need no CRM delivery state read `console_lead_facts` (0101), not `console_leads`: the
+latter's per-lead CRM aggregate costs one index probe per lead of the window (see README, "Speed")."""
 
 from __future__ import annotations
 
@@ -57,7 +60,7 @@ order by acc.currency
 _COHORT = """
 select count(distinct l.leadgen_id) filter (where lower(o.event_name) = any($3::text[]))::integer as qualified,
        count(distinct l.leadgen_id) filter (where lower(o.event_name) = any($4::text[]))::integer as signed
-from console_leads l
+from console_lead_facts l
 join console_crm_outcomes o on o.leadgen_id = l.leadgen_id
 where l.created_time >= $1 and l.created_time < $2
 """
@@ -185,7 +188,7 @@ order by sum(s.spend_minor) desc
 _PERFORMANCE_LEADS = """
 with window_leads as (
     select leadgen_id, campaign_id, adset_id, is_organic, is_test
-    from console_leads
+    from console_lead_facts
     where created_time >= $1 and created_time < $2 and ($5::text is null or campaign_id = $5)
 ), outcomes as (
     select o.leadgen_id,
@@ -219,7 +222,7 @@ _DAILY_OUTCOMES = """
 select (l.created_time at time zone $3)::date as day,
        count(distinct l.leadgen_id) filter (where lower(o.event_name) = any($4::text[]))::integer as qualified,
        count(distinct l.leadgen_id) filter (where lower(o.event_name) = any($5::text[]))::integer as signed
-from console_leads l
+from console_lead_facts l
 join console_crm_outcomes o on o.leadgen_id = l.leadgen_id
 where l.created_time >= $1 and l.created_time < $2 and ($6::text is null or l.campaign_id = $6)
 group by 1

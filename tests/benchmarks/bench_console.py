@@ -1,14 +1,16 @@
 """Benchmark: the console's pages on an account with 100,000 leads and 2 years of daily insights for 500 ads.
 
-Run: ``python -m tests.benchmarks.bench_console [--leads N] [--ads A] [--days D] [--requests R]``. Seeds a database
-of its own (`leadwire_bench_console`, recreated) with SQL, starts the console on a free port, logs in, and prints
-the p50 / p95 / max latency of each page over R sequential requests (goal: p95 < 300 ms).
+Run: ``python -m tests.benchmarks.bench_console [--leads N] [--ads A] [--days D] [--requests R] [--no-seed]``.
+Seeds a database of its own (`leadwire_bench_console`, suffixed `_$LEADWIRE_TEST_VHOST` per checkout; recreated)
+with SQL, starts the console on a free port, logs in, and prints the p50 / p95 / max latency of each page over R
+sequential requests (goal: p95 < 300 ms). `--no-seed` measures the database an earlier run seeded.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import time
@@ -25,7 +27,10 @@ from shared.settings import BrokerSettings, DatabaseSettings, OpsSettings, Setti
 from tests.fixtures.console import csrf_of
 from tests.fixtures.infra import AMQP_URL, BENCH_DSN
 
-DSN = urlunsplit(urlsplit(BENCH_DSN)._replace(path="/leadwire_bench_console"))
+# Per checkout, as the other benches: two checkouts benchmarking at once never drop each other's database.
+DB_NAME = "leadwire_bench_console" + (f"_{os.environ['LEADWIRE_TEST_VHOST']}" if os.environ.get("LEADWIRE_TEST_VHOST")
+                                      else "")
+DSN = urlunsplit(urlsplit(BENCH_DSN)._replace(path=f"/{DB_NAME}"))
 PASSWORD = "bench password 123"
 
 _SEED = """
@@ -69,7 +74,7 @@ analyze;
 async def seed(ads: int, days: int, leads: int) -> None:
     admin = await asyncpg.connect(urlunsplit(urlsplit(DSN)._replace(path="/postgres")))
     try:
-        await admin.execute('drop database if exists "leadwire_bench_console" with (force)')
+        await admin.execute(f'drop database if exists "{DB_NAME}" with (force)')
     finally:
         await admin.close()
     await ensure_database(DSN)
@@ -145,8 +150,10 @@ def main() -> int:
     parser.add_argument("--ads", type=int, default=500)
     parser.add_argument("--days", type=int, default=730)
     parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument("--no-seed", action="store_true", help="measure the database seeded by an earlier run")
     args = parser.parse_args()
-    asyncio.run(seed(args.ads, args.days, args.leads))
+    if not args.no_seed:
+        asyncio.run(seed(args.ads, args.days, args.leads))
     failures = asyncio.run(measure(args.requests))
     if failures:
         print(f"{failures} requests did not answer 200", file=sys.stderr)
