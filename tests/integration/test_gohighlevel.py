@@ -253,7 +253,7 @@ async def test_rate_limited_leads_are_all_delivered_once(
 
 
 async def test_an_invalid_token_is_permanent_with_an_alert(
-    ghl_sync: StartGhl, ghl: GhlStandIn, send: Send, db: asyncpg.Pool, taps: Any  # noqa: F811
+    ghl_sync: StartGhl, ghl: GhlStandIn, send: Send, db: asyncpg.Pool, taps: Any, queue: Consumer  # noqa: F811
 ) -> None:
     location = ghl.add_location()
     await ghl_sync(location.id, "pit-not-a-token")
@@ -263,8 +263,12 @@ async def test_an_invalid_token_is_permanent_with_an_alert(
     await eventually(lambda: _status(db, lid, "gohighlevel", "failed"), timeout=20, what="failed for good")
     row = await delivery_row(db, lid, "gohighlevel")
     assert (row["attempts"], row["last_error"]) == (1, "HTTP 401")
-    [alert] = await eventually(lambda: _alerts(taps, lid), what="an alert")
-    assert alert.payload.code == "crm_delivery_failed"
+    # One incident alert for the parked lead (never one per lead), whose fix is a command an operator can run.
+    [alert] = await eventually(lambda: _alerts(taps, f"{queue.service}/{queue.name}"), what="an alert")
+    assert alert.payload.code == "messages_parked_opened"
+    assert "gohighlevel (HTTP 401)" in alert.payload.summary
+    assert "leadwire parked replay" in (alert.payload.fix or "")
+    assert await _alerts(taps, lid) is None
 
 
 async def test_a_lead_without_email_or_phone_is_updated_through_its_recorded_contact(
