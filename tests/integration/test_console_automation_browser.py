@@ -24,6 +24,7 @@ from services.rules_engine.settings import NotifySettings, RulesSettings
 from shared.service import Service
 from shared.settings import BrokerSettings, DatabaseSettings, MetaSettings, Settings
 from tests.fixtures.console import OPERATOR, PASSWORD, console_settings
+from tests.fixtures.guide_rules import write_guide_rules_dir
 from tests.fixtures.infra import eventually
 from tests.fixtures.sandbox import SandboxHandle
 from tests.integration.test_console_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
@@ -53,7 +54,8 @@ async def automation(settings: Settings, vhost_url: str, console_dsn: str, conso
         MetaSettings(access_token=sandbox.token, app_secret=sandbox.app_secret, graph_url=sandbox.url,
                      api_version=sandbox.version, ad_account_id=[sandbox.account_id], health_check_seconds=0,
                      request_timeout_seconds=10),
-        RulesSettings(interval_seconds=0, notify_channels=["log"]),
+        # the guide's CPL rules (they ship disabled): kill-underperformers is what this test watches
+        RulesSettings(dir=write_guide_rules_dir(), interval_seconds=0, notify_channels=["log"]),
         NotifySettings(smtp_host=""),
         InsightsSettings(interval_seconds=3600, full_days=8, poll_seconds=0.01),
     )

@@ -22,6 +22,7 @@ from services.rules_engine.cli import request_consent, request_review, status_te
 from services.rules_engine.rules import DEFAULT_RULES_DIR
 from shared.messaging import publish
 from shared.settings import Settings
+from tests.fixtures.guide_rules import GUIDE_FILES
 from tests.fixtures.infra import eventually
 from tests.fixtures.sandbox import SandboxHandle
 from tests.integration.test_campaign_executor import results, start_executor  # noqa: F401
@@ -163,16 +164,11 @@ async def test_a_failed_pause_announces_the_failure_not_a_pause(
 
 
 def write_rules_dir_with(_: Path, *files: str) -> Path:
-    """A rules directory holding only these default rule files (a temporary copy)."""
-    import shutil
-    import tempfile
+    """A rules directory holding only these default rule files (a temporary copy), the guide's CPL rules
+    (kill-underperformers, scale-winners: shipped disabled) switched on."""
+    from tests.fixtures.guide_rules import write_guide_rules_dir
 
-    from services.rules_engine.rules import DEFAULT_RULES_DIR
-
-    directory = Path(tempfile.mkdtemp(prefix="rules-"))
-    for name in files:
-        shutil.copy(DEFAULT_RULES_DIR / name, directory / name)
-    return directory
+    return write_guide_rules_dir(files=files)
 
 
 async def _first(texts: list[str], needle: str) -> str | None:
@@ -186,14 +182,14 @@ async def test_three_days_of_250_dollars_without_a_lead_pause(
     world = await seed_world(db, {"No leads": (30_000, [(25_000, 6_000, 4_000, 0)] * 3),
                                   "Leads": (30_000, [(25_000, 6_000, 4_000, 8)] * 3)})
     await consent(db, "zero-leads", "kill-underperformers", "budget-protection")
-    await start_service()
+    await start_service(write_rules_dir_with(Path(__file__), *GUIDE_FILES))
     run = await run_of(db, await trigger(broker, world.account))
     acted = [(d["rule"], d["entity_id"]) for d in await decisions_of(db, run["run_id"]) if d["outcome"] == "acted"]
     assert acted == [("zero-leads", world.adsets["No leads"])]
     sent = await eventually(lambda: commands.for_objects(list(world.adsets.values())), what="the pause")
     assert [(c["kind"], c["object_id"]) for c in sent] == [("pause", world.adsets["No leads"])]
-    assert sent[0]["reason"] == ("Paused ad set 'No leads' because spend over the last 3 days was $750.00 (≥ $100) "
-                                 "and leads over the last 3 days were 0 (= 0).")
+    assert sent[0]["reason"] == ("Paused ad set 'No leads' because spend over the last 7 days was $750.00 (≥ $400) "
+                                 "and leads over the last 7 days were 0 (= 0).")
 
 
 async def test_the_jpy_account_is_judged_in_jpy(
@@ -209,13 +205,14 @@ async def test_the_jpy_account_is_judged_in_jpy(
     await consent(db, "kill-underperformers", "scale-winners", "zero-leads")
 
     # No rate: the USD rules do not judge the yen account at all (never "CPL 2,383 JPY (> 50 JPY)").
-    service = await start_service()
+    guide = write_rules_dir_with(Path(__file__), *GUIDE_FILES)
+    service = await start_service(guide)
     run = await run_of(db, await trigger(broker, world.account))
     assert await decisions_of(db, run["run_id"]) == []
     await start_service.stop(service)
 
     # At 150 yen to the dollar: $50 is 7,500 JPY, $25 is 3,750 JPY; the winner is scaled, in yen.
-    await start_service(currency_rates=["USD/JPY=150"])
+    await start_service(guide, currency_rates=["USD/JPY=150"])
     run = await run_of(db, await trigger(broker, world.account))
     decisions = {d["rule"]: d for d in await decisions_of(db, run["run_id"]) if d["entity_id"] == tokyo}
     assert set(decisions) == {"scale-winners"}

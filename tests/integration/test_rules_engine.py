@@ -50,6 +50,7 @@ from shared.service import Service
 from shared.settings import MetaSettings, Settings
 from shared.topology import EXCHANGE, consumer, consumers_of
 from tests.benchmarks.bench_rules import make_rules
+from tests.fixtures.guide_rules import write_guide_rules_dir
 from tests.fixtures.infra import AMQP_URL, eventually, unique
 from tests.fixtures.sandbox import SandboxHandle
 
@@ -289,9 +290,12 @@ async def refresh_sandbox(db: asyncpg.Pool, sandbox: SandboxHandle) -> None:
         await poller.refresh_account(MAIN, since=today - timedelta(days=7), until=today)
 
 
-async def expected_from_stored_numbers(db: asyncpg.Pool) -> tuple[set[str], dict[str, tuple[int, int]]]:
-    """The guide's four rules and the seed's zero-leads rule recomputed independently from the stored rows: (ad sets
-    to pause, {ad set to scale: (budget before, budget after)}). Frequency uses Meta's deduplicated 7-day reach
+async def expected_from_stored_numbers(
+    db: asyncpg.Pool,
+) -> tuple[set[str], dict[str, tuple[int, int]], set[str]]:
+    """The guide's four rules and the zero-leads rule ($400 over 7 days) recomputed independently from the stored
+    rows: (ad sets to pause, {ad set to scale: (budget before, budget after)}), and the ad sets the shipped defaults
+    pause (no CPL kill: broken, no-lead and fatigued ones only). Frequency uses Meta's deduplicated 7-day reach
     stored for exactly today's last 7 days, else the sum of daily reach."""
     today = datetime.now(ZoneInfo(NY)).date()
     unique_reach = dict(await db.fetch(
@@ -303,6 +307,7 @@ async def expected_from_stored_numbers(db: asyncpg.Pool) -> tuple[set[str], dict
         "and effective_status = 'ACTIVE'", MAIN)
     pause: set[str] = set()
     scale: dict[str, tuple[int, int]] = {}
+    shipped_pause: set[str] = set()
     for a in adsets:
         async def window(days: int, adset_id: str = a["adset_id"]) -> asyncpg.Record:
             return await db.fetchrow(
@@ -311,27 +316,30 @@ async def expected_from_stored_numbers(db: asyncpg.Pool) -> tuple[set[str], dict
                 "where adset_id = $1 and date between $2 and $3", adset_id, today - timedelta(days=days - 1), today)
         d3, d7, d1 = await window(3), await window(7), await window(1)
         protect = d1["s"] > 30_000 and d1["l"] == 0
-        zero_leads = d3["s"] >= 10_000 and d3["l"] == 0
+        zero_leads = d7["s"] >= 40_000 and d7["l"] == 0
         kill = d3["i"] > 1000 and (d3["s"] / d3["l"] > 5000 if d3["l"] else d3["s"] >= 10_000)
         reach7 = unique_reach.get(a["adset_id"], d7["r"])
         fatigue = reach7 > 0 and d7["i"] / reach7 > 4.0
+        if protect or zero_leads or fatigue:
+            shipped_pause.add(a["adset_id"])
         if protect or zero_leads or kill or fatigue:
             pause.add(a["adset_id"])
         elif d3["l"] > 5 and d3["s"] / d3["l"] < 2500 and a["daily_budget_minor"]:
             budget = a["daily_budget_minor"]
             scale[a["adset_id"]] = (budget, int(budget * 1.2))
-    return pause, scale
+    return pause, scale, shipped_pause
 
 
-async def test_default_rules_on_the_sandbox_pause_the_losers_and_scale_the_winners_once(
+async def test_the_guides_rules_on_the_sandbox_pause_the_losers_and_scale_the_winners_once(
     db: asyncpg.Pool, sandbox: SandboxHandle, broker: RabbitBroker, clean: None, commands: CommandWatch,
     start_service: Any, slack: FakeSlack,
 ) -> None:
+    """The guide's rules (kill-underperformers and scale-winners switched on; they ship disabled)."""
     await sandbox.set_clock("23:00")  # late enough for the burner's today to pass $300
     await refresh_sandbox(db, sandbox)
     names = {r["name"]: r["adset_id"] for r in await db.fetch("select adset_id, name from adsets "
                                                                "where account_id = $1", MAIN)}
-    pause, scale = await expected_from_stored_numbers(db)
+    pause, scale, _ = await expected_from_stored_numbers(db)
     # The seeded scenarios: the loser, the $300-a-day burner and the fatigued ad set (7-day frequency above 4 on
     # unique reach) are paused, the winner is scaled. (A "normal" ad set near the thresholds may qualify too, by its
     # numbers: what the engine does is checked against the stored numbers below.)
@@ -341,7 +349,8 @@ async def test_default_rules_on_the_sandbox_pause_the_losers_and_scale_the_winne
 
     # The relay publishes the poller's InsightsUpdated; its evaluation publishes the commands.
     await consent(db, *DEFAULT_RULE_NAMES)
-    service = await start_service(slack_url=slack.url)
+    guide = write_guide_rules_dir()
+    service = await start_service(guide, slack_url=slack.url)
 
     async def all_commands() -> list[dict[str, Any]] | None:
         found = await commands.for_objects(all_adsets)
@@ -385,7 +394,7 @@ async def test_default_rules_on_the_sandbox_pause_the_losers_and_scale_the_winne
     assert reasons[("scale-winners", names["Prospecting - Lookalike"])] == "cooldown"
     await start_service.stop(service)
 
-    await start_service(slack_url=slack.url)
+    await start_service(guide, slack_url=slack.url)
     after_restart = await trigger(broker, MAIN)
     run = await run_of(db, after_restart)
     assert run["acted"] == 0
@@ -394,6 +403,37 @@ async def test_default_rules_on_the_sandbox_pause_the_losers_and_scale_the_winne
     assert len(await commands.for_objects(all_adsets)) == len(pause) + len(scale)
     assert await db.fetchval("select count(*) from rule_actions where account_id = $1 and kind <> 'notify'",
                              MAIN) == len(pause) + len(scale)
+
+
+async def test_the_shipped_defaults_on_the_sandbox_pause_only_broken_and_fatigued_ad_sets(
+    db: asyncpg.Pool, sandbox: SandboxHandle, broker: RabbitBroker, clean: None, commands: CommandWatch,
+    start_service: Any,
+) -> None:
+    """The packaged defaults, every rule enabled by the operator: the CPL loser and winner are left alone (the guide's
+    CPL rules ship disabled), the $300-a-day burner and the fatigued ad set are paused, and the rules on cost per
+    qualified lead wait for CRM data (the sandbox's account has none) instead of judging every ad set junk."""
+    await sandbox.set_clock("23:00")
+    await refresh_sandbox(db, sandbox)
+    names = {r["name"]: r["adset_id"] for r in await db.fetch("select adset_id, name from adsets "
+                                                               "where account_id = $1", MAIN)}
+    guide_pause, guide_scale, pause = await expected_from_stored_numbers(db)
+    assert {names["Prospecting - Advantage+"], names["Prospecting - Interests"]} <= pause
+    assert names["Prospecting - Broad"] in guide_pause - pause
+    assert names["Prospecting - Lookalike"] in guide_scale
+    await consent(db, *DEFAULT_RULE_NAMES)
+    await start_service()
+    run = await run_of(db, await trigger(broker, MAIN))
+    decisions = await decisions_of(db, run["run_id"])
+    sent = await eventually(lambda: commands.for_objects(list(pause)), what="the defaults' pauses")
+    assert {c["object_id"] for c in sent} == pause
+    assert {c["kind"] for c in sent} == {"pause"}
+    assert {d["entity_id"] for d in decisions if d["outcome"] == "acted"} == pause
+    assert not [d for d in decisions if d["rule"] in ("kill-underperformers", "scale-winners")]
+    crm = [d for d in decisions if d["rule"] in ("cut-junk", "raise-qualified")]
+    assert crm, "the CRM rules were evaluated"
+    assert {d["outcome"] for d in crm} <= {"skipped", "not_matched"}
+    assert {d["reason"] for d in crm if d["rule"] == "cut-junk"} <= {"insufficient_data", None}
+    assert len(await commands.for_objects(list(names.values()))) == len(pause)
 
 
 async def _true(value: bool) -> bool:

@@ -7,8 +7,8 @@ from datetime import date, timedelta
 from services.rules_engine.backtest import backtest, render_backtest, render_money, replay, unbounded_rules
 from services.rules_engine.model import Decision, Snapshot
 from services.rules_engine.reach_history import ranges, reach_windows
-from services.rules_engine.rules import DEFAULT_RULES_DIR, load_rules
 from shared.settings import BudgetGuardrailSettings
+from tests.fixtures.guide_rules import guide_rules
 from tests.unit.test_rules_logic import adset, days
 
 END = date(2026, 11, 10)
@@ -37,7 +37,7 @@ def actions_by_day(decisions: list[Decision]) -> dict[tuple[date, str, str], tup
 
 
 def test_backtest_acts_on_the_expected_days() -> None:
-    decisions = backtest(load_rules(DEFAULT_RULES_DIR), history(), days=10)
+    decisions = backtest(guide_rules(), history(), days=10)
     assert actions_by_day(decisions) == {
         # X spends $320 with no lead on day 4: budget protection pauses it; it stays paused afterwards,
         # so kill-underperformers (CPL $200 over days 2-4) never needs to act on it
@@ -56,7 +56,7 @@ def test_backtest_acts_on_the_expected_days() -> None:
 
 
 def test_the_executors_hard_limits_apply_in_the_backtest() -> None:
-    rules = load_rules(DEFAULT_RULES_DIR)
+    rules = guide_rules()
     report = replay(rules, history(), days=10)
     refused = [d for d in report.decisions if d.reason == "budget_limit"]
     assert [(d.evaluated_at.date(), d.rule, d.entity_id, d.outcome) for d in refused] == [
@@ -77,7 +77,7 @@ def test_the_executors_hard_limits_apply_in_the_backtest() -> None:
 
 
 def test_the_backtest_shows_the_money_per_rule_and_in_total() -> None:
-    rules = load_rules(DEFAULT_RULES_DIR)
+    rules = guide_rules()
     report = replay(rules, history(), days=10)
     scale = report.money[("scale-winners", "USD")]
     # +$20 after day 7 for 3 days, +$24 after day 8 for 2, +$28.80 after day 9 for 1
@@ -109,7 +109,7 @@ def test_the_backtest_shows_the_money_per_rule_and_in_total() -> None:
 def test_backtest_carries_cooldowns_across_days() -> None:
     rules = [
         r.model_copy(update={"guardrails": r.guardrails.model_copy(update={"cooldown_hours": 48})})
-        for r in load_rules(DEFAULT_RULES_DIR)
+        for r in guide_rules()
     ]
     decisions = backtest(rules, history(), days=10)
     raises = sorted(d.evaluated_at.date() for d in decisions if d.rule == "scale-winners" and d.outcome == "acted")
@@ -119,7 +119,7 @@ def test_backtest_carries_cooldowns_across_days() -> None:
 
 
 def test_dry_run_rules_are_simulated_and_rendered() -> None:
-    rules = [r.model_copy(update={"dry_run": True}) for r in load_rules(DEFAULT_RULES_DIR)]
+    rules = [r.model_copy(update={"dry_run": True}) for r in guide_rules()]
     decisions = backtest(rules, history(), days=10)
     assert {d.outcome for d in decisions if d.actions and d.reason != "budget_limit"} == {"would_act"}
     assert len([d for d in decisions if d.rule == "scale-winners" and d.outcome == "would_act"]) == 3
@@ -136,13 +136,13 @@ def test_dry_run_rules_are_simulated_and_rendered() -> None:
 
 
 def test_empty_history() -> None:
-    assert backtest(load_rules(DEFAULT_RULES_DIR), Snapshot(entities=[], rows=[])) == []
+    assert backtest(guide_rules(), Snapshot(entities=[], rows=[])) == []
 
 
 def test_the_backtest_judges_frequency_over_7_days_by_the_windows_reach() -> None:
     """Frequency over a window = impressions / Meta's deduplicated reach of that window on that day. Summed daily
     reach (3 a day here) never reaches the frequency cap's 4; the window's reach does from the day it is known."""
-    rules = [r for r in load_rules(DEFAULT_RULES_DIR) if r.name == "frequency-cap"]
+    rules = [r for r in guide_rules() if r.name == "frequency-cap"]
     history = Snapshot(entities=[adset("F", "Fatigued")], rows=days("F", [(3_000, 3_000, 1_000, 1)] * 10, end=END))
     assert [d for d in backtest(rules, history, days=10) if d.actions] == []
     # Meta: 7 days reached 4,000 people, not the 7,000 the daily numbers add up to (21,000 impressions: 5.25).
@@ -153,9 +153,9 @@ def test_the_backtest_judges_frequency_over_7_days_by_the_windows_reach() -> Non
 
 
 def test_each_window_reach_range_is_asked_once_for_all_the_days_it_serves() -> None:
-    rules = [r for r in load_rules(DEFAULT_RULES_DIR) if r.name == "frequency-cap"]
+    rules = [r for r in guide_rules() if r.name == "frequency-cap"]
     assert reach_windows(rules) == {"last_7_days"}
-    assert reach_windows([r for r in load_rules(DEFAULT_RULES_DIR) if r.name == "scale-winners"]) == set()
+    assert reach_windows([r for r in guide_rules() if r.name == "scale-winners"]) == set()
     wanted = ranges({"last_7_days", "previous_7_days"}, [day(9), day(10)])
     # day 10's previous_7_days (days 3..9) is day 9's last_7_days: one range, two uses
     assert wanted[(day(3), day(9))] == [(day(9), "last_7_days"), (day(10), "previous_7_days")]
@@ -166,10 +166,10 @@ def test_the_account_ceiling_holds_raises_in_the_backtest() -> None:
     # X, Y and Z have $100 a day each; X is paused on day 4, so $200 stays active: a $205 ceiling leaves no room
     # for Y's +$20.
     limits = BudgetGuardrailSettings.model_construct(daily_ceiling=205.0)
-    report = replay(load_rules(DEFAULT_RULES_DIR), history(), days=10, limits=limits)
+    report = replay(guide_rules(), history(), days=10, limits=limits)
     assert report.end["Y"].daily_budget == 10_000
     held = [d for d in report.decisions if d.rule == "scale-winners" and d.reason == "ceiling"]
     assert [d.evaluated_at.date() for d in held] == [day(n) for n in (7, 8, 9, 10)]
     assert report.money[("scale-winners", "USD")].refused == {"daily_ceiling": 4}
     # By default the ceiling is 2x the active total at the start ($300 -> $600): no raise here reaches it.
-    assert replay(load_rules(DEFAULT_RULES_DIR), history(), days=10).end["Y"].daily_budget == 17_280
+    assert replay(guide_rules(), history(), days=10).end["Y"].daily_budget == 17_280

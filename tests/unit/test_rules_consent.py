@@ -15,7 +15,8 @@ from services.rules_engine.explain import failed, would
 from services.rules_engine.logic import evaluate
 from services.rules_engine.messages import result_notification, shadow_notification
 from services.rules_engine.model import EngineSettings, EngineState, Entity, Snapshot
-from services.rules_engine.rules import DEFAULT_RULES_DIR, Rule, load_rules
+from services.rules_engine.rules import Rule
+from tests.fixtures.guide_rules import guide_rules
 from tests.unit.test_rules_logic import NOW, TODAY, adset, by_outcome, days, guide_snapshot, rule
 
 FRESH = {"1": NOW, "9": NOW}
@@ -29,7 +30,7 @@ def state(consented: frozenset[str] | None = frozenset(), **extra: object) -> En
 
 
 def test_a_rule_nobody_enabled_would_act_in_shadow_mode_and_sends_nothing() -> None:
-    decisions = evaluate(load_rules(DEFAULT_RULES_DIR), guide_snapshot(), state(), NOW)
+    decisions = evaluate(guide_rules(), guide_snapshot(), state(), NOW)
     assert {d.outcome for d in decisions if d.reason is None} == {"would_act"}
     assert all(d.shadow for d in decisions if d.outcome == "would_act")
     found = by_outcome(decisions)
@@ -42,7 +43,7 @@ def test_a_rule_nobody_enabled_would_act_in_shadow_mode_and_sends_nothing() -> N
 
 
 def test_only_the_enabled_rule_acts() -> None:
-    decisions = by_outcome(evaluate(load_rules(DEFAULT_RULES_DIR), guide_snapshot(),
+    decisions = by_outcome(evaluate(guide_rules(), guide_snapshot(),
                                     state(frozenset({"kill-underperformers"})), NOW))
     assert decisions["kill-underperformers", "A"].outcome == "acted"
     assert not decisions["kill-underperformers", "A"].shadow
@@ -64,7 +65,7 @@ def test_notify_only_rules_need_no_consent_and_dry_runs_stay_dry_runs() -> None:
 
 def test_without_consent_information_every_rule_acts_as_before() -> None:
     """Backtests and previews pass no consent (None): rules act in the simulation."""
-    decisions = evaluate(load_rules(DEFAULT_RULES_DIR), guide_snapshot(), state(None), NOW)
+    decisions = evaluate(guide_rules(), guide_snapshot(), state(None), NOW)
     assert ("kill-underperformers", "A") in {(d.rule, d.entity_id) for d in decisions if d.outcome == "acted"}
 
 
@@ -85,12 +86,12 @@ def zero_lead_world(per_day: int, n_days: int = 3) -> Snapshot:
 
 
 def test_three_days_of_250_dollars_without_a_lead_pause() -> None:
-    decisions = evaluate(load_rules(DEFAULT_RULES_DIR), zero_lead_world(25_000), state(None), NOW)
+    decisions = evaluate(guide_rules(), zero_lead_world(25_000), state(None), NOW)
     acted = [d for d in decisions if d.outcome == "acted"]
     assert [(d.rule, d.entity_id) for d in acted] == [("zero-leads", "Z")]
     assert acted[0].explanation == (
-        "Paused ad set 'No Leads' because spend over the last 3 days was $750.00 (≥ $100) and leads over the last "
-        "3 days were 0 (= 0).")
+        "Paused ad set 'No Leads' because spend over the last 7 days was $750.00 (≥ $400) and leads over the last "
+        "7 days were 0 (= 0).")
     # budget-protection looks at one day over $300, kill-underperformers' CPL at the same ad set (already paused)
     assert ("budget-protection", "Z") not in {(d.rule, d.entity_id) for d in decisions}
 
@@ -127,7 +128,7 @@ def yen_world() -> Snapshot:
 
 
 def test_a_usd_rule_judges_a_jpy_account_in_jpy_at_the_configured_rate() -> None:
-    rules = [r for r in load_rules(DEFAULT_RULES_DIR) if r.name in ("kill-underperformers", "scale-winners")]
+    rules = [r for r in guide_rules() if r.name in ("kill-underperformers", "scale-winners")]
     settings = EngineSettings(currency_rates=parse_rates(["USD/JPY=150"]))
     found = by_outcome(evaluate(rules, yen_world(), state(None), NOW, settings))
     assert ("kill-underperformers", "J") not in found  # 2,383 JPY is not over 7,500 JPY
@@ -138,7 +139,7 @@ def test_a_usd_rule_judges_a_jpy_account_in_jpy_at_the_configured_rate() -> None
 
 
 def test_without_a_rate_a_rule_does_not_judge_an_account_in_another_currency() -> None:
-    rules = load_rules(DEFAULT_RULES_DIR)
+    rules = guide_rules()
     decisions = evaluate(rules, yen_world(), state(None), NOW)
     assert decisions == []  # not "CPL 2,383 JPY (> 50 JPY)"
 
@@ -160,7 +161,7 @@ def test_rates_inverse_and_cross() -> None:
     assert rate("GBP", "JPY", rates) is None
     with pytest.raises(ValueError, match="FROM/TO=RATE"):
         parse_rates(["USD:JPY=150"])
-    converted = localize(load_rules(DEFAULT_RULES_DIR)[0], "JPY", rates)
+    converted = localize(guide_rules()[0], "JPY", rates)
     assert converted is not None
     assert converted.currency == "JPY"
     [cpl] = list(converted.conditions.leaves())
@@ -214,7 +215,7 @@ def test_nothing_is_announced_twice_or_for_a_dry_run() -> None:
 
 
 def test_a_shadow_decision_says_would_and_how_to_approve() -> None:
-    [decision] = [d for d in evaluate(load_rules(DEFAULT_RULES_DIR), guide_snapshot(), state(), NOW)
+    [decision] = [d for d in evaluate(guide_rules(), guide_snapshot(), state(), NOW)
                   if d.rule == "kill-underperformers" and d.outcome == "would_act"]
     note = shadow_notification(decision, 42, ["log", "slack", "email"])
     assert note.alert.payload.summary.startswith("Would pause ad set 'Car Accident - Broad' because")
@@ -224,7 +225,7 @@ def test_a_shadow_decision_says_would_and_how_to_approve() -> None:
 
 
 def test_infinity_never_reaches_stored_metrics() -> None:
-    decisions = evaluate(load_rules(DEFAULT_RULES_DIR), zero_lead_world(25_000), state(None),
+    decisions = evaluate(guide_rules(), zero_lead_world(25_000), state(None),
                          NOW + timedelta(minutes=1))
     for d in decisions:
         for values in d.metrics.values():

@@ -21,7 +21,8 @@ from services.rules_engine.model import (
     MetricRow,
     Snapshot,
 )
-from services.rules_engine.rules import DEFAULT_RULES_DIR, Rule, load_rules
+from services.rules_engine.rules import Rule
+from tests.fixtures.guide_rules import guide_rules
 
 NY = ZoneInfo("America/New_York")
 TODAY = date(2026, 11, 20)
@@ -92,10 +93,6 @@ def fresh_state(**extra: object) -> EngineState:
     return EngineState(data_as_of={"1": NOW - timedelta(minutes=20)}, **extra)  # type: ignore[arg-type]
 
 
-def default_rules() -> list[Rule]:
-    return load_rules(DEFAULT_RULES_DIR)
-
-
 def rule(spec: dict) -> Rule:
     return Rule.model_validate({"scope": {"level": "adset"}, **spec})
 
@@ -109,7 +106,7 @@ def acted(decisions: list[Decision]) -> set[tuple[str, str]]:
 
 
 def test_default_rules_pause_exactly_the_losers_and_scale_exactly_the_winners() -> None:
-    decisions = evaluate(default_rules(), guide_snapshot(), fresh_state(), NOW)
+    decisions = evaluate(guide_rules(), guide_snapshot(), fresh_state(), NOW)
     assert acted(decisions) == {
         ("kill-underperformers", "A"),
         ("scale-winners", "B"),
@@ -152,7 +149,7 @@ def test_default_rules_pause_exactly_the_losers_and_scale_exactly_the_winners() 
     [pause, notify] = protect.actions
     assert notify.channels == ("log", "slack", "email")
     assert pause.command_id != notify.command_id
-    assert pause.command_id == evaluate(default_rules(), guide_snapshot(), fresh_state(), NOW)[0].actions[0].command_id
+    assert pause.command_id == evaluate(guide_rules(), guide_snapshot(), fresh_state(), NOW)[0].actions[0].command_id
     assert notify.reason == protect.explanation
 
     # too little data is said, not silently ignored; undefined CPL and paused ad sets produce nothing
@@ -163,14 +160,14 @@ def test_default_rules_pause_exactly_the_losers_and_scale_exactly_the_winners() 
 
 
 def test_decisions_survive_validation_and_json() -> None:
-    for decision in evaluate(default_rules(), guide_snapshot(), fresh_state(), NOW):
+    for decision in evaluate(guide_rules(), guide_snapshot(), fresh_state(), NOW):
         again = Decision.model_validate_json(decision.model_dump_json())
         assert again == decision
 
 
 def test_decisions_are_what_model_construct_would_build() -> None:
     settings = EngineSettings(include_not_matched=True)
-    decisions = evaluate(default_rules(), guide_snapshot(), fresh_state(), NOW, settings)
+    decisions = evaluate(guide_rules(), guide_snapshot(), fresh_state(), NOW, settings)
     assert {d.outcome for d in decisions} >= {"acted", "skipped"}
     for decision in decisions:
         built = Decision.model_construct(**decision.__dict__)
@@ -188,7 +185,7 @@ def test_row_order_and_split_rows_do_not_change_decisions() -> None:
         for i, e in enumerate("ABDEF" * 3)
     ]
     rules = [
-        *default_rules(),
+        *guide_rules(),
         rule(
             {
                 "name": "cpql",
@@ -214,7 +211,7 @@ def test_evaluate_leaves_the_garbage_collector_as_it_was(enabled: bool) -> None:
     was = gc.isenabled()
     try:
         gc.enable() if enabled else gc.disable()
-        evaluate(default_rules(), guide_snapshot(), fresh_state(), NOW)
+        evaluate(guide_rules(), guide_snapshot(), fresh_state(), NOW)
         assert gc.isenabled() is enabled
     finally:
         gc.enable() if was else gc.disable()
@@ -223,7 +220,7 @@ def test_evaluate_leaves_the_garbage_collector_as_it_was(enabled: bool) -> None:
 def test_second_run_is_held_by_cooldown() -> None:
     # The snapshot does not show the first run's pauses: E (paused by budget-protection) would still match
     # zero-leads and kill-underperformers (infinite CPL), so it is left out here.
-    rules, full = default_rules(), guide_snapshot()
+    rules, full = guide_rules(), guide_snapshot()
     snapshot = Snapshot([e for e in full.entities if e.id != "E"], [r for r in full.rows if r.adset_id != "E"])
     first = evaluate(rules, snapshot, fresh_state(), NOW)
     state = record_actions(fresh_state(), first)
@@ -242,7 +239,7 @@ def test_second_run_is_held_by_cooldown() -> None:
 
 
 def test_dry_run_yields_would_act_and_leaves_no_history() -> None:
-    rules = [r.model_copy(update={"dry_run": True}) for r in default_rules()]
+    rules = [r.model_copy(update={"dry_run": True}) for r in guide_rules()]
     decisions = evaluate(rules, guide_snapshot(), fresh_state(), NOW)
     would = {(d.rule, d.entity_id) for d in decisions if d.outcome == "would_act"}
     assert len(would) == 4
@@ -252,7 +249,7 @@ def test_dry_run_yields_would_act_and_leaves_no_history() -> None:
     )
     assert record_actions(fresh_state(), decisions).actions == ()
     # the engine-wide switch does the same for live rules
-    preview = evaluate(default_rules(), guide_snapshot(), fresh_state(), NOW, EngineSettings(dry_run=True))
+    preview = evaluate(guide_rules(), guide_snapshot(), fresh_state(), NOW, EngineSettings(dry_run=True))
     assert {d.outcome for d in preview} == {"would_act", "skipped"}
 
 
@@ -369,8 +366,17 @@ def crm_snapshot() -> Snapshot:
 
 
 def test_cost_per_signed_case_rule_uses_crm_conversions() -> None:
-    [cpsc] = [r for r in default_rules() if r.name == "cost-per-signed-case"]
-    cpsc = cpsc.model_copy(update={"enabled": True, "dry_run": False})
+    # The example that shipped before issue 19 (replaced by rules on cost per qualified lead, docs/decision-quality.md).
+    cpsc = rule({
+        "name": "cost-per-signed-case", "currency": "USD", "scope": {"level": "adset", "status": ["ACTIVE"]},
+        "min_data": [{"metric": "leads", "window": "last_30_days", "op": ">=", "value": 20}],
+        "conditions": {"any": [
+            {"metric": "cost_per_signed_case", "window": "last_30_days", "op": ">", "value": 2000},
+            {"all": [{"metric": "signed_cases", "window": "last_30_days", "op": "==", "value": 0},
+                     {"metric": "spend", "window": "last_30_days", "op": ">", "value": 3000}]}]},
+        "actions": [{"type": "change_budget", "percent": -20}, {"type": "notify", "channels": ["log", "email"]}],
+        "guardrails": {"cooldown_hours": 72, "max_actions_per_day": 5},
+    })
     found = by_outcome(evaluate([cpsc], crm_snapshot(), fresh_state(), NOW))
     assert set(found) == {("cost-per-signed-case", "X"), ("cost-per-signed-case", "Y")}
     x = found["cost-per-signed-case", "X"]
@@ -418,11 +424,11 @@ def test_metric_versus_metric_condition() -> None:
 
 def test_stale_or_missing_freshness_blocks_actions() -> None:
     stale = EngineState(data_as_of={"1": NOW - timedelta(hours=5)})
-    decisions = evaluate(default_rules(), guide_snapshot(), stale, NOW)
+    decisions = evaluate(guide_rules(), guide_snapshot(), stale, NOW)
     assert acted(decisions) == set()
     assert {d.reason for d in decisions if d.entity_id in "ABDE"} == {"stale_data"}
     assert "insights for account act_1 are 5.0 h old" in by_outcome(decisions)["frequency-cap", "D"].explanation
-    unknown = evaluate(default_rules(), guide_snapshot(), EngineState(), NOW)
+    unknown = evaluate(guide_rules(), guide_snapshot(), EngineState(), NOW)
     assert acted(unknown) == set()
 
 
@@ -430,12 +436,12 @@ def test_circuit_breaker_opens_after_consecutive_failures() -> None:
     state = fresh_state()
     for _ in range(3):
         state = record_result(state, "kill-underperformers", ok=False)
-    decisions = by_outcome(evaluate(default_rules(), guide_snapshot(), state, NOW))
+    decisions = by_outcome(evaluate(guide_rules(), guide_snapshot(), state, NOW))
     assert decisions["kill-underperformers", "A"].reason == "circuit_open"
     assert decisions["scale-winners", "B"].outcome == "acted"
     state = record_result(state, "kill-underperformers", ok=True)
     assert (
-        by_outcome(evaluate(default_rules(), guide_snapshot(), state, NOW))["kill-underperformers", "A"].outcome
+        by_outcome(evaluate(guide_rules(), guide_snapshot(), state, NOW))["kill-underperformers", "A"].outcome
         == "acted"
     )
 
@@ -444,13 +450,13 @@ def test_account_ceiling_blocks_raises_that_would_exceed_it() -> None:
     # active daily budgets: 6 x $100 + $500 = $1,100. Alone, +$20 would break a $1,110 ceiling, but the pauses
     # earlier in the same run (A, D, E: $700) free room first, so the raise goes through.
     state = fresh_state(account_daily_budget_ceiling={"1": 111_000})
-    found = by_outcome(evaluate(default_rules(), guide_snapshot(), state, NOW))
+    found = by_outcome(evaluate(guide_rules(), guide_snapshot(), state, NOW))
     assert found["scale-winners", "B"].outcome == "acted"
-    only_scale = [r for r in default_rules() if r.name == "scale-winners"]
+    only_scale = [r for r in guide_rules() if r.name == "scale-winners"]
     assert evaluate(only_scale, guide_snapshot(), state, NOW)[0].reason == "ceiling"
     # $1,100 - $700 + $20 = $420 > $400
     tight = fresh_state(account_daily_budget_ceiling={"1": 40_000})
-    decision = by_outcome(evaluate(default_rules(), guide_snapshot(), tight, NOW))["scale-winners", "B"]
+    decision = by_outcome(evaluate(guide_rules(), guide_snapshot(), tight, NOW))["scale-winners", "B"]
     assert decision.reason == "ceiling"
     assert "over the $400.00 ceiling" in decision.explanation
 
@@ -460,7 +466,7 @@ def test_max_actions_per_run_per_rule() -> None:
         r.model_copy(update={"guardrails": r.guardrails.model_copy(update={"max_actions_per_run": 0})})
         if r.name == "frequency-cap"
         else r
-        for r in default_rules()
+        for r in guide_rules()
     ]
     decision = by_outcome(evaluate(limited, guide_snapshot(), fresh_state(), NOW))["frequency-cap", "D"]
     assert decision.reason == "max_actions"
@@ -500,7 +506,7 @@ def test_pause_for_today_resumes_at_the_accounts_midnight() -> None:
 
 
 def test_revive_unpauses_ad_sets_the_cpl_rule_paused_once_late_leads_arrive() -> None:
-    [revive] = [r for r in default_rules() if r.name == "revive-cpl"]
+    [revive] = [r for r in guide_rules() if r.name == "revive-cpl"]
     revive = revive.model_copy(update={"enabled": True, "dry_run": False})
     # A was paused by kill-underperformers yesterday; late-attributed leads now put its CPL at $31.20
     late = Snapshot(
@@ -521,7 +527,7 @@ def test_revive_unpauses_ad_sets_the_cpl_rule_paused_once_late_leads_arrive() ->
 
 def test_include_not_matched_explains_every_entity_in_scope() -> None:
     settings = EngineSettings(include_not_matched=True)
-    [kill] = [r for r in default_rules() if r.name == "kill-underperformers"]
+    [kill] = [r for r in guide_rules() if r.name == "kill-underperformers"]
     decisions = by_outcome(evaluate([kill], guide_snapshot(), fresh_state(), NOW, settings))
     assert set(decisions) == {("kill-underperformers", e) for e in "ABCDEFH"}
     healthy = decisions["kill-underperformers", "F"]
@@ -585,11 +591,11 @@ def test_a_rule_in_the_account_currency_is_judged_as_written() -> None:
 
 def test_now_must_be_timezone_aware() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
-        evaluate(default_rules(), guide_snapshot(), fresh_state(), datetime(2026, 11, 20, 20, 0))
+        evaluate(guide_rules(), guide_snapshot(), fresh_state(), datetime(2026, 11, 20, 20, 0))
 
 
 def test_account_ids_match_with_or_without_the_act_prefix() -> None:
     state = EngineState(data_as_of={"act_1": NOW}, account_daily_budget_ceiling={"act_1": 40_000})
-    found = by_outcome(evaluate(default_rules(), guide_snapshot(), state, NOW))
+    found = by_outcome(evaluate(guide_rules(), guide_snapshot(), state, NOW))
     assert found["kill-underperformers", "A"].outcome == "acted"
     assert found["scale-winners", "B"].reason == "ceiling"

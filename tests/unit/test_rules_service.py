@@ -95,8 +95,9 @@ def test_settings_defaults_and_lists() -> None:
 
 def test_snapshot_reads_only_the_days_and_levels_the_rules_need() -> None:
     rules = [r for r in load_rules(DEFAULT_RULES_DIR) if r.enabled]
-    assert lookback_days(rules, cap=35) == 7  # last_7_days is the longest enabled window
-    assert lookback_days(load_rules(DEFAULT_RULES_DIR), cap=35) == 30  # the disabled examples read 30
+    assert lookback_days(rules, cap=35) == 30  # cut-junk's CRM guard reads the last 30 days
+    assert lookback_days([r for r in rules if r.name != "cut-junk"], cap=35) == 14  # raise-qualified's cohort
+    assert lookback_days([r for r in rules if r.name == "zero-leads"], cap=35) == 7
     assert lookback_days(rules, cap=5) == 5
     assert levels_of(rules) == {"adset"}
 
