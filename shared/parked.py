@@ -88,12 +88,19 @@ async def count_parked(channel: AbstractChannel, queue_name: str) -> int:
 
 
 async def read_counts(amqp_url: str, consumers: Sequence[Consumer] = CONSUMERS) -> dict[str, int]:
-    """Messages in each consumer's parking queue (`service/queue` -> count). Every one of them exists: each service
-    declares the whole topology when it starts."""
+    """Messages in each consumer's parking queue (`service/queue` -> count); 0 where the queue does not exist (each
+    service declares the whole topology when it starts: none has started on this broker yet)."""
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel(publisher_confirms=False)
-        return {f"{c.service}/{c.name}": await count_parked(channel, c.parking_queue_name) for c in consumers}
+        counts = {}
+        for c in consumers:
+            try:
+                counts[f"{c.service}/{c.name}"] = await count_parked(channel, c.parking_queue_name)
+            except aio_pika.exceptions.ChannelNotFoundEntity:  # its service never started here: none parked
+                counts[f"{c.service}/{c.name}"] = 0
+                channel = await connection.channel(publisher_confirms=False)
+        return counts
 
 
 # -- selecting --------------------------------------------------------------------------------------------------
@@ -212,7 +219,12 @@ async def sweep(amqp_url: str, consumers: Sequence[Consumer], decide: Decide) ->
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         for consumer in consumers:
-            seen.extend(await _sweep_queue(channel, consumer, decide))
+            try:
+                seen.extend(await _sweep_queue(channel, consumer, decide))
+            except aio_pika.exceptions.ChannelNotFoundEntity:
+                # No parking queue: its service never started on this broker, so nothing is parked there. The
+                # broker closed the channel over it.
+                channel = await connection.channel(publisher_confirms=True)
     return seen
 
 
