@@ -287,9 +287,15 @@ async def test_the_executor_syncs_every_audience_on_its_schedule(
     members = await db.fetchval("select count(*) from audience_members m join audiences a using (audience_id) "
                                 "where a.name = 'signed'")
     assert members == 1
-    requested = await db.fetchval("select count(*) from campaign_commands where kind = 'sync_audience' and "
+
+    # The lookalikes' commands are queued after the customer-file audiences': wait for all five.
+    async def requested() -> int | None:
+        count = await db.fetchval("select count(*) from campaign_commands where kind = 'sync_audience' and "
                                   "requested_by = 'campaign_executor:schedule'")
-    assert requested == 5, "one command per definition, lookalikes included"
+        return count if count >= 5 else None
+
+    assert await eventually(requested, timeout=30, what="one command per definition") == 5, (
+        "one command per definition, lookalikes included")
 
 
 def test_audiences_list_shows_definitions_and_what_is_recorded(
