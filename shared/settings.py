@@ -173,6 +173,18 @@ class OpsSettings(BaseSettings):
     log_format: str = Field(default="auto", pattern=r"^(auto|json|text)$")
 
 
+def iana_zone(value: str) -> str:
+    """A settings validator: empty, or an IANA time zone name."""
+    if value:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("must be an IANA time zone such as America/Phoenix") from None
+    return value
+
+
 class BudgetGuardrailSettings(BaseSettings):
     """Budget guardrails of the rules engine and the campaign executor (one set for both; `shared.budget_guardrails`).
 

@@ -7,6 +7,8 @@ from decimal import Decimal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.settings import iana_zone
+
 
 class ConsoleSettings(BaseSettings):
     """Where the console listens, who may log in, and how sessions behave.
@@ -59,14 +61,7 @@ class ConsoleSettings(BaseSettings):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        if value:
-            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-            try:
-                ZoneInfo(value)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError("must be an IANA time zone such as America/Phoenix") from None
-        return value
+        return iana_zone(value)
 
     def accounts(self) -> dict[str, str]:
         """Operator name -> argon2 hash."""

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.settings import iana_zone
+
 
 def _split(value: object) -> object:
     if isinstance(value, str):
@@ -54,11 +56,4 @@ class ReportSettings(BaseSettings):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        if value:
-            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-            try:
-                ZoneInfo(value)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError("must be an IANA time zone such as America/Phoenix") from None
-        return value
+        return iana_zone(value)
