@@ -1,5 +1,5 @@
 """The capi_sender's entry points: one batch handler, whose messages are acked once Meta accepted their batches, and
-two background jobs (flush every batch on stop, prune the send log). Thin: the work is `worker.CapiSender`."""
+two background jobs (flush every batch on stop, prune the send log). Thin: the work is `worker.Worker`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from services.capi_sender.logic import SendOutcome
 if TYPE_CHECKING:
     import asyncpg
 
-    from services.capi_sender.worker import CapiSender
+    from services.capi_sender.worker import Worker
     from shared.service import Service, Started
     from shared.topology import Consumer
 
@@ -36,7 +36,7 @@ PRUNE_INTERVAL_SECONDS = 3600.0
 class Deps:
     """What the handler and jobs use, built once the service started (`Service.on_started`)."""
 
-    sender: CapiSender
+    sender: Worker
     pool: asyncpg.Pool
 
 

@@ -2,13 +2,13 @@
 
 The path of one `ConversionRequested`:
 
-1. `CapiSender.process_many` (a consumer batch of up to 1,000 messages; `process` for one) finds each conversion's
+1. `Worker.process_many` (a consumer batch of up to 1,000 messages; `process` for one) finds each conversion's
    stored lead (by Meta lead id, one lookup per batch; else by the CRM's contact id, e-mail or phone,
    `shared.leads.match_lead`, counted in `leadwire_capi_outcomes_matched_total{by}`, `unmatched` included), fills
    in what the CRM left out from it (`lead_id` and the lead's answers), builds each server event
    (`events.prepare_event`) or parks it with a reason, and hands it to the batcher. The batch handler awaits the
    outcomes: a message is acked only after Meta accepted the request that carried its event.
-2. `CapiSender.flush` (one batch of one pixel and test code): re-checks every event (it may have aged while it
+2. `Worker.flush` (one batch of one pixel and test code): re-checks every event (it may have aged while it
    waited), keeps one copy per dedupe key, claims the keys in `capi_events` (a key sent within 48 h, or being
    sent by another batch, is not sent again), and posts the batch.
 3. `deliver` posts it; when Meta rejects the whole request for one invalid event (docs/meta-api.md §8.1) it
@@ -148,7 +148,7 @@ async def deliver(post: PostFn, batch: RequestBatch, *, max_requests: int = MAX_
 # -- the sender --------------------------------------------------------------------------------------------------
 
 
-class CapiSender:
+class Worker:
     """Batches prepared events per (pixel, test code) and sends each once.
 
     Args:

@@ -12,7 +12,7 @@ from services.crm_sync.adapters import Adapter, ContactLedger, GoHighLevelAdapte
 from services.crm_sync.logic import BREAKER_FIX
 from services.crm_sync.mapping import field_map
 from services.crm_sync.settings import CrmSyncSettings
-from services.crm_sync.worker import LeadSync
+from services.crm_sync.worker import Worker
 from shared.ghl import GhlClient
 from shared.logging import register_secret
 from shared.service import Service
@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None, *, lead_consumer: Consumer | No
         breakers = {a.name: started.breaker(f"crm:{a.name}", label=f"the CRM ({a.name})", what="leads",
                                             fix=BREAKER_FIX.get(a.name, BREAKER_FIX["webhook"]))
                     for a in adapters}
-        return handlers.Deps(sync=LeadSync(started.db, adapters, breakers=breakers), http=session)
+        return handlers.Deps(sync=Worker(started.db, adapters, breakers=breakers), http=session)
 
     async def close(deps: handlers.Deps) -> None:
         for adapter in deps.sync.adapters:

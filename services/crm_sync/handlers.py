@@ -1,4 +1,4 @@
-"""crm_sync's entry point: the LeadCaptured handler. Thin: the work is `worker.LeadSync` (one message)."""
+"""crm_sync's entry point: the LeadCaptured handler. Thin: the work is `worker.Worker` (one message)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from shared.topology import H_ATTEMPT
 if TYPE_CHECKING:
     import aiohttp
 
-    from services.crm_sync.worker import LeadSync
+    from services.crm_sync.worker import Worker
     from shared.service import Service, Started
     from shared.topology import Consumer
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 class Deps:
     """What the handler uses, built once the service started (`Service.on_started`)."""
 
-    sync: LeadSync
+    sync: Worker
     http: aiohttp.ClientSession  # the CRM adapters' session (its own timeout), closed on stop
 
 

@@ -67,7 +67,7 @@ GROUPS_IN_FLIGHT = 4  # delivery transactions at once (each holds a pool connect
 REQUESTS_IN_FLIGHT = 10
 
 
-class LeadSync:
+class Worker:
     """Delivers LeadCaptured messages; concurrent ones share their database work (`deliver_group`).
 
     Each message's handler awaits its own outcome, so it is acknowledged only after its delivery state

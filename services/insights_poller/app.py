@@ -10,7 +10,7 @@ from __future__ import annotations
 from contracts.messages import AlertRaisedMessage, InsightsUpdatedMessage
 from services.insights_poller import handlers
 from services.insights_poller.settings import InsightsSettings
-from services.insights_poller.worker import InsightsPoller
+from services.insights_poller.worker import Worker
 from shared.service import Service
 from shared.settings import Settings
 
@@ -20,8 +20,8 @@ def create_app(settings: Settings | None = None) -> Service:
     config = service.settings.block(InsightsSettings)
     accounts = service.settings.meta.ad_account_id
 
-    def dependencies(started: Service) -> InsightsPoller:
-        return InsightsPoller(started.db, started.graph_client, config, accounts)
+    def dependencies(started: Service) -> Worker:
+        return Worker(started.db, started.graph_client, config, accounts)
 
     handlers.register(service, service.on_started(dependencies), enabled=config.interval_seconds > 0)
     service.relay_outbox()

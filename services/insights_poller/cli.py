@@ -11,7 +11,7 @@ from datetime import date
 import aiohttp
 
 from services.insights_poller.settings import InsightsSettings
-from services.insights_poller.worker import InsightsPoller
+from services.insights_poller.worker import Worker
 from shared.db.pool import create_pool
 from shared.graph import GraphClient
 from shared.settings import Settings
@@ -58,7 +58,7 @@ async def refresh(settings: Settings, accounts: list[str], since: date, until: d
         async with aiohttp.ClientSession(timeout=timeout) as session:
             # An operator waits for the answer: wait out throttles instead of giving up after max_wait.
             graph = GraphClient(session, settings.meta, max_wait=None)
-            poller = InsightsPoller(pool, graph, settings.block(InsightsSettings), accounts)
+            poller = Worker(pool, graph, settings.block(InsightsSettings), accounts)
             outcomes = await poller.refresh_all(accounts, since=since, until=until)
     finally:
         await pool.close()

@@ -1,5 +1,5 @@
 """The insights poller's entry point: the scheduled refresh (a background job). Thin: the work is
-`worker.InsightsPoller`."""
+`worker.Worker`."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from services.insights_poller.worker import InsightsPoller
+    from services.insights_poller.worker import Worker
     from shared.service import Service, Started
 
 logger = logging.getLogger(__name__)
 
 
-def register(service: Service, poller: Started[InsightsPoller], *, enabled: bool) -> None:
+def register(service: Service, poller: Started[Worker], *, enabled: bool) -> None:
     """Add the scheduled refresh of every configured ad account (when `enabled`: INSIGHTS_INTERVAL_SECONDS > 0)."""
 
     async def refresh_periodically() -> None:

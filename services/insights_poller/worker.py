@@ -71,7 +71,7 @@ class RefreshOutcome:
         return self.error is None
 
 
-class InsightsPoller:
+class Worker:
     """Refreshes stored insights and objects of the configured ad accounts.
 
     Args:

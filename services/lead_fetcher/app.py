@@ -13,7 +13,7 @@ from services.lead_fetcher import handlers
 from services.lead_fetcher.logic import page_token
 from services.lead_fetcher.reader import LeadReader
 from services.lead_fetcher.settings import LeadFetcherSettings
-from services.lead_fetcher.worker import LeadCapture
+from services.lead_fetcher.worker import Worker
 from shared.service import Service
 from shared.settings import Settings
 from shared.topology import Consumer, consumer
@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None, *, leadgen_consumer: Consumer |
                 "(retried for RETRY_HORIZON_HOURS). Any that gave up: `leadwire parked list --queue "
                 "lead_fetcher/leadgen_received`.",
         )
-        capture = LeadCapture(started.db, reader, config, graph_breaker=breaker)
+        capture = Worker(started.db, reader, config, graph_breaker=breaker)
         return handlers.Deps(capture=capture, graph=graph, pool=started.db)
 
     handlers.register(service, service.on_started(dependencies), config, token=token,

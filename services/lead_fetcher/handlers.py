@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from pydantic import SecretStr
 
     from services.lead_fetcher.settings import LeadFetcherSettings
-    from services.lead_fetcher.worker import LeadCapture
+    from services.lead_fetcher.worker import Worker
     from shared.graph import GraphClient
     from shared.service import Service, Started
     from shared.topology import Consumer
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 class Deps:
     """What the handlers use, built once the service started (`Service.on_started`)."""
 
-    capture: LeadCapture
+    capture: Worker
     graph: GraphClient
     pool: asyncpg.Pool
 

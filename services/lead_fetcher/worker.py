@@ -1,4 +1,4 @@
-"""The orchestration of one message. LeadgenReceived (`LeadCapture`): skip if stored, read from Meta (batched),
+"""The orchestration of one message. LeadgenReceived (`Worker`): skip if stored, read from Meta (batched),
 store with its LeadCaptured. RedeliverLead (`redeliver`): the stored lead's LeadCaptured again.
 
 Concurrent messages share their database work: the "already stored?" check of every message waiting at the same
@@ -67,7 +67,7 @@ class Held:
 
 
 @dataclass
-class LeadCapture:
+class Worker:
     """The handler's dependencies; `__call__` handles one message."""
 
     pool: asyncpg.Pool

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from services.reports import handlers
 from services.reports.settings import ReportSettings
-from services.reports.worker import DailyReports
+from services.reports.worker import Worker
 from shared.service import Service
 from shared.settings import CrmOutcomeSettings, NotifySettings, Settings
 
@@ -18,8 +18,8 @@ def create_app(settings: Settings | None = None) -> Service:
     service = Service("reports", settings, uses_database=True)
     config = service.settings.block(ReportSettings)
 
-    def dependencies(started: Service) -> DailyReports:
-        return DailyReports(
+    def dependencies(started: Service) -> Worker:
+        return Worker(
             started.db, config, started.settings.block(NotifySettings), started.settings.block(CrmOutcomeSettings),
             started.settings.broker.amqp_url.get_secret_value(),
         )

@@ -13,7 +13,7 @@ from typing import Any
 
 from services.reports import chart, render
 from services.reports.settings import ReportSettings
-from services.reports.worker import DailyReports, NoAccountError
+from services.reports.worker import NoAccountError, Worker
 from shared.db.pool import create_pool
 from shared.settings import CrmOutcomeSettings, NotifySettings, Settings
 
@@ -39,7 +39,7 @@ async def daily(settings: Settings, account: str | None, day: date | None, *, se
                 save_to: Path | None = None) -> int:
     pool = await create_pool(settings.database)
     try:
-        reports = DailyReports(pool, settings.block(ReportSettings), settings.block(NotifySettings),
+        reports = Worker(pool, settings.block(ReportSettings), settings.block(NotifySettings),
                                settings.block(CrmOutcomeSettings), settings.broker.amqp_url.get_secret_value())
         try:
             built = await reports.build(account, day)
@@ -67,7 +67,7 @@ async def daily(settings: Settings, account: str | None, day: date | None, *, se
         await pool.close()
 
 
-def save(report: Any, folder: Path, reports: DailyReports) -> None:
+def save(report: Any, folder: Path, reports: Worker) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     stem = folder / f"daily-{report.account_id}-{report.day.isoformat()}"
     png = chart.render(report.series, report.currency)

@@ -30,7 +30,7 @@ class NoAccountError(LookupError):
 
 
 @dataclass
-class DailyReports:
+class Worker:
     pool: asyncpg.Pool
     config: ReportSettings
     notify: NotifySettings

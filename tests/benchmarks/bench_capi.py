@@ -9,7 +9,7 @@ Prints:
   `--events` messages: events per second from the first worker ready until the sandbox has them all (goal
   >= 5,000/s), requests per 1,000 events (goal 1), and the CPU per event of the sender's processes, of PostgreSQL
   and of the sandbox (the machine's other load makes events/s noisy; CPU per event much less so);
-* one sender without the broker (`CapiSender.process_many` called directly, 1,000 messages a call, as the batch
+* one sender without the broker (`Worker.process_many` called directly, 1,000 messages a call, as the batch
   handler does): the cost of our own part;
 * for comparison, the approach of Meta's guide / SDK examples: a loop posting one event per request
   (same normalization and hashing, no broker, no database), on `--baseline-events` events.
@@ -229,7 +229,7 @@ def worker_pids(pid: int) -> list[int]:
 
 async def bench_sender_only(url: str, pixel_id: str, events: int) -> dict[str, float]:
     """The same work without the broker: normalize, hash, batch, claim, POST, record (how fast our part is)."""
-    from services.capi_sender.worker import CapiSender, post_events
+    from services.capi_sender.worker import Worker, post_events
     from shared.graph import GraphClient
 
     meta = MetaSettings(pixel_id=pixel_id, graph_url=url, access_token=TOKEN, app_secret=APP_SECRET)
@@ -238,7 +238,7 @@ async def bench_sender_only(url: str, pixel_id: str, events: int) -> dict[str, f
     try:
         async with aiohttp.ClientSession() as session:
             graph = GraphClient(session, meta)
-            sender = CapiSender(
+            sender = Worker(
                 pool=pool,
                 post=lambda batch: post_events(graph, batch),
                 settings=CapiSettings(capi_linger_ms=500),

@@ -31,7 +31,7 @@ from pydantic import SecretStr
 from services.graph_sandbox.app import create_app
 from services.graph_sandbox.config import SandboxConfig
 from services.insights_poller.settings import InsightsSettings
-from services.insights_poller.worker import InsightsPoller
+from services.insights_poller.worker import Worker
 from shared.db.migrate import ensure_database, migrate
 from shared.db.pool import create_pool
 from shared.graph import GraphClient
@@ -54,7 +54,7 @@ async def _calls(http: aiohttp.ClientSession, url: str) -> int:
     return int((await _control(http, url, "GET", "calls"))["total"])
 
 
-async def _poller_refresh(poller: InsightsPoller, http: aiohttp.ClientSession, url: str) -> tuple[int, float, Any]:
+async def _poller_refresh(poller: Worker, http: aiohttp.ClientSession, url: str) -> tuple[int, float, Any]:
     await _control(http, url, "POST", "calls/reset")
     started = time.perf_counter()
     outcome = await poller.refresh_account(ACCOUNT)
@@ -112,11 +112,11 @@ async def main_async() -> None:
                                 ad_account_id=[ACCOUNT], request_timeout_seconds=30)
             graph = GraphClient(http, meta, registry=CollectorRegistry())
             settings = InsightsSettings(poll_seconds=0.2)
-            poller = InsightsPoller(pool, graph, settings, [ACCOUNT])
+            poller = Worker(pool, graph, settings, [ACCOUNT])
 
             full_calls, full_s, full = await _poller_refresh(poller, http, url)
             inc_calls, inc_s, inc = await _poller_refresh(poller, http, url)
-            no_reach = InsightsPoller(pool, graph, settings.model_copy(update={"reach_windows": []}), [ACCOUNT])
+            no_reach = Worker(pool, graph, settings.model_copy(update={"reach_windows": []}), [ACCOUNT])
             bare_calls, bare_s, bare = await _poller_refresh(no_reach, http, url)
 
             today = datetime.now(ZoneInfo(account["timezone_name"])).date()

@@ -32,7 +32,7 @@ from services.capi_sender.events import RequestBatch
 from services.capi_sender.logic import SendOutcome
 from services.capi_sender.settings import CapiSettings
 from services.capi_sender.store import prune_send_log
-from services.capi_sender.worker import CapiSender, post_events
+from services.capi_sender.worker import Worker, post_events
 from shared.messaging import PermanentError, RetryLater, declare_topology
 from shared.poison import PoisonError
 from shared.service import Service
@@ -258,7 +258,7 @@ async def test_event_that_ages_while_batched_is_parked_not_sent(
         posted.append(len(batch.events))
         return {"events_received": len(batch.events), "fbtrace_id": "T"}
 
-    sender = CapiSender(
+    sender = Worker(
         pool=db,
         post=post,
         settings=CapiSettings(capi_linger_ms=1000),
@@ -500,7 +500,7 @@ async def test_two_senders_racing_on_the_same_events_send_each_once(
                         app_secret=sandbox.app_secret)
     async with aiohttp.ClientSession() as session:
         senders = [
-            CapiSender(
+            Worker(
                 pool=db,
                 post=lambda batch, graph=GraphClient(session, meta): post_events(graph, batch),
                 settings=CapiSettings(capi_linger_ms=0),

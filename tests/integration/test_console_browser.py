@@ -33,7 +33,7 @@ from services.ingress.app import create_app as create_ingress
 from services.ingress.settings import IngressSettings
 from services.insights_poller.app import create_app as create_insights_poller
 from services.insights_poller.settings import InsightsSettings
-from services.insights_poller.worker import InsightsPoller
+from services.insights_poller.worker import Worker
 from services.lead_fetcher.app import create_app as create_lead_fetcher
 from services.lead_fetcher.settings import LeadFetcherSettings
 from services.rules_engine.app import create_app as create_rules_engine
@@ -181,7 +181,7 @@ async def test_operator_sees_todays_leads_and_a_trail_in_the_browser(chain: Chai
     await eventually(lambda: delivered(chain.db, lead_ids), timeout=30, what="3 leads delivered to the CRM")
     await eventually(lambda: refreshed(chain.db), timeout=60, what="the insights poller's first full refresh")
     # The new leads count in Meta's insights for today: the poller reads them again, as its next run would.
-    await chain.poller.dependencies(InsightsPoller).refresh_all()
+    await chain.poller.dependencies(Worker).refresh_all()
     costs = await sandbox_costs(chain.sandbox)
     await report_outcomes(chain, lead_ids[0], ["QualifiedLead", "SignedCase"])
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ from services.crm_sync.cli import redeliver_once
 from services.crm_sync.logic import DeliveryOutcome
 from services.crm_sync.settings import CrmSyncSettings
 from services.crm_sync.store import failed_leads
-from services.crm_sync.worker import Job, LeadSync
+from services.crm_sync.worker import Job, Worker
 from shared.messaging import declare_topology, ensure_confirmed
 from shared.service import Service
 from shared.settings import BrokerSettings, DatabaseSettings, MetaSettings, Settings
@@ -365,7 +365,7 @@ async def test_a_group_that_cannot_commit_is_redone_lead_by_lead(
     crm = CrmSyncSettings(crm_webhook_url=crm_sink.webhook_url, crm_webhook_secret=WEBHOOK_SECRET,
                           crm_timeout_seconds=2)
     async with aiohttp.ClientSession() as session:
-        sync = LeadSync(db, build_adapters(crm, session))
+        sync = Worker(db, build_adapters(crm, session))
         jobs = [Job(captured(lid), attempt=1, max_attempts=3) for lid in ids]
 
         outcomes = await sync._run_group(jobs)  # the group as the runner hands it over, all 20 together

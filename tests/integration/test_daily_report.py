@@ -30,11 +30,11 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
+from services.insights_poller import worker as insights_worker
 from services.insights_poller.settings import InsightsSettings
-from services.insights_poller.worker import InsightsPoller
 from services.reports import cli, render
+from services.reports import worker as reports_worker
 from services.reports.settings import ReportSettings
-from services.reports.worker import DailyReports
 from shared.graph import GraphClient
 from shared.messaging import declare_topology
 from shared.money import to_minor
@@ -169,7 +169,8 @@ async def account(console_db: asyncpg.Pool, sandbox: SandboxHandle) -> AsyncIter
     async with aiohttp.ClientSession() as http:
         windows = {"app": 3600.0, "ad_account": 3600.0, "buc": 3600.0, "insights": 3600.0}
         graph = GraphClient(http, meta, usage_windows=windows)
-        [outcome] = await InsightsPoller(db, graph, InsightsSettings(poll_seconds=0.01), [account_id]).refresh_all()
+        poller = insights_worker.Worker(db, graph, InsightsSettings(poll_seconds=0.01), [account_id])
+        [outcome] = await poller.refresh_all()
         assert outcome.error is None
     day = datetime.now(zone).date() - timedelta(days=1)
     campaigns = sorted(sandbox.state["accounts"][account_id]["campaigns"])
@@ -225,11 +226,11 @@ def local(day: date, hour: int, zone: ZoneInfo) -> datetime:
 
 
 def reports_for(db: asyncpg.Pool, amqp_url: str, *, slack_url: str = "", smtp_port: int = 0,
-                **config: Any) -> DailyReports:
+                **config: Any) -> reports_worker.Worker:
     notify = NotifySettings(slack_webhook_url=SecretStr(slack_url), smtp_host="127.0.0.1" if smtp_port else "",
                             smtp_port=smtp_port or 25, smtp_security="none", smtp_from="leadwire@example.com",
                             notify_email_to=["ops@example.com"], smtp_timeout_seconds=5)
-    return DailyReports(db, ReportSettings(**config), notify, CrmOutcomeSettings(), amqp_url)
+    return reports_worker.Worker(db, ReportSettings(**config), notify, CrmOutcomeSettings(), amqp_url)
 
 
 def mail_texts(raw: bytes) -> tuple[EmailMessage, str, str, bytes]:
@@ -327,7 +328,7 @@ async def test_report_numbers_match_the_sandboxs_insights(account: Account, vhos
     assert_no_pii(text, json.dumps(payload))
 
 
-async def _parked(reports: DailyReports) -> dict[str, int] | None:
+async def _parked(reports: reports_worker.Worker) -> dict[str, int] | None:
     counts = await reports.parked()
     return counts if counts and sum(counts.values()) == 1 else None
 

@@ -25,7 +25,7 @@ from services.insights_poller import cli
 from services.insights_poller.app import create_app
 from services.insights_poller.logic import Window, major_to_minor, trailing_window
 from services.insights_poller.settings import InsightsSettings
-from services.insights_poller.worker import ALERT_CODE, InsightsPoller
+from services.insights_poller.worker import ALERT_CODE, Worker
 from shared.graph import GraphClient, PermissionDeniedError
 from shared.settings import MetaSettings, Settings
 from shared.topology import EXCHANGE
@@ -69,12 +69,12 @@ def meta_settings(sandbox: SandboxHandle, accounts: list[str]) -> MetaSettings:
 def make_poller(
     db: asyncpg.Pool, http: aiohttp.ClientSession, sandbox: SandboxHandle, accounts: list[str],
     *, window: float = 3600.0, registry: CollectorRegistry | None = None, **overrides: Any,
-) -> InsightsPoller:
+) -> Worker:
     windows = {"app": window, "ad_account": window, "buc": window, "insights": window}
     graph = GraphClient(http, meta_settings(sandbox, accounts), registry=registry or CollectorRegistry(),
                         usage_windows=windows)
     overrides.setdefault("poll_seconds", 0.01)
-    return InsightsPoller(db, graph, InsightsSettings(**overrides), accounts)
+    return Worker(db, graph, InsightsSettings(**overrides), accounts)
 
 
 def today_in(sandbox: SandboxHandle, account: str) -> date:

@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 from contracts.leads import captured_message_id
 from services.lead_fetcher.logic import LEAD_FIELDS, Lead, parse_lead
 from services.lead_fetcher.settings import LeadFetcherSettings
-from services.lead_fetcher.worker import LeadCapture
+from services.lead_fetcher.worker import Worker
 from shared.settings import Settings
 from shared.topology import H_REASON
 from tests.fixtures.infra import drain, eventually
@@ -262,7 +262,7 @@ async def test_a_lead_that_breaks_the_group_insert_fails_alone(db: asyncpg.Pool)
     ids = [str(random.randint(10**14, 10**15 - 1)) for _ in range(3)]
     await purge(db, ids)
     leads = [_lead(ids[0]), _lead(ids[1], answer="bad \u0000 answer"), _lead(ids[2])]
-    capture = LeadCapture(db, reader=None, settings=LeadFetcherSettings())  # type: ignore[arg-type]
+    capture = Worker(db, reader=None, settings=LeadFetcherSettings())  # type: ignore[arg-type]
     messages = [leadgen_message(i, "1111") for i in ids]
 
     outcomes = await capture.store_group([*zip(leads, messages, strict=True), (leads[2], messages[2])])

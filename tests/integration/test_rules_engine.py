@@ -35,7 +35,7 @@ from contracts.messages import (
     RoutingKey,
 )
 from services.insights_poller.settings import InsightsSettings
-from services.insights_poller.worker import InsightsPoller
+from services.insights_poller.worker import Worker
 from services.rules_engine import store
 from services.rules_engine.app import create_app
 from services.rules_engine.cli import run_backtest
@@ -285,7 +285,7 @@ async def refresh_sandbox(db: asyncpg.Pool, sandbox: SandboxHandle) -> None:
     windows = {"app": 3600.0, "ad_account": 3600.0, "buc": 3600.0, "insights": 3600.0}
     async with aiohttp.ClientSession() as http:
         graph = GraphClient(http, _sandbox_meta(sandbox), registry=CollectorRegistry(), usage_windows=windows)
-        poller = InsightsPoller(db, graph, InsightsSettings(poll_seconds=0.01), [MAIN])
+        poller = Worker(db, graph, InsightsSettings(poll_seconds=0.01), [MAIN])
         today = datetime.now(ZoneInfo(NY)).date()
         await poller.refresh_account(MAIN, since=today - timedelta(days=7), until=today)
 

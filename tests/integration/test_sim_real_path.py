@@ -29,8 +29,8 @@ from services.campaign_executor.meta_reads import MetaReads
 from services.campaign_executor.worker import Worker
 from services.graph_sandbox.delivery import delivered_share
 from services.graph_sandbox.keys import SANDBOX
+from services.insights_poller import worker as insights_worker
 from services.insights_poller.settings import InsightsSettings
-from services.insights_poller.worker import InsightsPoller
 from services.rules_engine.logic import evaluate, record_actions, record_result
 from services.rules_engine.messages import to_command
 from services.rules_engine.model import EngineState, MetricRow
@@ -91,7 +91,7 @@ async def test_the_simulated_path_and_the_real_one_agree_over_three_days(
     windows = {"app": 3600.0, "ad_account": 3600.0, "buc": 3600.0, "insights": 3600.0}
     async with aiohttp.ClientSession() as http:
         graph = GraphClient(http, meta, registry=CollectorRegistry(), usage_windows=windows)
-        poller = InsightsPoller(db, graph, InsightsSettings(poll_seconds=0.01), [MAIN])
+        poller = insights_worker.Worker(db, graph, InsightsSettings(poll_seconds=0.01), [MAIN])
         worker = Worker(db, CommandContext(graph, MetaReads(graph, max_wait=5), limits), consumer_name="test.sim")
 
         # The simulator's account mirrors the sandbox's ad sets as leadwire first reads them.

@@ -23,7 +23,7 @@ from pydantic import SecretStr, ValidationError
 
 from services.insights_poller.logic import DEFAULT_REACH_WINDOWS, Window, reach_window
 from services.insights_poller.settings import InsightsSettings
-from services.insights_poller.worker import InsightsPoller
+from services.insights_poller.worker import Worker
 from services.rules_engine.cli import run_backtest
 from services.rules_engine.logic import evaluate
 from services.rules_engine.model import EngineSettings, Snapshot
@@ -64,13 +64,13 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 def make_poller(
     db: asyncpg.Pool, http: aiohttp.ClientSession, sandbox: SandboxHandle, **overrides: Any
-) -> InsightsPoller:
+) -> Worker:
     meta = MetaSettings(access_token=SecretStr(sandbox.token), app_secret=SecretStr(sandbox.app_secret),
                         graph_url=sandbox.url, ad_account_id=[MAIN], request_timeout_seconds=10)
     windows = {"app": 3600.0, "ad_account": 3600.0, "buc": 3600.0, "insights": 3600.0}
     graph = GraphClient(http, meta, registry=CollectorRegistry(), usage_windows=windows)
     overrides.setdefault("poll_seconds", 0.01)
-    return InsightsPoller(db, graph, InsightsSettings(**overrides), [MAIN])
+    return Worker(db, graph, InsightsSettings(**overrides), [MAIN])
 
 
 def today_ny() -> date:

@@ -2,7 +2,7 @@
 
 The handler is thin: it hands the message, its attempt number (from the retry header) and the attempt budget to
 the worker; the reliability middleware parks what is invalid and retries what failed. The worker here is a fake of
-our own port (`LeadSync.__call__`); the worker itself is tested against the real database and CRMs in
+our own port (`Worker.__call__`); the worker itself is tested against the real database and CRMs in
 tests/integration/test_crm_sync.py.
 """
 
