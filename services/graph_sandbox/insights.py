@@ -19,7 +19,7 @@ from .core import GraphRequest, Sandbox, json_param, list_param, paginate
 from .delivery import delivered_share
 from .errors import GraphError, invalid_param
 from .objects import effective_status, full_view, matches, render
-from .state import OFFSET_ONE, Node, Profile, day_range, format_money
+from .state import OFFSET_ONE, Node, Profile, day_range, wire_amount
 
 LEVELS = ("account", "campaign", "adset", "ad")
 BREAKDOWNS: dict[str, dict[str, float]] = {
@@ -371,7 +371,7 @@ def _format_row(sb: Sandbox, q: Query, g: dict[str, Any], currency: str) -> dict
         "account_id": (ad.account or "").removeprefix("act_"),
         "account_name": account_node.fields["name"] if account_node else "",
         "account_currency": currency,
-        "spend": format_money(g["spend"], currency),
+        "spend": wire_amount(g["spend"], currency),
         "impressions": str(g["impressions"]),
         "reach": str(reach),
         "frequency": _ratio(g["impressions"], reach),
@@ -384,7 +384,7 @@ def _format_row(sb: Sandbox, q: Query, g: dict[str, Any], currency: str) -> dict
         "action_values": [
             {
                 "action_type": "offsite_conversion.fb_pixel_lead",
-                "value": format_money(g["leads_pixel"] * 2500, currency),
+                "value": wire_amount(g["leads_pixel"] * 2500, currency),
             }
         ]
         if g["leads_pixel"]

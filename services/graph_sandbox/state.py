@@ -71,7 +71,7 @@ def iso_time(ts: float, tz: ZoneInfo | None = None) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def format_money(minor: float, currency: str) -> str:
+def wire_amount(minor: float, currency: str) -> str:
     """Insights money in major units as a string (`"12.34"` USD, `"1234"` JPY)."""
     if currency in OFFSET_ONE:
         return str(round(minor))
