@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None, *, leadgen_consumer: Consumer |
                 "(retried for RETRY_HORIZON_HOURS). Any that gave up: `leadwire parked list --queue "
                 "lead_fetcher/leadgen_received`.",
         )
-        capture = Worker(started.db, reader, config, graph_breaker=breaker)
+        capture = Worker(started.db, reader, config, graph_breaker=breaker, incidents=started.incidents)
         return handlers.Deps(capture=capture, graph=graph, pool=started.db)
 
     handlers.register(service, service.on_started(dependencies), config, token=token,
@@ -47,5 +47,6 @@ def create_app(settings: Settings | None = None, *, leadgen_consumer: Consumer |
         service.monitor_meta_health(service.settings.meta.health_check_seconds)
     # Publishers declared for the AsyncAPI document; messages themselves leave through the outbox relay.
     service.publisher(LeadCapturedMessage, "A lead was fetched and stored (sent through the outbox).")
-    service.publisher(AlertRaisedMessage, "Lead reads refused for a Page (token or permission), once per period.")
+    service.publisher(AlertRaisedMessage, "Lead reads refused for a Page (token or permission), once per period; "
+                      "lead capture held back by Meta's quota (an incident: opened, reminders, resolved).")
     return service

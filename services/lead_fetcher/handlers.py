@@ -76,6 +76,6 @@ def register(service: Service, deps: Started[Deps], config: LeadFetcherSettings,
         interval = min(30.0, config.held_alert_seconds / 5)
         while True:
             await asyncio.sleep(interval)
-            await deps().capture.check_held()
+            deps().capture.check_held()
 
     service.background("lead_capture_held", watch_held_capture)

@@ -199,16 +199,27 @@ def held_reason(error: ThrottledError) -> str:
             "stay under it (it re-checks Meta's figures with one call every META_USAGE_PROBE_SECONDS)")
 
 
-def held_alert(page_id: str, reason: str, *, held_seconds: float, expected: datetime) -> AlertRaised:
-    """One alert for a Page whose lead capture has been held back: why, since when, and when it should resume."""
-    summary = (f"Lead capture for Page {page_id} has been held back for {held_seconds / 60:.0f} min: {reason}. "
-               f"Leads wait in the queue and are read when Meta allows; expected to resume around "
-               f"{expected.strftime('%Y-%m-%d %H:%M')} UTC.")
-    fix = ("Nothing is lost: waiting leads are read automatically. If it lasts, check what else uses this Page's "
-           "token (Meta's leadgen quota is per Page: 4800 calls x leads of the last 90 days per 24 h), run "
-           "`leadwire doctor`, and see /metrics `graph_usage_percent` for the scope.")
-    return AlertRaised(severity="warning", code="lead_capture_held", summary=summary, service=SERVICE,
-                       subject=page_id, fix=fix)
+HELD_KIND = "lead_capture_held"  # the incident's kind: its alerts are `lead_capture_held_opened` / `_resolved`
+HELD_FIX = ("Nothing is lost: waiting leads are read automatically. If it lasts, check what else uses this Page's "
+            "token (Meta's leadgen quota is per Page: 4800 calls x leads of the last 90 days per 24 h), run "
+            "`leadwire doctor`, and see /metrics `graph_usage_percent` for the scope.")
+
+
+def held_dependency(page_id: str) -> str:
+    """The incident's dependency: lead reads of one Page (its alerts' subject)."""
+    return f"meta_lead_reads:{page_id}"
+
+
+def held_summary(page_id: str, reason: str, *, held_seconds: float, expected: datetime) -> str:
+    """A Page's lead capture held back: why, for how long, and when it should resume."""
+    return (f"Lead capture for Page {page_id} has been held back for {held_seconds / 60:.0f} min: {reason}. "
+            f"Leads wait in the queue and are read when Meta allows; expected to resume around "
+            f"{expected.strftime('%Y-%m-%d %H:%M')} UTC.")
+
+
+def held_resolved_summary(page_id: str, *, held_seconds: float) -> str:
+    return (f"Lead capture for Page {page_id} resumed after being held back for about {held_seconds / 60:.0f} min; "
+            "the leads that waited are being read.")
 
 
 def lead_is_expired(created_time: int | None, now: datetime) -> bool:

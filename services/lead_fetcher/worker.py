@@ -18,11 +18,15 @@ from typing import TYPE_CHECKING
 
 from services.lead_fetcher import metrics, store
 from services.lead_fetcher.logic import (
+    HELD_FIX,
+    HELD_KIND,
     Lead,
     access_alert,
     access_alert_code,
-    held_alert,
+    held_dependency,
     held_reason,
+    held_resolved_summary,
+    held_summary,
     lead_is_expired,
     parse_lead,
     read_failure,
@@ -40,6 +44,7 @@ if TYPE_CHECKING:
     from contracts.messages import LeadgenReceivedMessage, RedeliverLeadMessage
     from services.lead_fetcher.reader import LeadReader
     from services.lead_fetcher.settings import LeadFetcherSettings
+    from shared.incidents import Incidents
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +52,8 @@ logger = logging.getLogger(__name__)
 MAX_GROUP = 200
 
 StoreItem = tuple[Lead, "LeadgenReceivedMessage"]
-# A held Page with no throttled read for this long past its expected resume time is no longer held (its leads
-# flowed through another process, or none are waiting).
+# A held Page with no throttled read for this long (or LEAD_HELD_ALERT_SECONDS if shorter) past its expected resume
+# time is no longer held (its leads flowed through another process, or none are waiting).
 HELD_GRACE_SECONDS = 120.0
 
 
@@ -76,6 +81,8 @@ class Worker:
     # Meta's Graph API as a whole: when every read fails (5xx, connection errors), leads wait in the delay queues
     # and one read at a time probes it (`shared.retries`); throttles are the Graph client's pacer's business.
     graph_breaker: CircuitBreaker | None = None
+    # Where held capture opens and resolves its incident (the service's; None: not watched).
+    incidents: Incidents | None = None
     _lookups: GroupRunner[str, bool | None] = field(init=False, repr=False)
     _stores: GroupRunner[StoreItem, bool] = field(init=False, repr=False)
     held: dict[str, Held] = field(init=False, repr=False, default_factory=dict)
@@ -177,26 +184,33 @@ class Worker:
         else:
             held.until, held.reason = until, held_reason(error)
 
-    async def check_held(self) -> list[str]:
-        """Raise one alert for each Page whose lead reads have been held back longer than the setting; returns
-        the Pages alerted now. Called periodically (the handlers' background job)."""
+    def check_held(self) -> list[str]:
+        """Open one incident for each Page whose lead reads have been held back longer than the setting, and
+        resolve it when they flow again; returns the Pages whose incident opened now. Called periodically (the
+        handlers' background job); the alerts go out through the service's `Incidents`."""
         now = time.monotonic()
-        alerted: list[str] = []
+        grace = min(HELD_GRACE_SECONDS, self.settings.held_alert_seconds)
+        opened: list[str] = []
         for page_id, held in list(self.held.items()):
-            if now > held.until + HELD_GRACE_SECONDS:
+            if now > held.until + grace:
                 del self.held[page_id]  # no throttled read since its expected end: not held any more
-                if held.alerted:
-                    logger.warning("lead capture no longer held back (held %.0f s)", held.until - held.since,
-                                   extra={"page_id": page_id})
+                if held.alerted and self.incidents is not None:
+                    self.incidents.resolve(held_dependency(page_id), HELD_KIND,
+                                           held_resolved_summary(page_id, held_seconds=held.until - held.since))
                 continue
-            if held.alerted or now - held.since < self.settings.held_alert_seconds:
+            if held.alerted or now - held.since < self.settings.held_alert_seconds or self.incidents is None:
                 continue
-            expected = datetime.now(UTC) + timedelta(seconds=max(0.0, held.until - now))
-            alert = held_alert(page_id, held.reason, held_seconds=now - held.since, expected=expected)
             held.alerted = True
-            if await store.raise_alert_once(self.pool, alert, repeat_seconds=self.settings.alert_repeat_seconds):
-                alerted.append(page_id)
-        return alerted
+
+            def summary(held: Held = held, page_id: str = page_id) -> str:
+                left = max(0.0, held.until - time.monotonic())
+                return held_summary(page_id, held.reason, held_seconds=time.monotonic() - held.since,
+                                    expected=datetime.now(UTC) + timedelta(seconds=left))
+
+            if self.incidents.open(held_dependency(page_id), HELD_KIND, summary=summary, fix=HELD_FIX,
+                                   severity="warning"):
+                opened.append(page_id)
+        return opened
 
     async def _alert_if_access(self, exc: GraphError, message: LeadgenReceivedMessage) -> None:
         code = access_alert_code(exc)

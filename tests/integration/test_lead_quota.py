@@ -3,6 +3,7 @@
 Against the real broker and database and the Graph sandbox behaving as Meta does: the client paces by Meta's
 documented 24 h leadgen window (not the sandbox's), and the sandbox sends only Meta's own headers (no exact-seconds
 hint). Before the probes, the pacer projected a 24-hour wait from its own call log and never asked Meta again.
+The held capture is one incident: one alert when it opens, one when lead reads flow again.
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ async def _stored(env: LeadEnv, ids: list[str]) -> int:
     return len(await env.rows(ids))
 
 
-async def _held_alerts(env: LeadEnv) -> list[dict[str, object]]:
-    return [b for b in await env.alerts.of("subject", {env.page_id}) if b["payload"]["code"] == "lead_capture_held"]
+async def _held_alerts(env: LeadEnv, state: str = "opened") -> list[dict[str, object]]:
+    subject = f"meta_lead_reads:{env.page_id}"
+    return [b for b in await env.alerts.of("subject", {subject})
+            if b["payload"]["code"] == f"lead_capture_held_{state}"]
 
 
 async def test_leads_flow_again_after_the_leadgen_quota_recovers_with_one_alert(
@@ -68,8 +71,11 @@ async def test_leads_flow_again_after_the_leadgen_quota_recovers_with_one_alert(
     await eventually(lambda: _n(env, held, len(held)), timeout=120, what="the held leads read after usage dropped")
     await eventually(lambda: env.all_published(held), timeout=30, what="their LeadCaptured relayed")
 
-    # Still one alert for the whole episode, saying why and when it should end.
+    # One alert opened the episode, saying why and when it should end; one says it ended.
+    resolved = await eventually(lambda: _held_alerts(env, "resolved"), timeout=60, what="the resolved alert")
     assert len(await _held_alerts(env)) == 1
+    assert len(resolved) == 1
+    assert "resumed" in str(resolved[0]["payload"]["summary"])  # type: ignore[index]
     payload = alerts[0]["payload"]
     assert isinstance(payload, dict)
     assert payload["severity"] == "warning"

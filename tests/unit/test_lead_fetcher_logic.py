@@ -167,7 +167,7 @@ def test_an_implausible_numeric_created_time_from_meta_is_a_value_error(value: f
 
 
 def test_held_alert_says_why_and_when() -> None:
-    from services.lead_fetcher.logic import held_alert, held_reason
+    from services.lead_fetcher.logic import HELD_FIX, held_reason, held_summary
 
     paced = ThrottledError("scope buc:1:leadgen is near its limit", kind="buc", scope="buc:1:leadgen",
                            retry_after=170.0)
@@ -175,11 +175,9 @@ def test_held_alert_says_why_and_when() -> None:
     assert "near its limit" in held_reason(paced)
     assert "buc:1:leadgen" in held_reason(paced)
     assert "code 80005" in held_reason(throttled)
-    alert = held_alert("1", held_reason(paced), held_seconds=360.0,
-                       expected=datetime(2026, 12, 3, 9, 15, tzinfo=UTC))
-    assert alert.code == "lead_capture_held"
-    assert alert.subject == "1"
-    assert "6 min" in alert.summary
-    assert "2026-12-03 09:15 UTC" in alert.summary
-    assert alert.fix
-    assert "leadwire doctor" in alert.fix
+    summary = held_summary("1", held_reason(paced), held_seconds=360.0,
+                           expected=datetime(2026, 12, 3, 9, 15, tzinfo=UTC))
+    assert "Page 1" in summary
+    assert "6 min" in summary
+    assert "2026-12-03 09:15 UTC" in summary
+    assert "leadwire doctor" in HELD_FIX
