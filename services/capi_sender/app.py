@@ -8,7 +8,7 @@ from contracts.messages import ConversionSentMessage
 from services.capi_sender import handlers, lead_stage
 from services.capi_sender.events import RequestBatch
 from services.capi_sender.settings import CapiSettings
-from services.capi_sender.worker import Worker, post_events
+from services.capi_sender.worker import Worker, guarded, post_events
 from shared.service import Service
 from shared.settings import Settings
 from shared.topology import Consumer, consumer
@@ -34,8 +34,14 @@ def create_app(settings: Settings | None = None, *, source: Consumer | None = No
         async def post(batch: RequestBatch) -> dict[str, Any]:
             return await post_events(graph, batch)
 
-        sender = Worker(pool=started.db, post=post, settings=capi,
-                            default_pixel_id=started.settings.meta.pixel_id)
+        breaker = started.breaker(
+            "meta_capi", label="Meta's Conversions API", what="conversions",
+            fix="Check https://metastatus.com and `leadwire doctor`; conversions wait and are sent by themselves "
+                "(retried for RETRY_HORIZON_HOURS). Any that gave up: `leadwire parked list --queue "
+                "capi_sender/conversion_requested`.",
+        )
+        sender = Worker(pool=started.db, post=guarded(post, breaker), settings=capi,
+                        default_pixel_id=started.settings.meta.pixel_id)
         return handlers.Deps(sender=sender, pool=started.db)
 
     deps = service.on_started(dependencies)

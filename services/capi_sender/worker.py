@@ -57,10 +57,11 @@ from services.capi_sender.logic import (
     retry_error,
 )
 from services.capi_sender.settings import CapiSettings
-from shared.graph.errors import InvalidRequestError, NotFoundError, ThrottledError
+from shared.graph.errors import GraphError, InvalidRequestError, NotFoundError, ThrottledError, TransientError
 from shared.leads import MatchedBy, OutcomeIdentifiers, load_leads, match_lead
 from shared.messaging import PermanentError, RetryLater
 from shared.poison import PoisonError, describe, isolate
+from shared.retries import CircuitBreaker, DependencyUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,35 @@ async def post_events(graph: Any, batch: RequestBatch) -> dict[str, Any]:
         f"{batch.pixel_id}/events", batch.body(), max_wait=SEND_MAX_WAIT_SECONDS, idempotent=True, json_body=True
     )
     return result
+
+
+def guarded(post: PostFn, breaker: CircuitBreaker) -> PostFn:
+    """`post` behind Meta's Conversions API circuit breaker: while Meta fails every request (5xx, connection
+    errors), events wait in the delay queues and one request at a time probes it; the outage is one incident.
+
+    A refusal, a throttle or an invalid event is Meta answering, not an outage.
+    """
+
+    async def post_guarded(batch: RequestBatch) -> dict[str, Any]:
+        if not breaker.allow():
+            for event in batch.events:
+                breaker.hold(event.dedupe_key)
+            raise DependencyUnavailable("Meta's Conversions API", breaker.wait_seconds())
+        try:
+            result = await post(batch)
+        except GraphError as exc:
+            if isinstance(exc, TransientError):
+                breaker.failed(f"{type(exc).__name__} (code {exc.code})")
+            else:
+                breaker.succeeded()
+            raise
+        except BaseException:
+            breaker.failed()  # an unknown outcome must not hold the breaker half-open
+            raise
+        breaker.succeeded()
+        return result
+
+    return post_guarded
 
 
 async def deliver(post: PostFn, batch: RequestBatch, *, max_requests: int = MAX_SPLIT_REQUESTS) -> Delivery:
