@@ -1,7 +1,7 @@
 """The funnel's first stage: each captured lead sent to the Conversions API as the CRM event "Lead".
 
 Meta's Conversion Leads integration wants every stage of the CRM funnel, starting from the lead itself
-(docs: meta-api-facts §8.7): `event_name` "Lead", `action_source` "system_generated", `custom_data.event_source`
+(docs/meta-api.md §8.7): `event_name` "Lead", `action_source` "system_generated", `custom_data.event_source`
 "crm" and `lead_event_source` (CAPI_CRM_NAME, default leadwire), `user_data.lead_id`. capi_sender consumes
 `LeadCaptured` on a queue of its own (CAPI_SEND_LEAD_STAGE, on by default) and sends it like any CRM stage: the
 stored lead's identifiers added, batched per pixel, once per lead (event id `lead-<leadgen_id>`, message id derived

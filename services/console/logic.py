@@ -149,7 +149,7 @@ def health_chips(health: dict[str, object], now: datetime) -> list[Chip]:
         Chip("Last CRM delivery", age_state(when("last_crm_delivery_at"), 24, 72),
              ago(when("last_crm_delivery_at"), now)),
         Chip("CRM deliveries failed", "bad" if crm_failed else "ok", str(crm_failed)),
-        # Meta wants CRM stage uploads at least daily for Conversion Leads (meta-api-facts §8.7).
+        # Meta wants CRM stage uploads at least daily for Conversion Leads (docs/meta-api.md §8.7).
         Chip("Last CRM outcome", age_state(when("last_crm_outcome_at"), 24, 48), ago(when("last_crm_outcome_at"), now)),
         Chip("Last Conversions API send", age_state(when("last_capi_sent_at"), 24, 48),
              ago(when("last_capi_sent_at"), now) + (f" · {rejected} rejected in 24 h" if rejected else "")),
