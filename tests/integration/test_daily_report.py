@@ -8,7 +8,6 @@ appear nowhere in what the report prints or sends. A rendered sample goes to tes
 
 from __future__ import annotations
 
-import asyncio
 import email
 import email.policy
 import json
@@ -49,6 +48,7 @@ from shared.settings import (
 from shared.topology import consumer
 from tests.fixtures.infra import eventually
 from tests.fixtures.sandbox import SandboxHandle
+from tests.fixtures.smtp import SmtpReceiver
 from tests.unit.test_daily_report import check_block_kit
 
 pytestmark = pytest.mark.timeout(90)
@@ -92,54 +92,6 @@ async def slack_hook() -> AsyncIterator[SlackHook]:
     hook.url = f"http://{host}:{port}/services/T0/B0/x"
     yield hook
     await runner.cleanup()
-
-
-@dataclass
-class SmtpReceiver:
-    port: int = 0
-    messages: list[bytes] = field(default_factory=list)
-    recipients: list[list[str]] = field(default_factory=list)
-
-
-@pytest.fixture
-async def smtp() -> AsyncIterator[SmtpReceiver]:
-    """A tiny SMTP server (RFC 5321's EHLO, MAIL, RCPT, DATA with dot-unstuffing, QUIT) keeping each message."""
-    receiver = SmtpReceiver()
-
-    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"220 test ESMTP\r\n")
-        rcpt: list[str] = []
-        while line := await reader.readline():
-            verb = line.decode().strip().split(" ")[0].upper()
-            if verb == "EHLO":
-                writer.write(b"250-test\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
-            elif verb == "RCPT":
-                rcpt.append(line.decode().split(":", 1)[1].strip().strip("<>"))
-                writer.write(b"250 ok\r\n")
-            elif verb == "DATA":
-                writer.write(b"354 go ahead\r\n")
-                await writer.drain()
-                body = bytearray()
-                while (part := await reader.readline()) not in (b".\r\n", b""):
-                    body += part[1:] if part.startswith(b"..") else part
-                receiver.messages.append(bytes(body))
-                receiver.recipients.append(rcpt)
-                rcpt = []
-                writer.write(b"250 queued\r\n")
-            elif verb == "QUIT":
-                writer.write(b"221 bye\r\n")
-                await writer.drain()
-                break
-            else:
-                writer.write(b"250 ok\r\n")
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(session, "127.0.0.1", 0)
-    receiver.port = server.sockets[0].getsockname()[1]
-    yield receiver
-    server.close()
-    await server.wait_closed()
 
 
 # ------------------------------------------------------------------------------------------------ the account

@@ -15,6 +15,7 @@ from contracts.alerts import AlertRaised
 from services.rules_engine.notify import ChannelError, Notifier, raise_for_failed_channels, render_text
 from services.rules_engine.settings import NotifySettings
 from shared.messaging import PermanentError, RetryLater
+from tests.fixtures.smtp import SmtpReceiver
 
 ALERT = AlertRaised(severity="warning", code="rule_acted", service="rules_engine", subject="rule kill",
                     summary="Paused ad set 'Broad' because CPL over the last 3 days was $89.00 (> $50).")
@@ -102,64 +103,20 @@ async def test_log_channel_logs_the_sentence(caplog: pytest.LogCaptureFixture) -
     assert [r.getMessage() for r in caplog.records] == [f"notification: {ALERT.summary}"]
 
 
-@dataclass
-class FakeSmtp:
-    port: int = 0
-    commands: list[str] = field(default_factory=list)
-    data: list[str] = field(default_factory=list)
-
-
-@pytest.fixture
-async def smtp() -> AsyncIterator[FakeSmtp]:
-    """Just enough SMTP for smtplib: greeting, EHLO, MAIL, RCPT, DATA, QUIT."""
-    state = FakeSmtp()
-
-    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"220 fake ESMTP\r\n")
-        while line := await reader.readline():
-            command = line.decode().strip()
-            state.commands.append(command.split(" ")[0].upper())
-            verb = state.commands[-1]
-            if verb == "EHLO":
-                writer.write(b"250-fake\r\n250 8BITMIME\r\n")
-            elif verb == "DATA":
-                writer.write(b"354 go ahead\r\n")
-                await writer.drain()
-                body = []
-                while (part := await reader.readline()) not in (b".\r\n", b""):
-                    body.append(part.decode())
-                state.data.append("".join(body))
-                writer.write(b"250 queued\r\n")
-            elif verb == "QUIT":
-                writer.write(b"221 bye\r\n")
-                await writer.drain()
-                break
-            else:
-                writer.write(b"250 ok\r\n")
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(session, "127.0.0.1", 0)
-    state.port = server.sockets[0].getsockname()[1]
-    yield state
-    server.close()
-    await server.wait_closed()
-
-
-async def test_email_is_sent_over_smtp_in_a_thread(smtp: FakeSmtp) -> None:
+async def test_email_is_sent_over_smtp_in_a_thread(smtp: SmtpReceiver) -> None:
     mailer = notifier(smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_security="none",
                       smtp_from="leadwire@example.com", notify_email_to="ops@example.com")
     await mailer.send("email", ALERT)
     assert smtp.commands[:4] == ["EHLO", "MAIL", "RCPT", "DATA"]
-    assert "To: ops@example.com" in smtp.data[0]
-    assert "Paused ad set 'Broad'" in smtp.data[0]
+    assert "To: ops@example.com" in smtp.texts[0]
+    assert "Paused ad set 'Broad'" in smtp.texts[0]
 
 
-async def test_email_to_from_the_rule_overrides_the_default(smtp: FakeSmtp) -> None:
+async def test_email_to_from_the_rule_overrides_the_default(smtp: SmtpReceiver) -> None:
     mailer = notifier(smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_security="none",
                       notify_email_to="ops@example.com")
     await mailer.send("email", ALERT, email_to=["partner@example.com"])
-    assert "To: partner@example.com" in smtp.data[0]
+    assert "To: partner@example.com" in smtp.texts[0]
 
 
 async def test_unreachable_smtp_is_a_retryable_failure() -> None:
