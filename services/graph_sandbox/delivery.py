@@ -84,9 +84,8 @@ def _hourly_rate(sb: Sandbox, ad: Node, at: float) -> float:
     """The ad's delivery rate (1 = its profile) in the hour that begins at or before `at`."""
     adset = sb.state.get(ad.fields.get("adset_id", ""))
     campaign = sb.state.get(ad.fields.get("campaign_id", ""))
-    chain = [node for node in (ad, adset, campaign) if node is not None]
     budget_node = adset if adset is not None and _baseline(adset, "daily_budget") else campaign
-    return _rate_at(chain, budget_node, at)
+    return _rate_at(_chain(sb, ad), budget_node, at)
 
 
 def deliver_leads(sb: Sandbox, since: float, until: float) -> list[Node]:
@@ -113,8 +112,24 @@ def deliver_leads(sb: Sandbox, since: float, until: float) -> list[Node]:
     return created
 
 
-def delivered_share(sb: Sandbox, ad: Node, day: date, tz: ZoneInfo) -> float:
-    """The share of its profile `ad` delivered on `day` (0 to 1, or more after budget raises)."""
+def _chain(sb: Sandbox, ad: Node) -> list[Node]:
+    adset = sb.state.get(ad.fields.get("adset_id", ""))
+    campaign = sb.state.get(ad.fields.get("campaign_id", ""))
+    return [node for node in (ad, adset, campaign) if node is not None]
+
+
+def touched(sb: Sandbox, ad: Node) -> bool:
+    """Whether a status or budget of the ad, its ad set or its campaign was ever changed."""
+    return any(node.extra.get("history") for node in _chain(sb, ad))
+
+
+def delivered_share(sb: Sandbox, ad: Node, day: date, tz: ZoneInfo, *, seeded: bool = True) -> float:
+    """The share of its profile `ad` delivered on `day` (0 to 1, or more after budget raises).
+
+    `seeded`: the day lies in the profile's seeded span, when the ad delivered as seeded until a change; after the
+    span (a seeded PAUSED ad whose delivery ended days ago) it delivers nothing until a change makes its ad, ad set
+    and campaign all ACTIVE again: a paused ad gets no impressions, an ad activated again does, from the next
+    hour."""
     start = datetime(day.year, day.month, day.day, tzinfo=tz).timestamp()
     next_day = day + timedelta(days=1)
     day_end = datetime(next_day.year, next_day.month, next_day.day, tzinfo=tz).timestamp()  # 23 h or 25 h on DST days
@@ -122,18 +137,20 @@ def delivered_share(sb: Sandbox, ad: Node, day: date, tz: ZoneInfo) -> float:
     if end <= start:
         return 0.0
     length = day_end - start
+    chain = _chain(sb, ad)
     adset = sb.state.get(ad.fields.get("adset_id", ""))
     campaign = sb.state.get(ad.fields.get("campaign_id", ""))
-    chain = [node for node in (ad, adset, campaign) if node is not None]
+    as_seeded = 1.0 if seeded else 0.0
     changed = [change.at for node in chain for change in node.extra.get("history", ())]
     if not changed or min(changed) >= end:
-        return (end - start) / length  # untouched that day: the whole profile, or today's part of it so far
+        # Untouched that day: the whole profile (or today's part of it so far); nothing after the seeded span.
+        return as_seeded * (end - start) / length
     first_change = min(changed)
     budget_node = adset if adset is not None and _baseline(adset, "daily_budget") else campaign
     share, hour = 0.0, start
     while hour < end:
         # Before the first change the profile runs as seeded (its statuses and budgets are what it describes).
-        rate = 1.0 if hour < first_change else _rate_at(chain, budget_node, hour)
+        rate = as_seeded if hour < first_change else _rate_at(chain, budget_node, hour)
         share += rate * (min(hour + HOUR, end) - hour) / length
         hour += HOUR
     return share
