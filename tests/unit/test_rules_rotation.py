@@ -80,7 +80,8 @@ def test_a_fatigued_ad_is_rotated_out_for_the_first_reserve_in_name_order() -> N
         "Rotated ad 'Crash - video A' out for reserve ad '[Reserve] 1 Crash - video B' of the same ad set because "
         "frequency over the last 7 days was 4.00 (> 3.5)")
     [action, _notify] = rotated.actions
-    assert (action.kind, action.entity_id, action.reserve_id, action.adset_id) == ("rotate_creative", "101", "201", "11")
+    assert (action.kind, action.entity_id, action.reserve_id, action.adset_id) == (
+        "rotate_creative", "101", "201", "11")
     assert ("rotate", "102") not in found  # healthy: frequency 1.1, CTR steady
     command = to_command(action)
     assert command is not None
