@@ -16,7 +16,7 @@ new leads and a bigger budget gets more. The clock ticking by itself creates non
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -46,6 +46,20 @@ def record(sb: Sandbox, node: Node, changes: dict[str, Any]) -> None:
     for field in TRACKED:
         if field in changes and changes[field] != node.fields.get(field):
             history.append(Change(now, field, node.fields.get(field), changes[field]))
+
+
+def created(sb: Sandbox, ad: Node, adset: Node) -> None:
+    """An ad created through the API in an ad set whose ads have delivery profiles delivers like the first of them,
+    from its creation on, while it and its parents are ACTIVE (a reserve created PAUSED delivers once activated).
+    An ad created elsewhere (a new ad set) has no profile and delivers nothing."""
+    model = next((a.extra["profile"] for a in sb.state.of_kind("ad", adset_id=adset.id)
+                  if a is not ad and a.extra.get("profile") is not None and not a.extra.get("created_at")), None)
+    if model is None:
+        return
+    now = sb.state.now()
+    ad.extra.update(profile=replace(model, first_day_ago=10_000, last_day_ago=0), created_at=now)
+    # Its creation is its first status change: nothing before it.
+    ad.extra["history"] = [Change(now, "status", None, ad.fields.get("status"))]
 
 
 def _value_at(node: Node, field: str, at: float) -> Any:

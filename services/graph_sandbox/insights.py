@@ -83,8 +83,9 @@ def ad_day(sb: Sandbox, ad: Node, day: date, today: date) -> dict[str, int] | No
     ago = (today - day).days
     if ago < 0 or ago >= sb.state.days or ago > profile.first_day_ago:
         return None
-    # After its seeded span (a seeded paused ad) an ad delivers only once activated again (delivery.py).
-    seeded = ago >= profile.last_day_ago
+    # After its seeded span (a seeded paused ad), or when created through the API, an ad delivers only while it and
+    # its parents are ACTIVE (delivery.py).
+    seeded = ago >= profile.last_day_ago and not ad.extra.get("created_at")
     if not seeded and not touched(sb, ad):
         return None
     rng = random.Random(f"{sb.state.seed}:{ad.id}:{day.isoformat()}")

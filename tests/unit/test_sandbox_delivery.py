@@ -3,11 +3,12 @@ ad activated again does, from the next hour; the seeded paused ad stopped delive
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, time, timedelta
 
 from services.graph_sandbox import objects
 from services.graph_sandbox.config import SandboxConfig
-from services.graph_sandbox.core import Sandbox
+from services.graph_sandbox.core import GraphRequest, Sandbox
 from services.graph_sandbox.insights import ad_day
 from services.graph_sandbox.state import MAIN_ACCOUNT, Node
 
@@ -64,3 +65,22 @@ def test_an_ad_paused_today_stops_from_the_next_hour() -> None:
     assert paused_at > 0  # it delivered until 11:00
     at(sb, 16)
     assert impressions(sb, active) == paused_at
+
+
+async def test_an_ad_created_paused_in_a_seeded_ad_set_delivers_once_activated_and_not_before() -> None:
+    sb, _, active = sandbox()
+    at(sb, 9, 20)
+    account = sb.state.get(MAIN_ACCOUNT)
+    creative = active.fields["creative"]["id"]
+    request = GraphRequest("POST", f"{MAIN_ACCOUNT}/ads", None, {
+        "name": "[reserve] 1 new video", "adset_id": active.fields["adset_id"], "status": "PAUSED",
+        "creative": json.dumps({"creative_id": creative})}, None, "")
+    created = sb.state.get((await objects.create_ad(sb, request, account))["id"])
+    assert created is not None
+    at(sb, 12)
+    assert impressions(sb, created) == impressions(sb, created, 1) == 0, "nothing before or while paused"
+    at(sb, 12, 10)
+    objects.apply_update(sb, created, {"status": "ACTIVE"})
+    at(sb, 16)
+    assert impressions(sb, created) > 0
+    assert impressions(sb, created, 1) == 0, "nothing the day before it was created"
