@@ -9,7 +9,7 @@ Ads Manager, ad P paused without the tag. Ad set "Prospecting - Broad": ad B fat
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,6 +20,8 @@ from faststream.rabbit import RabbitBroker
 
 from contracts.commands import CampaignCommand, RotateCreativeCommand
 from contracts.messages import CampaignCommandMessage
+from services.rules_engine.rules import load_rules
+from services.rules_engine.store import load_snapshot
 from shared.messaging import publish
 from tests.fixtures.infra import eventually
 from tests.fixtures.sandbox import SandboxHandle
@@ -135,9 +137,15 @@ async def test_a_fatigued_ad_is_rotated_for_its_reserve_and_never_leaves_an_ad_s
     # What reached Meta: the reserve activated before the ad was paused; nothing in the other ad set.
     posted = [w["path"].rsplit("/", 1)[-1] for w in await writes(sandbox)]
     assert posted == [r, a], posted
-    # The engine's next run sees the rotation before the poller re-reads the ads: A is not judged again.
+    # The engine's next run sees the rotation before the poller re-reads the ads: A is PAUSED (out of the rule's
+    # scope, not even held by the cooldown) and R ACTIVE (no reserve any more).
     again = await run_of(db, await trigger(broker, MAIN))
-    assert a not in {d["entity_id"] for d in await decisions_of(db, again["run_id"]) if d["outcome"] == "acted"}
+    assert a not in {d["entity_id"] for d in await decisions_of(db, again["run_id"])}
+    async with db.acquire() as conn:
+        snap = await load_snapshot(conn, load_rules(rules_dir), [MAIN], datetime.now(UTC), lookback_cap=30,
+                                   qualified_events=[], signed_events=[])
+    assert {e.id: e.status for e in snap.entities if e.id in (a, r)} == {a: "PAUSED", r: "ACTIVE"}
+    assert await db.fetchval("select status from ads where ad_id = $1", r) == "PAUSED", "not re-read yet"
 
     # Delivery follows: from the next hour the paused ad gets no impressions and the reserve does.
     await sandbox.set_clock("13:00")
