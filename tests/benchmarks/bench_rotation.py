@@ -18,23 +18,15 @@ from datetime import UTC, datetime, timedelta
 from services.rules_engine.logic import evaluate
 from services.rules_engine.model import EngineSettings, EngineState, Entity, MetricRow, Snapshot
 from services.rules_engine.rules import Rule
+from tests.unit.test_rules_rotation import ROTATE
 
 NOW = datetime(2026, 11, 20, 22, 0, tzinfo=UTC)
 
 
 def rule(action: str) -> Rule:
-    return Rule.model_validate({
-        "name": f"rotate-{action}",
-        "scope": {"level": "ad"},
-        "min_data": [{"metric": "impressions", "window": "last_7_days", "op": ">", "value": 1000}],
-        "conditions": {"any": [
-            {"metric": "frequency", "window": "last_7_days", "op": ">", "value": 3.5},
-            {"metric": "ctr", "window": "last_3_days", "op": "<",
-             "compare_to": {"metric": "ctr", "window": "previous_14_days", "factor": 0.7}},
-        ]},
-        "actions": [action],
-        "guardrails": {"max_actions_per_run": 100_000, "max_actions_per_day": 100_000},
-    })
+    """The unit tests' rotation rule (frequency over 3.5 on 7 days, or CTR fallen below 70 %) with ``action``."""
+    return Rule.model_validate({**ROTATE, "name": f"rotate-{action}", "actions": [action],
+                                "guardrails": {"max_actions_per_run": 100_000, "max_actions_per_day": 100_000}})
 
 
 def world(adsets: int, seed: int = 7) -> Snapshot:
