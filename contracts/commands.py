@@ -44,6 +44,7 @@ __all__ = [
     "DeleteCommand",
     "MetaErrorInfo",
     "PauseCommand",
+    "RotateCreativeCommand",
     "SetBudgetCommand",
     "SyncAudienceCommand",
     "UnpauseCommand",
@@ -348,9 +349,33 @@ class SyncAudienceCommand(_CommandBase):
     )
 
 
+class RotateCreativeCommand(_CommandBase):
+    """Rotate a fatigued ad out of its ad set: activate a paused reserve ad of the same ad set, then pause the ad.
+
+    Ids only. At execution the executor re-reads the ad set's ads and acts only if the ad is still ACTIVE, the
+    reserve is still PAUSED, tagged as a reserve (its name contains `[reserve]`, see shared/creatives.py) and
+    able to deliver, and both are still in the ad set: the ad set is never left without an active ad (the
+    reserve is activated first; the ad is paused only once Meta shows the reserve active). `force` passes none of
+    these checks.
+    """
+
+    kind: Literal["rotate_creative"] = "rotate_creative"
+    object_id: ObjectId = Field(description="The ad to rotate out (paused).")
+    reserve_ad_id: ObjectId = Field(description="The paused reserve ad of the same ad set to activate.")
+    adset_id: ObjectId = Field(description="The ad set both ads belong to.")
+    account_id: AccountId | None = Field(default=None, description="The ads' ad account, if known.")
+    level: Literal["ad"] = Field(default="ad", description="Always `ad`.")
+
+    @model_validator(mode="after")
+    def _two_ads(self) -> RotateCreativeCommand:
+        if self.reserve_ad_id == self.object_id:
+            raise ValueError("the reserve must be another ad than the one rotated out")
+        return self
+
+
 AnyCampaignCommand = Annotated[
     PauseCommand | UnpauseCommand | ArchiveCommand | DeleteCommand | SetBudgetCommand | ChangeBudgetCommand
-    | CreateCampaignCommand | UploadAudienceCommand | SyncAudienceCommand,
+    | CreateCampaignCommand | UploadAudienceCommand | SyncAudienceCommand | RotateCreativeCommand,
     Field(discriminator="kind"),
 ]
 
@@ -387,7 +412,9 @@ class CommandResult(Payload):
         default=None, description="Which guardrail refused it (budget_step, budget_changes_per_hour, "
                                   "spend_floor, object_status, stale_decision; hard limits: hard_max_budget, "
                                   "daily_ceiling, budget_increases_per_week; no_usable_rows: an audience "
-                                  "upload without a row that identifies anyone; changed_elsewhere: a retried "
+                                  "upload without a row that identifies anyone; creative rotation: ad_not_active, "
+                                  "reserve_not_paused, reserve_not_ready, not_in_adset, no_active_ad; "
+                                  "changed_elsewhere: a retried "
                                   "command found the object changed since its earlier attempt (e.g. in Ads "
                                   "Manager) and was abandoned, nothing applied).",
     )

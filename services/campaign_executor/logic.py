@@ -15,6 +15,7 @@ from contracts.commands import (
     ChangeBudgetCommand,
     CreateCampaignCommand,
     MetaErrorInfo,
+    RotateCreativeCommand,
     SetBudgetCommand,
     SyncAudienceCommand,
     UploadAudienceCommand,
@@ -75,13 +76,16 @@ def audit_payload(command: Any) -> dict[str, Any]:
 
 
 def lock_key(command: Any) -> str:
-    """What a command's advisory lock serializes on: its audience, its object, or (a create) itself."""
+    """What a command's advisory lock serializes on: its audience, its object, its ad set's ads (a rotation), or
+    (a create) itself."""
     if isinstance(command, UploadAudienceCommand):
         return f"audience:{command.audience_id}"
     if isinstance(command, CreateCampaignCommand):
         return f"command:{command.command_id}"
     if isinstance(command, SyncAudienceCommand):
         return f"audience-definition:{command.audience}"
+    if isinstance(command, RotateCreativeCommand):
+        return f"adset-ads:{command.adset_id}"  # two rotations in one ad set never pick the same reserve at once
     return f"object:{command.object_id}"
 
 

@@ -16,7 +16,7 @@ new leads and a bigger budget gets more. The clock ticking by itself creates non
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -46,6 +46,20 @@ def record(sb: Sandbox, node: Node, changes: dict[str, Any]) -> None:
     for field in TRACKED:
         if field in changes and changes[field] != node.fields.get(field):
             history.append(Change(now, field, node.fields.get(field), changes[field]))
+
+
+def created(sb: Sandbox, ad: Node, adset: Node) -> None:
+    """An ad created through the API in an ad set whose ads have delivery profiles delivers like the first of them,
+    from its creation on, while it and its parents are ACTIVE (a reserve created PAUSED delivers once activated).
+    An ad created elsewhere (a new ad set) has no profile and delivers nothing."""
+    model = next((a.extra["profile"] for a in sb.state.of_kind("ad", adset_id=adset.id)
+                  if a is not ad and a.extra.get("profile") is not None and not a.extra.get("created_at")), None)
+    if model is None:
+        return
+    now = sb.state.now()
+    ad.extra.update(profile=replace(model, first_day_ago=10_000, last_day_ago=0), created_at=now)
+    # Its creation is its first status change: nothing before it.
+    ad.extra["history"] = [Change(now, "status", None, ad.fields.get("status"))]
 
 
 def _value_at(node: Node, field: str, at: float) -> Any:
@@ -84,9 +98,8 @@ def _hourly_rate(sb: Sandbox, ad: Node, at: float) -> float:
     """The ad's delivery rate (1 = its profile) in the hour that begins at or before `at`."""
     adset = sb.state.get(ad.fields.get("adset_id", ""))
     campaign = sb.state.get(ad.fields.get("campaign_id", ""))
-    chain = [node for node in (ad, adset, campaign) if node is not None]
     budget_node = adset if adset is not None and _baseline(adset, "daily_budget") else campaign
-    return _rate_at(chain, budget_node, at)
+    return _rate_at(_chain(sb, ad), budget_node, at)
 
 
 def deliver_leads(sb: Sandbox, since: float, until: float) -> list[Node]:
@@ -113,8 +126,24 @@ def deliver_leads(sb: Sandbox, since: float, until: float) -> list[Node]:
     return created
 
 
-def delivered_share(sb: Sandbox, ad: Node, day: date, tz: ZoneInfo) -> float:
-    """The share of its profile `ad` delivered on `day` (0 to 1, or more after budget raises)."""
+def _chain(sb: Sandbox, ad: Node) -> list[Node]:
+    adset = sb.state.get(ad.fields.get("adset_id", ""))
+    campaign = sb.state.get(ad.fields.get("campaign_id", ""))
+    return [node for node in (ad, adset, campaign) if node is not None]
+
+
+def touched(sb: Sandbox, ad: Node) -> bool:
+    """Whether a status or budget of the ad, its ad set or its campaign was ever changed."""
+    return any(node.extra.get("history") for node in _chain(sb, ad))
+
+
+def delivered_share(sb: Sandbox, ad: Node, day: date, tz: ZoneInfo, *, seeded: bool = True) -> float:
+    """The share of its profile `ad` delivered on `day` (0 to 1, or more after budget raises).
+
+    `seeded`: the day lies in the profile's seeded span, when the ad delivered as seeded until a change; after the
+    span (a seeded PAUSED ad whose delivery ended days ago) it delivers nothing until a change makes its ad, ad set
+    and campaign all ACTIVE again: a paused ad gets no impressions, an ad activated again does, from the next
+    hour."""
     start = datetime(day.year, day.month, day.day, tzinfo=tz).timestamp()
     next_day = day + timedelta(days=1)
     day_end = datetime(next_day.year, next_day.month, next_day.day, tzinfo=tz).timestamp()  # 23 h or 25 h on DST days
@@ -122,18 +151,20 @@ def delivered_share(sb: Sandbox, ad: Node, day: date, tz: ZoneInfo) -> float:
     if end <= start:
         return 0.0
     length = day_end - start
+    chain = _chain(sb, ad)
     adset = sb.state.get(ad.fields.get("adset_id", ""))
     campaign = sb.state.get(ad.fields.get("campaign_id", ""))
-    chain = [node for node in (ad, adset, campaign) if node is not None]
+    as_seeded = 1.0 if seeded else 0.0
     changed = [change.at for node in chain for change in node.extra.get("history", ())]
     if not changed or min(changed) >= end:
-        return (end - start) / length  # untouched that day: the whole profile, or today's part of it so far
+        # Untouched that day: the whole profile (or today's part of it so far); nothing after the seeded span.
+        return as_seeded * (end - start) / length
     first_change = min(changed)
     budget_node = adset if adset is not None and _baseline(adset, "daily_budget") else campaign
     share, hour = 0.0, start
     while hour < end:
         # Before the first change the profile runs as seeded (its statuses and budgets are what it describes).
-        rate = 1.0 if hour < first_change else _rate_at(chain, budget_node, hour)
+        rate = as_seeded if hour < first_change else _rate_at(chain, budget_node, hour)
         share += rate * (min(hour + HOUR, end) - hour) / length
         hour += HOUR
     return share

@@ -16,7 +16,7 @@ from typing import Any
 
 from . import schema
 from .core import GraphRequest, Sandbox, json_param, list_param, paginate
-from .delivery import delivered_share
+from .delivery import delivered_share, touched
 from .errors import GraphError, invalid_param
 from .objects import effective_status, full_view, matches, render
 from .state import OFFSET_ONE, Node, Profile, day_range, wire_amount
@@ -81,7 +81,12 @@ def ad_day(sb: Sandbox, ad: Node, day: date, today: date) -> dict[str, int] | No
     if profile is None:
         return None
     ago = (today - day).days
-    if ago < 0 or ago >= sb.state.days or ago > profile.first_day_ago or ago < profile.last_day_ago:
+    if ago < 0 or ago >= sb.state.days or ago > profile.first_day_ago:
+        return None
+    # After its seeded span (a seeded paused ad), or when created through the API, an ad delivers only while it and
+    # its parents are ACTIVE (delivery.py).
+    seeded = ago >= profile.last_day_ago and not ad.extra.get("created_at")
+    if not seeded and not touched(sb, ad):
         return None
     rng = random.Random(f"{sb.state.seed}:{ad.id}:{day.isoformat()}")
     factor = rng.uniform(0.85, 1.15) * sb.state.restatements.get(day.isoformat(), 1.0)
@@ -105,7 +110,7 @@ def ad_day(sb: Sandbox, ad: Node, day: date, today: date) -> dict[str, int] | No
         "leads_pixel": pixel,
     }
     # Today grows through the day, and pauses and budget changes act from the next hour (delivery.py).
-    share = delivered_share(sb, ad, day, sb.state.account_tz(ad.account or ""))
+    share = delivered_share(sb, ad, day, sb.state.account_tz(ad.account or ""), seeded=seeded)
     if share == 1.0:
         return metrics
     # On-Facebook leads are the lead records themselves: they exist only up to now already.

@@ -480,6 +480,7 @@ async def create_ad(sb: Sandbox, req: GraphRequest, account: Node | None) -> dic
             extra={"form_id": str(form_id) if form_id else None},
         )
     )
+    delivery.created(sb, node, adset)
     return {"id": node.id}
 
 

@@ -434,8 +434,11 @@ class SandboxState:
                     first_day_ago=prof.first_day_ago,
                     last_day_ago=prof.last_day_ago,
                 )
-                # One paused ad in a running ad set, for effective_status variety.
+                # One paused ad in a running ad set, for effective_status variety: paused two days ago, so it
+                # delivered until then and gets no impressions while paused (delivery.py).
                 ad_status = "PAUSED" if (i == 4 and k == count - 1 and count > 1) else "ACTIVE"
+                if ad_status == "PAUSED":
+                    ad_prof.last_day_ago = max(ad_prof.last_day_ago, 2)
                 form = forms[ad_no % 2] if goal == "LEAD_GENERATION" else None
                 self._ad(adset, f"{name} - Ad {k + 1}", ad_status, created, ad_prof, form)
 

@@ -50,8 +50,11 @@ def _apply(entities: dict[str, Entity], decisions: Iterable[Decision]) -> None:
             entity = entities.get(action.entity_id)
             if entity is None:
                 continue
-            if action.kind in ("pause", "pause_for_today"):
+            if action.kind in ("pause", "pause_for_today", "rotate_creative"):
                 entities[entity.id] = replace(entity, status="PAUSED")
+                reserve = entities.get(action.reserve_id or "")
+                if reserve is not None:
+                    entities[reserve.id] = replace(reserve, status="ACTIVE")
             elif action.kind == "unpause":
                 entities[entity.id] = replace(entity, status="ACTIVE")
             elif action.budget_field is not None and action.budget is not None:

@@ -78,6 +78,9 @@ class RunState:
         self.limits = state.budget_limits
         self.increases: Counter[str] = Counter()  # budget increases decided in this run, per entity
         self.data_as_of = {norm_account(k): v for k, v in state.data_as_of.items()}
+        self.entities = snapshot.entities  # creative rotation looks for an ad's reserves among them (rotation.py)
+        self.ads_by_adset: dict[str, list[Entity]] | None = None
+        self.retired = set(state.retired_ads)
         self.failures = state.consecutive_failures
         self.consented = state.consented
         for e in snapshot.entities:
@@ -147,6 +150,7 @@ class ActionPlan:
     capped: bool = False
     cap_reason: ReasonCode | None = None
     resume_at: datetime | None = None
+    action_fields: dict[str, Any] = field(default_factory=dict)  # other fields of the action (a rotation's reserve)
 
 
 # ---------------------------------------------------------------------------------------------------------------

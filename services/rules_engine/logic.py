@@ -43,6 +43,7 @@ from services.rules_engine.model import (
     build_decision,
     norm_account,
 )
+from services.rules_engine.rotation import plan_rotation
 from services.rules_engine.rules import (
     BUDGET_ACTIONS,
     MUTATING_ACTIONS,
@@ -148,7 +149,7 @@ def _evaluate(
     return decisions
 
 
-_KIND_RANK = {"pause": 0, "pause_for_today": 0, "notify": 2, "unpause": 3, "set_budget": 3}
+_KIND_RANK = {"pause": 0, "pause_for_today": 0, "rotate_creative": 0, "notify": 2, "unpause": 3, "set_budget": 3}
 
 
 def _rule_order(rule: Rule) -> tuple[int, int, str]:
@@ -294,7 +295,10 @@ def _judge(
     if held is not None:
         return _held(rule, entity, held, reasons, metrics, run.now)
     status = run.status_of(entity)
-    plan = plan_action(rule, view, run, settings, status)
+    if rule.main_action == "rotate_creative":
+        plan = plan_rotation(rule.name, entity, run, status)
+    else:
+        plan = plan_action(rule, view, run, settings, status)
     if isinstance(plan, Held):
         return _held(rule, entity, plan, reasons, metrics, run.now)
     return _act(rule, view, plan, reasons, metrics, run, settings, status)
@@ -383,7 +387,7 @@ def _actions(rule: Rule, entity: Entity, plan: ActionPlan, explanation: str, now
         elif spec.type in BUDGET_ACTIONS:
             yield Action(kind=spec.type, currency=entity.currency, **plan.budget_fields, **common)
         else:
-            yield Action(kind=spec.type, resume_at=plan.resume_at, **common)
+            yield Action(kind=spec.type, resume_at=plan.resume_at, **plan.action_fields, **common)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -410,7 +414,8 @@ def record_actions(
     if records:
         newest = max(r.at for r in records)
         records = [r for r in records if newest - r.at <= keep]
-    return replace(state, actions=tuple(records))
+    retired = state.retired_ads | {r.entity_id for r in new if r.kind == "rotate_creative"}
+    return replace(state, actions=tuple(records), retired_ads=retired)
 
 
 def record_result(state: EngineState, rule: str, *, ok: bool) -> EngineState:

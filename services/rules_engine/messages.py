@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts.alerts import AlertRaised
-from contracts.commands import CampaignCommand, CommandResult, PauseCommand, SetBudgetCommand, UnpauseCommand
+from contracts.commands import (
+    CampaignCommand,
+    CommandResult,
+    PauseCommand,
+    RotateCreativeCommand,
+    SetBudgetCommand,
+    UnpauseCommand,
+)
 from contracts.envelope import Envelope
 from contracts.messages import AlertRaisedMessage, CampaignCommandMessage
 from services.rules_engine.explain import failed
@@ -37,8 +44,12 @@ def to_command(action: Action, *, caused_by: Envelope | None = None) -> Campaign
         "object_id": action.entity_id,
         "account_id": _act(action.account_id),
     }
-    command: PauseCommand | UnpauseCommand | SetBudgetCommand
-    if action.kind in ("pause", "pause_for_today"):
+    command: PauseCommand | UnpauseCommand | SetBudgetCommand | RotateCreativeCommand
+    if action.kind == "rotate_creative":
+        if action.reserve_id is None or action.adset_id is None:
+            raise ValueError(f"rotation of ad {action.entity_id} without a reserve or an ad set")
+        command = RotateCreativeCommand(reserve_ad_id=action.reserve_id, adset_id=action.adset_id, **common)
+    elif action.kind in ("pause", "pause_for_today"):
         command = PauseCommand(level=action.entity_level, **common)
     elif action.kind == "unpause":
         command = UnpauseCommand(level=action.entity_level, **common)

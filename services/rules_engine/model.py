@@ -111,6 +111,8 @@ class EngineState:
     consented: frozenset[str] | None = None
     # The executor's hard limits per object id (empty: none known, e.g. a backtest, which applies its own).
     budget_limits: Mapping[str, BudgetLimit] = field(default_factory=dict)
+    # Ads creative rotation took out of delivery (fatigued): never brought back as reserves, whatever their names.
+    retired_ads: frozenset[str] = frozenset()
 
 
 class EngineSettings(BaseModel):
@@ -163,8 +165,9 @@ ReasonCode = Literal[
     "ceiling",
     "hard_max_budget",
     "budget_increases_per_week",
+    "no_reserve",
 ]
-ActionKind = Literal["pause", "unpause", "pause_for_today", "change_budget", "set_budget", "notify"]
+ActionKind = Literal["pause", "unpause", "pause_for_today", "change_budget", "set_budget", "notify", "rotate_creative"]
 
 
 class Action(BaseModel):
@@ -172,7 +175,8 @@ class Action(BaseModel):
 
     Maps onto ``contracts.commands``: pause / pause_for_today -> ``PauseCommand`` (the engine itself emits the
     ``unpause`` at the account's midnight), unpause -> ``UnpauseCommand``, change_budget / set_budget ->
-    ``SetBudgetCommand(amount_minor=budget, expected_current_minor=previous_budget)``, notify -> an alert.
+    ``SetBudgetCommand(amount_minor=budget, expected_current_minor=previous_budget)``, rotate_creative ->
+    ``RotateCreativeCommand(object_id=entity_id, reserve_ad_id=reserve_id, adset_id=adset_id)``, notify -> an alert.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -191,6 +195,8 @@ class Action(BaseModel):
     resume_at: datetime | None = None
     channels: tuple[str, ...] = ()
     email_to: tuple[str, ...] = ()
+    reserve_id: str | None = None  # rotate_creative: the paused reserve ad it activates
+    adset_id: str | None = None  # rotate_creative: the ad set of both ads
 
     @property
     def command_id(self) -> uuid.UUID:

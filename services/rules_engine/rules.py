@@ -337,6 +337,14 @@ class SetBudgetAction(_Model):
     budget: Literal["daily_budget", "lifetime_budget"] = "daily_budget"
 
 
+class RotateCreativeAction(_Model):
+    """Ad-level rules: pause the ad and activate the next paused reserve ad of its ad set (an ad whose name contains
+    ``[reserve]``, shared/creatives.py). With no reserve left, the ad is not paused: an ad set is never left
+    without an active ad."""
+
+    type: Literal["rotate_creative"] = "rotate_creative"
+
+
 class NotifyAction(_Model):
     """Send the decision's explanation. Webhook URLs and SMTP settings live in the service settings, not here.
 
@@ -349,10 +357,13 @@ class NotifyAction(_Model):
 
 
 ActionSpec = Annotated[
-    PauseAction | UnpauseAction | PauseForTodayAction | ChangeBudgetAction | SetBudgetAction | NotifyAction,
+    PauseAction | UnpauseAction | PauseForTodayAction | ChangeBudgetAction | SetBudgetAction | NotifyAction
+    | RotateCreativeAction,
     Field(discriminator="type"),
 ]
-MUTATING_ACTIONS: frozenset[str] = frozenset({"pause", "unpause", "pause_for_today", "change_budget", "set_budget"})
+MUTATING_ACTIONS: frozenset[str] = frozenset(
+    {"pause", "unpause", "pause_for_today", "change_budget", "set_budget", "rotate_creative"}
+)
 BUDGET_ACTIONS: frozenset[str] = frozenset({"change_budget", "set_budget"})
 
 
@@ -408,6 +419,8 @@ class Rule(_Model):
             raise ValueError(f"at most one of pause/unpause/budget actions per rule, got {mutating}")
         if self.scope.level == "ad" and any(a.type in BUDGET_ACTIONS for a in self.actions):
             raise ValueError("ads have no budget: use level adset or campaign for budget actions")
+        if self.scope.level != "ad" and "rotate_creative" in mutating:
+            raise ValueError("rotate_creative rotates ads: use scope level ad")
         return self
 
     @property

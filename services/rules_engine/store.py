@@ -96,7 +96,15 @@ async def load_state(
             limits[r["key"]] = BudgetLimit(r["first_seen_daily_minor"], r["increases_week"], r["blocked_until"])
     return EngineState(actions=tuple(actions), consecutive_failures=failures,
                        account_daily_budget_ceiling=ceilings, data_as_of=data_as_of,
-                       consented=await consented_rules(conn), budget_limits=limits)
+                       consented=await consented_rules(conn), budget_limits=limits,
+                       retired_ads=await retired_ads(conn))
+
+
+async def retired_ads(conn: asyncpg.Connection) -> frozenset[str]:
+    """Ads creative rotation took out of delivery (its command not refused or failed): never reserves again."""
+    rows = await conn.fetch("select distinct entity_id from rule_actions where kind = 'rotate_creative' "
+                            "and (result_status is null or result_status = 'ok')")
+    return frozenset(r["entity_id"] for r in rows)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -239,14 +247,14 @@ async def record_action(
         """
         insert into rule_actions (command_id, run_id, rule, entity_id, entity_level, account_id, kind, budget_field,
                                   budget_minor, previous_budget_minor, currency, resume_at, acted_at, message_id,
-                                  explanation, announce_channels, announce_email_to)
-        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                                  explanation, announce_channels, announce_email_to, reserve_id)
+        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
         on conflict (command_id) do nothing
         returning true
         """,
         a.command_id, run_id, a.rule, a.entity_id, a.entity_level, a.account_id, a.kind, a.budget_field, a.budget,
         a.previous_budget, a.currency, a.resume_at, decision.evaluated_at, message_id, decision.explanation,
-        list(announce_channels) if announce_channels is not None else None, list(announce_email_to),
+        list(announce_channels) if announce_channels is not None else None, list(announce_email_to), a.reserve_id,
     )
     return bool(inserted)
 
@@ -464,10 +472,10 @@ _CRM_ROWS = """
 # Our own recent mutations, to apply to objects the insights poller has not re-read since (a paused ad set is
 # PAUSED for the next run even if the object sync is 15 minutes away). Failed or refused commands changed nothing.
 _OUR_MUTATIONS = """
-    select entity_id, kind, budget_field, budget_minor, acted_at
+    select entity_id, kind, budget_field, budget_minor, acted_at, reserve_id
     from rule_actions
-    where entity_id = any($1::text[]) and acted_at > $2
-      and kind in ('pause', 'pause_for_today', 'unpause', 'change_budget', 'set_budget')
+    where (entity_id = any($1::text[]) or reserve_id = any($1::text[])) and acted_at > $2
+      and kind in ('pause', 'pause_for_today', 'unpause', 'change_budget', 'set_budget', 'rotate_creative')
       and (result_status is null or result_status = 'ok')
     order by acted_at
 """
@@ -562,6 +570,9 @@ async def _apply_our_mutations(
         return entities
     by_id = {e.id: e for e in entities}
     for r in await conn.fetch(_OUR_MUTATIONS, list(by_id), now - timedelta(days=2)):
+        if r["kind"] == "rotate_creative":
+            _rotated(by_id, synced, r)
+            continue
         entity = by_id[r["entity_id"]]
         if synced.get(entity.id) is not None and r["acted_at"] <= synced[entity.id]:
             continue  # the object sync already saw the result of this action
@@ -572,3 +583,12 @@ async def _apply_our_mutations(
         elif r["budget_field"] in ("daily_budget", "lifetime_budget") and r["budget_minor"]:
             by_id[entity.id] = replace(entity, **{r["budget_field"]: r["budget_minor"]})
     return [by_id[e.id] for e in entities]
+
+
+def _rotated(by_id: dict[str, Entity], synced: dict[str, datetime], r: asyncpg.Record) -> None:
+    """A rotation: its ad PAUSED and its reserve ACTIVE, each until the object sync has seen it."""
+    for object_id, status in ((r["entity_id"], "PAUSED"), (r["reserve_id"], "ACTIVE")):
+        entity = by_id.get(object_id)
+        if entity is None or (synced.get(object_id) is not None and r["acted_at"] <= synced[object_id]):
+            continue
+        by_id[object_id] = replace(entity, status=status)
