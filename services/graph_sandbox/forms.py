@@ -172,7 +172,8 @@ def _privacy_policy(raw: Any) -> dict[str, str]:
     policy = _object(raw, "privacy_policy")
     url = _text(policy, "url", "privacy_policy", required=True)
     link_text = _text(policy, "link_text", "privacy_policy", required=True)
-    assert url is not None and link_text is not None
+    assert url is not None
+    assert link_text is not None
     if len(link_text) > MAX_LINK_TEXT:
         raise invalid_param(f"Param privacy_policy[link_text] must be at most {MAX_LINK_TEXT} characters",
                             blame=["privacy_policy"])
@@ -186,8 +187,8 @@ def _thank_you_page(raw: Any, sb: Sandbox) -> dict[str, Any]:
         out[key] = _text(page, key, "thank_you_page", required=True)
     button = _text(page, "button_type", "thank_you_page", required=True)
     if button not in THANK_YOU_BUTTONS:
-        raise invalid_param(f"Param thank_you_page[button_type] must be one of {{{', '.join(sorted(THANK_YOU_BUTTONS))}}}",
-                            blame=["thank_you_page"])
+        allowed = ", ".join(sorted(THANK_YOU_BUTTONS))
+        raise invalid_param(f"Param thank_you_page[button_type] must be one of {{{allowed}}}", blame=["thank_you_page"])
     out["button_type"] = button
     if button in WEBSITE_BUTTONS:
         website = _text(page, "website_url", "thank_you_page", required=True)

@@ -1,6 +1,7 @@
 """Backfill: find leads whose webhook never came, by listing every lead form's recent leads.
 
-For every configured Page: its lead forms (`GET /{page}/leadgen_forms`), then each form's leads created after the
+For every configured Page: its lead forms (`GET /{page}/leadgen_forms`, and those leadwire created there, recorded by
+the campaign executor: view `created_lead_forms`), then each form's leads created after the
 form's watermark minus an overlap (`GET /{form}/leads?filtering=[time_created GREATER_THAN]`, every page until
 `next` is absent). The bulk read returns the same fields as a single read, so each listed lead goes straight
 through `store_leads` — the same insert-if-new plus outbox write as the webhook path, keyed by the lead id. That
@@ -99,6 +100,10 @@ async def _backfill_page(
         await _failed(pool, exc, page_id, settings, what="listing lead forms")
         report.failed_pages.append(page_id)
         return
+    # Forms leadwire created on this Page (campaign_executor's record) are scanned even when the listing does not
+    # show them (yet).
+    for form_id, name in (await store.created_forms(pool, page_id)).items():
+        forms.setdefault(form_id, name)
     marks = await store.watermarks(pool, forms)
     for form_id, form_name in forms.items():
         window = scan_window(
