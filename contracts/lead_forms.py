@@ -68,8 +68,13 @@ def _http_url(value: str) -> str:
     return value
 
 
-Text = Annotated[str, AfterValidator(clean_text)]
-Paragraph = Annotated[str, AfterValidator(_paragraph)]  # may hold line breaks
+# Lengths are checked on the text as given, then it is cleaned (refused characters, NFC, trimmed).
+Text60 = Annotated[str, Field(max_length=60), AfterValidator(clean_text)]
+Text70 = Annotated[str, Field(max_length=MAX_LINK_TEXT), AfterValidator(clean_text)]
+Text100 = Annotated[str, Field(max_length=100), AfterValidator(clean_text)]
+Text200 = Annotated[str, Field(max_length=200), AfterValidator(clean_text)]
+Paragraph = Annotated[str, Field(max_length=500), AfterValidator(_paragraph)]  # may hold line breaks
+Phone = Annotated[str, Field(max_length=30), AfterValidator(clean_text)]
 Url = Annotated[str, Field(max_length=2000), AfterValidator(clean_text), AfterValidator(_http_url)]
 Key = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,100}$",
                            description="Lower-case letters, digits and underscores: the answer's name in field_data.")]
@@ -80,18 +85,18 @@ class _Spec(BaseModel):
 
 
 class FormOption(_Spec):
-    value: Annotated[Text, Field(max_length=100)] = Field(description="What the person picks.", examples=["Yes"])
+    value: Text100 = Field(description="What the person picks.", examples=["Yes"])
     key: Key | None = Field(default=None, description="The answer's value in field_data (default: value).")
 
 
 class FormQuestion(_Spec):
     type: QuestionType = Field(examples=["EMAIL"])
     key: Key | None = Field(default=None, description="Required on CUSTOM questions.", examples=["accident_date"])
-    label: Annotated[Text, Field(max_length=200)] | None = Field(
+    label: Text200 | None = Field(
         default=None, description="The question as shown; required on CUSTOM questions.")
     options: list[FormOption] | None = Field(
         default=None, min_length=2, max_length=MAX_OPTIONS, description="Makes a CUSTOM question multiple choice.")
-    inline_context: Annotated[Text, Field(max_length=200)] | None = None
+    inline_context: Text200 | None = None
 
     @model_validator(mode="after")
     def _custom(self) -> FormQuestion:
@@ -123,17 +128,17 @@ class FormQuestion(_Spec):
 
 class PrivacyPolicy(_Spec):
     url: Url = Field(description="Your privacy policy (http or https).", examples=["https://example.com/privacy"])
-    link_text: Annotated[Text, Field(max_length=MAX_LINK_TEXT)] = Field(
+    link_text: Text70 = Field(
         default="Privacy policy", description="At most 70 characters.")
 
 
 class ThankYouPage(_Spec):
-    title: Annotated[Text, Field(max_length=60)]
-    body: Annotated[Paragraph, Field(max_length=500)]
+    title: Text60
+    body: Paragraph
     button_type: ButtonType = "VIEW_WEBSITE"
-    button_text: Annotated[Text, Field(max_length=60)] | None = None
+    button_text: Text60 | None = None
     website_url: Url | None = None
-    business_phone_number: Annotated[Text, Field(max_length=30)] | None = None
+    business_phone_number: Phone | None = None
 
     @model_validator(mode="after")
     def _button(self) -> ThankYouPage:
@@ -145,16 +150,16 @@ class ThankYouPage(_Spec):
 
 
 class ContextCard(_Spec):
-    title: Annotated[Text, Field(max_length=60)] | None = None
+    title: Text60 | None = None
     style: Literal["LIST_STYLE", "PARAGRAPH_STYLE"] = "PARAGRAPH_STYLE"
-    content: list[Annotated[Paragraph, Field(max_length=500)]] = Field(default_factory=list, max_length=5)
-    button_text: Annotated[Text, Field(max_length=60)] | None = None
+    content: list[Paragraph] = Field(default_factory=list, max_length=5)
+    button_text: Text60 | None = None
 
 
 class LeadFormSpec(_Spec):
     """One lead form. Its `name` is what leadwire knows it by on its Page: created once, never again."""
 
-    name: Annotated[Text, Field(max_length=200)] = Field(examples=["Free case review - Houston"])
+    name: Text200 = Field(examples=["Free case review - Houston"])
     locale: Locale = "EN_US"
     questions: list[FormQuestion] = Field(min_length=1, max_length=MAX_QUESTIONS)
     privacy_policy: PrivacyPolicy
