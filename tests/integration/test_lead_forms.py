@@ -232,3 +232,43 @@ def test_an_invalid_definition_is_refused_before_anything_is_sent(
     code = forms_cli._cmd_create(argparse.Namespace(file=str(path), page=None, dry_run=False, wait=0.0))
     assert code == 2
     assert words in capsys.readouterr().err
+
+
+async def test_a_token_that_is_not_the_pages_fails_with_what_to_do(
+    start, sandbox, broker, results, db, clean  # noqa: F811
+) -> None:
+    await start(page_token=sandbox.token)  # the system-user token where the Page token belongs: Meta says 190
+
+    result = await result_of(results, await send(broker, form_command(sandbox)), timeout=30)
+
+    assert result.status == "failed", result.detail
+    assert result.meta_error.code == 190
+    assert "not a Page access token" in result.detail
+    assert await db.fetchval("select count(*) from lead_forms") == 0
+
+
+async def test_the_backfill_scans_a_recorded_form_the_listing_misses_and_skips_one_gone(
+    sandbox, db, settings, clean
+) -> None:
+    page = sandbox.state["page_id"]
+    _, spec = parse(FORM_YAML)
+    _, _, made = await sandbox.graph("POST", f"{page}/leadgen_forms", token=sandbox.page_token,
+                                     **spec.graph_params())
+    await db.execute("insert into lead_forms (page_id, name, form_id, digest, command_id) values "
+                     "($1, 'made', $2, 'x', gen_random_uuid()), ($1, 'gone', '999000999000999', 'x', "
+                     "gen_random_uuid())", page, made["id"])
+    lead_ids = await sandbox.create_leads(form_id=made["id"], count=1, deliver=False)
+    await purge(db, lead_ids)
+    # The Page's listing fails: only leadwire's record knows the new form.
+    await sandbox.faults(error_rate=1.0, error_status=400, path_regex=f"^/{page}/leadgen_forms$",
+                         error={"message": "(#100) Invalid parameter", "code": 100, "is_transient": False})
+
+    report = await backfill_once(settings.replace(meta_settings(sandbox),
+                                                  LeadFetcherSettings(backfill_interval_seconds=0)))
+
+    assert report.failed_pages == [page], "the listing failed and says so"
+    assert report.failed_forms == [], "the form deleted at Meta is skipped, not a failure"
+    assert report.forms_scanned == 1
+    assert await db.fetchval("select form_id from leads where leadgen_id = $1", lead_ids[0]) == made["id"]
+    await purge(db, lead_ids)
+    await db.execute("delete from lead_form_watermarks where form_id = $1", made["id"])

@@ -65,8 +65,14 @@ async def apply_lead_form(
     form_id = await _find(ctx, page, spec.name)
     adopted = form_id is not None
     if form_id is None:
-        created = await call(ctx.graph.post(f"{page}/leadgen_forms", spec.graph_params(), token=ctx.page_token,
-                                            max_wait=ctx.max_wait))
+        try:
+            created = await call(ctx.graph.post(f"{page}/leadgen_forms", spec.graph_params(), token=ctx.page_token,
+                                                max_wait=ctx.max_wait))
+        except AuthError as exc:
+            if "Page Access Token" not in exc.message:
+                raise  # a broken token: parked until fixed, as for every command
+            raise CommandFailed(exc, f"Meta refused META_PAGE_ACCESS_TOKEN: it is not a Page access token of Page "
+                                     f"{page} (read one with `GET /{page}?fields=access_token`)") from None
         form_id = str(created["id"])
     await store.record_lead_form(conn, page_id=page, name=spec.name, form_id=form_id, digest=spec.digest,
                                  adopted=adopted, command_id=command.command_id)
