@@ -402,7 +402,8 @@ class CommandResult(Payload):
                                   "daily_ceiling, budget_increases_per_week; no_usable_rows: an audience "
                                   "upload without a row that identifies anyone; changed_elsewhere: a retried "
                                   "command found the object changed since its earlier attempt (e.g. in Ads "
-                                  "Manager) and was abandoned, nothing applied).",
+                                  "Manager) and was abandoned, nothing applied; lead forms: page_not_watched, "
+                                  "page_token_missing).",
     )
     forced: bool = Field(
         default=False, description="Applied (or would be) with `force`: the soft guardrails were skipped.",

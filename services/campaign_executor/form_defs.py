@@ -1,25 +1,9 @@
 """Lead form definitions in YAML (`leadwire forms create FILE`): read, checked, turned into a `LeadFormSpec`.
 
-```yaml
-page_id: "102030405060708"        # optional: default the first of META_PAGE_IDS (or --page)
-name: Free case review - Houston  # how leadwire knows the form on its Page: created once
-locale: EN_US
-context_card: {title: Free case review, style: LIST_STYLE, content: ["No fee unless we win"], button_text: Start}
-questions:
-  - type: FULL_NAME
-  - type: EMAIL
-  - type: PHONE
-  - {type: CUSTOM, key: accident_date, label: "When did the accident happen?"}
-  - type: CUSTOM
-    key: injured
-    label: Were you injured?
-    options: [{key: "yes", value: "Yes"}, {key: "no", value: "No"}]
-privacy_policy: {url: "https://example.com/privacy", link_text: Privacy policy}
-thank_you_page: {title: Thank you, body: We call you within the hour., button_type: VIEW_WEBSITE,
-                 button_text: Visit us, website_url: "https://example.com"}
-```
+An example: docs/examples/lead_form.yaml; every field and rule: contracts/lead_forms.py. `page_id` is optional
+(default `--page`, else the first of META_PAGE_IDS).
 
-Pure: parsing and validation only (the rules are the contract's, contracts/lead_forms.py).
+Reading, parsing and validation only; nothing here talks to Meta or the database.
 """
 
 from __future__ import annotations

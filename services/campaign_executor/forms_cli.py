@@ -52,37 +52,45 @@ def create_message(page_id: str, form: Any, *, requested_by: str, dry_run: bool 
 
 def _cmd_create(args: argparse.Namespace) -> int:
     try:
-        file_page, form = load(args.file)
+        load(args.file)  # checked before any setting is read: a wrong file is the first thing to hear about
     except FormDefinitionError as exc:
         sys.stderr.write(f"leadwire: {exc}\n")
         return 2
-    settings = Settings()
-    page = args.page or file_page or (settings.meta.page_ids[0] if settings.meta.page_ids else None)
-    if not page or not str(page).isdigit():
+    return asyncio.run(create(Settings(), args.file, page=args.page, dry_run=args.dry_run, wait=args.wait))
+
+
+async def create(settings: Settings, file: str, *, page: str | None = None, dry_run: bool = False,
+                 wait: float = 0.0) -> int:
+    """`leadwire forms create`: 2 for a wrong definition or no Page, else as `send_commands`."""
+    try:
+        file_page, form = load(file)
+    except FormDefinitionError as exc:
+        sys.stderr.write(f"leadwire: {exc}\n")
+        return 2
+    target = page or file_page or (settings.meta.page_ids[0] if settings.meta.page_ids else None)
+    if not target or not str(target).isdigit():
         sys.stderr.write("leadwire: no Page for the form: give page_id in the file, --page, or set META_PAGE_IDS\n")
         return 2
-    message = create_message(str(page), form, requested_by="cli:forms create", dry_run=args.dry_run)
-    ids = {str(message.payload.root.command_id): form.name}
-    return asyncio.run(send_commands(settings, [message], ids, wait=args.wait))
+    message = create_message(str(target), form, requested_by="cli:forms create", dry_run=dry_run)
+    return await send_commands(settings, [message], {str(message.payload.root.command_id): form.name}, wait=wait)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
     settings = Settings()
-    pages = args.page or list(settings.meta.page_ids)
+    return asyncio.run(list_forms(settings, args.page or list(settings.meta.page_ids)))
 
-    async def go() -> int:
-        pool = await create_pool(settings.database)
-        try:
-            recorded = await store.recorded_lead_forms(pool)
-        finally:
-            await pool.close()
-        mine = {r["form_id"] for r in recorded}
-        for row in recorded:
-            sys.stdout.write(f"{row['page_id']}\t{row['form_id']}\t{row['name']}\t"
-                             f"{'adopted' if row['adopted'] else 'created'} {row['created_at']:%Y-%m-%d %H:%M}\n")
-        return await _meta_forms(settings, pages, mine)
 
-    return asyncio.run(go())
+async def list_forms(settings: Settings, pages: list[str]) -> int:
+    """`leadwire forms list`: the forms leadwire recorded, then each Page's other forms at Meta."""
+    pool = await create_pool(settings.database)
+    try:
+        recorded = await store.recorded_lead_forms(pool)
+    finally:
+        await pool.close()
+    for row in recorded:
+        sys.stdout.write(f"{row['page_id']}\t{row['form_id']}\t{row['name']}\t"
+                         f"{'found at Meta' if row['adopted'] else 'created'} {row['created_at']:%Y-%m-%d %H:%M}\n")
+    return await _meta_forms(settings, pages, {r["form_id"] for r in recorded})
 
 
 async def _meta_forms(settings: Settings, pages: list[str], mine: set[str]) -> int:

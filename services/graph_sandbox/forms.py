@@ -60,26 +60,26 @@ def not_page_token() -> GraphError:
     return GraphError("(#190) This method must be called with a Page Access Token", code=190)
 
 
-def _object(value: Any, name: str) -> dict[str, Any]:
+def _json(value: Any, name: str, kind: type) -> Any:
+    """A param that is a JSON object (`dict`) or array (`list`), given as such or as JSON text."""
     if isinstance(value, str):
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
             value = None
-    if not isinstance(value, dict):
-        raise invalid_param(f"Param {name} must be a JSON object", blame=[name])
+    if not isinstance(value, kind):
+        raise invalid_param(f"Param {name} must be {'a JSON object' if kind is dict else 'an array'}", blame=[name])
     return value
+
+
+def _object(value: Any, name: str) -> dict[str, Any]:
+    result: dict[str, Any] = _json(value, name, dict)
+    return result
 
 
 def _list(value: Any, name: str) -> list[Any]:
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            value = None
-    if not isinstance(value, list):
-        raise invalid_param(f"Param {name} must be an array", blame=[name])
-    return value
+    result: list[Any] = _json(value, name, list)
+    return result
 
 
 def _text(obj: dict[str, Any], key: str, where: str, *, required: bool) -> str | None:

@@ -33,27 +33,7 @@ from tests.integration.test_lead_fetcher_helpers import purge, tap
 
 pytestmark = pytest.mark.timeout(90)
 
-FORM_YAML = """
-name: Free case review - Houston
-locale: EN_US
-context_card: {title: Free case review, style: LIST_STYLE, content: ["No fee unless we win"], button_text: Start}
-questions:
-  - type: FULL_NAME
-  - type: EMAIL
-  - type: PHONE
-  - {type: CUSTOM, key: accident_date, label: "When did the accident happen?"}
-  - type: CUSTOM
-    key: injured
-    label: Were you injured?
-    options: [{key: "yes", value: "Yes"}, {key: "no", value: "No"}]
-privacy_policy: {url: "https://example.com/privacy", link_text: Privacy policy}
-thank_you_page:
-  title: Thank you
-  body: We call you within the hour.
-  button_type: VIEW_WEBSITE
-  button_text: Visit us
-  website_url: https://example.com
-"""
+FORM_YAML = (Path(__file__).parents[2] / "docs/examples/lead_form.yaml").read_text(encoding="utf-8")
 
 
 @pytest.fixture
@@ -272,3 +252,22 @@ async def test_the_backfill_scans_a_recorded_form_the_listing_misses_and_skips_o
     assert await db.fetchval("select form_id from leads where leadgen_id = $1", lead_ids[0]) == made["id"]
     await purge(db, lead_ids)
     await db.execute("delete from lead_form_watermarks where form_id = $1", made["id"])
+
+
+async def test_the_command_line_creates_then_lists_the_form(
+    start, sandbox, settings, db, clean, tmp_path, capsys
+) -> None:
+    await start()
+    path = tmp_path / "form.yaml"
+    path.write_text(FORM_YAML, encoding="utf-8")
+    cli_settings = settings.replace(meta_settings(sandbox))
+
+    assert await forms_cli.create(cli_settings, str(path), wait=30) == 0
+    created = capsys.readouterr().out
+    assert "Free case review - Houston\tok\tlead form 'Free case review - Houston' (" in created
+
+    assert await forms_cli.list_forms(cli_settings, [sandbox.state["page_id"]]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    form_id = await db.fetchval("select form_id from lead_forms")
+    assert f"{sandbox.state['page_id']}\t{form_id}\tFree case review - Houston\tcreated" in listed[0]
+    assert sum("not made by leadwire" in line for line in listed) == len(sandbox.state["form_ids"])
