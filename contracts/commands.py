@@ -403,7 +403,7 @@ class CommandResult(Payload):
                                   "upload without a row that identifies anyone; changed_elsewhere: a retried "
                                   "command found the object changed since its earlier attempt (e.g. in Ads "
                                   "Manager) and was abandoned, nothing applied; lead forms: page_not_watched, "
-                                  "page_token_missing).",
+                                  "page_token_missing, operator_only).",
     )
     forced: bool = Field(
         default=False, description="Applied (or would be) with `force`: the soft guardrails were skipped.",

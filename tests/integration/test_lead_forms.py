@@ -79,9 +79,10 @@ async def start(settings: Settings, sandbox: SandboxHandle, amqp: aio_pika.abc.A
 
 
 def form_command(sandbox: SandboxHandle, text: str = FORM_YAML, *, page: str | None = None,
-                 dry_run: bool = False) -> CampaignCommandMessage:
+                 dry_run: bool = False, requested_by: str = "test") -> CampaignCommandMessage:
     _, spec = parse(text)
-    return forms_cli.create_message(page or sandbox.state["page_id"], spec, requested_by="test", dry_run=dry_run)
+    return forms_cli.create_message(page or sandbox.state["page_id"], spec, requested_by=requested_by,
+                                    dry_run=dry_run)
 
 
 def form_posts(calls: dict[str, Any], page: str) -> list[dict[str, Any]]:
@@ -178,7 +179,10 @@ async def test_what_may_not_be_created_is_refused_with_the_reason(
     unwatched = await result_of(results, await send(broker, form_command(sandbox, page="999000111222")),
                                 timeout=30)
     dry = await result_of(results, await send(broker, form_command(sandbox, dry_run=True)), timeout=30)
+    from_rule = await result_of(results, await send(broker, form_command(
+        sandbox, requested_by="rules_engine:some_rule")), timeout=30)  # as a rule would send it
 
+    assert (from_rule.status, from_rule.guardrail) == ("refused", "operator_only")
     assert (no_token.status, no_token.guardrail) == ("refused", "page_token_missing")
     assert "META_PAGE_ACCESS_TOKEN" in no_token.detail
     assert (unwatched.status, unwatched.guardrail) == ("refused", "page_not_watched")

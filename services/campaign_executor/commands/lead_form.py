@@ -27,6 +27,9 @@ from shared.graph.errors import AuthError, GraphError, ThrottledError, Transient
 GONE = frozenset({"ARCHIVED", "DELETED"})
 
 
+RULES = "rules_engine"  # requested_by of every command a rule sends
+
+
 def check(ctx: CommandContext, command: CreateLeadFormCommand) -> Refusal | None:
     """Why the executor may not create this form, or None."""
     if command.page_id not in ctx.page_ids:
@@ -44,6 +47,9 @@ async def apply_lead_form(
     ctx: CommandContext, conn: asyncpg.Connection, command: CreateLeadFormCommand
 ) -> CommandOutcome:
     spec, page = command.form, command.page_id
+    if command.requested_by.startswith(RULES):
+        return refused(Refusal("operator_only", "lead forms are created on an operator's command (`leadwire forms "
+                                                "create`), never by a rule"))
     record = await store.recorded_lead_form(conn, page, spec.name)
     if record is not None:
         drift = ("" if record["digest"] == spec.digest else
