@@ -25,8 +25,6 @@ from services.campaign_executor.meta_reads import call
 from shared.graph.errors import AuthError, GraphError, ThrottledError, TransientError
 
 GONE = frozenset({"ARCHIVED", "DELETED"})
-
-
 RULES = "rules_engine"  # requested_by of every command a rule sends
 
 
