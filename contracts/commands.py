@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
 from contracts.envelope import Payload
+from contracts.lead_forms import LeadFormSpec
 from contracts.meta_enums import (
     AdSetBidStrategy,
     BillingEvent,
@@ -40,6 +41,7 @@ __all__ = [
     "ChangeBudgetCommand",
     "CommandResult",
     "CreateCampaignCommand",
+    "CreateLeadFormCommand",
     "CreativeSpec",
     "DeleteCommand",
     "MetaErrorInfo",
@@ -373,9 +375,21 @@ class RotateCreativeCommand(_CommandBase):
         return self
 
 
+class CreateLeadFormCommand(_CommandBase):
+    """Create a lead form (Instant Form) on a Page, once: a form of the same name already recorded for the Page, or
+    found there at Meta, is recorded and not created again. The form is then scanned by lead_fetcher's backfill.
+    Carries the form's definition only (questions, texts, URLs): no personal data.
+    """
+
+    kind: Literal["create_lead_form"] = "create_lead_form"
+    page_id: ObjectId = Field(description="The Page the form belongs to (one of META_PAGE_IDS).")
+    form: LeadFormSpec
+
+
 AnyCampaignCommand = Annotated[
     PauseCommand | UnpauseCommand | ArchiveCommand | DeleteCommand | SetBudgetCommand | ChangeBudgetCommand
-    | CreateCampaignCommand | UploadAudienceCommand | SyncAudienceCommand | RotateCreativeCommand,
+    | CreateCampaignCommand | UploadAudienceCommand | SyncAudienceCommand | RotateCreativeCommand
+    | CreateLeadFormCommand,
     Field(discriminator="kind"),
 ]
 
@@ -416,7 +430,8 @@ class CommandResult(Payload):
                                   "reserve_not_paused, reserve_not_ready, not_in_adset, no_active_ad; "
                                   "changed_elsewhere: a retried "
                                   "command found the object changed since its earlier attempt (e.g. in Ads "
-                                  "Manager) and was abandoned, nothing applied).",
+                                  "Manager) and was abandoned, nothing applied; lead forms: page_not_watched, "
+                                  "page_token_missing, operator_only).",
     )
     forced: bool = Field(
         default=False, description="Applied (or would be) with `force`: the soft guardrails were skipped.",

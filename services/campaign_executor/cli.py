@@ -1,4 +1,5 @@
-"""`leadwire audiences list` and `leadwire audiences sync [NAME ...] [--dry-run] [--wait S]`.
+"""`leadwire audiences list` and `leadwire audiences sync [NAME ...] [--dry-run] [--wait S]` (and `leadwire forms`:
+`forms_cli.py`).
 
 `list` shows each definition of EXECUTOR_AUDIENCES_FILE with what is recorded: Meta's id, the last sync and its
 counts. `sync` enqueues a `sync_audience` command per audience (all when no name is given) and relays them to the
@@ -16,6 +17,7 @@ from typing import Any
 
 import asyncpg
 
+from contracts.messages import CampaignCommandMessage
 from services.campaign_executor import store
 from services.campaign_executor.audience_defs import AudienceConfigError, load
 from services.campaign_executor.audience_jobs import enqueue_syncs, ordered, sync_messages
@@ -36,6 +38,9 @@ def register(subparsers: Any) -> None:
     sync.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                       help="wait up to this long for the executor's results and print them")
     sync.set_defaults(func=_cmd_sync)
+    from services.campaign_executor import forms_cli  # it uses send_commands below
+
+    forms_cli.register(subparsers)
 
 
 def _definitions(settings: Settings) -> dict[str, Any] | None:
@@ -92,6 +97,14 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 
 async def sync(settings: Settings, names: list[str], *, dry_run: bool = False, wait: float = 0.0) -> int:
     messages = sync_messages(names, requested_by="cli:audiences sync", dry_run=dry_run)
+    ids = {str(m.payload.root.command_id): m.payload.root.audience for m in messages}  # type: ignore[union-attr]
+    return await send_commands(settings, messages, ids, wait=wait)
+
+
+async def send_commands(settings: Settings, messages: list[CampaignCommandMessage], ids: dict[str, str], *,
+                        wait: float = 0.0) -> int:
+    """Enqueue commands in the outbox and relay them to the broker (the running executor acts on them); with
+    `wait`, print each one's result (`ids`: command id -> what to call it)."""
     pool = await create_pool(settings.database)
     try:
         await enqueue_syncs(pool, messages)
@@ -105,7 +118,6 @@ async def sync(settings: Settings, names: list[str], *, dry_run: bool = False, w
             sys.stderr.write(f"could not publish now ({type(exc).__name__}): a running service will relay them\n")
         finally:
             await broker.stop()
-        ids = {str(m.payload.root.command_id): m.payload.root.audience for m in messages}  # type: ignore[union-attr]
         for command_id, name in ids.items():
             sys.stdout.write(f"{name}\tcommand {command_id}\n")
         if wait > 0:

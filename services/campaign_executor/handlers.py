@@ -28,8 +28,12 @@ def register(
         # The pool and the Graph client exist only after start: the worker is built on first use.
         if service.graph is None:
             raise RuntimeError("campaign_executor: Graph client used before start")
+        meta = service.settings.meta
         context = CommandContext(service.graph, MetaReads(service.graph, max_wait=max_wait), limits,
-                                 audiences_file=audiences_file)
+                                 audiences_file=audiences_file,
+                                 page_token=meta.page_access_token if meta.page_access_token.get_secret_value()
+                                 else None,
+                                 page_ids=tuple(meta.page_ids))
         return Worker(service.db, context, consumer_name=CONSUMER.queue_name)
 
     @service.subscribe(CONSUMER)

@@ -14,6 +14,7 @@ from typing import Any
 from contracts.commands import (
     ChangeBudgetCommand,
     CreateCampaignCommand,
+    CreateLeadFormCommand,
     MetaErrorInfo,
     RotateCreativeCommand,
     SetBudgetCommand,
@@ -86,11 +87,15 @@ def lock_key(command: Any) -> str:
         return f"audience-definition:{command.audience}"
     if isinstance(command, RotateCreativeCommand):
         return f"adset-ads:{command.adset_id}"  # two rotations in one ad set never pick the same reserve at once
+    if isinstance(command, CreateLeadFormCommand):
+        return f"lead-form:{command.page_id}:{command.form.name}"
     return f"object:{command.object_id}"
 
 
 def object_id_of(command: Any) -> str | None:
-    return getattr(command, "object_id", None) or getattr(command, "audience_id", None)
+    """The object a command acts on: its object, its audience, or (a lead form) the Page."""
+    return (getattr(command, "object_id", None) or getattr(command, "audience_id", None)
+            or getattr(command, "page_id", None))
 
 
 @dataclass(frozen=True)

@@ -246,3 +246,23 @@ async def remove_members(conn: asyncpg.Connection, audience_id: str, leads: list
 
 async def clear_members(conn: asyncpg.Connection, audience_id: str) -> None:
     await conn.execute("delete from audience_members where audience_id = $1", audience_id)
+
+
+# Lead forms leadwire created (migration 0120): `lead_forms`, read by lead_fetcher through `created_lead_forms`.
+
+async def recorded_lead_form(conn: asyncpg.Connection, page_id: str, name: str) -> asyncpg.Record | None:
+    return await conn.fetchrow("select * from lead_forms where page_id = $1 and name = $2", page_id, name)
+
+
+async def recorded_lead_forms(conn: asyncpg.Connection | asyncpg.Pool) -> list[asyncpg.Record]:
+    return list(await conn.fetch("select * from lead_forms order by page_id, created_at"))
+
+
+async def record_lead_form(
+    conn: asyncpg.Connection, *, page_id: str, name: str, form_id: str, digest: str, adopted: bool,
+    command_id: object,
+) -> None:
+    await conn.execute(
+        "insert into lead_forms (page_id, name, form_id, digest, adopted, command_id) values ($1, $2, $3, $4, $5, $6) "
+        "on conflict (page_id, name) do nothing",
+        page_id, name, form_id, digest, adopted, command_id)

@@ -13,7 +13,7 @@ from . import delivery, insights, objects
 from .core import Sandbox
 from .errors import GraphError
 from .keys import SANDBOX
-from .state import JPY_ACCOUNT, MAIN_ACCOUNT, PAGE_ID, PIXEL_ID
+from .state import JPY_ACCOUNT, MAIN_ACCOUNT, PAGE_ID, PIXEL_ID, page_token
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ def summary(sb: Sandbox) -> dict[str, Any]:
         "main_account": MAIN_ACCOUNT,
         "jpy_account": JPY_ACCOUNT,
         "page_id": PAGE_ID,
+        "page_access_token": page_token(PAGE_ID),
         "form_ids": sorted((n.id for n in st.of_kind("leadgen_form")), key=int),
         "pixel_id": PIXEL_ID,
         "app_id": st.app_id,

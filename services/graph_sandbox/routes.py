@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import audiences, capi, insights, leads, objects
+from . import audiences, capi, forms, insights, leads, objects
 from .core import GraphRequest, Handler, Route, Sandbox
 from .errors import unknown_path, unsupported_get
 from .schema import nonexisting_field
@@ -34,6 +34,7 @@ ROUTES: dict[tuple[str, str | None, str], tuple[Handler, str]] = {
     ("ad", "leads", "GET"): (leads.ad_leads, "leadgen"),
     ("page", None, "GET"): (_O.get_node, "pages"),
     ("page", "leadgen_forms", "GET"): (leads.page_forms, "pages"),
+    ("page", "leadgen_forms", "POST"): (forms.create_form, "pages"),
     ("page", "subscribed_apps", "GET"): (leads.get_subscribed_apps, "pages"),
     ("page", "subscribed_apps", "POST"): (leads.subscribe_app, "pages"),
     ("page", "subscribed_apps", "DELETE"): (leads.unsubscribe_app, "pages"),

@@ -53,6 +53,12 @@ class Profile:
     last_day_ago: int = 0  # ...until this many days ago
 
 
+def page_token(page_id: str) -> str:
+    """The sandbox's Page access token of `page_id` (`GET /{page-id}?fields=access_token`): what Page-token-only
+    calls (`POST /{page-id}/leadgen_forms`) require."""
+    return f"EAAPage{page_id}SandboxToken"
+
+
 @dataclass
 class Node:
     """A Graph object: `fields` are what Meta stores, the rest is sandbox bookkeeping."""
@@ -252,7 +258,8 @@ class SandboxState:
                 )
             )
         page = self.add(
-            Node(PAGE_ID, "page", {"name": "Leadwire Demo Page", "category": "Local Business"}, page_id=PAGE_ID)
+            Node(PAGE_ID, "page", {"name": "Leadwire Demo Page", "category": "Local Business",
+                                   "access_token": page_token(PAGE_ID)}, page_id=PAGE_ID)
         )
         forms = []
         for form_name in ("Contact us", "Get a quote"):

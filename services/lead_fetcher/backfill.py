@@ -1,6 +1,7 @@
 """Backfill: find leads whose webhook never came, by listing every lead form's recent leads.
 
-For every configured Page: its lead forms (`GET /{page}/leadgen_forms`), then each form's leads created after the
+For every configured Page: its lead forms (`GET /{page}/leadgen_forms`, and those leadwire created there, recorded by
+the campaign executor: view `created_lead_forms`), then each form's leads created after the
 form's watermark minus an overlap (`GET /{form}/leads?filtering=[time_created GREATER_THAN]`, every page until
 `next` is absent). The bulk read returns the same fields as a single read, so each listed lead goes straight
 through `store_leads` — the same insert-if-new plus outbox write as the webhook path, keyed by the lead id. That
@@ -89,6 +90,11 @@ async def _backfill_page(
     pool: asyncpg.Pool, graph: GraphClient, page_id: str, token: SecretStr | str | None,
     settings: LeadFetcherSettings, since: datetime | None, started: datetime, report: BackfillReport,
 ) -> None:
+    # Forms leadwire created on this Page (campaign_executor's record) are scanned even when the listing does not
+    # show them (Meta's listing lags) or fails (it counts against the Page's `pages` quota, lead reads against
+    # `leadgen`).
+    created = await store.created_forms(pool, page_id)
+    forms: dict[str, str | None] = {}
     try:
         forms = {str(form["id"]): form.get("name") if isinstance(form.get("name"), str) else None
                  async for form in graph.paginate(
@@ -98,7 +104,10 @@ async def _backfill_page(
     except GraphError as exc:
         await _failed(pool, exc, page_id, settings, what="listing lead forms")
         report.failed_pages.append(page_id)
-        return
+        if not created or access_alert_code(exc) is not None:
+            return
+    unlisted = {form_id: name for form_id, name in created.items() if form_id not in forms}
+    forms.update(unlisted)
     marks = await store.watermarks(pool, forms)
     for form_id, form_name in forms.items():
         window = scan_window(
@@ -110,6 +119,11 @@ async def _backfill_page(
             listed, new = await _backfill_form(pool, graph, page_id, form_id, token, window.since,
                                                form_name=form_name)
         except GraphError as exc:
+            if form_id in unlisted and (exc.code, exc.subcode) == (100, 33):
+                # Made by leadwire, since deleted at Meta (the Page no longer lists it): nothing left to scan.
+                logger.info("backfill: lead form %s is gone at Meta; skipped", form_id,
+                            extra={"page_id": page_id, "form_id": form_id})
+                continue
             await _failed(pool, exc, page_id, settings, what="listing leads", form_id=form_id)
             report.failed_forms.append(form_id)
             if isinstance(exc, ThrottledError) or access_alert_code(exc) is not None:

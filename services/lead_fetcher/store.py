@@ -179,3 +179,9 @@ async def advance_watermark(pool: asyncpg.Pool, form_id: str, page_id: str, scan
         "excluded.scanned_to), page_id = excluded.page_id, updated_at = now()",
         form_id, page_id, scanned_to,
     )
+
+
+async def created_forms(pool: asyncpg.Pool, page_id: str) -> dict[str, str]:
+    """The lead forms leadwire created on `page_id` (campaign_executor's view `created_lead_forms`): id -> name."""
+    rows = await pool.fetch("select form_id, name from created_lead_forms where page_id = $1", page_id)
+    return {r["form_id"]: r["name"] for r in rows}

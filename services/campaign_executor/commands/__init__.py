@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import SecretStr
+
 from services.campaign_executor.meta_reads import MetaReads
 from shared.graph import GraphClient
 from shared.settings import BudgetGuardrailSettings
@@ -15,12 +17,15 @@ from shared.settings import BudgetGuardrailSettings
 
 @dataclass(frozen=True)
 class CommandContext:
-    """What the command families use besides the database: the Graph client, the reads, the budget limits."""
+    """What the command families use besides the database: the Graph client, the reads, the budget limits, the
+    audience definitions, the Page token and Pages (lead forms)."""
 
     graph: GraphClient
     reads: MetaReads
     limits: BudgetGuardrailSettings
     audiences_file: str | None = None  # EXECUTOR_AUDIENCES_FILE: the audience definitions (sync_audience)
+    page_token: SecretStr | None = None  # META_PAGE_ACCESS_TOKEN (None when unset): creating lead forms needs it
+    page_ids: tuple[str, ...] = ()  # META_PAGE_IDS: the Pages whose leads leadwire captures
 
     @property
     def max_wait(self) -> float:
