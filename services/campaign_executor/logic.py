@@ -17,7 +17,6 @@ from contracts.commands import (
     MetaErrorInfo,
     SetBudgetCommand,
     SyncAudienceCommand,
-    UploadAudienceCommand,
 )
 from shared import budget_guardrails
 from shared.budget_guardrails import daily_ceiling_minor, spend_floor
@@ -66,18 +65,13 @@ def meta_error_info(error: GraphError | None) -> MetaErrorInfo | None:
 
 
 def audit_payload(command: Any) -> dict[str, Any]:
-    """The command as stored in the audit log: audience rows replaced by counts and a digest."""
-    if isinstance(command, UploadAudienceCommand):
-        data = command.model_dump(mode="json", exclude={"rows"})
-        data["rows_count"] = len(command.rows)
-        return data
-    return command.model_dump(mode="json")
+    """The command as stored in the audit log (no command carries personal data: audiences are read from the
+    database by the executor, `sync_audience`)."""
+    return dict(command.model_dump(mode="json"))
 
 
 def lock_key(command: Any) -> str:
     """What a command's advisory lock serializes on: its audience, its object, or (a create) itself."""
-    if isinstance(command, UploadAudienceCommand):
-        return f"audience:{command.audience_id}"
     if isinstance(command, CreateCampaignCommand):
         return f"command:{command.command_id}"
     if isinstance(command, SyncAudienceCommand):
@@ -86,7 +80,7 @@ def lock_key(command: Any) -> str:
 
 
 def object_id_of(command: Any) -> str | None:
-    return getattr(command, "object_id", None) or getattr(command, "audience_id", None)
+    return getattr(command, "object_id", None)
 
 
 @dataclass(frozen=True)
