@@ -34,8 +34,9 @@ def create_app(settings: Settings | None = None, *, source: Consumer | None = No
         async def post(batch: RequestBatch) -> dict[str, Any]:
             return await post_events(graph, batch)
 
-        sender = CapiSender(pool=started.db, post=post, settings=capi,
-                            default_pixel_id=started.settings.meta.pixel_id)
+        meta = started.settings.meta
+        sender = CapiSender(pool=started.db, post=post, settings=capi, default_pixel_id=meta.pixel_id,
+                            pixels_by_page=meta.pixels_by_page())
         return handlers.Deps(sender=sender, pool=started.db)
 
     deps = service.on_started(dependencies)

@@ -1,4 +1,4 @@
-"""`leadwire leads backfill [--since YYYY-MM-DD] [--page ID ...]`: run one backfill now."""
+"""`leadwire leads backfill [--since YYYY-MM-DD] [--page ID ...] [--account act_ID ...]`: run one backfill now."""
 
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ def register(subparsers: Any) -> None:
                                "default: each form's watermark minus the overlap")
     backfill.add_argument("--page", action="append", default=None,
                           help="a Page id (repeatable); default: META_PAGE_IDS")
+    backfill.add_argument("--account", action="append", default=None,
+                          help="only these ad accounts' Pages (LEADWIRE_ACCOUNTS_FILE); repeatable")
     backfill.set_defaults(func=_cmd_backfill)
 
 
@@ -58,8 +60,16 @@ async def backfill_once(settings: Settings, *, since: datetime | None = None,
 def _cmd_backfill(args: argparse.Namespace) -> int:
     settings = Settings()
     pages = args.page or settings.meta.page_ids
+    if args.account:
+        chosen = {a: settings.meta.account(a) for a in args.account}
+        unknown = [a for a, account in chosen.items() if account is None]
+        if unknown:
+            sys.stderr.write(f"leadwire: no ad account {unknown[0]} is configured\n")
+            return 2
+        pages = [p for account in chosen.values() if account for p in account.page_ids
+                 if not args.page or p in args.page]
     if not pages:
-        sys.stderr.write("leadwire: no Page to scan: set META_PAGE_IDS or pass --page\n")
+        sys.stderr.write("leadwire: no Page to scan: set META_PAGE_IDS (or the accounts' page_ids) or pass --page\n")
         return 2
     report = asyncio.run(backfill_once(settings, since=args.since, page_ids=pages))
     if report.skipped:
