@@ -59,6 +59,10 @@ async def audience_to_sync(db: asyncpg.Pool, tmp_path: Path, account: str) -> tu
     """An audiences file with one definition over one stored lead: (file, definition name)."""
     name = f"graph_calls_{uuid.uuid4().hex[:8]}"
     await db.execute("delete from leads where page_id = $1", AUDIENCE_PAGE)
+    # The sandbox hands out the same audience ids after each reset: forget what earlier tests recorded.
+    await db.execute("delete from audience_members where audience_id in "
+                     "(select audience_id from audiences where account_id = $1)", account)
+    await db.execute("delete from audiences where account_id = $1", account)
     await db.execute(
         "insert into leads (leadgen_id, page_id, created_time, fields, raw, source) "
         "values ($1, $2, $3, $4, '{}', 'webhook')", str(uuid.uuid4().int % 10**15 + 10**15), AUDIENCE_PAGE,
