@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +18,7 @@ from services.lead_fetcher.settings import MAX_BACKFILL_DAYS, LeadFetcherSetting
 from shared.cli import date_arg
 from shared.db.pool import create_pool
 from shared.logging import register_secret
-from shared.settings import Settings
+from shared.settings import MetaSettings, Settings
 
 logger = logging.getLogger("leadwire.leads")
 
@@ -57,17 +58,27 @@ async def backfill_once(settings: Settings, *, since: datetime | None = None,
         await pool.close()
 
 
+def pages_to_scan(meta: MetaSettings, pages: Sequence[str], accounts: Sequence[str]) -> list[str]:
+    """The Pages a backfill scans: `pages` (default every configured Page), only those of `accounts` if given.
+    Raises ValueError for an account that is not configured."""
+    chosen = list(pages) or list(meta.page_ids)
+    if accounts:
+        configured = [meta.account(a) for a in accounts]
+        unknown = [a for a, found in zip(accounts, configured, strict=True) if found is None]
+        if unknown:
+            raise ValueError(f"no ad account {unknown[0]} is configured (META_AD_ACCOUNT_ID, LEADWIRE_ACCOUNTS_FILE)")
+        theirs = [p for found in configured if found is not None for p in found.page_ids]
+        chosen = [p for p in theirs if not pages or p in pages]
+    return chosen
+
+
 def _cmd_backfill(args: argparse.Namespace) -> int:
     settings = Settings()
-    pages = args.page or settings.meta.page_ids
-    if args.account:
-        chosen = {a: settings.meta.account(a) for a in args.account}
-        unknown = [a for a, account in chosen.items() if account is None]
-        if unknown:
-            sys.stderr.write(f"leadwire: no ad account {unknown[0]} is configured\n")
-            return 2
-        pages = [p for account in chosen.values() if account for p in account.page_ids
-                 if not args.page or p in args.page]
+    try:
+        pages = pages_to_scan(settings.meta, args.page or [], args.account or [])
+    except ValueError as exc:
+        sys.stderr.write(f"leadwire: {exc}\n")
+        return 2
     if not pages:
         sys.stderr.write("leadwire: no Page to scan: set META_PAGE_IDS (or the accounts' page_ids) or pass --page\n")
         return 2

@@ -10,6 +10,7 @@ import pytest
 from services.capi_sender.events import LeadContact
 from services.capi_sender.settings import CapiSettings
 from services.capi_sender.worker import CapiSender
+from services.lead_fetcher.cli import pages_to_scan
 from services.rules_engine.account_rules import load_account_rules
 from shared.accounts import AccountsConfigError, load_accounts, parse_accounts
 from shared.doctor import account_findings
@@ -189,3 +190,14 @@ def test_a_broken_file_in_an_accounts_rules_is_located_with_the_account(tmp_path
     assert [r.name for r in rules] == ["pause-losers"]
     assert problems
     assert all(p.file.startswith("act_2: bad.yaml") for p in problems)
+
+
+def test_a_backfill_scans_every_accounts_pages_or_only_the_chosen_accounts() -> None:
+    meta = MetaSettings(_env_file=None, accounts_file=parse_accounts({"accounts": [
+        {"id": "act_1", "page_ids": ["5", "6"]}, {"id": "act_2", "page_ids": ["7"]}]}))
+    assert pages_to_scan(meta, [], []) == ["5", "6", "7"]
+    assert pages_to_scan(meta, [], ["act_2"]) == ["7"]
+    assert pages_to_scan(meta, ["6", "7"], ["act_1"]) == ["6"]
+    assert pages_to_scan(meta, ["9"], []) == ["9"]
+    with pytest.raises(ValueError, match="no ad account act_3 is configured"):
+        pages_to_scan(meta, [], ["act_3"])
