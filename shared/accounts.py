@@ -10,9 +10,11 @@ accounts:
     page_ids: ["1234567890"]    # the Pages whose leads belong to this account (lead capture, backfill, pixel choice)
     pixel_id: "778899001122334" # the dataset its conversions go to (a lead's Page picks its account)
     rules_dir: rules/houston    # optional: this account's rules instead of RULES_DIR (relative to this file)
+    daily_budget_ceiling: 500   # optional: hard ceiling on its active daily budgets, major units of its currency
   - id: act_1000000002
     page_ids: ["2345678901"]
     pixel_id: "778899001122335"
+    daily_budget_ceiling: 80000 # yen: one BUDGET_DAILY_CEILING cannot suit a USD and a JPY account alike
 ```
 
 Currency and time zone are never configured: they are read from Meta (`insights_poller`, table `ad_accounts`).
@@ -63,6 +65,10 @@ class AccountConfig(BaseModel):
     page_ids: tuple[Digits, ...] = ()
     pixel_id: Digits | None = None
     rules_dir: Path | None = None
+    daily_budget_ceiling: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False,
+        description="Hard ceiling on the account's active daily budgets, in MAJOR units of its currency (read from "
+                    "Meta): replaces BUDGET_DAILY_CEILING for this account.")
 
     @field_validator("page_ids", "pixel_id", mode="before")
     @classmethod

@@ -137,6 +137,10 @@ class MetaSettings(BaseSettings):
             return {}
         return {page: a.pixel_id for a in self.accounts_file.accounts if a.pixel_id for page in a.page_ids}
 
+    def budget_ceilings(self) -> dict[str, float]:
+        """Account -> its own daily budget ceiling (major units), replacing BUDGET_DAILY_CEILING for it."""
+        return {a.id: a.daily_budget_ceiling for a in self.accounts if a.daily_budget_ceiling is not None}
+
     def rules_dirs(self) -> dict[str, Path]:
         """Account -> its own rule directory (accounts without one use RULES_DIR)."""
         return {a.id: a.rules_dir for a in self.accounts if a.rules_dir is not None}

@@ -29,7 +29,7 @@ def register(
         if service.graph is None:
             raise RuntimeError("campaign_executor: Graph client used before start")
         context = CommandContext(service.graph, MetaReads(service.graph, max_wait=max_wait), limits,
-                                 audiences_file=audiences_file)
+                                 audiences_file=audiences_file, ceilings=service.settings.meta.budget_ceilings())
         return Worker(service.db, context, consumer_name=CONSUMER.queue_name)
 
     @service.subscribe(CONSUMER)

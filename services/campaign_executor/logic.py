@@ -283,9 +283,15 @@ def max_daily_budget(first_seen: int, limits: BudgetGuardrailSettings) -> int:
     return budget_guardrails.max_daily_budget(first_seen, limits.max_multiple_of_first_seen)
 
 
-def account_ceiling(limits: BudgetGuardrailSettings, currency: str, first_seen_total: int) -> tuple[int, str]:
+def account_ceiling(
+    limits: BudgetGuardrailSettings, currency: str, first_seen_total: int, own: float | None = None
+) -> tuple[int, str]:
     """The account's daily ceiling in minor units and where it comes from (a clause for the refusal's sentence):
-    BUDGET_DAILY_CEILING when set, else the multiple of the active daily total leadwire first saw."""
+    its own (`own`, LEADWIRE_ACCOUNTS_FILE) when set, else BUDGET_DAILY_CEILING when set, else the multiple of the
+    active daily total leadwire first saw."""
+    mine = daily_ceiling_minor(own, currency)
+    if mine is not None:
+        return mine, " (the account's daily_budget_ceiling, LEADWIRE_ACCOUNTS_FILE)"
     ceiling = daily_ceiling_minor(limits.daily_ceiling, currency)
     if ceiling is not None:
         return ceiling, " (BUDGET_DAILY_CEILING)"

@@ -96,12 +96,13 @@ class Worker:
         engine_settings: engine-wide limits (tests shorten `max_data_age`, etc.).
         only_accounts: restrict scheduled runs to these accounts (META_AD_ACCOUNT_ID); empty = every stored one.
         rules_dirs: accounts judged by rules of their own directory instead of RULES_DIR (LEADWIRE_ACCOUNTS_FILE).
+        ceilings: accounts' own daily budget ceilings (major units) instead of BUDGET_DAILY_CEILING (same file).
     """
 
     def __init__(self, pool: asyncpg.Pool, settings: RulesSettings, limits: BudgetGuardrailSettings,
                  notifier: Notifier, *, engine_settings: EngineSettings | None = None,
                  only_accounts: Sequence[str] = (), reminder_seconds: float = 3600.0,
-                 rules_dirs: Mapping[str, Path] | None = None) -> None:
+                 rules_dirs: Mapping[str, Path] | None = None, ceilings: Mapping[str, float] | None = None) -> None:
         self.pool = pool
         self.reminder_seconds = reminder_seconds
         self.settings = settings
@@ -115,6 +116,7 @@ class Worker:
         )
         self.only_accounts = list(only_accounts)
         self.rules_dirs = dict(rules_dirs or {})
+        self.ceilings = dict(ceilings or {})
         self._alerted_problems: str | None = None
 
     def load_rules(self) -> tuple[list[Rule], list[RuleProblem]]:
@@ -170,6 +172,7 @@ class Worker:
                 extra_levels=await store.pending_resume_levels(conn, now),
             )
             state = await store.load_state(conn, targets, now, ceiling_major=self.limits.daily_ceiling,
+                                           account_ceilings=self.ceilings,
                                            first_seen_multiple=self.limits.max_multiple_of_first_seen)
             if approved is not None:
                 state = replace(state, consented=(state.consented or frozenset()) | {approved["rule"]})

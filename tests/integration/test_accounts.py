@@ -22,13 +22,15 @@ from services.insights_poller.settings import InsightsSettings
 from services.insights_poller.worker import InsightsPoller
 from services.rules_engine.app import create_app
 from services.rules_engine.settings import NotifySettings, RulesSettings
+from services.rules_engine.store import load_state
 from shared.accounts import AccountsFile, parse_accounts
 from shared.doctor import run_checks
 from shared.graph import GraphClient
 from shared.meta.customer_data import normalize_email, sha256_hex
-from shared.settings import MetaSettings, Settings
+from shared.settings import BudgetGuardrailSettings, MetaSettings, Settings
 from tests.fixtures.infra import eventually, unique
 from tests.fixtures.sandbox import SandboxHandle
+from tests.integration.test_campaign_executor import command, result_of, results, send, start_executor  # noqa: F401
 from tests.integration.test_capi_sender import Harness, _count_sent, _lead_id, capi, conversion  # noqa: F401
 from tests.integration.test_rules_engine import JPY, MAIN, clean, run_of, trigger  # noqa: F401
 
@@ -119,6 +121,13 @@ async def test_each_accounts_rules_judge_that_account_only(
     assert {rule for rule, _ in decided[MAIN]} == {usd_rule}, "the Tokyo rule never judges the New York account"
     assert {rule for rule, _ in decided[JPY]} == {tokyo_rule}, "RULES_DIR's rule never judges the Tokyo account"
 
+    # The ceilings the engine holds raises to: the account's own (major units of its currency) over
+    # BUDGET_DAILY_CEILING, as the executor does.
+    async with db.acquire() as conn:
+        state = await load_state(conn, [MAIN, JPY], datetime.now(UTC), ceiling_major=1, first_seen_multiple=2,
+                                 account_ceilings={JPY: 80_000})
+    assert dict(state.account_daily_budget_ceiling) == {MAIN: 100, JPY: 80_000}
+
 
 async def store_lead(db: asyncpg.Pool, page_id: str, email: str) -> str:
     lead_id = _lead_id()
@@ -176,3 +185,26 @@ async def test_the_doctor_checks_every_account(sandbox: SandboxHandle, tmp_path:
         assert not findings[("pixel", "999000999")].ok
         assert not findings[("account settings", JPY)].ok
         assert "no Pages" in findings[("account settings", JPY)].summary
+
+
+async def test_each_accounts_own_budget_ceiling_holds_for_that_account_only(
+    start_executor, sandbox: SandboxHandle, broker: RabbitBroker, results: Any,  # noqa: F811
+) -> None:
+    await sandbox.set_clock("00:30", frozen=True)  # little spent today: the spend floor stays out of the way
+    ny_file = accounts(sandbox).model_dump()
+    ny_file["accounts"][0]["daily_budget_ceiling"] = 1.0  # $1: below New York's active budgets
+    ny_file["accounts"][1]["daily_budget_ceiling"] = 10_000_000  # yen: far above Tokyo's
+    # BUDGET_DAILY_CEILING of 1 (a dollar? a yen?) would hold both: each account's own ceiling replaces it.
+    await start_executor(BudgetGuardrailSettings(_env_file=None, daily_ceiling=1),
+                         accounts=parse_accounts({"accounts": ny_file["accounts"]}))
+    new_york = sandbox.state["adsets_by_name"]["Prospecting - Lookalike"]
+    tokyo = sandbox.state["adsets_by_name"]["Tokyo - Broad"]
+
+    held = await result_of(results, await send(broker, command(
+        "change_budget", object_id=new_york, level="adset", percent=10, force=True)))
+    assert (held.status, held.guardrail) == ("refused", "daily_ceiling"), held.detail
+    assert "ceiling of $1.00 (the account's daily_budget_ceiling, LEADWIRE_ACCOUNTS_FILE)" in held.detail
+    raised = await result_of(results, await send(broker, command(
+        "change_budget", object_id=tokyo, level="adset", percent=10)))
+    assert raised.status == "ok", raised.detail
+    assert (raised.account_id, raised.currency) == (JPY, "JPY")

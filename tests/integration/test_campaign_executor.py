@@ -25,6 +25,7 @@ from contracts.messages import CampaignCommandMessage, CommandResultMessage, Rou
 from services.campaign_executor.app import create_app
 from services.campaign_executor.handlers import CONSUMER
 from services.campaign_executor.settings import ExecutorSettings
+from shared.accounts import AccountsFile
 from shared.messaging import declare_topology, publish
 from shared.service import Service
 from shared.settings import BudgetGuardrailSettings, MetaSettings, Settings
@@ -56,11 +57,13 @@ async def results(amqp: aio_pika.abc.AbstractChannel) -> AsyncIterator[Results]:
 
 
 def executor_settings(
-    settings: Settings, sandbox: SandboxHandle, budget: BudgetGuardrailSettings | None = None, **guards: Any
+    settings: Settings, sandbox: SandboxHandle, budget: BudgetGuardrailSettings | None = None,
+    accounts: AccountsFile | None = None, **guards: Any,
 ) -> Settings:
     meta = MetaSettings(
         access_token=SecretStr(sandbox.token), app_secret=SecretStr(sandbox.app_secret), graph_url=sandbox.url,
         api_version=sandbox.version, request_timeout_seconds=10, ad_account_id=[sandbox.account_id],
+        accounts_file=accounts,
     )
     return settings.replace(meta, ExecutorSettings(**guards), budget or BudgetGuardrailSettings(_env_file=None))
 
@@ -71,20 +74,21 @@ async def start_executor(
 ) -> AsyncIterator[Callable[..., Any]]:
     started: list[Service] = []
 
-    async def start(budget: BudgetGuardrailSettings | None = None, **guards: Any) -> Service:
+    async def start(budget: BudgetGuardrailSettings | None = None, accounts: AccountsFile | None = None,
+                    **guards: Any) -> Service:
         # The executor's queue is shared by every test: commands left over by an earlier test must not act on
         # this test's freshly reset sandbox. (Declared first: in a fresh vhost this may be the first test to run.)
         await declare_topology(AMQP_URL, [CONSUMER])
         queue = await amqp.get_queue(CONSUMER.queue_name, ensure=False)
         await queue.purge()
         # The sandbox hands out the same object ids after every reset; its audit history goes with the reset.
-        account = sandbox.state["accounts"][sandbox.account_id]
-        objects = account["campaigns"] + account["adsets"] + account["ads"]
+        objects = [o for account in sandbox.state["accounts"].values()
+                   for o in account["campaigns"] + account["adsets"] + account["ads"]]
         await db.execute("delete from campaign_commands where object_id = any($1::text[])", objects)
         await db.execute("delete from first_seen_budgets where key = any($1::text[])",
                          objects + list(sandbox.state["accounts"]))
         await db.execute("delete from meta_budget_blocks where object_id = any($1::text[])", objects)
-        service = create_app(executor_settings(settings, sandbox, budget, **guards))
+        service = create_app(executor_settings(settings, sandbox, budget, accounts, **guards))
         await service.start()
         started.append(service)
         return service

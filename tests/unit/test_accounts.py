@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from services.campaign_executor import logic
 from services.capi_sender.events import LeadContact
 from services.capi_sender.settings import CapiSettings
 from services.capi_sender.worker import CapiSender
@@ -14,7 +15,7 @@ from services.lead_fetcher.cli import pages_to_scan
 from services.rules_engine.account_rules import load_account_rules
 from shared.accounts import AccountsConfigError, load_accounts, parse_accounts
 from shared.doctor import account_findings
-from shared.settings import MetaSettings, SettingsError, _load
+from shared.settings import BudgetGuardrailSettings, MetaSettings, SettingsError, _load
 
 GOOD = """
 accounts:
@@ -201,3 +202,20 @@ def test_a_backfill_scans_every_accounts_pages_or_only_the_chosen_accounts() -> 
     assert pages_to_scan(meta, ["9"], []) == ["9"]
     with pytest.raises(ValueError, match="no ad account act_3 is configured"):
         pages_to_scan(meta, [], ["act_3"])
+
+
+def test_an_accounts_own_budget_ceiling_replaces_budget_daily_ceiling_for_it() -> None:
+    meta = MetaSettings(_env_file=None, accounts_file=parse_accounts({"accounts": [
+        {"id": "act_1", "daily_budget_ceiling": 500}, {"id": "act_2"}]}))
+    assert meta.budget_ceilings() == {"act_1": 500}
+    limits = BudgetGuardrailSettings(_env_file=None, daily_ceiling=800)
+    assert logic.account_ceiling(limits, "JPY", 25_000, meta.budget_ceilings().get("act_1")) == (
+        500, " (the account's daily_budget_ceiling, LEADWIRE_ACCOUNTS_FILE)")
+    assert logic.account_ceiling(limits, "USD", 25_000, meta.budget_ceilings().get("act_2")) == (
+        80_000, " (BUDGET_DAILY_CEILING)")
+
+
+@pytest.mark.parametrize("ceiling", [0, -5, "inf", "nan", "lots"])
+def test_a_bad_budget_ceiling_is_refused(ceiling: object) -> None:
+    with pytest.raises(AccountsConfigError, match=r"accounts\[0\] \(act_1\)\.daily_budget_ceiling"):
+        parse_accounts({"accounts": [{"id": "act_1", "daily_budget_ceiling": ceiling}]})

@@ -6,7 +6,8 @@ lock on it), the command and the plan an interrupted earlier attempt committed (
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from services.campaign_executor.meta_reads import MetaReads
 from shared.graph import GraphClient
@@ -21,6 +22,8 @@ class CommandContext:
     reads: MetaReads
     limits: BudgetGuardrailSettings
     audiences_file: str | None = None  # EXECUTOR_AUDIENCES_FILE: the audience definitions (sync_audience)
+    # Account -> its own daily budget ceiling, major units (LEADWIRE_ACCOUNTS_FILE), instead of BUDGET_DAILY_CEILING.
+    ceilings: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def max_wait(self) -> float:
