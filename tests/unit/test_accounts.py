@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from services.campaign_executor import logic
+from services.capi_sender.cli import pixel_for_test_event
 from services.capi_sender.events import LeadContact
 from services.capi_sender.settings import CapiSettings
 from services.capi_sender.worker import CapiSender
@@ -219,3 +220,14 @@ def test_an_accounts_own_budget_ceiling_replaces_budget_daily_ceiling_for_it() -
 def test_a_bad_budget_ceiling_is_refused(ceiling: object) -> None:
     with pytest.raises(AccountsConfigError, match=r"accounts\[0\] \(act_1\)\.daily_budget_ceiling"):
         parse_accounts({"accounts": [{"id": "act_1", "daily_budget_ceiling": ceiling}]})
+
+
+def test_a_capi_test_event_goes_to_the_chosen_accounts_pixel() -> None:
+    meta = MetaSettings(_env_file=None, pixel_id="111", accounts_file=parse_accounts({"accounts": [
+        {"id": "act_1", "pixel_id": "6"}, {"id": "act_2"}]}))
+    assert pixel_for_test_event(meta, None, None) == "111"
+    assert pixel_for_test_event(meta, None, "act_1") == "6"
+    assert pixel_for_test_event(meta, None, "act_2") == "111"
+    assert pixel_for_test_event(meta, "42", "act_1") == "42"
+    with pytest.raises(ValueError, match="no ad account act_9 is configured"):
+        pixel_for_test_event(meta, None, "act_9")
