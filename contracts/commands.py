@@ -32,6 +32,7 @@ from contracts.meta_enums import (
 from contracts.values import ACT_ID, DIGITS_25, check_finite
 
 __all__ = [
+    "RETIRED_KINDS",
     "AdSetSpec",
     "AdSpec",
     "ArchiveCommand",
@@ -50,7 +51,6 @@ __all__ = [
     "SetBudgetCommand",
     "SyncAudienceCommand",
     "UnpauseCommand",
-    "UploadAudienceCommand",
 ]
 
 ObjectLevel = Literal["campaign", "adset", "ad"]
@@ -59,17 +59,18 @@ BudgetKind = Literal["daily", "lifetime"]
 # Meta's enums (objective, special ad categories, bid strategies, optimization goals, billing events, call to action
 # types) come from the facebook-business SDK through the generated contracts/meta_enums.py (`make contracts`).
 Objective = CampaignObjective
-AudienceKey = Literal[
-    "EXTERN_ID", "EMAIL", "PHONE", "GEN", "DOBY", "DOBM", "DOBD", "LN", "FN", "FI", "CT", "ST", "ZIP", "MADID",
-    "COUNTRY",
-]
 ResultStatus = Literal["ok", "refused", "failed", "dry_run"]
 ObjectId = Annotated[str, Field(pattern=DIGITS_25, description="Meta object id (digits).",
                                 examples=["120210000000000123"])]
 AccountId = Annotated[str, Field(pattern=ACT_ID, description="Ad account id with the act_ prefix.",
                                  examples=["act_1000000001"])]
 
-MAX_AUDIENCE_ROWS = 1_000_000
+# Kinds this contract once accepted and no longer does, with why and what to send instead. A message of a retired
+# kind fails validation with this reason (and is parked with it), never with a guess at its other fields.
+RETIRED_KINDS: dict[str, str] = {
+    "upload_audience": "it carried customer e-mails and phones on the broker; send `sync_audience` with an audience "
+                       "definition's name (EXECUTOR_AUDIENCES_FILE): the executor reads the rows from the database",
+}
 
 
 class _Spec(BaseModel):
@@ -301,42 +302,6 @@ class CreateCampaignCommand(_CommandBase):
         return self
 
 
-class UploadAudienceCommand(_CommandBase):
-    """Add rows to a customer-file custom audience, or replace its members (`/usersreplace`, keeps learning).
-
-    Values may be clear text (normalized and SHA-256 hashed by the executor, as Meta requires) or already
-    SHA-256 hex. EXTERN_ID and MADID are sent unhashed. Unknown values are `""`.
-    """
-
-    kind: Literal["upload_audience"] = "upload_audience"
-    audience_id: ObjectId
-    mode: Literal["add", "replace"] = Field(default="add", description="`replace` swaps the whole membership.")
-    schema_: list[AudienceKey] = Field(
-        alias="schema", min_length=1, description="Meta multi-key schema, one entry per column.",
-        examples=[["EMAIL", "PHONE", "FN", "LN", "COUNTRY"]],
-    )
-    rows: list[list[str]] = Field(
-        min_length=1, max_length=MAX_AUDIENCE_ROWS,
-        description="One list of values per person, in `schema` order; clear text or SHA-256 hex.",
-        examples=[[["mary@example.com", "+1 555 987 6543", "Mary", "Smith", "US"]]],
-    )
-    default_country: str = Field(
-        default="US", pattern=r"^[A-Za-z]{2}$",
-        description="Country for phone numbers without a country code when there is no COUNTRY column.",
-    )
-
-    model_config = ConfigDict(frozen=True, extra="ignore", validate_by_name=True, validate_by_alias=True,
-                              serialize_by_alias=True, allow_inf_nan=False)
-
-    @model_validator(mode="after")
-    def _row_width(self) -> UploadAudienceCommand:
-        width = len(self.schema_)
-        for index, row in enumerate(self.rows):
-            if len(row) != width:
-                raise ValueError(f"row {index} has {len(row)} values for {width} schema columns")
-        return self
-
-
 class SyncAudienceCommand(_CommandBase):
     """Bring one configured audience in line with the CRM (EXECUTOR_AUDIENCES_FILE): a customer-file audience is
     created when missing and its members added / removed from the leads in PostgreSQL; a lookalike is created once
@@ -388,16 +353,23 @@ class CreateLeadFormCommand(_CommandBase):
 
 AnyCampaignCommand = Annotated[
     PauseCommand | UnpauseCommand | ArchiveCommand | DeleteCommand | SetBudgetCommand | ChangeBudgetCommand
-    | CreateCampaignCommand | UploadAudienceCommand | SyncAudienceCommand | RotateCreativeCommand
-    | CreateLeadFormCommand,
+    | CreateCampaignCommand | SyncAudienceCommand | RotateCreativeCommand | CreateLeadFormCommand,
     Field(discriminator="kind"),
 ]
 
 
 class CampaignCommand(RootModel[AnyCampaignCommand]):
-    """One campaign command; `kind` selects which."""
+    """One campaign command; `kind` selects which. Retired kinds (`upload_audience`) are refused with the reason."""
 
     model_config = ConfigDict(frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _not_retired(cls, data: Any) -> Any:
+        kind = data.get("kind") if isinstance(data, dict) else None
+        if isinstance(kind, str) and kind in RETIRED_KINDS:
+            raise ValueError(f"command kind {kind!r} is retired: {RETIRED_KINDS[kind]}")
+        return data
 
 
 class MetaErrorInfo(_Spec):
@@ -426,7 +398,7 @@ class CommandResult(Payload):
         default=None, description="Which guardrail refused it (budget_step, budget_changes_per_hour, "
                                   "spend_floor, object_status, stale_decision; hard limits: hard_max_budget, "
                                   "daily_ceiling, budget_increases_per_week; no_usable_rows: an audience "
-                                  "upload without a row that identifies anyone; creative rotation: ad_not_active, "
+                                  "sync without a row that identifies anyone; creative rotation: ad_not_active, "
                                   "reserve_not_paused, reserve_not_ready, not_in_adset, no_active_ad; "
                                   "changed_elsewhere: a retried "
                                   "command found the object changed since its earlier attempt (e.g. in Ads "
@@ -451,9 +423,9 @@ class CommandResult(Payload):
     after: dict[str, Any] = Field(default_factory=dict, description="Values set (or that would be set).")
     counts: dict[str, int] = Field(
         default_factory=dict,
-        description="Audience uploads: rows (in the command), rows_sent, rows_dropped (no usable identifier), "
-                    "requests, num_received and num_invalid_entries (Meta's answer), rows_accepted (received minus "
-                    "invalid: what Meta can match; the audience's size shows matches hours later).",
+        description="Audience syncs: leads (in the definition), rows_sent, rows_removed, rows_dropped (no usable "
+                    "identifier), members, Meta's approximate_count_lower_bound / _upper_bound once it shows "
+                    "(hours later); lookalikes: seed_size.",
     )
 
     @field_validator("before", "after")

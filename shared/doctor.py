@@ -162,10 +162,28 @@ async def run_checks(graph: GraphClient, meta: MetaSettings, *, now: float | Non
     tasks: list[Awaitable[list[Finding]]] = [check_token(graph, meta, now=now)]
     tasks += [check_page(graph, meta, page) for page in meta.page_ids]
     tasks += [_one(check_object(graph, "ad account", a, "name,account_status,currency")) for a in meta.ad_account_id]
-    if meta.pixel_id:
-        tasks.append(_one(check_object(graph, "pixel", meta.pixel_id, "id,name")))
+    pixels = dict.fromkeys([a.pixel_id for a in meta.accounts if a.pixel_id] + [meta.pixel_id] * bool(meta.pixel_id))
+    tasks += [_one(check_object(graph, "pixel", pixel, "id,name")) for pixel in pixels]
     results = await asyncio.gather(*tasks)
-    return [finding for group in results for finding in group]
+    return [finding for group in results for finding in group] + account_findings(meta)
+
+
+def account_findings(meta: MetaSettings) -> list[Finding]:
+    """What each account of LEADWIRE_ACCOUNTS_FILE lacks: Pages (no lead of its own is fetched) or a pixel (its
+    leads' conversions go to META_PIXEL_ID, or are parked without one)."""
+    if meta.accounts_file is None:
+        return []
+    findings = []
+    for account in meta.accounts:
+        pixel = account.pixel_id or meta.pixel_id
+        gaps = ([] if account.page_ids else ["no Pages (none of its leads is fetched)"]) + (
+            [] if pixel else ["no pixel and no META_PIXEL_ID (its conversions are parked)"])
+        summary = "; ".join(gaps) or (f"{len(account.page_ids)} Pages, pixel {pixel}"
+                                      f"{'' if account.pixel_id else ' (META_PIXEL_ID)'}, rules "
+                                      f"{account.rules_dir or 'RULES_DIR'}")
+        findings.append(Finding("account settings", not gaps, summary, subject=account.id,
+                                fix="complete its entry in LEADWIRE_ACCOUNTS_FILE", severity="warning"))
+    return findings
 
 
 async def _one(finding: Awaitable[Finding]) -> list[Finding]:

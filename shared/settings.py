@@ -6,11 +6,22 @@ Secrets are `SecretStr`, so they never show in reprs, logs or validation errors.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import AliasChoices, AnyUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    AnyUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.accounts import AccountConfig, AccountsConfigError, AccountsFile, load_accounts
 from shared.budget_guardrails import MAX_BUDGET_CHANGES_PER_HOUR, MAX_BUDGET_STEP_PCT
 
 T = TypeVar("T", bound=BaseSettings)
@@ -23,9 +34,14 @@ class SettingsError(Exception):
 
 
 class MetaSettings(BaseSettings):
-    """Meta app, token and objects. Empty token = demo mode against the Graph sandbox."""
+    """Meta app, token and objects. Empty token = demo mode against the Graph sandbox.
 
-    model_config = SettingsConfigDict(**_COMMON, env_prefix="META_")
+    The ad accounts are `META_AD_ACCOUNT_ID` sharing `META_PAGE_IDS` and `META_PIXEL_ID` (one configuration), or
+    the accounts of `LEADWIRE_ACCOUNTS_FILE` (`shared.accounts`), each with its own Pages, pixel and rules: then
+    `ad_account_id` and `page_ids` are the file's, and the environment's, if set, may only list what it lists.
+    """
+
+    model_config = SettingsConfigDict(**_COMMON, env_prefix="META_", populate_by_name=True)
 
     app_id: str = ""
     app_secret: SecretStr = SecretStr("")
@@ -46,6 +62,8 @@ class MetaSettings(BaseSettings):
     graph_max_wait_seconds: float = Field(default=30.0, ge=0)
     # How often the lead fetcher re-checks token, permissions and Page subscriptions (0 = never).
     health_check_seconds: float = Field(default=3600.0, ge=0)
+    # Per-account Pages, pixel and rules (shared/accounts.py); last, so its check sees the fields above.
+    accounts_file: Annotated[AccountsFile | None, NoDecode] = Field(default=None, alias="LEADWIRE_ACCOUNTS_FILE")
 
     @field_validator("ad_account_id", "page_ids", mode="before")
     @classmethod
@@ -61,6 +79,71 @@ class MetaSettings(BaseSettings):
             if not account.startswith("act_") or not account[4:].isdigit():
                 raise ValueError("must look like act_<digits>")
         return value
+
+    @field_validator("accounts_file", mode="before")
+    @classmethod
+    def _read_accounts(cls, value: object) -> object:
+        if value is None or value == "":
+            return None
+        if isinstance(value, str | Path):
+            try:
+                return load_accounts(value)
+            except AccountsConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("accounts_file")
+    @classmethod
+    def _environment_agrees(cls, value: AccountsFile | None, info: ValidationInfo) -> AccountsFile | None:
+        if value is None:
+            return None
+        for variable, field, listed in (("META_AD_ACCOUNT_ID", "ad_account_id", value.account_ids),
+                                        ("META_PAGE_IDS", "page_ids", value.page_ids)):
+            stray = [item for item in info.data.get(field) or [] if item not in listed]
+            if stray:
+                raise ValueError(f"{variable} lists {stray[0]}, which the accounts file does not: list every "
+                                 "account and Page in the file (or unset the variable)")
+        return value
+
+    @model_validator(mode="after")
+    def _accounts_from_file(self) -> MetaSettings:
+        if self.accounts_file is not None:
+            self.ad_account_id = self.accounts_file.account_ids
+            self.page_ids = self.accounts_file.page_ids
+        return self
+
+    @property
+    def accounts(self) -> tuple[AccountConfig, ...]:
+        """Every ad account with its own settings; without an accounts file, those of the environment."""
+        if self.accounts_file is not None:
+            return self.accounts_file.accounts
+        return tuple(AccountConfig(id=a, page_ids=tuple(self.page_ids), pixel_id=self.pixel_id or None)
+                     for a in self.ad_account_id)
+
+    def account(self, account_id: str) -> AccountConfig | None:
+        return next((a for a in self.accounts if a.id == account_id), None)
+
+    def pixel_for_page(self, page_id: str | None) -> str:
+        """The pixel a lead of this Page converts on: its account's, else META_PIXEL_ID ("" when neither)."""
+        if page_id and self.accounts_file is not None:
+            for account in self.accounts_file.accounts:
+                if page_id in account.page_ids and account.pixel_id:
+                    return account.pixel_id
+        return self.pixel_id
+
+    def pixels_by_page(self) -> dict[str, str]:
+        """Page -> its account's pixel, for the Pages of accounts with a pixel of their own."""
+        if self.accounts_file is None:
+            return {}
+        return {page: a.pixel_id for a in self.accounts_file.accounts if a.pixel_id for page in a.page_ids}
+
+    def budget_ceilings(self) -> dict[str, float]:
+        """Account -> its own daily budget ceiling (major units), replacing BUDGET_DAILY_CEILING for it."""
+        return {a.id: a.daily_budget_ceiling for a in self.accounts if a.daily_budget_ceiling is not None}
+
+    def rules_dirs(self) -> dict[str, Path]:
+        """Account -> its own rule directory (accounts without one use RULES_DIR)."""
+        return {a.id: a.rules_dir for a in self.accounts if a.rules_dir is not None}
 
     @property
     def demo(self) -> bool:
@@ -275,6 +358,8 @@ def describe_validation_error(exc: ValidationError, cls: type[BaseSettings]) -> 
     for error in exc.errors(include_input=False, include_url=False):
         field = str(error["loc"][0]) if error["loc"] else "?"
         info = cls.model_fields.get(field)
+        if info is None:  # a field read by its alias is located by it
+            info = next((f for f in cls.model_fields.values() if f.alias == field), None)
         name = (info.alias if info and info.alias else f"{prefix}{field}").upper()
-        problems.append(f"{name}: {error['msg']}")
+        problems.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
     return "invalid setting " + "; ".join(problems)

@@ -30,7 +30,7 @@ def register(
             raise RuntimeError("campaign_executor: Graph client used before start")
         meta = service.settings.meta
         context = CommandContext(service.graph, MetaReads(service.graph, max_wait=max_wait), limits,
-                                 audiences_file=audiences_file,
+                                 audiences_file=audiences_file, ceilings=service.settings.meta.budget_ceilings(),
                                  page_token=meta.page_access_token if meta.page_access_token.get_secret_value()
                                  else None,
                                  page_ids=tuple(meta.page_ids))

@@ -19,7 +19,6 @@ from contracts.commands import (
     RotateCreativeCommand,
     SetBudgetCommand,
     SyncAudienceCommand,
-    UploadAudienceCommand,
 )
 from shared import budget_guardrails
 from shared.budget_guardrails import daily_ceiling_minor, spend_floor
@@ -68,19 +67,14 @@ def meta_error_info(error: GraphError | None) -> MetaErrorInfo | None:
 
 
 def audit_payload(command: Any) -> dict[str, Any]:
-    """The command as stored in the audit log: audience rows replaced by counts and a digest."""
-    if isinstance(command, UploadAudienceCommand):
-        data = command.model_dump(mode="json", exclude={"rows"})
-        data["rows_count"] = len(command.rows)
-        return data
-    return command.model_dump(mode="json")
+    """The command as stored in the audit log (no command carries personal data: audiences are read from the
+    database by the executor, `sync_audience`)."""
+    return dict(command.model_dump(mode="json"))
 
 
 def lock_key(command: Any) -> str:
-    """What a command's advisory lock serializes on: its audience, its object, its ad set's ads (a rotation), or
-    (a create) itself."""
-    if isinstance(command, UploadAudienceCommand):
-        return f"audience:{command.audience_id}"
+    """What a command's advisory lock serializes on: its audience definition, its object, its ad set's ads (a
+    rotation), a Page's form name, or (a create) itself."""
     if isinstance(command, CreateCampaignCommand):
         return f"command:{command.command_id}"
     if isinstance(command, SyncAudienceCommand):
@@ -93,9 +87,8 @@ def lock_key(command: Any) -> str:
 
 
 def object_id_of(command: Any) -> str | None:
-    """The object a command acts on: its object, its audience, or (a lead form) the Page."""
-    return (getattr(command, "object_id", None) or getattr(command, "audience_id", None)
-            or getattr(command, "page_id", None))
+    """The object a command acts on: its object or (a lead form) the Page."""
+    return getattr(command, "object_id", None) or getattr(command, "page_id", None)
 
 
 @dataclass(frozen=True)
@@ -298,9 +291,15 @@ def max_daily_budget(first_seen: int, limits: BudgetGuardrailSettings) -> int:
     return budget_guardrails.max_daily_budget(first_seen, limits.max_multiple_of_first_seen)
 
 
-def account_ceiling(limits: BudgetGuardrailSettings, currency: str, first_seen_total: int) -> tuple[int, str]:
+def account_ceiling(
+    limits: BudgetGuardrailSettings, currency: str, first_seen_total: int, own: float | None = None
+) -> tuple[int, str]:
     """The account's daily ceiling in minor units and where it comes from (a clause for the refusal's sentence):
-    BUDGET_DAILY_CEILING when set, else the multiple of the active daily total leadwire first saw."""
+    its own (`own`, LEADWIRE_ACCOUNTS_FILE) when set, else BUDGET_DAILY_CEILING when set, else the multiple of the
+    active daily total leadwire first saw."""
+    mine = daily_ceiling_minor(own, currency)
+    if mine is not None:
+        return mine, " (the account's daily_budget_ceiling, LEADWIRE_ACCOUNTS_FILE)"
     ceiling = daily_ceiling_minor(limits.daily_ceiling, currency)
     if ceiling is not None:
         return ceiling, " (BUDGET_DAILY_CEILING)"

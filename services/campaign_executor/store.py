@@ -132,13 +132,6 @@ async def meta_budget_block(conn: asyncpg.Connection, object_id: str) -> datetim
     return until
 
 
-async def record_upload_digest(conn: asyncpg.Connection, command_id: object, facts: dict[str, Any]) -> None:
-    """Add an audience upload's digest and counts to its audit payload (the rows themselves are never stored)."""
-    await conn.execute(
-        "update campaign_commands set payload = payload || $2::jsonb where command_id = $1", command_id, facts
-    )
-
-
 async def mark_applying(conn: asyncpg.Connection, command_id: object, plan: dict[str, Any]) -> None:
     """Commit what this attempt is about to do, before doing it."""
     await conn.execute(

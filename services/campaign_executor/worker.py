@@ -30,12 +30,10 @@ from contracts.commands import (
     CreateLeadFormCommand,
     RotateCreativeCommand,
     SyncAudienceCommand,
-    UploadAudienceCommand,
 )
 from contracts.messages import CampaignCommandMessage
 from services.campaign_executor import logic, store
 from services.campaign_executor.commands import CommandContext
-from services.campaign_executor.commands.audience import apply_upload
 from services.campaign_executor.commands.audience_sync import apply_sync
 from services.campaign_executor.commands.budget import apply_budget
 from services.campaign_executor.commands.create import apply_create
@@ -125,8 +123,6 @@ class Worker:
             return await apply_budget(self.context, conn, command, plan)
         if isinstance(command, CreateCampaignCommand):
             return await apply_create(self.context, conn, command, plan, row["applying_at"])
-        if isinstance(command, UploadAudienceCommand):
-            return await apply_upload(self.context, conn, command)
         if isinstance(command, SyncAudienceCommand):
             return await apply_sync(self.context, conn, command)
         if isinstance(command, RotateCreativeCommand):

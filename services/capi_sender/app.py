@@ -40,8 +40,9 @@ def create_app(settings: Settings | None = None, *, source: Consumer | None = No
                 "(retried for RETRY_HORIZON_HOURS). Any that gave up: `leadwire parked list --queue "
                 "capi_sender/conversion_requested`.",
         )
-        sender = Worker(pool=started.db, post=guarded(post, breaker), settings=capi,
-                        default_pixel_id=started.settings.meta.pixel_id)
+        meta = started.settings.meta
+        sender = Worker(pool=started.db, post=guarded(post, breaker), settings=capi, default_pixel_id=meta.pixel_id,
+                        pixels_by_page=meta.pixels_by_page())
         return handlers.Deps(sender=sender, pool=started.db)
 
     deps = service.on_started(dependencies)

@@ -14,7 +14,7 @@ from services.capi_sender.events import Parked, RequestBatch, prepare_event
 from services.capi_sender.settings import CapiSettings
 from services.capi_sender.worker import post_events
 from shared.graph.errors import GraphError
-from shared.settings import Settings
+from shared.settings import MetaSettings, Settings
 
 # A made-up person: Events Manager shows the test event; nobody real is matched.
 _TEST_USER = ConversionUser(email="capi-test@example.com", external_id="leadwire-capi-test", country="US")
@@ -28,12 +28,26 @@ def register(subparsers: Any) -> None:
     test.add_argument("--event-code", required=True, help="the code shown in Events Manager → Test Events")
     test.add_argument("--event-name", default="Lead", help="event name (default: Lead)")
     test.add_argument("--pixel-id", default=None, help="pixel / dataset id (default: META_PIXEL_ID)")
+    test.add_argument("--account", default=None, help="the pixel of this ad account (LEADWIRE_ACCOUNTS_FILE)")
     test.set_defaults(func=_cmd_test)
+
+
+def pixel_for_test_event(meta: MetaSettings, pixel_id: str | None, account_id: str | None) -> str:
+    """The pixel a test event goes to: `--pixel-id`, else `--account`'s pixel, else META_PIXEL_ID ("" if none).
+    Raises ValueError for an account that is not configured."""
+    account = meta.account(account_id) if account_id else None
+    if account_id and account is None:
+        raise ValueError(f"no ad account {account_id} is configured")
+    return pixel_id or (account.pixel_id if account else None) or meta.pixel_id
 
 
 def _cmd_test(args: argparse.Namespace) -> int:
     settings = Settings()
-    pixel_id = args.pixel_id or settings.meta.pixel_id
+    try:
+        pixel_id = pixel_for_test_event(settings.meta, args.pixel_id, args.account)
+    except ValueError as exc:
+        sys.stderr.write(f"leadwire: {exc}\n")
+        return 2
     if not pixel_id:
         sys.stderr.write("leadwire: set META_PIXEL_ID (or pass --pixel-id) to the pixel that receives the event\n")
         return 2

@@ -113,6 +113,7 @@ class LeadContact:
     gender: str | None = None
     date_of_birth: str | None = None
     created_time: int | None = None  # unix seconds
+    page_id: str | None = None  # the lead's Page: its account's pixel receives the conversions (LEADWIRE_ACCOUNTS_FILE)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> LeadContact:
@@ -131,6 +132,7 @@ class LeadContact:
             gender=_text(data.get("gender")),
             date_of_birth=_text(data.get("date_of_birth")),
             created_time=to_unix_seconds(created) if created not in (None, "") else None,
+            page_id=_text(data.get("page_id")),
         )
 
 

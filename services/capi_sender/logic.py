@@ -119,6 +119,7 @@ def lead_contact(lead: StoredLead) -> LeadContact:
     return LeadContact(
         lead_id=lead.leadgen_id,
         created_time=int(lead.created_time.timestamp()),
+        page_id=lead.page_id,
         **found,
     )
 

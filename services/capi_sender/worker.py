@@ -186,6 +186,8 @@ class Worker:
         post: sends one request (`post_events` bound to the Graph client; tests may wrap it).
         settings: linger, CRM name, default country.
         default_pixel_id: META_PIXEL_ID.
+        pixels_by_page: Page -> its account's pixel (LEADWIRE_ACCOUNTS_FILE): a conversion naming no pixel goes to
+            the pixel of its lead's account, else to `default_pixel_id`.
         clock: unix seconds, injectable.
     """
 
@@ -196,6 +198,7 @@ class Worker:
         post: PostFn,
         settings: CapiSettings,
         default_pixel_id: str,
+        pixels_by_page: Mapping[str, str] | None = None,
         max_batch: int = MAX_EVENTS_PER_REQUEST,
         concurrency: int = SEND_CONCURRENCY,
         clock: Callable[[], float] = time.time,
@@ -204,6 +207,7 @@ class Worker:
         self._post = post
         self.settings = settings
         self.default_pixel_id = default_pixel_id
+        self.pixels_by_page = dict(pixels_by_page or {})
         self._clock = clock
         self.batcher: Batcher[tuple[str, str | None], Pending] = Batcher(
             self.flush,
@@ -239,7 +243,7 @@ class Worker:
             request,
             now=int(self._clock()),
             lead=lead,
-            default_pixel_id=self.default_pixel_id,
+            default_pixel_id=self.pixel_for(lead),
             default_country=self.settings.default_country,
             default_crm_name=self.settings.capi_crm_name,
         )
@@ -248,6 +252,11 @@ class Worker:
         pending = Pending(prepared, message, lead.created_time if lead else None)
         outcome: SendOutcome = await self.batcher.submit((prepared.pixel_id, prepared.test_event_code), pending)
         return outcome
+
+    def pixel_for(self, lead: LeadContact | None) -> str:
+        """The pixel of the lead's account (by its Page), else META_PIXEL_ID; a message's own pixel_id wins."""
+        page = lead.page_id if lead is not None else None
+        return self.pixels_by_page.get(page, self.default_pixel_id) if page else self.default_pixel_id
 
     async def find_lead(self, request: ConversionRequested, by_id: LeadContact | None) -> LeadContact | None:
         """The stored lead of a conversion: `by_id` (already looked up by its Meta lead id) or else matched by the
@@ -291,7 +300,7 @@ class Worker:
                     request,
                     now=now,
                     lead=lead,
-                    default_pixel_id=self.default_pixel_id,
+                    default_pixel_id=self.pixel_for(lead),
                     default_country=self.settings.default_country,
                     default_crm_name=self.settings.capi_crm_name,
                 )

@@ -13,7 +13,7 @@ from . import delivery, insights, objects
 from .core import Sandbox
 from .errors import GraphError
 from .keys import SANDBOX
-from .state import JPY_ACCOUNT, MAIN_ACCOUNT, PAGE_ID, PIXEL_ID, page_token
+from .state import JPY_ACCOUNT, JPY_PIXEL_ID, MAIN_ACCOUNT, PAGE_ID, PIXEL_ID, page_token
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,7 @@ def summary(sb: Sandbox) -> dict[str, Any]:
         "page_access_token": page_token(PAGE_ID),
         "form_ids": sorted((n.id for n in st.of_kind("leadgen_form")), key=int),
         "pixel_id": PIXEL_ID,
+        "jpy_pixel_id": JPY_PIXEL_ID,
         "app_id": st.app_id,
         "adsets_by_name": {n.fields["name"]: n.id for n in st.of_kind("adset")},
         "leads": len(st.of_kind("lead")),

@@ -10,7 +10,7 @@ sets whose seeded delivery makes rule engines fire:
 * two ad sets under a campaign-budget (CBO) campaign, two under a paused traffic campaign.
 
 Plus a JPY account ``act_1000000002`` (Asia/Tokyo, offset-1 currency), a Page with two lead forms, seeded
-lead records for every on-Facebook lead of the seeded history (insights count these records), and a pixel.
+lead records for every on-Facebook lead of the seeded history (insights count these records), and a pixel per account.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ LEAD_RETENTION_SECONDS = 90 * 86400  # Meta keeps a lead's data 90 days
 JPY_ACCOUNT = "act_1000000002"
 PAGE_ID = "102030405060708"
 PIXEL_ID = "778899001122334"
+JPY_PIXEL_ID = "778899001122335"  # the JPY account's own pixel (a second account with its own dataset)
 BUSINESS_ID = "901234567890123"
 # The accounts' `min_daily_budget` (minor units): daily budgets below it are refused, as by Meta.
 MIN_DAILY_BUDGET = {"USD": 100, "JPY": 150}
@@ -293,6 +294,7 @@ class SandboxState:
                 )
             )
         self.add(Node(PIXEL_ID, "pixel", {"name": "Leadwire Demo Pixel", "code": ""}, account=MAIN_ACCOUNT))
+        self.add(Node(JPY_PIXEL_ID, "pixel", {"name": "Leadwire Tokyo Pixel", "code": ""}, account=JPY_ACCOUNT))
         self._seed_main(ads, forms, created)
         self._seed_jpy(created)
         self._seed_leads(now)

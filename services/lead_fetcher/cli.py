@@ -1,4 +1,4 @@
-"""`leadwire leads backfill [--since YYYY-MM-DD] [--page ID ...]`: run one backfill now."""
+"""`leadwire leads backfill [--since YYYY-MM-DD] [--page ID ...] [--account act_ID ...]`: run one backfill now."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +18,7 @@ from services.lead_fetcher.settings import MAX_BACKFILL_DAYS, LeadFetcherSetting
 from shared.cli import date_arg
 from shared.db.pool import create_pool
 from shared.logging import register_secret
-from shared.settings import Settings
+from shared.settings import MetaSettings, Settings
 
 logger = logging.getLogger("leadwire.leads")
 
@@ -34,6 +35,8 @@ def register(subparsers: Any) -> None:
                                "default: each form's watermark minus the overlap")
     backfill.add_argument("--page", action="append", default=None,
                           help="a Page id (repeatable); default: META_PAGE_IDS")
+    backfill.add_argument("--account", action="append", default=None,
+                          help="only these ad accounts' Pages (LEADWIRE_ACCOUNTS_FILE); repeatable")
     backfill.set_defaults(func=_cmd_backfill)
 
 
@@ -55,11 +58,29 @@ async def backfill_once(settings: Settings, *, since: datetime | None = None,
         await pool.close()
 
 
+def pages_to_scan(meta: MetaSettings, pages: Sequence[str], accounts: Sequence[str]) -> list[str]:
+    """The Pages a backfill scans: `pages` (default every configured Page), only those of `accounts` if given.
+    Raises ValueError for an account that is not configured."""
+    chosen = list(pages) or list(meta.page_ids)
+    if accounts:
+        configured = [meta.account(a) for a in accounts]
+        unknown = [a for a, found in zip(accounts, configured, strict=True) if found is None]
+        if unknown:
+            raise ValueError(f"no ad account {unknown[0]} is configured (META_AD_ACCOUNT_ID, LEADWIRE_ACCOUNTS_FILE)")
+        theirs = [p for found in configured if found is not None for p in found.page_ids]
+        chosen = [p for p in theirs if not pages or p in pages]
+    return chosen
+
+
 def _cmd_backfill(args: argparse.Namespace) -> int:
     settings = Settings()
-    pages = args.page or settings.meta.page_ids
+    try:
+        pages = pages_to_scan(settings.meta, args.page or [], args.account or [])
+    except ValueError as exc:
+        sys.stderr.write(f"leadwire: {exc}\n")
+        return 2
     if not pages:
-        sys.stderr.write("leadwire: no Page to scan: set META_PAGE_IDS or pass --page\n")
+        sys.stderr.write("leadwire: no Page to scan: set META_PAGE_IDS (or the accounts' page_ids) or pass --page\n")
         return 2
     report = asyncio.run(backfill_once(settings, since=args.since, page_ids=pages))
     if report.skipped:

@@ -63,7 +63,8 @@ def register(service: Service, deps: Started[Deps], config: LeadFetcherSettings,
 
         pages = service.settings.meta.page_ids
         if not pages:
-            logger.warning("META_PAGE_IDS is empty: no backfill, a lead whose webhook is lost stays lost")
+            logger.warning("no Page configured (META_PAGE_IDS, or the accounts' page_ids): no backfill, a lead "
+                           "whose webhook is lost stays lost")
             return
         while True:
             await run_backfill(service.db, deps().graph, page_ids=pages, token=token, settings=config)

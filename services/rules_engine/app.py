@@ -32,7 +32,8 @@ def create_app(settings: Settings | None = None, *, engine_settings: EngineSetti
     def worker() -> Worker:
         # The pool exists only after start: the worker is built on first use.
         return Worker(service.db, config, limits, notifier, engine_settings=engine_settings,
-                      only_accounts=service.settings.meta.ad_account_id,
+                      only_accounts=service.settings.meta.ad_account_id, rules_dirs=service.settings.meta.rules_dirs(),
+                      ceilings=service.settings.meta.budget_ceilings(),
                       reminder_seconds=service.settings.broker.alert_reminder_minutes * 60)
 
     register(service, worker, interval_seconds=config.interval_seconds)

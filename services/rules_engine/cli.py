@@ -19,6 +19,7 @@ from pathlib import Path
 from contracts.messages import RuleConsentChangedMessage, RuleDecisionReviewedMessage
 from contracts.rules import RuleConsentChanged, RuleDecisionReviewed
 from services.rules_engine import store
+from services.rules_engine.account_rules import load_account_rules
 from services.rules_engine.backtest import render_backtest, render_money, replay, unbounded_rules
 from services.rules_engine.model import Snapshot
 from services.rules_engine.reach_history import reach_windows, read_reach_history
@@ -239,7 +240,7 @@ async def request_review(settings: Settings, decision_id: int, *, verdict: str, 
 def _cmd_consent(args: argparse.Namespace) -> int:
     settings = Settings()
     config = settings.block(RulesSettings)
-    known = {r.name for r in load_rules(config.dir, strict=False)}
+    known = {r.name for r in load_account_rules(config.dir, settings.meta.rules_dirs(), settings.meta.ad_account_id)[0]}
     if args.rule not in known:
         sys.stderr.write(f"leadwire: no rule named {args.rule!r} in {config.dir} (known: {', '.join(sorted(known))})\n")
         return 2
@@ -276,10 +277,15 @@ _STATUS_DECISIONS = """
 """
 
 
-async def status_text(settings: Settings, directory: Path) -> str:
-    """`leadwire rules status`: each rule's consent, its decisions of the last 7 days and an open breaker."""
+async def status_text(settings: Settings, directory: Path | None) -> str:
+    """`leadwire rules status`: each rule's consent, its decisions of the last 7 days and an open breaker (of
+    `directory`, or of RULES_DIR and every account's own rule directory)."""
     config = settings.block(RulesSettings)
-    rules = load_rules(directory, strict=False)
+    if directory is None:
+        directory = config.dir
+        rules = load_account_rules(directory, settings.meta.rules_dirs(), settings.meta.ad_account_id)[0]
+    else:
+        rules = load_rules(directory, strict=False)
     pool = await create_pool(settings.database)
     try:
         async with pool.acquire() as conn:
@@ -313,6 +319,5 @@ async def status_text(settings: Settings, directory: Path) -> str:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     settings = Settings()
-    directory = args.dir or settings.block(RulesSettings).dir
-    sys.stdout.write(asyncio.run(status_text(settings, directory)) + "\n")
+    sys.stdout.write(asyncio.run(status_text(settings, args.dir)) + "\n")
     return 0

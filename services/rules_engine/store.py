@@ -32,6 +32,7 @@ from services.rules_engine.model import (
     Entity,
     MetricRow,
     Snapshot,
+    norm_account,
 )
 from services.rules_engine.rules import Rule, window_bounds
 from services.rules_engine.snapshot import levels_of, lookback_days, segments, uses_crm, uses_insights
@@ -58,12 +59,15 @@ async def known_accounts(conn: asyncpg.Connection, only: Sequence[str] = ()) -> 
 async def load_state(
     conn: asyncpg.Connection, accounts: Sequence[str], now: datetime, *, ceiling_major: float | None,
     first_seen_multiple: float | None = None, history: timedelta = HISTORY,
+    account_ceilings: Mapping[str, float] | None = None,
 ) -> EngineState:
     """Action history (every account: per-rule daily caps span accounts), breakers, freshness, ceilings and the
     executor's hard budget limits (`stored_budget_limits`).
 
-    An account's ceiling is BUDGET_DAILY_CEILING when set, else (as the executor derives it)
-    ``first_seen_multiple`` times its active daily total when leadwire first saw it."""
+    An account's ceiling is its own (``account_ceilings``, major units: LEADWIRE_ACCOUNTS_FILE) when set, else
+    BUDGET_DAILY_CEILING when set, else (as the executor derives it) ``first_seen_multiple`` times its active daily
+    total when leadwire first saw it."""
+    own = {norm_account(k): v for k, v in (account_ceilings or {}).items()}
     actions = [
         ActionRecord(rule=r["rule"], entity_id=r["entity_id"], kind=r["kind"], at=r["acted_at"],
                      resume_at=r["resume_at"])
@@ -82,7 +86,7 @@ async def load_state(
     ):
         if r["last_refresh_at"] is not None:
             data_as_of[r["account_id"]] = r["last_refresh_at"]
-        ceiling = daily_ceiling_minor(ceiling_major, r["currency"])
+        ceiling = daily_ceiling_minor(own.get(norm_account(r["account_id"]), ceiling_major), r["currency"])
         if ceiling is not None:
             ceilings[r["account_id"]] = ceiling
     limits: dict[str, BudgetLimit] = {}
@@ -90,7 +94,7 @@ async def load_state(
         "select key, scope, first_seen_daily_minor, increases_week, blocked_until from stored_budget_limits"
     ):
         if r["scope"] == "account":
-            if ceiling_major is None and first_seen_multiple is not None:
+            if ceiling_major is None and first_seen_multiple is not None and norm_account(r["key"]) not in own:
                 ceilings[r["key"]] = max_daily_budget(r["first_seen_daily_minor"], first_seen_multiple)
         else:
             limits[r["key"]] = BudgetLimit(r["first_seen_daily_minor"], r["increases_week"], r["blocked_until"])

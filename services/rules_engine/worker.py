@@ -19,9 +19,10 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Literal
 
 import asyncpg
@@ -37,6 +38,7 @@ from contracts.messages import (
     RuleDecisionReviewedMessage,
 )
 from services.rules_engine import store
+from services.rules_engine.account_rules import load_account_rules
 from services.rules_engine.logic import evaluate
 from services.rules_engine.messages import (
     SERVICE,
@@ -49,7 +51,7 @@ from services.rules_engine.messages import (
 )
 from services.rules_engine.model import Decision, EngineSettings
 from services.rules_engine.notify import CHANNELS, ChannelError, Notifier, raise_for_failed_channels
-from services.rules_engine.rules import Rule, RuleProblem, check_rules, load_rules
+from services.rules_engine.rules import Rule, RuleProblem
 from services.rules_engine.settings import RulesSettings
 from shared.leads import OutcomeIdentifiers, match_lead
 from shared.messaging import claim
@@ -93,11 +95,14 @@ class Worker:
         notifier: delivers notifications.
         engine_settings: engine-wide limits (tests shorten `max_data_age`, etc.).
         only_accounts: restrict scheduled runs to these accounts (META_AD_ACCOUNT_ID); empty = every stored one.
+        rules_dirs: accounts judged by rules of their own directory instead of RULES_DIR (LEADWIRE_ACCOUNTS_FILE).
+        ceilings: accounts' own daily budget ceilings (major units) instead of BUDGET_DAILY_CEILING (same file).
     """
 
     def __init__(self, pool: asyncpg.Pool, settings: RulesSettings, limits: BudgetGuardrailSettings,
                  notifier: Notifier, *, engine_settings: EngineSettings | None = None,
-                 only_accounts: Sequence[str] = (), reminder_seconds: float = 3600.0) -> None:
+                 only_accounts: Sequence[str] = (), reminder_seconds: float = 3600.0,
+                 rules_dirs: Mapping[str, Path] | None = None, ceilings: Mapping[str, float] | None = None) -> None:
         self.pool = pool
         self.reminder_seconds = reminder_seconds
         self.settings = settings
@@ -110,15 +115,17 @@ class Worker:
             currency_rates=settings.rates(),
         )
         self.only_accounts = list(only_accounts)
+        self.rules_dirs = dict(rules_dirs or {})
+        self.ceilings = dict(ceilings or {})
         self._alerted_problems: str | None = None
 
     def load_rules(self) -> tuple[list[Rule], list[RuleProblem]]:
-        """Rules from RULES_DIR; broken files are skipped (never all rules: budget protection must keep running).
+        """Rules from RULES_DIR and each account's own directory (`account_rules`); broken files are skipped
+        (never all rules: budget protection must keep running).
 
         Read on every run, so an edited rule file takes effect without a restart.
         """
-        problems = check_rules(self.settings.dir)
-        return load_rules(self.settings.dir, strict=False), problems
+        return load_account_rules(self.settings.dir, self.rules_dirs, self.only_accounts)
 
     async def run(
         self,
@@ -165,6 +172,7 @@ class Worker:
                 extra_levels=await store.pending_resume_levels(conn, now),
             )
             state = await store.load_state(conn, targets, now, ceiling_major=self.limits.daily_ceiling,
+                                           account_ceilings=self.ceilings,
                                            first_seen_multiple=self.limits.max_multiple_of_first_seen)
             if approved is not None:
                 state = replace(state, consented=(state.consented or frozenset()) | {approved["rule"]})

@@ -11,6 +11,7 @@ import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -24,6 +25,7 @@ from contracts.messages import CampaignCommandMessage, CommandResultMessage, Rou
 from services.campaign_executor.app import create_app
 from services.campaign_executor.handlers import CONSUMER
 from services.campaign_executor.settings import ExecutorSettings
+from shared.accounts import AccountsFile
 from shared.messaging import declare_topology, publish
 from shared.service import Service
 from shared.settings import BudgetGuardrailSettings, MetaSettings, Settings
@@ -32,6 +34,7 @@ from tests.fixtures.infra import AMQP_URL, drain, eventually
 from tests.fixtures.sandbox import SandboxHandle
 
 pytestmark = pytest.mark.timeout(60)
+RESOURCES = Path(__file__).resolve().parents[1] / "resources" / "contracts"
 
 Results = dict[str, CommandResultMessage]
 
@@ -54,11 +57,13 @@ async def results(amqp: aio_pika.abc.AbstractChannel) -> AsyncIterator[Results]:
 
 
 def executor_settings(
-    settings: Settings, sandbox: SandboxHandle, budget: BudgetGuardrailSettings | None = None, **guards: Any
+    settings: Settings, sandbox: SandboxHandle, budget: BudgetGuardrailSettings | None = None,
+    accounts: AccountsFile | None = None, **guards: Any,
 ) -> Settings:
     meta = MetaSettings(
         access_token=SecretStr(sandbox.token), app_secret=SecretStr(sandbox.app_secret), graph_url=sandbox.url,
         api_version=sandbox.version, request_timeout_seconds=10, ad_account_id=[sandbox.account_id],
+        accounts_file=accounts,
     )
     return settings.replace(meta, ExecutorSettings(**guards), budget or BudgetGuardrailSettings(_env_file=None))
 
@@ -69,20 +74,21 @@ async def start_executor(
 ) -> AsyncIterator[Callable[..., Any]]:
     started: list[Service] = []
 
-    async def start(budget: BudgetGuardrailSettings | None = None, **guards: Any) -> Service:
+    async def start(budget: BudgetGuardrailSettings | None = None, accounts: AccountsFile | None = None,
+                    **guards: Any) -> Service:
         # The executor's queue is shared by every test: commands left over by an earlier test must not act on
         # this test's freshly reset sandbox. (Declared first: in a fresh vhost this may be the first test to run.)
         await declare_topology(AMQP_URL, [CONSUMER])
         queue = await amqp.get_queue(CONSUMER.queue_name, ensure=False)
         await queue.purge()
         # The sandbox hands out the same object ids after every reset; its audit history goes with the reset.
-        account = sandbox.state["accounts"][sandbox.account_id]
-        objects = account["campaigns"] + account["adsets"] + account["ads"]
+        objects = [o for account in sandbox.state["accounts"].values()
+                   for o in account["campaigns"] + account["adsets"] + account["ads"]]
         await db.execute("delete from campaign_commands where object_id = any($1::text[])", objects)
         await db.execute("delete from first_seen_budgets where key = any($1::text[])",
                          objects + list(sandbox.state["accounts"]))
         await db.execute("delete from meta_budget_blocks where object_id = any($1::text[])", objects)
-        service = create_app(executor_settings(settings, sandbox, budget, **guards))
+        service = create_app(executor_settings(settings, sandbox, budget, accounts, **guards))
         await service.start()
         started.append(service)
         return service
@@ -460,79 +466,39 @@ async def test_invalid_commands_are_parked_with_a_clear_reason(start_executor, b
     assert "greater than 0" in parked[negative["message_id"]]
 
 
-async def test_upload_of_25000_rows_is_three_hashed_requests_in_one_session(
-    start_executor, sandbox, broker, results, db
+async def test_a_retired_upload_audience_is_parked_with_its_reason_and_its_rows_never_logged(
+    start_executor, sandbox, broker, amqp, db, caplog
 ) -> None:
+    """An old sender still publishes `upload_audience` (customer e-mails and phones in the message): the executor
+    parks it with the reason and what to send instead, acts on nothing, and no log line carries a row's value."""
+    caplog.set_level(logging.DEBUG)
     await start_executor()
-    status, _, created = await sandbox.graph(
-        "POST", f"{sandbox.account_id}/customaudiences", name="Signed cases", subtype="CUSTOM",
-        customer_file_source="USER_PROVIDED_ONLY")
-    assert status == 200, created
-    audience = created["id"]
-    rows = [[f" Person.{i}@Example.com", f"+1 (202) 555-{i % 10000:04d}", f"Name{i}"] for i in range(25_000)]
-    rows[0][0] = "f1904cf1a9d73a55fa5de0ac823c4403ded71afd4c3248d00bdcd0866552bb79"  # already hashed
+    body = json.loads((RESOURCES / "retired_campaign_command_upload_audience_v1.json").read_text(encoding="utf-8"))
+    body["message_id"] = str(uuid.uuid4())
+    body["payload"]["command_id"] = str(uuid.uuid4())
     await sandbox.reset_calls()
+    await broker.publish(body, exchange=EXCHANGE, routing_key=RoutingKey.CAMPAIGN_COMMAND, persist=True,
+                         message_id=body["message_id"])
+    parked: list[aio_pika.abc.AbstractIncomingMessage] = []
 
-    cid = await send(broker, command("upload_audience", audience_id=audience, mode="add",
-                                     schema=["EMAIL", "PHONE", "FN"], rows=rows))
-    result = await result_of(results, cid, timeout=30)
+    async def probe() -> bool:
+        parked.extend(m for m in await drain(amqp, CONSUMER.parking_queue_name) if m.message_id == body["message_id"])
+        return bool(parked)
 
-    assert result.status == "ok", result.detail
-    assert result.counts["rows"] == 25_000
-    assert result.counts["requests"] == 3
-    assert result.counts["num_received"] == 25_000, "all three batches landed in one session"
-    assert result.counts["num_invalid_entries"] == 0, "every value was a SHA-256 digest"
-    uploads = [r for r in (await sandbox.calls())["requests"] if r["path"] == f"/{audience}/users"]
-    assert [r["method"] for r in uploads] == ["POST"] * 3
-    row = await audit(db, cid)
-    stored = row["payload"]
-    assert "rows" not in stored
-    assert stored["rows_count"] == 25_000
-    assert len(stored["rows_digest"]) == 64
-    assert "example.com" not in json.dumps([stored, row["result"]]).lower(), "no PII in the audit log"
-
-    replace = await result_of(results, await send(broker, command(
-        "upload_audience", audience_id=audience, mode="replace", schema=["EMAIL"], rows=[["new@example.com"]])))
-    assert replace.status == "ok"
-    assert (await sandbox.calls())["by_path"].get(f"POST /{audience}/usersreplace") == 1
-    await sandbox.audiences(count_delay_seconds=0)  # Meta shows the new size hours later
-    _, _, after = await sandbox.graph("GET", audience, fields="approximate_count_lower_bound")
-    assert after["approximate_count_lower_bound"] == 1, "replace swapped the whole membership"
-
-
-async def test_upload_leaves_out_rows_without_identifier_and_reports_what_meta_took(
-    start_executor, sandbox, broker, results
-) -> None:
-    await start_executor()
-    status, _, created = await sandbox.graph(
-        "POST", f"{sandbox.account_id}/customaudiences", name="Retained", subtype="CUSTOM",
-        customer_file_source="USER_PROVIDED_ONLY")
-    assert status == 200, created
-    audience = created["id"]
-    rows = [["a@example.com", "", "", ""], ["", "+1 202 555 0101", "", ""], ["", "", "Mary", "77001"],
-            ["", "", "", ""], ["not-an-email", "12", "", ""], ["", "", "", "77002"]]
-    await sandbox.reset_calls()
-
-    result = await result_of(results, await send(broker, command(
-        "upload_audience", audience_id=audience, schema=["EMAIL", "PHONE", "FN", "ZIP"], rows=rows)))
-
-    assert result.status == "ok", result.detail
-    # Mary has no last name: a first name and a zip identify no one. Nor do empty, garbage or zip-only rows.
-    assert {k: result.counts[k] for k in ("rows", "rows_sent", "rows_dropped", "num_received",
-                                          "num_invalid_entries", "rows_accepted")} == {
-        "rows": 6, "rows_sent": 2, "rows_dropped": 4, "num_received": 2, "num_invalid_entries": 0,
-        "rows_accepted": 2}
-    assert "4 of 6 rows left out" in result.detail
-    assert "Meta received 2, 0 invalid, 2 accepted" in result.detail
-    assert result.before["approximate_count"] == 0  # the audience's size, as Meta shows it
-    await sandbox.audiences(count_delay_seconds=0)
-    _, _, after = await sandbox.graph("GET", audience, fields="approximate_count_lower_bound")
-    assert after["approximate_count_lower_bound"] == 2
-
-    nobody = await result_of(results, await send(broker, command(
-        "upload_audience", audience_id=audience, mode="replace", schema=["EMAIL", "GEN"], rows=[["", "f"]] * 3)))
-    assert (nobody.status, nobody.guardrail) == ("refused", "no_usable_rows")
-    assert (await sandbox.calls())["by_path"].get(f"POST /{audience}/usersreplace") is None, "nothing emptied"
+    await eventually(probe, what="the retired command parked")
+    reason = str(parked[0].headers[H_REASON])
+    assert "command kind 'upload_audience' is retired" in reason
+    assert "sync_audience" in reason
+    assert json.loads(parked[0].body) == body, "parked as it came: nothing lost (`leadwire parked show --body`)"
+    assert await audit(db, body["payload"]["command_id"]) is None, "nothing acted on"
+    assert not writes(await sandbox.calls()), "nothing sent to Meta"
+    # The AMQP client's own DEBUG lines dump whole frames, bodies included, at any LOG_LEVEL=DEBUG: not ours.
+    ours = [r for r in caplog.records if not r.name.startswith(("aiormq", "aio_pika", "pamqp"))]
+    logged = "\n".join(r.getMessage() + str(r.__dict__) for r in ours).lower()
+    assert "parked" in logged
+    assert "retired" in logged
+    for value in ("mary", "555 987", "smith", "f1904cf1a9d73a55"):
+        assert value not in logged, f"a row's value {value!r} reached the log"
 
 
 def create_command(sandbox: SandboxHandle, status: str = "PAUSED") -> CampaignCommandMessage:

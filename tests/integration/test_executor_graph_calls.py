@@ -9,9 +9,14 @@ reading `daily_budget` on one is Meta's #100.
 
 from __future__ import annotations
 
+import dataclasses
+import uuid
 from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from services.campaign_executor.worker import Worker
@@ -47,15 +52,36 @@ def create_payload(sandbox: SandboxHandle, status: str) -> dict[str, Any]:
     }
 
 
+AUDIENCE_PAGE = "700100200399"  # this test's lead only
+
+
+async def audience_to_sync(db: asyncpg.Pool, tmp_path: Path, account: str) -> tuple[str, str]:
+    """An audiences file with one definition over one stored lead: (file, definition name)."""
+    name = f"graph_calls_{uuid.uuid4().hex[:8]}"
+    await db.execute("delete from leads where page_id = $1", AUDIENCE_PAGE)
+    # The sandbox hands out the same audience ids after each reset: forget what earlier tests recorded.
+    await db.execute("delete from audience_members where audience_id in "
+                     "(select audience_id from audiences where account_id = $1)", account)
+    await db.execute("delete from audiences where account_id = $1", account)
+    await db.execute(
+        "insert into leads (leadgen_id, page_id, created_time, fields, raw, source) "
+        "values ($1, $2, $3, $4, '{}', 'webhook')", str(uuid.uuid4().int % 10**15 + 10**15), AUDIENCE_PAGE,
+        datetime.now(UTC), {"email": "a@example.com", "phone_number": "+1 202 555 0100"})
+    path = tmp_path / "audiences.yaml"
+    path.write_text(f"audiences:\n  {name}:\n    account_id: {account}\n    page_ids: [\"{AUDIENCE_PAGE}\"]\n"
+                    "    leads: {days: 30}\n", encoding="utf-8")
+    return str(path), name
+
+
 async def test_every_graph_call_of_the_executor_is_valid_for_its_node_type(
-    worker: Worker, sandbox: SandboxHandle  # noqa: F811
+    worker: Worker, sandbox: SandboxHandle, db: asyncpg.Pool, tmp_path: Path  # noqa: F811
 ) -> None:
     account = sandbox.state["accounts"][sandbox.account_id]
     adset = sandbox.state["adsets_by_name"]["Prospecting - Lookalike"]
     ad = account["ads"][0]
     cbo = account["campaigns"][1]  # the campaign with a campaign budget
-    _, _, audience = await sandbox.graph("POST", f"{sandbox.account_id}/customaudiences", name="Signed",
-                                         subtype="CUSTOM", customer_file_source="USER_PROVIDED_ONLY")
+    audiences_file, audience = await audience_to_sync(db, tmp_path, sandbox.account_id)
+    worker.context = dataclasses.replace(worker.context, audiences_file=audiences_file)
     acct = {"account_id": sandbox.account_id}
     commands = [
         command("pause", object_id=ad, level="ad"),
@@ -73,8 +99,7 @@ async def test_every_graph_call_of_the_executor_is_valid_for_its_node_type(
         command("delete", object_id=ad, level="ad"),
         command("create_campaign", **create_payload(sandbox, "PAUSED")),
         command("create_campaign", **create_payload(sandbox, "ACTIVE")),
-        command("upload_audience", audience_id=audience["id"], schema=["EMAIL", "PHONE"],
-                rows=[["a@example.com", "+1 202 555 0100"], ["", ""]]),
+        command("sync_audience", audience=audience),
     ]
     before = await signatures(sandbox)
     outcomes = []

@@ -13,15 +13,13 @@ import pytest
 from pydantic import ValidationError
 
 from contracts.commands import (
-    CampaignCommand,
     ChangeBudgetCommand,
     CreateCampaignCommand,
     SetBudgetCommand,
-    UploadAudienceCommand,
 )
 from contracts.messages import CampaignCommandMessage, CommandResultMessage
 from services.campaign_executor import audiences, logic
-from services.campaign_executor.logic import BudgetFacts, ObjectState, audit_payload
+from services.campaign_executor.logic import BudgetFacts, ObjectState
 from shared import money
 from shared.budget_guardrails import MAX_BUDGET_CHANGES_PER_HOUR, daily_ceiling_minor, spend_floor
 from shared.graph.errors import GraphError
@@ -50,12 +48,28 @@ def test_json_examples_parse_and_round_trip(path: Path) -> None:
         assert json.loads(message.model_dump_json())["payload"]["kind"] == body["payload"]["kind"]
 
 
-def test_upload_schema_field_keeps_its_wire_name() -> None:
-    message = CampaignCommandMessage.model_validate(_load("campaign_command_upload_audience_v1.json"))
-    command = message.payload.root
-    assert isinstance(command, UploadAudienceCommand)
-    assert command.schema_ == ["EMAIL", "PHONE", "FN", "LN", "COUNTRY"]
-    assert json.loads(message.model_dump_json())["payload"]["schema"] == command.schema_
+RETIRED_UPLOAD = "retired_campaign_command_upload_audience_v1.json"
+
+
+def test_a_retired_upload_audience_is_refused_with_the_reason_and_no_row_values() -> None:
+    # An old-format message, exactly as senders wrote it before the kind was retired: it still arrives.
+    body = _load(RETIRED_UPLOAD)
+    with pytest.raises(ValidationError) as caught:
+        CampaignCommandMessage.model_validate(body)
+    reason = describe(caught.value)
+    assert "command kind 'upload_audience' is retired" in reason
+    assert "sync_audience" in reason
+    assert caught.value.error_count() == 1, "one clear reason, not one error per union member"
+    for value in ("mary", "555", "smith", "f1904cf1"):
+        assert value not in reason.lower()
+
+
+def test_the_retired_kind_is_gone_from_the_published_schema() -> None:
+    schema = CampaignCommandMessage.model_json_schema()
+    kinds = set(schema["$defs"]["CampaignCommand"]["discriminator"]["mapping"])
+    assert "sync_audience" in kinds
+    assert "upload_audience" not in kinds
+    assert "UploadAudienceCommand" not in schema["$defs"]
 
 
 def _command(**payload: Any) -> dict[str, Any]:
@@ -74,9 +88,7 @@ def _command(**payload: Any) -> dict[str, Any]:
          "exactly one"),
         ({"kind": "pause", "object_id": "act_1", "level": "adset"}, "object_id"),
         ({"kind": "pause", "level": "adset"}, "object_id"),
-        ({"kind": "upload_audience", "audience_id": "1", "schema": ["EMAIL", "PHONE"], "rows": [["a@b.co"]]},
-         "row 0 has 1 values"),
-        ({"kind": "upload_audience", "audience_id": "1", "schema": ["EMAILS"], "rows": [["a@b.co"]]}, "schema"),
+        ({"kind": "upload_audience", "audience_id": "1", "schema": ["EMAIL"], "rows": [["a@b.co"]]}, "retired"),
     ],
 )
 def test_invalid_commands_fail_validation_with_a_useful_message(payload: dict[str, Any], where: str) -> None:
@@ -86,7 +98,7 @@ def test_invalid_commands_fail_validation_with_a_useful_message(payload: dict[st
 
 
 def test_validation_errors_do_not_echo_row_values() -> None:
-    bad = _command(kind="upload_audience", audience_id="1", schema=["EMAIL", "PHONE"], rows=[["jane@example.com"]])
+    bad = _command(kind="sync_audience", audience="jane@example.com")
     with pytest.raises(ValidationError) as caught:
         CampaignCommandMessage.model_validate(bad)
     assert "jane" not in describe(caught.value)
@@ -380,15 +392,6 @@ def test_rows_without_a_usable_identifier_are_left_out(schema: list[str], row: l
 def test_rows_are_sent_in_batches_of_ten_thousand() -> None:
     rows = [["x"]] * 25_000
     assert [len(b) for b in audiences.request_chunks(rows)] == [10_000, 10_000, 5_000]
-
-
-def test_audit_payload_of_an_upload_has_counts_not_rows() -> None:
-    command = CampaignCommand.model_validate(
-        _load("campaign_command_upload_audience_v1.json")["payload"]).root
-    stored = audit_payload(command)
-    assert "rows" not in stored
-    assert stored["rows_count"] == 2
-    assert "mary" not in json.dumps(stored).lower()
 
 
 @pytest.mark.parametrize(

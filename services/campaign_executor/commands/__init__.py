@@ -6,7 +6,8 @@ lock on it), the command and the plan an interrupted earlier attempt committed (
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from pydantic import SecretStr
 
@@ -26,6 +27,8 @@ class CommandContext:
     audiences_file: str | None = None  # EXECUTOR_AUDIENCES_FILE: the audience definitions (sync_audience)
     page_token: SecretStr | None = None  # META_PAGE_ACCESS_TOKEN (None when unset): creating lead forms needs it
     page_ids: tuple[str, ...] = ()  # META_PAGE_IDS: the Pages whose leads leadwire captures
+    # Account -> its own daily budget ceiling, major units (LEADWIRE_ACCOUNTS_FILE), instead of BUDGET_DAILY_CEILING.
+    ceilings: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def max_wait(self) -> float:

@@ -91,7 +91,7 @@ async def _budget_facts(
     if raise_ and command.budget == "daily":
         total = await ctx.reads.account_daily_total(obj.account_id)
         first_total = await _first_seen(conn, obj.account_id, "account", obj.account_id, currency, total)
-        ceiling, basis = logic.account_ceiling(ctx.limits, currency, first_total)
+        ceiling, basis = logic.account_ceiling(ctx.limits, currency, first_total, ctx.ceilings.get(obj.account_id))
     return BudgetFacts(
         current=current, target=target, currency=currency,
         changes_last_hour=await store.budget_changes_last_hour(conn, command.object_id, command.command_id),

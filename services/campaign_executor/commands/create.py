@@ -40,7 +40,7 @@ async def apply_create(
         total = await ctx.reads.account_daily_total(account)
         first_total = await store.first_seen_daily(conn, key=account, scope="account", account_id=account,
                                                    currency=currency, now_minor=total)
-        ceiling, basis = logic.account_ceiling(ctx.limits, currency, first_total)
+        ceiling, basis = logic.account_ceiling(ctx.limits, currency, first_total, ctx.ceilings.get(account))
         refusal = logic.create_ceiling_refusal(command, total, currency, ceiling, basis)
         if refusal:
             return refused(refusal, **common)

@@ -35,7 +35,7 @@ async def apply_status(
         total = await ctx.reads.account_daily_total(obj.account_id)
         first_total = await store.first_seen_daily(conn, key=obj.account_id, scope="account",
                                                    account_id=obj.account_id, currency=currency, now_minor=total)
-        ceiling, basis = logic.account_ceiling(ctx.limits, currency, first_total)
+        ceiling, basis = logic.account_ceiling(ctx.limits, currency, first_total, ctx.ceilings.get(obj.account_id))
         hard = logic.unpause_ceiling_refusal(obj, total, currency, ceiling, basis)
         if hard:
             return refused(hard, **common)
