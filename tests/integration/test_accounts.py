@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from services.insights_poller.settings import InsightsSettings
-from services.insights_poller.worker import InsightsPoller
+from services.insights_poller.worker import Worker
 from services.rules_engine.app import create_app
 from services.rules_engine.settings import NotifySettings, RulesSettings
 from services.rules_engine.store import load_state
@@ -76,7 +76,7 @@ async def refresh(db: asyncpg.Pool, meta: MetaSettings) -> None:
     windows = {"app": 3600.0, "ad_account": 3600.0, "buc": 3600.0, "insights": 3600.0}
     async with aiohttp.ClientSession() as http:
         graph = GraphClient(http, meta, registry=CollectorRegistry(), usage_windows=windows)
-        poller = InsightsPoller(db, graph, InsightsSettings(poll_seconds=0.01), meta.ad_account_id)
+        poller = Worker(db, graph, InsightsSettings(poll_seconds=0.01), meta.ad_account_id)
         for account, zone in ((MAIN, "America/New_York"), (JPY, "Asia/Tokyo")):
             today = datetime.now(ZoneInfo(zone)).date()
             await poller.refresh_account(account, since=today - timedelta(days=7), until=today)
