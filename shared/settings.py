@@ -256,6 +256,16 @@ class OpsSettings(BaseSettings):
     log_format: str = Field(default="auto", pattern=r"^(auto|json|text)$")
 
 
+def iso_country(value: str) -> str:
+    """A settings validator: an ISO 3166-1 alpha-2 country code (upper case)."""
+    from shared.meta.customer_data import ISO_ALPHA2
+
+    code = value.strip().upper()
+    if code.lower() not in ISO_ALPHA2:
+        raise ValueError("must be an ISO 3166-1 alpha-2 country code such as US")
+    return code
+
+
 def iana_zone(value: str) -> str:
     """A settings validator: empty, or an IANA time zone name."""
     if value:

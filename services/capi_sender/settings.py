@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.meta.customer_data import ISO_ALPHA2
+from shared.settings import iso_country
 
 
 class CapiSettings(BaseSettings):
@@ -45,7 +45,4 @@ class CapiSettings(BaseSettings):
     @field_validator("default_country")
     @classmethod
     def _iso_country(cls, value: str) -> str:
-        code = value.strip().upper()
-        if code.lower() not in ISO_ALPHA2:
-            raise ValueError("must be an ISO 3166-1 alpha-2 country code such as US")
-        return code
+        return iso_country(value)

@@ -46,7 +46,7 @@ from contracts.messages import ConversionRequestedMessage
 from services.ingress import metrics
 from services.ingress.errors import BadRequest, NotConfigured, PayloadTooLarge, Unauthorized, Unprocessable
 from services.ingress.keys import CONFIG, CONVERSION_PUBLISHER
-from services.ingress.logic import conversion_message_id
+from services.ingress.logic import conversion_message_id, without_clear_identifiers
 from services.ingress.publishing import publish_all
 
 logger = logging.getLogger(__name__)
@@ -387,7 +387,9 @@ async def receive_ghl_events(request: web.Request) -> web.Response:
         raise PayloadTooLarge(f"body larger than {limit} bytes")
     raw = await request.read()
     parsed = parse_ghl_request(config, raw, request.headers)
-    messages = [ConversionRequestedMessage.new(e, message_id=conversion_message_id(e)) for e in parsed.events]
+    country = request.app[CONFIG].default_country
+    events = [without_clear_identifiers(e, default_country=country) for e in parsed.events]
+    messages = [ConversionRequestedMessage.new(e, message_id=conversion_message_id(e)) for e in events]
     if messages:
         await publish_all(request.app[CONVERSION_PUBLISHER], messages,
                           confirm_within=request.app[CONFIG].publish_timeout, endpoint="crm_events_ghl")

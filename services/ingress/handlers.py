@@ -117,7 +117,8 @@ async def receive_crm_events(request: web.Request) -> web.Response:
     logic.authenticate_crm(
         config.crm_events_secret, raw, request.headers.get("X-Leadwire-Signature"), request.headers.get("Authorization")
     )
-    events = logic.parse_crm_events(raw)
+    events = [logic.without_clear_identifiers(e, default_country=config.default_country)
+              for e in logic.parse_crm_events(raw)]
     messages = [ConversionRequestedMessage.new(e, message_id=logic.conversion_message_id(e)) for e in events]
     await publish_all(
         request.app[CONVERSION_PUBLISHER], messages, confirm_within=config.publish_timeout, endpoint="crm_events"

@@ -18,6 +18,7 @@ class IngressConfig:
     max_body_bytes: int
     publish_timeout: float
     body_timeout: float = 30.0
+    default_country: str = "US"  # DEFAULT_COUNTRY: for national phone numbers before they are hashed
 
 
 CONFIG: web.AppKey[IngressConfig] = web.AppKey("ingress_config", IngressConfig)

@@ -18,6 +18,7 @@ from contracts.conversions import ConversionRequested
 from contracts.leads import LeadgenReceived
 from contracts.values import MAX_UNIX_SECONDS
 from services.ingress.errors import BadRequest, Forbidden, Unauthorized, Unprocessable
+from shared.meta.customer_data import hashed_identifiers
 from shared.poison import unstorable
 
 # Namespaces of the deterministic message ids: Meta retries a delivery for up to 36 h (docs/meta-api.md §6.3), and
@@ -255,6 +256,14 @@ def parse_crm_events(raw: bytes) -> list[ConversionRequested]:
     if problems:
         raise Unprocessable(problems[:MAX_REPORTED_ERRORS])
     return events
+
+
+def without_clear_identifiers(event: ConversionRequested, *, default_country: str) -> ConversionRequested:
+    """The event as the ingress publishes it: its event id fixed first (derived from the identifiers as the CRM sent
+    them, so a retried webhook keeps its id), then every identifier Meta hashes replaced by its hash, so no e-mail,
+    phone or name in clear travels on the broker (docs/meta-api.md §8.3)."""
+    user, _ = hashed_identifiers(event.user, default_country=default_country)
+    return event.model_copy(update={"event_id": event.resolved_event_id(), "user": user})
 
 
 def conversion_message_id(event: ConversionRequested) -> uuid.UUID:

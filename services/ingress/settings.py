@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AfterValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from services.ingress.ghl import GHL_RSA_PUBLIC_KEY, GhlEventsConfig, OutcomeMap, load_public_key
 from services.ingress.keys import IngressConfig
 from shared.ghl import load_map
+from shared.settings import iso_country
 
 if TYPE_CHECKING:
     from shared.settings import Settings
@@ -32,6 +33,9 @@ class IngressSettings(BaseSettings):
     # answer, when kept alive), and a request's body within the body timeout: slow clients cannot hold sockets.
     ingress_header_timeout_seconds: float = Field(default=15.0, gt=0, le=600)
     ingress_body_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    # CRM events' identifiers are hashed here, before they are published: a national phone number takes this
+    # country (the event's own `country` first). The same variable as capi_sender's.
+    default_country: Annotated[str, AfterValidator(iso_country)] = "US"
 
 
 class GhlEventsSettings(BaseSettings):
@@ -90,4 +94,5 @@ def ingress_config(settings: Settings) -> IngressConfig:
         max_body_bytes=ingress.ingress_max_body_bytes,
         publish_timeout=ingress.ingress_publish_timeout_seconds,
         body_timeout=ingress.ingress_body_timeout_seconds,
+        default_country=ingress.default_country,
     )

@@ -49,6 +49,7 @@ __all__ = [
     "USER_FIELD_KEYS",
     "InvalidFieldError",
     "NormalizedUser",
+    "hashed_identifiers",
     "is_sha256",
     "normalize_city",
     "normalize_country",
@@ -668,3 +669,17 @@ def normalize_user(
             continue
         user_data[key] = sha256_hex(normalized) if hashed else normalized
     return NormalizedUser(user_data=user_data, dropped=dropped)
+
+
+def hashed_identifiers(user: ConversionUser, *, default_country: str = "US") -> tuple[ConversionUser, list[str]]:
+    """The user block as it may travel on: every personal field Meta hashes (e-mail, phone, names, address, gender,
+    birth date) replaced by its hash (normalized by the rules above), the ones that cannot be normalized removed
+    and named in the list; the ids (`lead_id`, `external_id`: the CRM's contact id, which finds the lead, hashed
+    only when sent to Meta), `fbc`, `fbp`, the IP and the user agent as given. What a process that receives
+    customer data in clear (the ingress) publishes, so that no clear identifier reaches the broker; the hashes
+    still match stored leads (`shared.leads.email_key`, `phone_key`)."""
+    normalized = normalize_user(user, default_country=default_country)
+    personal = {name: key for name, key in USER_FIELD_KEYS.items() if key in HASHED_KEYS and key != "external_id"}
+    update = {name: normalized.user_data.get(key) for name, key in personal.items()}
+    dropped = [name for name in normalized.dropped if name in personal]
+    return user.model_copy(update=update), dropped

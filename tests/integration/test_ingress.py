@@ -10,6 +10,7 @@ import logging
 import os
 import random
 import signal
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import aio_pika
 import aiohttp
 import pytest
 
+from contracts.conversions import ConversionRequested
 from contracts.messages import ConversionRequestedMessage, LeadgenReceivedMessage, RoutingKey
 from services.ingress.app import create_app
 from services.ingress.settings import IngressSettings
@@ -463,6 +465,28 @@ async def test_crm_events_with_bearer_token_and_retry_gives_same_id(ingress: Ing
     assert first[1]["message_ids"] == again[1]["message_ids"]
     ids = [str(m.message_id) for m in await conversion_tap.collect()]
     assert ids.count(first[1]["message_ids"][0]) == 2
+
+
+async def test_crm_events_travel_with_hashed_identifiers_and_the_id_of_the_clear_ones(
+    ingress: Ingress, conversion_tap: Tap
+) -> None:
+    """A CRM sends an outcome by e-mail and phone, in clear: what the ingress publishes carries their hashes only
+    (Meta's normalization), and the same event id a producer hashing them itself would not change."""
+    email, phone = f"{uuid.uuid4().hex[:10]}@Example.com", "(650) 555-0134"
+    event = conversion(user={"email": email, "phone": phone, "first_name": "Zoë", "zip": "02134"})
+    body = json.dumps(event).encode()
+    status, answer = await ingress.post_crm(body, {"Authorization": f"Bearer {CRM_SECRET}"})
+    assert status == 202, answer
+    raw = [m.body.decode() for m in await conversion_tap.collect() if str(m.message_id) in answer["message_ids"]]
+    assert len(raw) == 1
+    for clear in (email, email.lower(), "555", "Zoë", "zo\\u00eb", "02134"):
+        assert clear.lower() not in raw[0].lower(), f"{clear!r} travelled in clear"
+    user = ConversionRequestedMessage.model_validate_json(raw[0]).payload.user
+    assert user.email == hashlib.sha256(email.lower().encode()).hexdigest()
+    assert user.phone == hashlib.sha256(b"16505550134").hexdigest()
+    assert user.zip == hashlib.sha256(b"02134").hexdigest()
+    derived = ConversionRequested.model_validate(event).resolved_event_id()
+    assert ConversionRequestedMessage.model_validate_json(raw[0]).payload.event_id == derived
 
 
 @pytest.mark.parametrize(

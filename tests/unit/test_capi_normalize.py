@@ -524,3 +524,30 @@ def test_where_we_knowingly_differ_from_sdk(field: str, meta_key: str, value: st
     except (TypeError, ValueError):
         theirs = None
     assert ours != theirs
+
+
+def test_hashed_identifiers_leave_no_personal_value_in_clear_and_keep_the_ids() -> None:
+    from shared.meta.customer_data import hashed_identifiers
+
+    user = ConversionUser(email=" Mary@Example.com ", phone="(650) 555-1212", first_name="Mary", last_name="O'Brien",
+                          city="New York", state="NY", zip="10001", date_of_birth="1/2/1990", gender="female",
+                          lead_id="123456789012345", external_id="ghl-contact-9", fbc="fb.1.1700000000000.abc")
+    hashed, dropped = hashed_identifiers(user, default_country="US")
+    assert dropped == []
+    assert hashed.email == hashlib.sha256(b"mary@example.com").hexdigest()
+    assert hashed.phone == hashlib.sha256(b"16505551212").hexdigest()
+    assert hashed.last_name == hashlib.sha256(b"obrien").hexdigest()
+    # The ids stay as given: the CRM's contact id finds the lead, and is hashed only when sent to Meta.
+    assert (hashed.lead_id, hashed.external_id, hashed.fbc) == (user.lead_id, user.external_id, user.fbc)
+    clear = {"mary", "example.com", "555", "o'brien", "new york", "10001", "1990", "female"}
+    assert not [v for v in clear if v in hashed.model_dump_json().lower()]
+    # Hashing twice changes nothing: a hash passes through.
+    assert hashed_identifiers(hashed, default_country="US")[0] == hashed
+
+
+def test_hashed_identifiers_drop_what_cannot_be_normalized_and_name_it() -> None:
+    from shared.meta.customer_data import hashed_identifiers
+
+    hashed, dropped = hashed_identifiers(ConversionUser(email="not an address", phone="12", lead_id="123456789012345"))
+    assert set(dropped) == {"email", "phone"}
+    assert (hashed.email, hashed.phone, hashed.lead_id) == (None, None, "123456789012345")
