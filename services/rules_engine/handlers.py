@@ -74,11 +74,16 @@ def register(service: Service, deps: Started[Deps], *, interval_seconds: float) 
     async def handle_decision_review(message: RuleDecisionReviewedMessage) -> None:
         await deps().worker.review_decision(message, claim_as=DECISION_REVIEWS.queue_name)
 
-    async def evaluate_periodically() -> None:
-        while True:
-            worker = deps().worker
-            await worker.run(trigger="schedule")
-            await asyncio.sleep(await worker.next_wake(interval_seconds))
+    async def scheduled_evaluation() -> None:
+        await evaluate_periodically(deps, interval_seconds)
 
     if interval_seconds > 0:
-        service.background("scheduled_evaluation", evaluate_periodically)
+        service.background("scheduled_evaluation", scheduled_evaluation)
+
+
+async def evaluate_periodically(deps: Started[Deps], interval_seconds: float) -> None:
+    """The scheduled evaluation: every account, then sleep until the next interval or pause-for-today resume."""
+    while True:
+        worker = deps().worker
+        await worker.run(trigger="schedule")
+        await asyncio.sleep(await worker.next_wake(interval_seconds))
