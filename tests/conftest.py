@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.fixtures.infra",
     "tests.fixtures.sandbox",
     "tests.fixtures.console",
+    "tests.fixtures.browser",
 ]
 
 

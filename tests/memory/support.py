@@ -46,6 +46,12 @@ class Copies:
         self.parked_from: list[str] = []  # the queue of each parked copy's consumer
         self.retried: list[RabbitMessage] = []
 
+    def parked_once(self, consumer: Consumer) -> RabbitMessage:
+        """The one copy parked (by `consumer`), with no retry beside it."""
+        assert self.parked_from == [consumer.queue_name]
+        assert self.retried == []
+        return self.parked[0]
+
 
 def watch(service: Service, *consumers: Consumer) -> Copies:
     """Collect the parked and delayed copies of `consumers`' messages (subscribe before the broker starts)."""

@@ -17,19 +17,12 @@ from typing import Any
 import pytest
 from faststream.rabbit import TestRabbitBroker
 
+from contracts import messages as m
 from contracts.alerts import AlertRaised
 from contracts.commands import CommandResult
 from contracts.conversions import ConversionRequested, ConversionUser
 from contracts.envelope import Envelope
 from contracts.insights import InsightsUpdated
-from contracts.messages import (
-    AlertRaisedMessage,
-    CommandResultMessage,
-    ConversionRequestedMessage,
-    InsightsUpdatedMessage,
-    RuleConsentChangedMessage,
-    RuleDecisionReviewedMessage,
-)
 from contracts.rules import RuleConsentChanged, RuleDecisionReviewed
 from services.rules_engine import handlers
 from shared.topology import H_QUEUE, H_REASON
@@ -60,20 +53,20 @@ class FakeWorker:
         self._call("run", caused_by, **kwargs)
         self.ran.set()
 
-    async def record_crm_outcome(self, message: ConversionRequestedMessage, *, claim_as: str) -> None:
+    async def record_crm_outcome(self, message: m.ConversionRequestedMessage, *, claim_as: str) -> None:
         self._call("record_crm_outcome", message, claim_as=claim_as)
 
-    async def record_command_result(self, message: CommandResultMessage, *, claim_as: str) -> None:
+    async def record_command_result(self, message: m.CommandResultMessage, *, claim_as: str) -> None:
         self._call("record_command_result", message, claim_as=claim_as)
 
-    async def deliver_alert(self, message: AlertRaisedMessage) -> None:
+    async def deliver_alert(self, message: m.AlertRaisedMessage) -> None:
         self._call("deliver_alert", message)
 
-    async def change_consent(self, message: RuleConsentChangedMessage, *, claim_as: str) -> bool:
+    async def change_consent(self, message: m.RuleConsentChangedMessage, *, claim_as: str) -> bool:
         self._call("change_consent", message, claim_as=claim_as)
         return self.consent_changed
 
-    async def review_decision(self, message: RuleDecisionReviewedMessage, *, claim_as: str) -> None:
+    async def review_decision(self, message: m.RuleDecisionReviewedMessage, *, claim_as: str) -> None:
         self._call("review_decision", message, claim_as=claim_as)
 
     async def next_wake(self, interval: float) -> float:
@@ -84,32 +77,32 @@ class FakeWorker:
         return [method for method, _, _ in self.calls]
 
 
-def insights() -> InsightsUpdatedMessage:
-    return InsightsUpdatedMessage.new(InsightsUpdated(account_id=ACCOUNT, date_since=date(2026, 11, 18),
+def insights() -> m.InsightsUpdatedMessage:
+    return m.InsightsUpdatedMessage.new(InsightsUpdated(account_id=ACCOUNT, date_since=date(2026, 11, 18),
                                                       date_until=date(2026, 11, 20), rows_changed=12))
 
 
-def outcome() -> ConversionRequestedMessage:
-    return ConversionRequestedMessage.new(ConversionRequested(
+def outcome() -> m.ConversionRequestedMessage:
+    return m.ConversionRequestedMessage.new(ConversionRequested(
         event_name="SignedCase", event_time=datetime.now(UTC), user=ConversionUser(lead_id="1234567890123456")))
 
 
-def result() -> CommandResultMessage:
-    return CommandResultMessage.new(CommandResult(command_id=uuid.uuid4(), kind="pause", status="ok",
+def result() -> m.CommandResultMessage:
+    return m.CommandResultMessage.new(CommandResult(command_id=uuid.uuid4(), kind="pause", status="ok",
                                                   object_id="120000000000001"))
 
 
-def alert() -> AlertRaisedMessage:
-    return AlertRaisedMessage.new(AlertRaised(severity="warning", code="rule_acted", service="rules_engine",
+def alert() -> m.AlertRaisedMessage:
+    return m.AlertRaisedMessage.new(AlertRaised(severity="warning", code="rule_acted", service="rules_engine",
                                               summary="Paused ad set 'Broad': CPL over the last 3 days $89 > $50."))
 
 
-def consent(*, enabled: bool) -> RuleConsentChangedMessage:
-    return RuleConsentChangedMessage.new(RuleConsentChanged(rule="kill", enabled=enabled, by="alice"))
+def consent(*, enabled: bool) -> m.RuleConsentChangedMessage:
+    return m.RuleConsentChangedMessage.new(RuleConsentChanged(rule="kill", enabled=enabled, by="alice"))
 
 
-def review() -> RuleDecisionReviewedMessage:
-    return RuleDecisionReviewedMessage.new(RuleDecisionReviewed(decision_id=42, verdict="approve", by="alice"))
+def review() -> m.RuleDecisionReviewedMessage:
+    return m.RuleDecisionReviewedMessage.new(RuleDecisionReviewed(decision_id=42, verdict="approve", by="alice"))
 
 
 @pytest.fixture
@@ -182,12 +175,9 @@ async def test_a_review_its_contract_refuses_is_parked_by_its_consumer_without_r
 ) -> None:
     broker, fake, copies, _ = engine
     body = {**review().model_dump(mode="json"), "payload": {"decision_id": 0, "verdict": "approve", "by": "alice"}}
-    await send(broker, json.dumps(body).encode(), routing_key=RuleDecisionReviewedMessage.routing_key)
+    await send(broker, json.dumps(body).encode(), routing_key=m.RuleDecisionReviewedMessage.routing_key)
     assert fake.calls == []
-    [copy] = copies.parked
-    assert copies.parked_from == [handlers.DECISION_REVIEWS.queue_name]
-    assert "decision_id" in copy.headers[H_REASON]
-    assert copies.retried == []
+    assert "decision_id" in copies.parked_once(handlers.DECISION_REVIEWS).headers[H_REASON]
 
 
 async def test_while_the_database_is_down_evaluations_wait_and_alerts_are_still_delivered(engine: Any) -> None:
