@@ -13,6 +13,7 @@ pytest_plugins = [
     "tests.fixtures.sandbox",
     "tests.fixtures.console",
     "tests.fixtures.smtp",
+    "tests.fixtures.browser",
 ]
 
 

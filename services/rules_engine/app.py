@@ -10,10 +10,8 @@ that publishes the `CampaignCommand`s and notifications after their audit rows c
 
 from __future__ import annotations
 
-from functools import cache
-
 from contracts.messages import AlertRaisedMessage, CampaignCommandMessage
-from services.rules_engine.handlers import register
+from services.rules_engine import handlers
 from services.rules_engine.model import EngineSettings
 from services.rules_engine.notify import Notifier
 from services.rules_engine.settings import NotifySettings, RulesSettings
@@ -28,15 +26,15 @@ def create_app(settings: Settings | None = None, *, engine_settings: EngineSetti
     limits = service.settings.block(BudgetGuardrailSettings)
     notifier = Notifier(service.settings.block(NotifySettings))
 
-    @cache
-    def worker() -> Worker:
-        # The pool exists only after start: the worker is built on first use.
-        return Worker(service.db, config, limits, notifier, engine_settings=engine_settings,
-                      only_accounts=service.settings.meta.ad_account_id, rules_dirs=service.settings.meta.rules_dirs(),
-                      ceilings=service.settings.meta.budget_ceilings(),
-                      reminder_seconds=service.settings.broker.alert_reminder_minutes * 60)
+    def dependencies(started: Service) -> handlers.Deps:  # runs in start(), once the pool is open
+        meta = started.settings.meta
+        return handlers.Deps(worker=Worker(
+            started.db, config, limits, notifier, engine_settings=engine_settings,
+            only_accounts=meta.ad_account_id, rules_dirs=meta.rules_dirs(), ceilings=meta.budget_ceilings(),
+            reminder_seconds=started.settings.broker.alert_reminder_minutes * 60,
+        ))
 
-    register(service, worker, interval_seconds=config.interval_seconds)
+    handlers.register(service, service.on_started(dependencies), interval_seconds=config.interval_seconds)
     # Commands and notifications leave through the outbox (atomic with the audit rows); these document the channels.
     service.publisher(CampaignCommandMessage, "What a rule decided to change (pause, unpause, budget).")
     service.publisher(AlertRaisedMessage, "A rule's command was applied or failed (its one-sentence explanation), "

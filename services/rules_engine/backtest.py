@@ -201,23 +201,6 @@ def replay(
     return report
 
 
-def backtest(
-    rules: Sequence[Rule],
-    history: Snapshot,
-    days: int = 30,
-    *,
-    end: date | None = None,
-    state: EngineState | None = None,
-    settings: EngineSettings | None = None,
-    limits: BudgetGuardrailSettings | None = None,
-    hard_limits: bool = True,
-    window_reach_by_day: Mapping[date, WindowReach] | None = None,
-) -> list[Decision]:
-    """Every decision of `replay`, oldest day first."""
-    return replay(rules, history, days, end=end, state=state, settings=settings, limits=limits,
-                  hard_limits=hard_limits, window_reach_by_day=window_reach_by_day).decisions
-
-
 def _money(report: BacktestReport, decision: Decision) -> RuleMoney:
     return report.money.setdefault((decision.rule, decision.currency), RuleMoney())
 

@@ -1,13 +1,20 @@
 """PostgreSQL side of the rules engine: the snapshot the rules read, engine state, audit, CRM outcomes, breakers,
 deliveries (migrations 0004, 0008, 0009).
 
+Tables: this module writes and reads only the rules engine's own tables (`rule_*`, `notification_deliveries`,
+`incident_alerts`). What other services own it reads through their read models, never their tables
+(services/README.md "Tables have owners"): insights_poller's `stored_ad_accounts`, `stored_campaigns`,
+`stored_adsets`, `stored_ads`, `stored_insights_daily`, `stored_window_reach` (migration 0031), lead_fetcher's
+`stored_leads` (0030, 0050) and campaign_executor's `stored_budget_limits` (0100). Plain views: PostgreSQL inlines
+them, so the plans are those of the tables behind them.
+
 Snapshot: only what the enabled rules need is read (`snapshot.py`): the levels they act on and the days their
 longest window covers (capped by RULES_LOOKBACK_DAYS). Insights are summed per ad set and window segment in SQL
 unless a rule works at ad level, which cuts the rows Python has to handle by the number of ads per ad set.
 
-Reach: `insights_daily` holds each day's reach only, and the sum of daily reach overstates unique reach (a person
+Reach: `stored_insights_daily` holds each day's reach only, and the sum of daily reach overstates unique reach (a person
 reached on two days counts twice), which understates frequency. The insights poller also stores Meta's
-deduplicated reach per ad, ad set and campaign over whole windows (`insights_window_reach`); it goes into
+deduplicated reach per ad, ad set and campaign over whole windows (`stored_window_reach`); it goes into
 `Snapshot.window_reach` for a window the rules use only while the stored range is that window's range as of the
 evaluation's `now` in the account's time zone. Otherwise (windows not read, a range read before midnight)
 the rules fall back to summed daily reach.
@@ -49,7 +56,7 @@ async def lock_evaluation(conn: asyncpg.Connection) -> None:
 
 async def known_accounts(conn: asyncpg.Connection, only: Sequence[str] = ()) -> list[str]:
     rows = await conn.fetch(
-        "select account_id from ad_accounts where cardinality($1::text[]) = 0 or account_id = any($1::text[]) "
+        "select account_id from stored_ad_accounts where cardinality($1::text[]) = 0 or account_id = any($1::text[]) "
         "order by account_id",
         list(only),
     )
@@ -81,7 +88,7 @@ async def load_state(
     data_as_of: dict[str, datetime] = {}
     ceilings: dict[str, int] = {}
     for r in await conn.fetch(
-        "select account_id, currency, last_refresh_at from ad_accounts where account_id = any($1::text[])",
+        "select account_id, currency, last_refresh_at from stored_ad_accounts where account_id = any($1::text[])",
         list(accounts),
     ):
         if r["last_refresh_at"] is not None:
@@ -395,9 +402,9 @@ _ENTITY_SQL = {
         select s.adset_id as id, s.name, coalesce(s.effective_status, s.status, 'UNKNOWN') as status,
                s.account_id, s.campaign_id, c.name as campaign_name, s.adset_id,
                s.daily_budget_minor, s.lifetime_budget_minor, a.currency, a.timezone_name, s.synced_at
-        from adsets s
-        join ad_accounts a on a.account_id = s.account_id
-        left join campaigns c on c.campaign_id = s.campaign_id
+        from stored_adsets s
+        join stored_ad_accounts a on a.account_id = s.account_id
+        left join stored_campaigns c on c.campaign_id = s.campaign_id
         where s.listed and s.account_id = any($1::text[])
         order by s.adset_id
     """,
@@ -405,8 +412,8 @@ _ENTITY_SQL = {
         select c.campaign_id as id, c.name, coalesce(c.effective_status, c.status, 'UNKNOWN') as status,
                c.account_id, c.campaign_id, c.name as campaign_name, null::text as adset_id,
                c.daily_budget_minor, c.lifetime_budget_minor, a.currency, a.timezone_name, c.synced_at
-        from campaigns c
-        join ad_accounts a on a.account_id = c.account_id
+        from stored_campaigns c
+        join stored_ad_accounts a on a.account_id = c.account_id
         where c.listed and c.account_id = any($1::text[])
         order by c.campaign_id
     """,
@@ -415,9 +422,9 @@ _ENTITY_SQL = {
                d.account_id, d.campaign_id, c.name as campaign_name, d.adset_id,
                null::bigint as daily_budget_minor, null::bigint as lifetime_budget_minor,
                a.currency, a.timezone_name, d.synced_at
-        from ads d
-        join ad_accounts a on a.account_id = d.account_id
-        left join campaigns c on c.campaign_id = d.campaign_id
+        from stored_ads d
+        join stored_ad_accounts a on a.account_id = d.account_id
+        left join stored_campaigns c on c.campaign_id = d.campaign_id
         where d.listed and d.account_id = any($1::text[])
         order by d.ad_id
     """,
@@ -430,13 +437,13 @@ _ENTITY_SQL = {
 _ROWS = """
     with acct as (
         select account_id, ($3::timestamptz at time zone timezone_name)::date as today
-        from ad_accounts where account_id = any($1::text[])
+        from stored_ad_accounts where account_id = any($1::text[])
     )
     select a.today - ($2::int[])[width_bucket(a.today - i.date, $2::int[])] as date,
            {ad} as ad_id, i.adset_id, i.campaign_id, sum(i.spend_minor)::bigint as spend,
            sum(i.impressions)::bigint as impressions, sum(i.reach)::bigint as reach,
            sum(i.clicks)::bigint as clicks, sum(i.leads)::bigint as leads
-    from insights_daily i
+    from stored_insights_daily i
     join acct a on a.account_id = i.account_id
     where i.account_id = any($1::text[]) and i.date >= $4 and i.date <= a.today
     group by 1, 2, i.adset_id, i.campaign_id
@@ -449,8 +456,8 @@ _ROWS_BY_AD = _ROWS.format(ad="i.ad_id")
 _WINDOW_REACH = """
     select r.object_id, r.window_label, r.date_since, r.date_until, r.reach,
            ($2::timestamptz at time zone a.timezone_name)::date as today
-    from insights_window_reach r
-    join ad_accounts a on a.account_id = r.account_id
+    from stored_window_reach r
+    join stored_ad_accounts a on a.account_id = r.account_id
     where r.account_id = any($1::text[]) and r.level = any($3::text[]) and r.window_label = any($4::text[])
 """
 
@@ -463,10 +470,10 @@ _CRM_ROWS = """
            count(distinct o.lead_id) filter (where lower(o.event_name) = any($3::text[])) as qualified_leads,
            count(distinct o.lead_id) filter (where lower(o.event_name) = any($4::text[])) as signed_cases
     from rule_crm_outcomes o
-    join leads l on l.leadgen_id = o.lead_id
-    left join ads d on d.ad_id = l.ad_id
-    join adsets s on s.adset_id = coalesce(l.adset_id, d.adset_id)
-    join ad_accounts a on a.account_id = s.account_id
+    join stored_leads l on l.leadgen_id = o.lead_id
+    left join stored_ads d on d.ad_id = l.ad_id
+    join stored_adsets s on s.adset_id = coalesce(l.adset_id, d.adset_id)
+    join stored_ad_accounts a on a.account_id = s.account_id
     where s.account_id = any($1::text[])
       and l.created_time >= $2
       and (lower(o.event_name) = any($3::text[]) or lower(o.event_name) = any($4::text[]))

@@ -2,8 +2,7 @@
 (insights_poller -> rules_engine), an operator who enables one rule there, and the rules engine acting on it
 through the campaign executor against the Graph sandbox. On a throwaway vhost and the console's own database.
 
-Needs Debian's chromium (`apt-get install -y chromium`), driven by playwright; never `playwright install`.
-Screenshots go to tests/artifacts/console/ (git-ignored).
+The browser and the services: tests/fixtures/browser.py (needs Debian's chromium).
 """
 
 from __future__ import annotations
@@ -21,14 +20,12 @@ from services.insights_poller.app import create_app as create_insights_poller
 from services.insights_poller.settings import InsightsSettings
 from services.rules_engine.app import create_app as create_rules_engine
 from services.rules_engine.settings import NotifySettings, RulesSettings
-from shared.service import Service
-from shared.settings import BrokerSettings, DatabaseSettings, MetaSettings, Settings
-from tests.fixtures.console import OPERATOR, PASSWORD, console_settings
+from shared.settings import MetaSettings, Settings
+from tests.fixtures.browser import Browser, chain_settings, needs_chromium, running
+from tests.fixtures.console import OPERATOR, console_settings
 from tests.fixtures.guide_rules import write_guide_rules_dir
 from tests.fixtures.infra import eventually
 from tests.fixtures.sandbox import SandboxHandle
-from tests.integration.test_console_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
-from tests.integration.test_console_browser import pytestmark as needs_chromium
 
 pytestmark = [needs_chromium, pytest.mark.timeout(180)]
 RULE = "kill-underperformers"
@@ -48,9 +45,9 @@ async def automation(settings: Settings, vhost_url: str, console_dsn: str, conso
     await console_db.execute("truncate rule_decision_reviews, rule_actions, rule_decisions, rule_runs, rule_consent, "
                              "rule_breakers, campaign_commands, first_seen_budgets cascade")
     await sandbox.freeze_clock()
-    base = console_settings(settings, console_dsn, port=0).replace(  # port 0: other suites may hold 8087
-        DatabaseSettings(database_url=console_dsn, db_pool_min=1, db_pool_max=4),
-        BrokerSettings(amqp_url=vhost_url, RETRY_ATTEMPTS=3, GRACEFUL_TIMEOUT_SECONDS=5),
+    base = chain_settings(
+        console_settings(settings, console_dsn, port=0),  # port 0: other suites may hold 8087
+        console_dsn, vhost_url,
         MetaSettings(access_token=sandbox.token, app_secret=sandbox.app_secret, graph_url=sandbox.url,
                      api_version=sandbox.version, ad_account_id=[sandbox.account_id], health_check_seconds=0,
                      request_timeout_seconds=10),
@@ -59,16 +56,8 @@ async def automation(settings: Settings, vhost_url: str, console_dsn: str, conso
         NotifySettings(smtp_host=""),
         InsightsSettings(interval_seconds=3600, full_days=8, poll_seconds=0.01),
     )
-    started: list[Service] = []
-    try:
-        for factory in (create_console, create_rules_engine, create_executor, create_insights_poller):
-            service = factory(base)
-            await service.start()
-            started.append(service)
+    async with running(base, create_console, create_rules_engine, create_executor, create_insights_poller) as started:
         yield Automation(f"http://127.0.0.1:{started[0].ops_port}", console_db, sandbox)
-    finally:
-        for service in reversed(started):
-            await service.stop()
 
 
 async def meta_status(sandbox: SandboxHandle, object_id: str) -> str:
@@ -77,9 +66,9 @@ async def meta_status(sandbox: SandboxHandle, object_id: str) -> str:
     return str(body["status"])
 
 
-async def test_operator_enables_a_rule_from_shadow_mode_and_the_rules_engine_acts(automation: Automation) -> None:
-    from playwright.async_api import async_playwright, expect
-
+async def test_operator_enables_a_rule_from_shadow_mode_and_the_rules_engine_acts(
+    automation: Automation, browser: Browser
+) -> None:
     db = automation.db
     # The poller's first refresh is evaluated in shadow mode: kill-underperformers would pause the loser.
     shadow = await eventually(lambda: db.fetchrow(
@@ -88,28 +77,14 @@ async def test_operator_enables_a_rule_from_shadow_mode_and_the_rules_engine_act
     loser = shadow["entity_id"]
     assert await meta_status(automation.sandbox, loser) == "ACTIVE"
     assert await db.fetchval("select count(*) from campaign_commands") == 0, "nothing sent before consent"
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    problems: list[str] = []
-
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-            page.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}")
-                    if msg.type in ("error", "warning") else None)
-            await session(page, automation, loser, shadow, expect)
-        finally:
-            await browser.close()
-    assert problems == []
+    await session(browser, automation, loser, shadow)
+    assert browser.problems == []
 
 
-async def session(page: Any, automation: Automation, loser: str, shadow: Any, expect: Any) -> None:
-    url = automation.console_url
+async def session(browser: Browser, automation: Automation, loser: str, shadow: Any) -> None:
+    page, expect, url = browser.page, browser.expect, automation.console_url
     await page.goto(f"{url}/automation")
-    await page.get_by_label("User name").fill(OPERATOR)
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Sign in").click()
+    await browser.sign_in()
     await expect(page).to_have_url(f"{url}/automation")
 
     rule_row = page.locator(f'[data-testid="rules"] tr[data-rule="{RULE}"]')
@@ -120,7 +95,7 @@ async def session(page: Any, automation: Automation, loser: str, shadow: Any, ex
     await page.get_by_label("Outcome").select_option("shadow")  # htmx swaps the rows
     await expect(page).to_have_url(f"{url}/automation?rule=&object=&status=shadow")
     await expect(page.locator('#decision-rows tr[data-status]:not([data-status="shadow"])')).to_have_count(0)
-    await page.screenshot(path=str(ARTIFACTS / "automation-shadow.png"), full_page=True)
+    await browser.screenshot("automation-shadow.png")
 
     await page.get_by_role("button", name=f"Enable {RULE}").click()
     await expect(page.get_by_test_id("notice")).to_contain_text("enables the rule and evaluates at once")
@@ -139,4 +114,4 @@ async def session(page: Any, automation: Automation, loser: str, shadow: Any, ex
     await expect(acted).to_have_count(1)
     await expect(acted.get_by_test_id("decision-status")).to_contain_text("Done")
     await expect(acted).to_contain_text(f"Paused ad set '{shadow['entity_name']}' because CPL over the last")
-    await page.screenshot(path=str(ARTIFACTS / "automation-acted.png"), full_page=True)
+    await browser.screenshot("automation-acted.png")

@@ -10,13 +10,11 @@ Screenshots of each page go to tests/artifacts/console/ (git-ignored) for a pers
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -41,23 +39,17 @@ from services.rules_engine.settings import RulesSettings
 from shared.graph import GraphClient
 from shared.money import to_minor
 from shared.service import Service
-from shared.settings import BrokerSettings, DatabaseSettings, MetaSettings, Settings
-from tests.fixtures.console import OPERATOR, PASSWORD, console_settings
+from shared.settings import MetaSettings, Settings
+from tests.fixtures.browser import ARTIFACTS, Browser, chain_settings, needs_chromium, running
+from tests.fixtures.console import OPERATOR, console_settings
 from tests.fixtures.crm import FakeCrm, crm_sink  # noqa: F401
 from tests.fixtures.infra import eventually
 from tests.fixtures.sandbox import SandboxHandle
 from tests.integration.test_lead_fetcher_helpers import SANDBOX_WINDOWS
 
-CHROMIUM = "/usr/bin/chromium"
 CRM_EVENTS_SECRET = "console-test-crm-events"
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "console"
-CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
-pytestmark = pytest.mark.skipif(
-    shutil.which(CHROMIUM) is None,
-    reason="needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium; `make test` installs it)",
-)
+pytestmark = needs_chromium
 
 
 @dataclass
@@ -77,10 +69,10 @@ async def chain(settings: Settings, vhost_url: str, console_dsn: str, console_db
     state = sandbox.state
     # Meta's "today" grows through the day: the clock stands still, so the poller and the test read the same day.
     await sandbox.freeze_clock()
-    base = console_settings(settings, console_dsn, target_cpl=Decimal(60), target_cost_per_signed=Decimal(500),
-                            meta_check_seconds=60).replace(
-        DatabaseSettings(database_url=console_dsn, db_pool_min=1, db_pool_max=4),
-        BrokerSettings(amqp_url=vhost_url, RETRY_ATTEMPTS=3, GRACEFUL_TIMEOUT_SECONDS=5),
+    base = chain_settings(
+        console_settings(settings, console_dsn, target_cpl=Decimal(60), target_cost_per_signed=Decimal(500),
+                         meta_check_seconds=60),
+        console_dsn, vhost_url,
         MetaSettings(access_token=sandbox.token, page_access_token=sandbox.token, app_secret=sandbox.app_secret,
                      graph_url=sandbox.url, api_version=sandbox.version, page_ids=[state["page_id"]],
                      ad_account_id=[sandbox.account_id], pixel_id=state["pixel_id"], webhook_verify_token="verify",
@@ -91,22 +83,17 @@ async def chain(settings: Settings, vhost_url: str, console_dsn: str, console_db
         CrmSyncSettings(crm_webhook_url=crm_sink.webhook_url, crm_webhook_secret="crm-secret", crm_timeout_seconds=2),
         InsightsSettings(interval_seconds=3600, full_days=30, poll_seconds=0.01),
     )
-    started: list[Service] = []
-    try:
-        for factory in (create_console, create_insights_poller, create_rules_engine, create_capi_sender,
-                        create_crm_sync, create_lead_fetcher, create_ingress):
-            service = factory(base)
-            await service.start()
-            started.append(service)
-            if service.name == "lead_fetcher":  # the sandbox's rate-limit windows are seconds, not Meta's hours
-                assert service.http is not None
-                service.graph = GraphClient(service.http, base.meta, usage_windows=SANDBOX_WINDOWS)
+
+    def sandbox_windows(service: Service) -> None:
+        if service.name == "lead_fetcher":  # the sandbox's rate-limit windows are seconds, not Meta's hours
+            assert service.http is not None
+            service.graph = GraphClient(service.http, base.meta, usage_windows=SANDBOX_WINDOWS)
+
+    async with running(base, create_console, create_insights_poller, create_rules_engine, create_capi_sender,
+                       create_crm_sync, create_lead_fetcher, create_ingress, after_start=sandbox_windows) as started:
         console, poller, ingress = started[0], started[1], started[-1]
         yield Chain(f"http://127.0.0.1:{console.ops_port}", f"http://127.0.0.1:{ingress.ops_port}", console_db,
                     sandbox, crm_sink, poller)
-    finally:
-        for service in reversed(started):
-            await service.stop()
 
 
 async def delivered(db: asyncpg.Pool, ids: list[str]) -> bool:
@@ -173,9 +160,7 @@ async def report_outcomes(chain: Chain, lead_id: str, events: list[str]) -> None
     await eventually(recorded, timeout=30, what="outcomes recorded and sent to the Conversions API")
 
 
-async def test_operator_sees_todays_leads_and_a_trail_in_the_browser(chain: Chain) -> None:
-    from playwright.async_api import async_playwright, expect
-
+async def test_operator_sees_todays_leads_and_a_trail_in_the_browser(chain: Chain, browser: Browser) -> None:
     await chain.sandbox.webhooks(target_url=f"{chain.ingress_url}/webhooks/meta")
     lead_ids = await chain.sandbox.create_leads(count=3, deliver=True)
     await eventually(lambda: delivered(chain.db, lead_ids), timeout=30, what="3 leads delivered to the CRM")
@@ -184,30 +169,16 @@ async def test_operator_sees_todays_leads_and_a_trail_in_the_browser(chain: Chai
     await chain.poller.dependencies(Worker).refresh_all()
     costs = await sandbox_costs(chain.sandbox)
     await report_outcomes(chain, lead_ids[0], ["QualifiedLead", "SignedCase"])
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    problems: list[str] = []
-
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = await browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-            page.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}")
-                    if msg.type in ("error", "warning") else None)
-            await run_operator_session(page, chain, lead_ids, costs, expect)
-        finally:
-            await browser.close()
-    assert problems == []
+    await run_operator_session(browser, chain, lead_ids, costs)
+    assert browser.problems == []
 
 
-async def run_operator_session(page: Any, chain: Chain, lead_ids: list[str], costs: dict[str, Any],
-                               expect: Any) -> None:
+async def run_operator_session(browser: Browser, chain: Chain, lead_ids: list[str], costs: dict[str, Any]) -> None:
+    page, expect = browser.page, browser.expect
     await page.goto(f"{chain.console_url}/")
     await expect(page).to_have_url(f"{chain.console_url}/login?next=/")
     await page.screenshot(path=str(ARTIFACTS / "login.png"))
-    await page.get_by_label("User name").fill(OPERATOR)
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Sign in").click()
+    await browser.sign_in()
 
     await expect(page.get_by_test_id("leads-today")).to_have_text("3")
     await expect(page.get_by_test_id("delivered-today")).to_have_text("3")
@@ -218,7 +189,7 @@ async def run_operator_session(page: Any, chain: Chain, lead_ids: list[str], cos
     await expect(page.get_by_test_id("cpl-30d")).to_have_text(costs["30d"])
     await expect(page.get_by_test_id("cpql-7d")).to_have_text(costs["spend_7d"])  # one qualified lead
     await expect(page.get_by_test_id("cpsc-7d")).to_have_text(costs["spend_7d"])  # one signed case
-    await page.screenshot(path=str(ARTIFACTS / "today.png"), full_page=True)
+    await browser.screenshot("today.png")
 
     await page.get_by_role("link", name="Performance", exact=True).click()
     await expect(page.locator("#chart canvas")).to_have_count(1)  # uPlot drew
@@ -228,7 +199,7 @@ async def run_operator_session(page: Any, chain: Chain, lead_ids: list[str], cos
     for i in range(len(expected)):
         campaign = (await rows.nth(i).locator("a").first.get_attribute("href")).rsplit("=", 1)[1]
         await expect(rows.nth(i).get_by_test_id("cpl")).to_have_text(expected[campaign])
-    await page.screenshot(path=str(ARTIFACTS / "performance.png"), full_page=True)
+    await browser.screenshot("performance.png")
 
     await page.get_by_role("link", name="Leads", exact=True).click()
     rows = page.locator("#lead-rows tbody tr")
@@ -238,7 +209,7 @@ async def run_operator_session(page: Any, chain: Chain, lead_ids: list[str], cos
     await expect(page).to_have_url(f"{chain.console_url}/leads?q={lead_ids[1]}&day=&status=")
     await page.get_by_label("Search").fill("")
     await expect(rows).to_have_count(3)
-    await page.screenshot(path=str(ARTIFACTS / "leads.png"), full_page=True)
+    await browser.screenshot("leads.png")
 
     await page.locator(f'a[href="/leads/{lead_ids[0]}"]').click()
     await expect(page.get_by_test_id("lead-status")).to_have_text("In the CRM")
@@ -250,12 +221,12 @@ async def run_operator_session(page: Any, chain: Chain, lead_ids: list[str], cos
     email = await chain.db.fetchval("select fields ->> 'email' from leads where leadgen_id = $1", lead_ids[0])
     assert email
     await expect(page.locator("#answers")).not_to_contain_text(email)
-    await page.screenshot(path=str(ARTIFACTS / "lead.png"), full_page=True)
+    await browser.screenshot("lead.png")
 
     await page.get_by_role("button", name="Show personal data").click()
     await expect(page.locator("#answers")).to_contain_text(email)
     await expect(page.locator("#answers")).to_contain_text(f"Shown to {OPERATOR}")
-    await page.screenshot(path=str(ARTIFACTS / "lead-revealed.png"), full_page=True)
+    await browser.screenshot("lead-revealed.png")
     audit = await chain.db.fetchval(
         "select count(*) from console_audit where action = 'reveal_lead' and subject = $1 and username = $2",
         lead_ids[0], OPERATOR,

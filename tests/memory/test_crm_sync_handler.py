@@ -16,15 +16,13 @@ from typing import Any
 import aiohttp
 import pytest
 from faststream.rabbit import TestRabbitBroker
-from faststream.rabbit.annotations import RabbitMessage
 
 from contracts.leads import LeadCaptured
 from contracts.messages import LeadCapturedMessage
 from services.crm_sync import handlers
 from shared.messaging import RetryLater
-from shared.service import Service, Started
-from shared.settings import BrokerSettings, Settings
-from shared.topology import EXCHANGE, H_ATTEMPT, H_QUEUE, H_REASON, consumer, delay_queue_name
+from shared.topology import H_ATTEMPT, H_QUEUE, H_REASON, consumer
+from tests.memory.support import send, service, started, watch
 
 QUEUE = consumer("crm_sync", "lead_captured")
 
@@ -49,47 +47,23 @@ def captured() -> LeadCapturedMessage:
     ))
 
 
-class Copies:
-    """What the middleware republished: to the parking queue, and to the 1 s delay queue (a retry)."""
-
-    def __init__(self) -> None:
-        self.parked: list[RabbitMessage] = []
-        self.retried: list[RabbitMessage] = []
-
-
 @pytest.fixture
 async def crm_sync() -> Any:
     """A crm_sync service whose handler uses a fake worker; yields (in-memory broker, fake, republished copies)."""
-    settings = Settings(broker=BrokerSettings(amqp_url="amqp://guest:guest@127.0.0.1:1/none", retry_attempts=4))
-    service = Service("crm_sync", settings, uses_database=False)
-    fake, copies = FakeSync(), Copies()
-
-    @service.broker.subscriber(QUEUE.parking_queue_name)
-    async def parked(body: Any, message: RabbitMessage) -> None:
-        copies.parked.append(message)
-
-    @service.broker.subscriber(delay_queue_name(1))
-    async def retried(body: Any, message: RabbitMessage) -> None:
-        copies.retried.append(message)
-
+    svc = service("crm_sync")
+    copies = watch(svc, QUEUE)
+    fake = FakeSync()
     async with aiohttp.ClientSession() as http:
-        deps: Started[handlers.Deps] = Started(
-            "crm_sync", lambda _: handlers.Deps(sync=fake, http=http), None  # type: ignore[arg-type]
-        )
-        handlers.register(service, deps, QUEUE, prefetch=10)
-        await deps.open(service)
-        async with TestRabbitBroker(service.broker) as broker:
+        deps = await started(svc, handlers.Deps(sync=fake, http=http))  # type: ignore[arg-type]
+        handlers.register(svc, deps, QUEUE, prefetch=10)
+        async with TestRabbitBroker(svc.broker) as broker:
             yield broker, fake, copies
-
-
-async def send(broker: Any, body: bytes, **headers: Any) -> None:
-    await broker.publish(body, exchange=EXCHANGE, routing_key=LeadCapturedMessage.routing_key, headers=headers)
 
 
 async def test_the_handler_hands_the_message_and_its_first_attempt_to_the_worker(crm_sync: Any) -> None:
     broker, fake, copies = crm_sync
     message = captured()
-    await send(broker, message.model_dump_json().encode())
+    await send(broker, message)
     [(got, attempt, max_attempts)] = fake.calls
     assert got == message
     assert (attempt, max_attempts) == (1, 4)
@@ -98,25 +72,23 @@ async def test_the_handler_hands_the_message_and_its_first_attempt_to_the_worker
 
 async def test_a_retried_message_carries_its_attempt_number_to_the_worker(crm_sync: Any) -> None:
     broker, fake, _ = crm_sync
-    await send(broker, captured().model_dump_json().encode(), **{H_ATTEMPT: 3})
+    await send(broker, captured(), **{H_ATTEMPT: 3})
     assert [attempt for _, attempt, _ in fake.calls] == [3]
 
 
 async def test_a_body_that_is_not_a_lead_captured_is_parked_without_reaching_the_worker(crm_sync: Any) -> None:
     broker, fake, copies = crm_sync
     body = {**captured().model_dump(mode="json"), "type": "LeadSynced"}
-    await send(broker, json.dumps(body).encode())
+    await send(broker, json.dumps(body).encode(), routing_key=LeadCapturedMessage.routing_key)
     assert fake.calls == []
-    [copy] = copies.parked
-    assert "LeadCaptured" in copy.headers[H_REASON]
-    assert copies.retried == []
+    assert "LeadCaptured" in copies.parked_once(QUEUE).headers[H_REASON]
 
 
 async def test_a_failed_delivery_goes_back_to_its_own_queue_after_a_delay(crm_sync: Any) -> None:
     broker, fake, copies = crm_sync
     fake.fail = RetryLater("the CRM asked to wait", delay=1.0)
     message = captured()
-    await send(broker, message.model_dump_json().encode())
+    await send(broker, message)
     assert len(fake.calls) == 1
     [copy] = copies.retried
     assert copy.headers[H_QUEUE] == QUEUE.queue_name  # the retry returns to crm_sync only

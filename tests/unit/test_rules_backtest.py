@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
-from services.rules_engine.backtest import backtest, render_backtest, render_money, replay, unbounded_rules
+from services.rules_engine.backtest import render_backtest, render_money, replay, unbounded_rules
 from services.rules_engine.model import Decision, Snapshot
 from services.rules_engine.reach_history import ranges, reach_windows
 from shared.settings import BudgetGuardrailSettings
@@ -37,7 +37,7 @@ def actions_by_day(decisions: list[Decision]) -> dict[tuple[date, str, str], tup
 
 
 def test_backtest_acts_on_the_expected_days() -> None:
-    decisions = backtest(guide_rules(), history(), days=10)
+    decisions = replay(guide_rules(), history(), days=10).decisions
     assert actions_by_day(decisions) == {
         # X spends $320 with no lead on day 4: budget protection pauses it; it stays paused afterwards,
         # so kill-underperformers (CPL $200 over days 2-4) never needs to act on it
@@ -111,7 +111,7 @@ def test_backtest_carries_cooldowns_across_days() -> None:
         r.model_copy(update={"guardrails": r.guardrails.model_copy(update={"cooldown_hours": 48})})
         for r in guide_rules()
     ]
-    decisions = backtest(rules, history(), days=10)
+    decisions = replay(rules, history(), days=10).decisions
     raises = sorted(d.evaluated_at.date() for d in decisions if d.rule == "scale-winners" and d.outcome == "acted")
     held = sorted(d.evaluated_at.date() for d in decisions if d.rule == "scale-winners" and d.reason == "cooldown")
     assert raises == [day(7), day(9)]
@@ -120,7 +120,7 @@ def test_backtest_carries_cooldowns_across_days() -> None:
 
 def test_dry_run_rules_are_simulated_and_rendered() -> None:
     rules = [r.model_copy(update={"dry_run": True}) for r in guide_rules()]
-    decisions = backtest(rules, history(), days=10)
+    decisions = replay(rules, history(), days=10).decisions
     assert {d.outcome for d in decisions if d.actions and d.reason != "budget_limit"} == {"would_act"}
     assert len([d for d in decisions if d.rule == "scale-winners" and d.outcome == "would_act"]) == 3
     text = render_backtest(decisions)
@@ -136,7 +136,7 @@ def test_dry_run_rules_are_simulated_and_rendered() -> None:
 
 
 def test_empty_history() -> None:
-    assert backtest(guide_rules(), Snapshot(entities=[], rows=[])) == []
+    assert replay(guide_rules(), Snapshot(entities=[], rows=[])).decisions == []
 
 
 def test_the_backtest_judges_frequency_over_7_days_by_the_windows_reach() -> None:
@@ -144,10 +144,10 @@ def test_the_backtest_judges_frequency_over_7_days_by_the_windows_reach() -> Non
     reach (3 a day here) never reaches the frequency cap's 4; the window's reach does from the day it is known."""
     rules = [r for r in guide_rules() if r.name == "frequency-cap"]
     history = Snapshot(entities=[adset("F", "Fatigued")], rows=days("F", [(3_000, 3_000, 1_000, 1)] * 10, end=END))
-    assert [d for d in backtest(rules, history, days=10) if d.actions] == []
+    assert [d for d in replay(rules, history, days=10).decisions if d.actions] == []
     # Meta: 7 days reached 4,000 people, not the 7,000 the daily numbers add up to (21,000 impressions: 5.25).
     reach = {day(n): {("F", "last_7_days"): 4_000} for n in (8, 9, 10)}
-    decisions = [d for d in backtest(rules, history, days=10, window_reach_by_day=reach) if d.actions]
+    decisions = [d for d in replay(rules, history, days=10, window_reach_by_day=reach).decisions if d.actions]
     assert [(d.evaluated_at.date(), d.entity_id, d.outcome) for d in decisions] == [(day(8), "F", "acted")]
     assert decisions[0].metrics["last_7_days"]["frequency"] == 21_000 / 4_000
 
