@@ -15,6 +15,7 @@ from contracts.commands import (
     ChangeBudgetCommand,
     CreateCampaignCommand,
     MetaErrorInfo,
+    RebalanceBudgetsCommand,
     SetBudgetCommand,
     SyncAudienceCommand,
     UploadAudienceCommand,
@@ -82,6 +83,8 @@ def lock_key(command: Any) -> str:
         return f"command:{command.command_id}"
     if isinstance(command, SyncAudienceCommand):
         return f"audience-definition:{command.audience}"
+    if isinstance(command, RebalanceBudgetsCommand):  # then each of its objects, sorted (commands/rebalance.py)
+        return f"rebalance:{command.account_id}"
     return f"object:{command.object_id}"
 
 

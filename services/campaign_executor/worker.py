@@ -24,7 +24,13 @@ from typing import Any
 
 import asyncpg
 
-from contracts.commands import CommandResult, CreateCampaignCommand, SyncAudienceCommand, UploadAudienceCommand
+from contracts.commands import (
+    CommandResult,
+    CreateCampaignCommand,
+    RebalanceBudgetsCommand,
+    SyncAudienceCommand,
+    UploadAudienceCommand,
+)
 from contracts.messages import CampaignCommandMessage
 from services.campaign_executor import logic, store
 from services.campaign_executor.commands import CommandContext
@@ -32,6 +38,7 @@ from services.campaign_executor.commands.audience import apply_upload
 from services.campaign_executor.commands.audience_sync import apply_sync
 from services.campaign_executor.commands.budget import apply_budget
 from services.campaign_executor.commands.create import apply_create
+from services.campaign_executor.commands.rebalance import apply_rebalance
 from services.campaign_executor.commands.status import apply_status
 from services.campaign_executor.logic import CommandFailed, CommandOutcome, audit_payload, lock_key, object_id_of
 from shared.graph.errors import AuthError, ThrottledError
@@ -120,6 +127,8 @@ class Worker:
             return await apply_upload(self.context, conn, command)
         if isinstance(command, SyncAudienceCommand):
             return await apply_sync(self.context, conn, command)
+        if isinstance(command, RebalanceBudgetsCommand):
+            return await apply_rebalance(self.context, conn, command, plan)
         raise PermanentError(f"unsupported command kind {command.kind}")
 
 

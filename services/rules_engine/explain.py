@@ -36,6 +36,7 @@ INFINITIVE = {
     "change_budget": "change the budget of",
     "set_budget": "set the budget of",
     "notify": "flag",
+    "rebalance": "rebalance the budgets of",
 }
 
 
@@ -207,7 +208,8 @@ def pct(old: int, new: int) -> str:
 
 
 # The first word of an acting sentence ("Paused ad set 'X' ...") in the other forms an announcement takes.
-_VERBS = {"Paused": "pause", "Unpaused": "unpause", "Raised": "raise", "Lowered": "lower", "Flagged": "flag"}
+_VERBS = {"Paused": "pause", "Unpaused": "unpause", "Raised": "raise", "Lowered": "lower", "Flagged": "flag",
+          "Moved": "move"}
 
 
 def infinitive(sentence: str) -> str:

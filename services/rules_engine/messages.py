@@ -19,7 +19,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from contracts.alerts import AlertRaised
-from contracts.commands import CampaignCommand, CommandResult, PauseCommand, SetBudgetCommand, UnpauseCommand
+from contracts.commands import (
+    BudgetMove,
+    CampaignCommand,
+    CommandResult,
+    PauseCommand,
+    RebalanceBudgetsCommand,
+    SetBudgetCommand,
+    UnpauseCommand,
+)
 from contracts.envelope import Envelope
 from contracts.messages import AlertRaisedMessage, CampaignCommandMessage
 from services.rules_engine.explain import failed
@@ -37,8 +45,16 @@ def to_command(action: Action, *, caused_by: Envelope | None = None) -> Campaign
         "object_id": action.entity_id,
         "account_id": _act(action.account_id),
     }
-    command: PauseCommand | UnpauseCommand | SetBudgetCommand
-    if action.kind in ("pause", "pause_for_today"):
+    command: PauseCommand | UnpauseCommand | SetBudgetCommand | RebalanceBudgetsCommand
+    if action.kind == "rebalance":  # ids and amounts: the objects' daily budgets, their sum unchanged
+        if action.moves_level is None or action.moves_level == "ad":
+            raise ValueError(f"rebalance without the level of its moves ({action.entity_id})")
+        command = RebalanceBudgetsCommand(
+            command_id=action.command_id, requested_by=common["requested_by"], reason=common["reason"],
+            account_id=common["account_id"], level=action.moves_level,
+            moves=[BudgetMove(object_id=i, from_minor=old, to_minor=new) for i, old, new in action.moves],
+        )
+    elif action.kind in ("pause", "pause_for_today"):
         command = PauseCommand(level=action.entity_level, **common)
     elif action.kind == "unpause":
         command = UnpauseCommand(level=action.entity_level, **common)

@@ -164,7 +164,7 @@ ReasonCode = Literal[
     "hard_max_budget",
     "budget_increases_per_week",
 ]
-ActionKind = Literal["pause", "unpause", "pause_for_today", "change_budget", "set_budget", "notify"]
+ActionKind = Literal["pause", "unpause", "pause_for_today", "change_budget", "set_budget", "notify", "rebalance"]
 
 
 class Action(BaseModel):
@@ -172,7 +172,9 @@ class Action(BaseModel):
 
     Maps onto ``contracts.commands``: pause / pause_for_today -> ``PauseCommand`` (the engine itself emits the
     ``unpause`` at the account's midnight), unpause -> ``UnpauseCommand``, change_budget / set_budget ->
-    ``SetBudgetCommand(amount_minor=budget, expected_current_minor=previous_budget)``, notify -> an alert.
+    ``SetBudgetCommand(amount_minor=budget, expected_current_minor=previous_budget)``, rebalance ->
+    ``RebalanceBudgetsCommand`` of ``moves`` (object id, from, to: daily budgets of ``moves_level`` objects whose sum
+    is unchanged), notify -> an alert.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -191,6 +193,8 @@ class Action(BaseModel):
     resume_at: datetime | None = None
     channels: tuple[str, ...] = ()
     email_to: tuple[str, ...] = ()
+    moves: tuple[tuple[str, int, int], ...] = ()
+    moves_level: Level | None = None
 
     @property
     def command_id(self) -> uuid.UUID:

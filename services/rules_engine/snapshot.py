@@ -46,7 +46,7 @@ def uses_insights(rules: Sequence[Rule]) -> bool:
 def uses_crm(rules: Sequence[Rule]) -> bool:
     crm = {"qualified_leads", "signed_cases", "cost_per_qualified_lead", "cost_per_signed_case"}
     for rule in rules:
-        for cond in [*rule.min_data, *rule.conditions.leaves()]:
+        for cond in rule.reads():
             if cond.metric in crm or (cond.compare_to is not None and cond.compare_to.metric in crm):
                 return True
     return False
