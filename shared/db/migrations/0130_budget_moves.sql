@@ -5,7 +5,7 @@
 -- state: planned -> applying -> applied | refused | failed | abandoned. `applying` is written (with applying_at)
 -- before the change is sent to Meta, so a change whose answer was lost still counts.
 create table budget_moves (
-    command_id   uuid        not null references campaign_commands (command_id),
+    command_id   uuid        not null references campaign_commands (command_id) on delete cascade,
     object_id    text        not null,
     account_id   text,
     level        text        not null check (level in ('campaign', 'adset')),
