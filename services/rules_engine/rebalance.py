@@ -159,6 +159,14 @@ def evaluate_rebalance(
     return out
 
 
+def approval_scope(rule: Rule, entity_id: str) -> dict[str, list[str]]:
+    """The scope of an approved decision's re-evaluation: its object, or for a rebalance its group (the campaign's
+    ad sets, or the account's campaign budgets), since the decision is about the group."""
+    if rule.rebalance is None:
+        return {"entity_ids": [entity_id]}
+    return {"campaign_ids": [entity_id]} if rule.scope.level == "adset" else {"accounts": [entity_id]}
+
+
 def _anchor(rule: Rule, key: str, first: Entity) -> Entity:
     """What the group's decision is about: the campaign (ad set groups) or the ad account (campaign budgets)."""
     if rule.scope.level == "adset":

@@ -94,7 +94,8 @@ async def writes(sandbox: SandboxHandle) -> list[dict[str, Any]]:
 async def campaign_adsets(db: asyncpg.Pool) -> dict[str, str]:
     """name -> id of the ad sets with a budget of their own in the rebalanced campaign."""
     rows = await db.fetch("select a.adset_id, a.name from adsets a join campaigns c using (campaign_id) "
-                          "where a.account_id = $1 and c.name = $2 and a.daily_budget_minor is not null", MAIN, CAMPAIGN)
+                          "where a.account_id = $1 and c.name = $2 and a.daily_budget_minor is not null",
+                          MAIN, CAMPAIGN)
     return {r["name"]: r["adset_id"] for r in rows}
 
 
@@ -160,7 +161,9 @@ async def test_rebalancing_keeps_the_total_at_meta_within_the_limits_and_waits_f
     order = [i for i in order if i in after and after[i] != before[i]]
     downs = [i for i in order if after[i] < before[i]]
     ups = [i for i in order if after[i] > before[i]]
-    assert downs and ups and max(order.index(i) for i in downs) < min(order.index(i) for i in ups), order
+    assert downs, order
+    assert ups, order
+    assert max(order.index(i) for i in downs) < min(order.index(i) for i in ups), order
     moves = await db.fetch("select object_id, state from budget_moves where command_id = $1",
                            uuid.UUID(command["command_id"]))
     assert {r["state"] for r in moves} == {"applied"}
@@ -225,7 +228,8 @@ async def test_a_decrease_meta_refuses_makes_no_increase(
     result = await worker.execute(message)
     assert result is not None
     assert result.status == "failed", result.detail
-    assert "no increase was made" in result.detail and "minimum daily budget" in result.detail
+    assert "no increase was made" in result.detail
+    assert "minimum daily budget" in result.detail
     assert await budgets(sandbox, [donor, taker]) == start
     assert [w["path"].strip("/").split("/")[-1] for w in await writes(sandbox)] == [donor], "the taker untouched"
     states = dict(await db.fetch("select object_id, state from budget_moves where command_id = $1",

@@ -13,8 +13,9 @@ from contracts.commands import BudgetMove, RebalanceBudgetsCommand
 from services.rules_engine.logic import evaluate, record_actions
 from services.rules_engine.messages import to_command
 from services.rules_engine.model import BudgetLimit, Decision, EngineState, Entity, MetricRow, Snapshot
-from services.rules_engine.rebalance import Holder, Params, allocate, shrunk_cost
+from services.rules_engine.rebalance import Holder, Params, allocate, approval_scope, shrunk_cost
 from services.rules_engine.rules import DEFAULT_RULES_DIR, Rule, load_rules
+from services.rules_engine.snapshot import segments
 from tests.unit.test_rules_logic import ACCOUNT, NOW, TODAY, adset, fresh_state
 
 STEP = 0.20
@@ -37,9 +38,11 @@ def test_money_moves_from_the_dear_to_the_cheap_and_the_total_is_kept_to_the_cen
     result = allocate([dear, cheap, middling], p)
     assert result.moved > 0
     assert set(result.budgets) == {"A", "B"}
-    assert result.budgets["A"] < 10_001 and result.budgets["B"] > 6_003
+    assert result.budgets["A"] < 10_001
+    assert result.budgets["B"] > 6_003
     assert result.budgets["A"] + result.budgets["B"] == 10_001 + 6_003
-    assert result.budgets["A"] >= dear.floor and result.budgets["B"] <= cheap.ceiling
+    assert result.budgets["A"] >= dear.floor
+    assert result.budgets["B"] <= cheap.ceiling
 
 
 @pytest.mark.parametrize("seed", range(200))
@@ -127,7 +130,8 @@ def world() -> Snapshot:
                 adset("104", "Under CBO", budget=None, campaign_id="c2", campaign_name="CBO campaign"),
                 adset("105", "Under CBO too", budget=None, campaign_id="c2", campaign_name="CBO campaign")]
     return Snapshot(entities=entities, rows=[*rows("101", 2_000, 2), *rows("102", 1_000, 10),
-                                             *rows("104", 1_000, 1, campaign="c2"), *rows("105", 1_000, 9, campaign="c2")])
+                                             *rows("104", 1_000, 1, campaign="c2"),
+                                             *rows("105", 1_000, 9, campaign="c2")])
 
 
 def only(decisions: list[Decision], entity_id: str) -> Decision:
@@ -141,9 +145,11 @@ def test_the_rule_moves_budget_within_a_campaign_and_the_command_keeps_the_total
                                   adset("103", "New", budget=5_000)],
                         rows=[*rows("101", 2_000, 2), *rows("102", 1_000, 10), *rows("103", 100, 1)])
     decision = only(evaluate([rebalance_rule()], snapshot, fresh_state(), NOW), "c1")
-    assert decision.outcome == "acted" and decision.entity_level == "campaign"
+    assert decision.outcome == "acted"
+    assert decision.entity_level == "campaign"
     action = decision.actions[0]
-    assert action.kind == "rebalance" and action.moves_level == "adset"
+    assert action.kind == "rebalance"
+    assert action.moves_level == "adset"
     moves = {i: (old, new) for i, old, new in action.moves}
     assert set(moves) == {"101", "102"}  # D: 1 lead on $14, too little data
     assert moves["101"][1] < 10_000 < moves["102"][1]
@@ -151,12 +157,14 @@ def test_the_rule_moves_budget_within_a_campaign_and_the_command_keeps_the_total
     assert all(abs(new - old) <= old * 0.2 for old, new in moves.values())
     # one sentence with the numbers
     assert decision.explanation.startswith("Moved $")
-    assert "total $200.00 unchanged" in decision.explanation and "$50.00 target CPL" in decision.explanation
+    assert "total $200.00 unchanged" in decision.explanation
+    assert "$50.00 target CPL" in decision.explanation
     message = to_command(action)
     assert message is not None
     command = message.payload.root
     assert isinstance(command, RebalanceBudgetsCommand)
-    assert command.account_id == ACCOUNT and command.level == "adset"
+    assert command.account_id == ACCOUNT
+    assert command.level == "adset"
     assert sum(m.from_minor for m in command.moves) == sum(m.to_minor for m in command.moves) == 20_000
     # the cooldown holds the next run, the moved objects count as changed
     state = record_actions(fresh_state(), [decision])
@@ -168,7 +176,8 @@ def test_the_rule_moves_budget_within_a_campaign_and_the_command_keeps_the_total
 def test_a_cbo_campaign_is_not_rebalanced_inside_and_campaign_budgets_are_at_campaign_level() -> None:
     snapshot = world()
     cbo = only(evaluate([rebalance_rule()], snapshot, fresh_state(), NOW), "c2")
-    assert cbo.outcome == "skipped" and cbo.reason == "no_budget"
+    assert cbo.outcome == "skipped"
+    assert cbo.reason == "no_budget"
     assert "campaign budget (CBO)" in cbo.explanation
     campaigns = [Entity(id=i, level="campaign", name=f"Campaign {i}", status="ACTIVE", account_id=ACCOUNT,
                         daily_budget=20_000, timezone="America/New_York") for i in ("201", "202")]
@@ -181,7 +190,8 @@ def test_a_cbo_campaign_is_not_rebalanced_inside_and_campaign_budgets_are_at_cam
     assert {i for i, _, _ in action.moves} == {"201", "202"}
     assert sum(new for _, _, new in action.moves) == 40_000
     command = to_command(action).payload.root  # type: ignore[union-attr]
-    assert isinstance(command, RebalanceBudgetsCommand) and command.level == "campaign"
+    assert isinstance(command, RebalanceBudgetsCommand)
+    assert command.level == "campaign"
 
 
 def test_the_executors_hard_limits_bound_what_a_recipient_receives() -> None:
@@ -194,14 +204,16 @@ def test_the_executors_hard_limits_bound_what_a_recipient_receives() -> None:
     # three raises this week: it receives nothing, so nothing moves
     state = fresh_state(budget_limits={"102": BudgetLimit(increases_week=3)})
     decision = only(evaluate([rebalance_rule()], snapshot, state, NOW), "c1")
-    assert decision.outcome == "skipped" and decision.reason == "no_change"
+    assert decision.outcome == "skipped"
+    assert decision.reason == "no_change"
 
 
 def test_shadow_mode_decides_but_sends_nothing() -> None:
     snapshot = Snapshot(entities=[adset("101", "Dear", budget=10_000), adset("102", "Cheap", budget=10_000)],
                         rows=[*rows("101", 2_000, 2), *rows("102", 1_000, 10)])
     decision = only(evaluate([rebalance_rule()], snapshot, fresh_state(consented=frozenset()), NOW), "c1")
-    assert decision.outcome == "would_act" and decision.shadow
+    assert decision.outcome == "would_act"
+    assert decision.shadow
     assert decision.explanation.startswith("Would move $")
 
 
@@ -209,8 +221,20 @@ def test_the_shipped_example_is_off() -> None:
     rules = {r.name: r for r in load_rules(DEFAULT_RULES_DIR)}
     example = rules["rebalance-qualified"]
     assert not example.enabled
-    assert example.main_action == "rebalance" and example.rebalance is not None
-    assert example.rebalance.metric == "cost_per_qualified_lead" and example.rebalance.step_pct <= 20
+    assert example.main_action == "rebalance"
+    assert example.rebalance is not None
+    assert example.rebalance.metric == "cost_per_qualified_lead"
+    assert example.rebalance.step_pct <= 20
+
+
+def test_today_is_its_own_segment_whatever_the_windows() -> None:
+    """A cut's spend floor reads today's spend: the snapshot must not fold today into the first window segment."""
+    assert segments([rebalance_rule()], 15) == [0, 1, 14]
+
+
+def test_an_approval_re_evaluates_the_whole_group() -> None:
+    assert approval_scope(rebalance_rule(), "c1") == {"campaign_ids": ["c1"]}
+    assert approval_scope(rebalance_rule("campaign"), ACCOUNT) == {"accounts": [ACCOUNT]}
 
 
 def test_the_command_refuses_moves_that_change_the_total() -> None:
