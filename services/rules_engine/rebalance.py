@@ -283,6 +283,19 @@ def _act(rule: Rule, action: RebalanceAction, anchor: Entity, views: dict[str, V
                           actions=(act, *_notify(rule, act)), metrics=metrics, shadow=shadow)
 
 
+def with_moves(decision: Decision) -> Decision:
+    """A rebalance decision with each move also as the set_budget action it amounts to (the backtest replays
+    these through its model of the executor's hard limits and its budgets); other decisions unchanged."""
+    extra = [
+        a.model_copy(update={"kind": "set_budget", "entity_id": object_id, "entity_level": a.moves_level,
+                             "budget_field": "daily_budget", "budget": new, "previous_budget": old, "moves": (),
+                             "idempotency_key": f"{a.idempotency_key}:{object_id}"})
+        for a in decision.actions if a.kind == "rebalance"
+        for object_id, old, new in sorted(a.moves, key=lambda m: m[2] - m[1])  # decreases first
+    ]
+    return decision.model_copy(update={"actions": (*decision.actions, *extra)}) if extra else decision
+
+
 def _notify(rule: Rule, act: Action) -> Iterable[Action]:
     for spec in rule.actions:
         if spec.type == "notify":
