@@ -65,13 +65,18 @@ guardrails: {{cooldown_hours: 72}}
 @pytest.fixture
 async def moves_forgotten(db: asyncpg.Pool, sandbox: SandboxHandle) -> AsyncIterator[list[str]]:
     """The sandbox's object ids repeat after a reset: drop this test's rebalance commands before and after, so no
-    other test counts their budget changes against the same ids."""
+    other test counts their budget changes or first-seen budgets against the same ids (nor the rule's consent and
+    history). Request it
+    before the services, so that it runs after they stopped."""
     account = sandbox.state["accounts"][MAIN]
     objects = account["campaigns"] + account["adsets"]
 
     async def forget() -> None:
-        await db.execute("delete from campaign_commands where kind = 'rebalance_budgets' and account_id = $1", MAIN)
         await db.execute("delete from budget_moves where object_id = any($1::text[])", objects)
+        await db.execute("delete from campaign_commands where kind = 'rebalance_budgets' and account_id = $1", MAIN)
+        await db.execute("delete from first_seen_budgets where key = any($1::text[])", [*objects, MAIN])
+        for table in ("rule_consent", "rule_actions", "rule_breakers"):
+            await db.execute(f"delete from {table} where rule = $1", RULE)  # noqa: S608
 
     await forget()
     yield objects
@@ -100,8 +105,8 @@ async def campaign_adsets(db: asyncpg.Pool) -> dict[str, str]:
 
 
 async def test_rebalancing_keeps_the_total_at_meta_within_the_limits_and_waits_for_consent(
-    db: asyncpg.Pool, sandbox: SandboxHandle, broker: RabbitBroker, clean: None, commands: CommandWatch,  # noqa: F811
-    start_service: Any, start_executor: Any, moves_forgotten: list[str], tmp_path: Path,  # noqa: F811
+    db: asyncpg.Pool, sandbox: SandboxHandle, broker: RabbitBroker, moves_forgotten: list[str],
+    clean: None, commands: CommandWatch, start_service: Any, start_executor: Any, tmp_path: Path,  # noqa: F811
 ) -> None:
     await sandbox.set_clock("00:30")  # early: today's spend is small, so no spend floor holds a decrease
     await refresh_sandbox(db, sandbox)
