@@ -139,30 +139,22 @@ class _Rebalance:
         now = {m.object_id: before[m.object_id] or 0 for m in command.moves}
         applied = list(done)
         problems: list[tuple[BudgetMove, str, str]] = []  # (move, guardrail or "meta", detail)
-        stopped: Refusal | None = None
-        for move in cuts:
+        stopped: str | None = None  # a decrease not made: no increase is made after it
+        for move in [*cuts, *raises]:
             if stopped is not None:
-                await store.mark_move(self.conn, command.command_id, move.object_id, "abandoned", stopped.detail)
+                await store.mark_move(self.conn, command.command_id, move.object_id, "abandoned", stopped)
                 continue
-            problem = await self._set(move, None)
-            if problem is None:
-                applied.append(move)
-                now[move.object_id] = move.to_minor
-            else:
-                problems.append((move, *problem))
-                stopped = Refusal(problem[0], f"the decrease of {self._name(move)} was not made ({problem[1]})")
-        for move in raises:
-            if stopped is not None:
-                await store.mark_move(self.conn, command.command_id, move.object_id, "abandoned",
-                                      f"increase not made: {stopped.detail}")
-                continue
-            total = await self.ctx.reads.account_daily_total(command.account_id)
+            raise_ = move.to_minor > move.from_minor
+            # an increase is checked against the account's total as Meta has it now, after the decreases
+            total = await self.ctx.reads.account_daily_total(command.account_id) if raise_ else None
             problem = await self._set(move, total)
             if problem is None:
                 applied.append(move)
                 now[move.object_id] = move.to_minor
-            else:
-                problems.append((move, *problem))
+                continue
+            problems.append((move, *problem))
+            if not raise_:
+                stopped = f"increase not made: the decrease of {self._name(move)} was not made ({problem[1]})"
         total_before = sum(m.from_minor for m in command.moves)
         total_after = sum(now.values())
         counts = {"total_before_minor": total_before, "total_after_minor": total_after, "applied": len(applied),
