@@ -29,10 +29,12 @@ from services.campaign_executor.commands import CommandContext
 from services.campaign_executor.meta_reads import MetaReads
 from services.campaign_executor.worker import Worker
 from shared.graph import GraphClient
+from shared.messaging import RetryLater
 from shared.settings import BudgetGuardrailSettings, MetaSettings
 from tests.fixtures.infra import eventually
 from tests.fixtures.sandbox import SandboxHandle
 from tests.integration.test_campaign_executor import results, start_executor  # noqa: F401
+from tests.integration.test_executor_rechecks import move_clock
 from tests.integration.test_rules_engine import (  # noqa: F401
     MAIN,
     CommandWatch,
@@ -258,3 +260,30 @@ async def test_a_move_beyond_a_hard_limit_is_refused_before_anything_changes(
     assert "nothing applied" in result.detail
     assert await writes(sandbox) == []
     assert await budgets(sandbox, [donor, taker]) == start
+
+
+async def test_an_increase_meta_throttles_is_retried_and_refused_leaving_the_total_lower(
+    worker: Worker, sandbox: SandboxHandle, db: asyncpg.Pool
+) -> None:
+    """The decrease is made; Meta refuses the increase with 613/1487632 (an operator's four edits in Ads Manager used
+    up the hour): the command is retried later, finds the decrease done and the increase not, re-checks it, and
+    Meta's block (recorded) refuses it: reported, the total left lower, never higher."""
+    start_at = (await sandbox.set_clock("2026-11-20T05:30:00+00:00", frozen=True))["epoch"]  # 00:30 in New York
+    donor, taker, start = await two_adsets(sandbox)
+    for cents in (start[taker] + 100, start[taker], start[taker] + 100, start[taker]):
+        await sandbox.edit_object(taker, daily_budget=cents)
+    message = rebalance([(donor, start[donor], start[donor] - 1000), (taker, start[taker], start[taker] + 1000)])
+    with pytest.raises(RetryLater, match="1487632"):
+        await worker.execute(message)
+    assert await budgets(sandbox, [donor, taker]) == {donor: start[donor] - 1000, taker: start[taker]}
+
+    await move_clock(sandbox, start_at + 61 * 60)
+    result = await worker.execute(message)
+    assert result is not None
+    assert (result.status, result.guardrail) == ("refused", "budget_changes_per_hour"), result.detail
+    assert "left lower, never higher" in result.detail
+    assert result.counts["total_after_minor"] == result.counts["total_before_minor"] - 1000
+    assert await budgets(sandbox, [donor, taker]) == {donor: start[donor] - 1000, taker: start[taker]}
+    states = dict(await db.fetch("select object_id, state from budget_moves where command_id = $1",
+                                 message.payload.root.command_id))
+    assert states == {donor: "applied", taker: "refused"}
