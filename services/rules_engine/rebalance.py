@@ -16,7 +16,8 @@ that match the rule's conditions and ``min_data`` take part; the others keep the
   executor's BUDGET_MAX_STEP_PCT, rounded toward the current budget), its floor (110 % of today's spend, the
   rule's ``min_budget``) and its ceiling (the executor's hard limit of ``max_multiple_of_first_seen`` × first
   seen, the rule's ``max_budget``); an object Meta blocks, with the hour's budget changes used up, with its
-  increases of the week used up, or changed by another rule in this run gives / receives nothing.
+  increases of the week used up, or changed by another rule in this run or within this rule's ``cooldown_hours``
+  gives / receives nothing (the group itself waits ``cooldown_hours`` after a rebalance).
 
 **The sum.** The amount moved is the smaller of what the donors offer and what the recipients can take (nothing
 below ``min_move``). Each side is scaled to it in whole minor units by the largest-remainder rule: every share is
@@ -30,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from fractions import Fraction
 
 from services.rules_engine.conditions import Check, Context, View, compile_group, compile_leaf
@@ -191,8 +193,12 @@ def _decide(rule: Rule, action: RebalanceAction, anchor: Entity, members: list[V
 
     metrics: dict[str, dict[str, float | int | None]] = {}
     if all(v.entity.daily_budget is None for v in members):
-        return skip("no_budget", "its ad sets have no daily budget of their own: the campaign has a campaign budget "
-                                 "(CBO), which a rule with scope level campaign rebalances against other campaigns")
+        if rule.scope.level == "adset":
+            return skip("no_budget", "its ad sets have no daily budget of their own: the campaign has a campaign "
+                                     "budget (CBO), which a rule with scope level campaign rebalances against other "
+                                     "campaigns")
+        return skip("no_budget", "none of its campaigns has a daily campaign budget: their budgets are on their ad "
+                                 "sets, which a rule with scope level adset rebalances")
     held = first_held(rule, anchor, run, settings)
     if held is not None:
         return skip(held.reason, held.why)
@@ -225,7 +231,9 @@ def _holder(rule: Rule, action: RebalanceAction, view: View, run: RunState, sett
     spend = int(view.value("spend", action.window) or 0)
     events = int(view.value(action.events_metric, action.window) or 0)
     limit = run.limits.get(e.id)
+    last = run.last_mutation.get(e.id)  # another rule changed it within this rule's cooldown: leave it be
     frozen = (e.id in run.mutated or run.budget_changes_hour[e.id] >= settings.budget_changes_per_hour
+              or (last is not None and run.now - last.at < timedelta(hours=g.cooldown_hours))
               or (limit is not None and limit.blocked_until is not None and limit.blocked_until > run.now))
     if frozen:
         return Holder(e.id, budget, spend, events, budget, budget)

@@ -4,6 +4,7 @@ shrinkage, limits), the rule over the engine's views (CBO, hard limits, shadow m
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -13,7 +14,7 @@ from contracts.commands import BudgetMove, RebalanceBudgetsCommand
 from services.rules_engine.backtest import replay
 from services.rules_engine.logic import evaluate, record_actions
 from services.rules_engine.messages import to_command
-from services.rules_engine.model import BudgetLimit, Decision, EngineState, Entity, MetricRow, Snapshot
+from services.rules_engine.model import ActionRecord, BudgetLimit, Decision, EngineState, Entity, MetricRow, Snapshot
 from services.rules_engine.rebalance import Holder, Params, allocate, approval_scope, shrunk_cost
 from services.rules_engine.rules import DEFAULT_RULES_DIR, Rule, load_rules
 from services.rules_engine.snapshot import segments
@@ -193,6 +194,10 @@ def test_a_cbo_campaign_is_not_rebalanced_inside_and_campaign_budgets_are_at_cam
     command = to_command(action).payload.root  # type: ignore[union-attr]
     assert isinstance(command, RebalanceBudgetsCommand)
     assert command.level == "campaign"
+    abo = [replace(c, daily_budget=None) for c in campaigns]
+    skipped = only(evaluate([rebalance_rule("campaign")], replace(snap, entities=abo), fresh_state(), NOW), ACCOUNT)
+    assert skipped.reason == "no_budget"
+    assert "scope level adset" in skipped.explanation
 
 
 def test_the_executors_hard_limits_bound_what_a_recipient_receives() -> None:
@@ -207,6 +212,15 @@ def test_the_executors_hard_limits_bound_what_a_recipient_receives() -> None:
     decision = only(evaluate([rebalance_rule()], snapshot, state, NOW), "c1")
     assert decision.outcome == "skipped"
     assert decision.reason == "no_change"
+
+
+def test_an_object_another_rule_changed_within_the_cooldown_is_left_alone() -> None:
+    snapshot = Snapshot(entities=[adset("101", "Dear", budget=10_000), adset("102", "Cheap", budget=10_000),
+                                  adset("103", "Cheap too", budget=10_000)],
+                        rows=[*rows("101", 2_000, 2), *rows("102", 1_000, 10), *rows("103", 1_000, 10)])
+    raised = ActionRecord(rule="raise-qualified", entity_id="102", kind="change_budget", at=NOW - timedelta(hours=10))
+    action = only(evaluate([rebalance_rule()], snapshot, fresh_state(actions=(raised,)), NOW), "c1").actions[0]
+    assert {i for i, _, _ in action.moves} == {"101", "103"}
 
 
 def test_shadow_mode_decides_but_sends_nothing() -> None:
