@@ -47,6 +47,7 @@ class _Rebalance:
         self.objects: dict[str, ObjectState] = {}
         self.first_seen: dict[str, int] = {}
         self.currency = ""
+        self.ceiling: tuple[int, str] | None = None  # the account's daily ceiling and its basis, read once
 
     def money(self, minor: int) -> str:
         return format_money(minor, self.currency)
@@ -92,7 +93,7 @@ class _Rebalance:
         """Every move checked before any is applied; increases against the total after the decreases."""
         running = None
         if raises:
-            running = await self.ctx.reads.account_daily_total(self.command.account_id)
+            running = await self._account_total()
             running -= sum(m.from_minor - m.to_minor for m in cuts)
         for move in [*cuts, *raises]:
             refusal = await self._refusal(move, running)
@@ -115,9 +116,10 @@ class _Rebalance:
         raise_ = move.to_minor > move.from_minor
         ceiling, basis = None, ""
         if raise_:
-            first_total = await record_first_seen(self.conn, self.command.account_id, "account",
-                                                  self.command.account_id, self.currency, account_total or 0)
-            ceiling, basis = logic.account_ceiling(self.ctx.limits, self.currency, first_total)
+            if self.ceiling is None:
+                await self._account_total()
+            assert self.ceiling is not None
+            ceiling, basis = self.ceiling
         facts = BudgetFacts(
             current=obj.daily_budget, target=move.to_minor, currency=self.currency,
             changes_last_hour=await store.budget_changes_last_hour(self.conn, move.object_id, self.command.command_id),
@@ -133,6 +135,16 @@ class _Rebalance:
             refusal = logic.budget_refusal(single, facts, self.ctx.limits)
         return refusal
 
+    async def _account_total(self) -> int:
+        """The account's active daily budgets at Meta now; the first read also fixes its daily ceiling (recording
+        the total as leadwire first saw it, when it is the first time)."""
+        total = int(await self.ctx.reads.account_daily_total(self.command.account_id))
+        if self.ceiling is None:
+            first_total = await record_first_seen(self.conn, self.command.account_id, "account",
+                                                  self.command.account_id, self.currency, total)
+            self.ceiling = logic.account_ceiling(self.ctx.limits, self.currency, first_total)
+        return total
+
     async def _apply(self, cuts: list[BudgetMove], raises: list[BudgetMove], done: list[BudgetMove],
                      before: dict[str, int | None], common: dict[str, Any]) -> CommandOutcome:
         command = self.command
@@ -146,7 +158,7 @@ class _Rebalance:
                 continue
             raise_ = move.to_minor > move.from_minor
             # an increase is checked against the account's total as Meta has it now, after the decreases
-            total = await self.ctx.reads.account_daily_total(command.account_id) if raise_ else None
+            total = await self._account_total() if raise_ else None
             problem = await self._set(move, total)
             if problem is None:
                 applied.append(move)
