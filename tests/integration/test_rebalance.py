@@ -38,12 +38,15 @@ from tests.integration.test_executor_rechecks import move_clock
 from tests.integration.test_rules_engine import (  # noqa: F401
     MAIN,
     CommandWatch,
+    FakeSlack,
+    _true,
     clean,
     commands,
     consent,
     decisions_of,
     refresh_sandbox,
     run_of,
+    slack,
     start_service,
     trigger,
 )
@@ -67,8 +70,8 @@ guardrails: {{cooldown_hours: 72}}
 @pytest.fixture
 async def moves_forgotten(db: asyncpg.Pool, sandbox: SandboxHandle) -> AsyncIterator[list[str]]:
     """The sandbox's object ids repeat after a reset: drop this test's rebalance commands before and after, so no
-    other test counts their budget changes or first-seen budgets against the same ids (nor the rule's consent and
-    history). Request it
+    other test counts their budget changes, first-seen budgets or Meta's budget blocks against the same ids (nor the
+    rule's consent and history). Request it
     before the services, so that it runs after they stopped."""
     account = sandbox.state["accounts"][MAIN]
     objects = account["campaigns"] + account["adsets"]
@@ -77,6 +80,7 @@ async def moves_forgotten(db: asyncpg.Pool, sandbox: SandboxHandle) -> AsyncIter
         await db.execute("delete from budget_moves where object_id = any($1::text[])", objects)
         await db.execute("delete from campaign_commands where kind = 'rebalance_budgets' and account_id = $1", MAIN)
         await db.execute("delete from first_seen_budgets where key = any($1::text[])", [*objects, MAIN])
+        await db.execute("delete from meta_budget_blocks where object_id = any($1::text[])", objects)
         for table in ("rule_consent", "rule_actions", "rule_breakers"):
             await db.execute(f"delete from {table} where rule = $1", RULE)  # noqa: S608
 
@@ -109,6 +113,7 @@ async def campaign_adsets(db: asyncpg.Pool) -> dict[str, str]:
 async def test_rebalancing_keeps_the_total_at_meta_within_the_limits_and_waits_for_consent(
     db: asyncpg.Pool, sandbox: SandboxHandle, broker: RabbitBroker, moves_forgotten: list[str],
     clean: None, commands: CommandWatch, start_service: Any, start_executor: Any, tmp_path: Path,  # noqa: F811
+    slack: FakeSlack,  # noqa: F811
 ) -> None:
     await sandbox.set_clock("00:30")  # early: today's spend is small, so no spend floor holds a decrease
     await refresh_sandbox(db, sandbox)
@@ -128,7 +133,7 @@ async def test_rebalancing_keeps_the_total_at_meta_within_the_limits_and_waits_f
     await sandbox.reset_calls()
 
     # Shadow mode: decided and recorded, nothing sent.
-    await start_service(rules_dir, accounts=[MAIN])
+    await start_service(rules_dir, slack_url=slack.url, accounts=[MAIN])
     first = await run_of(db, await trigger(broker, MAIN))
     decided = {d["entity_id"]: d for d in await decisions_of(db, first["run_id"])}
     campaign_id = next(iter(await db.fetch("select campaign_id from campaigns where name = $1 and account_id = $2",
@@ -142,6 +147,8 @@ async def test_rebalancing_keeps_the_total_at_meta_within_the_limits_and_waits_f
     assert [c for c in await commands.take() if c["payload"]["kind"] == "rebalance_budgets"] == []
     assert await writes(sandbox) == []
     assert await budgets(sandbox, ids) == before
+    await eventually(lambda: _true(any(t.startswith("[info] Would move $") for t in slack.texts)),
+                     what="the shadow decision announced")
 
     # Enabled: one command, applied by the executor.
     await consent(db, RULE)
@@ -174,6 +181,9 @@ async def test_rebalancing_keeps_the_total_at_meta_within_the_limits_and_waits_f
     moves = await db.fetch("select object_id, state from budget_moves where command_id = $1",
                            uuid.UUID(command["command_id"]))
     assert {r["state"] for r in moves} == {"applied"}
+    # Announced once the executor's result came back, as what was done.
+    await eventually(lambda: _true(any(t.startswith("[warning] Moved $") for t in slack.texts)), timeout=20,
+                     what="the rebalance announced")
 
 
 async def _rebalances(watch: CommandWatch) -> list[dict[str, Any]]:
