@@ -297,3 +297,37 @@ async def test_an_increase_meta_throttles_is_retried_and_refused_leaving_the_tot
     states = dict(await db.fetch("select object_id, state from budget_moves where command_id = $1",
                                  message.payload.root.command_id))
     assert states == {donor: "applied", taker: "refused"}
+
+
+async def test_campaign_budgets_are_rebalanced_between_cbo_campaigns(
+    worker: Worker, sandbox: SandboxHandle, db: asyncpg.Pool
+) -> None:
+    """Level campaign: the daily budgets of two campaigns with a campaign budget (CBO), the total kept at Meta."""
+    await sandbox.set_clock("00:30")
+    with_budget = {c: await budgets_or_none(sandbox, c) for c in sandbox.state["accounts"][MAIN]["campaigns"]}
+    (cbo,) = [c for c, budget in with_budget.items() if budget is not None]  # "Leads - Retargeting (CBO)"
+    status, _, created = await sandbox.graph(
+        "POST", f"{MAIN}/campaigns", name="Leads - Second CBO", objective="OUTCOME_LEADS", status="ACTIVE",
+        special_ad_categories='["NONE"]', daily_budget="10000", bid_strategy="LOWEST_COST_WITHOUT_CAP")
+    assert status == 200, created
+    other = created["id"]
+    start = await budgets(sandbox, [cbo, other])
+    message = CampaignCommandMessage.new(CampaignCommand.model_validate({
+        "kind": "rebalance_budgets", "command_id": str(uuid.uuid4()), "requested_by": "test", "account_id": MAIN,
+        "level": "campaign", "moves": [{"object_id": cbo, "from_minor": start[cbo], "to_minor": start[cbo] - 1500},
+                                       {"object_id": other, "from_minor": 10_000, "to_minor": 11_500}]}))
+    try:
+        result = await worker.execute(message)
+    finally:  # the sandbox hands this id out again after its reset
+        await db.execute("delete from first_seen_budgets where key = $1", other)
+    assert result is not None
+    assert result.status == "ok", result.detail
+    after = await budgets(sandbox, [cbo, other])
+    assert after == {cbo: start[cbo] - 1500, other: 11_500}
+    assert sum(after.values()) == sum(start.values())
+
+
+async def budgets_or_none(sandbox: SandboxHandle, object_id: str) -> int | None:
+    status, _, body = await sandbox.graph("GET", object_id, fields="daily_budget")
+    assert status == 200, body
+    return int(body["daily_budget"]) if body.get("daily_budget") else None
