@@ -5,8 +5,10 @@ Interests (~ $35) receive; "Leads - Retargeting (CBO)" has a campaign budget.
 
 Checked at Meta (the sandbox): nothing changes while the rule is in shadow mode; once enabled, the campaign's total
 of daily budgets is the same to the cent, every step is within 20 %, the decreases were sent before the
-increases, and a recipient does not pass the executor's hard limit. The executor's own ordering is also checked
-with commands sent to it directly: a stale starting budget applies nothing, a failed decrease makes no increase.
+increases, and a recipient does not pass the executor's hard limit. The executor is also checked with commands sent
+to it directly: a stale starting budget or a move past a hard limit applies nothing, a decrease Meta refuses makes
+no increase, an increase Meta throttles is retried and refused (the total left lower), and campaign budgets move
+between two CBO campaigns.
 """
 
 from __future__ import annotations
