@@ -36,6 +36,7 @@ __all__ = [
     "AdSetSpec",
     "AdSpec",
     "ArchiveCommand",
+    "BudgetMove",
     "BudgetSpec",
     "CampaignCommand",
     "CampaignSpec",
@@ -47,6 +48,7 @@ __all__ = [
     "DeleteCommand",
     "MetaErrorInfo",
     "PauseCommand",
+    "RebalanceBudgetsCommand",
     "RotateCreativeCommand",
     "SetBudgetCommand",
     "SyncAudienceCommand",
@@ -351,9 +353,48 @@ class CreateLeadFormCommand(_CommandBase):
     form: LeadFormSpec
 
 
+class BudgetMove(_Spec):
+    """One object's part of a rebalance: its daily budget from ``from_minor`` (what the sender saw) to ``to_minor``."""
+
+    object_id: ObjectId
+    from_minor: int = Field(gt=0, description="The daily budget the decision was based on (minor units).",
+                            examples=[10000])
+    to_minor: int = Field(gt=0, description="The new daily budget (minor units).", examples=[8000])
+
+
+class RebalanceBudgetsCommand(_CommandBase):
+    """Move daily budget between campaigns or ad sets of one ad account within a fixed total (ids and amounts).
+
+    The moves' ``from_minor`` sum equals their ``to_minor`` sum, to the minor unit. The executor applies the
+    decreases first, then the increases, so the total never exceeds it at any moment: if a decrease fails, no
+    increase is made; an increase refused by a guardrail is reported and the total is left lower, never higher.
+    Every object must show its ``from_minor`` at Meta when the command is first attempted, else nothing is
+    applied (`changed_elsewhere`, `force` or not).
+    """
+
+    kind: Literal["rebalance_budgets"] = "rebalance_budgets"
+    account_id: AccountId
+    level: BudgetLevel = Field(description="Campaign budgets (CBO) or ad set budgets.", examples=["adset"])
+    moves: list[BudgetMove] = Field(min_length=2, max_length=200, description="One entry per object changed.")
+
+    @model_validator(mode="after")
+    def _fixed_total(self) -> RebalanceBudgetsCommand:
+        ids = [m.object_id for m in self.moves]
+        if len(set(ids)) != len(ids):
+            raise ValueError("an object appears twice in moves")
+        before = sum(m.from_minor for m in self.moves)
+        after = sum(m.to_minor for m in self.moves)
+        if before != after:
+            raise ValueError(f"moves change the total from {before} to {after}: a rebalance keeps it")
+        if all(m.from_minor == m.to_minor for m in self.moves):
+            raise ValueError("a rebalance that moves nothing is not a change")
+        return self
+
+
 AnyCampaignCommand = Annotated[
     PauseCommand | UnpauseCommand | ArchiveCommand | DeleteCommand | SetBudgetCommand | ChangeBudgetCommand
-    | CreateCampaignCommand | SyncAudienceCommand | RotateCreativeCommand | CreateLeadFormCommand,
+    | CreateCampaignCommand | SyncAudienceCommand | RotateCreativeCommand | CreateLeadFormCommand
+    | RebalanceBudgetsCommand,
     Field(discriminator="kind"),
 ]
 
@@ -402,8 +443,9 @@ class CommandResult(Payload):
                                   "reserve_not_paused, reserve_not_ready, not_in_adset, no_active_ad; "
                                   "changed_elsewhere: a retried "
                                   "command found the object changed since its earlier attempt (e.g. in Ads "
-                                  "Manager) and was abandoned, nothing applied; lead forms: page_not_watched, "
-                                  "page_token_missing, operator_only).",
+                                  "Manager) and was abandoned, nothing applied; for a rebalance also an object "
+                                  "whose budget is not the one the decision was based on; lead forms: "
+                                  "page_not_watched, page_token_missing, operator_only).",
     )
     forced: bool = Field(
         default=False, description="Applied (or would be) with `force`: the soft guardrails were skipped.",

@@ -16,6 +16,7 @@ from contracts.commands import (
     CreateCampaignCommand,
     CreateLeadFormCommand,
     MetaErrorInfo,
+    RebalanceBudgetsCommand,
     RotateCreativeCommand,
     SetBudgetCommand,
     SyncAudienceCommand,
@@ -83,6 +84,8 @@ def lock_key(command: Any) -> str:
         return f"adset-ads:{command.adset_id}"  # two rotations in one ad set never pick the same reserve at once
     if isinstance(command, CreateLeadFormCommand):
         return f"lead-form:{command.page_id}:{command.form.name}"
+    if isinstance(command, RebalanceBudgetsCommand):  # then each of its objects, sorted (commands/rebalance.py)
+        return f"rebalance:{command.account_id}"
     return f"object:{command.object_id}"
 
 

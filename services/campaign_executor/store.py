@@ -77,10 +77,13 @@ async def begin(
 
 
 async def budget_changes_last_hour(conn: asyncpg.Connection, object_id: str, command_id: object) -> int:
-    """Budget changes applied (or being applied) on this object in the last rolling hour, other commands."""
+    """Budget changes applied (or being applied) on this object in the last rolling hour, other commands (a
+    rebalance's moves included)."""
     return await conn.fetchval(
-        "select count(*) from campaign_commands where object_id = $1 and kind = any($2::text[]) and not dry_run "
-        "and status in ('applying', 'ok') and applying_at > now() - interval '1 hour' and command_id <> $3",
+        "select (select count(*) from campaign_commands where object_id = $1 and kind = any($2::text[]) "
+        "and not dry_run and status in ('applying', 'ok') and applying_at > now() - interval '1 hour' "
+        "and command_id <> $3) + (select count(*) from budget_moves where object_id = $1 "
+        "and state in ('applying', 'applied') and applying_at > now() - interval '1 hour' and command_id <> $3)",
         object_id, ["set_budget", "change_budget"], command_id,
     )
 
@@ -101,11 +104,15 @@ async def first_seen_daily(
 
 
 async def budget_increases_last_week(conn: asyncpg.Connection, object_id: str, command_id: object) -> int:
-    """Budget increases applied (or being applied) on this object in the last rolling 7 days, other commands."""
+    """Budget increases applied (or being applied) on this object in the last rolling 7 days, other commands (a
+    rebalance's moves included)."""
     return await conn.fetchval(
-        "select count(*) from campaign_commands where object_id = $1 and kind = any($2::text[]) and not dry_run "
-        "and status in ('applying', 'ok') and applying_at > now() - interval '7 days' and command_id <> $3 "
-        "and coalesce((plan->>'daily_budget')::bigint, (plan->>'lifetime_budget')::bigint) > (plan->>'from')::bigint",
+        "select (select count(*) from campaign_commands where object_id = $1 and kind = any($2::text[]) "
+        "and not dry_run and status in ('applying', 'ok') and applying_at > now() - interval '7 days' "
+        "and command_id <> $3 "
+        "and coalesce((plan->>'daily_budget')::bigint, (plan->>'lifetime_budget')::bigint) > (plan->>'from')::bigint)"
+        " + (select count(*) from budget_moves where object_id = $1 and state in ('applying', 'applied') "
+        "and applying_at > now() - interval '7 days' and command_id <> $3 and to_minor > from_minor)",
         object_id, ["set_budget", "change_budget"], command_id,
     )
 
@@ -130,6 +137,27 @@ async def meta_budget_block(conn: asyncpg.Connection, object_id: str) -> datetim
         "select blocked_until from meta_budget_blocks where object_id = $1 and blocked_until > now()", object_id
     )
     return until
+
+
+async def plan_moves(
+    conn: asyncpg.Connection, command_id: object, account_id: str, level: str, moves: list[tuple[str, int, int]]
+) -> None:
+    """Record a rebalance's moves (object id, from, to) before any is applied (once: a retry keeps the rows)."""
+    await conn.executemany(
+        "insert into budget_moves (command_id, object_id, account_id, level, from_minor, to_minor) "
+        "values ($1, $2, $3, $4, $5, $6) on conflict (command_id, object_id) do nothing",
+        [(command_id, object_id, account_id, level, before, after) for object_id, before, after in moves],
+    )
+
+
+async def mark_move(conn: asyncpg.Connection, command_id: object, object_id: str, state: str, detail: str = "") -> None:
+    """A move's new state; `applying` also stamps when it was sent (the change counts from then)."""
+    await conn.execute(
+        "update budget_moves set state = $3, detail = $4, "
+        "applying_at = case when $3 = 'applying' then coalesce(applying_at, now()) else applying_at end "
+        "where command_id = $1 and object_id = $2",
+        command_id, object_id, state, detail,
+    )
 
 
 async def mark_applying(conn: asyncpg.Connection, command_id: object, plan: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ from contracts.commands import (
     CommandResult,
     CreateCampaignCommand,
     CreateLeadFormCommand,
+    RebalanceBudgetsCommand,
     RotateCreativeCommand,
     SyncAudienceCommand,
 )
@@ -38,6 +39,7 @@ from services.campaign_executor.commands.audience_sync import apply_sync
 from services.campaign_executor.commands.budget import apply_budget
 from services.campaign_executor.commands.create import apply_create
 from services.campaign_executor.commands.lead_form import apply_lead_form
+from services.campaign_executor.commands.rebalance import apply_rebalance
 from services.campaign_executor.commands.rotation import apply_rotation
 from services.campaign_executor.commands.status import apply_status
 from services.campaign_executor.logic import CommandFailed, CommandOutcome, audit_payload, lock_key, object_id_of
@@ -129,6 +131,8 @@ class Worker:
             return await apply_rotation(self.context, conn, command, plan)
         if isinstance(command, CreateLeadFormCommand):
             return await apply_lead_form(self.context, conn, command)
+        if isinstance(command, RebalanceBudgetsCommand):
+            return await apply_rebalance(self.context, conn, command, plan)
         raise PermanentError(f"unsupported command kind {command.kind}")
 
 

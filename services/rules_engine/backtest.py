@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 from services.rules_engine.logic import evaluate, record_actions
 from services.rules_engine.model import Action, Decision, EngineSettings, EngineState, Entity, Snapshot
+from services.rules_engine.rebalance import with_moves
 from services.rules_engine.rules import ChangeBudgetAction, Rule
 from shared.budget_guardrails import daily_ceiling_minor, max_daily_budget
 from shared.money import format_money
@@ -185,7 +186,7 @@ def replay(
         state = replace(state, data_as_of=dict.fromkeys(accounts, now))
         reach = (window_reach_by_day or {}).get(day, {})
         snapshot = Snapshot(entities=list(entities.values()), rows=history.rows, window_reach=reach)
-        decisions = evaluate(rules, snapshot, state, now, settings)
+        decisions = [with_moves(d) for d in evaluate(rules, snapshot, state, now, settings)]
         if hard_limits:
             decisions = [_check_hard(d, hard, day, report) for d in decisions]
         state = record_actions(state, decisions, include_dry_run=True, keep=timedelta(days=days + 8))

@@ -257,7 +257,7 @@ def slots_for(rules: Iterable[Rule]) -> tuple[list[str], list[Slot]]:
     windows = sorted({w for r in rules for w in r.windows()} | {"today"})
     needs: dict[str, set[str]] = {"today": {"spend"}}  # today's spend: floor for budget cuts
     for rule in rules:
-        for cond in [*rule.min_data, *rule.conditions.leaves()]:
+        for cond in rule.reads():
             needs.setdefault(cond.window, set()).add(cond.metric)
             if cond.compare_to is not None:
                 needs.setdefault(cond.right_window, set()).add(cond.compare_to.metric)

@@ -79,6 +79,9 @@ def localize(rule: Rule, currency: str, rates: Rates) -> Rule | None:
     for action in data["actions"]:
         if action.get("type") == "set_budget":
             action["amount"] = action["amount"] * factor
+        elif action.get("type") == "rebalance":
+            action["target"] = action["target"] * factor
+            action["min_move"] = action["min_move"] * factor
     return Rule.model_validate(data)
 
 

@@ -37,6 +37,7 @@ INFINITIVE = {
     "set_budget": "set the budget of",
     "notify": "flag",
     "rotate_creative": "rotate out",
+    "rebalance": "rebalance the budgets of",
 }
 
 
@@ -209,7 +210,8 @@ def pct(old: int, new: int) -> str:
 
 # The first word of an acting sentence ("Paused ad set 'X' ...") in the other forms an announcement takes.
 _VERBS = {"Paused": "pause", "Unpaused": "unpause", "Raised": "raise", "Lowered": "lower", "Flagged": "flag",
-          "Rotated": "rotate"}
+          "Rotated": "rotate",
+          "Moved": "move"}
 
 
 def infinitive(sentence: str) -> str:

@@ -43,6 +43,7 @@ from services.rules_engine.model import (
     build_decision,
     norm_account,
 )
+from services.rules_engine.rebalance import evaluate_rebalance
 from services.rules_engine.rotation import plan_rotation
 from services.rules_engine.rules import (
     BUDGET_ACTIONS,
@@ -119,6 +120,9 @@ def _evaluate(
         else:
             localized = _in_currencies(written, _static_scope(written, views[level], run), settings.currency_rates)
         for rule, scoped in localized:
+            if rule.rebalance is not None:  # one decision per group of objects, not per object
+                decisions.extend(evaluate_rebalance(rule, scoped, ctx, run, settings))
+                continue
             matches = compile_group(rule.conditions, ctx)
             guards = [compile_leaf(c, ctx) for c in rule.min_data]
             refs = [(bucket, metric, ctx.getter(metric, window)) for bucket, metric, window in metric_refs(rule)]
@@ -149,7 +153,8 @@ def _evaluate(
     return decisions
 
 
-_KIND_RANK = {"pause": 0, "pause_for_today": 0, "rotate_creative": 0, "notify": 2, "unpause": 3, "set_budget": 3}
+_KIND_RANK = {"pause": 0, "pause_for_today": 0, "rotate_creative": 0, "notify": 2, "unpause": 3, "set_budget": 3,
+              "rebalance": 5}
 
 
 def _rule_order(rule: Rule) -> tuple[int, int, str]:

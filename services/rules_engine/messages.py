@@ -20,9 +20,11 @@ from typing import Any
 
 from contracts.alerts import AlertRaised
 from contracts.commands import (
+    BudgetMove,
     CampaignCommand,
     CommandResult,
     PauseCommand,
+    RebalanceBudgetsCommand,
     RotateCreativeCommand,
     SetBudgetCommand,
     UnpauseCommand,
@@ -44,11 +46,19 @@ def to_command(action: Action, *, caused_by: Envelope | None = None) -> Campaign
         "object_id": action.entity_id,
         "account_id": _act(action.account_id),
     }
-    command: PauseCommand | UnpauseCommand | SetBudgetCommand | RotateCreativeCommand
+    command: PauseCommand | UnpauseCommand | SetBudgetCommand | RotateCreativeCommand | RebalanceBudgetsCommand
     if action.kind == "rotate_creative":
         if action.reserve_id is None or action.adset_id is None:
             raise ValueError(f"rotation of ad {action.entity_id} without a reserve or an ad set")
         command = RotateCreativeCommand(reserve_ad_id=action.reserve_id, adset_id=action.adset_id, **common)
+    elif action.kind == "rebalance":  # ids and amounts: the objects' daily budgets, their sum unchanged
+        if action.moves_level is None or action.moves_level == "ad":
+            raise ValueError(f"rebalance without the level of its moves ({action.entity_id})")
+        command = RebalanceBudgetsCommand(
+            command_id=action.command_id, requested_by=common["requested_by"], reason=common["reason"],
+            account_id=common["account_id"], level=action.moves_level,
+            moves=[BudgetMove(object_id=i, from_minor=old, to_minor=new) for i, old, new in action.moves],
+        )
     elif action.kind in ("pause", "pause_for_today"):
         command = PauseCommand(level=action.entity_level, **common)
     elif action.kind == "unpause":

@@ -167,7 +167,9 @@ ReasonCode = Literal[
     "budget_increases_per_week",
     "no_reserve",
 ]
-ActionKind = Literal["pause", "unpause", "pause_for_today", "change_budget", "set_budget", "notify", "rotate_creative"]
+ActionKind = Literal[
+    "pause", "unpause", "pause_for_today", "change_budget", "set_budget", "notify", "rotate_creative", "rebalance"
+]
 
 
 class Action(BaseModel):
@@ -176,7 +178,9 @@ class Action(BaseModel):
     Maps onto ``contracts.commands``: pause / pause_for_today -> ``PauseCommand`` (the engine itself emits the
     ``unpause`` at the account's midnight), unpause -> ``UnpauseCommand``, change_budget / set_budget ->
     ``SetBudgetCommand(amount_minor=budget, expected_current_minor=previous_budget)``, rotate_creative ->
-    ``RotateCreativeCommand(object_id=entity_id, reserve_ad_id=reserve_id, adset_id=adset_id)``, notify -> an alert.
+    ``RotateCreativeCommand(object_id=entity_id, reserve_ad_id=reserve_id, adset_id=adset_id)``, rebalance ->
+    ``RebalanceBudgetsCommand`` of ``moves`` (object id, from, to: daily budgets of ``moves_level`` objects whose sum
+    is unchanged), notify -> an alert.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -197,6 +201,8 @@ class Action(BaseModel):
     email_to: tuple[str, ...] = ()
     reserve_id: str | None = None  # rotate_creative: the paused reserve ad it activates
     adset_id: str | None = None  # rotate_creative: the ad set of both ads
+    moves: tuple[tuple[str, int, int], ...] = ()
+    moves_level: Level | None = None
 
     @property
     def command_id(self) -> uuid.UUID:

@@ -356,13 +356,47 @@ class NotifyAction(_Model):
     email_to: list[str] = Field(default_factory=list)
 
 
+class RebalanceAction(_Model):
+    """Move daily budget toward a target cost per lead or qualified lead, within the group's total (guide §7.3).
+
+    The group is each campaign's ad sets (scope level ``adset``; a campaign with a campaign budget has none to
+    move) or each account's campaign budgets (level ``campaign``: CBO campaigns). Objects that match the rule's
+    conditions and ``min_data``, with ``min_events`` in the window (or, with fewer, a spend of ``min_events`` ×
+    ``target``), are judged on their cost shrunk toward the target by ``prior_events`` (services/rules_engine/
+    rebalance.py); dearer than the target by more than ``deadband_pct`` gives, cheaper receives, each by at most
+    ``step_pct`` (and the executor's BUDGET_MAX_STEP_PCT) and within the hard limits. The sum is unchanged to the
+    cent.
+    """
+
+    type: Literal["rebalance"] = "rebalance"
+    metric: Literal["cpl", "cost_per_qualified_lead"] = "cost_per_qualified_lead"
+    target: float = Field(gt=0, description="Target cost per lead / qualified lead, major units (rule currency).")
+    window: str = "last_14_days"
+    min_events: int = Field(default=3, ge=1, description="Leads / qualified leads an object needs to be judged.")
+    prior_events: float = Field(default=3, ge=0, description="Shrinkage: events at the target cost added to each.")
+    deadband_pct: float = Field(default=10, ge=0, lt=100, description="Within this of the target: left alone.")
+    step_pct: float = Field(default=MAX_BUDGET_STEP_PCT, gt=0, le=100, description="Largest change per object.")
+    min_move: float = Field(default=1, gt=0, description="Smallest total move worth making, major units.")
+
+    @field_validator("window")
+    @classmethod
+    def _check_window(cls, value: str) -> str:
+        window_bounds(value)
+        return value
+
+    @property
+    def events_metric(self) -> str:
+        return "leads" if self.metric == "cpl" else "qualified_leads"
+
+
 ActionSpec = Annotated[
     PauseAction | UnpauseAction | PauseForTodayAction | ChangeBudgetAction | SetBudgetAction | NotifyAction
-    | RotateCreativeAction,
+    | RotateCreativeAction
+    | RebalanceAction,
     Field(discriminator="type"),
 ]
 MUTATING_ACTIONS: frozenset[str] = frozenset(
-    {"pause", "unpause", "pause_for_today", "change_budget", "set_budget", "rotate_creative"}
+    {"pause", "unpause", "pause_for_today", "change_budget", "set_budget", "rotate_creative", "rebalance"}
 )
 BUDGET_ACTIONS: frozenset[str] = frozenset({"change_budget", "set_budget"})
 
@@ -417,7 +451,7 @@ class Rule(_Model):
         mutating = [a.type for a in self.actions if a.type in MUTATING_ACTIONS]
         if len(mutating) > 1:
             raise ValueError(f"at most one of pause/unpause/budget actions per rule, got {mutating}")
-        if self.scope.level == "ad" and any(a.type in BUDGET_ACTIONS for a in self.actions):
+        if self.scope.level == "ad" and any(a.type in BUDGET_ACTIONS | {"rebalance"} for a in self.actions):
             raise ValueError("ads have no budget: use level adset or campaign for budget actions")
         if self.scope.level != "ad" and "rotate_creative" in mutating:
             raise ValueError("rotate_creative rotates ads: use scope level ad")
@@ -436,9 +470,23 @@ class Rule(_Model):
             return frozenset(self.scope.status)
         return frozenset({"PAUSED"}) if self.main_action == "unpause" else frozenset({"ACTIVE"})
 
+    @property
+    def rebalance(self) -> RebalanceAction | None:
+        return next((a for a in self.actions if isinstance(a, RebalanceAction)), None)
+
+    def reads(self) -> list[Condition]:
+        """Every condition the rule reads: ``min_data``, ``conditions``, and what a rebalance judges by (spend and
+        events over its window), so the snapshot covers them."""
+        found = [*self.min_data, *self.conditions.leaves()]
+        action = self.rebalance
+        if action is not None:
+            found += [Condition(metric="spend", window=action.window, op=">=", value=0),
+                      Condition(metric=action.events_metric, window=action.window, op=">=", value=0)]  # type: ignore[arg-type]
+        return found
+
     def windows(self) -> set[str]:
         found: set[str] = set()
-        for cond in [*self.min_data, *self.conditions.leaves()]:
+        for cond in self.reads():
             if cond.metric in INSIGHT_METRICS:
                 found.add(cond.window)
             if cond.compare_to is not None and cond.compare_to.metric in INSIGHT_METRICS:

@@ -23,7 +23,9 @@ def segments(rules: Iterable[Rule], days: int, *, per_day: bool = False) -> list
     """Ascending day offsets (0 = today) where a window of the rules starts or ends: the segment boundaries."""
     if per_day:
         return list(range(days + 1))
-    points = {0}
+    # Today is always its own segment: budget cuts read today's spend (Meta's spend floor) whatever the windows;
+    # without this boundary "today" summed the first window segment (e.g. 14 days of spend).
+    points = {0, 1}
     for rule in rules:
         for window in rule.windows():
             lo, hi = window_bounds(window)
@@ -46,7 +48,7 @@ def uses_insights(rules: Sequence[Rule]) -> bool:
 def uses_crm(rules: Sequence[Rule]) -> bool:
     crm = {"qualified_leads", "signed_cases", "cost_per_qualified_lead", "cost_per_signed_case"}
     for rule in rules:
-        for cond in [*rule.min_data, *rule.conditions.leaves()]:
+        for cond in rule.reads():
             if cond.metric in crm or (cond.compare_to is not None and cond.compare_to.metric in crm):
                 return True
     return False

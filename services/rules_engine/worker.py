@@ -51,6 +51,7 @@ from services.rules_engine.messages import (
 )
 from services.rules_engine.model import Decision, EngineSettings
 from services.rules_engine.notify import CHANNELS, ChannelError, Notifier, raise_for_failed_channels
+from services.rules_engine.rebalance import approval_scope
 from services.rules_engine.rules import Rule, RuleProblem
 from services.rules_engine.settings import RulesSettings
 from shared.leads import OutcomeIdentifiers, match_lead
@@ -162,7 +163,7 @@ class Worker:
                     return RunResult(run_id, [], [])
                 rule = next(r for r in enabled if r.name == approved["rule"])
                 enabled = [rule.model_copy(update={"scope": rule.scope.model_copy(
-                    update={"entity_ids": [approved["entity_id"]]})})]
+                    update=approval_scope(rule, approved["entity_id"]))})]
                 accounts = [approved["account_id"]]
                 problems = []
             targets = await store.known_accounts(conn, accounts if accounts is not None else self.only_accounts)

@@ -38,7 +38,7 @@ def test_default_rules_are_the_set_the_benchmark_supports() -> None:
     rules = {r.name: r for r in load_rules(DEFAULT_RULES_DIR)}
     assert set(rules) == {
         "kill-underperformers", "scale-winners", "frequency-cap", "budget-protection", "zero-leads",
-        "cut-junk", "raise-qualified", "cut-qualified", "revive-cpl", "rotate-creatives",
+        "cut-junk", "raise-qualified", "cut-qualified", "revive-cpl", "rebalance-qualified", "rotate-creatives",
     }
     assert {name for name, r in rules.items() if r.enabled and not r.dry_run} == {
         "budget-protection", "zero-leads", "frequency-cap", "cut-junk", "raise-qualified"}

@@ -37,8 +37,8 @@ async def apply_budget(
     common = {"currency": currency, "account_id": obj.account_id,
               "before": {field_name: current, "status": obj.status}}
     # Recorded the first time leadwire reads the object, whatever becomes of this command.
-    first_seen = (None if obj.daily_budget is None
-                  else await _first_seen(conn, obj.object_id, "object", obj.account_id, currency, obj.daily_budget))
+    first_seen = (None if obj.daily_budget is None else
+                  await record_first_seen(conn, obj.object_id, "object", obj.account_id, currency, obj.daily_budget))
     if plan is not None and field_name in plan:
         # An earlier attempt decided and may have applied it. Meta showing its target: it did, report that.
         # Showing anything but the value it started from: changed elsewhere since, abandon. Else it did not
@@ -69,7 +69,7 @@ async def apply_budget(
         outcome = CommandOutcome("dry_run", f"would set {change}", after={field_name: target}, **common)
     else:
         await store.mark_applying(conn, command.command_id, {field_name: target, "from": current})
-        await _set_budget(ctx, conn, command, obj.account_id, field_name, target)
+        await set_budget(ctx, conn, command.object_id, command.command_id, obj.account_id, field_name, target)
         outcome = CommandOutcome("ok", change, after={field_name: target}, **common)
     return logic.forced(outcome, command.reason) if command.force else outcome
 
@@ -90,7 +90,7 @@ async def _budget_facts(
     ceiling, basis, total = None, "", None
     if raise_ and command.budget == "daily":
         total = await ctx.reads.account_daily_total(obj.account_id)
-        first_total = await _first_seen(conn, obj.account_id, "account", obj.account_id, currency, total)
+        first_total = await record_first_seen(conn, obj.account_id, "account", obj.account_id, currency, total)
         ceiling, basis = logic.account_ceiling(ctx.limits, currency, first_total, ctx.ceilings.get(obj.account_id))
     return BudgetFacts(
         current=current, target=target, currency=currency,
@@ -104,32 +104,34 @@ async def _budget_facts(
     )
 
 
-async def _first_seen(
+async def record_first_seen(
     conn: asyncpg.Connection, key: str, scope: str, account_id: str, currency: str, now_minor: int | None
 ) -> int:
     return await store.first_seen_daily(conn, key=key, scope=scope, account_id=account_id or None,
                                         currency=currency, now_minor=now_minor or 0)
 
 
-async def _set_budget(
+async def set_budget(
     ctx: CommandContext,
     conn: asyncpg.Connection,
-    command: SetBudgetCommand | ChangeBudgetCommand,
+    object_id: str,
+    command_id: object,
     account_id: str,
     field_name: str,
     target: int,
 ) -> None:
+    """Set one object's budget at Meta (also a rebalance's moves); Meta's hourly block is recorded."""
     # Setting an absolute value is idempotent, so a network error after sending may be retried.
     try:
-        await call(ctx.graph.post(command.object_id, {field_name: target}, max_wait=ctx.max_wait, idempotent=True,
-                                  scope=Scope.key(budget_edit_key(command.object_id))))
+        await call(ctx.graph.post(object_id, {field_name: target}, max_wait=ctx.max_wait, idempotent=True,
+                                  scope=Scope.key(budget_edit_key(object_id))))
     except ThrottledError as exc:
         if logic.is_budget_block(exc):
             # Meta's count (Ads Manager edits included) says the hourly limit is reached: remember it, so no
             # budget change on the object is sent before the block ends. The command is retried later (the
             # worker), and that attempt re-reads the object and re-checks everything.
             await store.record_meta_budget_block(
-                conn, object_id=command.object_id, account_id=account_id or None, command_id=command.command_id,
+                conn, object_id=object_id, account_id=account_id or None, command_id=command_id,
                 seconds=exc.retry_after or BUDGET_BLOCK_SECONDS,
             )
         raise
