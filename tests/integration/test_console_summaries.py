@@ -265,7 +265,9 @@ async def test_a_lead_and_its_outcome_written_at_once_both_count(console_db: asy
             await two.commit()
         row = await db.fetchrow("select created_time is not null as stored, outcomes from console_lead_cohorts "
                                 "where leadgen_id = $1", lead_id)
-        assert row is not None and row["stored"] and row["outcomes"] == ["signedcase"]
+        assert row is not None
+        assert row["stored"]
+        assert row["outcomes"] == ["signedcase"]
     await _same_cohorts(db)
 
 
