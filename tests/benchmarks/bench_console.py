@@ -102,6 +102,8 @@ select gen_random_uuid(), run_id, rule, entity_id, entity_level, account_id, 'pa
        case when id % 7 = 0 then 'Meta answered 400' end, evaluated_at + interval '5 seconds'
 from rule_decisions where outcome = 'acted';
 analyze;
+-- The summaries and the tables under them as autovacuum keeps them (visibility map set: index-only scans).
+vacuum leads, insights_daily, insights_adset_daily, lead_cohort_facts, rule_crm_outcomes, rule_decisions;
 """
 
 
