@@ -1,7 +1,10 @@
-"""The console's reads: every query names a `console_*` view (migrations 0020, 0101), never another service's table.
+"""The console's reads: every query names a `console_*` view (migrations 0020, 0101, 0115, 0116), never another
+service's table.
 
-Counting queries that need no CRM delivery state read `console_lead_facts` (0101), not `console_leads`: the
-latter's per-lead CRM aggregate costs one index probe per lead of the window (see README, "Speed")."""
+Cohort counts (a window's leads by lead date, organic / test apart, with their qualified and signed ones) read
+`console_lead_cohorts` (0116): one narrow row per lead carrying its outcomes' names, kept by triggers, so no request
+joins the window's leads to their outcomes. Spend reads `console_spend_daily` / `console_adset_spend_daily`, over
+insights summed per ad set and day (0115). See README, "Speed"."""
 
 from __future__ import annotations
 
@@ -58,11 +61,10 @@ order by acc.currency
 # Leads of a window (by the lead's date: a lead signed in March counts for January if it came in January) with
 # at least one CRM outcome among the qualified / signed event names.
 _COHORT = """
-select count(distinct l.leadgen_id) filter (where lower(o.event_name) = any($3::text[]))::integer as qualified,
-       count(distinct l.leadgen_id) filter (where lower(o.event_name) = any($4::text[]))::integer as signed
-from console_lead_facts l
-join console_crm_outcomes o on o.leadgen_id = l.leadgen_id
-where l.created_time >= $1 and l.created_time < $2
+select count(*) filter (where outcomes && $3::text[])::integer as qualified,
+       count(*) filter (where outcomes && $4::text[])::integer as signed
+from console_lead_cohorts
+where created_time >= $1 and created_time < $2
 """
 
 _SEARCH = """
@@ -186,25 +188,15 @@ order by sum(s.spend_minor) desc
 """
 
 _PERFORMANCE_LEADS = """
-with window_leads as (
-    select leadgen_id, campaign_id, adset_id, is_organic, is_test
-    from console_lead_facts
-    where created_time >= $1 and created_time < $2 and ($5::text is null or campaign_id = $5)
-), outcomes as (
-    select o.leadgen_id,
-           bool_or(lower(o.event_name) = any($3::text[])) as qualified,
-           bool_or(lower(o.event_name) = any($4::text[])) as signed
-    from console_crm_outcomes o join window_leads w using (leadgen_id)
-    group by o.leadgen_id
-)
-select w.campaign_id, case when $5::text is null then null else w.adset_id end as adset_id,
-       count(*) filter (where not w.is_organic)::integer as paid_leads,
-       count(*) filter (where w.is_organic and not w.is_test)::integer as organic_leads,
-       count(*) filter (where w.is_test)::integer        as test_leads,
-       count(*) filter (where o.qualified)::integer      as qualified,
-       count(*) filter (where o.signed)::integer         as signed
-from window_leads w left join outcomes o using (leadgen_id)
-group by w.campaign_id, 2
+select campaign_id, case when $5::text is null then null else adset_id end as adset_id,
+       count(*) filter (where not is_organic)::integer             as paid_leads,
+       count(*) filter (where is_organic and not is_test)::integer as organic_leads,
+       count(*) filter (where is_test)::integer                    as test_leads,
+       count(*) filter (where outcomes && $3::text[])::integer     as qualified,
+       count(*) filter (where outcomes && $4::text[])::integer     as signed
+from console_lead_cohorts
+where created_time >= $1 and created_time < $2 and ($5::text is null or campaign_id = $5)
+group by campaign_id, 2
 """
 
 _DAILY_SPEND = """
@@ -219,12 +211,11 @@ order by s.date
 """
 
 _DAILY_OUTCOMES = """
-select (l.created_time at time zone $3)::date as day,
-       count(distinct l.leadgen_id) filter (where lower(o.event_name) = any($4::text[]))::integer as qualified,
-       count(distinct l.leadgen_id) filter (where lower(o.event_name) = any($5::text[]))::integer as signed
-from console_lead_facts l
-join console_crm_outcomes o on o.leadgen_id = l.leadgen_id
-where l.created_time >= $1 and l.created_time < $2 and ($6::text is null or l.campaign_id = $6)
+select (created_time at time zone $3)::date as day,
+       count(*) filter (where outcomes && $4::text[])::integer as qualified,
+       count(*) filter (where outcomes && $5::text[])::integer as signed
+from console_lead_cohorts
+where created_time >= $1 and created_time < $2 and ($6::text is null or campaign_id = $6) and outcomes <> '{}'
 group by 1
 """
 

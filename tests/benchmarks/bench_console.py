@@ -1,9 +1,12 @@
 """Benchmark: the console's pages on an account with 100,000 leads and 2 years of daily insights for 500 ads.
 
-Run: ``python -m tests.benchmarks.bench_console [--leads N] [--ads A] [--days D] [--requests R] [--no-seed]``.
+Run: ``python -m tests.benchmarks.bench_console [--leads N] [--ads A] [--days D] [--runs U] [--parked P]
+[--requests R] [--no-seed] [--only TEXT]``.
 Seeds a database of its own (`leadwire_bench_console`, suffixed `_$LEADWIRE_TEST_VHOST` per checkout; recreated)
-with SQL, starts the console on a free port, logs in, and prints the p50 / p95 / max latency of each page over R
-sequential requests (goal: p95 < 300 ms). `--no-seed` measures the database an earlier run seeded.
+with SQL (leads, insights, CRM outcomes, and U hourly rule runs of 100 decisions each for Automation), parks P
+messages in RabbitMQ's parking queues for Stuck (dropped again at the end: only those), starts the console on a
+free port, logs in, and prints the p50 / p95 / max latency of each page over R sequential requests (goal: p95 <
+300 ms). `--no-seed` measures the database an earlier run seeded; `--only` the pages whose name contains TEXT.
 """
 
 from __future__ import annotations
@@ -14,8 +17,11 @@ import os
 import statistics
 import sys
 import time
+import uuid
+from datetime import UTC, datetime
 from urllib.parse import urlsplit, urlunsplit
 
+import aio_pika
 import aiohttp
 import asyncpg
 
@@ -23,7 +29,10 @@ from services.console.app import create_app
 from services.console.security import hash_password
 from services.console.settings import ConsoleSettings
 from shared.db.migrate import ensure_database, migrate
+from shared.messaging import declare_topology
+from shared.parked import Action, Selection, apply, list_parked
 from shared.settings import BrokerSettings, DatabaseSettings, OpsSettings, Settings
+from shared.topology import H_ATTEMPT, H_FIRST_FAILURE, H_PARKED_AT, H_REASON, consumer
 from tests.fixtures.console import csrf_of
 from tests.fixtures.infra import AMQP_URL, BENCH_DSN
 
@@ -67,11 +76,38 @@ where right(leadgen_id, 1) in ('1', '2');
 insert into rule_crm_outcomes (lead_id, event_name, event_time, message_id)
 select leadgen_id, 'SignedCase', created_time + interval '20 days', gen_random_uuid() from leads
 where right(leadgen_id, 1) = '1' and right(leadgen_id, 2) < '50';
+insert into rule_runs (run_id, trigger, accounts, started_at, finished_at, rules, entities, decisions, acted, counts)
+select md5('run' || r)::uuid, 'insights_updated', array['act_1'], now() - r * interval '1 hour',
+       now() - r * interval '1 hour' + interval '2 seconds',
+       array['pause_high_cpl', 'scale_winners', 'zero_leads', 'budget_pacing', 'signed_cost'], 20, 100, 1,
+       '{"skipped:not_matched": 85}'
+from generate_series(1, $4::int) r;
+insert into rule_decisions (run_id, evaluated_at, rule, entity_id, entity_level, entity_name, account_id, currency,
+                            outcome, reason, shadow, metrics, explanation)
+select md5('run' || r)::uuid, now() - r * interval '1 hour',
+       (array['pause_high_cpl', 'scale_winners', 'zero_leads', 'budget_pacing', 'signed_cost'])[1 + d % 5],
+       (2000 + 1 + (d / 5 + r) % ($1::int / 10))::text, 'adset', 'Ad set ' || (1 + (d / 5 + r) % ($1::int / 10)),
+       'act_1', 'USD',
+       case when d = 0 then 'acted' when d % 20 = 1 then 'would_act' else 'skipped' end,
+       case when d = 0 or d % 20 = 1 then null when d % 10 = 3 then 'cooldown' else 'not_matched' end,
+       d % 20 = 1,
+       jsonb_build_object('last_7d', jsonb_build_object('spend', 75000 + d, 'leads', d % 7, 'cpl',
+                                                        case when d % 7 > 0 then (75000 + d) / (d % 7) end)),
+       'CPL over the last 7 days is above the limit'
+from generate_series(1, $4::int) r, generate_series(0, 99) d;
+insert into rule_actions (command_id, run_id, rule, entity_id, entity_level, account_id, kind, acted_at, message_id,
+                          result_status, result_detail, result_at)
+select gen_random_uuid(), run_id, rule, entity_id, entity_level, account_id, 'pause', evaluated_at,
+       gen_random_uuid(), case when id % 7 = 0 then 'failed' else 'ok' end,
+       case when id % 7 = 0 then 'Meta answered 400' end, evaluated_at + interval '5 seconds'
+from rule_decisions where outcome = 'acted';
 analyze;
+-- The summaries and the tables under them as autovacuum keeps them (visibility map set: index-only scans).
+vacuum leads, insights_daily, insights_adset_daily, lead_cohort_facts, rule_crm_outcomes, rule_decisions;
 """
 
 
-async def seed(ads: int, days: int, leads: int) -> None:
+async def seed(ads: int, days: int, leads: int, runs: int) -> None:
     admin = await asyncpg.connect(urlunsplit(urlsplit(DSN)._replace(path="/postgres")))
     try:
         await admin.execute(f'drop database if exists "{DB_NAME}" with (force)')
@@ -85,17 +121,55 @@ async def seed(ads: int, days: int, leads: int) -> None:
         for statement in _SEED.split(";\n"):
             if statement.strip():
                 # Sizes are ints of ours: written into the statement (asyncpg cannot type an unused $n).
-                sized = statement.replace("$1", str(ads)).replace("$2", str(days)).replace("$3", str(leads))
+                sized = (statement.replace("$1", str(ads)).replace("$2", str(days)).replace("$3", str(leads))
+                         .replace("$4", str(runs)))
                 await conn.execute(sized)
         counts = await conn.fetchrow("select (select count(*) from leads) as leads, "
-                                     "(select count(*) from insights_daily) as insights")
-        print(f"seeded {counts['leads']:,} leads and {counts['insights']:,} insights rows "
-              f"in {time.perf_counter() - started:.1f} s")
+                                     "(select count(*) from insights_daily) as insights, "
+                                     "(select count(*) from rule_decisions) as decisions")
+        print(f"seeded {counts['leads']:,} leads, {counts['insights']:,} insights rows and "
+              f"{counts['decisions']:,} rule decisions in {time.perf_counter() - started:.1f} s")
     finally:
         await conn.close()
 
 
-async def measure(requests: int) -> int:
+# Parked for the Stuck page: a CRM adapter's refusals and a Conversions API contract error, as services park them.
+_PARKED = ((consumer("crm_sync", "lead_captured"), "CRM (webhook) answered 422: email is invalid"),
+           (consumer("capi_sender", "conversion_requested"), "contract: event_time must be a number"))
+
+
+async def park(count: int) -> frozenset[str]:
+    """Park `count` messages (ids of their own) and wait until a sweep of the parking queues sees them all."""
+    await declare_topology(AMQP_URL, [])
+    ids = []
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        for n in range(count):
+            spec, reason = _PARKED[n % len(_PARKED)]
+            message_id = f"bench-console-{uuid.uuid4()}"
+            headers = {H_REASON: reason, H_ATTEMPT: 5, H_PARKED_AT: datetime.now(UTC).isoformat(),
+                       H_FIRST_FAILURE: f"{datetime.now(UTC).timestamp() - 3600:.3f}"}
+            await channel.default_exchange.publish(
+                aio_pika.Message(b"{}", message_id=message_id, type="LeadCaptured", headers=headers),
+                routing_key=spec.parking_queue_name,
+            )
+            ids.append(message_id)
+    wanted = frozenset(ids)
+    consumers = [spec for spec, _ in _PARKED]
+    for _ in range(60):  # a quorum queue's message count lags by seconds; a sweep reads that many
+        if len(await list_parked(AMQP_URL, consumers, Selection(ids=wanted))) == len(wanted):
+            break
+        await asyncio.sleep(0.5)
+    return wanted
+
+
+async def unpark(ids: frozenset[str]) -> None:
+    """Drop the bench's own parked messages again (others are left as they were)."""
+    await apply(AMQP_URL, [spec for spec, _ in _PARKED], Selection(ids=ids), Action.DROP)
+
+
+async def measure(requests: int, only: str) -> int:
     hashed = hash_password(PASSWORD)
     settings = Settings(
         database=DatabaseSettings(database_url=DSN, db_pool_min=1, db_pool_max=4),
@@ -123,11 +197,19 @@ async def measure(requests: int) -> int:
                 "leads search by name": "/leads?q=Ad%20set%2017",
                 "leads failed (rare)": "/leads?status=failed",
                 "lead trail": f"/leads/{lead_id}",
+                "performance 7 days": "/performance?days=7",
                 "performance 30 days": "/performance?days=30",
+                "performance 90 days": "/performance?days=90",
                 "performance 90 days, ad sets": "/performance?days=90&campaign=1001",
+                "automation": "/automation",
+                "automation failed (rare)": "/automation?status=failed",
+                "automation object by name": "/automation?object=Ad%20set%2017",
+                "stuck": "/stuck",
             }
             print(f"{'page':32} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
             for name, path in pages.items():
+                if only not in name:
+                    continue
                 times = []
                 for _ in range(requests):
                     started = time.perf_counter()
@@ -149,12 +231,20 @@ def main() -> int:
     parser.add_argument("--leads", type=int, default=100_000)
     parser.add_argument("--ads", type=int, default=500)
     parser.add_argument("--days", type=int, default=730)
+    parser.add_argument("--runs", type=int, default=90 * 24, help="hourly rule runs of 100 decisions each")
+    parser.add_argument("--parked", type=int, default=50, help="messages parked while Stuck is measured")
     parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument("--only", default="", help="measure only the pages whose name contains this")
     parser.add_argument("--no-seed", action="store_true", help="measure the database seeded by an earlier run")
     args = parser.parse_args()
     if not args.no_seed:
-        asyncio.run(seed(args.ads, args.days, args.leads))
-    failures = asyncio.run(measure(args.requests))
+        asyncio.run(seed(args.ads, args.days, args.leads, args.runs))
+    parked = asyncio.run(park(args.parked)) if args.parked and args.only in "stuck" else frozenset()
+    try:
+        failures = asyncio.run(measure(args.requests, args.only))
+    finally:
+        if parked:
+            asyncio.run(unpark(parked))
     if failures:
         print(f"{failures} requests did not answer 200", file=sys.stderr)
     return 1 if failures else 0

@@ -20,7 +20,7 @@ def _owners() -> dict[str, str]:
         cells = [cell.strip() for cell in row.strip().strip("|").split("|")]
         if len(cells) < 3 or not cells[0].startswith("`"):
             continue
-        owner = "shared" if cells[1].startswith("`shared/`") else cells[1]
+        owner = "shared" if cells[1].startswith("`shared/`") else cells[1].split()[0]
         owners.update(dict.fromkeys(re.findall(r"`([a-z_]+)`", cells[0]), owner))
     return owners
 
