@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from services.rules_engine.model import norm_account
-from services.rules_engine.rules import Rule, RuleProblem, check_rules, load_rules
+from services.rules_engine.rule_files import RuleProblem, check_rules, load_rules
+from services.rules_engine.rules import Rule
 
 
 def _scoped(rule: Rule, accounts: Sequence[str]) -> Rule:

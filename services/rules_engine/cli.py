@@ -23,7 +23,8 @@ from services.rules_engine.account_rules import load_account_rules
 from services.rules_engine.backtest import render_backtest, render_money, replay, unbounded_rules
 from services.rules_engine.model import Snapshot
 from services.rules_engine.reach_history import reach_windows, read_reach_history
-from services.rules_engine.rules import Rule, check_rules, load_rules
+from services.rules_engine.rule_files import check_rules, load_rules
+from services.rules_engine.rules import Rule
 from services.rules_engine.settings import RulesSettings
 from shared.cli import graph_client
 from shared.db.pool import create_pool

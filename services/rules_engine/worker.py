@@ -52,7 +52,8 @@ from services.rules_engine.messages import (
 from services.rules_engine.model import Decision, EngineSettings
 from services.rules_engine.notify import CHANNELS, ChannelError, Notifier, raise_for_failed_channels
 from services.rules_engine.rebalance import approval_scope
-from services.rules_engine.rules import Rule, RuleProblem
+from services.rules_engine.rule_files import RuleProblem
+from services.rules_engine.rules import Rule
 from services.rules_engine.settings import RulesSettings
 from shared.leads import OutcomeIdentifiers, match_lead
 from shared.messaging import claim

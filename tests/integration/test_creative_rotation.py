@@ -20,7 +20,7 @@ from faststream.rabbit import RabbitBroker
 
 from contracts.commands import CampaignCommand, RotateCreativeCommand
 from contracts.messages import CampaignCommandMessage
-from services.rules_engine.rules import load_rules
+from services.rules_engine.rule_files import load_rules
 from services.rules_engine.store import load_snapshot
 from shared.messaging import publish
 from tests.fixtures.infra import eventually

@@ -41,7 +41,8 @@ from services.rules_engine.app import create_app
 from services.rules_engine.cli import run_backtest
 from services.rules_engine.logic import evaluate
 from services.rules_engine.model import EngineSettings
-from services.rules_engine.rules import DEFAULT_RULES_DIR, load_rules
+from services.rules_engine.rule_files import load_rules
+from services.rules_engine.rules import DEFAULT_RULES_DIR
 from services.rules_engine.settings import NotifySettings, RulesSettings
 from services.rules_engine.store import load_snapshot, load_state
 from shared.graph import GraphClient

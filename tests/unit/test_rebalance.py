@@ -16,7 +16,8 @@ from services.rules_engine.logic import evaluate, record_actions
 from services.rules_engine.messages import to_command
 from services.rules_engine.model import ActionRecord, BudgetLimit, Decision, EngineState, Entity, MetricRow, Snapshot
 from services.rules_engine.rebalance import Holder, Params, allocate, approval_scope, shrunk_cost
-from services.rules_engine.rules import DEFAULT_RULES_DIR, Rule, load_rules
+from services.rules_engine.rule_files import load_rules
+from services.rules_engine.rules import DEFAULT_RULES_DIR, Rule
 from services.rules_engine.snapshot import segments
 from tests.unit.test_rules_logic import ACCOUNT, NOW, TODAY, adset, fresh_state
 

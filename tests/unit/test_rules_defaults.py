@@ -10,7 +10,8 @@ from datetime import timedelta
 from services.rules_engine.backtest import replay, unbounded_rules
 from services.rules_engine.logic import evaluate
 from services.rules_engine.model import MetricRow, Snapshot
-from services.rules_engine.rules import DEFAULT_RULES_DIR, Rule, load_rules
+from services.rules_engine.rule_files import load_rules
+from services.rules_engine.rules import DEFAULT_RULES_DIR, Rule
 from tests.fixtures.guide_rules import guide_rules
 from tests.unit.test_rules_logic import NOW, TODAY, acted, adset, by_outcome, days, fresh_state, guide_snapshot
 

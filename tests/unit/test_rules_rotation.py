@@ -13,7 +13,8 @@ from services.rules_engine.backtest import replay
 from services.rules_engine.logic import evaluate, record_actions
 from services.rules_engine.messages import to_command
 from services.rules_engine.model import Entity, MetricRow, Snapshot
-from services.rules_engine.rules import DEFAULT_RULES_DIR, Rule, load_rules
+from services.rules_engine.rule_files import load_rules
+from services.rules_engine.rules import DEFAULT_RULES_DIR, Rule
 from shared.creatives import is_reserve_name
 from tests.unit.test_rules_logic import ACCOUNT, NOW, TODAY, by_outcome, fresh_state
 

@@ -13,7 +13,8 @@ from contracts.messages import CampaignCommandMessage
 from services.__main__ import main
 from services.rules_engine.messages import to_command, to_notification
 from services.rules_engine.model import Action, Decision
-from services.rules_engine.rules import DEFAULT_RULES_DIR, load_rules
+from services.rules_engine.rule_files import load_rules
+from services.rules_engine.rules import DEFAULT_RULES_DIR
 from services.rules_engine.settings import RulesSettings
 from services.rules_engine.snapshot import levels_of, lookback_days
 

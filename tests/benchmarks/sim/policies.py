@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from services.rules_engine.rules import DEFAULT_RULES_DIR, Rule, load_rules
+from services.rules_engine.rule_files import load_rules
+from services.rules_engine.rules import DEFAULT_RULES_DIR, Rule
 
 # A -20 % cut is rounded to the nearest cent by the engine and can come out at 20.01 %, which the executor refuses
 # (its step limit is 20 %); the rule's own cut limit at 20 % rounds it the safe way (see the report of issue 19).
