@@ -15,8 +15,12 @@ Goal (issue 19): leadwire's recommended policy (CRM-truth rules + Conversions AP
 per signed case than the tuned CPL rules, the interval excluding zero, and not worse than static budgets at either
 budget. Exit status 1 when missed.
 
-Prints a table per budget and writes ``decision_quality.md`` and ``.csv`` to ``--out`` (and a PNG chart when
-matplotlib is installed; leadwire does not depend on it, so usually the markdown table and a text chart only).
+Then the alarm rules (`alarms`): the shipped defaults with and without `zero-leads` and `frequency-cap`, and with
+other zero-leads thresholds, on the same held-out seeds: cost per signed case, and the money spent on broken ad sets
+before they were paused or fixed.
+
+Prints a table per budget and writes ``decision_quality.md``, ``.csv`` and ``.png`` (cost per signed case per
+policy with its bootstrap 95 % interval, drawn with Pillow) to ``--out``.
 """
 
 from __future__ import annotations
@@ -30,30 +34,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.rules_engine.rules import Rule
+from tests.benchmarks.sim import alarms, chart
 from tests.benchmarks.sim import policies as P
-from tests.benchmarks.sim import world
-from tests.benchmarks.sim.account import Policy, RunResult, simulate
+from tests.benchmarks.sim.account import Policy, RunResult, run_many
 from tests.benchmarks.sim.params import SimParams, parse_overrides
-from tests.benchmarks.sim.score import Paired, cost_per_signed, paired, resamples
+from tests.benchmarks.sim.score import Paired, cost_per_signed, interval, paired, resamples, spend_share
 
 TRAIN_SEED_BASE = 1_000_000  # training seeds never overlap the held-out ones (0..N-1)
 MIN_SPEND_SHARE = 0.95
 GOAL_VS_CPL = -0.15
-
-
-def run_many(params: SimParams, seeds: Sequence[int], policies: Sequence[Policy]) -> dict[str, list[RunResult]]:
-    """Every policy on every seed; a seed's random numbers are drawn once and shared by its policies."""
-    out: dict[str, list[RunResult]] = {p.name: [] for p in policies}
-    for seed in seeds:
-        draws = world.Draws(seed)
-        for policy in policies:
-            out[policy.name].append(simulate(params, seed, policy, draws))
-    return out
-
-
-def spend_share(params: SimParams, results: Sequence[RunResult]) -> float:
-    budget = params.daily_budget * params.acting_days * len(results)
-    return sum(r.spend for r in results) / budget
 
 
 def at_full_spend(params: SimParams, results: Sequence[RunResult]) -> float:
@@ -205,39 +194,47 @@ def goal(rows: Sequence[Row]) -> tuple[bool, str]:
         f"{'met' if ok_static else 'MISSED'})")
 
 
-def write_outputs(out: Path, sections: list[tuple[str, SimParams, list[Row]]]) -> list[Path]:
+@dataclass
+class Section:
+    """One monthly budget's results: the policies' rows and the alarm rules' table."""
+
+    title: str
+    params: SimParams
+    rows: list[Row]
+    alarms: list[tuple[str, ...]]
+
+
+def write_outputs(out: Path, sections: list[Section]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     md, csv_path = out / "decision_quality.md", out / "decision_quality.csv"
     lines = ["# Decision quality (tests/benchmarks/bench_decision_quality.py)", ""]
     with csv_path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["monthly_budget", *HEADER])
-        for title, params, rows in sections:
-            cells = table_rows(params, rows)
-            lines += [f"## {title}", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-            lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in cells]
-            lines += ["", goal(rows)[1], ""]
-            writer.writerows([params.monthly_budget, *row] for row in cells)
+        for s in sections:
+            cells = table_rows(s.params, s.rows)
+            lines += [f"## {s.title}", "", *markdown(HEADER, cells), "", goal(s.rows)[1], "", "### The alarm rules", "",
+                      *markdown(alarms.HEADER, s.alarms), ""]
+            writer.writerows([s.params.monthly_budget, *row] for row in cells)
+            writer.writerow([])
+            writer.writerow(["monthly_budget", *alarms.HEADER])
+            writer.writerows([s.params.monthly_budget, *row] for row in s.alarms)
+            writer.writerow([])
     md.write_text("\n".join(lines), encoding="utf-8")
-    written = [md, csv_path]
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return written
-    fig, axes = plt.subplots(1, len(sections), figsize=(7 * len(sections), 6), squeeze=False)
-    for ax, (title, _, rows) in zip(axes[0], sections, strict=True):
-        names = [r.name for r in rows]
-        ax.barh(names, [cost_per_signed(r.results) for r in rows])
-        ax.invert_yaxis()
-        ax.set_title(title)
-        ax.set_xlabel("cost per signed case (USD)")
-    fig.tight_layout()
     png = out / "decision_quality.png"
-    fig.savefig(png, dpi=100)
-    return [*written, png]
+    png.write_bytes(chart.render([(s.title, chart_bars(s.params, s.rows)) for s in sections]))
+    return [md, csv_path, png]
+
+
+def markdown(header: Sequence[str], cells: Sequence[Sequence[str]]) -> list[str]:
+    return ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in (header, ["---"] * len(header),
+                                                                                 *cells)]
+
+
+def chart_bars(params: SimParams, rows: Sequence[Row]) -> list[chart.Bar]:
+    draws = resamples(len(rows[0].results))
+    return [chart.Bar(r.name.removesuffix(" *"), cost_per_signed(r.results), *interval(r.results, draws),
+                      spend_share(params, r.results), highlight=r.name.endswith(" *")) for r in rows]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,10 +259,14 @@ def main(argv: list[str] | None = None) -> int:
         ok, text = goal(rows)
         met = met and ok
         print(f"\ngoal: {text}\n", flush=True)
-        sections.append((title, params, rows))
+        started_alarms = time.process_time()
+        alarm_results = run_many(params, range(args.seeds), alarms.policies())
+        alarm_rows = alarms.table(params, alarm_results)
+        print(f"the alarm rules ({time.process_time() - started_alarms:.0f} s CPU):")
+        print(render([alarms.HEADER, *alarm_rows]) + "\n", flush=True)
+        sections.append(Section(title, params, rows, alarm_rows))
     written = write_outputs(args.out, sections)
-    print("wrote " + ", ".join(map(str, written))
-          + ("" if any(p.suffix == ".png" for p in written) else " (no PNG: matplotlib is not installed)"))
+    print("wrote " + ", ".join(map(str, written)))
     print(f"decision quality: {time.monotonic() - started:.0f} s wall; goal {'met' if met else 'MISSED'}")
     return 0 if met else 1
 

@@ -42,11 +42,11 @@ def budget_protection(spend: float = 300) -> Rule:
     )
 
 
-def frequency_cap() -> Rule:
-    """Guide rule 3: 7-day frequency above 4."""
+def frequency_cap(cap: float = 4.0) -> Rule:
+    """Guide rule 3: 7-day frequency above 4 (or ``cap``): pause."""
     return _rule(
         name="frequency-cap",
-        conditions={"all": [{"metric": "frequency", "window": "last_7_days", "op": ">", "value": 4.0}]},
+        conditions={"all": [{"metric": "frequency", "window": "last_7_days", "op": ">", "value": cap}]},
         actions=["pause"], guardrails={"cooldown_hours": 24, "max_actions_per_run": 10},
     )
 
@@ -200,3 +200,22 @@ def crm_grid(metric: str) -> Iterable[CrmKnobs]:
                     yield CrmKnobs(metric, None if cut is None else cut * factor,
                                    None if raise_ is None else raise_ * factor, window,
                                    min_events=3 if factor == 1 else 2, junk_rate=junk)
+
+
+def zero_leads(spend: float, window: str = "last_7_days", cpl_multiple: float | None = None) -> Rule:
+    """The shipped `zero-leads` alarm with other numbers: ``spend`` or more over ``window`` without a lead: pause.
+    With ``cpl_multiple``, the spend must also reach that multiple of the ad set's own 30-day CPL (it "should" have
+    brought that many leads), so that a dear ad set's quiet week is not taken for a break."""
+    conditions: list[dict[str, Any]] = [{"metric": "spend", "window": window, "op": ">=", "value": spend},
+                                        {"metric": "leads", "window": window, "op": "==", "value": 0}]
+    if cpl_multiple is not None:
+        conditions.append({"metric": "spend", "window": window, "op": ">=",
+                           "compare_to": {"metric": "cpl", "window": "last_30_days", "factor": cpl_multiple}})
+    return _rule(name="zero-leads", priority=20, conditions={"all": conditions}, actions=["pause"],
+                 guardrails={"cooldown_hours": 24, "max_actions_per_run": 10, "max_actions_per_day": 20})
+
+
+def replace_rule(rules: Iterable[Rule], name: str, by: Rule | None) -> list[Rule]:
+    """``rules`` with the rule called ``name`` replaced by ``by`` (None: removed)."""
+    out = [r for r in rules if r.name != name]
+    return out if by is None else [*out, by]
