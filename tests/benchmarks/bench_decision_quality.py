@@ -201,7 +201,7 @@ class Section:
     title: str
     params: SimParams
     rows: list[Row]
-    alarms: list[tuple[str, ...]]
+    alarms: list[tuple[str, list[tuple[str, ...]]]]  # (which operator, rows)
 
 
 def write_outputs(out: Path, sections: list[Section]) -> list[Path]:
@@ -213,13 +213,13 @@ def write_outputs(out: Path, sections: list[Section]) -> list[Path]:
         writer.writerow(["monthly_budget", *HEADER])
         for s in sections:
             cells = table_rows(s.params, s.rows)
-            lines += [f"## {s.title}", "", *markdown(HEADER, cells), "", goal(s.rows)[1], "", "### The alarm rules", "",
-                      *markdown(alarms.HEADER, s.alarms), ""]
+            lines += [f"## {s.title}", "", *markdown(HEADER, cells), "", goal(s.rows)[1], ""]
             writer.writerows([s.params.monthly_budget, *row] for row in cells)
-            writer.writerow([])
-            writer.writerow(["monthly_budget", *alarms.HEADER])
-            writer.writerows([s.params.monthly_budget, *row] for row in s.alarms)
-            writer.writerow([])
+            for operator, rows in s.alarms:
+                lines += [f"### The alarm rules: {operator}", "", *markdown(alarms.HEADER, rows), ""]
+                writer.writerow([])
+                writer.writerow(["monthly_budget", f"alarm rules: {operator}", *alarms.HEADER[1:]])
+                writer.writerows([s.params.monthly_budget, *row] for row in rows)
     md.write_text("\n".join(lines), encoding="utf-8")
     png = out / "decision_quality.png"
     png.write_bytes(chart.render([(s.title, chart_bars(s.params, s.rows)) for s in sections]))
@@ -260,11 +260,12 @@ def main(argv: list[str] | None = None) -> int:
         met = met and ok
         print(f"\ngoal: {text}\n", flush=True)
         started_alarms = time.process_time()
-        alarm_results = run_many(params, range(args.seeds), alarms.policies())
-        alarm_rows = alarms.table(params, alarm_results)
-        print(f"the alarm rules ({time.process_time() - started_alarms:.0f} s CPU):")
-        print(render([alarms.HEADER, *alarm_rows]) + "\n", flush=True)
-        sections.append(Section(title, params, rows, alarm_rows))
+        alarm_tables = alarms.run(params, args.seeds)
+        for operator, alarm_rows in alarm_tables:
+            print(f"the alarm rules, {operator}:")
+            print(render([alarms.HEADER, *alarm_rows]) + "\n", flush=True)
+        print(f"  (alarm rules: {time.process_time() - started_alarms:.0f} s CPU)\n", flush=True)
+        sections.append(Section(title, params, rows, alarm_tables))
     written = write_outputs(args.out, sections)
     print("wrote " + ", ".join(map(str, written)))
     print(f"decision quality: {time.monotonic() - started:.0f} s wall; goal {'met' if met else 'MISSED'}")

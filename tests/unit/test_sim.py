@@ -15,7 +15,7 @@ from tests.benchmarks.sim import policies as P
 from tests.benchmarks.sim import world
 from tests.benchmarks.sim.account import ACCOUNT, Account, Policy, simulate
 from tests.benchmarks.sim.params import SimParams, markdown_table
-from tests.benchmarks.sim.score import cost_per_signed, paired, resamples
+from tests.benchmarks.sim.score import cost_per_signed, interval, paired, resamples
 
 PARAMS = SimParams()
 GRID = [(k + 0.5) / 20_000 for k in range(20_000)]  # an even spread of uniforms: exact-ish moments, no noise
@@ -218,5 +218,93 @@ def test_every_parameter_is_documented_with_its_default_and_source() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "decision-quality.md").read_text(encoding="utf-8")
     assert markdown_table() in doc, "run python -m tests.benchmarks.sim.params and paste its table in the doc"
     for name, field in SimParams.model_fields.items():
-        assert field.description and "(" in field.description, f"{name} has no source"
+        assert "(" in (field.description or ""), f"{name} has no source"
         assert re.search(rf"^\| `{name}` \| ", doc, re.MULTILINE)
+
+
+def test_broken_ad_sets_and_fatigue_come_from_streams_of_their_own() -> None:
+    """Switching breaks and fatigue off leaves every other draw of the account as it was (common random numbers
+    across parameter settings), and a break falls on a day of the acting days."""
+    for seed in range(20):
+        plain = world.draw_account(PARAMS.with_(broken_probability=0.0, frequency_growth_high=0.1), seed)
+        full = world.draw_account(PARAMS.with_(broken_probability=1.0), seed)
+        assert [(t.cpl, t.qualified, t.signed) for t in plain] == [(t.cpl, t.qualified, t.signed) for t in full]
+        assert all(t.broken_day is None for t in plain)
+        assert all(t.broken_day is not None and 1 <= t.broken_day <= PARAMS.acting_days for t in full)
+        assert all(PARAMS.frequency_growth_low <= t.frequency_growth <= PARAMS.frequency_growth_high for t in full)
+    share = statistics.fmean(t.broken_day is not None for s in range(400) for t in world.draw_account(PARAMS, s))
+    assert share == pytest.approx(PARAMS.broken_probability, abs=0.02)
+
+
+def test_fatigue_raises_cpl_past_the_onset_and_a_bigger_budget_tires_faster() -> None:
+    truth = world.AdSetTruth("a", cpl=50.0, qualified=0.3, signed=0.25, base_budget=40.0, frequency_growth=0.35)
+    fresh = world.expected_leads(PARAMS, truth, 40.0, learning=False, capi=0.0, frequency=PARAMS.frequency_start)
+    assert fresh == pytest.approx(40 / 50)
+    at_onset = world.expected_leads(PARAMS, truth, 40.0, learning=False, capi=0.0, frequency=2.0)
+    assert at_onset == pytest.approx(fresh)
+    tired = world.expected_leads(PARAMS, truth, 40.0, learning=False, capi=0.0, frequency=4.0)
+    assert fresh / tired == pytest.approx(1 + PARAMS.fatigue_cpl_per_frequency * 2)
+    assert world.frequency_gain(truth, 40.0) == pytest.approx(0.05)  # 0.35 a week
+    assert world.frequency_gain(truth, 80.0) == pytest.approx(0.10)
+    broken = world.expected_leads(PARAMS, truth, 40.0, learning=False, capi=0.0, broken=True)
+    assert broken == pytest.approx(fresh * PARAMS.broken_lead_factor)
+
+
+def test_a_broken_ad_set_spends_without_leads_until_the_firm_notices_it() -> None:
+    params = PARAMS.with_(broken_probability=1.0, broken_lead_factor=0.0, frequency_growth_high=0.1)
+    account = Account(params, 8, Policy("static"))
+    result = account.run()
+    expected = 0.0
+    for adset in account.adsets:
+        broke = adset.truth.broken_day
+        assert broke is not None
+        broken_days = min(params.broken_unnoticed_days, params.acting_days - broke + 1)
+        expected += broken_days * adset.budget / 100
+        assert all(account.rows[i][d].leads == 0  # type: ignore[union-attr]
+                   for i in [account.adsets.index(adset)] for d in range(broke, broke + broken_days))
+    assert result.broken_spend == pytest.approx(expected)
+    assert result.breaks == len(account.adsets)
+    assert result.caught == 0
+
+
+def test_zero_leads_catches_a_break_and_the_operator_fixes_and_unpauses_it() -> None:
+    params = PARAMS.with_(broken_probability=1.0, broken_lead_factor=0.0, monthly_budget=30000,
+                          frequency_growth_high=0.1)
+    static = simulate(params, 8, Policy("static"))
+    account = Account(params, 8, Policy("alarm", [P.zero_leads(400)]))
+    result = account.run()
+    assert result.caught >= 1
+    assert result.broken_spend < static.broken_spend
+    # every ad set paused for a break was fixed and delivers again (none is left paused for good)
+    assert all(a.status == "ACTIVE" for a in account.adsets if a.repaired)
+
+
+def test_the_frequency_cap_reads_the_7_day_frequency_and_a_paused_tired_ad_set_gets_a_new_creative() -> None:
+    params = PARAMS.with_(frequency_growth_low=1.5, frequency_growth_high=1.5, refresh_every_days=0,
+                          broken_probability=0.0)
+    account = Account(params, 3, Policy("cap", [P.frequency_cap(4.0, cooldown_hours=168)]))
+    for day in range(1, 16):
+        account._reveal(day - 1)
+        account._operator(day)
+        account._deliver(day)
+    snapshot = account.snapshot(16)
+    adset = account.adsets[0]
+    week = [account.rows[0][d] for d in range(9, 16)]  # day 16 reads days 9..15
+    impressions = sum(r.impressions for r in week if r is not None)
+    frequency = impressions / snapshot.window_reach[(adset.entity_id, "last_7_days")]
+    assert frequency == pytest.approx(account.frequencies[0][15], rel=0.01)
+    assert frequency > 4
+    tired = Account(params, 3, Policy("cap", [P.frequency_cap(4.0, cooldown_hours=168)]))
+    result = tired.run()
+    assert result.actions >= 1
+    assert result.refreshes >= 1
+    assert all(a.frequency < 4 + 1.5 / 7 * 2 for a in tired.adsets)  # none ran far past the cap
+    never = simulate(params, 3, Policy("static"))
+    assert never.refreshes == 0
+    assert result.signed > never.signed
+
+
+def test_cost_per_signed_interval_holds_the_point() -> None:
+    base = [simulate(PARAMS.with_(acting_days=20), s, Policy("static")) for s in range(30)]
+    low, high = interval(base, resamples(len(base), count=300))
+    assert low < cost_per_signed(base) < high

@@ -293,8 +293,9 @@ class Account:
     def _operator(self, day: int) -> None:
         """The morning's human work: pauses announced ``operator_response_days`` ago are looked at (a broken ad set
         is fixed, a fatigued one gets a new creative, and either is unpaused within the account's ceiling; a
-        healthy one stays paused), a break is noticed unprompted after ``broken_unnoticed_days``, and creatives
-        older than ``refresh_every_days`` are replaced."""
+        healthy one is unpaused with the chance ``operator_unpauses_healthy``, else stays paused), a break is
+        noticed unprompted after ``broken_unnoticed_days``, and creatives older than ``refresh_every_days`` are
+        replaced."""
         p = self.params
         for adset in self.adsets:
             if adset.paused_on is not None and day - adset.paused_on >= p.operator_response_days:
@@ -306,6 +307,9 @@ class Account:
                 if adset.frequency > p.fatigue_onset_frequency:
                     self._refresh(adset, day)
                     mended = True
+                if not mended and world.stream(self.seed, "operator", adset.entity_id, day).random() < (
+                        p.operator_unpauses_healthy):
+                    mended = True  # nothing wrong found: restored as it was
                 room = self.ceiling - self.active_total()
                 if mended and adset.status != "ACTIVE" and room > 0:
                     adset.budget = min(adset.budget, room)

@@ -117,7 +117,10 @@ class SimParams(BaseModel):
     days, thematchbox; a small firm does it less often). A refresh resets the frequency and restarts learning."""
     operator_response_days: Days = 1
     """Days after leadwire announces a pause until the operator looks: a broken ad set is fixed, a fatigued one
-    (frequency past the onset) gets a new creative, and either is unpaused; a healthy one stays paused (ours)."""
+    (frequency past the onset) gets a new creative, and either is unpaused (ours)."""
+    operator_unpauses_healthy: Share = 0.0
+    """Chance that the operator, finding nothing broken or tired in an ad set a rule paused, unpauses it (ours; 0 =
+    trusts the rule and leaves it paused, the conservative case for the rules; 1 = always checks and restores)."""
 
     # --- CRM outcomes
     qualified_delay_max_days: Days = 2
