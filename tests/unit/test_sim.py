@@ -292,7 +292,7 @@ def test_the_frequency_cap_reads_the_7_day_frequency_and_a_paused_tired_ad_set_g
     week = [account.rows[0][d] for d in range(9, 16)]  # day 16 reads days 9..15
     impressions = sum(r.impressions for r in week if r is not None)
     frequency = impressions / snapshot.window_reach[(adset.entity_id, "last_7_days")]
-    assert frequency == pytest.approx(account.frequencies[0][15], rel=0.01)
+    assert frequency == pytest.approx(account.frequencies[(0, 15)], rel=0.01)
     assert frequency > 4
     tired = Account(params, 3, Policy("cap", [P.frequency_cap(4.0, cooldown_hours=168)]))
     result = tired.run()

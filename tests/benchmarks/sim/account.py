@@ -148,7 +148,7 @@ class Account:
         self.counts: dict[tuple[int, int], _Counts] = {}  # (ad set index, day) -> what leadwire has stored
         # ... and as the rules read it: per ad set, the day's row (None: nothing delivered)
         self.rows: list[list[MetricRow | None]] = [[None] * (params.acting_days + 2) for _ in self.adsets]
-        self.frequencies: list[list[float]] = [[0.0] * (params.acting_days + 2) for _ in self.adsets]  # 7-day
+        self.frequencies: dict[tuple[int, int], float] = {}  # (ad set index, day) -> its 7-day frequency that day
         self.pending: dict[int, list[tuple[int, int, str]]] = {}  # reveal day -> (ad set, lead day, kind)
         self.decisions = 0
 
@@ -192,12 +192,12 @@ class Account:
         first = max(1, day - self.lookback + 1)
         rows: list[MetricRow] = []
         reach: dict[tuple[str, str], int] = {}
-        for adset, days, frequencies in zip(self.adsets, self.rows, self.frequencies, strict=True):
+        for i, (adset, days) in enumerate(zip(self.adsets, self.rows, strict=True)):
             rows.extend(r for r in days[first:last + 1] if r is not None)
-            week = [(r.impressions, frequencies[d]) for d in range(max(1, last - 6), last + 1)
-                    if (r := days[d]) is not None]
-            if week:  # Meta's deduplicated 7-day reach: the week's impressions at the latest 7-day frequency
-                reach[(adset.entity_id, "last_7_days")] = max(1, round(sum(i for i, _ in week) / week[-1][1]))
+            week = [(d, r.impressions) for d in range(max(1, last - 6), last + 1) if (r := days[d]) is not None]
+            frequency = self.frequencies.get((i, week[-1][0])) if week else None
+            if frequency:  # Meta's deduplicated 7-day reach: the week's impressions at the latest 7-day frequency
+                reach[(adset.entity_id, "last_7_days")] = max(1, round(sum(n for _, n in week) / frequency))
         return Snapshot(entities=self.entities(), rows=rows, window_reach=reach)
 
     def _decide(self, day: int) -> list[tuple[Action, bool]]:
@@ -350,7 +350,7 @@ class Account:
             if broken:
                 self.result.broken_spend += spend
             adset.frequency += world.frequency_gain(adset.truth, spend)
-            self.frequencies[i][day] = adset.frequency
+            self.frequencies[(i, day)] = adset.frequency
             impressions = round(spend / p.cpm * 1000)
             counts = self.counts[(i, day)] = _Counts(
                 spend=adset.budget, impressions=impressions, reach=round(impressions / p.daily_frequency),
