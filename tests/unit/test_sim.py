@@ -3,6 +3,7 @@ penalty, CAPI's ramp, the oracle's split, common random numbers, and the engine/
 
 from __future__ import annotations
 
+import io
 import math
 import re
 import statistics
@@ -308,3 +309,26 @@ def test_cost_per_signed_interval_holds_the_point() -> None:
     base = [simulate(PARAMS.with_(acting_days=20), s, Policy("static")) for s in range(30)]
     low, high = interval(base, resamples(len(base), count=300))
     assert low < cost_per_signed(base) < high
+
+
+def test_the_chart_draws_a_bar_and_an_interval_per_policy_on_one_axis() -> None:
+    from PIL import Image
+
+    from services.reports.chart import BAR, BAR_TEXT, LINE
+    from tests.benchmarks.sim import chart
+
+    bars = [chart.Bar("static", 900.0, 850.0, 950.0, 1.0), chart.Bar("recommended", 800.0, 780.0, 820.0, 1.0, True),
+            chart.Bar("paused nearly all", 850.0, 500.0, 5000.0, 0.08)]
+    image = Image.open(io.BytesIO(chart.render([("$7k", bars), ("$30k", bars)])))
+    assert image.format == "PNG"
+    assert image.size == (chart.WIDTH, 2 * (chart.HEAD + chart.FOOT + 3 * chart.ROW))
+    rgb = image.convert("RGB")
+    row_y = chart.HEAD + chart.ROW + chart.ROW // 2  # the recommended policy's row in the first panel
+    row = [rgb.getpixel((x, row_y)) for x in range(chart.NAMES, chart.WIDTH - chart.VALUES)]
+    assert BAR_TEXT in row  # its bar
+    assert LINE in row  # its interval
+    # bars are drawn from $0 to scale: static's ($900, just above its interval's whisker height) is 9/8 of $800's
+    y = chart.HEAD + chart.ROW // 2 - 10
+    static = sum(rgb.getpixel((x, y)) == BAR for x in range(chart.NAMES, chart.WIDTH))
+    recommended = sum(rgb.getpixel((x, row_y - 10)) == BAR_TEXT for x in range(chart.NAMES, chart.WIDTH))
+    assert static / recommended == pytest.approx(900 / 800, rel=0.02)

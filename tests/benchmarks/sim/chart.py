@@ -5,6 +5,7 @@ font; no matplotlib)."""
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -47,8 +48,10 @@ def render(panels: Sequence[tuple[str, Sequence[Bar]]]) -> bytes:
     font = ImageFont.load_default(size=22)
     small = ImageFont.load_default(size=18)
     # The axis fits the bars with room for most intervals; a longer interval is cut at the edge with an arrow.
-    finite = [b.value for _, bars in panels for b in bars if b.value != float("inf")]
-    top = nice_ceiling(1.3 * max(finite, default=1.0))
+    finite = max((b.value for _, bars in panels for b in bars if b.value != float("inf")), default=1.0)
+    step = nice_ceiling(finite) / 4
+    ticks = math.ceil(1.15 * finite / step)
+    top = step * ticks
     left, plot_w = NAMES, WIDTH - NAMES - VALUES
 
     def x(value: float) -> float:
@@ -61,10 +64,10 @@ def render(panels: Sequence[tuple[str, Sequence[Bar]]]) -> bytes:
         for text, colour in (("spent < 95 % of the budget", MUTED), ("recommended", BAR_TEXT)):
             lx = _legend(draw, lx, y0 + 30, text, colour, small) - 30
         plot_top, plot_bottom = y0 + HEAD, y0 + HEAD + ROW * len(bars)
-        for i in range(5):
-            gx = left + plot_w * i / 4
+        for i in range(ticks + 1):
+            gx = x(step * i)
             draw.line([(gx, plot_top - 6), (gx, plot_bottom)], fill=GRID, width=2)
-            draw.text((gx, plot_bottom + 8), f"${top * i / 4:,.0f}", font=small, fill=AXIS, anchor="ma")
+            draw.text((gx, plot_bottom + 8), f"${step * i:,.0f}", font=small, fill=AXIS, anchor="ma")
         draw.text((left + plot_w / 2, plot_bottom + 32), "cost per signed case (USD), bootstrap 95 % interval",
                   font=small, fill=AXIS, anchor="ma")
         for k, bar in enumerate(bars):
