@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -34,11 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.rules_engine.rules import Rule
-from tests.benchmarks.sim import alarms, chart
+from tests.benchmarks.sim import alarms, chart, score
 from tests.benchmarks.sim import policies as P
-from tests.benchmarks.sim.account import Policy, RunResult, run_many
+from tests.benchmarks.sim.account import Policy, RunResult
 from tests.benchmarks.sim.params import SimParams, parse_overrides
-from tests.benchmarks.sim.score import Paired, cost_per_signed, interval, paired, resamples, spend_share
+from tests.benchmarks.sim.score import Paired, cost_per_signed, interval, paired, resamples, run_many, spend_share
 
 TRAIN_SEED_BASE = 1_000_000  # training seeds never overlap the held-out ones (0..N-1)
 MIN_SPEND_SHARE = 0.95
@@ -244,7 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budgets", default="7000,30000", help="monthly budgets in USD, comma-separated")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a SimParams override")
     parser.add_argument("--out", type=Path, default=Path("build/bench"), help="where the table files go")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="processes running seeds (the results do not depend on it)")
     args = parser.parse_args(argv)
+    score.WORKERS = args.jobs
     base = SimParams.model_validate(parse_overrides(args.set))
     sections = []
     met = True

@@ -332,3 +332,15 @@ def test_the_chart_draws_a_bar_and_an_interval_per_policy_on_one_axis() -> None:
     static = sum(rgb.getpixel((x, y)) == BAR for x in range(chart.NAMES, chart.WIDTH))
     recommended = sum(rgb.getpixel((x, row_y - 10)) == BAR_TEXT for x in range(chart.NAMES, chart.WIDTH))
     assert static / recommended == pytest.approx(900 / 800, rel=0.02)
+
+
+def test_seeds_run_in_several_processes_give_the_same_results_in_seed_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.benchmarks.sim import score
+
+    params = PARAMS.with_(acting_days=12)
+    policies = [Policy("static"), Policy("cpl", P.guide_cpl_rules())]
+    alone = score.run_many(params, range(5), policies)
+    monkeypatch.setattr(score, "WORKERS", 2)
+    together = score.run_many(params, range(5), policies)
+    assert together == alone
+    assert [r.spend for r in alone["static"]] == [simulate(params, s, Policy("static")).spend for s in range(5)]

@@ -374,12 +374,3 @@ def simulate(params: SimParams, seed: int, policy: Policy, draws: world.Draws | 
     random numbers, when several policies run on it)."""
     return Account(params, seed, policy, draws).run()
 
-
-def run_many(params: SimParams, seeds: Sequence[int], policies: Sequence[Policy]) -> dict[str, list[RunResult]]:
-    """Every policy on every seed; a seed's random numbers are drawn once and shared by its policies."""
-    out: dict[str, list[RunResult]] = {p.name: [] for p in policies}
-    for seed in seeds:
-        draws = world.Draws(seed)
-        for policy in policies:
-            out[policy.name].append(simulate(params, seed, policy, draws))
-    return out

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from services.rules_engine.rules import Rule
 from tests.benchmarks.sim import policies as P
-from tests.benchmarks.sim.account import Policy, RunResult, run_many
+from tests.benchmarks.sim.account import Policy, RunResult
 from tests.benchmarks.sim.params import SimParams
-from tests.benchmarks.sim.score import cost_per_signed, paired, resamples, spend_share
+from tests.benchmarks.sim.score import cost_per_signed, paired, resamples, run_many, spend_share
 
 SHIPPED = "shipped default rules"
 ZERO_LEADS = "zero-leads"

@@ -1,4 +1,8 @@
-"""Scoring many seeds: cost per signed case as a ratio of sums, paired differences with a bootstrap interval.
+"""Running and scoring many seeds: cost per signed case as a ratio of sums, paired differences with a bootstrap
+interval.
+
+`run_many` runs seeds in ``WORKERS`` processes (the benchmark sets it from ``--jobs``): a seed's random numbers are
+keyed by the seed alone, so the results are the same in any process and any order.
 
 A seed with no signed case has no cost per signed case, so per-seed ratios are never averaged: the score of a
 policy over seeds is total spend / total signed cases, and the paired difference of two policies run on the same
@@ -9,10 +13,36 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-from tests.benchmarks.sim.account import RunResult
+from tests.benchmarks.sim import world
+from tests.benchmarks.sim.account import Policy, RunResult, simulate
 from tests.benchmarks.sim.params import SimParams
+
+WORKERS = 1
+
+
+def _run_seeds(params: SimParams, seeds: Sequence[int], policies: Sequence[Policy]) -> dict[str, list[RunResult]]:
+    out: dict[str, list[RunResult]] = {p.name: [] for p in policies}
+    for seed in seeds:
+        draws = world.Draws(seed)
+        for policy in policies:
+            out[policy.name].append(simulate(params, seed, policy, draws))
+    return out
+
+
+def run_many(params: SimParams, seeds: Sequence[int], policies: Sequence[Policy]) -> dict[str, list[RunResult]]:
+    """Every policy on every seed (results in seed order); a seed's random numbers are drawn once and shared by its
+    policies."""
+    seeds = list(seeds)
+    if WORKERS <= 1 or len(seeds) < 2 * WORKERS:
+        return _run_seeds(params, seeds, policies)
+    chunks = [seeds[k::WORKERS] for k in range(WORKERS)]  # interleaved: every process gets early and late seeds
+    with ProcessPoolExecutor(WORKERS) as pool:
+        parts = list(pool.map(_run_seeds, [params] * WORKERS, chunks, [policies] * WORKERS))
+    where = {seed: (k, i) for k, chunk in enumerate(chunks) for i, seed in enumerate(chunk)}
+    return {p.name: [parts[where[s][0]][p.name][where[s][1]] for s in seeds] for p in policies}
 
 
 def cost_per_signed(results: Sequence[RunResult]) -> float:
