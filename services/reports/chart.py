@@ -24,7 +24,7 @@ GRID = (229, 231, 235)
 TEXT = (17, 24, 39)
 
 
-def _nice_ceiling(value: float) -> float:
+def nice_ceiling(value: float) -> float:
     """The axis maximum: 1, 2, 2.5 or 5 times a power of ten, at or above `value`."""
     if value <= 0:
         return 1.0
@@ -42,9 +42,9 @@ def render(series: list[tuple[date, int, int]], currency: str) -> bytes:
     font = ImageFont.load_default(size=22)
     small = ImageFont.load_default(size=19)
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-    spend_max = _nice_ceiling(max((s for _, s, _ in series), default=0))
+    spend_max = nice_ceiling(max((s for _, s, _ in series), default=0))
     cpls = [s / n if n else None for _, s, n in series]
-    cpl_max = _nice_ceiling(max((c for c in cpls if c is not None), default=0))
+    cpl_max = nice_ceiling(max((c for c in cpls if c is not None), default=0))
 
     draw.text((LEFT, 16), "Spend per day", font=font, fill=BAR_TEXT)
     draw.text((WIDTH - RIGHT, 16), "Cost per lead", font=font, fill=LINE, anchor="ra")

@@ -15,14 +15,19 @@ Goal (issue 19): leadwire's recommended policy (CRM-truth rules + Conversions AP
 per signed case than the tuned CPL rules, the interval excluding zero, and not worse than static budgets at either
 budget. Exit status 1 when missed.
 
-Prints a table per budget and writes ``decision_quality.md`` and ``.csv`` to ``--out`` (and a PNG chart when
-matplotlib is installed; leadwire does not depend on it, so usually the markdown table and a text chart only).
+Then the alarm rules (`alarms`): the shipped defaults with and without `zero-leads` and `frequency-cap`, and with
+other zero-leads thresholds, on the same held-out seeds: cost per signed case, and the money spent on broken ad sets
+before they were paused or fixed.
+
+Prints a table per budget and writes ``decision_quality.md``, ``.csv`` and ``.png`` (cost per signed case per
+policy with its bootstrap 95 % interval, drawn with Pillow) to ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -30,30 +35,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.rules_engine.rules import Rule
+from tests.benchmarks.sim import alarms, chart, score
 from tests.benchmarks.sim import policies as P
-from tests.benchmarks.sim import world
-from tests.benchmarks.sim.account import Policy, RunResult, simulate
+from tests.benchmarks.sim.account import Policy, RunResult
 from tests.benchmarks.sim.params import SimParams, parse_overrides
-from tests.benchmarks.sim.score import Paired, cost_per_signed, paired, resamples
+from tests.benchmarks.sim.score import Paired, cost_per_signed, interval, paired, resamples, run_many, spend_share
 
 TRAIN_SEED_BASE = 1_000_000  # training seeds never overlap the held-out ones (0..N-1)
 MIN_SPEND_SHARE = 0.95
 GOAL_VS_CPL = -0.15
-
-
-def run_many(params: SimParams, seeds: Sequence[int], policies: Sequence[Policy]) -> dict[str, list[RunResult]]:
-    """Every policy on every seed; a seed's random numbers are drawn once and shared by its policies."""
-    out: dict[str, list[RunResult]] = {p.name: [] for p in policies}
-    for seed in seeds:
-        draws = world.Draws(seed)
-        for policy in policies:
-            out[policy.name].append(simulate(params, seed, policy, draws))
-    return out
-
-
-def spend_share(params: SimParams, results: Sequence[RunResult]) -> float:
-    budget = params.daily_budget * params.acting_days * len(results)
-    return sum(r.spend for r in results) / budget
 
 
 def at_full_spend(params: SimParams, results: Sequence[RunResult]) -> float:
@@ -102,7 +92,7 @@ class Row:
 
 def evaluate_budget(params: SimParams, seeds: int, train_seeds: int, log: Callable[[str], None]) -> list[Row]:
     train = [TRAIN_SEED_BASE + k for k in range(train_seeds)]
-    started = time.process_time()
+    started = time.monotonic()
     static_train = cost_per_signed(run_many(params, train, [Policy("static")])["static"])
     cpl_ranked, cpl_every = tune(params, train, ((k.label(), P.cpl_rules(k.kill, k.scale, k.window, k.kill_action))
                                                  for k in P.cpl_grid()))
@@ -113,7 +103,7 @@ def evaluate_budget(params: SimParams, seeds: int, train_seeds: int, log: Callab
     # off, nothing frees budget under the account's ceiling, so a scale rule alone never acts and the rules are
     # static budgets in effect.
     acting = next(t for t in cpl_every if not t.label.startswith("kill off"))
-    log(f"  tuned on {train_seeds} training seeds in {time.process_time() - started:.0f} s CPU "
+    log(f"  tuned on {train_seeds} training seeds in {time.monotonic() - started:.0f} s "
         f"(static there: ${static_train:,.0f})")
     for name, ranked in (("CPL", cpl_ranked), ("CPQL", cpql_ranked), ("CPS", cps_ranked)):
         log(f"    {name} best: {_top(ranked)}")
@@ -138,9 +128,9 @@ def evaluate_budget(params: SimParams, seeds: int, train_seeds: int, log: Callab
         Policy("CPS rules", cps.rules),
         Policy("CPS rules + CAPI", cps.rules, capi=True),
     ]
-    started = time.process_time()
+    started = time.monotonic()
     results = run_many(params, range(seeds), policies)
-    log(f"  {len(policies)} policies x {seeds} held-out seeds in {time.process_time() - started:.0f} s CPU")
+    log(f"  {len(policies)} policies x {seeds} held-out seeds in {time.monotonic() - started:.0f} s")
     notes = {"tuned CPL rules": cpl.label, "best acting CPL rules": f"{acting.label} (spend not held)",
              "CPQL rules": cpql.label, "CPS rules": cps.label,
              "guide CPL rules": "the guide's four as written" + (" (= the shipped defaults)" if same_as_guide else ""),
@@ -205,39 +195,47 @@ def goal(rows: Sequence[Row]) -> tuple[bool, str]:
         f"{'met' if ok_static else 'MISSED'})")
 
 
-def write_outputs(out: Path, sections: list[tuple[str, SimParams, list[Row]]]) -> list[Path]:
+@dataclass
+class Section:
+    """One monthly budget's results: the policies' rows and the alarm rules' table."""
+
+    title: str
+    params: SimParams
+    rows: list[Row]
+    alarms: list[tuple[str, list[tuple[str, ...]]]]  # (which operator, rows)
+
+
+def write_outputs(out: Path, sections: list[Section]) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     md, csv_path = out / "decision_quality.md", out / "decision_quality.csv"
     lines = ["# Decision quality (tests/benchmarks/bench_decision_quality.py)", ""]
     with csv_path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["monthly_budget", *HEADER])
-        for title, params, rows in sections:
-            cells = table_rows(params, rows)
-            lines += [f"## {title}", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-            lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in cells]
-            lines += ["", goal(rows)[1], ""]
-            writer.writerows([params.monthly_budget, *row] for row in cells)
+        for s in sections:
+            cells = table_rows(s.params, s.rows)
+            lines += [f"## {s.title}", "", *markdown(HEADER, cells), "", goal(s.rows)[1], ""]
+            writer.writerows([s.params.monthly_budget, *row] for row in cells)
+            for operator, rows in s.alarms:
+                lines += [f"### The alarm rules: {operator}", "", *markdown(alarms.HEADER, rows), ""]
+                writer.writerow([])
+                writer.writerow(["monthly_budget", f"alarm rules: {operator}", *alarms.HEADER[1:]])
+                writer.writerows([s.params.monthly_budget, *row] for row in rows)
     md.write_text("\n".join(lines), encoding="utf-8")
-    written = [md, csv_path]
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return written
-    fig, axes = plt.subplots(1, len(sections), figsize=(7 * len(sections), 6), squeeze=False)
-    for ax, (title, _, rows) in zip(axes[0], sections, strict=True):
-        names = [r.name for r in rows]
-        ax.barh(names, [cost_per_signed(r.results) for r in rows])
-        ax.invert_yaxis()
-        ax.set_title(title)
-        ax.set_xlabel("cost per signed case (USD)")
-    fig.tight_layout()
     png = out / "decision_quality.png"
-    fig.savefig(png, dpi=100)
-    return [*written, png]
+    png.write_bytes(chart.render([(s.title, chart_bars(s.params, s.rows)) for s in sections]))
+    return [md, csv_path, png]
+
+
+def markdown(header: Sequence[str], cells: Sequence[Sequence[str]]) -> list[str]:
+    return ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in (header, ["---"] * len(header),
+                                                                                 *cells)]
+
+
+def chart_bars(params: SimParams, rows: Sequence[Row]) -> list[chart.Bar]:
+    draws = resamples(len(rows[0].results))
+    return [chart.Bar(r.name.removesuffix(" *"), cost_per_signed(r.results), *interval(r.results, draws),
+                      spend_share(params, r.results), highlight=r.name.endswith(" *")) for r in rows]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,7 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budgets", default="7000,30000", help="monthly budgets in USD, comma-separated")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a SimParams override")
     parser.add_argument("--out", type=Path, default=Path("build/bench"), help="where the table files go")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="processes running seeds (the results do not depend on it)")
     args = parser.parse_args(argv)
+    score.WORKERS = args.jobs
     base = SimParams.model_validate(parse_overrides(args.set))
     sections = []
     met = True
@@ -262,10 +263,15 @@ def main(argv: list[str] | None = None) -> int:
         ok, text = goal(rows)
         met = met and ok
         print(f"\ngoal: {text}\n", flush=True)
-        sections.append((title, params, rows))
+        started_alarms = time.monotonic()
+        alarm_tables = alarms.run(params, args.seeds)
+        for operator, alarm_rows in alarm_tables:
+            print(f"the alarm rules, {operator}:")
+            print(render([alarms.HEADER, *alarm_rows]) + "\n", flush=True)
+        print(f"  (alarm rules: {time.monotonic() - started_alarms:.0f} s)\n", flush=True)
+        sections.append(Section(title, params, rows, alarm_tables))
     written = write_outputs(args.out, sections)
-    print("wrote " + ", ".join(map(str, written))
-          + ("" if any(p.suffix == ".png" for p in written) else " (no PNG: matplotlib is not installed)"))
+    print("wrote " + ", ".join(map(str, written)))
     print(f"decision quality: {time.monotonic() - started:.0f} s wall; goal {'met' if met else 'MISSED'}")
     return 0 if met else 1
 

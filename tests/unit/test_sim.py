@@ -3,6 +3,7 @@ penalty, CAPI's ramp, the oracle's split, common random numbers, and the engine/
 
 from __future__ import annotations
 
+import io
 import math
 import re
 import statistics
@@ -14,8 +15,8 @@ from services.rules_engine.model import Action
 from tests.benchmarks.sim import policies as P
 from tests.benchmarks.sim import world
 from tests.benchmarks.sim.account import ACCOUNT, Account, Policy, simulate
-from tests.benchmarks.sim.params import SimParams
-from tests.benchmarks.sim.score import cost_per_signed, paired, resamples
+from tests.benchmarks.sim.params import SimParams, markdown_table
+from tests.benchmarks.sim.score import cost_per_signed, interval, paired, resamples
 
 PARAMS = SimParams()
 GRID = [(k + 0.5) / 20_000 for k in range(20_000)]  # an even spread of uniforms: exact-ish moments, no noise
@@ -213,9 +214,133 @@ def test_paired_difference_and_its_interval() -> None:
     assert cost_per_signed(cheaper) == pytest.approx(0.9 * cost_per_signed(base))
 
 
-def test_every_parameter_is_documented_with_its_default() -> None:
+def test_every_parameter_is_documented_with_its_default_and_source() -> None:
+    """The doc's table "Parameters" is the model's, as `python -m tests.benchmarks.sim.params` prints it."""
     doc = (Path(__file__).resolve().parents[2] / "docs" / "decision-quality.md").read_text(encoding="utf-8")
-    rows = dict(re.findall(r"^\| `([a-z0-9_]+)` \| ([^|]+) \|", doc, re.MULTILINE))
+    assert markdown_table() in doc, "run python -m tests.benchmarks.sim.params and paste its table in the doc"
     for name, field in SimParams.model_fields.items():
-        assert name in rows, f"{name} is not in docs/decision-quality.md"
-        assert float(rows[name]) == pytest.approx(float(field.default)), name
+        assert "(" in (field.description or ""), f"{name} has no source"
+        assert re.search(rf"^\| `{name}` \| ", doc, re.MULTILINE)
+
+
+def test_broken_ad_sets_and_fatigue_come_from_streams_of_their_own() -> None:
+    """Switching breaks and fatigue off leaves every other draw of the account as it was (common random numbers
+    across parameter settings), and a break falls on a day of the acting days."""
+    for seed in range(20):
+        plain = world.draw_account(PARAMS.with_(broken_probability=0.0, frequency_growth_high=0.1), seed)
+        full = world.draw_account(PARAMS.with_(broken_probability=1.0), seed)
+        assert [(t.cpl, t.qualified, t.signed) for t in plain] == [(t.cpl, t.qualified, t.signed) for t in full]
+        assert all(t.broken_day is None for t in plain)
+        assert all(t.broken_day is not None and 1 <= t.broken_day <= PARAMS.acting_days for t in full)
+        assert all(PARAMS.frequency_growth_low <= t.frequency_growth <= PARAMS.frequency_growth_high for t in full)
+    share = statistics.fmean(t.broken_day is not None for s in range(400) for t in world.draw_account(PARAMS, s))
+    assert share == pytest.approx(PARAMS.broken_probability, abs=0.02)
+
+
+def test_fatigue_raises_cpl_past_the_onset_and_a_bigger_budget_tires_faster() -> None:
+    truth = world.AdSetTruth("a", cpl=50.0, qualified=0.3, signed=0.25, base_budget=40.0, frequency_growth=0.35)
+    fresh = world.expected_leads(PARAMS, truth, 40.0, learning=False, capi=0.0, frequency=PARAMS.frequency_start)
+    assert fresh == pytest.approx(40 / 50)
+    at_onset = world.expected_leads(PARAMS, truth, 40.0, learning=False, capi=0.0, frequency=2.0)
+    assert at_onset == pytest.approx(fresh)
+    tired = world.expected_leads(PARAMS, truth, 40.0, learning=False, capi=0.0, frequency=4.0)
+    assert fresh / tired == pytest.approx(1 + PARAMS.fatigue_cpl_per_frequency * 2)
+    assert world.frequency_gain(truth, 40.0) == pytest.approx(0.05)  # 0.35 a week
+    assert world.frequency_gain(truth, 80.0) == pytest.approx(0.10)
+    broken = world.expected_leads(PARAMS, truth, 40.0, learning=False, capi=0.0, broken=True)
+    assert broken == pytest.approx(fresh * PARAMS.broken_lead_factor)
+
+
+def test_a_broken_ad_set_spends_without_leads_until_the_firm_notices_it() -> None:
+    params = PARAMS.with_(broken_probability=1.0, broken_lead_factor=0.0, frequency_growth_high=0.1)
+    account = Account(params, 8, Policy("static"))
+    result = account.run()
+    expected = 0.0
+    for adset in account.adsets:
+        broke = adset.truth.broken_day
+        assert broke is not None
+        broken_days = min(params.broken_unnoticed_days, params.acting_days - broke + 1)
+        expected += broken_days * adset.budget / 100
+        assert all(account.rows[i][d].leads == 0  # type: ignore[union-attr]
+                   for i in [account.adsets.index(adset)] for d in range(broke, broke + broken_days))
+    assert result.broken_spend == pytest.approx(expected)
+    assert result.breaks == len(account.adsets)
+    assert result.caught == 0
+
+
+def test_zero_leads_catches_a_break_and_the_operator_fixes_and_unpauses_it() -> None:
+    params = PARAMS.with_(broken_probability=1.0, broken_lead_factor=0.0, monthly_budget=30000,
+                          frequency_growth_high=0.1)
+    static = simulate(params, 8, Policy("static"))
+    account = Account(params, 8, Policy("alarm", [P.zero_leads(400)]))
+    result = account.run()
+    assert result.caught >= 1
+    assert result.broken_spend < static.broken_spend
+    # every ad set paused for a break was fixed and delivers again (none is left paused for good)
+    assert all(a.status == "ACTIVE" for a in account.adsets if a.repaired)
+
+
+def test_the_frequency_cap_reads_the_7_day_frequency_and_a_paused_tired_ad_set_gets_a_new_creative() -> None:
+    params = PARAMS.with_(frequency_growth_low=1.5, frequency_growth_high=1.5, refresh_every_days=0,
+                          broken_probability=0.0)
+    account = Account(params, 3, Policy("cap", [P.frequency_cap(4.0, cooldown_hours=168)]))
+    for day in range(1, 16):
+        account._reveal(day - 1)
+        account._operator(day)
+        account._deliver(day)
+    snapshot = account.snapshot(16)
+    adset = account.adsets[0]
+    week = [account.rows[0][d] for d in range(9, 16)]  # day 16 reads days 9..15
+    impressions = sum(r.impressions for r in week if r is not None)
+    frequency = impressions / snapshot.window_reach[(adset.entity_id, "last_7_days")]
+    assert frequency == pytest.approx(account.frequencies[(0, 15)], rel=0.01)
+    assert frequency > 4
+    tired = Account(params, 3, Policy("cap", [P.frequency_cap(4.0, cooldown_hours=168)]))
+    result = tired.run()
+    assert result.actions >= 1
+    assert result.refreshes >= 1
+    assert all(a.frequency < 4 + 1.5 / 7 * 2 for a in tired.adsets)  # none ran far past the cap
+    never = simulate(params, 3, Policy("static"))
+    assert never.refreshes == 0
+    assert result.signed > never.signed
+
+
+def test_cost_per_signed_interval_holds_the_point() -> None:
+    base = [simulate(PARAMS.with_(acting_days=20), s, Policy("static")) for s in range(30)]
+    low, high = interval(base, resamples(len(base), count=300))
+    assert low < cost_per_signed(base) < high
+
+
+def test_the_chart_draws_a_bar_and_an_interval_per_policy_on_one_axis() -> None:
+    from PIL import Image
+
+    from services.reports.chart import BAR, BAR_TEXT, LINE
+    from tests.benchmarks.sim import chart
+
+    bars = [chart.Bar("static", 900.0, 850.0, 950.0, 1.0), chart.Bar("recommended", 800.0, 780.0, 820.0, 1.0, True),
+            chart.Bar("paused nearly all", 850.0, 500.0, 5000.0, 0.08)]
+    image = Image.open(io.BytesIO(chart.render([("$7k", bars), ("$30k", bars)])))
+    assert image.format == "PNG"
+    assert image.size == (chart.WIDTH, 2 * (chart.HEAD + chart.FOOT + 3 * chart.ROW))
+    rgb = image.convert("RGB")
+    row_y = chart.HEAD + chart.ROW + chart.ROW // 2  # the recommended policy's row in the first panel
+    row = [rgb.getpixel((x, row_y)) for x in range(chart.NAMES, chart.WIDTH - chart.VALUES)]
+    assert BAR_TEXT in row  # its bar
+    assert LINE in row  # its interval
+    # bars are drawn from $0 to scale: static's ($900, just above its interval's whisker height) is 9/8 of $800's
+    y = chart.HEAD + chart.ROW // 2 - 10
+    static = sum(rgb.getpixel((x, y)) == BAR for x in range(chart.NAMES, chart.WIDTH))
+    recommended = sum(rgb.getpixel((x, row_y - 10)) == BAR_TEXT for x in range(chart.NAMES, chart.WIDTH))
+    assert static / recommended == pytest.approx(900 / 800, rel=0.02)
+
+
+def test_seeds_run_in_several_processes_give_the_same_results_in_seed_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.benchmarks.sim import score
+
+    params = PARAMS.with_(acting_days=12)
+    policies = [Policy("static"), Policy("cpl", P.guide_cpl_rules())]
+    alone = score.run_many(params, range(5), policies)
+    monkeypatch.setattr(score, "WORKERS", 2)
+    together = score.run_many(params, range(5), policies)
+    assert together == alone
+    assert [r.spend for r in alone["static"]] == [simulate(params, s, Policy("static")).spend for s in range(5)]

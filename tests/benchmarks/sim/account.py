@@ -10,6 +10,12 @@ unpause under the ceiling) with the same `BudgetGuardrailSettings` for every pol
 account, what is refused counts in the rule's circuit breaker (`record_result`) as in the service. Then the day is
 delivered (`world.deliver`).
 
+Before the rules, the operator does what a person does (`_operator`): looks at what leadwire announced it paused
+(a broken ad set is fixed, a fatigued creative replaced, either unpaused), notices a broken ad set unprompted after
+a while, and refreshes old creatives now and then. Broken ad sets and creative fatigue are drawn per ad set by
+`world.draw_account`; the 7-day frequency the rules read is the ad set's own, as Meta's deduplicated reach for the
+window (`Snapshot.window_reach`, what the insights poller stores).
+
 Every policy runs with the same account, the same total budget as the account's daily ceiling (raises only fill
 what cuts and pauses freed), the same per-day action allowance, and the same random numbers.
 """
@@ -77,6 +83,10 @@ class AdSet:
     learning_since: int | None = None  # day the current learning phase began
     learning_leads: int = 0
     increases: list[int] = field(default_factory=list)  # days of applied budget increases
+    frequency: float = 1.0  # the current 7-day frequency (creative fatigue)
+    creative_day: int = 1  # day of the current creative
+    repaired: bool = False  # its break (if any) was fixed
+    paused_on: int | None = None  # day a rule paused it, until the operator looked
 
 
 @dataclass
@@ -91,6 +101,10 @@ class RunResult:
     refused: int = 0  # ... and refused
     refusals: Counter[str] = field(default_factory=Counter)  # by guardrail
     paused_days: int = 0  # ad set x days with no delivery
+    breaks: int = 0  # ad sets that broke on or before the last acting day
+    broken_spend: float = 0.0  # spent on broken ad sets before they were paused or fixed
+    caught: int = 0  # broken ad sets a rule paused before the firm noticed them
+    refreshes: int = 0  # new creatives (unprompted, or after a pause of a fatigued ad set)
 
     @property
     def cost_per_signed(self) -> float:
@@ -119,9 +133,10 @@ class Account:
         truths = world.draw_account(params, seed)
         budgets = world.oracle_split(params, truths) if policy.oracle else [t.base_budget for t in truths]
         self.adsets = [
-            AdSet(t, f"9000002{i:02d}", round(b * 100), round(t.base_budget * 100))
+            AdSet(t, f"9000002{i:02d}", round(b * 100), round(t.base_budget * 100), frequency=params.frequency_start)
             for i, (t, b) in enumerate(zip(truths, budgets, strict=True))
         ]
+        self.result = RunResult(breaks=sum(t.broken_day is not None for t in truths))
         self.by_id = {a.entity_id: a for a in self.adsets}
         total = sum(a.first_seen for a in self.adsets)
         # The account's ceiling is its total budget: raises only re-use what cuts and pauses freed.
@@ -133,8 +148,8 @@ class Account:
         self.counts: dict[tuple[int, int], _Counts] = {}  # (ad set index, day) -> what leadwire has stored
         # ... and as the rules read it: per ad set, the day's row (None: nothing delivered)
         self.rows: list[list[MetricRow | None]] = [[None] * (params.acting_days + 2) for _ in self.adsets]
+        self.frequencies: dict[tuple[int, int], float] = {}  # (ad set index, day) -> its 7-day frequency that day
         self.pending: dict[int, list[tuple[int, int, str]]] = {}  # reveal day -> (ad set, lead day, kind)
-        self.result = RunResult()
         self.decisions = 0
 
     # ------------------------------------------------------------------------------------------------ the loop
@@ -142,6 +157,7 @@ class Account:
     def run(self) -> RunResult:
         for day in range(1, self.params.acting_days + 1):
             self._reveal(day - self.params.crm_lag_days)
+            self._operator(day)
             if self.policy.rules:
                 self._decide(day)
             self._deliver(day)
@@ -175,9 +191,14 @@ class Account:
         last = day - self.params.insights_lag_days
         first = max(1, day - self.lookback + 1)
         rows: list[MetricRow] = []
-        for days in self.rows:
+        reach: dict[tuple[str, str], int] = {}
+        for i, (adset, days) in enumerate(zip(self.adsets, self.rows, strict=True)):
             rows.extend(r for r in days[first:last + 1] if r is not None)
-        return Snapshot(entities=self.entities(), rows=rows)
+            week = [(d, r.impressions) for d in range(max(1, last - 6), last + 1) if (r := days[d]) is not None]
+            frequency = self.frequencies.get((i, week[-1][0])) if week else None
+            if frequency:  # Meta's deduplicated 7-day reach: the week's impressions at the latest 7-day frequency
+                reach[(adset.entity_id, "last_7_days")] = max(1, round(sum(n for _, n in week) / frequency))
+        return Snapshot(entities=self.entities(), rows=rows, window_reach=reach)
 
     def _decide(self, day: int) -> list[tuple[Action, bool]]:
         """Evaluate the rules on the morning of ``day`` and execute what they decide: (action, applied) each."""
@@ -238,6 +259,7 @@ class Account:
         self.result.actions += 1
         if isinstance(command, PauseCommand):
             adset.status = "PAUSED"
+            adset.paused_on = day
         elif isinstance(command, UnpauseCommand):
             if adset.status != "ACTIVE":
                 adset.status = "ACTIVE"
@@ -254,6 +276,51 @@ class Account:
     def _learn(self, adset: AdSet, day: int) -> None:
         adset.learning_since = day
         adset.learning_leads = 0
+
+    # ------------------------------------------------------------------------------------------------ operator
+
+    def _broken(self, adset: AdSet, day: int) -> bool:
+        broke = adset.truth.broken_day
+        return broke is not None and broke <= day and not adset.repaired
+
+    def _refresh(self, adset: AdSet, day: int) -> None:
+        """A new creative: the frequency starts again, and so does learning (a new ad is a significant edit)."""
+        adset.frequency = self.params.frequency_start
+        adset.creative_day = day
+        self.result.refreshes += 1
+        self._learn(adset, day)
+
+    def _operator(self, day: int) -> None:
+        """The morning's human work: pauses announced ``operator_response_days`` ago are looked at (a broken ad set
+        is fixed, a fatigued one gets a new creative, and either is unpaused within the account's ceiling; a
+        healthy one is unpaused with the chance ``operator_unpauses_healthy``, else stays paused), a break is
+        noticed unprompted after ``broken_unnoticed_days``, and creatives older than ``refresh_every_days`` are
+        replaced."""
+        p = self.params
+        for adset in self.adsets:
+            if adset.paused_on is not None and day - adset.paused_on >= p.operator_response_days:
+                adset.paused_on = None
+                mended = False
+                if self._broken(adset, day):
+                    adset.repaired = mended = True
+                    self.result.caught += 1
+                if adset.frequency > p.fatigue_onset_frequency:
+                    self._refresh(adset, day)
+                    mended = True
+                if not mended and world.stream(self.seed, "operator", adset.entity_id, day).random() < (
+                        p.operator_unpauses_healthy):
+                    mended = True  # nothing wrong found: restored as it was
+                room = self.ceiling - self.active_total()
+                if mended and adset.status != "ACTIVE" and room > 0:
+                    adset.budget = min(adset.budget, room)
+                    adset.status = "ACTIVE"
+                    self._learn(adset, day)
+            broke = adset.truth.broken_day
+            if broke is not None and day - broke >= p.broken_unnoticed_days:
+                adset.repaired = True
+            if adset.status == "ACTIVE" and p.refresh_every_days and day - adset.creative_day >= (
+                    p.refresh_every_days):
+                self._refresh(adset, day)
 
     # ------------------------------------------------------------------------------------------------ delivery
 
@@ -275,9 +342,15 @@ class Account:
                 continue
             spend = adset.budget / 100
             learning = self._learning(adset, day)
-            leads = world.deliver(p, self.draws, i, adset.truth, day, spend, learning=learning, capi=capi)
+            broken = self._broken(adset, day)
+            leads = world.deliver(p, self.draws, i, adset.truth, day, spend, learning=learning, capi=capi,
+                                  frequency=adset.frequency, broken=broken)
             if learning:
                 adset.learning_leads += len(leads)
+            if broken:
+                self.result.broken_spend += spend
+            adset.frequency += world.frequency_gain(adset.truth, spend)
+            self.frequencies[(i, day)] = adset.frequency
             impressions = round(spend / p.cpm * 1000)
             counts = self.counts[(i, day)] = _Counts(
                 spend=adset.budget, impressions=impressions, reach=round(impressions / p.daily_frequency),
@@ -300,3 +373,4 @@ def simulate(params: SimParams, seed: int, policy: Policy, draws: world.Draws | 
     """Run ``policy`` on the account of ``seed`` for ``params.acting_days`` days (``draws``: the seed's shared
     random numbers, when several policies run on it)."""
     return Account(params, seed, policy, draws).run()
+

@@ -43,12 +43,13 @@ def budget_protection(spend: float = 300) -> Rule:
     )
 
 
-def frequency_cap() -> Rule:
-    """Guide rule 3: 7-day frequency above 4."""
+def frequency_cap(cap: float = 4.0, cooldown_hours: int = 24) -> Rule:
+    """Guide rule 3: 7-day frequency above 4 (or ``cap``): pause. A cooldown shorter than the window lets it pause
+    an ad set again on the frequency of the days before its new creative."""
     return _rule(
         name="frequency-cap",
-        conditions={"all": [{"metric": "frequency", "window": "last_7_days", "op": ">", "value": 4.0}]},
-        actions=["pause"], guardrails={"cooldown_hours": 24, "max_actions_per_run": 10},
+        conditions={"all": [{"metric": "frequency", "window": "last_7_days", "op": ">", "value": cap}]},
+        actions=["pause"], guardrails={"cooldown_hours": cooldown_hours, "max_actions_per_run": 10},
     )
 
 
@@ -201,3 +202,22 @@ def crm_grid(metric: str) -> Iterable[CrmKnobs]:
                     yield CrmKnobs(metric, None if cut is None else cut * factor,
                                    None if raise_ is None else raise_ * factor, window,
                                    min_events=3 if factor == 1 else 2, junk_rate=junk)
+
+
+def zero_leads(spend: float, window: str = "last_7_days", cooldown_hours: int = 168) -> Rule:
+    """The shipped `zero-leads` alarm with other numbers: ``spend`` or more over ``window`` without a lead: pause.
+    A cooldown shorter than the window lets the rule pause a mended ad set again, on the broken days still in its
+    window (the shipped rule had 24 h until the benchmark found it)."""
+    return _rule(
+        name="zero-leads", priority=20,
+        conditions={"all": [{"metric": "spend", "window": window, "op": ">=", "value": spend},
+                            {"metric": "leads", "window": window, "op": "==", "value": 0}]},
+        actions=["pause"],
+        guardrails={"cooldown_hours": cooldown_hours, "max_actions_per_run": 10, "max_actions_per_day": 20},
+    )
+
+
+def replace_rule(rules: Iterable[Rule], name: str, by: Rule | None) -> list[Rule]:
+    """``rules`` with the rule called ``name`` replaced by ``by`` (None: removed)."""
+    out = [r for r in rules if r.name != name]
+    return out if by is None else [*out, by]

@@ -61,6 +61,9 @@ class AdSetTruth:
     qualified: float
     signed: float
     base_budget: float
+    broken_day: int | None = None  # the day its form, pixel or delivery breaks (None: never)
+    frequency_growth: float = 0.0  # 7-day frequency gained per week of delivery at base_budget
+
 
     @property
     def lead_to_signed(self) -> float:
@@ -72,9 +75,15 @@ class AdSetTruth:
         return self.cpl / self.lead_to_signed
 
 
+def between(low: float, high: float, w: float) -> float:
+    """The point ``w`` (0..1) of the way from ``low`` to ``high``."""
+    return low + (high - low) * w
+
+
 def draw_account(params: SimParams, seed: int) -> list[AdSetTruth]:
     """4-6 ad sets whose CPL is anti-correlated with their quality (cheap leads that rarely sign, dear ones that
-    sign more), the budget split evenly at the start."""
+    sign more), the budget split evenly at the start; each may break on a day of its own, and its creative tires
+    at a pace of its own (both from streams of their own: switching them off leaves every other draw as it was)."""
     rng = stream(seed, "account")
     n = rng.randint(params.adsets_min, params.adsets_max)
     base = params.daily_budget / n
@@ -85,11 +94,16 @@ def draw_account(params: SimParams, seed: int) -> list[AdSetTruth]:
     for i, z in enumerate(positions):
         cpl = params.cpl_low * (params.cpl_high / params.cpl_low) ** z
         w = min(1.0, max(0.0, z + rng.gauss(0.0, params.quality_noise_sd)))
-        qualified = params.qualified_low + (params.qualified_high - params.qualified_low) * w
-        signed = params.signed_low + (params.signed_high - params.signed_low) * w
+        qualified = between(params.qualified_low, params.qualified_high, w)
+        signed = between(params.signed_low, params.signed_high, w)
         if junk and i == cheapest:
             qualified *= params.junk_factor
-        out.append(AdSetTruth(f"Ad set {i + 1}", cpl, qualified, signed, base))
+        fate = stream(seed, "fate", i)
+        broken = fate.random() < params.broken_probability
+        broken_day = fate.randint(1, params.acting_days)
+        growth = between(params.frequency_growth_low, params.frequency_growth_high, fate.random())
+        out.append(AdSetTruth(f"Ad set {i + 1}", cpl, qualified, signed, base, broken_day if broken else None,
+                              growth))
     return out
 
 
@@ -132,23 +146,37 @@ def capi_progress(params: SimParams, day: int) -> float:
     return min(1.0, max(0.0, (day - 1) / params.capi_ramp_days))
 
 
+def fatigue_factor(params: SimParams, frequency: float) -> float:
+    """CPL x this at a 7-day ``frequency``: 1 up to the onset, then rising linearly (creative fatigue)."""
+    return 1 + params.fatigue_cpl_per_frequency * max(0.0, frequency - params.fatigue_onset_frequency)
+
+
+def frequency_gain(truth: AdSetTruth, spend: float) -> float:
+    """The 7-day frequency a day's ``spend`` adds: the ad set's weekly growth / 7, faster on a bigger budget (the
+    same audience sees more impressions)."""
+    return truth.frequency_growth / 7 * spend / truth.base_budget
+
+
 def expected_leads(
-    params: SimParams, truth: AdSetTruth, spend: float, *, learning: bool, capi: float, noise: float = 0.0
+    params: SimParams, truth: AdSetTruth, spend: float, *, learning: bool, capi: float, noise: float = 0.0,
+    frequency: float = 1.0, broken: bool = False,
 ) -> float:
     """Poisson mean of a day's leads: spend / CPL, the CPL raised by diminishing returns on budget above the
-    starting one, the learning phase and the CAPI trade-off (fewer, better leads), times e^noise."""
+    starting one, the learning phase, creative fatigue at the 7-day ``frequency`` and the CAPI trade-off (fewer,
+    better leads), times e^noise; nearly none while ``broken``."""
     if spend <= 0:
         return 0.0
     cpl = truth.cpl * (spend / truth.base_budget) ** params.diminishing_exponent
     if learning:
         cpl *= params.learning_cpl_factor
-    cpl *= 1 + (params.capi_cpl_factor - 1) * capi
-    return spend / cpl * math.exp(noise)
+    cpl *= fatigue_factor(params, frequency)
+    cpl *= between(1.0, params.capi_cpl_factor, capi)
+    return spend / cpl * math.exp(noise) * (params.broken_lead_factor if broken else 1.0)
 
 
 def qualified_rate(params: SimParams, truth: AdSetTruth, capi: float) -> float:
     """Lead->qualified with CAPI feedback at ``capi`` (0..1) of its full effect."""
-    return min(0.95, truth.qualified * (1 + (params.capi_qualified_lift - 1) * capi))
+    return min(0.95, truth.qualified * between(1.0, params.capi_qualified_lift, capi))
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,12 +191,14 @@ class Lead:
 
 def deliver(
     params: SimParams, draws: Draws, adset: int, truth: AdSetTruth, day: int, spend: float, *, learning: bool,
-    capi: float,
+    capi: float, frequency: float = 1.0, broken: bool = False,
 ) -> list[Lead]:
     """The leads one ad set's ``spend`` buys on ``day``, each with its outcome and reveal days."""
     u = draws.day(adset, day, 2)
     noise = params.daily_noise_sd * _NORMAL.inv_cdf(min(max(u[0], 1e-12), 1 - 1e-12))
-    count = poisson(expected_leads(params, truth, spend, learning=learning, capi=capi, noise=noise), u[1])
+    mean = expected_leads(params, truth, spend, learning=learning, capi=capi, noise=noise, frequency=frequency,
+                          broken=broken)
+    count = poisson(mean, u[1])
     u = draws.day(adset, day, 2 + 4 * count)
     q = qualified_rate(params, truth, capi)
     leads = []
