@@ -129,7 +129,7 @@ elif [ "$login" = 1 ]; then
 fi
 
 # --- The test suite's vhost -----------------------------------------------------------------------------------
-# A vhost of its own, so test messages never reach the real queues; recreated empty for each run (queues no test
+# A vhost of its own, so test messages never reach the real queues; emptied for each run, never deleted (queues no test
 # consumes would otherwise collect messages run after run).
 if [ "${1:-}" = --test-vhost ]; then
   "$PY" -m tests.fixtures.vhosts recreate "${LEADWIRE_TEST_VHOST:-leadwire_test}" || exit 3

@@ -36,7 +36,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -126,16 +125,17 @@ async def bench_broker() -> AsyncIterator[str]:
     if url := os.environ.get("BENCH_AMQP_URL"):
         yield url
         return
-    vhost = f"{VHOST}_{uuid.uuid4().hex[:6]}"
+    suffix = os.environ.get("LEADWIRE_TEST_VHOST", "")
+    vhost = f"{VHOST}.{suffix}" if suffix else VHOST  # one per checkout, emptied, never deleted (vhosts.py)
     try:
-        await asyncio.to_thread(vhosts.create, vhost)
+        await asyncio.to_thread(vhosts.create, vhost, fresh=True)
     except vhosts.VhostError as exc:
-        raise SystemExit(f"bench_ingress needs a throwaway vhost ({exc}), or BENCH_AMQP_URL") from None
+        raise SystemExit(f"bench_ingress needs a vhost of its own ({exc}), or BENCH_AMQP_URL") from None
     base = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/").rstrip("/")
     try:
         yield f"{base}/{vhost}"
     finally:
-        await asyncio.to_thread(vhosts.delete, vhost)
+        await asyncio.to_thread(vhosts.empty, vhost)
 
 
 # ------------------------------------------------------------------------------------------- the two designs
