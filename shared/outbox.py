@@ -3,6 +3,10 @@
 `enqueue` inserts into `outbox` (a trigger notifies the relays); `OutboxRelay.run` publishes unpublished rows in order
 with broker confirms and marks them published. A crash between publish and mark republishes the message with the
 same message_id, which consumers already treat as a duplicate.
+
+The `outbox` table is shared/'s: services write it only through `enqueue`/`enqueue_many`, and a service that must
+know whether it enqueued a message already (in the same query as its own rows) reads the view `enqueued_messages`
+(migration 0150: `message_id`, `published_at`), never the table.
 """
 
 from __future__ import annotations
