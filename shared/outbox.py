@@ -21,7 +21,8 @@ from typing import Any
 import asyncpg
 from faststream.rabbit import RabbitBroker
 
-from shared.messaging import publish_body
+from shared.messaging import make_broker, publish_body
+from shared.settings import BrokerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,23 @@ async def enqueue_many(conn: asyncpg.Connection, messages: Sequence[Any]) -> Non
         "insert into outbox (message_id, routing_key, message_type, body) values ($1, $2, $3, $4)",
         [(m.message_id, type(m).routing_key, m.type, m.model_dump(mode="json")) for m in messages],
     )  # the insert trigger (migration 0010) notifies the relays on commit
+
+
+async def relay_pending(pool: asyncpg.Pool, broker: BrokerSettings, *, service: str) -> Exception | None:
+    """Publish every pending outbox message now, through a broker connection of its own (a command-line tool
+    that enqueued messages and wants them to leave before it exits). Returns None when all left, else what stopped
+    it: the messages stay safe in the outbox and any running service's relay publishes them."""
+    connection = make_broker(broker, service=service)
+    try:
+        await connection.connect()
+        relay = OutboxRelay(pool, connection)
+        while await relay.relay_once() >= relay.batch_size:
+            pass
+    except Exception as exc:
+        return exc
+    finally:
+        await connection.stop()
+    return None
 
 
 class OutboxRelay:
