@@ -265,7 +265,7 @@ class BulkConsumer(Generic[E]):
                 failures.append((message, DependencyUnavailable("the database", wait)))
             decoded, valid = [], []
         if decoded:
-            results = await self._results(decoded)
+            results = await self.results(decoded)
             if self.guards is not None:
                 errors = [r for r in results if isinstance(r, BaseException)]
                 down = next((e for e in errors if is_database_unavailable(e)), None)
@@ -299,10 +299,13 @@ class BulkConsumer(Generic[E]):
                     with contextlib.suppress(Exception):
                         await message.channel.basic_reject(tag, requeue=True)
 
-    async def _results(self, decoded: list[E]) -> Sequence[BaseException | None]:
+    async def results(self, decoded: list[E]) -> Sequence[BaseException | None]:
         """The handler's result per message. A batch failing as a whole for bad data (`is_poison`: a database
         data error, a serialization error) is split in halves and each half handled again, until the poison
-        messages are alone: they park, their neighbours go through (handlers are idempotent on the message)."""
+        messages are alone: they park, their neighbours go through (handlers are idempotent on the message).
+
+        What the consumer settles each valid message by (None: acked; an exception: `settle_failure`); an
+        in-memory test calls it with decoded messages, no broker involved (tests/memory/support.py `batch`)."""
         try:
             results = await self.handler(decoded)
         except Exception as exc:
@@ -310,7 +313,7 @@ class BulkConsumer(Generic[E]):
                 middle = len(decoded) // 2
                 logger.warning("batch handler failed on bad data (%s) for %s messages; splitting the batch",
                                describe(exc), len(decoded), extra={"queue": self.consumer.queue_name})
-                return [*await self._results(decoded[:middle]), *await self._results(decoded[middle:])]
+                return [*await self.results(decoded[:middle]), *await self.results(decoded[middle:])]
             logger.exception("batch handler failed for %s messages", len(decoded),
                              extra={"queue": self.consumer.queue_name})
             return [exc] * len(decoded)

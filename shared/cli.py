@@ -280,8 +280,9 @@ def _cmd_asyncapi(services: Sequence[ServiceSpec], args: argparse.Namespace) -> 
 
 
 @contextlib.asynccontextmanager
-async def graph_client(settings: Settings) -> AsyncIterator[GraphClient]:
-    """A Graph client for a command-line tool (services get theirs from `Service`)."""
+async def graph_client(settings: Settings, *, max_wait: float | None = 120) -> AsyncIterator[GraphClient]:
+    """A Graph client for a command-line tool (services get theirs from `Service`), the Meta secrets registered
+    for redaction first. `max_wait`: how long a call may wait out throttles (None: as long as it takes)."""
     import aiohttp
 
     from shared.graph import GraphClient
@@ -290,7 +291,7 @@ async def graph_client(settings: Settings) -> AsyncIterator[GraphClient]:
         register_secret(secret.get_secret_value())
     timeout = aiohttp.ClientTimeout(total=settings.meta.request_timeout_seconds)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        yield GraphClient(session, settings.meta, max_wait=120)
+        yield GraphClient(session, settings.meta, max_wait=max_wait)
 
 
 def _cmd_doctor(_: argparse.Namespace) -> int:

@@ -3,6 +3,10 @@
 `enqueue` inserts into `outbox` (a trigger notifies the relays); `OutboxRelay.run` publishes unpublished rows in order
 with broker confirms and marks them published. A crash between publish and mark republishes the message with the
 same message_id, which consumers already treat as a duplicate.
+
+The `outbox` table is shared/'s: services write it only through `enqueue`/`enqueue_many`, and a service that must
+know whether it enqueued a message already (in the same query as its own rows) reads the view `enqueued_messages`
+(migration 0150: `message_id`, `published_at`), never the table.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from typing import Any
 import asyncpg
 from faststream.rabbit import RabbitBroker
 
-from shared.messaging import publish_body
+from shared.messaging import make_broker, publish_body
+from shared.settings import BrokerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +42,23 @@ async def enqueue_many(conn: asyncpg.Connection, messages: Sequence[Any]) -> Non
         "insert into outbox (message_id, routing_key, message_type, body) values ($1, $2, $3, $4)",
         [(m.message_id, type(m).routing_key, m.type, m.model_dump(mode="json")) for m in messages],
     )  # the insert trigger (migration 0010) notifies the relays on commit
+
+
+async def relay_pending(pool: asyncpg.Pool, broker: BrokerSettings, *, service: str) -> Exception | None:
+    """Publish every pending outbox message now, through a broker connection of its own (a command-line tool
+    that enqueued messages and wants them to leave before it exits). Returns None when all left, else what stopped
+    it: the messages stay safe in the outbox and any running service's relay publishes them."""
+    connection = make_broker(broker, service=service)
+    try:
+        await connection.connect()
+        relay = OutboxRelay(pool, connection)
+        while await relay.relay_once() >= relay.batch_size:
+            pass
+    except Exception as exc:
+        return exc
+    finally:
+        await connection.stop()
+    return None
 
 
 class OutboxRelay:

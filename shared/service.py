@@ -264,6 +264,13 @@ class Service:
 
         return register
 
+    def batch_consumer(self, consumer: Consumer) -> BulkConsumer[Any]:
+        """The `BulkConsumer` that `subscribe_batch` registered on `consumer`'s queue."""
+        found = [c for c in self._bulk_consumers if c.consumer.queue_name == consumer.queue_name]
+        if not found:
+            raise KeyError(f"no batch handler on {consumer.queue_name}")
+        return found[0]
+
     def _document_subscriber(self, consumer: Consumer, message_cls: type[Any], handler: Callable[..., Any]) -> None:
         """Describe a batch consumer's channel in the AsyncAPI document as a FastStream subscriber would be.
 

@@ -23,8 +23,7 @@ from services.campaign_executor.audience_defs import AudienceConfigError, load
 from services.campaign_executor.audience_jobs import enqueue_syncs, ordered, sync_messages
 from services.campaign_executor.settings import ExecutorSettings
 from shared.db.pool import create_pool
-from shared.messaging import make_broker
-from shared.outbox import OutboxRelay
+from shared.outbox import relay_pending
 from shared.settings import Settings
 
 
@@ -108,16 +107,9 @@ async def send_commands(settings: Settings, messages: list[CampaignCommandMessag
     pool = await create_pool(settings.database)
     try:
         await enqueue_syncs(pool, messages)
-        broker = make_broker(settings.broker, service="campaign_executor")
-        try:
-            await broker.connect()
-            relay = OutboxRelay(pool, broker)
-            while await relay.relay_once() >= relay.batch_size:
-                pass
-        except Exception as exc:  # safe in the outbox: any running service's relay publishes them
-            sys.stderr.write(f"could not publish now ({type(exc).__name__}): a running service will relay them\n")
-        finally:
-            await broker.stop()
+        failure = await relay_pending(pool, settings.broker, service="campaign_executor")
+        if failure is not None:  # safe in the outbox: any running service's relay publishes them
+            sys.stderr.write(f"could not publish now ({type(failure).__name__}): a running service will relay them\n")
         for command_id, name in ids.items():
             sys.stdout.write(f"{name}\tcommand {command_id}\n")
         if wait > 0:

@@ -15,16 +15,14 @@ import sys
 import uuid
 from typing import Any
 
-import aiohttp
-
 from contracts.commands import CampaignCommand, CreateLeadFormCommand
 from contracts.messages import CampaignCommandMessage
 from services.campaign_executor import store
 from services.campaign_executor.cli import send_commands
 from services.campaign_executor.form_defs import FormDefinitionError, load
+from shared.cli import graph_client
 from shared.db.pool import create_pool
-from shared.graph import GraphClient, GraphError
-from shared.logging import register_secret
+from shared.graph import GraphError
 from shared.settings import Settings
 
 
@@ -96,11 +94,8 @@ async def list_forms(settings: Settings, pages: list[str]) -> int:
 async def _meta_forms(settings: Settings, pages: list[str], mine: set[str]) -> int:
     meta = settings.meta
     token = meta.page_access_token if meta.page_access_token.get_secret_value() else meta.access_token
-    for secret in (meta.access_token, meta.page_access_token, meta.app_secret):
-        register_secret(secret.get_secret_value())
     failed = 0
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=meta.request_timeout_seconds)) as http:
-        graph = GraphClient(http, meta)
+    async with graph_client(settings, max_wait=300.0) as graph:
         for page in pages:
             try:
                 async for item in graph.paginate(f"{page}/leadgen_forms", {"fields": "id,name,status", "limit": 100},

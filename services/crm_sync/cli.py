@@ -13,8 +13,7 @@ from services.crm_sync.redeliver import RedeliveryReport, redeliver
 from services.crm_sync.store import failed_leads
 from shared.cli import date_arg
 from shared.db.pool import create_pool
-from shared.messaging import make_broker
-from shared.outbox import OutboxRelay
+from shared.outbox import relay_pending
 from shared.settings import Settings
 
 logger = logging.getLogger("leadwire.crm")
@@ -51,18 +50,10 @@ async def redeliver_once(settings: Settings, *, leadgen_ids: list[str], failed: 
 
 
 async def _relay(pool: Any, settings: Settings) -> bool:
-    broker = make_broker(settings.broker, service="crm_sync")
-    try:
-        await broker.connect()
-        relay = OutboxRelay(pool, broker)
-        while await relay.relay_once() >= relay.batch_size:
-            pass
-    except Exception as exc:  # the messages are safe in the outbox; any service's relay publishes them
-        logger.warning("could not publish now (%s): a running service will relay them", type(exc).__name__)
-        return False
-    finally:
-        await broker.stop()
-    return True
+    failure = await relay_pending(pool, settings.broker, service="crm_sync")
+    if failure is not None:  # the messages are safe in the outbox; any service's relay publishes them
+        logger.warning("could not publish now (%s): a running service will relay them", type(failure).__name__)
+    return failure is None
 
 
 def _cmd_redeliver(args: argparse.Namespace) -> int:

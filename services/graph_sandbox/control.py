@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -104,16 +104,28 @@ async def get_state(sb: Sandbox, body: dict[str, Any], request: web.Request) -> 
     return summary(sb)
 
 
-async def limits(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
-    if request.method == "POST":
-        sb.limits.update(body)
-    return sb.limits.as_dict()
+class _Knobs(Protocol):
+    def update(self, patch: dict[str, Any]) -> None: ...
+
+    def as_dict(self) -> dict[str, Any]: ...
 
 
-async def faults(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
-    if request.method == "POST":
-        sb.faults.update(body)
-    return sb.faults.as_dict()
+def _knobs(of: Callable[[Sandbox], _Knobs]) -> ControlHandler:
+    """A knob endpoint: GET shows the knobs, POST sets those the body names first."""
+
+    async def handler(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
+        if request.method == "POST":
+            of(sb).update(body)
+        return of(sb).as_dict()
+
+    return handler
+
+
+limits = _knobs(lambda sb: sb.limits)
+faults = _knobs(lambda sb: sb.faults)
+insights_knobs = _knobs(lambda sb: sb.insights)
+audience_knobs = _knobs(lambda sb: sb.audiences)
+versions = _knobs(lambda sb: sb.versions)
 
 
 async def calls(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
@@ -172,12 +184,6 @@ async def token(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
     return sb.state.token
 
 
-async def insights_knobs(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
-    if request.method == "POST":
-        sb.insights.update(body)
-    return sb.insights.as_dict()
-
-
 async def insights_restate(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
     dates = insights.restate(sb, float(body.get("factor", 1.1)), int(body.get("days", 3)))
     return {"restated_dates": dates, "restatements": sb.state.restatements}
@@ -194,18 +200,6 @@ async def edit_object(sb: Sandbox, body: dict[str, Any], request: web.Request) -
     except GraphError as err:
         raise ValueError(f"{err.message} {err.user_msg or ''}".strip()) from None
     return objects.full_view(sb, node)
-
-
-async def audience_knobs(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
-    if request.method == "POST":
-        sb.audiences.update(body)
-    return sb.audiences.as_dict()
-
-
-async def versions(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
-    if request.method == "POST":
-        sb.versions.update(body)
-    return sb.versions.as_dict()
 
 
 async def health(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:

@@ -8,12 +8,10 @@ import logging
 import sys
 from datetime import date
 
-import aiohttp
-
 from services.insights_poller.settings import InsightsSettings
 from services.insights_poller.worker import Worker
+from shared.cli import graph_client
 from shared.db.pool import create_pool
-from shared.graph import GraphClient
 from shared.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -54,10 +52,8 @@ async def refresh(settings: Settings, accounts: list[str], since: date, until: d
     published by the next running service's relay."""
     pool = await create_pool(settings.database)
     try:
-        timeout = aiohttp.ClientTimeout(total=settings.meta.request_timeout_seconds)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            # An operator waits for the answer: wait out throttles instead of giving up after max_wait.
-            graph = GraphClient(session, settings.meta, max_wait=None)
+        # An operator waits for the answer: wait out throttles instead of giving up after max_wait.
+        async with graph_client(settings, max_wait=None) as graph:
             poller = Worker(pool, graph, settings.block(InsightsSettings), accounts)
             outcomes = await poller.refresh_all(accounts, since=since, until=until)
     finally:

@@ -10,14 +10,11 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import aiohttp
-
 from services.lead_fetcher.backfill import BackfillReport, run_backfill
 from services.lead_fetcher.logic import page_token
 from services.lead_fetcher.settings import MAX_BACKFILL_DAYS, LeadFetcherSettings
-from shared.cli import date_arg
+from shared.cli import date_arg, graph_client
 from shared.db.pool import create_pool
-from shared.logging import register_secret
 from shared.settings import MetaSettings, Settings
 
 logger = logging.getLogger("leadwire.leads")
@@ -43,15 +40,10 @@ def register(subparsers: Any) -> None:
 async def backfill_once(settings: Settings, *, since: datetime | None = None,
                         page_ids: list[str] | None = None) -> BackfillReport:
     """One backfill with resources of its own (the CLI, tests, benchmarks)."""
-    from shared.graph import GraphClient
-
     meta = settings.meta
-    for secret in (meta.access_token, meta.page_access_token, meta.app_secret):
-        register_secret(secret.get_secret_value())
     pool = await create_pool(settings.database)
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=meta.request_timeout_seconds)) as http:
-            graph = GraphClient(http, meta)
+        async with graph_client(settings, max_wait=300.0) as graph:
             return await run_backfill(pool, graph, page_ids=page_ids or list(meta.page_ids), token=page_token(meta),
                                       settings=settings.block(LeadFetcherSettings), since=since)
     finally:

@@ -1,4 +1,7 @@
-"""The lead fetcher's database work: leads with their LeadCaptured (outbox), access alerts, form watermarks."""
+"""The lead fetcher's database work: leads with their LeadCaptured (outbox), access alerts, form watermarks.
+
+The outbox is written through `shared.outbox` and read through its view `enqueued_messages` (migration 0150).
+"""
 
 from __future__ import annotations
 
@@ -37,12 +40,13 @@ on conflict (leadgen_id) do nothing
 returning leadgen_id
 """
 
-# Which of a group's leads are stored, and whether each one's LeadCaptured is in the outbox (published or not).
+# Which of a group's leads are stored, and whether each one's LeadCaptured is in the outbox (published or not): the
+# outbox is shared/'s, read through its view `enqueued_messages` (0150), which the planner inlines (same plan).
 _LOOKUP = """
 select l.leadgen_id, o.message_id is not null as emitted
 from unnest($1::text[], $2::uuid[]) as u(leadgen_id, message_id)
 join leads l on l.leadgen_id = u.leadgen_id
-left join outbox o on o.message_id = u.message_id
+left join enqueued_messages o on o.message_id = u.message_id
 """
 
 
@@ -99,7 +103,7 @@ async def ensure_captured(pool: asyncpg.Pool, leadgen_id: str, caused_by: Envelo
         row = await conn.fetchrow(
             "select leadgen_id, page_id, form_id, ad_id, adset_id, campaign_id, created_time, is_organic, "
             "platform, source, "
-            "exists(select 1 from outbox where message_id = $2) as emitted "
+            "exists(select 1 from enqueued_messages where message_id = $2) as emitted "
             "from leads where leadgen_id = $1 for share",
             leadgen_id, captured_message_id(leadgen_id),
         )
@@ -129,7 +133,7 @@ async def redeliver_captured(pool: asyncpg.Pool, command: RedeliverLeadMessage) 
     async with pool.acquire() as conn, conn.transaction():
         row = await conn.fetchrow(
             "select leadgen_id, page_id, form_id, ad_id, adset_id, campaign_id, created_time, is_organic, "
-            "platform, exists(select 1 from outbox where message_id = $2) as emitted "
+            "platform, exists(select 1 from enqueued_messages where message_id = $2) as emitted "
             "from leads where leadgen_id = $1",
             leadgen_id, redelivered_message_id(command.message_id),
         )

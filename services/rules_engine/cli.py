@@ -13,8 +13,12 @@ import asyncio
 import getpass
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
+
+import asyncpg
 
 from contracts.messages import RuleConsentChangedMessage, RuleDecisionReviewedMessage
 from contracts.rules import RuleConsentChanged, RuleDecisionReviewed
@@ -30,6 +34,8 @@ from shared.cli import graph_client
 from shared.db.pool import create_pool
 from shared.outbox import enqueue
 from shared.settings import BudgetGuardrailSettings, Settings
+
+T = TypeVar("T")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -192,11 +198,15 @@ def _operator() -> str:
         return "cli"
 
 
-async def _wait_for(pool: object, query: str, *args: object, wait: float) -> object:
-    """The first non-null value of ``query`` within ``wait`` seconds (the engine applied the message), else None."""
+async def _wait_for(
+    pool: asyncpg.Pool, read: Callable[[asyncpg.Connection], Awaitable[T | None]], *, wait: float
+) -> T | None:
+    """The first non-null value ``read`` (a store function) returns within ``wait`` seconds (the engine applied the
+    message), else None."""
     deadline = time.monotonic() + wait
     while True:
-        value = await pool.fetchval(query, *args)  # type: ignore[attr-defined]
+        async with pool.acquire() as conn:
+            value = await read(conn)
         if value is not None or time.monotonic() >= deadline:
             return value
         await asyncio.sleep(0.2)
@@ -211,9 +221,7 @@ async def request_consent(settings: Settings, rule: str, *, enabled: bool, by: s
     try:
         async with pool.acquire() as conn, conn.transaction():
             await enqueue(conn, message)
-        applied = await _wait_for(pool, "select enabled from rule_consent where message_id = $1",
-                                  message.message_id, wait=wait)
-        return None if applied is None else bool(applied)
+        return await _wait_for(pool, lambda conn: store.consent_applied(conn, message.message_id), wait=wait)
     finally:
         await pool.close()
 
@@ -226,14 +234,14 @@ async def request_review(settings: Settings, decision_id: int, *, verdict: str, 
                                                                    by=by))
     pool = await create_pool(settings.database)
     try:
-        found = await pool.fetchval("select explanation from rule_decisions where id = $1", decision_id)
+        async with pool.acquire() as conn:
+            found = await store.decision(conn, decision_id)
         if found is None:
             return None, None
         async with pool.acquire() as conn, conn.transaction():
             await enqueue(conn, message)
-        result = await _wait_for(pool, "select result from rule_decision_reviews where decision_id = $1",
-                                 decision_id, wait=wait)
-        return str(found), None if result is None else str(result)
+        result = await _wait_for(pool, lambda conn: store.review_result(conn, decision_id), wait=wait)
+        return str(found["explanation"]), result
     finally:
         await pool.close()
 
@@ -268,16 +276,6 @@ def _cmd_review(args: argparse.Namespace) -> int:
     return 0
 
 
-_STATUS_DECISIONS = """
-    select rule,
-           count(*) filter (where outcome = 'acted')                   as acted,
-           count(*) filter (where outcome = 'would_act' and shadow)    as shadow,
-           max(evaluated_at)                                           as last
-    from rule_decisions where evaluated_at > now() - interval '7 days'
-    group by rule
-"""
-
-
 async def status_text(settings: Settings, directory: Path | None) -> str:
     """`leadwire rules status`: each rule's consent, its decisions of the last 7 days and an open breaker (of
     `directory`, or of RULES_DIR and every account's own rule directory)."""
@@ -292,7 +290,7 @@ async def status_text(settings: Settings, directory: Path | None) -> str:
         async with pool.acquire() as conn:
             consent = await store.consent_rows(conn)
             breakers = dict(await store.breakers(conn))
-            recent = {r["rule"]: r for r in await conn.fetch(_STATUS_DECISIONS)}
+            recent = await store.recent_decision_counts(conn, days=7)
     finally:
         await pool.close()
     lines = [f"rules in {directory}{' (RULES_DRY_RUN: nothing acts)' if config.dry_run else ''}:"]

@@ -153,12 +153,42 @@ async def consent_rows(conn: asyncpg.Connection) -> dict[str, asyncpg.Record]:
     return {r["rule"]: r for r in await conn.fetch("select * from rule_consent order by rule")}
 
 
+async def consent_applied(conn: asyncpg.Connection, message_id: uuid.UUID) -> bool | None:
+    """The state a RuleConsentChanged (by its message id) recorded; None while the engine has not applied it."""
+    enabled: bool | None = await conn.fetchval("select enabled from rule_consent where message_id = $1", message_id)
+    return enabled
+
+
 async def decision(conn: asyncpg.Connection, decision_id: int) -> asyncpg.Record | None:
     return await conn.fetchrow("select * from rule_decisions where id = $1", decision_id)
 
 
+async def recent_decision_counts(conn: asyncpg.Connection, *, days: int) -> dict[str, asyncpg.Record]:
+    """Per rule, over the last `days` days: decisions acted on (`acted`), would have acted in shadow mode
+    (`shadow`), and the last evaluation (`last`)."""
+    rows = await conn.fetch(
+        """
+        select rule,
+               count(*) filter (where outcome = 'acted')                   as acted,
+               count(*) filter (where outcome = 'would_act' and shadow)    as shadow,
+               max(evaluated_at)                                           as last
+        from rule_decisions where evaluated_at > now() - make_interval(days => $1)
+        group by rule
+        """,
+        days,
+    )
+    return {r["rule"]: r for r in rows}
+
+
 async def review_of(conn: asyncpg.Connection, decision_id: int) -> asyncpg.Record | None:
     return await conn.fetchrow("select * from rule_decision_reviews where decision_id = $1", decision_id)
+
+
+async def review_result(conn: asyncpg.Connection, decision_id: int) -> str | None:
+    """What came of a decision's review (`result`); None while the engine has not reviewed it."""
+    result: str | None = await conn.fetchval(
+        "select result from rule_decision_reviews where decision_id = $1", decision_id)
+    return result
 
 
 async def record_review(

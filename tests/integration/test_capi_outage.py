@@ -18,8 +18,8 @@ import asyncpg
 
 from contracts.messages import AlertRaisedMessage, RoutingKey
 from tests.fixtures.infra import eventually
+from tests.fixtures.taps import tap
 from tests.integration.test_capi_sender import Harness, capi, conversion  # noqa: F401 (fixture)
-from tests.integration.test_lead_fetcher_helpers import tap
 
 OUTAGE_SECONDS = 40.0  # a 10-minute outage, scaled 15×
 SCALED = {"retry_backoff_max_seconds": 900 / 15, "breaker_probe_max_seconds": 60 / 15}

@@ -36,6 +36,7 @@ from shared.topology import EXCHANGE, H_ATTEMPT, H_FIRST_FAILURE, H_PARKED_AT, H
 from tests.fixtures.crm import FakeCrm, crm_sink  # noqa: F401
 from tests.fixtures.infra import AMQP_URL, TEST_DSN, eventually, unique
 from tests.fixtures.sandbox import SandboxHandle
+from tests.fixtures.taps import Tap, tap
 from tests.integration.test_lead_fetcher_helpers import LeadEnv, lead_env_fixture
 
 WEBHOOK_SECRET = "test-crm-webhook-secret"
@@ -84,21 +85,9 @@ def metric(adapter: str, outcome: str) -> float:
 
 
 @pytest.fixture
-async def taps(amqp: aio_pika.abc.AbstractChannel) -> dict[str, aio_pika.abc.AbstractQueue]:
-    """Private queues on lead.synced.v1 and alert.raised.v1."""
-    exchange = await amqp.declare_exchange(EXCHANGE.name, aio_pika.ExchangeType.TOPIC, durable=True)
-    queues = {}
-    for key in (RoutingKey.LEAD_SYNCED, RoutingKey.ALERT_RAISED):
-        queue = await amqp.declare_queue(exclusive=True, auto_delete=True)
-        await queue.bind(exchange, routing_key=key)
-        queues[key] = queue
-    return queues
-
-
-async def taken(queue: aio_pika.abc.AbstractQueue, store: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    while (message := await queue.get(fail=False, no_ack=True)) is not None:
-        store.append(json.loads(message.body))
-    return store
+async def taps(amqp: aio_pika.abc.AbstractChannel) -> dict[str, Tap]:
+    """Taps on lead.synced.v1 and alert.raised.v1."""
+    return {key: await tap(amqp, key) for key in (RoutingKey.LEAD_SYNCED, RoutingKey.ALERT_RAISED)}
 
 
 StartCrmSync = Callable[..., Awaitable[Service]]
@@ -470,9 +459,8 @@ async def _all_status(db: asyncpg.Pool, ids: list[str], status: str) -> bool:
     return count == len(ids)
 
 
-async def _synced_all(taps: Any, ids: set[str]) -> list[dict[str, Any]] | None:
-    store = await taken(taps[RoutingKey.LEAD_SYNCED], _seen.setdefault(f"synced{id(taps)}", []))
-    mine = [b for b in store if b["payload"]["leadgen_id"] in ids]
+async def _synced_all(taps: dict[str, Tap], ids: set[str]) -> list[dict[str, Any]] | None:
+    mine = await taps[RoutingKey.LEAD_SYNCED].of("leadgen_id", ids)
     return mine if len(mine) >= len(ids) else None
 
 
@@ -493,18 +481,13 @@ async def _status(db: asyncpg.Pool, lid: str, adapter: str, status: str) -> bool
     return row is not None and row["status"] == status
 
 
-_seen: dict[str, list[dict[str, Any]]] = {}
-
-
-async def _synced(taps: Any, lid: str, n: int = 1) -> list[LeadSyncedMessage] | None:
-    store = await taken(taps[RoutingKey.LEAD_SYNCED], _seen.setdefault(f"synced{id(taps)}", []))
-    mine = [LeadSyncedMessage.model_validate(b) for b in store if b["payload"]["leadgen_id"] == lid]
+async def _synced(taps: dict[str, Tap], lid: str, n: int = 1) -> list[LeadSyncedMessage] | None:
+    mine = [LeadSyncedMessage.model_validate(b) for b in await taps[RoutingKey.LEAD_SYNCED].of("leadgen_id", {lid})]
     return mine if len(mine) >= n else None
 
 
-async def _alerts(taps: Any, subject: str, n: int = 1) -> list[AlertRaisedMessage] | None:
-    store = await taken(taps[RoutingKey.ALERT_RAISED], _seen.setdefault(f"alerts{id(taps)}", []))
-    mine = [AlertRaisedMessage.model_validate(b) for b in store if b["payload"].get("subject") == subject]
+async def _alerts(taps: dict[str, Tap], subject: str, n: int = 1) -> list[AlertRaisedMessage] | None:
+    mine = [AlertRaisedMessage.model_validate(b) for b in await taps[RoutingKey.ALERT_RAISED].of("subject", {subject})]
     return mine if len(mine) >= n else None
 
 

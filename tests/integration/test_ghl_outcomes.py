@@ -83,11 +83,7 @@ class Env:
             return resp.status, await resp.json(content_type=None)
 
     async def sent(self, event_id: str) -> dict[str, Any] | None:
-        status = await self.db.fetchval("select status from capi_events where event_id = $1", event_id)
-        if status != "sent":
-            return None
-        events = (await self.sandbox.capi_events(self.pixel_id))["events"]
-        return next((e["event"] for e in events if e["event"].get("event_id") == event_id), None)
+        return await self.sandbox.capi_event_sent(self.db, self.pixel_id, event_id)
 
 
 @pytest.fixture

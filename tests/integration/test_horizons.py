@@ -24,6 +24,7 @@ from shared.settings import BrokerSettings, DatabaseSettings
 from shared.topology import H_ATTEMPT, H_FIRST_FAILURE, H_PARKED_AT, H_REASON, Consumer
 from tests.fixtures.crm import FakeCrm, crm_sink  # noqa: F401
 from tests.fixtures.infra import AMQP_URL, TEST_DSN, eventually
+from tests.fixtures.taps import Tap
 from tests.fixtures.tcp_proxy import tcp_proxy
 from tests.integration.test_crm_sync import (  # noqa: F401 (fixtures)
     Send,
@@ -34,7 +35,6 @@ from tests.integration.test_crm_sync import (  # noqa: F401 (fixtures)
     new_lead_id,
     queue,
     send,
-    taken,
     taps,
 )
 
@@ -58,12 +58,11 @@ async def _parked_count(amqp: aio_pika.abc.AbstractChannel, consumer: Consumer) 
     return int(declared.declaration_result.message_count or 0)
 
 
-_alert_store: dict[int, list[dict[str, Any]]] = {}
-
-
-async def _incident_alerts(tapped: Any, subject: str, *, states: int = 1) -> list[AlertRaisedMessage] | None:
-    store = await taken(tapped[RoutingKey.ALERT_RAISED], _alert_store.setdefault(id(tapped), []))
-    mine = [AlertRaisedMessage.model_validate(b) for b in store if b["payload"].get("subject") == subject]
+async def _incident_alerts(
+    tapped: dict[str, Tap], subject: str, *, states: int = 1
+) -> list[AlertRaisedMessage] | None:
+    bodies = await tapped[RoutingKey.ALERT_RAISED].of("subject", {subject})
+    mine = [AlertRaisedMessage.model_validate(b) for b in bodies]
     return mine if len(mine) >= states else None
 
 

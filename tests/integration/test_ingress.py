@@ -27,8 +27,8 @@ from services.ingress.app import create_app
 from services.ingress.settings import IngressSettings
 from shared.service import Service
 from shared.settings import BrokerSettings, MetaSettings, Settings
-from shared.topology import EXCHANGE
-from tests.fixtures.infra import Workers, eventually, free_port, leadwire_workers, unique
+from tests.fixtures.infra import Workers, eventually, free_port, leadwire_workers
+from tests.fixtures.taps import Tap, tap
 
 APP_SECRET = "test-app-secret-ingress"
 VERIFY_TOKEN = "test-verify-token"
@@ -61,29 +61,6 @@ def delivery(*entries: list[str], page_id: str = "1111", numbers: bool = True) -
     }
 
 
-@dataclass
-class Tap:
-    """A private queue bound like a consumer of one routing key: what the ingress published."""
-
-    queue: aio_pika.abc.AbstractQueue
-    seen: list[aio_pika.abc.AbstractIncomingMessage]
-
-    async def collect(self) -> list[aio_pika.abc.AbstractIncomingMessage]:
-        while (message := await self.queue.get(fail=False, no_ack=True)) is not None:
-            self.seen.append(message)
-        return self.seen
-
-    async def bodies(self) -> list[dict[str, Any]]:
-        return [json.loads(m.body) for m in await self.collect()]
-
-
-async def make_tap(amqp: aio_pika.abc.AbstractChannel, routing_key: str) -> Tap:
-    exchange = await amqp.declare_exchange(EXCHANGE.name, aio_pika.ExchangeType.TOPIC, durable=True)
-    queue = await amqp.declare_queue(unique("test.tap."), exclusive=True, auto_delete=True)
-    await queue.bind(exchange, routing_key=routing_key)
-    return Tap(queue, [])
-
-
 @pytest.fixture
 async def vamqp(vhost_url: str) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
     connection = await aio_pika.connect(vhost_url)
@@ -93,12 +70,12 @@ async def vamqp(vhost_url: str) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
 
 @pytest.fixture
 async def leadgen_tap(vamqp: aio_pika.abc.AbstractChannel) -> Tap:
-    return await make_tap(vamqp, RoutingKey.LEADGEN_RECEIVED)
+    return await tap(vamqp, RoutingKey.LEADGEN_RECEIVED)
 
 
 @pytest.fixture
 async def conversion_tap(vamqp: aio_pika.abc.AbstractChannel) -> Tap:
-    return await make_tap(vamqp, RoutingKey.CONVERSION_REQUESTED)
+    return await tap(vamqp, RoutingKey.CONVERSION_REQUESTED)
 
 
 def ingress_settings(

@@ -22,13 +22,13 @@ from services.ingress import logic
 from services.ingress.settings import IngressSettings
 from shared.settings import BrokerSettings, MetaSettings, Settings
 from tests.fixtures.infra import eventually
+from tests.fixtures.taps import Tap
 from tests.integration import test_ingress as base
 from tests.integration.test_ingress import (
     APP_SECRET,
     CRM_SECRET,
     VERIFY_TOKEN,
     Ingress,
-    Tap,
     conversion,
     delivery,
     lead_id,

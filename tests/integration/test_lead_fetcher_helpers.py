@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import uuid
 from collections.abc import AsyncIterator
@@ -24,6 +23,7 @@ from shared.settings import MetaSettings, Settings
 from shared.topology import EXCHANGE, Consumer, consumers_of, register
 from tests.fixtures.infra import AMQP_URL, unique
 from tests.fixtures.sandbox import SandboxHandle
+from tests.fixtures.taps import Tap, tap
 
 SANDBOX_WINDOWS = {"app": 5.0, "ad_account": 5.0, "buc": 5.0, "buc:pages": 5.0, "buc:leadgen": 5.0, "page": 5.0}
 # Like the ingress, the webhook's message id is a uuid5 of the lead id (the lead fetcher does not rely on it: it
@@ -35,29 +35,6 @@ def leadgen_message(leadgen_id: str, page_id: str, *, message_id: uuid.UUID | No
                     source: str = "webhook", created_time: int | None = None) -> LeadgenReceivedMessage:
     payload = LeadgenReceived(leadgen_id=leadgen_id, page_id=page_id, source=source, created_time=created_time)
     return LeadgenReceivedMessage.new(payload, message_id=message_id or uuid.uuid5(LEADGEN_NAMESPACE, leadgen_id))
-
-
-@dataclass
-class Tap:
-    """A test queue bound to one routing key, collecting message bodies."""
-
-    queue: aio_pika.abc.AbstractQueue
-    bodies: list[dict[str, Any]] = field(default_factory=list)
-
-    async def collect(self) -> list[dict[str, Any]]:
-        while (message := await self.queue.get(fail=False, no_ack=True)) is not None:
-            self.bodies.append(json.loads(message.body))
-        return self.bodies
-
-    async def of(self, key: str, values: set[str]) -> list[dict[str, Any]]:
-        return [b for b in await self.collect() if str(b["payload"].get(key)) in values]
-
-
-async def tap(amqp: aio_pika.abc.AbstractChannel, routing_key: str) -> Tap:
-    exchange = await amqp.declare_exchange(EXCHANGE.name, type="topic", durable=True)
-    queue = await amqp.declare_queue(unique("test.tap."), auto_delete=True, exclusive=True)
-    await queue.bind(exchange, routing_key=routing_key)
-    return Tap(queue)
 
 
 @dataclass

@@ -28,8 +28,9 @@ from shared.service import Service
 from shared.settings import BudgetGuardrailSettings, MetaSettings, Settings
 from tests.fixtures.infra import AMQP_URL
 from tests.fixtures.sandbox import SandboxHandle
+from tests.fixtures.taps import tap
 from tests.integration.test_campaign_executor import result_of, results, send  # noqa: F401 - fixture
-from tests.integration.test_lead_fetcher_helpers import purge, tap
+from tests.integration.test_lead_fetcher_helpers import purge
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -140,7 +141,7 @@ async def test_a_form_is_created_once_and_the_backfill_scans_it(
     await db.execute("delete from lead_form_watermarks where form_id = $1", form_id)
 
     # No lead's personal data crossed the broker: the commands carry the form, the results ids and counts.
-    bodies = json.dumps(await everything.collect())
+    bodies = json.dumps(await everything.bodies())
     values = [v for f in lead["field_data"] for v in f["values"]]
     assert values
     assert not [v for v in values if v in bodies]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import asyncpg
@@ -28,6 +28,11 @@ def _message(leadgen_id: str = "111") -> LeadgenReceivedMessage:
 
 async def _send(broker: RabbitBroker, routing_key: str, body: bytes | dict[str, Any]) -> None:
     await broker.publish(body, exchange=EXCHANGE, routing_key=routing_key, persist=True)
+
+
+async def _send_many(broker: RabbitBroker, routing_key: str, bodies: list[Any]) -> None:
+    for body in bodies:
+        await _send(broker, routing_key, body)
 
 
 @pytest.fixture
@@ -175,13 +180,22 @@ async def test_invalid_payload_is_parked_at_once_without_its_values(
         calls.append(message)
 
     _, consumer = await test_service(handler)
+    await _send_many(broker, consumer.routing_keys[0], _invalid_bodies())
+    await _parked_at_once_without_values(amqp, consumer)
+    assert calls == []
+
+
+def _invalid_bodies() -> list[Any]:
+    """Three messages no handler may see: a payload that fails validation (with PII where an id should be), an
+    unknown schema version, and a body that is not JSON."""
     bad = _message().model_dump(mode="json")
     bad["payload"]["leadgen_id"] = "jane.doe@example.com"  # not an id; PII must not reach the reason
-    await _send(broker, consumer.routing_keys[0], bad)
     unknown_version = {**_message().model_dump(mode="json"), "schema_version": 99}
-    await _send(broker, consumer.routing_keys[0], unknown_version)
-    await _send(broker, consumer.routing_keys[0], b"{not json")
+    return [bad, unknown_version, b"{not json"]
 
+
+async def _parked_at_once_without_values(amqp: Any, consumer: Consumer) -> None:
+    """The three `_invalid_bodies` parked on their first attempt, their reasons naming the field, not its value."""
     parked = await eventually(
         lambda: _collect(amqp, consumer.parking_queue_name, 3), timeout=10, what="three parked messages"
     )
@@ -190,7 +204,6 @@ async def test_invalid_payload_is_parked_at_once_without_its_values(
     assert any("payload.leadgen_id" in r for r in reasons)
     assert any("schema_version" in r for r in reasons)
     assert not any("jane.doe" in r for r in reasons)
-    assert calls == []
 
 
 async def test_retry_later_redelivers_without_using_attempts(
@@ -281,9 +294,16 @@ async def _async(value: Any) -> Any:
 # -- the batch path (Service.subscribe_batch) -------------------------------------------------------------------
 
 
-async def _send_many(broker: RabbitBroker, routing_key: str, bodies: list[Any]) -> None:
-    for body in bodies:
-        await _send(broker, routing_key, body)
+async def _started_with(
+    batch_service: Callable[..., Any], broker: RabbitBroker, handler: Callable[..., Any], ids: Iterable[str],
+    **options: Any,
+) -> tuple[Service, Consumer]:
+    """A batch service running `handler`, started once its queue holds a LeadgenReceived for each of `ids` (in
+    that order)."""
+    service, consumer = await batch_service(handler, **options)
+    await _send_many(broker, consumer.routing_keys[0], [_message(i).model_dump(mode="json") for i in ids])
+    await service.start()
+    return service, consumer
 
 
 async def test_batch_handler_gets_batches_and_its_messages_are_acked(
@@ -294,10 +314,9 @@ async def test_batch_handler_gets_batches_and_its_messages_are_acked(
     async def handler(messages: list[LeadgenReceivedMessage]) -> None:
         batches.append([m.payload.leadgen_id for m in messages])
 
-    service, consumer = await batch_service(handler, max_batch=50)
     ids = [str(1000 + i) for i in range(120)]
-    await _send_many(broker, consumer.routing_keys[0], [_message(i).model_dump(mode="json") for i in ids])
-    await service.start()  # 120 queued: batches of at most 50, in delivery order
+    # 120 queued: batches of at most 50, in delivery order
+    service, consumer = await _started_with(batch_service, broker, handler, ids, max_batch=50)
     assert (await service.ready())["batch_consumers"] is True
     await eventually(lambda: _async(sum(map(len, batches)) == 120), what="all 120 handled")
     assert [i for batch in batches for i in batch] == ids
@@ -318,21 +337,11 @@ async def test_batch_invalid_messages_are_parked_and_the_rest_handled(
         handled.extend(m.payload.leadgen_id for m in messages)
 
     service, consumer = await batch_service(handler)
-    bad = _message().model_dump(mode="json")
-    bad["payload"]["leadgen_id"] = "jane.doe@example.com"  # PII must not reach the reason
-    unknown_version = {**_message().model_dump(mode="json"), "schema_version": 99}
     first, last = _message("1").model_dump(mode="json"), _message("2").model_dump(mode="json")
-    await _send_many(broker, consumer.routing_keys[0], [first, bad, unknown_version, b"{not json", last])
+    await _send_many(broker, consumer.routing_keys[0], [first, *_invalid_bodies(), last])
     await service.start()
 
-    parked = await eventually(
-        lambda: _collect(amqp, consumer.parking_queue_name, 3), timeout=10, what="three parked messages"
-    )
-    reasons = [m.headers[H_REASON] for m in parked]
-    assert all(m.headers[H_ATTEMPT] == 1 for m in parked), "invalid messages are not retried"
-    assert any("payload.leadgen_id" in r for r in reasons)
-    assert any("schema_version" in r for r in reasons)
-    assert not any("jane.doe" in r for r in reasons)
+    await _parked_at_once_without_values(amqp, consumer)
     await eventually(lambda: _async(sorted(handled) == ["1", "2"]), what="the valid messages handled")
     await service.stop()
     assert await _count(amqp, consumer.queue_name, 0)
@@ -348,9 +357,7 @@ async def test_batch_one_failure_does_not_fail_the_others(
         return [PermanentError("lead does not exist at Meta") if m.payload.leadgen_id == "13" else None
                 for m in messages]
 
-    service, consumer = await batch_service(handler)
-    await _send_many(broker, consumer.routing_keys[0], [_message(str(i)).model_dump(mode="json") for i in range(20)])
-    await service.start()
+    service, consumer = await _started_with(batch_service, broker, handler, map(str, range(20)))
     parked = await eventually(lambda: drain(amqp, consumer.parking_queue_name), what="the failed message parked")
     assert [LeadgenReceivedMessage.model_validate_json(m.body).payload.leadgen_id for m in parked] == ["13"]
     assert parked[0].headers[H_REASON] == "permanent: lead does not exist at Meta"
@@ -370,9 +377,7 @@ async def test_batch_failure_is_retried_then_succeeds(
         return [RuntimeError("CRM timed out") if m.payload.leadgen_id == "7" and calls.count("7") == 1 else None
                 for m in messages]
 
-    service, consumer = await batch_service(handler)
-    await _send_many(broker, consumer.routing_keys[0], [_message(str(i)).model_dump(mode="json") for i in range(10)])
-    await service.start()
+    service, consumer = await _started_with(batch_service, broker, handler, map(str, range(10)))
     await eventually(lambda: _async(calls.count("7") == 2), timeout=20, what="the failed message retried")
     await service.stop()
     assert sorted(set(calls), key=int) == [str(i) for i in range(10)]
@@ -390,9 +395,7 @@ async def test_batch_retries_exhausted_then_parked_and_whole_batch_exception_fai
         calls.extend(m.payload.leadgen_id for m in messages)
         raise RuntimeError("database down")
 
-    service, consumer = await batch_service(handler)
-    await _send_many(broker, consumer.routing_keys[0], [_message(str(i)).model_dump(mode="json") for i in (1, 2)])
-    await service.start()
+    _, consumer = await _started_with(batch_service, broker, handler, ["1", "2"])
     parked = await eventually(
         lambda: _collect(amqp, consumer.parking_queue_name, 2), timeout=30, what="both messages parked"
     )
@@ -433,9 +436,7 @@ async def test_batch_stop_waits_for_the_batch_in_flight(
         await asyncio.sleep(0.5)  # work in progress when the stop begins
         finished.extend(m.payload.leadgen_id for m in messages)
 
-    service, consumer = await batch_service(handler)
-    await _send_many(broker, consumer.routing_keys[0], [_message(str(i)).model_dump(mode="json") for i in range(5)])
-    await service.start()
+    service, consumer = await _started_with(batch_service, broker, handler, map(str, range(5)))
     await asyncio.wait_for(entered.wait(), timeout=10)
     await service.stop()
     assert sorted(finished) == [str(i) for i in range(5)], "stop did not let the batch finish"
@@ -481,11 +482,9 @@ async def test_batch_failing_as_a_whole_on_bad_data_is_split_until_the_bad_messa
             raise asyncpg.CharacterNotInRepertoireError('invalid byte sequence for encoding "UTF8": 0x00')
         handled.extend(m.payload.leadgen_id for m in messages)
 
-    service, consumer = await batch_service(handler, max_batch=50, linger=0.5)
     ids = [str(2000 + i) for i in range(40)]
-    await _send_many(broker, consumer.routing_keys[0],
-                     [_message(i).model_dump(mode="json") for i in [*ids[:17], "666", *ids[17:]]])
-    await service.start()
+    service, consumer = await _started_with(batch_service, broker, handler, [*ids[:17], "666", *ids[17:]],
+                                            max_batch=50, linger=0.5)
 
     parked = await eventually(lambda: drain(amqp, consumer.parking_queue_name), timeout=20, what="parked message")
     await eventually(lambda: _async(sorted(handled) == ids), what="the 40 others handled")

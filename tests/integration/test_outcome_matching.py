@@ -66,11 +66,7 @@ class Loop:
 
     async def sent(self, event_id: str) -> dict[str, Any] | None:
         """The event as Meta (the sandbox) received it, once capi_sender recorded it sent."""
-        status = await self.db.fetchval("select status from capi_events where event_id = $1", event_id)
-        if status != "sent":
-            return None
-        events = (await self.sandbox.capi_events(self.pixel_id))["events"]
-        return next((e["event"] for e in events if e["event"].get("event_id") == event_id), None)
+        return await self.sandbox.capi_event_sent(self.db, self.pixel_id, event_id)
 
 
 @pytest.fixture

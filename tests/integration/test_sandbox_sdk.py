@@ -76,33 +76,43 @@ async def test_sdk_lists_campaigns_across_cursor_pages(sandbox: SandboxHandle) -
     assert calls["by_path"]["GET /act_1000000001/campaigns"] == 3  # one call per page
 
 
+def create_campaign_and_ad_set(
+    account: AdAccount, page_id: str, campaign_name: str, adset_name: str, adset_status: str, **campaign: Any
+) -> tuple[Campaign, AdSet]:
+    """A paused lead-generation campaign (with `campaign`'s further fields) and one ad set in it, through the
+    SDK's own create methods, with the params leadwire's executor writes."""
+    created = account.create_campaign(
+        params={
+            Campaign.Field.name: campaign_name,
+            Campaign.Field.objective: Campaign.Objective.outcome_leads,
+            Campaign.Field.status: Campaign.Status.paused,
+            Campaign.Field.special_ad_categories: [],
+            Campaign.Field.is_adset_budget_sharing_enabled: False,
+            **campaign,
+        }
+    )
+    adset = account.create_ad_set(
+        params={
+            AdSet.Field.name: adset_name,
+            AdSet.Field.campaign_id: created.get_id(),
+            AdSet.Field.daily_budget: 2500,
+            AdSet.Field.billing_event: AdSet.BillingEvent.impressions,
+            AdSet.Field.optimization_goal: AdSet.OptimizationGoal.lead_generation,
+            AdSet.Field.targeting: {"geo_locations": {"countries": ["US"]}},
+            AdSet.Field.promoted_object: {"page_id": page_id},
+            AdSet.Field.status: adset_status,
+        }
+    )
+    return created, adset
+
+
 async def test_sdk_creates_and_updates_objects(sandbox: SandboxHandle) -> None:
     api = make_api(sandbox)
     page_id = sandbox.state["page_id"]
 
     def build() -> dict[str, Any]:
         account = AdAccount(sandbox.account_id, api=api)
-        campaign = account.create_campaign(
-            params={
-                Campaign.Field.name: "SDK campaign",
-                Campaign.Field.objective: Campaign.Objective.outcome_leads,
-                Campaign.Field.status: Campaign.Status.paused,
-                Campaign.Field.special_ad_categories: [],
-                "is_adset_budget_sharing_enabled": False,
-            }
-        )
-        adset = account.create_ad_set(
-            params={
-                AdSet.Field.name: "SDK ad set",
-                AdSet.Field.campaign_id: campaign.get_id(),
-                AdSet.Field.daily_budget: 2500,
-                AdSet.Field.billing_event: AdSet.BillingEvent.impressions,
-                AdSet.Field.optimization_goal: AdSet.OptimizationGoal.lead_generation,
-                AdSet.Field.targeting: {"geo_locations": {"countries": ["US"]}},
-                AdSet.Field.promoted_object: {"page_id": page_id},
-                AdSet.Field.status: AdSet.Status.active,
-            }
-        )
+        _, adset = create_campaign_and_ad_set(account, page_id, "SDK campaign", "SDK ad set", AdSet.Status.active)
         creative = account.create_ad_creative(
             params={
                 "name": "SDK creative",
@@ -572,28 +582,8 @@ async def test_sdk_writes_every_param_leadwire_writes(sandbox: SandboxHandle) ->
 
     def write() -> dict[str, Any]:
         account = AdAccount(sandbox.account_id, api=api)
-        campaign = account.create_campaign(
-            params={
-                Campaign.Field.name: "SDK writes",
-                Campaign.Field.objective: Campaign.Objective.outcome_leads,
-                Campaign.Field.status: Campaign.Status.paused,
-                Campaign.Field.special_ad_categories: [],
-                Campaign.Field.buying_type: "AUCTION",
-                Campaign.Field.is_adset_budget_sharing_enabled: False,
-            }
-        )
-        adset = account.create_ad_set(
-            params={
-                AdSet.Field.name: "SDK writes",
-                AdSet.Field.campaign_id: campaign.get_id(),
-                AdSet.Field.daily_budget: 2500,
-                AdSet.Field.billing_event: AdSet.BillingEvent.impressions,
-                AdSet.Field.optimization_goal: AdSet.OptimizationGoal.lead_generation,
-                AdSet.Field.targeting: {"geo_locations": {"countries": ["US"]}},
-                AdSet.Field.promoted_object: {"page_id": page_id},
-                AdSet.Field.status: AdSet.Status.paused,
-            }
-        )
+        campaign, adset = create_campaign_and_ad_set(account, page_id, "SDK writes", "SDK writes", AdSet.Status.paused,
+                                                     buying_type="AUCTION")
         AdSet(adset.get_id(), api=api).api_update(params={AdSet.Field.status: AdSet.Status.active})
         AdSet(adset.get_id(), api=api).api_update(params={AdSet.Field.daily_budget: 2600})
         audience = account.create_custom_audience(

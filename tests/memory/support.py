@@ -1,5 +1,6 @@
 """What the in-memory handler tests share: a service on FastStream's `TestRabbitBroker` (no RabbitMQ, no PostgreSQL),
-its handlers' dependencies around a fake worker, and what the reliability middleware republished.
+its handlers' dependencies around a fake worker, and what the reliability middleware republished; the batch handlers
+(`Service.subscribe_batch`) take decoded messages directly (`batch`).
 
 A message is published as a service publishes it: to the exchange with its contract's routing key, so it reaches the
 handler only through the consumer's binding (`shared.topology`).
@@ -7,7 +8,7 @@ handler only through the consumer's binding (`shared.topology`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from faststream.rabbit.annotations import RabbitMessage
@@ -74,6 +75,14 @@ def watch(service: Service, *consumers: Consumer) -> Copies:
             copies.retried.append(message)
 
     return copies
+
+
+async def batch(service: Service, consumer: Consumer, messages: list[Any]) -> Sequence[BaseException | None]:
+    """Hand decoded `messages` to the batch handler registered on `consumer` (`Service.subscribe_batch`), as its
+    `BulkConsumer` does once it read and decoded them: one result per message, what each is settled by (None:
+    acked; `PermanentError`: parked; `RetryLater` or another exception: retried). No broker: a batch handler reads
+    its queue outside FastStream, so `TestRabbitBroker` cannot deliver to it."""
+    return await service.batch_consumer(consumer).results(messages)
 
 
 async def send(broker: Any, message: Envelope[Any] | bytes, *, routing_key: str | None = None, **headers: Any) -> None:

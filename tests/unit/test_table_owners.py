@@ -27,10 +27,6 @@ def _owners() -> dict[str, str]:
 
 OWNERS = _owners()
 
-# Known exceptions, named in the README: lead_fetcher's hot lookups ask in the same query whether a lead's
-# LeadCaptured is in the outbox already (a read; writes go through shared/outbox.py).
-ALLOWED = {("lead_fetcher", "outbox")}
-
 # A table named where SQL names one: after from / join / into / update (a docstring saying "from ads" would count too;
 # none does).
 _SQL_TABLE = re.compile(r"\b(?:from|join|into|update)\s+([a-z_]+)\b", re.IGNORECASE)
@@ -54,6 +50,6 @@ def test_a_package_names_only_the_tables_it_owns(package: str, path: Path) -> No
         f"{source.relative_to(ROOT)}: {table}"
         for source in path.rglob("*.py")
         for table in {m.lower() for m in _SQL_TABLE.findall(source.read_text())}
-        if OWNERS.get(table, package) != package and (package, table) not in ALLOWED
+        if OWNERS.get(table, package) != package
     )
     assert not foreign, "read another service's table (use its view): " + ", ".join(foreign)
