@@ -6,15 +6,21 @@ from typing import Any
 
 from .core import GraphRequest, Sandbox, list_param, paginate
 from .errors import invalid_param, missing_param, unsupported_get
+from .forms import not_page_token
 from .objects import matches, parse_filtering, render
-from .state import LEAD_RETENTION_SECONDS, Node
+from .state import LEAD_RETENTION_SECONDS, Node, page_token
 
 # Meta keeps lead data retrievable for 90 days (docs/meta-api.md §7.4); older leads read as nonexistent.
 LEAD_TIME_OPERATORS = ("LESS_THAN", "GREATER_THAN", "GREATER_THAN_OR_EQUAL", "LESS_THAN_OR_EQUAL")
 
 
 async def page_forms(sb: Sandbox, req: GraphRequest, page: Node | None) -> dict[str, Any]:
+    """`GET /{page-id}/leadgen_forms`: like creating one, listing a Page's forms needs that Page's own access token;
+    a user or system-user token (or another Page's) gets `(#190) This method must be called with a Page Access
+    Token` (docs/meta-api.md §7.5). Reading leads takes a Page or a user token (§7.1)."""
     assert page is not None
+    if req.token != page_token(page.id):
+        raise not_page_token()
     fields = list_param(req.params, "fields")
     forms = sorted(sb.state.of_kind("leadgen_form", page_id=page.id), key=lambda n: int(n.id))
     return paginate(sb, req, [render(sb, f, fields) for f in forms])

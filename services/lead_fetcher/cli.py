@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 
 from services.lead_fetcher.backfill import BackfillReport, run_backfill
-from services.lead_fetcher.logic import page_token
+from services.lead_fetcher.logic import forms_token, page_token
 from services.lead_fetcher.settings import MAX_BACKFILL_DAYS, LeadFetcherSettings
 from shared.cli import date_arg
 from shared.db.pool import create_pool
@@ -53,6 +53,7 @@ async def backfill_once(settings: Settings, *, since: datetime | None = None,
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=meta.request_timeout_seconds)) as http:
             graph = GraphClient(http, meta)
             return await run_backfill(pool, graph, page_ids=page_ids or list(meta.page_ids), token=page_token(meta),
+                                      forms_token=forms_token(meta),
                                       settings=settings.block(LeadFetcherSettings), since=since)
     finally:
         await pool.close()

@@ -124,7 +124,7 @@ async def test_form_and_ad_leads_time_filter_and_paging(sandbox: SandboxHandle) 
 
 async def test_page_forms_and_subscribed_apps(sandbox: SandboxHandle) -> None:
     page = sandbox.state["page_id"]
-    _, _, forms = await sandbox.graph("GET", f"{page}/leadgen_forms", fields="name,status")
+    _, _, forms = await sandbox.graph("GET", f"{page}/leadgen_forms", token=sandbox.page_token, fields="name,status")
     assert [f["name"] for f in forms["data"]] == ["Contact us", "Get a quote"]
     _, _, before = await sandbox.graph("GET", f"{page}/subscribed_apps")
     assert before == {"data": []}
