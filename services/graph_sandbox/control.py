@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import delivery, insights, objects
+from . import delivery, insights, objects, review
 from .core import Sandbox
 from .errors import GraphError
 from .keys import SANDBOX
@@ -196,6 +196,16 @@ async def edit_object(sb: Sandbox, body: dict[str, Any], request: web.Request) -
     return objects.full_view(sb, node)
 
 
+async def review_ad(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
+    """Meta's reviewers: `{"effective_status": "PENDING_REVIEW" | "DISAPPROVED" | "WITH_ISSUES" | "APPROVED",
+    "ad_review_feedback"?: {...}, "issues_info"?: [...]}` for an ad (review.py)."""
+    node = sb.state.get(request.match_info["ad_id"])
+    if node is None or node.kind != "ad":
+        raise ValueError(f"unknown ad {request.match_info['ad_id']}")
+    review.set_review(sb, node, body.get("effective_status"), body.get("ad_review_feedback") or body.get("issues_info"))
+    return objects.full_view(sb, node)
+
+
 async def audience_knobs(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
     if request.method == "POST":
         sb.audiences.update(body)
@@ -236,3 +246,4 @@ def setup(app: web.Application) -> None:
     r.add_get("/_sandbox/capi/events", _wrap(capi_events))
     r.add_post("/_sandbox/insights/restate", _wrap(insights_restate))
     r.add_post("/_sandbox/objects/{object_id}", _wrap(edit_object))
+    r.add_post("/_sandbox/review/{ad_id}", _wrap(review_ad))
