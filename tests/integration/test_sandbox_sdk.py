@@ -605,7 +605,7 @@ async def test_sdk_writes_every_param_leadwire_writes(sandbox: SandboxHandle) ->
         replaced = CustomAudience(audience.get_id(), api=api).create_users_replace(
             params={"payload": payload, "session": {"session_id": 7, "batch_seq": 1, "last_batch_flag": True}}
         )
-        page = Page(page_id, api=api)
+        page = Page(page_id, api=make_api(sandbox, token=sandbox.page_token))  # the Page's own token
         page.create_subscribed_app(params={"subscribed_fields": ["leadgen"]})
         subscribed = [dict(app) for app in page.get_subscribed_apps()]
         page.delete_subscribed_apps()
