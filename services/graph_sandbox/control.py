@@ -206,6 +206,17 @@ async def review_ad(sb: Sandbox, body: dict[str, Any], request: web.Request) -> 
     return objects.full_view(sb, node)
 
 
+async def review_knobs(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
+    """`{"review_seconds": 3600}`: how long a new ad stays PENDING_REVIEW (0: approved at once)."""
+    if request.method == "POST":
+        unknown = set(body) - {"review_seconds"}
+        if unknown:
+            raise ValueError(f"unknown review knob {sorted(unknown)[0]!r}")
+        if "review_seconds" in body:
+            sb.state.review_seconds = max(0.0, float(body["review_seconds"]))
+    return {"review_seconds": sb.state.review_seconds}
+
+
 async def audience_knobs(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
     if request.method == "POST":
         sb.audiences.update(body)
@@ -236,6 +247,7 @@ def setup(app: web.Application) -> None:
         ("/_sandbox/clock", clock),
         ("/_sandbox/audiences", audience_knobs),
         ("/_sandbox/versions", versions),
+        ("/_sandbox/review", review_knobs),
     ):
         r.add_get(path, _wrap(fn))
         r.add_post(path, _wrap(fn))

@@ -6,7 +6,7 @@ import base64
 import hashlib
 from typing import Any
 
-from . import delivery, schema
+from . import delivery, review, schema
 from .core import GraphRequest, Sandbox, bool_param, json_param
 from .errors import GraphError, invalid_param, missing_param
 from .state import Node
@@ -292,6 +292,7 @@ async def create_ad(sb: Sandbox, req: GraphRequest, account: Node | None) -> dic
         )
     )
     delivery.created(sb, node, adset)
+    review.submitted(sb, node)  # new ads go through review (docs/meta-api.md §11.2)
     return {"id": node.id}
 
 

@@ -98,7 +98,7 @@ def _current(node: Node, field: str) -> Any:
     return node.extra.get("review") if field == "review" else node.fields.get(field)
 
 
-def _value_at(node: Node, field: str, at: float) -> Any:
+def value_at(node: Node, field: str, at: float) -> Any:
     """The field's value in force at `at`: after every recorded change made at or before it."""
     value = _current(node, field)
     for change in reversed(node.extra.get("history", ())):
@@ -121,14 +121,14 @@ def _baseline(node: Node, field: str) -> Any:
 def _rate_at(chain: list[Node], budget_node: Node | None, at: float) -> float:
     # Delivery follows the effective status: every one of ad, ad set and campaign ACTIVE, and the ad (chain[0]) not
     # in review, refused or with issues (review.py).
-    if any(_value_at(node, "status", at) != "ACTIVE" for node in chain) or _value_at(chain[0], "review", at):
+    if any(value_at(node, "status", at) != "ACTIVE" for node in chain) or value_at(chain[0], "review", at):
         return 0.0
     if budget_node is None:
         return 1.0
     for field in ("daily_budget", "lifetime_budget"):
         base = _baseline(budget_node, field)
         if base:
-            return float(_value_at(budget_node, field, at) or 0) / float(base)
+            return float(value_at(budget_node, field, at) or 0) / float(base)
     return 1.0
 
 

@@ -133,6 +133,7 @@ class SandboxState:
             "user_id": "100000000000042",
         }
         self.subscribed_apps: dict[str, list[str]] = {}
+        self.review_seconds = 3600.0  # how long a new ad stays PENDING_REVIEW (review.py)
         self._seed(ads)
 
     # ------------------------------------------------------------------ ids and lookup

@@ -26,7 +26,7 @@ DEFAULT_FIELDS: dict[str, list[str]] = {
 
 def effective_status(sb: Sandbox, node: Node) -> str:
     status = node.fields.get("status", "ACTIVE")
-    reviewed = review.state_of(node)
+    reviewed = review.state_of(sb, node)
     if reviewed:  # an ad in review, refused or with issues shows that first, even while paused (review.py)
         return reviewed
     if status != "ACTIVE" or node.kind not in ("adset", "ad"):
@@ -74,7 +74,7 @@ def full_view(sb: Sandbox, node: Node) -> dict[str, Any]:
     if node.kind == "adset":
         out["campaign"] = {"id": node.fields["campaign_id"]}
     if node.kind == "ad":
-        out.update(review.view_fields(node))
+        out.update(review.view_fields(sb, node))
         out["adset"] = {"id": node.fields["adset_id"]}
         out["campaign"] = {"id": node.fields["campaign_id"]}
     # Types as the SDK declares them: money as numeric strings, bid_amount and counts as numbers, ...

@@ -134,6 +134,7 @@ async def test_sdk_creates_and_updates_objects(sandbox: SandboxHandle) -> None:
         ad_read = ad.api_get(fields=["effective_status", "adset_id"])
         return {"adset": dict(read), "ad": dict(ad_read)}
 
+    await sandbox.control("POST", "review", {"review_seconds": 0})  # approved at once: the parents' status shows
     result = await run(build)
     assert result["adset"]["daily_budget"] == "3000"
     assert result["adset"]["effective_status"] == "CAMPAIGN_PAUSED"

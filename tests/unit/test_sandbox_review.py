@@ -100,3 +100,31 @@ def test_only_ads_are_reviewed_and_only_with_meta_states() -> None:
         review.set_review(sb, adset, "DISAPPROVED")
     with pytest.raises(ValueError, match="must be one of"):
         review.set_review(sb, active, "REJECTED")
+
+
+async def test_a_new_ad_is_in_review_for_an_hour_then_approved_and_delivers() -> None:
+    sb, _, active = sandbox()
+    at(sb, 9)
+    adset = await _new_adset(sb)
+    ad = await _new_ad(sb, adset, active.fields["creative"]["id"])
+    at(sb, 9, 59)
+    assert objects.full_view(sb, ad)["effective_status"] == "PENDING_REVIEW"
+    assert impressions(sb, ad) == 0, "nothing while in review"
+    at(sb, 10, 1)
+    assert objects.full_view(sb, ad)["effective_status"] == "ACTIVE"
+    at(sb, 14)
+    assert impressions(sb, ad) > 0
+    sb.state.review_seconds = 0
+    assert objects.full_view(sb, await _new_ad(sb, adset, active.fields["creative"]["id"]))["effective_status"] == (
+        "ACTIVE")
+
+
+async def test_a_refusal_during_the_review_replaces_the_scheduled_approval() -> None:
+    sb, _, active = sandbox()
+    at(sb, 9)
+    ad = await _new_ad(sb, await _new_adset(sb), active.fields["creative"]["id"])
+    at(sb, 9, 30)
+    review.set_review(sb, ad, "DISAPPROVED")
+    at(sb, 15)
+    assert objects.full_view(sb, ad)["effective_status"] == "DISAPPROVED"
+    assert impressions(sb, ad) == 0
