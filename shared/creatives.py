@@ -26,7 +26,8 @@ from __future__ import annotations
 RESERVE_TAG = "[reserve]"
 
 # Effective statuses of a PAUSED ad that would deliver once set ACTIVE (Meta reports a paused ad's own status first;
-# a disapproved, in-review or broken ad shows that instead, and activating it would not bring delivery back).
+# a disapproved, in-review or broken ad shows that instead, and activating it would not bring delivery back:
+# docs/meta-api.md §11.2).
 RESERVE_READY = frozenset({"PAUSED", "ADSET_PAUSED", "CAMPAIGN_PAUSED"})
 # Effective statuses of an ACTIVE ad that delivers whenever its ad set and campaign do.
 DELIVERING = frozenset({"ACTIVE", "ADSET_PAUSED", "CAMPAIGN_PAUSED"})

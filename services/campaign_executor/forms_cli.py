@@ -93,7 +93,12 @@ async def list_forms(settings: Settings, pages: list[str]) -> int:
 
 async def _meta_forms(settings: Settings, pages: list[str], mine: set[str]) -> int:
     meta = settings.meta
-    token = meta.page_access_token if meta.page_access_token.get_secret_value() else meta.access_token
+    # Meta lists a Page's lead forms only with that Page's own token (docs/meta-api.md §7.5).
+    token = meta.page_access_token if meta.page_access_token.get_secret_value() else None
+    if token is None:
+        sys.stderr.write("leadwire: forms at Meta not listed: Meta lists a Page's lead forms only with the Page's "
+                         "access token; set META_PAGE_ACCESS_TOKEN\n")
+        return 1
     failed = 0
     async with graph_client(settings, max_wait=300.0) as graph:
         for page in pages:

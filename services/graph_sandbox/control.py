@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from . import delivery, insights, objects
+from . import delivery, insights, objects, review
 from .core import Sandbox
 from .errors import GraphError
 from .keys import SANDBOX
@@ -202,6 +202,27 @@ async def edit_object(sb: Sandbox, body: dict[str, Any], request: web.Request) -
     return objects.full_view(sb, node)
 
 
+async def review_ad(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
+    """Meta's reviewers: `{"effective_status": "PENDING_REVIEW" | "DISAPPROVED" | "WITH_ISSUES" | "APPROVED",
+    "ad_review_feedback"?: {...}, "issues_info"?: [...]}` for an ad (review.py)."""
+    node = sb.state.get(request.match_info["ad_id"])
+    if node is None or node.kind != "ad":
+        raise ValueError(f"unknown ad {request.match_info['ad_id']}")
+    review.set_review(sb, node, body.get("effective_status"), body.get("ad_review_feedback") or body.get("issues_info"))
+    return objects.full_view(sb, node)
+
+
+async def review_knobs(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
+    """`{"review_seconds": 3600}`: how long a new ad stays PENDING_REVIEW (0: approved at once)."""
+    if request.method == "POST":
+        unknown = set(body) - {"review_seconds"}
+        if unknown:
+            raise ValueError(f"unknown review knob {sorted(unknown)[0]!r}")
+        if "review_seconds" in body:
+            sb.state.review_seconds = max(0.0, float(body["review_seconds"]))
+    return {"review_seconds": sb.state.review_seconds}
+
+
 async def health(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
     return {"ok": True}
 
@@ -220,6 +241,7 @@ def setup(app: web.Application) -> None:
         ("/_sandbox/clock", clock),
         ("/_sandbox/audiences", audience_knobs),
         ("/_sandbox/versions", versions),
+        ("/_sandbox/review", review_knobs),
     ):
         r.add_get(path, _wrap(fn))
         r.add_post(path, _wrap(fn))
@@ -230,3 +252,4 @@ def setup(app: web.Application) -> None:
     r.add_get("/_sandbox/capi/events", _wrap(capi_events))
     r.add_post("/_sandbox/insights/restate", _wrap(insights_restate))
     r.add_post("/_sandbox/objects/{object_id}", _wrap(edit_object))
+    r.add_post("/_sandbox/review/{ad_id}", _wrap(review_ad))

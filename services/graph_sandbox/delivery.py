@@ -21,7 +21,7 @@ from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from .state import LEAD_RETENTION_SECONDS
+from .state import LEAD_RETENTION_SECONDS, Profile
 
 if TYPE_CHECKING:
     from .core import Sandbox
@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 
 TRACKED = ("status", "daily_budget", "lifetime_budget")
 HOUR = 3600.0
+# A new ad set's ads: they spend 90 % of the budget they share, at typical rates (minor units of the account's
+# currency); a lifetime budget is spread over a week.
+SPEND_SHARE, TYPICAL_CPM, TYPICAL_CTR, TYPICAL_CPL, LIFETIME_DAYS = 0.9, 1100.0, 0.012, 3000.0, 7
+LEAD_GOALS = frozenset({"LEAD_GENERATION", "QUALITY_LEAD"})
 
 
 @dataclass(frozen=True)
@@ -49,11 +53,14 @@ def record(sb: Sandbox, node: Node, changes: dict[str, Any]) -> None:
 
 
 def created(sb: Sandbox, ad: Node, adset: Node) -> None:
-    """An ad created through the API in an ad set whose ads have delivery profiles delivers like the first of them,
-    from its creation on, while it and its parents are ACTIVE (a reserve created PAUSED delivers once activated).
-    An ad created elsewhere (a new ad set) has no profile and delivers nothing."""
+    """An ad created through the API delivers from its creation on, while it, its ad set and its campaign are ACTIVE
+    and it is not in review (a reserve created PAUSED delivers once activated). In an ad set whose ads have seeded
+    delivery profiles it delivers like the first of them; in a new ad set it gets a profile from the budget it
+    runs on (the ad set's, or the campaign's shared by its ad sets), split over the ad set's ads, at typical rates."""
     model = next((a.extra["profile"] for a in sb.state.of_kind("ad", adset_id=adset.id)
                   if a is not ad and a.extra.get("profile") is not None and not a.extra.get("created_at")), None)
+    if model is None:
+        model = _budget_profile(sb, ad, adset)
     if model is None:
         return
     now = sb.state.now()
@@ -62,9 +69,38 @@ def created(sb: Sandbox, ad: Node, adset: Node) -> None:
     ad.extra["history"] = [Change(now, "status", None, ad.fields.get("status"))]
 
 
-def _value_at(node: Node, field: str, at: float) -> Any:
+def _budget_profile(sb: Sandbox, ad: Node, adset: Node) -> Profile | None:
+    """A delivery profile for an ad with no seeded sibling: its share of the budget's daily spend (the budget as it
+    was first set, which `_rate_at` scales from), at the sandbox's typical CPM, CTR and (lead ad sets) CPL."""
+    campaign = sb.state.get(adset.fields.get("campaign_id", ""))
+    daily = _daily_budget(adset)
+    if daily is None and campaign is not None:
+        shared = _daily_budget(campaign)
+        adsets = sb.state.of_kind("adset", campaign_id=campaign.id)
+        daily = shared / max(1, sum(a.fields.get("status") != "DELETED" for a in adsets)) if shared else None
+    if not daily:
+        return None
+    ads = [a for a in sb.state.of_kind("ad", adset_id=adset.id) if a.fields.get("status") != "DELETED"]
+    leads = adset.fields.get("optimization_goal") in LEAD_GOALS
+    return Profile(spend=max(1, round(daily * SPEND_SHARE / max(1, len(ads)))), cpm=TYPICAL_CPM, ctr=TYPICAL_CTR,
+                   cpl=TYPICAL_CPL if leads else None, daily_frequency=1.2)
+
+
+def _daily_budget(node: Node) -> float | None:
+    daily = _baseline(node, "daily_budget")
+    if daily:
+        return float(daily)
+    lifetime = _baseline(node, "lifetime_budget")
+    return float(lifetime) / LIFETIME_DAYS if lifetime else None
+
+
+def _current(node: Node, field: str) -> Any:
+    return node.extra.get("review") if field == "review" else node.fields.get(field)
+
+
+def value_at(node: Node, field: str, at: float) -> Any:
     """The field's value in force at `at`: after every recorded change made at or before it."""
-    value = node.fields.get(field)
+    value = _current(node, field)
     for change in reversed(node.extra.get("history", ())):
         if change.field != field:
             continue
@@ -83,14 +119,16 @@ def _baseline(node: Node, field: str) -> Any:
 
 
 def _rate_at(chain: list[Node], budget_node: Node | None, at: float) -> float:
-    if any(_value_at(node, "status", at) != "ACTIVE" for node in chain):
+    # Delivery follows the effective status: every one of ad, ad set and campaign ACTIVE, and the ad (chain[0]) not
+    # in review, refused or with issues (review.py).
+    if any(value_at(node, "status", at) != "ACTIVE" for node in chain) or value_at(chain[0], "review", at):
         return 0.0
     if budget_node is None:
         return 1.0
     for field in ("daily_budget", "lifetime_budget"):
         base = _baseline(budget_node, field)
         if base:
-            return float(_value_at(budget_node, field, at) or 0) / float(base)
+            return float(value_at(budget_node, field, at) or 0) / float(base)
     return 1.0
 
 

@@ -6,18 +6,31 @@ from typing import Any
 
 from .core import GraphRequest, Sandbox, list_param, paginate
 from .errors import invalid_param, missing_param, unsupported_get
+from .forms import not_page_token
 from .objects import matches, parse_filtering, render
-from .state import LEAD_RETENTION_SECONDS, Node
+from .state import LEAD_RETENTION_SECONDS, Node, page_token
 
 # Meta keeps lead data retrievable for 90 days (docs/meta-api.md §7.4); older leads read as nonexistent.
 LEAD_TIME_OPERATORS = ("LESS_THAN", "GREATER_THAN", "GREATER_THAN_OR_EQUAL", "LESS_THAN_OR_EQUAL")
 
 
 async def page_forms(sb: Sandbox, req: GraphRequest, page: Node | None) -> dict[str, Any]:
+    """`GET /{page-id}/leadgen_forms`: like creating one, listing a Page's forms needs that Page's own access token;
+    a user or system-user token (or another Page's) gets `(#190) This method must be called with a Page Access
+    Token` (docs/meta-api.md §7.5). Reading leads takes a Page or a user token (§7.1)."""
+    require_page_token(req, page)
     assert page is not None
     fields = list_param(req.params, "fields")
     forms = sorted(sb.state.of_kind("leadgen_form", page_id=page.id), key=lambda n: int(n.id))
     return paginate(sb, req, [render(sb, f, fields) for f in forms])
+
+
+def require_page_token(req: GraphRequest, page: Node | None) -> None:
+    """Page-token-only calls: forms (listing, creating) and the Page's app subscriptions (docs/meta-api.md §6.5,
+    §7.5). Any other token, a system user's or another Page's, gets Meta's 190."""
+    assert page is not None
+    if req.token != page_token(page.id):
+        raise not_page_token()
 
 
 def retained(sb: Sandbox, lead: Node) -> bool:
@@ -61,6 +74,7 @@ async def ad_leads(sb: Sandbox, req: GraphRequest, ad: Node | None) -> dict[str,
 
 
 async def get_subscribed_apps(sb: Sandbox, req: GraphRequest, page: Node | None) -> dict[str, Any]:
+    require_page_token(req, page)
     assert page is not None
     fields = sb.state.subscribed_apps.get(page.id)
     data = [] if fields is None else [{"id": sb.state.app_id, "name": "Leadwire", "subscribed_fields": fields}]
@@ -68,6 +82,7 @@ async def get_subscribed_apps(sb: Sandbox, req: GraphRequest, page: Node | None)
 
 
 async def subscribe_app(sb: Sandbox, req: GraphRequest, page: Node | None) -> dict[str, Any]:
+    require_page_token(req, page)
     assert page is not None
     fields = list_param(req.params, "subscribed_fields")
     if not fields:
@@ -78,6 +93,7 @@ async def subscribe_app(sb: Sandbox, req: GraphRequest, page: Node | None) -> di
 
 
 async def unsubscribe_app(sb: Sandbox, req: GraphRequest, page: Node | None) -> dict[str, Any]:
+    require_page_token(req, page)
     assert page is not None
     sb.state.subscribed_apps.pop(page.id, None)
     return {"success": True}

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import audiences, capi, forms, insights, leads, objects
+from . import audiences, capi, creates, forms, insights, leads, objects
 from .core import GraphRequest, Handler, Route, Sandbox
 from .errors import unknown_path, unsupported_get
 from .schema import nonexisting_field
 from .state import PAGE_ID, Node
 
 _O = objects
+_C = creates
 # (node kind, edge or None, method) -> (handler, family). Family picks the BUC type (or "app"/"capi").
 ROUTES: dict[tuple[str, str | None, str], tuple[Handler, str]] = {
     ("adaccount", None, "GET"): (_O.get_node, "ads_management"),
@@ -19,11 +20,11 @@ ROUTES: dict[tuple[str, str | None, str], tuple[Handler, str]] = {
     ("adaccount", "ads", "GET"): (_O.edge_lister("ad", "account"), "ads_management"),
     ("adaccount", "adcreatives", "GET"): (_O.edge_lister("adcreative", "account"), "ads_management"),
     ("adaccount", "adimages", "GET"): (_O.edge_lister("adimage", "account"), "ads_management"),
-    ("adaccount", "campaigns", "POST"): (_O.create_campaign, "ads_management"),
-    ("adaccount", "adsets", "POST"): (_O.create_adset, "ads_management"),
-    ("adaccount", "ads", "POST"): (_O.create_ad, "ads_management"),
-    ("adaccount", "adcreatives", "POST"): (_O.create_creative, "ads_management"),
-    ("adaccount", "adimages", "POST"): (_O.create_image, "ads_management"),
+    ("adaccount", "campaigns", "POST"): (_C.create_campaign, "ads_management"),
+    ("adaccount", "adsets", "POST"): (_C.create_adset, "ads_management"),
+    ("adaccount", "ads", "POST"): (_C.create_ad, "ads_management"),
+    ("adaccount", "adcreatives", "POST"): (_C.create_creative, "ads_management"),
+    ("adaccount", "adimages", "POST"): (_C.create_image, "ads_management"),
     ("adaccount", "insights", "GET"): (insights.get_insights, "ads_insights"),
     ("adaccount", "insights", "POST"): (insights.start_report, "ads_insights"),
     ("adaccount", "customaudiences", "GET"): (audiences.list_audiences, "custom_audience"),

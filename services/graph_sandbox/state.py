@@ -23,6 +23,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from . import answers
 from .clock import Clock
 
 # Offset-1 currencies (docs/meta-api.md §11.1).
@@ -85,61 +86,6 @@ def wire_amount(minor: float, currency: str) -> str:
     return f"{minor / 100:.2f}"
 
 
-_FIRST = [
-    "Ana",
-    "Ben",
-    "Chloe",
-    "David",
-    "Elena",
-    "Farid",
-    "Grace",
-    "Hiro",
-    "Ines",
-    "Jonas",
-    "Keira",
-    "Liam",
-    "Maya",
-    "Noah",
-    "Olga",
-    "Pedro",
-    "Quinn",
-    "Rosa",
-    "Sam",
-    "Tara",
-    "Uma",
-    "Victor",
-    "Wen",
-    "Yara",
-    "Zoe",
-]
-_LAST = [
-    "Smith",
-    "García",
-    "Müller",
-    "Nguyen",
-    "Okafor",
-    "Rossi",
-    "Kowalski",
-    "Tanaka",
-    "Silva",
-    "Johnson",
-    "Brown",
-    "Dubois",
-    "Novak",
-    "Haddad",
-    "Larsen",
-]
-_CITIES = [
-    ("New York", "10001"),
-    ("Austin", "73301"),
-    ("Denver", "80202"),
-    ("Seattle", "98101"),
-    ("Miami", "33101"),
-    ("Chicago", "60601"),
-    ("Boston", "02108"),
-    ("Phoenix", "85001"),
-]
-_START = ["within_a_week", "within_a_month", "just_researching"]
 
 
 class SandboxState:
@@ -187,6 +133,7 @@ class SandboxState:
             "user_id": "100000000000042",
         }
         self.subscribed_apps: dict[str, list[str]] = {}
+        self.review_seconds = 3600.0  # how long a new ad stays PENDING_REVIEW (review.py)
         self._seed(ads)
 
     # ------------------------------------------------------------------ ids and lookup
@@ -490,16 +437,7 @@ class SandboxState:
         if ad is None and not organic:
             candidates = [n for n in self.of_kind("ad") if n.extra.get("form_id") == form_id]
             ad = rng.choice(candidates) if candidates else None
-        first, last = rng.choice(_FIRST), rng.choice(_LAST)
-        city, zip_code = rng.choice(_CITIES)
-        field_data = [
-            {"name": "full_name", "values": [f"{first} {last}"]},
-            {"name": "email", "values": [f"{first.lower()}.{_ascii(last).lower()}{rng.randint(1, 999)}@example.com"]},
-            {"name": "phone_number", "values": [f"+1{rng.randint(201, 989)}555{rng.randint(1000, 9999)}"]},
-            {"name": "city", "values": [city]},
-            {"name": "zip_code", "values": [zip_code]},
-            {"name": "when_would_you_like_to_start?", "values": [rng.choice(_START)]},
-        ]
+        field_data = answers.field_data(form.fields.get("questions") or [], rng)
         fields: dict[str, Any] = {
             "created_time": created if created is not None else self.now(),
             "field_data": field_data,
@@ -523,10 +461,6 @@ class SandboxState:
             day = datetime.fromtimestamp(fields["created_time"], self.account_tz(ad.account or "")).date()
             self.lead_days[(ad.id, day.isoformat())] += 1
         return self.add(Node(self.new_lead_id(), "lead", fields, page_id=form.page_id))
-
-
-def _ascii(text: str) -> str:
-    return text.encode("ascii", "ignore").decode() or "x"
 
 
 def _split_count(total: int, parts: int) -> list[int]:

@@ -1,7 +1,8 @@
 """Backfill: find leads whose webhook never came, by listing every lead form's recent leads.
 
-For every configured Page: its lead forms (`GET /{page}/leadgen_forms`, and those leadwire created there, recorded by
-the campaign executor: view `created_lead_forms`), then each form's leads created after the
+For every configured Page: its lead forms (`GET /{page}/leadgen_forms` with the Page's own access token, which Meta
+requires for the listing, docs/meta-api.md §7.5; and those leadwire created there, recorded by the campaign executor:
+view `created_lead_forms`), then each form's leads created after the
 form's watermark minus an overlap (`GET /{form}/leads?filtering=[time_created GREATER_THAN]`, every page until
 `next` is absent). The bulk read returns the same fields as a single read, so each listed lead goes straight
 through `store_leads` — the same insert-if-new plus outbox write as the webhook path, keyed by the lead id. That
@@ -60,12 +61,15 @@ async def run_backfill(
     *,
     page_ids: list[str],
     token: SecretStr | str | None,
+    forms_token: SecretStr | str | None,
     settings: LeadFetcherSettings,
     since: datetime | None = None,
     now: datetime | None = None,
 ) -> BackfillReport:
     """Scan every form of every Page once; returns what was found. Errors of one Page or form do not stop
-    the others; their watermarks stay put so the next run retries them."""
+    the others; their watermarks stay put so the next run retries them. `token` reads leads (a Page or system-user
+    token); `forms_token` lists the Page's forms (its Page token; None: only the forms leadwire created are
+    scanned, since Meta refuses any other token for the listing)."""
     report = BackfillReport()
     async with pool.acquire() as lock_conn:
         if not await lock_conn.fetchval("select pg_try_advisory_lock($1)", _LOCK_KEY):
@@ -75,7 +79,7 @@ async def run_backfill(
         try:
             started = now or datetime.now(UTC)
             for page_id in page_ids:
-                await _backfill_page(pool, graph, page_id, token, settings, since, started, report)
+                await _backfill_page(pool, graph, page_id, (token, forms_token), settings, since, started, report)
         finally:
             await lock_conn.execute("select pg_advisory_unlock($1)", _LOCK_KEY)
     logger.info(
@@ -87,25 +91,44 @@ async def run_backfill(
 
 
 async def _backfill_page(
-    pool: asyncpg.Pool, graph: GraphClient, page_id: str, token: SecretStr | str | None,
+    pool: asyncpg.Pool, graph: GraphClient, page_id: str, tokens: tuple[SecretStr | str | None, SecretStr | str | None],
     settings: LeadFetcherSettings, since: datetime | None, started: datetime, report: BackfillReport,
 ) -> None:
     # Forms leadwire created on this Page (campaign_executor's record) are scanned even when the listing does not
     # show them (Meta's listing lags) or fails (it counts against the Page's `pages` quota, lead reads against
     # `leadgen`).
+    token, forms_token = tokens
     created = await store.created_forms(pool, page_id)
     forms: dict[str, str | None] = {}
-    try:
-        forms = {str(form["id"]): form.get("name") if isinstance(form.get("name"), str) else None
-                 async for form in graph.paginate(
-                     f"{page_id}/leadgen_forms", {"fields": "id,name", "limit": PAGE_SIZE}, token=token,
-                     scope=Scope.page_api(page_id, Priority.BACKGROUND),
-                 ) if isinstance(form, dict) and form.get("id")}
-    except GraphError as exc:
-        await _failed(pool, exc, page_id, settings, what="listing lead forms")
+    if forms_token is None:
+        logger.warning("backfill: META_PAGE_ACCESS_TOKEN is not set, and Meta lists a Page's lead forms only with "
+                       "the Page's own token: only the %s forms leadwire created are scanned", len(created),
+                       extra={"page_id": page_id})
         report.failed_pages.append(page_id)
-        if not created or access_alert_code(exc) is not None:
-            return
+    else:
+        try:
+            forms = await _listed_forms(graph, page_id, forms_token)
+        except GraphError as exc:
+            await _failed(pool, exc, page_id, settings, what="listing lead forms")
+            report.failed_pages.append(page_id)
+            if not created or access_alert_code(exc) is not None:
+                return
+    await _scan_forms(pool, graph, page_id, token, forms, created, settings, since, started, report)
+
+
+async def _listed_forms(graph: GraphClient, page_id: str, forms_token: SecretStr | str) -> dict[str, str | None]:
+    return {str(form["id"]): form.get("name") if isinstance(form.get("name"), str) else None
+            async for form in graph.paginate(
+                f"{page_id}/leadgen_forms", {"fields": "id,name", "limit": PAGE_SIZE}, token=forms_token,
+                scope=Scope.page_api(page_id, Priority.BACKGROUND),
+            ) if isinstance(form, dict) and form.get("id")}
+
+
+async def _scan_forms(
+    pool: asyncpg.Pool, graph: GraphClient, page_id: str, token: SecretStr | str | None,
+    forms: dict[str, str | None], created: dict[str, str | None], settings: LeadFetcherSettings,
+    since: datetime | None, started: datetime, report: BackfillReport,
+) -> None:
     unlisted = {form_id: name for form_id, name in created.items() if form_id not in forms}
     forms.update(unlisted)
     marks = await store.watermarks(pool, forms)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from contracts.messages import LeadgenReceivedMessage, RedeliverLeadMessage
 from services.lead_fetcher import worker
+from services.lead_fetcher.logic import forms_token
 from shared.logging import correlation_scope
 
 if TYPE_CHECKING:
@@ -67,7 +68,8 @@ def register(service: Service, deps: Started[Deps], config: LeadFetcherSettings,
                            "whose webhook is lost stays lost")
             return
         while True:
-            await run_backfill(service.db, deps().graph, page_ids=pages, token=token, settings=config)
+            await run_backfill(service.db, deps().graph, page_ids=pages, token=token,
+                               forms_token=forms_token(service.settings.meta), settings=config)
             await asyncio.sleep(config.backfill_interval_seconds)
 
     if config.backfill_interval_seconds > 0:

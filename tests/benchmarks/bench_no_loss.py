@@ -158,7 +158,7 @@ async def _run(args: argparse.Namespace, node: rabbit_node.RabbitNode) -> dict[s
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("META_", "CRM_", "GHL_", "LEAD_"))},
             "AMQP_URL": amqp_url, "DATABASE_URL": dsn, "LOG_FORMAT": "json", "LOG_LEVEL": "WARNING",
-            "META_GRAPH_URL": sandbox, "META_ACCESS_TOKEN": TOKEN, "META_PAGE_ACCESS_TOKEN": TOKEN,
+            "META_GRAPH_URL": sandbox, "META_ACCESS_TOKEN": TOKEN, "META_PAGE_ACCESS_TOKEN": state["page_access_token"],
             "META_APP_SECRET": APP_SECRET, "META_PAGE_IDS": page_id, "META_HEALTH_CHECK_SECONDS": "0",
             "LEAD_BACKFILL_INTERVAL_SECONDS": "0",  # every lead must come through the webhook path
             "CRM_WEBHOOK_URL": crm.webhook_url, "CRM_WEBHOOK_SECRET": "bench-crm-secret",

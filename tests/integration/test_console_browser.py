@@ -73,7 +73,7 @@ async def chain(settings: Settings, vhost_url: str, console_dsn: str, console_db
         console_settings(settings, console_dsn, target_cpl=Decimal(60), target_cost_per_signed=Decimal(500),
                          meta_check_seconds=60),
         console_dsn, vhost_url,
-        MetaSettings(access_token=sandbox.token, page_access_token=sandbox.token, app_secret=sandbox.app_secret,
+        MetaSettings(access_token=sandbox.token, page_access_token=sandbox.page_token, app_secret=sandbox.app_secret,
                      graph_url=sandbox.url, api_version=sandbox.version, page_ids=[state["page_id"]],
                      ad_account_id=[sandbox.account_id], pixel_id=state["pixel_id"], webhook_verify_token="verify",
                      health_check_seconds=0),

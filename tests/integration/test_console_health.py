@@ -37,8 +37,8 @@ async def test_strip_shows_token_expiry_page_subscription_lead_access_and_usage(
     await sandbox.set_token(expires_at=int(time.time()) + 3 * 86400 + 3600)
     # A small app budget: the console's own checks use a share of it, and Meta's X-App-Usage header says which.
     await sandbox.limits(app={"budget": 20, "window_seconds": 3600})
-    meta = MetaSettings(access_token=sandbox.token, app_secret=sandbox.app_secret,
-                        app_id=sandbox.state.get("app_id", ""), graph_url=sandbox.url,
+    meta = MetaSettings(access_token=sandbox.token, page_access_token=sandbox.page_token,
+                        app_secret=sandbox.app_secret, app_id=sandbox.state.get("app_id", ""), graph_url=sandbox.url,
                         ad_account_id=[sandbox.account_id], page_ids=[page_id], request_timeout_seconds=5)
     async with running_console(settings.replace(meta), console_dsn, meta_check_seconds=3600) as console:
         await console.login()
@@ -68,8 +68,8 @@ async def test_a_throttled_scope_is_red(
     # Meta answers the lead-form read with an app-level throttle (code 4): the client blocks the app scope.
     await sandbox.faults(error_rate=1.0, error_status=400, path_regex="leadgen_forms",
                          error={"code": 4, "message": "Application request limit reached", "is_transient": True})
-    meta = MetaSettings(access_token=sandbox.token, app_secret=sandbox.app_secret,
-                        app_id=sandbox.state.get("app_id", ""), graph_url=sandbox.url,
+    meta = MetaSettings(access_token=sandbox.token, page_access_token=sandbox.page_token,
+                        app_secret=sandbox.app_secret, app_id=sandbox.state.get("app_id", ""), graph_url=sandbox.url,
                         ad_account_id=[sandbox.account_id], page_ids=[page_id], request_timeout_seconds=5,
                         graph_max_wait_seconds=0)
     async with running_console(settings.replace(meta), console_dsn, meta_check_seconds=3600) as console:

@@ -24,6 +24,7 @@ PIXEL_ID = "778899001122334"
 async def graph_and_meta(sandbox: SandboxHandle) -> AsyncIterator[tuple[GraphClient, MetaSettings]]:
     meta = MetaSettings(
         access_token=sandbox.token,
+        page_access_token=sandbox.page_token,  # Meta: the Page's subscriptions and forms take its Page token
         app_secret=sandbox.app_secret,
         app_id=sandbox.state.get("app_id", ""),
         graph_url=sandbox.url,
@@ -93,7 +94,7 @@ async def test_monitor_alerts_once_per_problem_until_it_recovers(
     await monitor.check_once(now=1_000_120)  # recovered: nothing new
     assert len(alerts) == 1
 
-    await graph.delete(f"{PAGE_ID}/subscribed_apps", token=meta.access_token)  # the app was removed again
+    await graph.delete(f"{PAGE_ID}/subscribed_apps", token=meta.page_access_token)  # the app was removed again
     await monitor.check_once(now=1_000_180)  # broken again after recovering: alert again, within `repeat`
     assert [a.code for a in alerts] == ["meta_leadgen_subscription"] * 2
 

@@ -139,7 +139,7 @@ async def lead_env_fixture(
     name = unique("lead_fetcher_test_")
     queue = register(Consumer(name, "leadgen_received", (f"test.{name}",)))
     await declare_topology(AMQP_URL, [queue])
-    meta = MetaSettings(access_token=sandbox.token, page_access_token=sandbox.token, app_secret=sandbox.app_secret,
+    meta = MetaSettings(access_token=sandbox.token, page_access_token=sandbox.page_token, app_secret=sandbox.app_secret,
                         graph_url=sandbox.url, page_ids=[page_id], api_version=sandbox.version,
                         health_check_seconds=0)  # connection health has its own tests (test_doctor.py)
     env = LeadEnv(

@@ -124,7 +124,8 @@ async def test_a_form_is_created_once_and_the_backfill_scans_it(
     assert "nothing created" in again.detail
     assert form_id in again.detail
     assert form_posts(await sandbox.calls(), page) == []
-    _, _, listed = await sandbox.graph("GET", f"{page}/leadgen_forms", fields="name", limit=100)
+    _, _, listed = await sandbox.graph("GET", f"{page}/leadgen_forms", token=sandbox.page_token, fields="name",
+                                      limit=100)
     assert [f["name"] for f in listed["data"]].count("Free case review - Houston") == 1
 
     # lead_fetcher's backfill scans the new form: a lead whose webhook never came is captured from it.

@@ -68,7 +68,7 @@ async def running(settings: Settings, vhost_url: str, sandbox: SandboxHandle,
     state = sandbox.state
     base = settings.replace(
         BrokerSettings(amqp_url=vhost_url, RETRY_ATTEMPTS=3, GRACEFUL_TIMEOUT_SECONDS=5),
-        MetaSettings(access_token=SecretStr(sandbox.token), page_access_token=SecretStr(sandbox.token),
+        MetaSettings(access_token=SecretStr(sandbox.token), page_access_token=SecretStr(sandbox.page_token),
                      app_secret=SecretStr(sandbox.app_secret), graph_url=sandbox.url, api_version=sandbox.version,
                      page_ids=[state["page_id"]], ad_account_id=[sandbox.account_id], pixel_id=state["pixel_id"],
                      webhook_verify_token="verify", health_check_seconds=0),

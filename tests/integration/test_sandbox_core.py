@@ -145,7 +145,7 @@ async def test_buc_throttle_blocks_scope_until_window_frees(sandbox: SandboxHand
             80003,
             2446079,
         ),
-        ({"buc": {"pages": {"budget": 1, "window_seconds": 60}}}, "102030405060708/leadgen_forms", 80001, None),
+        ({"buc": {"pages": {"budget": 1, "window_seconds": 60}}}, "102030405060708", 80001, None),
     ],
 )
 async def test_throttle_codes_per_scope(

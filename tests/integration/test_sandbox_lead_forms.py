@@ -46,7 +46,7 @@ async def test_a_form_is_created_with_a_page_token_and_listed(sandbox: SandboxHa
     assert status == 200, body
     form_id = body["id"]
     _, _, listed = await sandbox.graph(
-        "GET", f"{page}/leadgen_forms",
+        "GET", f"{page}/leadgen_forms", token=sandbox.page_token,
         fields="id,name,status,questions,privacy_policy_url,thank_you_page,context_card,locale")
     mine = next(f for f in listed["data"] if f["id"] == form_id)
     assert (mine["name"], mine["status"], mine["locale"]) == ("Free case review", "ACTIVE", "en_US")
@@ -63,6 +63,23 @@ async def test_only_a_page_token_may_create_a_form(sandbox: SandboxHandle) -> No
     assert status == 400
     assert (body["error"]["code"], body["error"]["message"]) == (
         190, "(#190) This method must be called with a Page Access Token")
+
+
+async def test_only_a_page_token_may_list_forms_but_leads_take_a_user_token_too(sandbox: SandboxHandle) -> None:
+    page, form_id = sandbox.state["page_id"], sandbox.state["form_ids"][0]
+    for token in (sandbox.token, "EAAPage999SandboxToken"):  # a system-user token; another Page's token
+        status, _, body = await sandbox.graph("GET", f"{page}/leadgen_forms", token=token)
+        assert status == 400
+        assert (body["error"]["code"], body["error"]["message"]) == (
+            190, "(#190) This method must be called with a Page Access Token")
+    status, _, listed = await sandbox.graph("GET", f"{page}/leadgen_forms", token=sandbox.page_token)
+    assert status == 200
+    assert form_id in [f["id"] for f in listed["data"]]
+    for token in (sandbox.token, sandbox.page_token):  # Meta: a Page or a user token reads leads
+        status, _, leads = await sandbox.graph("GET", f"{form_id}/leads", token=token, limit=1)
+        assert status == 200, leads
+        status, _, lead = await sandbox.graph("GET", leads["data"][0]["id"], token=token)
+        assert status == 200, lead
 
 
 async def test_names_are_not_unique_at_meta(sandbox: SandboxHandle) -> None:
@@ -99,14 +116,16 @@ async def test_names_are_not_unique_at_meta(sandbox: SandboxHandle) -> None:
 async def test_invalid_forms_are_refused_like_meta(
     sandbox: SandboxHandle, overrides: dict[str, Any], blame: str, words: str
 ) -> None:
-    before = len((await sandbox.graph("GET", f"{sandbox.state['page_id']}/leadgen_forms", limit=100))[2]["data"])
+    before = len((await sandbox.graph("GET", f"{sandbox.state['page_id']}/leadgen_forms", limit=100,
+                                     token=sandbox.page_token))[2]["data"])
     status, body = await create(sandbox, **overrides)
     assert status == 400, body
     error = body["error"]
     assert error["code"] == 100
     assert words in error["message"], error["message"]
     assert error["error_data"]["blame_field_specs"] == [[blame]]
-    after = len((await sandbox.graph("GET", f"{sandbox.state['page_id']}/leadgen_forms", limit=100))[2]["data"])
+    after = len((await sandbox.graph("GET", f"{sandbox.state['page_id']}/leadgen_forms", limit=100,
+                                     token=sandbox.page_token))[2]["data"])
     assert after == before, "nothing created"
 
 
@@ -115,3 +134,24 @@ async def test_a_follow_up_url_stands_in_for_the_thank_you_page(sandbox: Sandbox
     assert status == 200, body
     _, _, node = await sandbox.graph("GET", body["id"], fields="follow_up_action_url,questions")
     assert node["follow_up_action_url"] == "https://example.com/next"
+
+
+async def test_leads_answer_the_questions_of_their_own_form(sandbox: SandboxHandle) -> None:
+    questions = [{"type": "FIRST_NAME"}, {"type": "EMAIL"}, {"type": "ZIP"},
+                 {"type": "CUSTOM", "label": "Best time to call"},
+                 {"type": "CUSTOM", "key": "budget", "label": "Your budget?",
+                  "options": [{"key": "under_5k", "value": "Under $5,000"}, {"key": "over_5k", "value": "$5,000+"}]}]
+    status, made = await create(sandbox, questions=json.dumps(questions))
+    assert status == 200, made
+    lead_ids = await sandbox.create_leads(form_id=made["id"], count=6, deliver=False)
+    seeded = await sandbox.create_leads(count=1, deliver=False)  # a seeded form still asks its six questions
+    for lead_id in lead_ids:
+        _, _, lead = await sandbox.graph("GET", lead_id, fields="field_data,form_id")
+        assert lead["form_id"] == made["id"]
+        answers = {item["name"]: item["values"] for item in lead["field_data"]}
+        assert list(answers) == ["first_name", "email", "zip_code", "best_time_to_call", "budget"]
+        assert "@" in answers["email"][0]
+        assert answers["budget"][0] in ("under_5k", "over_5k"), "a choice is answered with the option's key"
+    _, _, lead = await sandbox.graph("GET", seeded[0], fields="field_data")
+    assert [item["name"] for item in lead["field_data"]] == [
+        "full_name", "email", "phone_number", "city", "zip_code", "when_would_you_like_to_start?"]

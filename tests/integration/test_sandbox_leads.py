@@ -124,13 +124,16 @@ async def test_form_and_ad_leads_time_filter_and_paging(sandbox: SandboxHandle) 
 
 async def test_page_forms_and_subscribed_apps(sandbox: SandboxHandle) -> None:
     page = sandbox.state["page_id"]
-    _, _, forms = await sandbox.graph("GET", f"{page}/leadgen_forms", fields="name,status")
+    _, _, forms = await sandbox.graph("GET", f"{page}/leadgen_forms", token=sandbox.page_token, fields="name,status")
     assert [f["name"] for f in forms["data"]] == ["Contact us", "Get a quote"]
-    _, _, before = await sandbox.graph("GET", f"{page}/subscribed_apps")
+    status, _, refused = await sandbox.graph("POST", f"{page}/subscribed_apps", subscribed_fields="leadgen")
+    assert (status, refused["error"]["code"]) == (400, 190), "Meta installs an app on a Page with its Page token"
+    _, _, before = await sandbox.graph("GET", f"{page}/subscribed_apps", token=sandbox.page_token)
     assert before == {"data": []}
-    status, _, body = await sandbox.graph("POST", f"{page}/subscribed_apps", subscribed_fields="leadgen")
+    status, _, body = await sandbox.graph("POST", f"{page}/subscribed_apps", token=sandbox.page_token,
+                                          subscribed_fields="leadgen")
     assert (status, body) == (200, {"success": True})
-    _, _, after = await sandbox.graph("GET", f"{page}/subscribed_apps")
+    _, _, after = await sandbox.graph("GET", f"{page}/subscribed_apps", token=sandbox.page_token)
     assert after["data"][0]["subscribed_fields"] == ["leadgen"]
 
 

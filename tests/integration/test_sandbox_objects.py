@@ -196,7 +196,7 @@ async def test_ad_and_creative_and_image(sandbox: SandboxHandle) -> None:
     assert status == 200
     _, _, read = await sandbox.graph("GET", ad["id"], fields="creative,adset_id,campaign_id,effective_status")
     assert read["creative"] == {"id": creative["id"]}
-    assert read["effective_status"] == "ACTIVE"
+    assert read["effective_status"] == "PENDING_REVIEW", "a new ad goes through Meta's review first"
 
 
 async def test_unknown_edge(sandbox: SandboxHandle) -> None:

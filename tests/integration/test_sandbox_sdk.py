@@ -38,9 +38,9 @@ from tests.fixtures.sandbox import SandboxHandle
 T = TypeVar("T")
 
 
-def make_api(sandbox: SandboxHandle, *, with_secret: bool = True) -> FacebookAdsApi:
+def make_api(sandbox: SandboxHandle, *, with_secret: bool = True, token: str | None = None) -> FacebookAdsApi:
     session = FacebookSession(
-        access_token=sandbox.token, app_secret=sandbox.app_secret if with_secret else None, timeout=10
+        access_token=token or sandbox.token, app_secret=sandbox.app_secret if with_secret else None, timeout=10
     )
     session.GRAPH = sandbox.url  # point this session (not the class) at the sandbox
     return FacebookAdsApi(session, api_version=sandbox.version)
@@ -144,6 +144,7 @@ async def test_sdk_creates_and_updates_objects(sandbox: SandboxHandle) -> None:
         ad_read = ad.api_get(fields=["effective_status", "adset_id"])
         return {"adset": dict(read), "ad": dict(ad_read)}
 
+    await sandbox.control("POST", "review", {"review_seconds": 0})  # approved at once: the parents' status shows
     result = await run(build)
     assert result["adset"]["daily_budget"] == "3000"
     assert result["adset"]["effective_status"] == "CAMPAIGN_PAUSED"
@@ -219,7 +220,7 @@ async def test_sdk_reads_sync_and_async_insights(sandbox: SandboxHandle) -> None
 
 
 async def test_sdk_reads_leads_and_forms(sandbox: SandboxHandle) -> None:
-    api = make_api(sandbox)
+    api = make_api(sandbox, token=sandbox.page_token)  # Meta lists a Page's forms only with its Page token
     lead_ids = await sandbox.create_leads(count=3, deliver=False)
     since = int(time.time()) - 60
 
@@ -489,7 +490,9 @@ async def test_sdk_retired_marketing_api_version_fails_graph_api_falls_forward(s
     assert exc.value.api_error_code() == 2635
     assert "v26.0" in exc.value.api_error_message()
     # Pages and lead forms are Graph API: a version lives two years there.
-    forms = await run(lambda: list(Page(sandbox.state["page_id"], api=old).get_lead_gen_forms(fields=["name"])))
+    page_api = make_api(sandbox, token=sandbox.page_token)  # listing forms takes the Page token
+    page_api._api_version = "v24.0"
+    forms = await run(lambda: list(Page(sandbox.state["page_id"], api=page_api).get_lead_gen_forms(fields=["name"])))
     assert len(forms) == 2
     current = make_api(sandbox)
     current._api_version = "v25.0"
@@ -593,7 +596,7 @@ async def test_sdk_writes_every_param_leadwire_writes(sandbox: SandboxHandle) ->
         replaced = CustomAudience(audience.get_id(), api=api).create_users_replace(
             params={"payload": payload, "session": {"session_id": 7, "batch_seq": 1, "last_batch_flag": True}}
         )
-        page = Page(page_id, api=api)
+        page = Page(page_id, api=make_api(sandbox, token=sandbox.page_token))  # the Page's own token
         page.create_subscribed_app(params={"subscribed_fields": ["leadgen"]})
         subscribed = [dict(app) for app in page.get_subscribed_apps()]
         page.delete_subscribed_apps()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, time, timedelta
 
-from services.graph_sandbox import objects
+from services.graph_sandbox import creates, objects
 from services.graph_sandbox.config import SandboxConfig
 from services.graph_sandbox.core import GraphRequest, Sandbox
 from services.graph_sandbox.insights import ad_day
@@ -75,7 +75,7 @@ async def test_an_ad_created_paused_in_a_seeded_ad_set_delivers_once_activated_a
     request = GraphRequest("POST", f"{MAIN_ACCOUNT}/ads", None, {
         "name": "[reserve] 1 new video", "adset_id": active.fields["adset_id"], "status": "PAUSED",
         "creative": json.dumps({"creative_id": creative})}, None, "")
-    created = sb.state.get((await objects.create_ad(sb, request, account))["id"])
+    created = sb.state.get((await creates.create_ad(sb, request, account))["id"])
     assert created is not None
     at(sb, 12)
     assert impressions(sb, created) == impressions(sb, created, 1) == 0, "nothing before or while paused"
