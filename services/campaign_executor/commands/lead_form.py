@@ -73,10 +73,7 @@ async def apply_lead_form(
             created = await call(ctx.graph.post(f"{page}/leadgen_forms", spec.graph_params(), token=ctx.page_token,
                                                 max_wait=ctx.max_wait))
         except AuthError as exc:
-            if "Page Access Token" not in exc.message:
-                raise  # a broken token: parked until fixed, as for every command
-            raise CommandFailed(exc, f"Meta refused META_PAGE_ACCESS_TOKEN: it is not a Page access token of Page "
-                                     f"{page} (read one with `GET /{page}?fields=access_token`)") from None
+            raise _token_failure(exc, page) from None
         form_id = str(created["id"])
     await store.record_lead_form(conn, page_id=page, name=spec.name, form_id=form_id, digest=spec.digest,
                                  adopted=adopted, command_id=command.command_id)
@@ -96,8 +93,19 @@ async def _find(ctx: CommandContext, page: str, name: str) -> str | None:
                                              token=ctx.page_token, max_wait=ctx.max_wait):
             if item.get("name") == name and item.get("status") not in GONE:
                 found.append(item)
-    except (ThrottledError, AuthError, TransientError):
+    except AuthError as exc:
+        raise _token_failure(exc, page) from None
+    except (ThrottledError, TransientError):
         raise
     except GraphError as exc:
         raise CommandFailed(exc) from None
     return str(min(found, key=lambda f: int(f["id"]))["id"]) if found else None
+
+
+def _token_failure(exc: AuthError, page: str) -> Exception:
+    """Meta's 190 for a token that is not the Page's: the command fails with what to do. Any other refused token is
+    a broken token: the message is parked until it is fixed, as for every command."""
+    if "Page Access Token" not in exc.message:
+        return exc
+    return CommandFailed(exc, f"Meta refused META_PAGE_ACCESS_TOKEN: it is not a Page access token of Page {page} "
+                              f"(read one with `GET /{page}?fields=access_token`)")
