@@ -61,7 +61,8 @@ async def check(db: asyncpg.Pool) -> Counter[str]:
         counted = {(r["rule"], r["status"]): (r["decisions"], r["last_decision"]) for r in await db.fetch(
             "select * from console_rule_decision_counts($1)", since)}
         recent = [d for d in decisions if d["evaluated_at"] > since]
-        last = {rule: max(d["evaluated_at"] for d in recent if d["rule"] == rule) for rule in {d["rule"] for d in recent}}
+        last = {rule: max(d["evaluated_at"] for d in recent if d["rule"] == rule)
+                for rule in {d["rule"] for d in recent}}
         assert counted == {(rule, status): (n, last[rule])
                            for (rule, status), n in Counter((d["rule"], d["status"]) for d in recent).items()}
     return Counter(d["status"] for d in decisions)
@@ -145,7 +146,8 @@ async def test_stored_status_and_hourly_counts_follow_every_write(console_db: as
         "case when n % 4 = 0 then null when n % 4 = 1 then 'cooldown' else 'not_matched' end, n % 8 = 0, '{}', 'x' "
         "from generate_series(1, 400) n", run_id)
     await check(db)
-    await db.execute("delete from rule_decisions where entity_id like 'bulk%' and evaluated_at < now() - interval '3 days'")
+    await db.execute("delete from rule_decisions where entity_id like 'bulk%' "
+                     "and evaluated_at < now() - interval '3 days'")
     await check(db)
     await db.execute("truncate rule_decision_reviews, rule_actions, rule_decisions, rule_runs cascade")
     assert await check(db) == Counter()

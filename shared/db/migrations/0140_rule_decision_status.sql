@@ -103,8 +103,9 @@ create index rule_decisions_status_time on rule_decisions (status, evaluated_at 
 create index rule_decisions_rule_time on rule_decisions (rule, evaluated_at desc, id desc);
 create index rule_decisions_time_id on rule_decisions (evaluated_at desc, id desc);
 
--- Decisions per rule, UTC hour and status. Each statement that writes rule_decisions adds what it added and takes
--- away what it removed (increments commute: concurrent writers leave it exact).
+-- Decisions per rule, UTC hour and status. Each insert adds its decision, each statement that updates or deletes
+-- decisions adds what it added and takes away what it removed (increments commute: concurrent writers leave it
+-- exact; two writers upsert their keys in one order, so they do not deadlock).
 create table rule_decision_hours (
     rule       text        not null,
     hour       timestamptz not null,
@@ -121,16 +122,17 @@ returns void language sql as $$
     group by rule, hour, status having sum(n) <> 0
     order by rule, hour, status  -- one order for every writer: no deadlock between two of them
     on conflict (rule, hour, status) do update set decisions = h.decisions + excluded.decisions;
-    delete from rule_decision_hours h using unnest(p_rule, p_hour, p_status) k(rule, hour, status)
-    where h.rule = k.rule and h.hour = k.hour and h.status = k.status and h.decisions = 0;
+    delete from rule_decision_hours h using unnest(p_rule, p_hour, p_status, p_n) k(rule, hour, status, n)
+    where k.n < 0 and h.rule = k.rule and h.hour = k.hour and h.status = k.status and h.decisions = 0;
 $$;
 
+-- A row trigger for inserts: the engine writes its decisions one statement each (executemany), and a statement
+-- trigger's transition table and arrays cost ~0.3 ms per statement (a run of 100 decisions: +30 ms, against +3 ms).
 create function rule_decision_hours_on_insert() returns trigger language plpgsql as $$
 begin
-    perform rule_decision_hours_add(array_agg(rule), array_agg(hour), array_agg(status), array_agg(n))
-    from (select rule, date_trunc('hour', evaluated_at, 'UTC') as hour, status, count(*) as n
-          from new_rows group by 1, 2, 3) k
-    having count(*) > 0;
+    insert into rule_decision_hours as h (rule, hour, status, decisions)
+    values (new.rule, date_trunc('hour', new.evaluated_at, 'UTC'), new.status, 1)
+    on conflict (rule, hour, status) do update set decisions = h.decisions + 1;
     return null;
 end
 $$;
@@ -166,7 +168,7 @@ end
 $$;
 
 create trigger rule_decision_hours_insert after insert on rule_decisions
-    referencing new table as new_rows for each statement execute function rule_decision_hours_on_insert();
+    for each row execute function rule_decision_hours_on_insert();
 create trigger rule_decision_hours_update after update on rule_decisions
     referencing old table as old_rows new table as new_rows
     for each statement execute function rule_decision_hours_on_update();
