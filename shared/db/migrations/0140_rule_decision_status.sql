@@ -102,6 +102,7 @@ alter table rule_decisions alter column status set not null;
 create index rule_decisions_status_time on rule_decisions (status, evaluated_at desc, id desc);
 create index rule_decisions_rule_time on rule_decisions (rule, evaluated_at desc, id desc);
 create index rule_decisions_time_id on rule_decisions (evaluated_at desc, id desc);
+drop index rule_decisions_evaluated_at;  -- (evaluated_at) alone: the index above serves its range reads too
 
 -- Decisions per rule, UTC hour and status. Each insert adds its decision, each statement that updates or deletes
 -- decisions adds what it added and takes away what it removed (increments commute: concurrent writers leave it
