@@ -1,8 +1,9 @@
 """The Automation page's reads and writes.
 
-Reads name the rules engine's `console_rule_*` views (migration 0060), never its tables. Writes are messages to the
-rules engine (`RuleConsentChanged`, `RuleDecisionReviewed`), put in the outbox in the same transaction as the
-console's own audit row: the console writes no other service's tables.
+Reads name the rules engine's `console_rule_*` views and functions (migrations 0060, 0140), never its tables: the
+7-day counts per rule come from its per-hour summary, the status of each decision is stored with it. Writes are
+messages to the rules engine (`RuleConsentChanged`, `RuleDecisionReviewed`), put in the outbox in the same
+transaction as the console's own audit row: the console writes no other service's tables.
 """
 
 from __future__ import annotations
@@ -47,13 +48,12 @@ with latest as (
     union
     select rule from console_rule_consent
 ), recent as (
-    select rule, count(*) filter (where status = 'acted')  as acted,
-                 count(*) filter (where status = 'failed') as failed,
-                 count(*) filter (where status = 'shadow') as shadow,
-                 count(*) filter (where status = 'held')   as held,
-                 max(evaluated_at)                         as last_decision
-    from console_rule_decisions
-    where evaluated_at > now() - interval '7 days'
+    select rule, sum(decisions) filter (where status = 'acted')  as acted,
+                 sum(decisions) filter (where status = 'failed') as failed,
+                 sum(decisions) filter (where status = 'shadow') as shadow,
+                 sum(decisions) filter (where status = 'held')   as held,
+                 max(last_decision)                              as last_decision
+    from console_rule_decision_counts(now() - interval '7 days')
     group by rule
 )
 select n.rule, coalesce(c.enabled, false) as enabled, c.changed_by, c.changed_at, c.note,

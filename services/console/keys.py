@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 import jinja2
 from aiohttp import web
 
 from services.console.meta_health import MetaHealth
-from services.console.parked import ParkedCounts
+from services.console.parked import ParkedCounts, ParkedListing
 from services.console.security import LoginLimiter, Session
 from services.console.settings import ConsoleSettings
 
@@ -28,6 +28,7 @@ class ConsoleContext:
     parked: ParkedCounts
     amqp_url: str  # secret: never logged
     meta: MetaHealth | None = None  # the last Meta checks; None when CONSOLE_META_CHECK_SECONDS is 0
+    listing: ParkedListing = field(default_factory=ParkedListing)  # the Stuck page's last reading
 
 
 CONTEXT: web.AppKey[ConsoleContext] = web.AppKey("console_context", ConsoleContext)

@@ -2,8 +2,11 @@
 
 Parked messages live in RabbitMQ's parking queues, not in the database; `shared.parked` (the module behind
 `leadwire parked`) reads them without losing or reordering any, and replays them to their consumer without the retry
-headers. Replay is idempotent (consumers record the message ids they handled; a lead already delivered to a CRM is
-not delivered again). Messages on the broker carry no lead personal data, and the page shows no message body.
+headers. The page reads them through the console's `ParkedListing` (services/console/parked.py): a queue is swept
+again only when its message count changed, its listing is older than CONSOLE_PARKED_REFRESH_SECONDS, or the console
+replayed from it; each group shows its first SHOWN_PER_GROUP messages and says how many there are. Replay is
+idempotent (consumers record the message ids they handled; a lead already delivered to a CRM is not delivered
+again). Messages on the broker carry no lead personal data, and the page shows no message body.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ from aiormq.exceptions import AMQPError
 from services.console.handlers import _render, _zone
 from services.console.keys import CONTEXT, SESSION
 from services.console.security import audit
-from shared.parked import Action, ParkedMessage, Selection, apply, list_parked, resolve_queue
+from shared.parked import Action, ParkedMessage, Selection, apply, resolve_queue
 from shared.topology import Consumer, all_consumers
 
 logger = logging.getLogger(__name__)
 
 READ_TIMEOUT_SECONDS = 20
+SHOWN_PER_GROUP = 100
 _BROKER_ERRORS = (OSError, TimeoutError, AMQPError, aio_pika.exceptions.AMQPException)
 
 
@@ -38,6 +42,10 @@ class Group:
     queue: str
     reason: str
     messages: list[ParkedMessage]
+
+    @property
+    def shown(self) -> list[ParkedMessage]:
+        return self.messages[:SHOWN_PER_GROUP]
 
     @property
     def first(self) -> datetime | None:
@@ -73,7 +81,9 @@ async def stuck_page(request: web.Request) -> web.Response:
     error = None
     messages: list[ParkedMessage] = []
     try:
-        messages = await asyncio.wait_for(list_parked(ctx.amqp_url, _consumers(queue)), READ_TIMEOUT_SECONDS)
+        messages = await asyncio.wait_for(
+            ctx.listing.read(ctx.amqp_url, _consumers(queue), ctx.settings.parked_refresh_seconds),
+            READ_TIMEOUT_SECONDS)
     except _BROKER_ERRORS as exc:
         logger.warning("console: cannot read the parking queues: %s", type(exc).__name__)
         error = "RabbitMQ cannot be read right now; try again in a moment."
@@ -102,6 +112,8 @@ async def replay(request: web.Request) -> web.StreamResponse:
     except _BROKER_ERRORS as exc:
         logger.warning("console: replay failed: %s", type(exc).__name__)
         raise web.HTTPSeeOther("/stuck?notice=broker-error") from None
+    finally:
+        ctx.listing.forget(consumers)  # what was replayed (or may have been) is read again
     username = request[SESSION].username
     await audit(ctx.pool(), username, "parked_replay", f"{queue or 'selected'}: {len(done)} replayed")
     logger.info("console: %d parked messages replayed", len(done),

@@ -9,10 +9,12 @@ from datetime import UTC, datetime
 
 import aio_pika
 import asyncpg
+import pytest
 
 from shared.messaging import declare_topology
+from shared.parked import ParkedMessage
 from shared.settings import BrokerSettings, Settings
-from shared.topology import H_ATTEMPT, H_FIRST_FAILURE, H_PARKED_AT, H_REASON, consumer
+from shared.topology import H_ATTEMPT, H_FIRST_FAILURE, H_PARKED_AT, H_REASON, Consumer, consumer
 from tests.fixtures.console import Console, csrf_of, running_console
 from tests.fixtures.infra import eventually
 
@@ -107,3 +109,49 @@ async def _equals(count: asyncio.Future[int] | object, expected: int) -> bool | 
 async def _page_with(console: Console, text: str) -> str | None:
     _, page, _ = await console.get("/stuck")
     return page if text in page else None
+
+
+
+async def test_the_listing_sweeps_a_queue_again_only_when_its_count_changed_it_aged_or_it_was_replayed(
+    vhost_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.console import parked as console_parked
+    from shared.parked import Action, Selection, apply, list_parked
+
+    swept: list[list[str]] = []  # the queues each sweep read (the real sweep runs)
+
+    async def counted(url: str, consumers: list[Consumer]) -> list[ParkedMessage]:
+        swept.append([c.name for c in consumers])
+        return await list_parked(url, consumers)
+
+    monkeypatch.setattr(console_parked, "list_parked", counted)
+    await declare_topology(vhost_url, [])
+    listing = console_parked.ParkedListing()
+    ids = await park(vhost_url, CRM, "CRM (webhook) answered 422: email is invalid", 3)
+
+    async def listed(expected: int, max_age: float = 600) -> list[str] | None:
+        messages = await listing.read(vhost_url, [CRM, CAPI], max_age)
+        return [m.id for m in messages] if len(messages) == expected else None
+
+    assert await eventually(lambda: listed(3), timeout=30, what="3 listed") == ids  # in the queue's order
+    assert all(m.body == b"" and not m.headers for m in await listing.read(vhost_url, [CRM], 600))  # no bodies kept
+    assert swept[-1] == ["lead_captured"]  # the empty CAPI queue is not read
+    # Read again while the count stands: from the listing, the queue untouched.
+    sweeps = len(swept)
+    assert await listed(3) == ids
+    assert await listed(3) == ids
+    assert len(swept) == sweeps
+    # A fourth message parked: the count changes and the queue is read again.
+    fourth = await park(vhost_url, CRM, "CRM (webhook) answered 422: email is invalid", 1)
+    assert await eventually(lambda: listed(4), timeout=30, what="4 listed") == ids + fourth
+    assert len(swept) > sweeps
+    # The console replayed from it: read again at once.
+    assert len(await apply(vhost_url, [CRM], Selection(ids=frozenset(fourth)), Action.REPLAY)) == 1
+    listing.forget([CRM])
+    sweeps = len(swept)
+    assert await listed(3) == ids
+    assert len(swept) == sweeps + 1
+    # Older than max_age: read again; none of these readings lost, reordered or duplicated a message.
+    assert await listed(3, max_age=0) == ids
+    assert len(swept) == sweeps + 2
+    assert [m.id for m in await list_parked(vhost_url, [CRM])] == ids
