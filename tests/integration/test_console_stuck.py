@@ -37,6 +37,15 @@ async def park(url: str, spec: object, reason: str, count: int) -> list[str]:
     return ids
 
 
+async def purge(url: str, *specs: object) -> None:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        for spec in specs:
+            queue = await channel.declare_queue(spec.parking_queue_name, passive=True)  # type: ignore[attr-defined]
+            await queue.purge()
+
+
 async def waiting(url: str, queue_name: str) -> int:
     connection = await aio_pika.connect(url)
     async with connection:
@@ -125,7 +134,8 @@ async def test_the_listing_sweeps_a_queue_again_only_when_its_count_changed_it_a
         return await list_parked(url, consumers)
 
     monkeypatch.setattr(console_parked, "list_parked", counted)
-    await declare_topology(vhost_url, [])
+    await declare_topology(vhost_url, [CRM, CAPI])  # their parking queues, as the services declare them
+    await purge(vhost_url, CRM, CAPI)  # what the module's other test left there
     listing = console_parked.ParkedListing()
     ids = await park(vhost_url, CRM, "CRM (webhook) answered 422: email is invalid", 3)
 
