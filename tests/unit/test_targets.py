@@ -35,7 +35,8 @@ def test_targets_in_the_file_are_read_per_account_in_major_units(tmp_path: Path)
     path = tmp_path / "accounts.yaml"
     path.write_text(FILE, encoding="utf-8")
     usd, jpy, bare = load_accounts(path).accounts
-    assert usd.targets is not None and jpy.targets is not None
+    assert usd.targets is not None
+    assert jpy.targets is not None
     assert (usd.targets.cpl, usd.targets.cost_per_qualified, usd.targets.cost_per_signed) == (
         Decimal(40), None, Decimal("450.5"))
     assert (jpy.targets.cpl, jpy.targets.cost_per_qualified, jpy.targets.cost_per_signed) == (
@@ -145,7 +146,8 @@ def test_performance_rows_judge_each_account_by_its_own_targets() -> None:
     assert console.unjudged_accounts(spend, targets) == [targets.unjudged("act_1000000003", "EUR")]
 
 
-def report(currency: str, targets: Targets, spend_minor: int, leads: int, unjudged: str = "") -> report_logic.DailyReport:
+def report(currency: str, targets: Targets, spend_minor: int, leads: int,
+           unjudged: str = "") -> report_logic.DailyReport:
     day = date(2026, 12, 1)
     rows = report_logic.campaign_rows(
         [{"date": day, "campaign_id": "1", "campaign_name": "Search", "spend_minor": spend_minor, "impressions": 10,
@@ -166,10 +168,12 @@ def test_the_daily_report_marks_costs_against_the_accounts_targets() -> None:
     assert "color:#d92d20;background:#fef3f2;font-weight:bold;\">4,000 JPY</td>" in html
     assert ":red_circle:" in str(render.slack(over))
     within = render.text(report("JPY", Targets(cpl=Decimal(3000)), 3_600, 1))
-    assert "3,600 JPY ▲" in within and "3,600 JPY ▲▲" not in within
+    assert "3,600 JPY ▲" in within
+    assert "3,600 JPY ▲▲" not in within
     assert "2,000 JPY ✓" in render.text(report("JPY", Targets(cpl=Decimal(3000)), 2_000, 1))
     # No targets: no marks, and the reason when defaults exist in another currency.
     plain = report("JPY", Targets(), 4_000, 1, unjudged="act_1 is in JPY; CONSOLE_TARGET_* are in USD")
-    assert "▲" not in render.text(plain) and "✓" not in render.text(plain)
+    assert "▲" not in render.text(plain)
+    assert "✓" not in render.text(plain)
     assert "Costs not judged: act_1 is in JPY; CONSOLE_TARGET_* are in USD" in render.text(plain)
     assert "font-weight:bold;" not in render.email_html(report("USD", Targets(), 4_000, 1), None)
