@@ -9,7 +9,6 @@ CONSOLE_TARGET_CPL is a dollar amount so small that any cost judged by it would 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -58,14 +57,14 @@ def meta(sandbox: SandboxHandle, accounts: AccountsFile) -> MetaSettings:
 
 
 @pytest.fixture
-async def two_accounts(console_db: asyncpg.Pool, sandbox: SandboxHandle) -> AsyncIterator[Accounts]:
+async def two_accounts(console_db: asyncpg.Pool, sandbox: SandboxHandle) -> Accounts:
     await sandbox.freeze_clock()  # Meta's "today" grows while the test runs: hold it
     await refresh(console_db, meta(sandbox, file({})))
     state = sandbox.state["accounts"]
     zones = {a: ZoneInfo(state[a]["timezone_name"]) for a in (MAIN, JPY)}
     currencies = {a: str(state[a]["currency"]) for a in (MAIN, JPY)}
     assert currencies == {MAIN: "USD", JPY: "JPY"}
-    yield Accounts(console_db, sandbox, zones, currencies)
+    return Accounts(console_db, sandbox, zones, currencies)
 
 
 def major(spend_minor: int, leads: int, currency: str) -> Decimal:
