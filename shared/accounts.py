@@ -15,9 +15,15 @@ accounts:
     page_ids: ["2345678901"]
     pixel_id: "778899001122335"
     daily_budget_ceiling: 80000 # yen: one BUDGET_DAILY_CEILING cannot suit a USD and a JPY account alike
+    targets:                    # optional: what the console's Performance and the daily report judge costs against
+      cpl: 3000                 #   cost per lead, major units of the account's currency (yen here)
+      cost_per_qualified: 9000
+      cost_per_signed: 60000
 ```
 
 Currency and time zone are never configured: they are read from Meta (`insights_poller`, table `ad_accounts`).
+A target the account does not set falls back to CONSOLE_TARGET_* only when the account's currency is
+CONSOLE_TARGET_CURRENCY (shared/targets.py): a yen account is never judged against a dollar target.
 Unknown keys, a repeated account, a Page listed under two accounts (its leads' pixel would be ambiguous),
 malformed ids and a missing rules directory are refused with the account and field named.
 
@@ -27,6 +33,7 @@ Pure: parsing and validation only (the file is read once, when the settings load
 from __future__ import annotations
 
 from collections.abc import Iterable
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,7 +42,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from contracts.values import ACT_ID, DIGITS
 
-__all__ = ["AccountConfig", "AccountsConfigError", "AccountsFile", "load_accounts", "parse_accounts"]
+__all__ = ["AccountConfig", "AccountTargets", "AccountsConfigError", "AccountsFile", "load_accounts",
+           "parse_accounts"]
 
 Digits = Annotated[str, Field(pattern=DIGITS)]
 
@@ -55,6 +63,29 @@ def _text_ids(value: Any) -> Any:
     return value
 
 
+def _target(description: str) -> Any:
+    return Field(default=None, gt=0, allow_inf_nan=False, description=description)
+
+
+class AccountTargets(BaseModel):
+    """An account's own targets, in MAJOR units of its currency (read from Meta): each replaces the matching
+    CONSOLE_TARGET_* for this account. Positive and finite; unknown keys are refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cpl: Decimal | None = _target("Cost per lead (Meta's leads).")
+    cost_per_qualified: Decimal | None = _target("Cost per qualified lead (the CRM's qualified events).")
+    cost_per_signed: Decimal | None = _target("Cost per signed case (the CRM's signed events).")
+
+    @field_validator("cpl", "cost_per_qualified", "cost_per_signed", mode="before")
+    @classmethod
+    def _a_number(cls, value: Any) -> Any:
+        # "30" would pass as a Decimal; a target written as text is more likely a mistake ("$30", "30 USD").
+        if isinstance(value, bool) or (value is not None and not isinstance(value, int | float)):
+            raise ValueError("must be a number (major units of the account's currency, e.g. 30 or 12.5)")
+        return value
+
+
 class AccountConfig(BaseModel):
     """One ad account's own settings."""
 
@@ -69,6 +100,7 @@ class AccountConfig(BaseModel):
         default=None, gt=0, allow_inf_nan=False,
         description="Hard ceiling on the account's active daily budgets, in MAJOR units of its currency (read from "
                     "Meta): replaces BUDGET_DAILY_CEILING for this account.")
+    targets: AccountTargets | None = None
 
     @field_validator("page_ids", "pixel_id", mode="before")
     @classmethod

@@ -6,6 +6,7 @@ Secrets are `SecretStr`, so they never show in reprs, logs or validation errors.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal, TypeVar
 
@@ -23,6 +24,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.accounts import AccountConfig, AccountsConfigError, AccountsFile, load_accounts
 from shared.budget_guardrails import MAX_BUDGET_CHANGES_PER_HOUR, MAX_BUDGET_STEP_PCT
+from shared.targets import TargetBook, Targets
 
 T = TypeVar("T", bound=BaseSettings)
 
@@ -313,6 +315,33 @@ class BudgetGuardrailSettings(BaseSettings):
     max_increases_per_week: int = Field(default=3, ge=1, le=100)
 
 
+class TargetSettings(BaseSettings):
+    """The default cost targets of the console's Performance page and the daily report (`CONSOLE_TARGET_*`).
+
+    Args:
+        cpl / cost_per_qualified / cost_per_signed: targets in MAJOR units of `currency`; a cost is green at or
+            under its target, amber up to 25% over, red beyond.
+        currency: the currency those amounts are in (default USD, as a rule's amounts). They judge only accounts
+            in that currency (read from Meta); an account in another one is judged by the `targets:` of its own in
+            LEADWIRE_ACCOUNTS_FILE, or not at all (shared/targets.py).
+    """
+
+    model_config = SettingsConfigDict(**_COMMON, env_prefix="CONSOLE_TARGET_")
+
+    cpl: Decimal | None = Field(default=None, gt=0, allow_inf_nan=False)
+    cost_per_qualified: Decimal | None = Field(default=None, gt=0, allow_inf_nan=False)
+    cost_per_signed: Decimal | None = Field(default=None, gt=0, allow_inf_nan=False)
+    currency: str = Field(default="USD", pattern=r"^[A-Za-z]{3}$")
+
+    @field_validator("currency")
+    @classmethod
+    def _upper(cls, value: str) -> str:
+        return value.upper()
+
+    def defaults(self) -> Targets:
+        return Targets(self.cpl, self.cost_per_qualified, self.cost_per_signed)
+
+
 class Settings:
     """Everything one process needs. Each block reads its own variables the first time it is used.
 
@@ -349,6 +378,11 @@ class Settings:
     @property
     def ops(self) -> OpsSettings:
         return self.block(OpsSettings)
+
+    def target_book(self) -> TargetBook:
+        """Each ad account's cost targets: its own (accounts file), else CONSOLE_TARGET_* in their currency."""
+        defaults = self.block(TargetSettings)
+        return TargetBook.build(defaults.defaults(), defaults.currency, self.meta.accounts)
 
     def __repr__(self) -> str:
         return f"Settings({', '.join(cls.__name__ for cls in self._blocks)})"

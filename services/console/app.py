@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None) -> Service:
         signed_events=list(outcomes.signed_events),
         parked=ParkedCounts(),
         amqp_url=service.settings.broker.amqp_url.get_secret_value(),
+        targets=service.settings.target_book(),
         meta=MetaHealth() if config.meta_check_seconds > 0 else None,
     )
     if context.meta is not None:

@@ -308,7 +308,6 @@ async def performance_page(request: web.Request) -> web.Response:
     now = await queries.now(pool)
     today, first = logic.day_of(now, zone), logic.day_of(now, zone, days - 1)
     settings = ctx.settings
-    targets = logic.Targets(settings.target_cpl, settings.target_cost_per_qualified, settings.target_cost_per_signed)
     spend_rows, lead_rows = await queries.performance(pool, days, campaign_id, first.start, today.end,
                                                       ctx.qualified_events, ctx.signed_events)
     daily_spend, daily_outcomes = await queries.daily(pool, days, campaign_id, first.start, today.end, zone.key,
@@ -317,10 +316,11 @@ async def performance_page(request: web.Request) -> web.Response:
     lag = settings.outcome_lag_days
     maturing_from = logic.day_of(now, zone, lag - 1).day if lag else today.day + timedelta(days=1)
     chart = logic.chart_series(daily_spend, daily_outcomes, first.day, today.day, maturing_from)
+    rows = logic.performance_rows(spend_rows, lead_rows, ctx.targets)
     return await _render(
         request, "performance.html", page="performance", days=days, windows=WINDOWS, campaign_id=campaign_id,
         campaign_name=spend_rows[0]["campaign_name"] if campaign_id and spend_rows else None,
-        rows=logic.performance_rows(spend_rows, lead_rows, targets), chart=chart, zone=zone,
-        unpaid=logic.unpaid_leads(lead_rows),
-        first=first.day, last=today.day, lag_days=settings.outcome_lag_days, targets=targets,
+        rows=rows, chart=chart, zone=zone, unpaid=logic.unpaid_leads(lead_rows),
+        first=first.day, last=today.day, lag_days=settings.outcome_lag_days, targets=logic.shared_targets(rows),
+        unjudged=logic.unjudged_accounts(spend_rows, ctx.targets),
     )

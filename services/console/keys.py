@@ -13,6 +13,7 @@ from services.console.meta_health import MetaHealth
 from services.console.parked import ParkedCounts, ParkedListing
 from services.console.security import LoginLimiter, Session
 from services.console.settings import ConsoleSettings
+from shared.targets import TargetBook
 
 
 @dataclass
@@ -27,6 +28,7 @@ class ConsoleContext:
     signed_events: list[str]
     parked: ParkedCounts
     amqp_url: str  # secret: never logged
+    targets: TargetBook  # each account's cost targets (Performance's colours)
     meta: MetaHealth | None = None  # the last Meta checks; None when CONSOLE_META_CHECK_SECONDS is 0
     listing: ParkedListing = field(default_factory=ParkedListing)  # the Stuck page's last reading
 

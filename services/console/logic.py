@@ -10,6 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from shared.money import offset, to_major
+from shared.targets import TargetBook, target_state
 
 # A lead's CRM state, as console_leads names it, in words an operator uses.
 STATUS_LABELS = {
@@ -159,26 +160,10 @@ def health_chips(health: dict[str, object], now: datetime) -> list[Chip]:
     ]
 
 
-def target_state(cost_minor: Decimal | None, target_major: Decimal | None, currency: str) -> str:
-    """ok (at or under target), warn (up to 25% over), bad (more), or "" without a cost or a target."""
-    if cost_minor is None or target_major is None:
-        return ""
-    cost_major = Decimal(cost_minor) / offset(currency)
-    if cost_major <= target_major:
-        return "ok"
-    return "warn" if cost_major <= target_major * Decimal("1.25") else "bad"
-
-
-@dataclass(frozen=True)
-class Targets:
-    cpl: Decimal | None = None
-    per_qualified: Decimal | None = None
-    per_signed: Decimal | None = None
-
-
 def performance_rows(spend_rows: list[dict[str, Any]], lead_rows: list[dict[str, Any]],
-                     targets: Targets) -> list[dict[str, Any]]:
-    """One row per campaign (or ad set): Meta's spend and leads beside the stored leads and their outcomes."""
+                     targets: TargetBook) -> list[dict[str, Any]]:
+    """One row per campaign (or ad set): Meta's spend and leads beside the stored leads and their outcomes, each
+    cost coloured against its own account's targets (`shared.targets`)."""
     leads = {(r["campaign_id"], r["adset_id"]): r for r in lead_rows}
     rows = []
     for spend in spend_rows:
@@ -189,6 +174,7 @@ def performance_rows(spend_rows: list[dict[str, Any]], lead_rows: list[dict[str,
         signed = int(stored.get("signed") or 0)
         cpl = cost_per(spent, int(spend["meta_leads"]))
         cpql, cpsc = cost_per(spent, qualified), cost_per(spent, signed)
+        own = targets.for_account(str(spend["account_id"]), currency)
         rows.append({
             **spend,
             "spend": money(spent, currency),
@@ -197,11 +183,28 @@ def performance_rows(spend_rows: list[dict[str, Any]], lead_rows: list[dict[str,
             "test_leads": int(stored.get("test_leads") or 0),
             "qualified": qualified,
             "signed": signed,
-            "cpl": money(cpl, currency), "cpl_state": target_state(cpl, targets.cpl, currency),
-            "cpql": money(cpql, currency), "cpql_state": target_state(cpql, targets.per_qualified, currency),
-            "cpsc": money(cpsc, currency), "cpsc_state": target_state(cpsc, targets.per_signed, currency),
+            "cpl": money(cpl, currency), "cpl_state": target_state(cpl, own.cpl, currency),
+            "cpql": money(cpql, currency), "cpql_state": target_state(cpql, own.per_qualified, currency),
+            "cpsc": money(cpsc, currency), "cpsc_state": target_state(cpsc, own.per_signed, currency),
+            "targets": own.shown(currency),
         })
     return rows
+
+
+def shared_targets(rows: list[dict[str, Any]]) -> dict[str, str]:
+    """The targets every row has alike (shown once in the column's head); "" where rows differ or have none
+    (each cell then names its own in its tooltip)."""
+    out = {}
+    for key in ("cpl", "per_qualified", "per_signed"):
+        values = {r["targets"][key] for r in rows}
+        out[key] = values.pop() if len(values) == 1 else ""
+    return out
+
+
+def unjudged_accounts(spend_rows: list[dict[str, Any]], targets: TargetBook) -> list[str]:
+    """Why some accounts' costs are not coloured (defaults in another currency, no targets of their own)."""
+    seen = {(str(r["account_id"]), str(r["currency"])) for r in spend_rows}
+    return [why for account, currency in sorted(seen) if (why := targets.unjudged(account, currency))]
 
 
 def unpaid_leads(lead_rows: list[dict[str, Any]]) -> dict[str, int]:

@@ -176,14 +176,14 @@ with acc as (select account_id, (now() at time zone timezone_name)::date as toda
 select s.campaign_id, case when $2::text is null then null else s.adset_id end as adset_id,
        max(s.campaign_name) as campaign_name,
        case when $2::text is null then null else max(s.adset_name) end as adset_name,
-       s.currency,
+       s.account_id, s.currency,
        sum(s.spend_minor)::bigint as spend_minor, sum(s.impressions)::bigint as impressions,
        sum(s.leads)::bigint as meta_leads
 from console_adset_spend_daily s
 join acc on acc.account_id = s.account_id
 where s.date > acc.today - $1::integer and s.date <= acc.today and ($2::text is null or s.campaign_id = $2)
   and s.date > current_date - ($1::integer + 2)  -- a constant floor: filters before the view groups
-group by s.campaign_id, 2, s.currency
+group by s.campaign_id, 2, s.account_id, s.currency  -- a campaign is in one account: the account only labels it
 order by sum(s.spend_minor) desc
 """
 

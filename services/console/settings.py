@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
-
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -11,7 +9,8 @@ from shared.settings import iana_zone
 
 
 class ConsoleSettings(BaseSettings):
-    """Where the console listens, who may log in, and how sessions behave.
+    """Where the console listens, who may log in, and how sessions behave. (Performance's cost targets,
+    `CONSOLE_TARGET_*`, are shared with the daily report: shared.settings.TargetSettings and the accounts file.)
 
     Args:
         host / port: the console's address; localhost unless configured (it shows personal data).
@@ -22,8 +21,6 @@ class ConsoleSettings(BaseSettings):
         login_attempts / login_window_seconds: failed logins allowed per client address and per user name within
             the window before further attempts are refused (429).
         timezone: IANA zone the console's "today" is in; empty = the first ad account's zone, else UTC.
-        target_cpl / target_cost_per_qualified / target_cost_per_signed: targets in MAJOR units of the account
-            currency; Performance colours each cost green (at or under), amber (up to 25% over) or red.
         outcome_lag_days: how long a lead's outcomes keep coming in (signings lag by weeks): costs per qualified
             lead and signed case of leads younger than this are shaded as still maturing.
         parked_refresh_seconds: the parking queues are counted (in RabbitMQ) at most this often, when Today is shown.
@@ -42,9 +39,6 @@ class ConsoleSettings(BaseSettings):
     login_attempts: int = Field(default=5, ge=1, le=1000)
     login_window_seconds: float = Field(default=900.0, gt=0)
     timezone: str = ""
-    target_cpl: Decimal | None = Field(default=None, gt=0)
-    target_cost_per_qualified: Decimal | None = Field(default=None, gt=0)
-    target_cost_per_signed: Decimal | None = Field(default=None, gt=0)
     outcome_lag_days: int = Field(default=30, ge=0, le=365)
     parked_refresh_seconds: float = Field(default=10.0, gt=0)
     meta_check_seconds: float = Field(default=300.0, ge=0)

@@ -17,11 +17,12 @@ from shared.settings import CrmOutcomeSettings, NotifySettings, Settings
 def create_app(settings: Settings | None = None) -> Service:
     service = Service("reports", settings, uses_database=True)
     config = service.settings.block(ReportSettings)
+    targets = service.settings.target_book()  # read now: a bad accounts file or target stops the start
 
     def dependencies(started: Service) -> Worker:
         return Worker(
             started.db, config, started.settings.block(NotifySettings), started.settings.block(CrmOutcomeSettings),
-            started.settings.broker.amqp_url.get_secret_value(),
+            started.settings.broker.amqp_url.get_secret_value(), targets,
         )
 
     handlers.register(service, service.on_started(dependencies), enabled=config.enabled)

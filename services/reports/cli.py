@@ -40,7 +40,8 @@ async def daily(settings: Settings, account: str | None, day: date | None, *, se
     pool = await create_pool(settings.database)
     try:
         reports = Worker(pool, settings.block(ReportSettings), settings.block(NotifySettings),
-                               settings.block(CrmOutcomeSettings), settings.broker.amqp_url.get_secret_value())
+                               settings.block(CrmOutcomeSettings), settings.broker.amqp_url.get_secret_value(),
+                               settings.target_book())
         try:
             built = await reports.build(account, day)
         except NoAccountError:

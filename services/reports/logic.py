@@ -15,6 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from shared.money import format_money
+from shared.targets import Targets, target_state
 
 WEEK = 7
 CHART_DAYS = 14
@@ -313,6 +314,8 @@ class DailyReport:
     stuck: Stuck
     series: list[tuple[date, int, int]]
     test: Windows = field(default_factory=Windows)  # Meta's test leads (Lead Ads Testing Tool), every Page
+    targets: Targets = field(default_factory=Targets)  # this account's (shared/targets.py), major units
+    unjudged: str = ""  # why the costs are not judged although CONSOLE_TARGET_* are set (another currency)
 
     @property
     def week_first(self) -> date:
@@ -320,6 +323,10 @@ class DailyReport:
 
     def money(self, minor: int | Decimal | None) -> str:
         return "—" if minor is None else format_money(round(minor), self.currency)
+
+    def judge(self, cost_minor: Decimal | None, target: str) -> str:
+        """ok / warn / bad against this account's `target` (cpl, per_qualified, per_signed); "" without one."""
+        return target_state(cost_minor, getattr(self.targets, target), self.currency)
 
 
 def change(now: int | Decimal | None, before: int | Decimal | None) -> str:

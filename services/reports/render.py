@@ -27,6 +27,15 @@ SLACK_MAX_FIELD_TEXT = 2000
 SLACK_MAX_CONTEXT_ELEMENTS = 10
 SLACK_CAMPAIGNS = 15  # campaigns listed by name in Slack; the rest summed in one line
 
+# A cost against its account's target (shared/targets.py): the marks of the text and Slack forms, the e-mail's
+# cell colours (the console's Performance page's).
+TARGET_MARKS = {"ok": "✓", "warn": "▲", "bad": "▲▲"}
+SLACK_TARGET_MARKS = {"ok": ":large_green_circle:", "warn": ":large_yellow_circle:", "bad": ":red_circle:"}
+TARGET_STYLES = {"ok": "color:#027a48;background:#ecfdf3;font-weight:bold;",
+                 "warn": "color:#b54708;background:#fffaeb;font-weight:bold;",
+                 "bad": "color:#d92d20;background:#fef3f2;font-weight:bold;"}
+TARGET_LABELS = (("cpl", "cost per lead"), ("per_qualified", "per qualified lead"), ("per_signed", "per signed case"))
+
 OUTCOME_WORDS = {"acted": "acted", "would_act": "would act (shadow / dry run)", "skipped": "checked, no action"}
 
 
@@ -47,6 +56,9 @@ class Metric:
     week_change: str
     # Is a rise bad news (a cost)? Colours the change in the e-mail.
     rise_is_bad: bool = False
+    # Against the account's target (ok, warn, bad; "" without one): costs only.
+    day_state: str = ""
+    week_state: str = ""
 
 
 def metrics(report: DailyReport, numbers: Windows) -> list[Metric]:
@@ -54,23 +66,42 @@ def metrics(report: DailyReport, numbers: Windows) -> list[Metric]:
     money = report.money
 
     def line(label: str, value: Callable[[Numbers], int | Decimal | None], as_money: bool,
-             rise_is_bad: bool = False) -> Metric:
+             target: str = "") -> Metric:
         def fmt(v: int | Decimal | None) -> str:
             return money(v) if as_money else ("—" if v is None else f"{v:,}")
 
+        def state(n: Numbers) -> str:
+            cost = value(n)
+            return report.judge(Decimal(cost), target) if target and cost is not None else ""
+
         return Metric(label, fmt(value(numbers.day)), change(value(numbers.day), value(numbers.day_before)),
-                      fmt(value(numbers.week)), change(value(numbers.week), value(numbers.week_before)), rise_is_bad)
+                      fmt(value(numbers.week)), change(value(numbers.week), value(numbers.week_before)),
+                      bool(target), state(numbers.day), state(numbers.week))
 
     return [
         line("Spend", lambda n: n.spend_minor, True),
         line("Leads (Meta)", lambda n: n.meta_leads, False),
-        line("Cost per lead", lambda n: n.cpl, True, True),
+        line("Cost per lead", lambda n: n.cpl, True, "cpl"),
         line("Leads received", lambda n: n.leads, False),
         line("Qualified leads", lambda n: n.qualified, False),
-        line("Cost per qualified lead", lambda n: n.cost_per_qualified, True, True),
+        line("Cost per qualified lead", lambda n: n.cost_per_qualified, True, "per_qualified"),
         line("Signed cases", lambda n: n.signed, False),
-        line("Cost per signed case", lambda n: n.cost_per_signed, True, True),
+        line("Cost per signed case", lambda n: n.cost_per_signed, True, "per_signed"),
     ]
+
+
+def marked(value: str, state: str, marks: dict[str, str] = TARGET_MARKS) -> str:
+    """`$66.67 ▲`: a cost with its mark against the target (unchanged without one)."""
+    return f"{value} {marks[state]}" if state else value
+
+
+def targets_line(report: DailyReport) -> str:
+    """What the costs are judged against, and what the marks mean; "" when nothing is judged."""
+    shown = report.targets.shown(report.currency)
+    if not report.targets:
+        return f"Costs not judged: {report.unjudged}" if report.unjudged else ""
+    listed = " · ".join(f"{label} {shown[key]}" for key, label in TARGET_LABELS if shown[key])
+    return f"Targets: {listed} (✓ at or under, ▲ up to 25% over, ▲▲ more)"
 
 
 def title(report: DailyReport) -> str:
@@ -85,14 +116,19 @@ def _leads(n: int) -> str:
     return f"{n:,} lead" if n == 1 else f"{n:,} leads"
 
 
-def _campaign_line(report: DailyReport, numbers: Windows) -> tuple[str, str]:
+def _campaign_line(report: DailyReport, numbers: Windows,
+                   marks: dict[str, str] = TARGET_MARKS) -> tuple[str, str]:
     d, w = numbers.day, numbers.week
+
+    def cost(value: Decimal | None, target: str) -> str:
+        return marked(report.money(value), report.judge(value, target), marks)
+
     day = (f"{report.money(d.spend_minor)} · {_leads(d.meta_leads)} · CPL "
-           f"{_with_change(report.money(d.cpl), change(d.cpl, numbers.day_before.cpl))}")
+           f"{_with_change(cost(d.cpl, 'cpl'), change(d.cpl, numbers.day_before.cpl))}")
     week = (f"{report.money(w.spend_minor)} · {_leads(w.meta_leads)} · CPL "
-            f"{_with_change(report.money(w.cpl), change(w.cpl, numbers.week_before.cpl))} · "
-            f"{w.qualified} qualified ({report.money(w.cost_per_qualified)} each) · "
-            f"{w.signed} signed ({report.money(w.cost_per_signed)} each)")
+            f"{_with_change(cost(w.cpl, 'cpl'), change(w.cpl, numbers.week_before.cpl))} · "
+            f"{w.qualified} qualified ({cost(w.cost_per_qualified, 'per_qualified')} each) · "
+            f"{w.signed} signed ({cost(w.cost_per_signed, 'per_signed')} each)")
     return day, week
 
 
@@ -146,10 +182,13 @@ def text(report: DailyReport) -> str:
     header = f"{'':26}{_day(report.day)[:10]:>14}{'vs day before':>15}  {'7 days to it':>14}{'vs 7 days before':>18}"
     out.append(header)
     for m in metrics(report, report.total):
-        out.append(f"{m.label:26}{m.day:>14}{m.day_change:>15}  {m.week:>14}{m.week_change:>18}")
+        day, week = marked(m.day, m.day_state), marked(m.week, m.week_state)
+        out.append(f"{m.label:26}{day:>14}{m.day_change:>15}  {week:>14}{m.week_change:>18}")
     for label, o in (("Organic leads (no ad)", report.organic), ("Test leads", report.test)):
         out.append(f"{label:26}{o.day.leads:>14,}{change(o.day.leads, o.day_before.leads):>15}  "
                    f"{o.week.leads:>14,}{change(o.week.leads, o.week_before.leads):>18}")
+    if judged := targets_line(report):
+        out.append(judged)
     out.append("")
     out.append(f"Per campaign ({_short(report.day)} | 7 days {_short(report.week_first)}–{_short(report.day)}; "
                "qualified and signed by the lead's date)")
@@ -190,7 +229,8 @@ def slack(report: DailyReport) -> dict[str, Any]:
                               ("Last 7 days", "week", f"{_short(report.week_first)} – {_short(report.day)}")):
         fields = []
         for m in metrics(report, report.total):
-            value, delta = (m.day, m.day_change) if pick == "day" else (m.week, m.week_change)
+            value, delta = ((marked(m.day, m.day_state, SLACK_TARGET_MARKS), m.day_change) if pick == "day"
+                            else (marked(m.week, m.week_state, SLACK_TARGET_MARKS), m.week_change))
             fields.append({"type": "mrkdwn", "text": _clip(f"*{m.label}*\n{_with_change(value, delta)}",
                                                             SLACK_MAX_FIELD_TEXT)})
         blocks.append(_section(f"*{label}* · {when}"))
@@ -201,10 +241,14 @@ def slack(report: DailyReport) -> dict[str, Any]:
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": (
         f"Leads without an ad (not in Meta's counts): {o.day.leads} organic and {t.day.leads} test yesterday, "
         f"{o.week.leads} organic and {t.week.leads} test in 7 days")}]})
+    if judged := targets_line(report):
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(_mrkdwn(judged).replace(
+            "✓", SLACK_TARGET_MARKS["ok"]).replace("▲▲", SLACK_TARGET_MARKS["bad"]).replace(
+            "▲", SLACK_TARGET_MARKS["warn"]), SLACK_MAX_TEXT)}]})
     blocks.append({"type": "divider"})
     blocks.append(_section("*Per campaign* (yesterday | 7 days; qualified and signed by the lead's date)"))
     for row in report.rows[:SLACK_CAMPAIGNS]:
-        day, week = _campaign_line(report, row.numbers)
+        day, week = _campaign_line(report, row.numbers, SLACK_TARGET_MARKS)
         blocks.append(_section(f"*{_mrkdwn(row.name)}*\nYesterday: {day}\n7 days: {week}"))
     if len(report.rows) > SLACK_CAMPAIGNS:
         rest = report.rows[SLACK_CAMPAIGNS:]
@@ -239,22 +283,30 @@ def _change_cell(delta: str, rise_is_bad: bool) -> str:
     return f'<td style="{_NUM}color:{colour};">{html.escape(delta)}</td>'
 
 
+def _cell(value: str, state: str = "") -> str:
+    """A number's cell; a cost against its target is coloured as on the console's Performance page."""
+    return f'<td style="{_NUM}{TARGET_STYLES.get(state, "")}">{html.escape(value)}</td>'
+
+
 def _campaign_row(report: DailyReport, name: str, n: Windows) -> str:
-    e, money = html.escape, report.money
-    cells = [money(n.day.spend_minor), str(n.day.meta_leads), money(n.day.cpl)]
-    after = [money(n.week.spend_minor), str(n.week.meta_leads), money(n.week.cpl), str(n.week.qualified),
-             money(n.week.cost_per_qualified), str(n.week.signed), money(n.week.cost_per_signed)]
-    return (f'<tr><td style="{_CELL}">{e(name)}</td>' + "".join(f'<td style="{_NUM}">{e(c)}</td>' for c in cells)
-            + _change_cell(change(n.day.cpl, n.day_before.cpl), True)
-            + "".join(f'<td style="{_NUM}">{e(c)}</td>' for c in after) + "</tr>")
+    money, judge = report.money, report.judge
+    cells = [_cell(money(n.day.spend_minor)), _cell(str(n.day.meta_leads)),
+             _cell(money(n.day.cpl), judge(n.day.cpl, "cpl"))]
+    after = [_cell(money(n.week.spend_minor)), _cell(str(n.week.meta_leads)),
+             _cell(money(n.week.cpl), judge(n.week.cpl, "cpl")), _cell(str(n.week.qualified)),
+             _cell(money(n.week.cost_per_qualified), judge(n.week.cost_per_qualified, "per_qualified")),
+             _cell(str(n.week.signed)),
+             _cell(money(n.week.cost_per_signed), judge(n.week.cost_per_signed, "per_signed"))]
+    return (f'<tr><td style="{_CELL}">{html.escape(name)}</td>' + "".join(cells)
+            + _change_cell(change(n.day.cpl, n.day_before.cpl), True) + "".join(after) + "</tr>")
 
 
 def email_html(report: DailyReport, chart_cid: str | None) -> str:
     """Table layout with inline styles only: what Gmail, Outlook and Apple Mail all render the same."""
     e = html.escape
     rows = "".join(
-        f'<tr><td style="{_CELL}">{e(m.label)}</td><td style="{_NUM}">{e(m.day)}</td>'
-        f"{_change_cell(m.day_change, m.rise_is_bad)}<td style=\"{_NUM}\">{e(m.week)}</td>"
+        f'<tr><td style="{_CELL}">{e(m.label)}</td>{_cell(m.day, m.day_state)}'
+        f"{_change_cell(m.day_change, m.rise_is_bad)}{_cell(m.week, m.week_state)}"
         f"{_change_cell(m.week_change, m.rise_is_bad)}</tr>"
         for m in metrics(report, report.total)
     )
@@ -275,6 +327,8 @@ def email_html(report: DailyReport, chart_cid: str | None) -> str:
              f'(line), 14 days" style="display:block;border:0;max-width:100%;height:auto;"></p>'
              if chart_cid else "")
     rules = "".join(f"<li>{e(line.removeprefix('- '))}</li>" for line in _rules_lines(report)[1:])
+    judged = (f'<p style="margin:6px 0 0;color:#6b7280;font-size:13px;" data-targets>{e(targets_line(report))}</p>'
+              if targets_line(report) else "")
     stuck = "".join(f"<li>{e(line.strip())}</li>" for line in _stuck_lines(report))
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
@@ -285,7 +339,7 @@ def email_html(report: DailyReport, chart_cid: str | None) -> str:
  · changes are from the day before · qualified and signed leads are counted by the lead's date</p>
 {chart}
 <table role="presentation" cellpadding="0" cellspacing="0" style="border-collapse:collapse;">{head}{rows}</table>
-<h2 style="font-size:16px;margin:20px 0 6px;">Per campaign</h2>
+{judged}<h2 style="font-size:16px;margin:20px 0 6px;">Per campaign</h2>
 <table role="presentation" cellpadding="0" cellspacing="0" style="border-collapse:collapse;">
 <tr><th style="{_CELL}text-align:left;">Campaign</th>{campaign_head}</tr>{campaigns}</table>
 <h2 style="font-size:16px;margin:20px 0 6px;">What the rules did</h2>

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,6 +21,7 @@ from services.reports.settings import ReportSettings
 from shared.notify import ChannelError, post_slack, send_email
 from shared.parked import read_counts
 from shared.settings import CrmOutcomeSettings, NotifySettings
+from shared.targets import TargetBook
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class Worker:
     notify: NotifySettings
     outcomes: CrmOutcomeSettings
     amqp_url: str  # secret: never logged
+    targets: TargetBook = field(default_factory=TargetBook)  # each account's cost targets
 
     @staticmethod
     def zone(account: dict[str, Any]) -> ZoneInfo:
@@ -102,6 +104,8 @@ class Worker:
             day=day, rows=rows, total=logic.total_row(rows), organic=logic.windows_from_days(unpaid[False], day),
             test=logic.windows_from_days(unpaid[True], day),
             rules=rules, stuck=stuck, series=logic.daily_series(spend, day),
+            targets=self.targets.for_account(account_id, account["currency"]),
+            unjudged=self.targets.unjudged(account_id, account["currency"]),
         )
 
     async def parked(self) -> dict[str, int] | None:

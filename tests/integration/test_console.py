@@ -302,14 +302,17 @@ async def test_performance_per_campaign_with_targets_and_ad_set_drill_down(
         await console.login()
         _, page, _ = await console.get("/performance?days=7")
         # 7 days: 600.00 spent, 9 Meta leads: CPL 66.67 is within 25% over the 60 target (amber).
-        assert '<td class="num target warn" data-testid="cpl">66.67 USD</td>' in page
+        assert '<td class="num target warn" data-testid="cpl" title="target $60">66.67 USD</td>' in page
         assert "600.00 USD" in page
-        assert '<td class="num target bad">600.00 USD</td>' in page  # one signed case: over 400 by > 25%
+        # One signed case: over 400 by > 25%.
+        assert '<td class="num target bad" data-testid="cpsc" title="target $400">600.00 USD</td>' in page
         assert 'id="chart-data"' in page
         _, page, _ = await console.get("/performance?days=7&campaign=55")
         assert "Performance: Crash" in page
-        assert '<td class="num target ok" data-testid="cpl">50.00 USD</td>' in page  # Phoenix: 300.00 / 6
-        assert '<td class="num target bad" data-testid="cpl">100.00 USD</td>' in page  # Tucson: 300.00 / 3
+        # Phoenix: 300.00 / 6; Tucson: 300.00 / 3. One account: the heads name its target.
+        assert '<td class="num target ok" data-testid="cpl" title="target $60">50.00 USD</td>' in page
+        assert '<td class="num target bad" data-testid="cpl" title="target $60">100.00 USD</td>' in page
+        assert '<small data-testid="target-cpl">target $60</small>' in page
         _, page, _ = await console.get("/performance?days=30")
         assert "1,590.00 USD" in page  # the 20-days-ago row counts in 30 days
 
