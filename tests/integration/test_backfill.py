@@ -11,6 +11,7 @@ import aio_pika
 import asyncpg
 import pytest
 from faststream.rabbit import RabbitBroker
+from pydantic import SecretStr
 
 from services.lead_fetcher.cli import backfill_once
 from services.lead_fetcher.settings import LeadFetcherSettings
@@ -125,3 +126,20 @@ async def test_webhook_after_backfill_makes_no_graph_call_and_no_second_capture(
 async def _handled(caplog: pytest.LogCaptureFixture, lead_id: str) -> bool:
     return any(getattr(r, "leadgen_id", None) == lead_id and r.getMessage().startswith("lead already stored")
                for r in caplog.records)
+
+
+async def test_without_a_page_token_in_the_settings_the_backfill_reads_the_pages_own(env: LeadEnv) -> None:
+    """Meta lists a Page's forms only with that Page's token; with several Pages, none is configured: the backfill
+    reads each Page's token with META_ACCESS_TOKEN (`GET /{page}?fields=access_token`) and lists its forms."""
+    await env.start()
+    ids = await env.new_leads(2)
+    meta = env.settings.meta.model_copy(update={"page_access_token": SecretStr("")})
+    calls_before = await env.sandbox.calls()
+
+    report = await backfill_once(_settings(env).replace(meta))
+
+    assert set(await env.rows(ids)) == set(ids)
+    assert env.page_id not in report.failed_pages
+    assert report.forms_scanned == len(env.form_ids)
+    by_path = (await env.sandbox.calls())["by_path"]
+    assert by_path.get(f"GET /{env.page_id}", 0) > calls_before["by_path"].get(f"GET /{env.page_id}", 0)
