@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from services.rules_engine.model import Entity
-from services.rules_engine.rules import ATTRIBUTE_METRICS, MONEY_METRICS, Condition, Group, Rule
+from services.rules_engine.rule_terms import ATTRIBUTE_METRICS, MONEY_METRICS, Condition, Group
+from services.rules_engine.rules import Rule
 from services.rules_engine.windows import IMPRESSIONS, METRIC_COLUMNS, REACH, Slot
 from shared.money import offset as currency_offset
 

@@ -13,7 +13,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from services.rules_engine.rules import MONEY_METRICS, Rule
+from services.rules_engine.rule_terms import MONEY_METRICS
+from services.rules_engine.rules import Rule
 
 Rates = Mapping[tuple[str, str], float]  # (from, to) -> units of `to` for one unit of `from`
 

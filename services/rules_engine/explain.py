@@ -11,7 +11,8 @@ from functools import cache
 
 from services.rules_engine.conditions import Context, View, group_true, has_any, leaf_true, threshold
 from services.rules_engine.model import Entity
-from services.rules_engine.rules import ATTRIBUTE_METRICS, MONEY_METRICS, Condition, Group, Rule, window_bounds
+from services.rules_engine.rule_terms import ATTRIBUTE_METRICS, MONEY_METRICS, Condition, Group, window_bounds
+from services.rules_engine.rules import Rule
 from shared.money import format_money, to_minor
 
 _LABELS = {

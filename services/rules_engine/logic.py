@@ -45,14 +45,8 @@ from services.rules_engine.model import (
 )
 from services.rules_engine.rebalance import evaluate_rebalance
 from services.rules_engine.rotation import plan_rotation
-from services.rules_engine.rules import (
-    BUDGET_ACTIONS,
-    MUTATING_ACTIONS,
-    ChangeBudgetAction,
-    NotifyAction,
-    Rule,
-    TextFilter,
-)
+from services.rules_engine.rule_terms import TextFilter
+from services.rules_engine.rules import BUDGET_ACTIONS, MUTATING_ACTIONS, ChangeBudgetAction, NotifyAction, Rule
 from services.rules_engine.windows import aggregate_windows
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.rules_engine.rules import Level
+from services.rules_engine.rule_terms import Level
 from shared.budget_guardrails import MAX_BUDGET_CHANGES_PER_HOUR, MAX_BUDGET_STEP_PCT
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from services.rules_engine.rules import Rule, window_bounds
+from services.rules_engine.rule_terms import window_bounds
+from services.rules_engine.rules import Rule
 from shared.graph import GraphClient
 from shared.graph.errors import GraphError
 from shared.graph.usage import Scope

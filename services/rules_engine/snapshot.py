@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from services.rules_engine.rules import BUDGET_ACTIONS, Rule, window_bounds
+from services.rules_engine.rule_terms import window_bounds
+from services.rules_engine.rules import BUDGET_ACTIONS, Rule
 
 
 def lookback_days(rules: Iterable[Rule], cap: int) -> int:

@@ -14,7 +14,7 @@ from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from services.rules_engine.model import MetricRow, Snapshot
-from services.rules_engine.rules import window_bounds
+from services.rules_engine.rule_terms import window_bounds
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,8 @@ from services.rules_engine.cli import run_backtest
 from services.rules_engine.logic import evaluate
 from services.rules_engine.model import EngineSettings, Snapshot
 from services.rules_engine.rule_files import load_rules
-from services.rules_engine.rules import DEFAULT_RULES_DIR, window_bounds
+from services.rules_engine.rule_terms import window_bounds
+from services.rules_engine.rules import DEFAULT_RULES_DIR
 from services.rules_engine.store import load_snapshot, load_state
 from shared.graph import GraphClient
 from shared.settings import MetaSettings

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from services.rules_engine.rule_files import RuleLoadError, check_rules, load_rules
-from services.rules_engine.rules import DEFAULT_RULES_DIR, ChangeBudgetAction, Group, window_bounds
+from services.rules_engine.rule_terms import Group, window_bounds
+from services.rules_engine.rules import DEFAULT_RULES_DIR, ChangeBudgetAction
 from shared.money import offset as currency_offset
 from shared.money import to_minor
 

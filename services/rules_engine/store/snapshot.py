@@ -12,7 +12,8 @@ from datetime import date, datetime, timedelta
 import asyncpg
 
 from services.rules_engine.model import Entity, MetricRow, Snapshot
-from services.rules_engine.rules import Rule, window_bounds
+from services.rules_engine.rule_terms import window_bounds
+from services.rules_engine.rules import Rule
 from services.rules_engine.snapshot import levels_of, lookback_days, segments, uses_crm, uses_insights
 
 _ENTITY_SQL = {
