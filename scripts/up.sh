@@ -51,7 +51,6 @@ BANNER
   need_port "$SANDBOX_PORT" SANDBOX_PORT "the Graph sandbox"
   export META_GRAPH_URL="http://127.0.0.1:${SANDBOX_PORT}"
   export META_ACCESS_TOKEN=demo-system-user-token
-  export META_PAGE_ACCESS_TOKEN=demo-page-token
   export META_APP_ID=${META_APP_ID:-100000000000001}
   export META_APP_SECRET=${META_APP_SECRET:-demo-app-secret}
   export META_WEBHOOK_VERIFY_TOKEN=${META_WEBHOOK_VERIFY_TOKEN:-demo-verify-token}
@@ -66,6 +65,7 @@ BANNER
   export META_AD_ACCOUNT_ID=${META_AD_ACCOUNT_ID:-$(field main_account)}
   export META_PAGE_IDS=${META_PAGE_IDS:-$(field page_id)}
   export META_PIXEL_ID=${META_PIXEL_ID:-$(field pixel_id)}
+  export META_PAGE_ACCESS_TOKEN=$(field page_access_token)  # the Page's own: Meta takes no other for its Page calls
   echo "graph_sandbox      ready   http://127.0.0.1:${SANDBOX_PORT}/_sandbox/state"
   $BIN/leadwire pages subscribe >/dev/null # as a real install would, once: the Page's leadgen subscription
 
