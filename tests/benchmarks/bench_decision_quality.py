@@ -94,9 +94,12 @@ def evaluate_budget(params: SimParams, seeds: int, train_seeds: int, log: Callab
     train = [TRAIN_SEED_BASE + k for k in range(train_seeds)]
     started = time.monotonic()
     static_train = cost_per_signed(run_many(params, train, [Policy("static")])["static"])
-    cpl_ranked, cpl_every = tune(params, train, ((k.label(), P.cpl_rules(k.kill, k.scale, k.window, k.kill_action))
-                                                 for k in P.cpl_grid()))
-    cpql_ranked, _ = tune(params, train, ((k.label(), P.crm_rules(k)) for k in P.crm_grid("cost_per_qualified_lead")))
+    cpl_ranked, cpl_every = tune(params, train, [
+        *((k.label(), P.cpl_rules(k.kill, k.scale, k.window, k.kill_action)) for k in P.cpl_grid()),
+        *((k.label(), P.rebalance_rules(k)) for k in P.rebalance_grid("cpl"))])
+    cpql_ranked, _ = tune(params, train, [
+        *((k.label(), P.crm_rules(k)) for k in P.crm_grid("cost_per_qualified_lead")),
+        *((k.label(), P.rebalance_rules(k)) for k in P.rebalance_grid("cost_per_qualified_lead"))])
     cps_ranked, _ = tune(params, train, ((k.label(), P.crm_rules(k)) for k in P.crm_grid("cost_per_signed_case")))
     cpl, cpql, cps = cpl_ranked[0], cpql_ranked[0], cps_ranked[0]
     # The best CPL configuration whose kill rule is on, whatever it spends (ranked at full spend): with the kill

@@ -191,6 +191,59 @@ def test_a_junk_ad_set_is_cut_by_the_cpql_rules_through_the_engine_and_the_execu
     assert account.result.refused == 0
 
 
+def test_a_rebalance_moves_budget_from_the_junk_ad_set_through_the_engine_and_the_executor() -> None:
+    """The engine's `rebalance` action, planned with the executor's hard limits known (`budget_limits`) and applied
+    as the executor applies it: decreases then increases, the total unchanged to the cent, nothing refused."""
+    params = PARAMS.with_(junk_probability=1.0, junk_factor=0.1, monthly_budget=30000)
+    rules = P.rebalance_rules(P.RebalanceKnobs("cost_per_qualified_lead", 220, "last_14_days"))
+    account = Account(params, 2, Policy("rebalance", rules))
+    junk = min(account.adsets, key=lambda a: a.truth.qualified)
+    start, total = junk.budget, account.active_total()
+    account.run()
+    assert junk.budget < start
+    assert account.result.actions >= 1
+    assert account.result.moves >= 2 * account.result.actions  # one command moves at least two budgets
+    assert account.result.refused == 0
+    live = [a for a in account.adsets if a.status == "ACTIVE"]
+    assert len(live) == len(account.adsets)  # nothing paused: the total is the rebalances' own
+    assert account.active_total() == total
+    assert all(a.budget <= 2 * a.first_seen for a in account.adsets)  # the executor's hard limit
+
+
+def test_a_rebalance_whose_budgets_moved_since_the_decision_is_refused_whole() -> None:
+    account = Account(PARAMS, 5, Policy("static"))
+    a, b = account.adsets[:2]
+    move = Action(kind="rebalance", rule="test", entity_id=a.entity_id, entity_level="adset", account_id=ACCOUNT,
+                  reason="test", idempotency_key="test:rebalance", moves_level="adset",
+                  moves=((a.entity_id, a.budget, a.budget - 500), (b.entity_id, b.budget, b.budget + 500)))
+    a.budget -= 1  # someone changed it at Meta after the decision
+    before = (a.budget, b.budget)
+    assert not account.execute(move, day=3)
+    assert (a.budget, b.budget) == before
+    assert account.result.refusals["changed_elsewhere"] == 1
+
+
+def test_the_ctr_falls_as_the_creative_tires_and_rotation_puts_a_reserve_in() -> None:
+    tired = [world.clicks(PARAMS, 1, 0, d, 100_000, 4.0) for d in range(1, 30)]
+    fresh = [world.clicks(PARAMS, 1, 0, d, 100_000, 1.3) for d in range(1, 30)]
+    assert statistics.mean(fresh) == pytest.approx(1000, rel=0.03)
+    assert statistics.mean(tired) == pytest.approx(1000 / world.fatigue_factor(PARAMS, 4.0), rel=0.03)
+    params = PARAMS.with_(frequency_growth_low=1.5, frequency_growth_high=1.5, refresh_every_days=0,
+                          broken_probability=0.0, reserve_creatives=2)
+    account = Account(params, 3, Policy("rotate", [P.rotate_creatives()]))
+    result = account.run()
+    assert result.rotations >= len(account.adsets)  # every ad set tired, and got a reserve
+    assert all(a.ad <= params.reserve_creatives for a in account.adsets)  # never past its last reserve
+    assert result.refused == 0
+    i, rotated = next((i, a) for i, a in enumerate(account.adsets) if a.ad > 0)
+    before, after = (account.frequencies[(i, rotated.creative_day + k)] for k in (-1, 0))
+    assert before > 3.5
+    assert after < 2  # the new ad started again
+    never = simulate(params, 3, Policy("static"))
+    assert never.rotations == 0
+    assert result.signed > never.signed
+
+
 def test_the_sims_budget_cuts_pass_the_executors_step_limit() -> None:
     """The -20 % cuts of the policies carry max_budget_decrease_pct 20: without it the engine's rounding can ask
     for 20.01 %, which the executor refuses (and three refusals open the rule's circuit breaker)."""

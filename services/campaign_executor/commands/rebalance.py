@@ -106,7 +106,7 @@ class _Rebalance:
     async def _refusal(self, move: BudgetMove, account_total: int | None) -> Refusal | None:
         """The move checked as the set_budget command it amounts to: hard limits always, soft ones unless forced."""
         obj = self.objects[move.object_id]
-        single = _as_set_budget(self.command, move)
+        single = as_set_budget(self.command, move)
         if obj.daily_budget is None:
             return Refusal("no_budget", "it has no daily budget (the budget lives on its campaign)")
         if not self.command.force:
@@ -223,7 +223,7 @@ class _Rebalance:
         return f"daily budgets {parts}" + (f" (total {self.money(total)} kept)" if kept else "")
 
 
-def _as_set_budget(command: RebalanceBudgetsCommand, move: BudgetMove) -> SetBudgetCommand:
+def as_set_budget(command: RebalanceBudgetsCommand, move: BudgetMove) -> SetBudgetCommand:
     """The single budget command a move amounts to, for the executor's guardrails."""
     return SetBudgetCommand(
         command_id=command.command_id, requested_by=command.requested_by, reason=command.reason,

@@ -25,14 +25,29 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 
-from contracts.commands import PauseCommand, SetBudgetCommand, UnpauseCommand
+from contracts.commands import (
+    PauseCommand,
+    RebalanceBudgetsCommand,
+    RotateCreativeCommand,
+    SetBudgetCommand,
+    UnpauseCommand,
+)
 from services.campaign_executor import logic as executor
+from services.campaign_executor.commands.rebalance import as_set_budget
 from services.rules_engine.logic import evaluate, record_actions, record_result
 from services.rules_engine.messages import to_command
-from services.rules_engine.model import Action, EngineSettings, EngineState, Entity, MetricRow, Snapshot
+from services.rules_engine.model import (
+    Action,
+    BudgetLimit,
+    EngineSettings,
+    EngineState,
+    Entity,
+    MetricRow,
+    Snapshot,
+)
 from services.rules_engine.rules import Rule
 from services.rules_engine.snapshot import lookback_days
 from shared.settings import BudgetGuardrailSettings
@@ -85,6 +100,7 @@ class AdSet:
     increases: list[int] = field(default_factory=list)  # days of applied budget increases
     frequency: float = 1.0  # the current 7-day frequency (creative fatigue)
     creative_day: int = 1  # day of the current creative
+    ad: int = 0  # which of its ads delivers: 0 the first, 1.. its reserve creatives, in name order
     repaired: bool = False  # its break (if any) was fixed
     paused_on: int | None = None  # day a rule paused it, until the operator looked
 
@@ -98,13 +114,15 @@ class RunResult:
     qualified: int = 0
     signed: int = 0
     actions: int = 0  # mutating commands the executor applied
+    moves: int = 0  # ... of which budgets changed by rebalances (one command moves several)
     refused: int = 0  # ... and refused
     refusals: Counter[str] = field(default_factory=Counter)  # by guardrail
     paused_days: int = 0  # ad set x days with no delivery
     breaks: int = 0  # ad sets that broke on or before the last acting day
     broken_spend: float = 0.0  # spent on broken ad sets before they were paused or fixed
     caught: int = 0  # broken ad sets a rule paused before the firm noticed them
-    refreshes: int = 0  # new creatives (unprompted, or after a pause of a fatigued ad set)
+    refreshes: int = 0  # new creatives (unprompted, after a pause of a fatigued ad set, or rotated in)
+    rotations: int = 0  # ... of which reserve creatives a rule rotated in
 
     @property
     def cost_per_signed(self) -> float:
@@ -113,6 +131,7 @@ class RunResult:
 
 @dataclass
 class _Counts:
+    ad: str
     spend: int = 0
     impressions: int = 0
     reach: int = 0
@@ -145,6 +164,7 @@ class Account:
         self.engine_settings = EngineSettings(max_actions_per_run=params.max_actions_per_day)
         self.state = EngineState(account_daily_budget_ceiling={ACCOUNT: self.ceiling})
         self.lookback = lookback_days(policy.rules or (), 35)
+        self.ad_level = any(r.scope.level == "ad" for r in policy.rules or ())  # show the rules the ads too
         self.counts: dict[tuple[int, int], _Counts] = {}  # (ad set index, day) -> what leadwire has stored
         # ... and as the rules read it: per ad set, the day's row (None: nothing delivered)
         self.rows: list[list[MetricRow | None]] = [[None] * (params.acting_days + 2) for _ in self.adsets]
@@ -175,16 +195,22 @@ class Account:
                 self._store(adset, lead_day, counts)
 
     def _store(self, i: int, day: int, c: _Counts) -> None:
-        self.rows[i][day] = MetricRow(day_date(day), None, self.adsets[i].entity_id, CAMPAIGN, c.spend,
+        self.rows[i][day] = MetricRow(day_date(day), c.ad, self.adsets[i].entity_id, CAMPAIGN, c.spend,
                                       c.impressions, c.reach, c.clicks, c.leads, c.qualified, c.signed)
 
     def entities(self) -> list[Entity]:
-        return [
+        out = [
             Entity(id=a.entity_id, level="adset", name=a.truth.name, status=a.status, account_id=ACCOUNT,
                    campaign_id=CAMPAIGN, campaign_name="Sim Leads", adset_id=a.entity_id,
                    daily_budget=a.budget or None, currency=CURRENCY, timezone="UTC")
             for a in self.adsets
         ]
+        if self.ad_level:
+            out += [Entity(id=ad_id(a, k), level="ad", name=ad_name(a, k), status="ACTIVE" if k == a.ad else "PAUSED",
+                           account_id=ACCOUNT, campaign_id=CAMPAIGN, campaign_name="Sim Leads", adset_id=a.entity_id,
+                           currency=CURRENCY, timezone="UTC")
+                    for a in self.adsets for k in range(self.params.reserve_creatives + 1)]
+        return out
 
     def snapshot(self, day: int) -> Snapshot:
         """What the rules read on the morning of ``day``: insights through day - lag, CRM outcomes known so far."""
@@ -198,16 +224,25 @@ class Account:
             frequency = self.frequencies.get((i, week[-1][0])) if week else None
             if frequency:  # Meta's deduplicated 7-day reach: the week's impressions at the latest 7-day frequency
                 reach[(adset.entity_id, "last_7_days")] = max(1, round(sum(n for _, n in week) / frequency))
+                if self.ad_level:  # ... and the delivering ad's, over its own days of the week
+                    ad = ad_id(adset, adset.ad)
+                    own = sum(r.impressions for d in range(max(1, last - 6), last + 1)
+                              if (r := days[d]) is not None and r.ad_id == ad)
+                    if own:
+                        reach[(ad, "last_7_days")] = max(1, round(own / frequency))
         return Snapshot(entities=self.entities(), rows=rows, window_reach=reach)
 
     def _decide(self, day: int) -> list[tuple[Action, bool]]:
         """Evaluate the rules on the morning of ``day`` and execute what they decide: (action, applied) each."""
         now = morning(day)
-        self.state = EngineState(
-            actions=self.state.actions,
-            consecutive_failures=self.state.consecutive_failures,
-            account_daily_budget_ceiling=self.state.account_daily_budget_ceiling,
+        week_ago = day - 7
+        self.state = replace(
+            self.state,
             data_as_of={ACCOUNT: now},
+            # what the service reads from the executor's view `stored_budget_limits`
+            budget_limits={a.entity_id: BudgetLimit(first_seen=a.first_seen,
+                                                    increases_week=sum(1 for d in a.increases if d > week_ago))
+                           for a in self.adsets},
         )
         assert self.policy.rules is not None
         decisions = evaluate(self.policy.rules, self.snapshot(day), self.state, now, self.engine_settings)
@@ -235,27 +270,19 @@ class Account:
         message = to_command(action)
         assert message is not None
         command = message.payload.root
+        if isinstance(command, RebalanceBudgetsCommand):
+            return self._rebalance(command, day)
+        if isinstance(command, RotateCreativeCommand):
+            return self._rotate(command, day)
         adset = self.by_id[command.object_id]
-        obj = executor.ObjectState(adset.entity_id, ACCOUNT, adset.status, adset.status, adset.budget, None,
-                                   adset.truth.name)
-        refusal = executor.object_status_refusal(command.kind, obj)
+        refusal = executor.object_status_refusal(command.kind, self._object(adset))
         if refusal is None and isinstance(command, UnpauseCommand):
-            refusal = executor.unpause_ceiling_refusal(obj, self.active_total(), CURRENCY, self.ceiling)
+            refusal = executor.unpause_ceiling_refusal(self._object(adset), self.active_total(), CURRENCY,
+                                                       self.ceiling)
         if refusal is None and isinstance(command, SetBudgetCommand):
-            target = executor.budget_target(command, adset.budget)
-            week_ago = day - 7
-            facts = executor.BudgetFacts(
-                current=adset.budget, target=target, currency=CURRENCY, changes_last_hour=0,
-                spent=0,  # the morning: nothing spent today yet
-                account_daily_total=self.active_total(), ceiling=self.ceiling, first_seen=adset.first_seen,
-                increases_last_week=sum(1 for d in adset.increases if d > week_ago),
-            )
-            refusal = executor.hard_budget_refusal(command, facts, self.limits) or executor.budget_refusal(
-                command, facts, self.limits)
+            refusal = self._budget_refusal(command, adset, day, self.active_total())
         if refusal is not None:
-            self.result.refused += 1
-            self.result.refusals[refusal.guardrail] += 1
-            return False
+            return self._refused(refusal)
         self.result.actions += 1
         if isinstance(command, PauseCommand):
             adset.status = "PAUSED"
@@ -265,13 +292,76 @@ class Account:
                 adset.status = "ACTIVE"
                 self._learn(adset, day)
         elif isinstance(command, SetBudgetCommand):
-            target = command.amount_minor
-            if target > adset.budget:
-                adset.increases.append(day)
-            if abs(target - adset.budget) / adset.budget * 100 > self.params.learning_step_pct + 1e-9:
-                self._learn(adset, day)
-            adset.budget = target
+            self._set_budget(adset, command.amount_minor, day)
         return True
+
+    def _object(self, adset: AdSet) -> executor.ObjectState:
+        return executor.ObjectState(adset.entity_id, ACCOUNT, adset.status, adset.status, adset.budget, None,
+                                    adset.truth.name)
+
+    def _budget_refusal(self, command: SetBudgetCommand, adset: AdSet, day: int,
+                        account_total: int) -> executor.Refusal | None:
+        """The executor's hard and soft budget checks of one budget change, on the morning of ``day``."""
+        target = executor.budget_target(command, adset.budget)
+        week_ago = day - 7
+        facts = executor.BudgetFacts(
+            current=adset.budget, target=target, currency=CURRENCY, changes_last_hour=0,
+            spent=0,  # the morning: nothing spent today yet
+            account_daily_total=account_total, ceiling=self.ceiling, first_seen=adset.first_seen,
+            increases_last_week=sum(1 for d in adset.increases if d > week_ago),
+        )
+        return executor.hard_budget_refusal(command, facts, self.limits) or executor.budget_refusal(
+            command, facts, self.limits)
+
+    def _rebalance(self, command: RebalanceBudgetsCommand, day: int) -> bool:
+        """As `services/campaign_executor/commands/rebalance.py`: every move checked first as the set_budget it
+        amounts to (increases against the total after the decreases); any refusal = nothing applied; else the
+        decreases, then the increases."""
+        moves = [m for m in command.moves if m.from_minor != m.to_minor]
+        if any(self.by_id[m.object_id].budget != m.from_minor for m in moves):
+            return self._refused(executor.Refusal("changed_elsewhere", "a budget moved since the decision"))
+        ordered = sorted(moves, key=lambda m: m.to_minor > m.from_minor)  # decreases first
+        running = self.active_total() - sum(m.from_minor - m.to_minor for m in moves if m.to_minor < m.from_minor)
+        for move in ordered:
+            adset = self.by_id[move.object_id]
+            single = as_set_budget(command, move)
+            refusal = executor.object_status_refusal("set_budget", self._object(adset)) or self._budget_refusal(
+                single, adset, day, running)
+            if refusal is not None:
+                return self._refused(refusal)
+            if move.to_minor > move.from_minor:
+                running += move.to_minor - move.from_minor
+        for move in ordered:
+            self._set_budget(self.by_id[move.object_id], move.to_minor, day)
+        self.result.actions += 1
+        self.result.moves += len(moves)
+        return True
+
+    def _rotate(self, command: RotateCreativeCommand, day: int) -> bool:
+        """As `services/campaign_executor/rotation.py`: only while the ad delivers and the reserve is its ad set's
+        paused reserve; the reserve is activated, the tired ad paused. A new ad: frequency and learning start
+        again."""
+        adset = self.by_id[command.adset_id]
+        ids = [ad_id(adset, k) for k in range(self.params.reserve_creatives + 1)]
+        if command.object_id != ids[adset.ad] or command.reserve_ad_id not in ids[adset.ad + 1:]:
+            return self._refused(executor.Refusal("object_status", "not the delivering ad and a paused reserve"))
+        adset.ad = ids.index(command.reserve_ad_id)
+        self.result.actions += 1
+        self.result.rotations += 1
+        self._refresh(adset, day)
+        return True
+
+    def _set_budget(self, adset: AdSet, target: int, day: int) -> None:
+        if target > adset.budget:
+            adset.increases.append(day)
+        if abs(target - adset.budget) / adset.budget * 100 > self.params.learning_step_pct + 1e-9:
+            self._learn(adset, day)
+        adset.budget = target
+
+    def _refused(self, refusal: executor.Refusal) -> bool:
+        self.result.refused += 1
+        self.result.refusals[refusal.guardrail] += 1
+        return False
 
     def _learn(self, adset: AdSet, day: int) -> None:
         adset.learning_since = day
@@ -353,8 +443,9 @@ class Account:
             self.frequencies[(i, day)] = adset.frequency
             impressions = round(spend / p.cpm * 1000)
             counts = self.counts[(i, day)] = _Counts(
-                spend=adset.budget, impressions=impressions, reach=round(impressions / p.daily_frequency),
-                clicks=round(impressions * p.ctr_pct / 100), leads=len(leads),
+                ad=ad_id(adset, adset.ad), spend=adset.budget, impressions=impressions,
+                reach=round(impressions / p.daily_frequency),
+                clicks=world.clicks(p, self.seed, i, day, impressions, adset.frequency), leads=len(leads),
             )
             self._store(i, day, counts)
             self.result.spend += spend
@@ -367,6 +458,15 @@ class Account:
                     if lead.signed_day <= p.counting_days:
                         self.result.signed += 1
                     self.pending.setdefault(lead.signed_day, []).append((i, day, "signed"))
+
+
+def ad_id(adset: AdSet, k: int) -> str:
+    """The id of the ad set's ``k``-th ad (0: the one it starts with; 1..: its reserve creatives)."""
+    return f"{adset.entity_id}{k:02d}"
+
+
+def ad_name(adset: AdSet, k: int) -> str:
+    return f"{adset.truth.name} creative" if k == 0 else f"[reserve] {k} {adset.truth.name}"
 
 
 def simulate(params: SimParams, seed: int, policy: Policy, draws: world.Draws | None = None) -> RunResult:

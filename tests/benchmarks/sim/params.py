@@ -115,6 +115,10 @@ class SimParams(BaseModel):
     refresh_every_days: Days = 42
     """The firm refreshes a creative on its own once it is this old, 0 = never (ours; practitioners advise every 7-21
     days, thematchbox; a small firm does it less often). A refresh resets the frequency and restarts learning."""
+    reserve_creatives: Days = 2
+    """Paused reserve creatives ([reserve] in their names) each ad set has ready from the start, for the engine's
+    `rotate_creative` (ours: what leadwire's rotation asks the operator to prepare; a policy without rotation never
+    uses them)."""
     operator_response_days: Days = 1
     """Days after leadwire announces a pause until the operator looks: a broken ad set is fixed, a fatigued one
     (frequency past the onset) gets a new creative, and either is unpaused (ours)."""

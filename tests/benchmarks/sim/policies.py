@@ -7,10 +7,14 @@
 * CRM-truth rules (`crm_rules`): the same engine on cost per qualified lead or cost per signed case, cohort by
   lead date (how leadwire attributes CRM outcomes), with minimum-data guards, grid-searched the same way.
 
-The rule language has no shrinkage estimator, so the CRM rules shrink by their guards instead: an ad set is cut
-only after it spent `evidence` times the threshold (so that it "should" have brought that many outcomes), and
-raised only with at least `min_events` outcomes, which keeps a lucky first event or an unlucky empty week from
-moving money. What the benchmark recommends can therefore ship as YAML today.
+* rebalancing (`rebalance_rules`), in both families: the engine's `rebalance` action (issue 20) moves budget between
+  the ad sets toward a target cost per lead (CPL family) or per qualified lead (CRM family), the total unchanged.
+
+The cut/raise rules shrink by their guards: an ad set is cut only after it spent `evidence` times the threshold
+(so that it "should" have brought that many outcomes), and raised only with at least `min_events` outcomes, which
+keeps a lucky first event or an unlucky empty week from moving money. The rebalance action shrinks each ad set's
+cost toward its target by `prior_events` (services/rules_engine/rebalance.py). What the benchmark recommends can
+therefore ship as YAML today.
 """
 
 from __future__ import annotations
@@ -221,3 +225,51 @@ def replace_rule(rules: Iterable[Rule], name: str, by: Rule | None) -> list[Rule
     """``rules`` with the rule called ``name`` replaced by ``by`` (None: removed)."""
     out = [r for r in rules if r.name != name]
     return out if by is None else [*out, by]
+
+
+@dataclass(frozen=True)
+class RebalanceKnobs:
+    """Budget rebalancing toward ``target`` (USD per lead or per qualified lead) over ``window``, each ad set judged
+    with 3 events (or 3 x target spent without them), shrunk by 3 events at the target, 10 % dead band, steps of
+    at most 20 % every 72 h, beside the family's other always-on rules."""
+
+    metric: str  # cpl or cost_per_qualified_lead
+    target: float
+    window: str
+
+    def label(self) -> str:
+        short = {"cpl": "CPL", "cost_per_qualified_lead": "CPQL"}[self.metric]
+        return f"rebalance to {short} ${self.target:g}, {self.window}"
+
+
+def rebalance_rules(knobs: RebalanceKnobs) -> list[Rule]:
+    """The family's always-on rules (the guide's budget protection and frequency cap for CPL, budget protection for
+    the CRM rules) and one `rebalance` rule."""
+    rebalance = _rule(
+        name=f"rebalance-{knobs.metric.replace('_', '-')}",
+        conditions={"all": [{"metric": "spend", "window": knobs.window, "op": ">", "value": 0}]},
+        actions=[{"type": "rebalance", "metric": knobs.metric, "target": knobs.target, "window": knobs.window,
+                  "min_events": 3, "prior_events": 3, "deadband_pct": 10, "step_pct": 20, "min_move": 5}],
+        guardrails={"cooldown_hours": 72},
+    )
+    base = [budget_protection(), frequency_cap()] if knobs.metric == "cpl" else [budget_protection()]
+    return [*base, rebalance]
+
+
+def rebalance_grid(metric: str) -> Iterable[RebalanceKnobs]:
+    """6 configurations: three targets around the account's typical cost (CPL $50-90; cost per qualified lead
+    $150-220, the cut/raise grid's range) over two windows."""
+    targets, windows = {
+        "cpl": ((50, 70, 90), ("last_7_days", "last_14_days")),
+        "cost_per_qualified_lead": ((150, 180, 220), ("last_14_days", "last_30_days")),
+    }[metric]
+    for window in windows:
+        for target in targets:
+            yield RebalanceKnobs(metric, target, window)
+
+
+def rotate_creatives() -> Rule:
+    """The packaged `rotate-creatives` example (frequency over 3.5 across 7 days, or CTR fallen below 70 % of the
+    14 days before: the next reserve creative takes the ad's place), switched on."""
+    rule = next(r for r in load_rules(DEFAULT_RULES_DIR) if r.name == "rotate-creatives")
+    return rule.model_copy(update={"enabled": True, "dry_run": False})

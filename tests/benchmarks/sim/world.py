@@ -157,6 +157,14 @@ def frequency_gain(truth: AdSetTruth, spend: float) -> float:
     return truth.frequency_growth / 7 * spend / truth.base_budget
 
 
+def clicks(params: SimParams, seed: int, adset: int, day: int, impressions: int, frequency: float) -> int:
+    """A day's link clicks: Poisson around impressions x CTR, the CTR falling as the creative tires (CTR / the
+    fatigue factor: freeonlinecal's CTR -30 % as CPA rises 50 %). From a stream of its own: the leads' draws are
+    the same with or without it."""
+    mean = impressions * params.ctr_pct / 100 / fatigue_factor(params, frequency)
+    return poisson(mean, stream(seed, "clicks", adset, day).random())
+
+
 def expected_leads(
     params: SimParams, truth: AdSetTruth, spend: float, *, learning: bool, capi: float, noise: float = 0.0,
     frequency: float = 1.0, broken: bool = False,
