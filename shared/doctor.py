@@ -29,8 +29,8 @@ HEALTH_CHECK = Scope.background()
 
 # Permissions each part of leadwire needs from the system-user token (docs/meta-api.md §6.5, §7.1).
 REQUIRED_SCOPES: dict[str, tuple[str, ...]] = {
-    "lead capture": ("leads_retrieval", "pages_manage_metadata", "pages_read_engagement", "pages_show_list",
-                     "ads_management"),
+    "lead capture": ("leads_retrieval", "pages_manage_ads", "pages_manage_metadata", "pages_read_engagement",
+                     "pages_show_list", "ads_management"),
     "insights": ("ads_read",),
     "campaign changes": ("ads_management",),
     "business assets": ("business_management",),
@@ -132,17 +132,29 @@ async def check_page(graph: GraphClient, meta: MetaSettings, page_id: str) -> li
     except GraphError as exc:
         findings.append(Finding("leadgen subscription", False, f"cannot read subscriptions: {exc}", subject=page_id,
                                 fix="use a Page token of a person with the ADVERTISE task (META_PAGE_ACCESS_TOKEN)"))
-    try:
-        await graph.get(f"{page_id}/leadgen_forms", {"limit": 1, "fields": "id"}, token=token,
-                        scope=Scope.page_api(page_id, Priority.BACKGROUND))
-        findings.append(Finding("lead access", True, "lead forms readable", subject=page_id))
-    except (PermissionDeniedError, AuthError) as exc:
-        findings.append(Finding("lead access", False, f"cannot read lead forms: {exc}", subject=page_id,
-                                fix="grant leads_retrieval and check Leads Access Manager (Page settings) "
-                                    "includes the system user or app"))
-    except GraphError as exc:
-        findings.append(Finding("lead access", False, f"cannot read lead forms: {exc}", subject=page_id))
+    findings.append(await check_lead_access(graph, page_id, token))
     return findings
+
+
+async def check_lead_access(graph: GraphClient, page_id: str, token: SecretStr) -> Finding:
+    """Whether leads of the Page can be read: its forms listed, then one lead of its first form read. Listing forms
+    takes no `leads_retrieval` (docs/meta-api.md §7.1, §7.5), so only a lead read shows that permission missing."""
+    what = "lead forms"
+    try:
+        forms = (await graph.get(f"{page_id}/leadgen_forms", {"limit": 1, "fields": "id"}, token=token,
+                                 scope=Scope.page_api(page_id, Priority.BACKGROUND))).get("data") or []
+        if forms:
+            what = "leads"
+            await graph.get(f"{forms[0]['id']}/leads", {"limit": 1, "fields": "id"}, token=token,
+                            scope=Scope.leadgen(page_id, Priority.BACKGROUND))
+    except (PermissionDeniedError, AuthError) as exc:
+        return Finding("lead access", False, f"cannot read {what}: {exc}", subject=page_id,
+                       fix="grant leads_retrieval and pages_manage_ads to the token, and check Leads Access Manager "
+                           "(Page settings) includes the system user or app")
+    except GraphError as exc:
+        return Finding("lead access", False, f"cannot read {what}: {exc}", subject=page_id)
+    return Finding("lead access", True, "leads readable" if what == "leads" else "lead forms readable (none yet)",
+                   subject=page_id)
 
 
 async def check_object(graph: GraphClient, what: str, object_id: str, fields: str) -> Finding:
