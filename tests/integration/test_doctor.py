@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from pydantic import SecretStr
 
 from contracts.alerts import AlertRaised
 from shared.doctor import HealthMonitor, check_token, run_checks, subscribe_pages
@@ -51,6 +52,19 @@ async def test_healthy_setup_after_pages_subscribe(graph_and_meta: tuple[GraphCl
     assert [f.render() for f in after if not f.ok] == []
     checks = {f.check for f in after}
     assert {"token", "permissions", "leadgen subscription", "lead access", "ad account", "pixel"} <= checks
+
+
+async def test_without_a_page_token_the_pages_own_is_read_as_the_backfill_does(
+    sandbox: SandboxHandle, graph_and_meta: tuple[GraphClient, MetaSettings]
+) -> None:
+    """Without META_PAGE_ACCESS_TOKEN the doctor and `leadwire pages subscribe` read each Page's token with
+    META_ACCESS_TOKEN (Meta takes no other for a Page's subscriptions and forms) instead of failing with 190."""
+    graph, meta = graph_and_meta
+    meta = meta.model_copy(update={"page_access_token": SecretStr("")})
+    assert all(f.ok for f in await subscribe_pages(graph, meta))
+    findings = await run_checks(graph, meta)
+    assert [f.render() for f in findings if not f.ok] == []
+    assert _by_check(findings)[f"lead access:{PAGE_ID}"].summary == "leads readable"
 
 
 async def test_expired_token_and_missing_scope_are_reported(
