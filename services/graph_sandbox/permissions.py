@@ -43,19 +43,21 @@ class Need:
 
 # Reading leads: `leads_retrieval` and `pages_manage_ads` (meta-api-facts.md §7.1, §7.3 [S23]).
 LEADS = Need(all_of=("leads_retrieval", "pages_manage_ads"))
-# Lead forms (listing, creating, reading one): a Page token with `pages_manage_ads`, `pages_show_list` (§7.1).
+# Lead forms (listing, creating, reading one): `pages_manage_ads` and `pages_show_list`. The facts name no set for
+# forms; these are the Page permissions §7.1 lists next to lead reads, and a form is the Page's ads object.
 FORMS = Need(all_of=("pages_manage_ads", "pages_show_list"))
 # Installing the app for `leadgen` on a Page: the five permissions of §6.5 [S22]; reading or removing the install
 # is a Page-metadata call (`pages_manage_metadata`, `pages_show_list`).
 SUBSCRIBE = Need(all_of=("leads_retrieval", "pages_manage_metadata", "pages_show_list", "pages_read_engagement",
                          "ads_management"))
 SUBSCRIPTIONS = Need(all_of=("pages_manage_metadata", "pages_show_list"))
-# Reading a Page (its fields, its access token): Meta's code-10 refusal (§4.2 lists 10 as a permission code).
+# Reading a Page (its fields, its access token): `pages_read_engagement` (§6.5, §7.1), refused with code 10 (§4.2
+# lists 10 as a permission code). The facts give codes, not wording: the messages here are Meta's as commonly seen.
 PAGE_READ = Need(all_of=("pages_read_engagement",), code=10,
                  message="(#10) This endpoint requires the '{missing}' permission or the 'Page Public Content "
                          "Access' feature")
-# Ad objects: reads (insights included, report runs too) take `ads_read` or `ads_management`, writes
-# `ads_management` (§6.6, §7.1).
+# Ad objects: writes need `ads_management` (§6.6, §7.1); reads (insights and report runs included) take it or
+# `ads_read`, the read-only permission leadwire's token holds for insights (README, shared/doctor.py).
 ADS_READ = Need(any_of=("ads_read", "ads_management"),
                 message="(#200) Ad account owner has NOT grant ads_management or ads_read permission")
 ADS_WRITE = Need(all_of=("ads_management",))
