@@ -19,6 +19,7 @@ from contracts.alerts import AlertRaised
 from contracts.values import MAX_UNIX_SECONDS
 from shared.ghl import LEADWIRE_FIELD_KEYS, LEADWIRE_FIELDS, CustomFieldCache, GhlClient, GhlError
 from shared.graph import AuthError, GraphClient, GraphError, PermissionDeniedError, Priority, Scope
+from shared.page_tokens import configured_forms_token, page_access_token
 from shared.settings import MetaSettings
 
 logger = logging.getLogger(__name__)
@@ -29,8 +30,8 @@ HEALTH_CHECK = Scope.background()
 
 # Permissions each part of leadwire needs from the system-user token (docs/meta-api.md §6.5, §7.1).
 REQUIRED_SCOPES: dict[str, tuple[str, ...]] = {
-    "lead capture": ("leads_retrieval", "pages_manage_metadata", "pages_read_engagement", "pages_show_list",
-                     "ads_management"),
+    "lead capture": ("leads_retrieval", "pages_manage_ads", "pages_manage_metadata", "pages_read_engagement",
+                     "pages_show_list", "ads_management"),
     "insights": ("ads_read",),
     "campaign changes": ("ads_management",),
     "business assets": ("business_management",),
@@ -65,8 +66,12 @@ def _epoch(value: object) -> int:
     return seconds if 0 < seconds <= MAX_UNIX_SECONDS else 0
 
 
-def _page_token(meta: MetaSettings) -> SecretStr:
-    return meta.page_access_token if meta.page_access_token.get_secret_value() else meta.access_token
+async def _page_token(graph: GraphClient, meta: MetaSettings, page_id: str) -> SecretStr | str:
+    """The token Meta takes for a Page's subscriptions and forms: META_PAGE_ACCESS_TOKEN, else the Page's own read
+    with META_ACCESS_TOKEN as the backfill does (shared/page_tokens.py), else META_ACCESS_TOKEN (Meta's refusal
+    then says what is wrong)."""
+    return (configured_forms_token(meta) or await page_access_token(graph, page_id, meta.access_token)
+            or meta.access_token)
 
 
 async def check_token(graph: GraphClient, meta: MetaSettings, *, now: float | None = None) -> list[Finding]:
@@ -116,7 +121,7 @@ async def check_token(graph: GraphClient, meta: MetaSettings, *, now: float | No
 
 
 async def check_page(graph: GraphClient, meta: MetaSettings, page_id: str) -> list[Finding]:
-    token = _page_token(meta)
+    token = await _page_token(graph, meta, page_id)
     findings = []
     try:
         apps = (await graph.get(f"{page_id}/subscribed_apps", token=token,
@@ -132,17 +137,29 @@ async def check_page(graph: GraphClient, meta: MetaSettings, page_id: str) -> li
     except GraphError as exc:
         findings.append(Finding("leadgen subscription", False, f"cannot read subscriptions: {exc}", subject=page_id,
                                 fix="use a Page token of a person with the ADVERTISE task (META_PAGE_ACCESS_TOKEN)"))
-    try:
-        await graph.get(f"{page_id}/leadgen_forms", {"limit": 1, "fields": "id"}, token=token,
-                        scope=Scope.page_api(page_id, Priority.BACKGROUND))
-        findings.append(Finding("lead access", True, "lead forms readable", subject=page_id))
-    except (PermissionDeniedError, AuthError) as exc:
-        findings.append(Finding("lead access", False, f"cannot read lead forms: {exc}", subject=page_id,
-                                fix="grant leads_retrieval and check Leads Access Manager (Page settings) "
-                                    "includes the system user or app"))
-    except GraphError as exc:
-        findings.append(Finding("lead access", False, f"cannot read lead forms: {exc}", subject=page_id))
+    findings.append(await check_lead_access(graph, page_id, token))
     return findings
+
+
+async def check_lead_access(graph: GraphClient, page_id: str, token: SecretStr | str) -> Finding:
+    """Whether leads of the Page can be read: its forms listed, then one lead of its first form read. Listing forms
+    takes no `leads_retrieval` (docs/meta-api.md §7.1, §7.5), so only a lead read shows that permission missing."""
+    what = "lead forms"
+    try:
+        forms = (await graph.get(f"{page_id}/leadgen_forms", {"limit": 1, "fields": "id"}, token=token,
+                                 scope=Scope.page_api(page_id, Priority.BACKGROUND))).get("data") or []
+        if forms:
+            what = "leads"
+            await graph.get(f"{forms[0]['id']}/leads", {"limit": 1, "fields": "id"}, token=token,
+                            scope=Scope.leadgen(page_id, Priority.BACKGROUND))
+    except (PermissionDeniedError, AuthError) as exc:
+        return Finding("lead access", False, f"cannot read {what}: {exc}", subject=page_id,
+                       fix="grant leads_retrieval and pages_manage_ads to the token, and check Leads Access Manager "
+                           "(Page settings) includes the system user or app")
+    except GraphError as exc:
+        return Finding("lead access", False, f"cannot read {what}: {exc}", subject=page_id)
+    return Finding("lead access", True, "leads readable" if what == "leads" else "lead forms readable (none yet)",
+                   subject=page_id)
 
 
 async def check_object(graph: GraphClient, what: str, object_id: str, fields: str) -> Finding:
@@ -195,7 +212,8 @@ async def subscribe_pages(graph: GraphClient, meta: MetaSettings) -> list[Findin
     findings = []
     for page_id in meta.page_ids:
         try:
-            await graph.post(f"{page_id}/subscribed_apps", {"subscribed_fields": "leadgen"}, token=_page_token(meta))
+            token = await _page_token(graph, meta, page_id)
+            await graph.post(f"{page_id}/subscribed_apps", {"subscribed_fields": "leadgen"}, token=token)
             findings.append(Finding("leadgen subscription", True, "subscribed", subject=page_id))
         except GraphError as exc:
             findings.append(Finding("leadgen subscription", False, str(exc), subject=page_id,

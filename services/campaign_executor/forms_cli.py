@@ -4,7 +4,7 @@
 `create_lead_form` command and relays it to the broker: the running campaign executor creates the form once,
 with the same audit and results as every other command. Running the command is the operator's consent.
 `list` shows the forms leadwire recorded and, for each watched Page, the forms Meta lists (read with the Page
-token).
+token: META_PAGE_ACCESS_TOKEN, else the Page's own read with META_ACCESS_TOKEN, as the backfill does).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from services.campaign_executor.form_defs import FormDefinitionError, load
 from shared.cli import graph_client
 from shared.db.pool import create_pool
 from shared.graph import GraphError
+from shared.page_tokens import configured_forms_token, page_access_token
 from shared.settings import Settings
 
 
@@ -93,15 +94,19 @@ async def list_forms(settings: Settings, pages: list[str]) -> int:
 
 async def _meta_forms(settings: Settings, pages: list[str], mine: set[str]) -> int:
     meta = settings.meta
-    # Meta lists a Page's lead forms only with that Page's own token (docs/meta-api.md §7.5).
-    token = meta.page_access_token if meta.page_access_token.get_secret_value() else None
-    if token is None:
-        sys.stderr.write("leadwire: forms at Meta not listed: Meta lists a Page's lead forms only with the Page's "
-                         "access token; set META_PAGE_ACCESS_TOKEN\n")
-        return 1
     failed = 0
     async with graph_client(settings, max_wait=300.0) as graph:
         for page in pages:
+            # Meta lists a Page's lead forms only with that Page's own token (docs/meta-api.md §7.5): the one set,
+            # else the Page's read with META_ACCESS_TOKEN, as the backfill does.
+            token = configured_forms_token(meta) or await page_access_token(graph, page, meta.access_token)
+            if token is None:
+                sys.stderr.write(f"leadwire: Page {page}: forms not listed: Meta lists a Page's lead forms only with "
+                                 f"the Page's own token, and META_ACCESS_TOKEN cannot read it (`GET /{page}?fields="
+                                 "access_token`); set META_PAGE_ACCESS_TOKEN or give the token pages_show_list and "
+                                 "pages_read_engagement on the Page\n")
+                failed += 1
+                continue
             try:
                 async for item in graph.paginate(f"{page}/leadgen_forms", {"fields": "id,name,status", "limit": 100},
                                                  token=token):

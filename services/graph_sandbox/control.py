@@ -175,13 +175,32 @@ async def capi_events(sb: Sandbox, body: dict[str, Any], request: web.Request) -
     return {"events": events, "requests": requests, "requests_by_pixel": dict(sb.state.capi_requests)}
 
 
-async def token(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:
-    if request.method == "POST":
-        for key, value in body.items():
-            if key not in sb.state.token:
+class _Token:
+    """The sandbox token's knobs (`POST /_sandbox/token`): any field `debug_token` shows, and `{"revoke": [...]}` /
+    `{"grant": [...]}` to take permissions away or give them back at run time, as a customer does in Business
+    Settings. Every call checks the token's permissions (permissions.py), so a revoked one is refused at once."""
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+
+    def update(self, patch: dict[str, Any]) -> None:
+        for key, value in patch.items():
+            if key in ("grant", "revoke"):
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise ValueError(f"{key} must be a list of permission names")
+                scopes = list(self.fields["scopes"])
+                self.fields["scopes"] = ([s for s in scopes if s not in value] if key == "revoke"
+                                         else scopes + [v for v in dict.fromkeys(value) if v not in scopes])
+            elif key not in self.fields:
                 raise ValueError(f"unknown token field {key!r}")
-            sb.state.token[key] = value
-    return sb.state.token
+            else:
+                self.fields[key] = value
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.fields
+
+
+token = _knobs(lambda sb: _Token(sb.state.token))
 
 
 async def insights_restate(sb: Sandbox, body: dict[str, Any], request: web.Request) -> Any:

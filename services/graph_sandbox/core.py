@@ -31,6 +31,7 @@ from .errors import (
     token_missing,
     unversioned_call,
 )
+from .permissions import Need
 from .ratelimit import CallLog, Limits, RateLimiter
 from .state import MAIN_ACCOUNT_TZ, Node, SandboxState
 
@@ -223,6 +224,7 @@ class Route:
     node: Node | None
     edge: str | None = None
     family: str = "app"  # BUC type, "capi" or "app": which API (Marketing or Graph) the call belongs to
+    need: Need | None = None  # the permissions the token must hold (permissions.py)
 
 
 class Sandbox:
@@ -322,6 +324,8 @@ async def execute(sb: Sandbox, req: GraphRequest) -> GraphResponse:
         except GraphError:
             throttled = True
             raise
+        if route.need is not None:  # like Meta, a refused call still counts against the limits
+            route.need.check(sb.state.token["scopes"])
         if route.node is not None:  # like any validation error, a refused call still counts against the limits
             schema.check_params(route.node.kind, req.method, route.edge, req.params)
         body = await route.handler(sb, req, route.node)

@@ -7,6 +7,7 @@ from typing import Any
 from . import audiences, capi, creates, forms, insights, leads, objects
 from .core import GraphRequest, Handler, Route, Sandbox
 from .errors import unknown_path, unsupported_get
+from .permissions import ADS_READ, need_for
 from .schema import nonexisting_field
 from .state import PAGE_ID, Node
 
@@ -94,7 +95,7 @@ def resolve(sb: Sandbox, req: GraphRequest) -> Route:
         if edge is None and method == "GET":
             return Route(_me, ["app"], None)
         if edge == "adaccounts" and method == "GET":
-            return Route(_O.me_adaccounts, ["app"], None)
+            return Route(_O.me_adaccounts, ["app"], None, need=ADS_READ)
         raise unknown_path(req.path)
     if node_id == "debug_token" and edge is None and method == "GET":
         return Route(leads.debug_token, ["app"], None)
@@ -107,4 +108,4 @@ def resolve(sb: Sandbox, req: GraphRequest) -> Route:
             raise nonexisting_field(edge, _O.NODE_TYPE.get(node.kind, node.kind))
         raise unsupported_get(node_id, method.lower())
     handler, family = ROUTES[key]
-    return Route(handler, _scopes(sb, node, family, req), node, edge, family)
+    return Route(handler, _scopes(sb, node, family, req), node, edge, family, need_for(node.kind, edge, method))

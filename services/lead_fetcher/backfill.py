@@ -28,7 +28,7 @@ from services.lead_fetcher.logic import (
 )
 from shared.graph import GraphError, Priority, Scope, ThrottledError
 from shared.graph.paging import paginate_pages
-from shared.logging import register_secret
+from shared.page_tokens import page_access_token
 
 if TYPE_CHECKING:
     import asyncpg
@@ -102,7 +102,7 @@ async def _backfill_page(
     created = await store.created_forms(pool, page_id)
     forms: dict[str, str | None] = {}
     if forms_token is None:  # no META_PAGE_ACCESS_TOKEN: the Page's own token, as Meta hands it to a system user
-        forms_token = await _page_access_token(graph, page_id, token)
+        forms_token = await page_access_token(graph, page_id, token)
     if forms_token is None:
         logger.warning("backfill: no Page token (META_PAGE_ACCESS_TOKEN unset, and META_ACCESS_TOKEN cannot read the "
                        "Page's), and Meta lists a Page's lead forms only with the Page's own token: only the %s forms "
@@ -117,23 +117,6 @@ async def _backfill_page(
             if not created or access_alert_code(exc) is not None:
                 return
     await _scan_forms(pool, graph, page_id, token, forms, created, settings, since, started, report)
-
-
-async def _page_access_token(graph: GraphClient, page_id: str, token: SecretStr | str | None) -> str | None:
-    """The Page's own access token, read with a token that manages it (`GET /{page}?fields=access_token`, docs/
-    meta-api.md §7.5): one per Page, so several Pages need no token each in the settings. None when Meta gives none."""
-    try:
-        answer = await graph.get(page_id, {"fields": "access_token"}, token=token,
-                                 scope=Scope.page_api(page_id, Priority.BACKGROUND))
-    except GraphError as exc:
-        logger.warning("backfill: the Page's access token could not be read: %s", type(exc).__name__,
-                       extra={"page_id": page_id})
-        return None
-    page_token = answer.get("access_token")
-    if not isinstance(page_token, str) or not page_token:
-        return None
-    register_secret(page_token)
-    return page_token
 
 
 async def _listed_forms(graph: GraphClient, page_id: str, forms_token: SecretStr | str) -> dict[str, str | None]:

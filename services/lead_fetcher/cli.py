@@ -11,10 +11,11 @@ from datetime import datetime
 from typing import Any
 
 from services.lead_fetcher.backfill import BackfillReport, run_backfill
-from services.lead_fetcher.logic import forms_token, page_token
+from services.lead_fetcher.logic import page_token
 from services.lead_fetcher.settings import MAX_BACKFILL_DAYS, LeadFetcherSettings
 from shared.cli import date_arg, graph_client
 from shared.db.pool import create_pool
+from shared.page_tokens import configured_forms_token
 from shared.settings import MetaSettings, Settings
 
 logger = logging.getLogger("leadwire.leads")
@@ -45,7 +46,7 @@ async def backfill_once(settings: Settings, *, since: datetime | None = None,
     try:
         async with graph_client(settings, max_wait=300.0) as graph:
             return await run_backfill(pool, graph, page_ids=page_ids or list(meta.page_ids), token=page_token(meta),
-                                      forms_token=forms_token(meta),
+                                      forms_token=configured_forms_token(meta),
                                       settings=settings.block(LeadFetcherSettings), since=since)
     finally:
         await pool.close()

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 from contracts.messages import LeadgenReceivedMessage, RedeliverLeadMessage
 from services.lead_fetcher import worker
-from services.lead_fetcher.logic import forms_token
 from shared.logging import correlation_scope
+from shared.page_tokens import configured_forms_token
 
 if TYPE_CHECKING:
     import asyncpg
@@ -69,7 +69,7 @@ def register(service: Service, deps: Started[Deps], config: LeadFetcherSettings,
             return
         while True:
             await run_backfill(service.db, deps().graph, page_ids=pages, token=token,
-                               forms_token=forms_token(service.settings.meta), settings=config)
+                               forms_token=configured_forms_token(service.settings.meta), settings=config)
             await asyncio.sleep(config.backfill_interval_seconds)
 
     if config.backfill_interval_seconds > 0:

@@ -308,9 +308,3 @@ def page_token(meta: MetaSettings) -> SecretStr:
     """Lead data needs a Page or user (system-user) token (docs/meta-api.md §7.1): META_PAGE_ACCESS_TOKEN, else
     META_ACCESS_TOKEN."""
     return meta.page_access_token if meta.page_access_token.get_secret_value() else meta.access_token
-
-
-def forms_token(meta: MetaSettings) -> SecretStr | None:
-    """Listing a Page's lead forms needs that Page's own access token; Meta refuses a user or system-user token with
-    code 190 (docs/meta-api.md §7.5). META_PAGE_ACCESS_TOKEN, or None when it is not set (then nothing is listed)."""
-    return meta.page_access_token if meta.page_access_token.get_secret_value() else None

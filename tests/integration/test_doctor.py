@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from pydantic import SecretStr
 
 from contracts.alerts import AlertRaised
 from shared.doctor import HealthMonitor, check_token, run_checks, subscribe_pages
@@ -53,6 +54,19 @@ async def test_healthy_setup_after_pages_subscribe(graph_and_meta: tuple[GraphCl
     assert {"token", "permissions", "leadgen subscription", "lead access", "ad account", "pixel"} <= checks
 
 
+async def test_without_a_page_token_the_pages_own_is_read_as_the_backfill_does(
+    sandbox: SandboxHandle, graph_and_meta: tuple[GraphClient, MetaSettings]
+) -> None:
+    """Without META_PAGE_ACCESS_TOKEN the doctor and `leadwire pages subscribe` read each Page's token with
+    META_ACCESS_TOKEN (Meta takes no other for a Page's subscriptions and forms) instead of failing with 190."""
+    graph, meta = graph_and_meta
+    meta = meta.model_copy(update={"page_access_token": SecretStr("")})
+    assert all(f.ok for f in await subscribe_pages(graph, meta))
+    findings = await run_checks(graph, meta)
+    assert [f.render() for f in findings if not f.ok] == []
+    assert _by_check(findings)[f"lead access:{PAGE_ID}"].summary == "leads readable"
+
+
 async def test_expired_token_and_missing_scope_are_reported(
     sandbox: SandboxHandle, graph_and_meta: tuple[GraphClient, MetaSettings]
 ) -> None:
@@ -71,6 +85,36 @@ async def test_expired_token_and_missing_scope_are_reported(
     findings = _by_check(await run_checks(graph, meta))
     assert not findings["token:None"].ok
     assert "META_ACCESS_TOKEN" in (findings["token:None"].fix or "")
+
+
+async def test_revoked_lead_permissions_are_reported_by_the_token_and_by_a_lead_read(
+    sandbox: SandboxHandle, graph_and_meta: tuple[GraphClient, MetaSettings]
+) -> None:
+    """The sandbox refuses lead reads without leads_retrieval, as Meta does: the doctor says so twice, from
+    debug_token's scopes and from Meta's refusal of a real lead read (listing forms alone would pass)."""
+    graph, meta = graph_and_meta
+    await sandbox.set_token(revoke=["leads_retrieval"])
+    findings = _by_check(await run_checks(graph, meta))
+    assert findings["permissions:lead capture"].summary == "missing leads_retrieval"
+    access = findings[f"lead access:{PAGE_ID}"]
+    assert not access.ok
+    assert "cannot read leads" in access.summary
+    assert "(#200)" in access.summary
+    assert "leads_retrieval" in access.summary
+    assert "leads_retrieval" in (access.fix or "")
+    assert sandbox.token not in access.render()
+    assert sandbox.page_token not in access.render()
+
+    await sandbox.set_token(grant=["leads_retrieval"], revoke=["pages_manage_ads"])
+    findings = _by_check(await run_checks(graph, meta))
+    assert findings["permissions:lead capture"].summary == "missing pages_manage_ads"
+    assert not findings[f"lead access:{PAGE_ID}"].ok
+
+    await sandbox.set_token(grant=["pages_manage_ads"])
+    findings = _by_check(await run_checks(graph, meta))
+    assert findings["permissions:lead capture"].ok
+    assert findings[f"lead access:{PAGE_ID}"].ok
+    assert findings[f"lead access:{PAGE_ID}"].summary == "leads readable"
 
 
 async def test_monitor_alerts_once_per_problem_until_it_recovers(

@@ -226,6 +226,43 @@ async def test_permission_error_raises_one_alert_and_leads_flow_once_fixed(
     assert len(await env.alerts.of("subject", {env.page_id})) == 1
 
 
+async def test_revoked_leads_retrieval_holds_capture_with_one_alert_until_granted_back(
+    env: LeadEnv, caplog: pytest.LogCaptureFixture, amqp: aio_pika.abc.AbstractChannel
+) -> None:
+    """The customer takes leads_retrieval away from the token: the sandbox refuses lead reads as Meta does (#200),
+    not through a fault. No lead is lost: the reads wait in the queue as access errors (no attempt used, nothing
+    parked), one alert says to grant leads_retrieval, and once it is granted back every waiting lead is captured
+    once."""
+    await env.start()
+    await drain(amqp, env.queue.parking_queue_name)
+    ids = await env.new_leads(3)
+    await env.sandbox.set_token(revoke=["leads_retrieval"])
+
+    messages = await asyncio.gather(*(env.send(i) for i in ids))
+
+    await eventually(lambda: _all_refused(caplog, ids), what="every lead refused at least once")
+    await eventually(lambda: _alerts_relayed(env), what="alerts relayed")
+    alerts = await env.alerts.of("subject", {env.page_id})
+    assert len(alerts) == 1, alerts
+    alert = alerts[0]["payload"]
+    assert alert["code"] == "lead_access_denied"
+    assert "code=200" in alert["summary"]
+    assert "leads_retrieval" in alert["fix"]
+    assert env.sandbox.token not in str(alerts[0])
+    refused = [r.getMessage() for r in caplog.records if "access refused" in r.getMessage()]
+    assert all("leads_retrieval" in m for m in refused), refused[:1]  # Meta's own words reach the log
+    assert not await env.rows(ids)
+
+    await env.sandbox.set_token(grant=["leads_retrieval"])  # the customer granted it back
+    await eventually(lambda: _count_rows(env, ids, 3), timeout=15, what="leads captured once access is back")
+    await eventually(lambda: env.all_published(ids), what="their LeadCaptured published")
+    for lead_id in ids:
+        assert len(await env.captured.of("leadgen_id", {lead_id})) == 1
+    assert len(await env.alerts.of("subject", {env.page_id})) == 1
+    parked = {m.message_id for m in await drain(amqp, env.queue.parking_queue_name)}
+    assert not parked & {str(m.message_id) for m in messages}
+
+
 async def _all_refused(caplog: pytest.LogCaptureFixture, ids: list[str]) -> bool:
     text = " ".join(r.getMessage() for r in caplog.records if "access refused" in r.getMessage())
     return all(i in text for i in ids)

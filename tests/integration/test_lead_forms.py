@@ -278,3 +278,27 @@ async def test_the_command_line_creates_then_lists_the_form(
     form_id = await db.fetchval("select form_id from lead_forms")
     assert f"{sandbox.state['page_id']}\t{form_id}\tFree case review - Houston\tcreated" in listed[0]
     assert sum("not made by leadwire" in line for line in listed) == len(sandbox.state["form_ids"])
+
+
+async def test_forms_list_reads_each_pages_own_token_when_none_is_set(
+    sandbox: SandboxHandle, settings: Settings, db: asyncpg.Pool, clean: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without META_PAGE_ACCESS_TOKEN, `leadwire forms list` reads the Page's token with META_ACCESS_TOKEN (`GET
+    /{page}?fields=access_token`), as the backfill does, and lists with it: Meta takes no other token for it."""
+    page = sandbox.state["page_id"]
+    cli_settings = settings.replace(meta_settings(sandbox, page_token=""))
+
+    assert await forms_cli.list_forms(cli_settings, [page]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert sum("not made by leadwire" in line for line in listed) == len(sandbox.state["form_ids"])
+    requests = (await sandbox.calls())["requests"]
+    assert [r["status"] for r in requests if r["path"] == f"/{page}"] == [200]
+
+    await sandbox.set_token(revoke=["pages_read_engagement"])  # the system user can no longer read the Page's token
+    assert await forms_cli.list_forms(cli_settings, [page]) == 1
+    out, err = capsys.readouterr()
+    assert "not made by leadwire" not in out
+    assert f"Page {page}: forms not listed" in err
+    assert "META_PAGE_ACCESS_TOKEN" in err
+    assert sandbox.token not in err
+    assert sandbox.page_token not in err
