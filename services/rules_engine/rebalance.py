@@ -182,9 +182,6 @@ def _anchor(rule: Rule, key: str, first: Entity) -> Entity:
 def _decide(rule: Rule, action: RebalanceAction, anchor: Entity, members: list[View], matches: Check,
             guards: list[Check], run: RunState, settings: EngineSettings) -> Decision:
     currency = anchor.currency
-    p = Params(target=to_minor(action.target, currency), min_events=action.min_events,
-               prior_events=action.prior_events, deadband_pct=action.deadband_pct,
-               min_move=to_minor(action.min_move, currency))
     where = _where(rule, anchor)
 
     def skip(reason: ReasonCode, why: str) -> Decision:
@@ -207,6 +204,12 @@ def _decide(rule: Rule, action: RebalanceAction, anchor: Entity, members: list[V
     holders.sort(key=lambda h: h.id)
     for h in holders:
         metrics[h.id] = {"daily_budget": h.budget, "spend": h.spend, action.events_metric: h.events}
+    target = group_target(action, holders, currency)
+    if target is None:
+        return skip("insufficient_data", f"its {len(holders)} objects have no {_events(action)} {_window(action)}, "
+                                         "so they have no average cost to move toward")
+    p = Params(target=target, min_events=action.min_events, prior_events=action.prior_events,
+               deadband_pct=action.deadband_pct, min_move=to_minor(action.min_move, currency))
     judged = [h for h in holders if enough_data(h, p)]
     if len(judged) < 2:
         return skip("insufficient_data", f"{len(judged)} of {len(members)} objects have {action.min_events} "
@@ -218,8 +221,18 @@ def _decide(rule: Rule, action: RebalanceAction, anchor: Entity, members: list[V
     if not allocation:
         return skip("no_change", f"no move of at least {format_money(p.min_move, currency)} brings the costs "
                                  f"({_costs(holders, allocation, action, currency)}) closer to the "
-                                 f"{format_money(p.target, currency)} target within the limits")
+                                 f"{_target(action, p, currency)} within the limits")
     return _act(rule, action, anchor, views, holders, allocation, p, run, settings, where)
+
+
+def group_target(action: RebalanceAction, holders: Sequence[Holder], currency: str) -> int | None:
+    """The target cost in minor units: the rule's, or with ``average`` the group's pooled cost over the window (its
+    objects' spend ÷ their events; None without an event). Shrinking toward the group's own average is the
+    empirical-Bayes estimate of each object's cost, and needs no figure the firm must know."""
+    if action.target != "average":
+        return to_minor(action.target, currency)
+    events = sum(h.events for h in holders)
+    return round(sum(h.spend for h in holders) / events) if events else None
 
 
 def _holder(rule: Rule, action: RebalanceAction, view: View, run: RunState, settings: EngineSettings) -> Holder:
@@ -263,8 +276,8 @@ def _act(rule: Rule, action: RebalanceAction, anchor: Entity, views: dict[str, V
         f"{format_money(allocation.budgets[i], currency)} ({_cost_text(i, holders, allocation, action, currency)})"
         for i in sorted(changed, key=lambda i: allocation.budgets[i] - before[i]))
     sentence = (f"Moved {format_money(allocation.moved, currency)} a day {where}, total "
-                f"{format_money(total, currency)} unchanged, because against the {format_money(p.target, currency)}"
-                f" target {_label(action)} {_window(action)} (shrunk toward it by {action.prior_events:g} "
+                f"{format_money(total, currency)} unchanged, because against the {_target(action, p, currency)}"
+                f" {_label(action)} {_window(action)} (shrunk toward it by {action.prior_events:g} "
                 f"{_events(action)}): {parts}.")
     dry = rule.dry_run or settings.dry_run
     shadow = not dry and not run.consents(rule.name)
@@ -316,6 +329,11 @@ def _where(rule: Rule, anchor: Entity) -> str:
     if rule.scope.level == "adset":
         return f"between the ad sets of {describe(anchor)}"
     return f"between the campaign budgets of account {anchor.account_id}"
+
+
+def _target(action: RebalanceAction, p: Params, currency: str) -> str:
+    money = format_money(p.target, currency)
+    return f"group's average of {money}" if action.target == "average" else f"{money} target"
 
 
 def _label(action: RebalanceAction) -> str:

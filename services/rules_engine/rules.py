@@ -133,7 +133,8 @@ class NotifyAction(RuleModel):
 
 
 class RebalanceAction(RuleModel):
-    """Move daily budget toward a target cost per lead or qualified lead, within the group's total (guide §7.3).
+    """Move daily budget toward a target cost per lead or qualified lead (or the group's own average), within the
+    group's total (guide §7.3).
 
     The group is each campaign's ad sets (scope level ``adset``; a campaign with a campaign budget has none to
     move) or each account's campaign budgets (level ``campaign``: CBO campaigns). Objects that match the rule's
@@ -146,7 +147,10 @@ class RebalanceAction(RuleModel):
 
     type: Literal["rebalance"] = "rebalance"
     metric: Literal["cpl", "cost_per_qualified_lead"] = "cost_per_qualified_lead"
-    target: float = Field(gt=0, description="Target cost per lead / qualified lead, major units (rule currency).")
+    target: Annotated[float, Field(gt=0)] | Literal["average"] = Field(
+        description="Target cost per lead / qualified lead, major units (rule currency); or `average`: the group's "
+                    "own cost over the window (its spend ÷ its events), so budget moves from the dearer objects to "
+                    "the cheaper ones whatever the firm's typical cost.")
     window: str = "last_14_days"
     min_events: int = Field(default=3, ge=1, description="Leads / qualified leads an object needs to be judged.")
     prior_events: float = Field(default=3, ge=0, description="Shrinkage: events at the target cost added to each.")

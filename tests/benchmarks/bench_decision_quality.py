@@ -1,6 +1,6 @@
 """Decision quality (issue 19): on a simulated account, which rules buy signed cases cheapest?
 
-Run: ``python -m tests.benchmarks.bench_decision_quality [--seeds 200] [--train-seeds 10] [--budgets 7000,30000]
+Run: ``python -m tests.benchmarks.bench_decision_quality [--seeds 200] [--train-seeds 40] [--budgets 7000,30000]
 [--set name=value ...] [--out build/bench]``. No services needed: the simulator (`tests/benchmarks/sim/`) runs the
 rules engine's evaluation and the campaign executor's guardrails in process.
 
@@ -244,7 +244,7 @@ def chart_bars(params: SimParams, rows: Sequence[Row]) -> list[chart.Bar]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=200, help="held-out seeds per budget (issue 19: 200+)")
-    parser.add_argument("--train-seeds", type=int, default=10, help="training seeds for the grid searches")
+    parser.add_argument("--train-seeds", type=int, default=40, help="training seeds for the grid searches")
     parser.add_argument("--budgets", default="7000,30000", help="monthly budgets in USD, comma-separated")
     parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a SimParams override")
     parser.add_argument("--out", type=Path, default=Path("build/bench"), help="where the table files go")

@@ -176,6 +176,37 @@ def test_the_rule_moves_budget_within_a_campaign_and_the_command_keeps_the_total
     assert only(later, "c1").reason == "cooldown"
 
 
+@pytest.mark.parametrize("scale", [1, 10])
+def test_the_average_target_moves_toward_the_groups_own_cost_whatever_the_firms_typical_cost(scale: int) -> None:
+    """``target: average``: the group's pooled cost (spend ÷ events over the window) is the target, so the same
+    account at ten times the costs moves the same way; a fixed $50 target at those costs finds no recipient."""
+    snapshot = Snapshot(entities=[adset("101", "Dear", budget=10_000), adset("102", "Cheap", budget=10_000),
+                                  adset("103", "New", budget=5_000)],
+                        rows=[*rows("101", 2_000 * scale, 2), *rows("102", 1_000 * scale, 10),
+                              *rows("103", 100 * scale, 1)])
+    decision = only(evaluate([rebalance_rule(target="average")], snapshot, fresh_state(), NOW), "c1")
+    assert decision.outcome == "acted"
+    moves = {i: (old, new) for i, old, new in decision.actions[0].moves}
+    assert moves["101"][1] < 10_000 < moves["102"][1]
+    assert sum(new for _, new in moves.values()) == 20_000
+    average = (2_000 + 1_000 + 100) * 13 * scale / 13 / 100  # 13 days before today: $403 x scale over 13 leads
+    assert f"group's average of ${average:,.2f} CPL" in decision.explanation
+    fixed = only(evaluate([rebalance_rule()], snapshot, fresh_state(), NOW), "c1")
+    assert (fixed.outcome == "acted") == (scale == 1)
+
+
+def test_the_average_target_needs_an_event_and_is_the_only_word_taken() -> None:
+    snapshot = Snapshot(entities=[adset("101", "A", budget=10_000), adset("102", "B", budget=10_000)],
+                        rows=[*rows("101", 2_000, 0), *rows("102", 1_000, 0)])
+    decision = only(evaluate([rebalance_rule(target="average")], snapshot, fresh_state(), NOW), "c1")
+    assert decision.outcome == "skipped"
+    assert decision.reason == "insufficient_data"
+    assert "no average cost" in decision.explanation
+    for bad in ("avg", 0, -5, "nan"):
+        with pytest.raises(ValidationError):
+            rebalance_rule(target=bad)
+
+
 def test_a_cbo_campaign_is_not_rebalanced_inside_and_campaign_budgets_are_at_campaign_level() -> None:
     snapshot = world()
     cbo = only(evaluate([rebalance_rule()], snapshot, fresh_state(), NOW), "c2")
@@ -233,14 +264,18 @@ def test_shadow_mode_decides_but_sends_nothing() -> None:
     assert decision.explanation.startswith("Would move $")
 
 
-def test_the_shipped_example_is_off() -> None:
+def test_the_shipped_rule_moves_toward_the_campaigns_own_average() -> None:
+    """On by default (issue 19's benchmark), in shadow mode until the operator's consent like every rule, and with
+    no firm-specific figure to set."""
     rules = {r.name: r for r in load_rules(DEFAULT_RULES_DIR)}
     example = rules["rebalance-qualified"]
-    assert not example.enabled
+    assert example.enabled
+    assert not example.dry_run
     assert example.main_action == "rebalance"
     assert example.rebalance is not None
     assert example.rebalance.metric == "cost_per_qualified_lead"
     assert example.rebalance.step_pct <= 20
+    assert example.rebalance.target == "average"
 
 
 def test_today_is_its_own_segment_whatever_the_windows() -> None:

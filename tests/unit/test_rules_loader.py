@@ -35,7 +35,7 @@ def test_default_rules_are_the_set_the_benchmark_supports() -> None:
         "cut-junk", "raise-qualified", "cut-qualified", "revive-cpl", "rebalance-qualified", "rotate-creatives",
     }
     assert {name for name, r in rules.items() if r.enabled and not r.dry_run} == {
-        "budget-protection", "zero-leads", "frequency-cap", "cut-junk", "raise-qualified"}
+        "budget-protection", "zero-leads", "frequency-cap", "cut-junk", "raise-qualified", "rebalance-qualified"}
     assert {r.currency for r in rules.values()} == {"USD"}
     # every rule's actions reach the operator's channels (none is log-only)
     for rule in rules.values():

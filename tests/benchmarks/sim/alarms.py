@@ -1,6 +1,7 @@
 """The alarm rules, measured: what the shipped `zero-leads` and `frequency-cap` do for cost per signed case, and how
 much money broken ad sets burn before they are caught, with each rule, without it, and with other thresholds; and
-what the `rotate-creatives` example (reserve creatives for tired ones) adds to the shipped set.
+what `rebalance-qualified` (toward the campaign's own average cost per qualified lead) and the `rotate-creatives`
+example (reserve creatives for tired ones) add to the shipped set.
 
 Every variant is the shipped default set (`services/rules_engine/default_rules/`, enabled rules) with one rule
 replaced or removed, run on the same held-out seeds as the rest of the benchmark (common random numbers), and
@@ -21,6 +22,7 @@ SHIPPED = "shipped default rules"
 ZERO_LEADS = "zero-leads"
 FREQUENCY_CAP = "frequency-cap"
 ROTATE = "rotate-creatives"
+REBALANCE = "rebalance-qualified"
 
 
 def variants() -> list[tuple[str, dict[str, Rule | None]]]:
@@ -35,6 +37,7 @@ def variants() -> list[tuple[str, dict[str, Rule | None]]]:
         *((f"{FREQUENCY_CAP} {cap:g}, 168 h cooldown", {FREQUENCY_CAP: P.frequency_cap(cap, 168)})
           for cap in (3.0, 2.5)),
         (f"with {ROTATE}", {ROTATE: P.rotate_creatives()}),
+        (f"without {REBALANCE}", {REBALANCE: None}),
     ]
 
 

@@ -229,17 +229,19 @@ def replace_rule(rules: Iterable[Rule], name: str, by: Rule | None) -> list[Rule
 
 @dataclass(frozen=True)
 class RebalanceKnobs:
-    """Budget rebalancing toward ``target`` (USD per lead or per qualified lead) over ``window``, each ad set judged
+    """Budget rebalancing toward ``target`` (USD per lead or per qualified lead, or "average": the campaign's own
+    cost over the window) over ``window``, each ad set judged
     with 3 events (or 3 x target spent without them), shrunk by 3 events at the target, 10 % dead band, steps of
     at most 20 % every 72 h, beside the family's other always-on rules."""
 
     metric: str  # cpl or cost_per_qualified_lead
-    target: float
+    target: float | str
     window: str
 
     def label(self) -> str:
         short = {"cpl": "CPL", "cost_per_qualified_lead": "CPQL"}[self.metric]
-        return f"rebalance to {short} ${self.target:g}, {self.window}"
+        target = "the average" if self.target == "average" else f"${self.target:g}"
+        return f"rebalance to {short} {target}, {self.window}"
 
 
 def rebalance_rules(knobs: RebalanceKnobs) -> list[Rule]:
@@ -257,11 +259,12 @@ def rebalance_rules(knobs: RebalanceKnobs) -> list[Rule]:
 
 
 def rebalance_grid(metric: str) -> Iterable[RebalanceKnobs]:
-    """6 configurations: three targets around the account's typical cost (CPL $50-90; cost per qualified lead
-    $150-220, the cut/raise grid's range) over two windows."""
+    """8 configurations: three targets around the account's typical cost (CPL $50-90; cost per qualified lead
+    $150-220, the cut/raise grid's range) and the campaign's own average, over two windows."""
+    targets: tuple[float | str, ...]
     targets, windows = {
-        "cpl": ((50, 70, 90), ("last_7_days", "last_14_days")),
-        "cost_per_qualified_lead": ((150, 180, 220), ("last_14_days", "last_30_days")),
+        "cpl": ((50, 70, 90, "average"), ("last_7_days", "last_14_days")),
+        "cost_per_qualified_lead": ((150, 180, 220, "average"), ("last_14_days", "last_30_days")),
     }[metric]
     for window in windows:
         for target in targets:
