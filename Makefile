@@ -17,7 +17,7 @@ help:
 	@echo "make test-fast  unit tests and handler tests on FastStream's in-memory broker: no RabbitMQ, no PostgreSQL, seconds"
 	@echo "make test-hours  the suite as if run at 00:30, 09:00 and 23:30 in the account's time zone (TEST_HOURS)"
 	@echo "make bench    run every benchmark under tests/benchmarks/ and print figures"
-	@echo "make bench-decision-quality  only the simulated account of issue 19 (no services; ~4.5 min on 2 cores; SEEDS=200)"
+	@echo "make bench-decision-quality  only the simulated account of issue 19 (no services; ~7 min on 2 cores; SEEDS=200)"
 	@echo "make lint     ruff, import boundaries (lint-imports), mypy;  make fmt: ruff format;  make migrate;  make contracts: regenerate Meta enums (from the SDK) + schemas + AsyncAPI"
 
 # A working .venv (rebuilt when a failed run left it without pip) with the project installed; see the script.
