@@ -33,9 +33,16 @@ def test_default_rules_are_the_set_the_benchmark_supports() -> None:
     assert set(rules) == {
         "kill-underperformers", "scale-winners", "frequency-cap", "budget-protection", "zero-leads",
         "cut-junk", "raise-qualified", "cut-qualified", "revive-cpl", "rebalance-qualified", "rotate-creatives",
+        "refresh-reminder",
     }
     assert {name for name, r in rules.items() if r.enabled and not r.dry_run} == {
-        "budget-protection", "zero-leads", "frequency-cap", "cut-junk", "raise-qualified", "rebalance-qualified"}
+        "budget-protection", "zero-leads", "frequency-cap", "cut-junk", "raise-qualified", "rebalance-qualified",
+        "refresh-reminder"}
+    reminder = rules["refresh-reminder"]
+    assert reminder.main_action == "notify"  # changes nothing on the account
+    assert reminder.scope.level == "ad"  # an ad's own frequency restarts with a new ad; its ad set's does not
+    assert [(c.metric, c.window, c.op, c.value) for c in reminder.conditions.leaves()] == [
+        ("frequency", "last_7_days", ">", 2.5)]
     assert {r.currency for r in rules.values()} == {"USD"}
     # every rule's actions reach the operator's channels (none is log-only)
     for rule in rules.values():

@@ -244,6 +244,19 @@ def test_the_ctr_falls_as_the_creative_tires_and_rotation_puts_a_reserve_in() ->
     assert result.signed > never.signed
 
 
+def test_a_reminder_changes_nothing_itself_and_the_operator_who_heeds_it_makes_a_new_creative() -> None:
+    params = PARAMS.with_(frequency_growth_low=1.0, frequency_growth_high=1.0, refresh_every_days=0,
+                          broken_probability=0.0)
+    heeded = Account(params, 3, Policy("reminder", [P.refresh_reminder()]))
+    result = heeded.run()
+    assert result.actions == 0  # a notification: no command
+    assert result.refreshes >= len(heeded.adsets)  # every ad set tired past 2.5, and got a new creative
+    assert all(f < 2.5 + 1.0 / 7 * 2 * 3 for f in heeded.frequencies.values())  # a few days past 2.5 at most
+    ignored = simulate(params.with_(operator_heeds_reminders=0.0), 3, Policy("reminder", [P.refresh_reminder()]))
+    assert ignored.refreshes == 0
+    assert result.signed > ignored.signed
+
+
 def test_the_sims_budget_cuts_pass_the_executors_step_limit() -> None:
     """The -20 % cuts of the policies carry max_budget_decrease_pct 20: without it the engine's rounding can ask
     for 20.01 %, which the executor refuses (and three refusals open the rule's circuit breaker)."""

@@ -103,6 +103,7 @@ class AdSet:
     ad: int = 0  # which of its ads delivers: 0 the first, 1.. its reserve creatives, in name order
     repaired: bool = False  # its break (if any) was fixed
     paused_on: int | None = None  # day a rule paused it, until the operator looked
+    reminded_on: int | None = None  # day a notify-only rule named it, until the operator looked
 
 
 @dataclass
@@ -252,6 +253,11 @@ class Account:
         for decision in decisions:
             if decision.outcome != "acted":
                 continue
+            if all(a.kind == "notify" for a in decision.actions):  # a reminder: the operator reads it (_operator)
+                reminded = self.by_id[decision.entity_id] if decision.entity_id in self.by_id else next(
+                    a for a in self.adsets if decision.entity_id == ad_id(a, a.ad))
+                reminded.reminded_on = day if reminded.reminded_on is None else reminded.reminded_on
+                continue
             for action in decision.actions:
                 if action.kind == "notify":
                     continue
@@ -388,6 +394,11 @@ class Account:
         replaced."""
         p = self.params
         for adset in self.adsets:
+            if adset.reminded_on is not None and day - adset.reminded_on >= p.operator_response_days:
+                adset.reminded_on = None
+                heeds = world.stream(self.seed, "reminder", adset.entity_id, day).random() < p.operator_heeds_reminders
+                if heeds and adset.status == "ACTIVE" and adset.frequency > p.fatigue_onset_frequency:
+                    self._refresh(adset, day)  # a new creative, as the reminder asked
             if adset.paused_on is not None and day - adset.paused_on >= p.operator_response_days:
                 adset.paused_on = None
                 mended = False

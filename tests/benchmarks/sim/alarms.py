@@ -1,7 +1,8 @@
 """The alarm rules, measured: what the shipped `zero-leads` and `frequency-cap` do for cost per signed case, and how
 much money broken ad sets burn before they are caught, with each rule, without it, and with other thresholds; and
-what `rebalance-qualified` (toward the campaign's own average cost per qualified lead) and the `rotate-creatives`
-example (reserve creatives for tired ones) add to the shipped set.
+what `rebalance-qualified` (toward the campaign's own average cost per qualified lead), the notify-only
+`refresh-reminder` (time for a new creative) and the `rotate-creatives` example (reserve creatives for tired ones)
+add to the shipped set.
 
 Every variant is the shipped default set (`services/rules_engine/default_rules/`, enabled rules) with one rule
 replaced or removed, run on the same held-out seeds as the rest of the benchmark (common random numbers), and
@@ -23,6 +24,7 @@ ZERO_LEADS = "zero-leads"
 FREQUENCY_CAP = "frequency-cap"
 ROTATE = "rotate-creatives"
 REBALANCE = "rebalance-qualified"
+REMINDER = "refresh-reminder"
 
 
 def variants() -> list[tuple[str, dict[str, Rule | None]]]:
@@ -38,6 +40,8 @@ def variants() -> list[tuple[str, dict[str, Rule | None]]]:
           for cap in (3.0, 2.5)),
         (f"with {ROTATE}", {ROTATE: P.rotate_creatives()}),
         (f"without {REBALANCE}", {REBALANCE: None}),
+        (f"without {REMINDER}", {REMINDER: None}),
+        *((f"{REMINDER} at {f:g}", {REMINDER: P.refresh_reminder(f)}) for f in (2.0, 3.0)),
     ]
 
 

@@ -122,6 +122,10 @@ class SimParams(BaseModel):
     operator_response_days: Days = 1
     """Days after leadwire announces a pause until the operator looks: a broken ad set is fixed, a fatigued one
     (frequency past the onset) gets a new creative, and either is unpaused (ours)."""
+    operator_heeds_reminders: Share = 1.0
+    """Chance that the operator, reading a notify-only rule's alert about an ad set (e.g. "time for a new
+    creative"), acts on it ``operator_response_days`` later: a fatigued ad set (frequency past the onset) gets a new
+    creative; nothing else changes (ours; 1 = every reminder read and heeded)."""
     operator_unpauses_healthy: Share = 0.0
     """Chance that the operator, finding nothing broken or tired in an ad set a rule paused, unpauses it (ours; 0 =
     trusts the rule and leaves it paused, the conservative case for the rules; 1 = always checks and restores)."""

@@ -276,3 +276,14 @@ def rotate_creatives() -> Rule:
     14 days before: the next reserve creative takes the ad's place), switched on."""
     rule = next(r for r in load_rules(DEFAULT_RULES_DIR) if r.name == "rotate-creatives")
     return rule.model_copy(update={"enabled": True, "dry_run": False})
+
+
+def refresh_reminder(frequency: float | None = None) -> Rule:
+    """The shipped notify-only `refresh-reminder` (an ad's own 7-day frequency past 2.5: time for a new creative),
+    or the same at another ``frequency``. The simulated operator heeds it (`operator_heeds_reminders`)."""
+    rule = next(r for r in load_rules(DEFAULT_RULES_DIR) if r.name == "refresh-reminder")
+    if frequency is None:
+        return rule
+    data = rule.model_dump(by_alias=True)
+    data["conditions"]["all"][0]["value"] = frequency
+    return Rule.model_validate(data)
