@@ -11,7 +11,8 @@ be bought by leaving money unspent), then every policy is scored on held-out see
 spend on days 1-60 / signed cases from leads created on days 1-60, counted through day 90, with the paired
 difference against the tuned CPL rules and against static budgets (bootstrap 95 % interval over seeds).
 
-Goal (issue 19): leadwire's recommended policy (CRM-truth rules + Conversions API feedback) at least 15 % lower cost
+Goal (issue 19): leadwire's recommended policy (CRM-truth rules + Conversions API feedback; the better tuned CRM
+family or the shipped default set, whichever was cheaper on the training seeds) at least 15 % lower cost
 per signed case than the tuned CPL rules, the interval excluding zero, and not worse than static budgets at either
 budget. Exit status 1 when missed.
 
@@ -110,11 +111,18 @@ def evaluate_budget(params: SimParams, seeds: int, train_seeds: int, log: Callab
         f"(static there: ${static_train:,.0f})")
     for name, ranked in (("CPL", cpl_ranked), ("CPQL", cpql_ranked), ("CPS", cps_ranked)):
         log(f"    {name} best: {_top(ranked)}")
-    crm_best = min((cpql, cps), key=lambda t: t.train_cps)
-    recommended = f"{'CPQL' if crm_best is cpql else 'CPS'} rules + CAPI"
     guide = P.guide_cpl_rules()
     shipped = P.shipped_rules()
     same_as_guide = P.behaviour(shipped) == P.behaviour(guide)
+    # leadwire's recommendation: the better CRM-truth family or the shipped set (which adds alarm rules, rebalancing
+    # and the refresh reminder to CRM-truth rules), chosen on the training seeds like everything else
+    candidates = {"CPQL rules + CAPI": cpql.train_cps, "CPS rules + CAPI": cps.train_cps}
+    if not same_as_guide:
+        shipped_train = run_many(params, train, [Policy("shipped", shipped)])["shipped"]
+        if spend_share(params, shipped_train) >= MIN_SPEND_SHARE:
+            candidates["shipped default rules + CAPI"] = cost_per_signed(shipped_train)
+            log(f"    shipped default rules: ${candidates['shipped default rules + CAPI']:,.0f}")
+    recommended = min(candidates, key=candidates.__getitem__)
     policies = [
         Policy("static"),
         Policy("static + CAPI", capi=True),
@@ -125,6 +133,8 @@ def evaluate_budget(params: SimParams, seeds: int, train_seeds: int, log: Callab
                                     Policy("shipped default rules + CAPI", shipped, capi=True)]),
         Policy("tuned CPL rules", cpl.rules),
         Policy("tuned CPL rules + CAPI", cpl.rules, capi=True),
+        # what the CPL rules would do with the shipped notify-only reminder: the fair comparison for the shipped set
+        Policy("tuned CPL rules + reminder + CAPI", [*cpl.rules, P.refresh_reminder()], capi=True),
         *([] if acting is cpl else [Policy("best acting CPL rules", acting.rules)]),
         Policy("CPQL rules", cpql.rules),
         Policy("CPQL rules + CAPI", cpql.rules, capi=True),
@@ -187,14 +197,25 @@ def bars(rows: Sequence[Row], width: int = 40) -> str:
 
 
 def goal(rows: Sequence[Row]) -> tuple[bool, str]:
+    """Issue 19's goal for the recommended policy (chosen on training seeds, + CAPI): met or not, and a sentence,
+    which also says how the best CRM-truth family fares when the shipped set is the one recommended."""
     rec = next(r for r in rows if r.name.endswith(" *"))
-    assert rec.vs_cpl is not None
-    assert rec.vs_static is not None
-    ok_cpl = rec.vs_cpl.diff <= GOAL_VS_CPL and rec.vs_cpl.high < 0
-    ok_static = rec.vs_static.diff <= 0
+    ok, text = _goal(rec)
+    if rec.name.startswith("shipped"):
+        crm = min((r for r in rows if r.name in ("CPQL rules + CAPI", "CPS rules + CAPI")),
+                  key=lambda r: cost_per_signed(r.results))
+        text += f"; the CRM-truth rules alone, {_goal(crm)[1]}"
+    return ok, text
+
+
+def _goal(row: Row) -> tuple[bool, str]:
+    assert row.vs_cpl is not None
+    assert row.vs_static is not None
+    ok_cpl = row.vs_cpl.diff <= GOAL_VS_CPL and row.vs_cpl.high < 0
+    ok_static = row.vs_static.diff <= 0
     return ok_cpl and ok_static, (
-        f"{rec.name}: {rec.vs_cpl.text()} vs tuned CPL rules (goal <= {GOAL_VS_CPL:.0%}, interval below 0: "
-        f"{'met' if ok_cpl else 'MISSED'}); {rec.vs_static.text()} vs static (goal <= 0: "
+        f"{row.name.removesuffix(' *')}: {row.vs_cpl.text()} vs tuned CPL rules (goal <= {GOAL_VS_CPL:.0%}, interval "
+        f"below 0: {'met' if ok_cpl else 'MISSED'}); {row.vs_static.text()} vs static (goal <= 0: "
         f"{'met' if ok_static else 'MISSED'})")
 
 
