@@ -428,13 +428,18 @@ async def test_the_shipped_defaults_on_the_sandbox_pause_only_broken_and_fatigue
     sent = await eventually(lambda: commands.for_objects(list(pause)), what="the defaults' pauses")
     assert {c["object_id"] for c in sent} == pause
     assert {c["kind"] for c in sent} == {"pause"}
-    assert {d["entity_id"] for d in decisions if d["outcome"] == "acted"} == pause
+    acted = [d for d in decisions if d["outcome"] == "acted"]
+    assert {d["entity_id"] for d in acted if d["rule"] != "refresh-reminder"} == pause
+    # the reminder names ads seen more than 2.5 times in a week and changes nothing (no command, below)
+    reminded = [d["entity_id"] for d in acted if d["rule"] == "refresh-reminder"]
+    assert not set(reminded) & set(names.values())
     assert not [d for d in decisions if d["rule"] in ("kill-underperformers", "scale-winners")]
     crm = [d for d in decisions if d["rule"] in ("cut-junk", "raise-qualified")]
     assert crm, "the CRM rules were evaluated"
     assert {d["outcome"] for d in crm} <= {"skipped", "not_matched"}
     assert {d["reason"] for d in crm if d["rule"] == "cut-junk"} <= {"insufficient_data", None}
     assert len(await commands.for_objects(list(names.values()))) == len(pause)
+    assert not await commands.for_objects(reminded)
 
 
 async def _true(value: bool) -> bool:

@@ -284,9 +284,10 @@ async def test_the_backtest_asks_meta_for_each_days_window_reach(db, http, sandb
 
     text = await run_backtest(with_meta, DEFAULT_RULES_DIR, 3, [MAIN])
 
-    # frequency-cap reads last_7_days at ad set level: 3 days, 3 ranges, one call each (one page).
-    assert "window reach: 3 ranges asked from Meta" in text
-    assert await insights_gets(sandbox) == 3
+    # frequency-cap reads last_7_days at ad set level, refresh-reminder at ad level: 3 days x 2 levels, one call
+    # each (one page).
+    assert "window reach: 6 ranges asked from Meta" in text
+    assert await insights_gets(sandbox) == 6
     capped = [line for line in text.splitlines() if "frequency-cap" in line and INTERESTS in line]
     assert any(" acted " in f" {line} " and "pause" in line for line in capped), text
 

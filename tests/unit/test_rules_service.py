@@ -100,7 +100,8 @@ def test_snapshot_reads_only_the_days_and_levels_the_rules_need() -> None:
     assert lookback_days([r for r in rules if r.name != "cut-junk"], cap=35) == 14  # raise-qualified's cohort
     assert lookback_days([r for r in rules if r.name == "zero-leads"], cap=35) == 7
     assert lookback_days(rules, cap=5) == 5
-    assert levels_of(rules) == {"adset"}
+    assert levels_of(rules) == {"adset", "ad"}  # refresh-reminder reads each ad's own frequency
+    assert levels_of([r for r in rules if r.name != "refresh-reminder"]) == {"adset"}
 
 
 def test_rules_check_prints_file_line_field(capsys: pytest.CaptureFixture[str]) -> None:
