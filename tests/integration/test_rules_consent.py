@@ -236,6 +236,8 @@ async def test_the_command_line_sends_consent_and_verdicts_and_shows_the_state(
     await start_service(accounts=[world.account])  # other tests' accounts stay in the database
     before = await status_text(settings, DEFAULT_RULES_DIR)
     assert re.search(r"zero-leads +shadow mode", before), before
+    # a notify-only rule is never in shadow mode: it changes nothing on the account
+    assert re.search(r"refresh-reminder +on: notifies only, needs no consent", before), before
 
     run = await run_of(db, await trigger(broker, world.account))
     [shadow] = [d for d in await decisions_of(db, run["run_id"]) if d["rule"] == "zero-leads"]
