@@ -11,9 +11,10 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 
 
 class RuleModel(BaseModel):
-    """Every part of a rule: frozen, and a key it does not know is an error (a typo is never ignored)."""
+    """Every part of a rule: frozen, a key it does not know is an error (a typo is never ignored), and a number must
+    be finite (`.inf` or `1e400` in a YAML file is no threshold, amount or target: contracts/values.py)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 Level = Literal["adset", "campaign", "ad"]

@@ -202,7 +202,7 @@ def test_the_average_target_needs_an_event_and_is_the_only_word_taken() -> None:
     assert decision.outcome == "skipped"
     assert decision.reason == "insufficient_data"
     assert "no average cost" in decision.explanation
-    for bad in ("avg", 0, -5, "nan"):
+    for bad in ("avg", 0, -5, "nan", float("inf"), "1e400"):
         with pytest.raises(ValidationError):
             rebalance_rule(target=bad)
 

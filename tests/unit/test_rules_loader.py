@@ -109,6 +109,7 @@ def test_default_rules_are_the_set_the_benchmark_supports() -> None:
         ("bad_values.yaml", "last_3_weeks", "conditions.all[0].window", "unknown window"),
         ("bad_values.yaml", "Car (Accident", "scope.name.regex", "invalid regex"),
         ("bad_values.yaml", "cooldown_hourz", "guardrails.cooldown_hourz", "Extra inputs"),
+        ("non_finite.yaml", "value: .inf", "conditions.all[0].value", "finite number"),
     ],
 )
 def test_check_rules_names_file_line_and_field(file: str, needle: str, field: str, message: str) -> None:
