@@ -22,6 +22,7 @@ from shared.graph.errors import (
     ThrottledError,
 )
 from shared.messaging import PermanentError, RetryLater
+from shared.page_tokens import configured_forms_token
 
 if TYPE_CHECKING:
     from pydantic import SecretStr
@@ -307,4 +308,4 @@ def time_filter(since: datetime) -> list[dict[str, Any]]:
 def page_token(meta: MetaSettings) -> SecretStr:
     """Lead data needs a Page or user (system-user) token (docs/meta-api.md §7.1): META_PAGE_ACCESS_TOKEN, else
     META_ACCESS_TOKEN."""
-    return meta.page_access_token if meta.page_access_token.get_secret_value() else meta.access_token
+    return configured_forms_token(meta) or meta.access_token
