@@ -197,6 +197,18 @@ async def test_unknown_lead_is_parked_with_metas_error(
     assert not await env.rows(["777000000000001"])
 
 
+async def _one_access_alert(env: LeadEnv, caplog: pytest.LogCaptureFixture, ids: list[str]) -> dict[str, Any]:
+    """Once every lead was refused: the one `lead_access_denied` alert of the Page (its payload), without the token."""
+    await eventually(lambda: _all_refused(caplog, ids), what="every lead refused at least once")
+    await eventually(lambda: _alerts_relayed(env), what="alerts relayed")
+    alerts = await env.alerts.of("subject", {env.page_id})
+    assert len(alerts) == 1, alerts
+    assert env.sandbox.token not in str(alerts[0])
+    alert: dict[str, Any] = alerts[0]["payload"]
+    assert alert["code"] == "lead_access_denied"
+    return alert
+
+
 async def test_permission_error_raises_one_alert_and_leads_flow_once_fixed(
     env: LeadEnv, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -210,15 +222,9 @@ async def test_permission_error_raises_one_alert_and_leads_flow_once_fixed(
 
     await asyncio.gather(*(env.send(i) for i in ids))
 
-    await eventually(lambda: _all_refused(caplog, ids), what="every lead refused at least once")
-    await eventually(lambda: _alerts_relayed(env), what="alerts relayed")
-    alerts = await env.alerts.of("subject", {env.page_id})
-    assert len(alerts) == 1, alerts
-    alert = alerts[0]["payload"]
-    assert alert["code"] == "lead_access_denied"
+    alert = await _one_access_alert(env, caplog, ids)
     assert alert["service"] == "lead_fetcher"
     assert "leads_retrieval" in alert["fix"]
-    assert env.sandbox.token not in str(alerts[0])
     assert not await env.rows(ids)
 
     await env.sandbox.faults(error_rate=0.0)  # the customer fixed the permission
@@ -240,15 +246,9 @@ async def test_revoked_leads_retrieval_holds_capture_with_one_alert_until_grante
 
     messages = await asyncio.gather(*(env.send(i) for i in ids))
 
-    await eventually(lambda: _all_refused(caplog, ids), what="every lead refused at least once")
-    await eventually(lambda: _alerts_relayed(env), what="alerts relayed")
-    alerts = await env.alerts.of("subject", {env.page_id})
-    assert len(alerts) == 1, alerts
-    alert = alerts[0]["payload"]
-    assert alert["code"] == "lead_access_denied"
+    alert = await _one_access_alert(env, caplog, ids)
     assert "code=200" in alert["summary"]
     assert "leads_retrieval" in alert["fix"]
-    assert env.sandbox.token not in str(alerts[0])
     refused = [r.getMessage() for r in caplog.records if "access refused" in r.getMessage()]
     assert all("leads_retrieval" in m for m in refused), refused[:1]  # Meta's own words reach the log
     assert not await env.rows(ids)
