@@ -254,9 +254,10 @@ class Account:
             if decision.outcome != "acted":
                 continue
             if all(a.kind == "notify" for a in decision.actions):  # a reminder: the operator reads it (_operator)
-                reminded = self.by_id[decision.entity_id] if decision.entity_id in self.by_id else next(
+                reminded = self.by_id.get(decision.entity_id) or next(
                     a for a in self.adsets if decision.entity_id == ad_id(a, a.ad))
-                reminded.reminded_on = day if reminded.reminded_on is None else reminded.reminded_on
+                if reminded.reminded_on is None:
+                    reminded.reminded_on = day
                 continue
             for action in decision.actions:
                 if action.kind == "notify":
