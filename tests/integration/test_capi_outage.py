@@ -3,7 +3,7 @@ request per message per backoff), the outage is one incident (opened, resolved),
 once when it heals. Real RabbitMQ, PostgreSQL and the Graph sandbox failing `/{pixel}/events` with Meta's code 2.
 
 Scaled in time like tests/integration/test_horizons.py: the backoff ceiling and the breaker's longest probe interval
-are scaled down with the outage (15×), on the production code path.
+are scaled down with the outage (30×), on the production code path.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from tests.fixtures.infra import eventually
 from tests.fixtures.taps import tap
 from tests.integration.test_capi_sender import Harness, capi, conversion  # noqa: F401 (fixture)
 
-OUTAGE_SECONDS = 40.0  # a 10-minute outage, scaled 15×
-SCALED = {"retry_backoff_max_seconds": 900 / 15, "breaker_probe_max_seconds": 60 / 15}
+SCALE = 30
+OUTAGE_SECONDS = 600 / SCALE  # a 10-minute outage
+SCALED = {"retry_backoff_max_seconds": 900 / SCALE, "breaker_probe_max_seconds": 60 / SCALE}
 PATHS = r"/\d+/events"
 # Separate requests: the test event code is per request, so each conversion is a request of its own, as
 # conversions arriving minutes apart would be.
@@ -63,8 +64,8 @@ async def test_capi_down_waits_behind_one_breaker_one_incident_and_every_event_g
     received = [e["event_id"] for e in await capi.received()]
     assert sorted(received) == sorted(event_ids), "an event was lost or sent twice"
     assert await capi.parked() == []
-    # Without the breaker each of the 30 would be retried on its own backoff (1, 2, 4, ... s; ~6 tries each in
-    # 40 s, each try being the Graph client's own retries): ~180 tries. Behind it: the first failures, then probes.
+    # Without the breaker each of the 30 would be retried on its own backoff (1, 2, 4, ... s; ~5 tries each in
+    # 20 s, each try being the Graph client's own retries): ~150 tries. Behind it: the first failures, then probes.
     assert calls_while_down < 3 * CONVERSIONS, f"{calls_while_down} requests during the outage"
 
     resolved: list[Any] = await eventually(lambda: incident(2), timeout=30, what="the incident resolved")

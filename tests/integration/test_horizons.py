@@ -2,9 +2,9 @@
 `leadwire parked` round trips. Real RabbitMQ, PostgreSQL (reached through a TCP proxy this test controls: the
 machine's server is never stopped) and an HTTP CRM stand-in.
 
-The CRM outage is scaled in time, honestly: the production code path, with the backoff ceiling and the breaker's
-longest probe interval scaled down by the same factor as the outage (15×: 10 minutes → 40 s, 15 min → 4 s backoff
-ceiling... 60 s → 4 s between probes). The database outage lasts the real 60 s.
+Both outages are scaled in time, honestly: the production code path, with the backoff ceiling and the breaker's
+longest probe interval scaled down by the same factor as the outage (30×: 10 minutes → 20 s, the 15-minute backoff
+ceiling → 30 s, 60 s between probes → 2 s).
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ from tests.integration.test_crm_sync import (  # noqa: F401 (fixtures)
     taps,
 )
 
-OUTAGE_SECONDS = 40.0  # a 10-minute outage, scaled 15× (as are the backoff ceiling and the probe interval)
-SCALED = {"RETRY_BACKOFF_MAX_SECONDS": 900 / 15, "BREAKER_PROBE_MAX_SECONDS": 60 / 15}
-DB_DOWN_SECONDS = 60.0
+SCALE = 30
+OUTAGE_SECONDS = 600 / SCALE  # a 10-minute outage (CRM or database), as are the backoff ceiling and probe interval
+SCALED = {"RETRY_BACKOFF_MAX_SECONDS": 900 / SCALE, "BREAKER_PROBE_MAX_SECONDS": 60 / SCALE}
 
 
 def _broker(**extra: Any) -> BrokerSettings:
@@ -78,7 +78,7 @@ async def test_crm_down_while_100_leads_arrive_all_delivered_once_after_it_heals
 
     crm_sink.fail_always(503)  # the CRM's maintenance window
     started = time.monotonic()
-    for index, lid in enumerate(ids):  # 100 leads arrive during the first ~10 s of the outage
+    for index, lid in enumerate(ids):  # 100 leads arrive during the first ~10 s of the outage (5 minutes)
         await send(captured(lid))
         if index % 10 == 9:
             await asyncio.sleep(1.0)
@@ -117,7 +117,7 @@ async def test_crm_down_while_100_leads_arrive_all_delivered_once_after_it_heals
                      f"all delivered {catch_up:.1f} s after it healed; {len(alerts)} alerts\n")
 
 
-async def test_database_unreachable_60s_nothing_parked_all_delivered(
+async def test_database_unreachable_10_minutes_nothing_parked_all_delivered(
     crm_sync: StartCrmSync, crm_sink: FakeCrm, send: Send, db: asyncpg.Pool,  # noqa: F811
     amqp: aio_pika.abc.AbstractChannel, queue: Consumer, taps: Any,  # noqa: F811
 ) -> None:
@@ -126,7 +126,7 @@ async def test_database_unreachable_60s_nothing_parked_all_delivered(
         through_proxy = urlunsplit(target._replace(netloc=f"{target.username}:{target.password}@127.0.0.1:"
                                                           f"{proxy.port}"))
         service = await crm_sync(
-            broker=_broker(BREAKER_PROBE_MAX_SECONDS=10),
+            broker=_broker(**SCALED),
             database=DatabaseSettings(database_url=through_proxy, db_pool_min=1, db_pool_max=5),
         )
         service.incidents.tick_seconds = 0.5
@@ -142,9 +142,10 @@ async def test_database_unreachable_60s_nothing_parked_all_delivered(
         cut_at = time.monotonic()
         for lid in during:  # leads keep arriving while crm_sync cannot reach its database
             await send(captured(lid))
-            await asyncio.sleep(1.0)
-        opened = await eventually(lambda: _incident_alerts(taps, "database"), timeout=30, what="database incident")
-        await asyncio.sleep(max(0.0, DB_DOWN_SECONDS - (time.monotonic() - cut_at)))
+            await asyncio.sleep(0.5)
+        opened = await eventually(lambda: _incident_alerts(taps, "database"), timeout=OUTAGE_SECONDS,
+                                  what="database incident")
+        await asyncio.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - cut_at)))
         assert not await _delivered(db, during[:1])
         await proxy.restore()
 

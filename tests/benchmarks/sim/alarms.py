@@ -13,6 +13,8 @@ with an operator who checks every ad set a rule paused and restores a healthy on
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from services.rules_engine.rules import Rule
 from tests.benchmarks.sim import policies as P
 from tests.benchmarks.sim.account import Policy, RunResult
@@ -85,10 +87,10 @@ OPERATORS = (("the operator leaves a paused healthy ad set paused", None),
              ("the operator restores a paused healthy ad set", ZERO_LEADS))
 
 
-def run(params: SimParams, seeds: int) -> list[tuple[str, list[tuple[str, ...]]]]:
+def run(params: SimParams, seeds: Sequence[int]) -> list[tuple[str, list[tuple[str, ...]]]]:
     """The alarm tables: every variant, then the zero-leads thresholds with an operator who restores false alarms."""
     out = []
     for title, only in OPERATORS:
         p = params if only is None else params.with_(operator_unpauses_healthy=1.0)
-        out.append((title, table(p, run_many(p, range(seeds), policies(only)))))
+        out.append((title, table(p, run_many(p, seeds, policies(only)))))
     return out
