@@ -33,6 +33,8 @@ STATUS_LABELS = {
     "held": "Held by a guardrail",
     "skipped": "Skipped",
 }
+# An acted decision of a notify-only rule: it told the operator and changed nothing on Meta.
+NOTIFIED = "Notified you (nothing changed on Meta)"
 # The rules engine's guardrails and reasons (decision `reason`) in words.
 REASON_LABELS = {
     "stale_data": "numbers too old",
@@ -100,6 +102,7 @@ async def automation_page(request: web.Request) -> web.Response:
     rows = await queries.decisions(pool, where)
     for row in rows:
         row["numbers"] = numbers(row["metrics"], row["currency"])
+        row["label"] = NOTIFIED if row["notify_only"] and row["status"] == "acted" else STATUS_LABELS[row["status"]]
     context = {
         "page": "automation", "decisions": rows[:queries.PAGE_SIZE], "more": len(rows) > queries.PAGE_SIZE,
         "page_number": where.page, "rule": rule or "", "object": entity or "", "status": where.status or "",
@@ -116,13 +119,18 @@ def _back(request: web.Request, notice: str) -> web.HTTPSeeOther:
 
 
 async def change_consent(request: web.Request) -> web.StreamResponse:
-    """Enable a rule (it acts on Meta) or put it back in shadow mode: a RuleConsentChanged for the rules engine."""
+    """Enable a rule (it acts on Meta) or put it back in shadow mode: a RuleConsentChanged for the rules engine.
+
+    Refused for a notify-only rule (as the newest evaluation recorded it): it changes nothing on Meta and is on
+    without consent, so enabling or disabling it would record a consent that means nothing."""
     ctx = request.app[CONTEXT]
     rule = request.match_info["rule"]
     form = await request.post()
     enabled = form.get("enabled") == "true"
     if not _RULE_NAME.match(rule):
         raise web.HTTPBadRequest(text="Unknown rule.")
+    if await queries.notify_only(ctx.pool(), rule):
+        raise _back(request, "notify-only")
     username = request[SESSION].username
     message = RuleConsentChangedMessage.new(RuleConsentChanged(rule=rule, enabled=enabled, by=username,
                                                                note="from the console"))

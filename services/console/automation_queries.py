@@ -1,9 +1,10 @@
 """The Automation page's reads and writes.
 
-Reads name the rules engine's `console_rule_*` views and functions (migrations 0060, 0140), never its tables: the
-7-day counts per rule come from its per-hour summary, the status of each decision is stored with it. Writes are
-messages to the rules engine (`RuleConsentChanged`, `RuleDecisionReviewed`), put in the outbox in the same
-transaction as the console's own audit row: the console writes no other service's tables.
+Reads name the rules engine's `console_rule_*` views and functions (migrations 0060, 0140, 0151), never its
+tables: the 7-day counts per rule come from its per-hour summary, the status of each decision is stored with it,
+each run names the rules it evaluated and which of them only notify. Writes are messages to the rules engine
+(`RuleConsentChanged`, `RuleDecisionReviewed`), put in the outbox in the same transaction as the console's own audit
+row: the console writes no other service's tables.
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ class DecisionFilter:
     page: int = 0
 
 
+# `notify_only`: the decision's rule only notified, as its run recorded (migration 0151).
 _DECISIONS = """
 select id, run_id, evaluated_at, rule, entity_id, entity_level, entity_name, account_id, currency, outcome, reason,
        capped, shadow, metrics, explanation, action_kind, result_status, result_detail, result_guardrail, result_at,
-       status, verdict, reviewed_by, reviewed_at, review_result
-from console_rule_decisions
+       status, verdict, reviewed_by, reviewed_at, review_result,
+       coalesce((select d.rule = any(r.notify_only) from console_rule_runs r where r.run_id = d.run_id), false)
+           as notify_only
+from console_rule_decisions d
 where ($1::text is null or rule = $1)
   and ($2::text is null or entity_id = $2 or entity_name ilike '%' || $3 || '%')
   and ($4::text is null or status = $4)
@@ -39,11 +43,14 @@ order by evaluated_at desc, id desc
 limit $5 offset $6
 """
 
-# The rules of the newest evaluation (the ones enabled in their files), and every rule with a consent record.
-_RULES = """
-with latest as (
-    select rules from console_rule_runs where trigger <> 'approval' order by started_at desc limit 1
-), names as (
+# The newest evaluation (not an approval's, which evaluates one rule): the rules enabled in their files, and which
+# of them only notify (migration 0151).
+_LATEST_RUN = ("select rules, notify_only from console_rule_runs where trigger <> 'approval' "
+               "order by started_at desc limit 1")
+
+# The rules of the newest evaluation, and every rule with a consent record.
+_RULES = f"""
+with latest as ({_LATEST_RUN}), names as (
     select unnest(rules) as rule from latest
     union
     select rule from console_rule_consent
@@ -59,12 +66,13 @@ with latest as (
 select n.rule, coalesce(c.enabled, false) as enabled, c.changed_by, c.changed_at, c.note,
        coalesce(r.acted, 0)::integer as acted, coalesce(r.failed, 0)::integer as failed,
        coalesce(r.shadow, 0)::integer as shadow, coalesce(r.held, 0)::integer as held, r.last_decision,
-       n.rule in (select unnest(rules) from latest) as evaluated
+       n.rule in (select unnest(rules) from latest) as evaluated,
+       n.rule in (select unnest(notify_only) from latest) as notify_only
 from names n
 left join console_rule_consent c using (rule)
 left join recent r using (rule)
 order by n.rule
-"""
+"""  # noqa: S608 - constant text
 
 _RUNS = """
 select run_id, trigger, accounts, started_at, finished_at, rules, entities, decisions, acted, counts
@@ -85,6 +93,13 @@ async def decisions(pool: asyncpg.Pool, where: DecisionFilter) -> list[dict[str,
 
 async def rules(pool: asyncpg.Pool) -> list[dict[str, Any]]:
     return [dict(r) for r in await pool.fetch(_RULES)]
+
+
+async def notify_only(pool: asyncpg.Pool, rule: str) -> bool:
+    """Whether the newest evaluation found ``rule`` notify-only (then consent means nothing for it)."""
+    found: bool | None = await pool.fetchval(
+        f"select $1 = any(notify_only) from ({_LATEST_RUN}) latest", rule)  # noqa: S608 - constant text
+    return bool(found)
 
 
 async def runs(pool: asyncpg.Pool, limit: int = 10) -> list[dict[str, Any]]:

@@ -300,7 +300,7 @@ async def status_text(settings: Settings, directory: Path | None) -> str:
             state = "off in its file"
         elif rule.dry_run:
             state = "dry run (its file)"
-        elif rule.main_action == "notify":
+        elif rule.notify_only:
             state = "on: notifies only, needs no consent"
         elif row is not None and row["enabled"]:
             state = f"ENABLED by {row['changed_by']} {row['changed_at']:%Y-%m-%d %H:%M}"

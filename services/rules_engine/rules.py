@@ -245,6 +245,11 @@ class Rule(RuleModel):
                 return action.type
         return "notify"
 
+    @property
+    def notify_only(self) -> bool:
+        """Whether the rule only tells the operator: it changes nothing on Meta, so it needs no consent."""
+        return self.main_action == "notify"
+
     def statuses(self) -> frozenset[str]:
         if self.scope.status is not None:
             return frozenset(self.scope.status)

@@ -182,7 +182,7 @@ class Worker:
             result = RunResult(run_id, targets, decisions, problems=problems)
             await store.record_run(
                 conn, run_id=run_id, trigger=trigger, trigger_message_id=caused_by.message_id if caused_by else None,
-                accounts=targets, started_at=now, rules=[r.name for r in enabled], rule_problems=len(problems),
+                accounts=targets, started_at=now, rules=enabled, rule_problems=len(problems),
                 entities=len(snap.entities), decisions=decisions,
             )
             announce = await self._shadows_to_announce(conn, enabled, decisions, now)

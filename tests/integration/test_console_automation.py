@@ -5,6 +5,7 @@ console writes none of the rules engine's tables)."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -19,15 +20,16 @@ pytestmark = pytest.mark.timeout(60)
 
 
 async def seed_decisions(db: asyncpg.Pool) -> dict[str, object]:
-    """One run with a shadow decision, a held one, an acted one that Meta applied and one it refused."""
+    """One run with a shadow decision, a held one, an acted one that Meta applied and one it refused, and the
+    notification of a notify-only rule (it changes nothing on Meta)."""
     await db.execute("truncate rule_decision_reviews, rule_actions, rule_decisions, rule_runs, rule_consent cascade")
-    kill, scale = unique("kill-"), unique("scale-")
+    kill, scale, flag = unique("kill-"), unique("scale-"), unique("flag-")
     run_id = uuid.uuid4()
     now = datetime.now(UTC) - timedelta(minutes=5)
     await db.execute(
-        "insert into rule_runs (run_id, trigger, accounts, started_at, rules, entities, decisions, acted, counts) "
-        "values ($1, 'insights_updated', '{act_1}', $2, $3, 40, 4, 2, $4)",
-        run_id, now, [kill, scale], {"acted": 2, "would_act": 1, "skipped:cooldown": 1})
+        "insert into rule_runs (run_id, trigger, accounts, started_at, rules, notify_only, entities, decisions, "
+        "acted, counts) values ($1, 'insights_updated', '{act_1}', $2, $3, $4, 40, 5, 3, $5)",
+        run_id, now, [kill, scale, flag], [flag], {"acted": 3, "would_act": 1, "skipped:cooldown": 1})
     rows = [
         (kill, "111", "Phoenix Broad", "would_act", None, True,
          {"last_3_days": {"spend": 75_000, "leads": 0, "cpl": None}},
@@ -38,6 +40,8 @@ async def seed_decisions(db: asyncpg.Pool) -> dict[str, object]:
          "Raised the daily budget of ad set 'Mesa Winners' from $100.00 to $120.00 (+20%) because CPL ..."),
         (scale, "444", "Chandler Interests", "acted", None, False, {"last_3_days": {"cpl": 1_900, "leads": 7}},
          "Raised the daily budget of ad set 'Chandler Interests' from $100.00 to $120.00 (+20%) because CPL ..."),
+        (flag, "555", "Gilbert Retargeting", "acted", None, False, {"last_3_days": {"cpl": 7_100}},
+         "Flagged ad set 'Gilbert Retargeting' because CPL over the last 3 days was $71.00 (> $50.00)."),
     ]
     ids = {}
     for rule, entity, name, outcome, reason, shadow, metrics, explanation in rows:
@@ -53,7 +57,11 @@ async def seed_decisions(db: asyncpg.Pool) -> dict[str, object]:
             "acted_at, message_id, result_status, result_detail, result_guardrail) "
             "values ($1, $2, $3, $4, 'adset', 'act_1', 'set_budget', $5, $6, $7, $8, $9)",
             uuid.uuid4(), run_id, scale, entity, now, uuid.uuid4(), status, detail, guardrail)
-    return {"kill": kill, "scale": scale, "ids": ids}
+    await db.execute(  # a notify action stands for the notification (sent at once)
+        "insert into rule_actions (command_id, run_id, rule, entity_id, entity_level, account_id, kind, acted_at, "
+        "message_id) values ($1, $2, $3, '555', 'adset', 'act_1', 'notify', $4, $5)",
+        uuid.uuid4(), run_id, flag, now, uuid.uuid4())
+    return {"kill": kill, "scale": scale, "flag": flag, "ids": ids}
 
 
 async def test_the_page_shows_every_decision_with_its_numbers_and_outcome(console: Console,
@@ -78,6 +86,16 @@ async def test_the_page_shows_every_decision_with_its_numbers_and_outcome(consol
     assert "refused by hard_max_budget" in page
     assert page.count('aria-label="Approve decision') == 1  # only the open shadow decision
     assert f'aria-label="Enable {seeded["kill"]}"' in page  # every rule starts in shadow mode
+    assert f'aria-label="Enable {seeded["scale"]}"' in page
+
+    # A notify-only rule is on without consent: no Enable; its decision told the operator, nothing else.
+    assert f'aria-label="Enable {seeded["flag"]}"' not in page
+    assert f'action="/automation/rules/{seeded["flag"]}/consent"' not in page
+    assert rule_state(page, seeded["flag"]) == "On — notifies only (needs no consent)"
+    assert rule_state(page, seeded["kill"]) == "Shadow mode"
+    assert decision_status(page, "555") == "Notified you (nothing changed on Meta)"
+    assert decision_status(page, "333") == "Done"
+    assert decision_status(page, "111") == "Would act (shadow mode)"
 
     _, only_failed, _ = await console.get("/automation?status=failed")
     assert "Chandler Interests" in only_failed
@@ -131,6 +149,43 @@ async def test_enable_and_approve_are_messages_to_the_rules_engine(console: Cons
     status, _, _ = await console.post(f"/automation/decisions/{ids['111']}/review",
                                       {"verdict": "delete", "csrf_token": token})
     assert status == 400
+
+
+async def test_a_notify_only_rule_takes_no_consent(console: Console, console_db: asyncpg.Pool) -> None:
+    seeded = await seed_decisions(console_db)
+    await console.login()
+    _, page, _ = await console.get("/automation")
+    token = csrf_of(page)
+    flag = seeded["flag"]
+
+    for enabled in ("true", "false"):
+        status, _, resp = await console.post(f"/automation/rules/{flag}/consent",
+                                             {"enabled": enabled, "csrf_token": token})
+        assert (status, resp.headers["Location"]) == (303, "/automation?notice=notify-only")
+    assert await console_db.fetchval("select count(*) from outbox where message_type = 'RuleConsentChanged'") == 0
+    assert await console_db.fetchval("select count(*) from console_audit where subject = $1", flag) == 0
+    _, refused, _ = await console.get("/automation?notice=notify-only")
+    assert "that rule only notifies you and changes nothing on Meta, so it needs no consent" in refused
+    # An acting rule of the same run still takes it.
+    status, _, resp = await console.post(f"/automation/rules/{seeded['scale']}/consent",
+                                         {"enabled": "true", "csrf_token": token})
+    assert (status, resp.headers["Location"]) == (303, "/automation?notice=enabled")
+
+
+def rule_state(page: str, rule: object) -> str:
+    """The State cell of a rule's row, its words only."""
+    row = page.split(f'<tr data-rule="{rule}">', 1)[1].split("</tr>", 1)[0]
+    return _words(row.split('data-testid="rule-state">', 1)[1].split("</td>", 1)[0])
+
+
+def decision_status(page: str, entity: str) -> str:
+    """The outcome label of the decision on ``entity``."""
+    row = page.split(f'data-entity="{entity}">', 1)[1].split("</tr>", 1)[0]
+    return _words(row.split('data-testid="decision-status"><span', 1)[1].split(">", 1)[1].split("</span>", 1)[0])
+
+
+def _words(html: str) -> str:
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
 
 
 def _json(value: object) -> object:

@@ -1,6 +1,7 @@
 """The Automation page in a real headless browser: a fresh install's rules in shadow mode over the sandbox's ads
-(insights_poller -> rules_engine), an operator who enables one rule there, and the rules engine acting on it
-through the campaign executor against the Graph sandbox. On a throwaway vhost and the console's own database.
+(insights_poller -> rules_engine) beside a notify-only rule shown as on with nothing to enable, an operator who
+enables one rule there, and the rules engine acting on it through the campaign executor against the Graph sandbox.
+On a throwaway vhost and the console's own database.
 
 The browser and the services: tests/fixtures/browser.py (needs Debian's chromium).
 """
@@ -23,12 +24,13 @@ from services.rules_engine.settings import NotifySettings, RulesSettings
 from shared.settings import MetaSettings, Settings
 from tests.fixtures.browser import Browser, chain_settings, needs_chromium, running
 from tests.fixtures.console import OPERATOR, console_settings
-from tests.fixtures.guide_rules import write_guide_rules_dir
+from tests.fixtures.guide_rules import GUIDE_FILES, write_guide_rules_dir
 from tests.fixtures.infra import eventually
 from tests.fixtures.sandbox import SandboxHandle
 
 pytestmark = [needs_chromium, pytest.mark.timeout(180)]
 RULE = "kill-underperformers"
+REMINDER = "refresh-reminder"  # notify-only: on without consent
 
 
 @dataclass
@@ -51,8 +53,10 @@ async def automation(settings: Settings, vhost_url: str, console_dsn: str, conso
         MetaSettings(access_token=sandbox.token, app_secret=sandbox.app_secret, graph_url=sandbox.url,
                      api_version=sandbox.version, ad_account_id=[sandbox.account_id], health_check_seconds=0,
                      request_timeout_seconds=10),
-        # the guide's CPL rules (they ship disabled): kill-underperformers is what this test watches
-        RulesSettings(dir=write_guide_rules_dir(), interval_seconds=0, notify_channels=["log"]),
+        # the guide's CPL rules (they ship disabled): kill-underperformers is what this test watches; and the
+        # shipped notify-only reminder, which the page shows as on with nothing to enable
+        RulesSettings(dir=write_guide_rules_dir(files=(*GUIDE_FILES, "35_refresh_reminder.yaml")),
+                      interval_seconds=0, notify_channels=["log"]),
         NotifySettings(smtp_host=""),
         InsightsSettings(interval_seconds=3600, full_days=8, poll_seconds=0.01),
     )
@@ -89,6 +93,10 @@ async def session(browser: Browser, automation: Automation, loser: str, shadow: 
 
     rule_row = page.locator(f'[data-testid="rules"] tr[data-rule="{RULE}"]')
     await expect(rule_row.get_by_test_id("rule-state")).to_have_text("Shadow mode")
+    reminder_row = page.locator(f'[data-testid="rules"] tr[data-rule="{REMINDER}"]')
+    await expect(reminder_row.get_by_test_id("rule-state")).to_have_text("On — notifies only (needs no consent)")
+    await expect(reminder_row.get_by_role("button")).to_have_count(0)
+    await expect(rule_row.get_by_role("button", name=f"Enable {RULE}")).to_have_count(1)
     row = page.locator(f'tr[data-decision="{shadow["id"]}"]')
     await expect(row.get_by_test_id("decision-status")).to_contain_text("Would act (shadow mode)")
     await expect(row).to_contain_text(f"Would pause ad set '{shadow['entity_name']}' because CPL over the last")

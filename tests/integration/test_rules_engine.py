@@ -481,6 +481,34 @@ async def test_dry_run_rules_publish_nothing(
     assert slack.texts == []
 
 
+NOTIFY = """
+name: {name}
+scope: {{level: adset}}
+min_data: [{{metric: impressions, window: last_3_days, op: ">", value: 1000}}]
+conditions: {{all: [{{metric: cpl, window: last_3_days, op: "<", value: 30}}]}}
+actions: [{{type: notify, channels: [log]}}]
+"""
+
+
+async def test_a_run_records_which_of_its_rules_only_notify(
+    db: asyncpg.Pool, broker: RabbitBroker, tmp_path: Path, clean: None, start_service: Any, slack: FakeSlack,
+) -> None:
+    world = await seed_world(db, {"Loser": (10_000, LOSER), "Winner": (10_000, WINNER)})
+    kill, flag = unique("kill-"), unique("flag-")
+    await start_service(write_rules(tmp_path, KILL.format(name=kill, dry_run="false"), NOTIFY.format(name=flag)),
+                        slack_url=slack.url)
+
+    run = await run_of(db, await trigger(broker, world.account))
+
+    assert sorted(run["rules"]) == sorted([kill, flag])
+    assert run["notify_only"] == [flag]  # the console's view of the run says the same
+    assert await db.fetchval("select notify_only from console_rule_runs where run_id = $1", run["run_id"]) == [flag]
+    # Without consent the pausing rule only would act; the notify-only one acted at once (it changes nothing).
+    statuses = {r["rule"]: (r["entity_id"], r["status"], r["shadow"]) for r in await db.fetch(
+        "select rule, entity_id, status, shadow from console_rule_decisions where run_id = $1", run["run_id"])}
+    assert statuses == {kill: (world.adsets["Loser"], "shadow", True), flag: (world.adsets["Winner"], "acted", False)}
+
+
 async def test_insights_updated_publishes_commands_and_notifications_once_per_message(
     db: asyncpg.Pool, broker: RabbitBroker, tmp_path: Path, clean: None, commands: CommandWatch,
     start_service: Any, slack: FakeSlack,

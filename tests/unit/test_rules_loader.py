@@ -40,6 +40,8 @@ def test_default_rules_are_the_set_the_benchmark_supports() -> None:
         "refresh-reminder"}
     reminder = rules["refresh-reminder"]
     assert reminder.main_action == "notify"  # changes nothing on the account
+    assert reminder.notify_only  # so it needs no consent (its runs record it so, for the console)
+    assert {name for name, r in rules.items() if r.notify_only} == {"refresh-reminder"}
     assert reminder.scope.level == "ad"  # an ad's own frequency restarts with a new ad; its ad set's does not
     assert [(c.metric, c.window, c.op, c.value) for c in reminder.conditions.leaves()] == [
         ("frequency", "last_7_days", ">", 2.5)]

@@ -37,6 +37,7 @@ from services.rules_engine.model import (
     EngineState,
     norm_account,
 )
+from services.rules_engine.rules import Rule
 from services.rules_engine.store.snapshot import load_snapshot as load_snapshot
 from services.rules_engine.store.snapshot import load_window_reach as load_window_reach
 from shared.budget_guardrails import daily_ceiling_minor, max_daily_budget
@@ -228,18 +229,20 @@ async def next_resume_at(conn: asyncpg.Connection, now: datetime) -> datetime | 
 
 async def record_run(
     conn: asyncpg.Connection, *, run_id: uuid.UUID, trigger: str, trigger_message_id: uuid.UUID | None,
-    accounts: Sequence[str], started_at: datetime, rules: Sequence[str], rule_problems: int, entities: int,
+    accounts: Sequence[str], started_at: datetime, rules: Sequence[Rule], rule_problems: int, entities: int,
     decisions: Sequence[Decision],
 ) -> None:
+    """The run, with the names of the rules it evaluated and which of them only notify (migration 0151)."""
     counts = Counter(d.outcome if d.reason is None else f"{d.outcome}:{d.reason}" for d in decisions)
     await conn.execute(
         """
-        insert into rule_runs (run_id, trigger, trigger_message_id, accounts, started_at, rules, rule_problems,
-                               entities, decisions, acted, counts)
-        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        insert into rule_runs (run_id, trigger, trigger_message_id, accounts, started_at, rules, notify_only,
+                               rule_problems, entities, decisions, acted, counts)
+        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
         """,
-        run_id, trigger, trigger_message_id, list(accounts), started_at, list(rules), rule_problems, entities,
-        len(decisions), sum(1 for d in decisions if d.outcome == "acted"), dict(counts),
+        run_id, trigger, trigger_message_id, list(accounts), started_at, [r.name for r in rules],
+        [r.name for r in rules if r.notify_only], rule_problems, entities, len(decisions),
+        sum(1 for d in decisions if d.outcome == "acted"), dict(counts),
     )
 
 
