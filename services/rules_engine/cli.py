@@ -249,9 +249,14 @@ async def request_review(settings: Settings, decision_id: int, *, verdict: str, 
 def _cmd_consent(args: argparse.Namespace) -> int:
     settings = Settings()
     config = settings.block(RulesSettings)
-    known = {r.name for r in load_account_rules(config.dir, settings.meta.rules_dirs(), settings.meta.ad_account_id)[0]}
+    known = {r.name: r for r in
+             load_account_rules(config.dir, settings.meta.rules_dirs(), settings.meta.ad_account_id)[0]}
     if args.rule not in known:
         sys.stderr.write(f"leadwire: no rule named {args.rule!r} in {config.dir} (known: {', '.join(sorted(known))})\n")
+        return 2
+    if known[args.rule].notify_only:
+        sys.stderr.write(f"leadwire: rule {args.rule!r} only notifies you and changes nothing on Meta: it needs no "
+                         "consent and is on as long as its file enables it (nothing sent)\n")
         return 2
     applied = asyncio.run(request_consent(settings, args.rule, enabled=args.enabled, by=_operator(), note=args.note,
                                           wait=args.wait))

@@ -122,3 +122,14 @@ def test_command_ids_differ_per_decision() -> None:
     later = action("pause", idempotency_key="scale-winners:120210000000000123:pause:20261121T200000")
     assert first.command_id != later.command_id
     assert isinstance(first.command_id, uuid.UUID)
+
+
+def test_the_command_line_refuses_consent_for_a_notify_only_rule(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The shipped refresh-reminder only notifies: `leadwire rules enable` says so and sends nothing (it returns
+    # before it opens the database, which this test has none of).
+    monkeypatch.setenv("RULES_DIR", str(DEFAULT_RULES_DIR))
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
+    assert main(["rules", "enable", "refresh-reminder"]) == 2
+    assert "needs no consent" in capsys.readouterr().err
