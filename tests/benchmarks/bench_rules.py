@@ -33,7 +33,7 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from services.rules_engine.logic import evaluate
-from services.rules_engine.model import EngineSettings, EngineState, Entity, MetricRow, Snapshot
+from services.rules_engine.model import Decision, EngineSettings, EngineState, Entity, MetricRow, Snapshot
 from services.rules_engine.rule_files import load_rules
 from services.rules_engine.rule_terms import window_bounds
 from services.rules_engine.rules import DEFAULT_RULES_DIR, Rule
@@ -305,8 +305,12 @@ def _run(label: str, rules: list[Rule], snapshot: Snapshot, repeat: int) -> tupl
         f"deferred gc median {statistics.median(deferred):.3f} s"
     )
     print(f"[{label}] decisions: {len(decisions)} {dict(sorted(outcomes.items()))}")
-    as_tuples = [(d.rule, d.entity_id, d.outcome, d.reason, d.metrics, d.explanation) for d in decisions]
-    return as_tuples, statistics.median(cpu)
+    return comparable(decisions), statistics.median(cpu)
+
+
+def comparable(decisions: list[Decision]) -> list[tuple]:
+    """What two evaluations of the same data must agree on (command ids are new in each)."""
+    return [(d.rule, d.entity_id, d.outcome, d.reason, d.metrics, d.explanation) for d in decisions]
 
 
 def shipped_rules() -> tuple[list[Rule], list[Rule]]:
