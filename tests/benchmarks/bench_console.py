@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import time
 import uuid
 from datetime import UTC, datetime
-from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import aiohttp
@@ -28,18 +26,15 @@ import asyncpg
 from services.console.app import create_app
 from services.console.security import hash_password
 from services.console.settings import ConsoleSettings
-from shared.db.migrate import ensure_database, migrate
 from shared.messaging import declare_topology
 from shared.parked import Action, Selection, apply, list_parked
 from shared.settings import BrokerSettings, DatabaseSettings, OpsSettings, Settings
 from shared.topology import H_ATTEMPT, H_FIRST_FAILURE, H_PARKED_AT, H_REASON, consumer
 from tests.fixtures.console import csrf_of
-from tests.fixtures.infra import AMQP_URL, BENCH_DSN
+from tests.fixtures.infra import AMQP_URL, bench_dsn, fresh_database
 
 # Per checkout, as the other benches: two checkouts benchmarking at once never drop each other's database.
-DB_NAME = "leadwire_bench_console" + (f"_{os.environ['LEADWIRE_TEST_VHOST']}" if os.environ.get("LEADWIRE_TEST_VHOST")
-                                      else "")
-DSN = urlunsplit(urlsplit(BENCH_DSN)._replace(path=f"/{DB_NAME}"))
+DSN = bench_dsn("leadwire_bench_console")
 PASSWORD = "bench password 123"
 
 _SEED = """
@@ -108,13 +103,7 @@ vacuum leads, insights_daily, insights_adset_daily, lead_cohort_facts, rule_crm_
 
 
 async def seed(ads: int, days: int, leads: int, runs: int) -> None:
-    admin = await asyncpg.connect(urlunsplit(urlsplit(DSN)._replace(path="/postgres")))
-    try:
-        await admin.execute(f'drop database if exists "{DB_NAME}" with (force)')
-    finally:
-        await admin.close()
-    await ensure_database(DSN)
-    await migrate(DSN)
+    await fresh_database(DSN)
     conn = await asyncpg.connect(DSN)
     try:
         started = time.perf_counter()
