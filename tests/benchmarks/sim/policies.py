@@ -278,6 +278,12 @@ def rotate_creatives() -> Rule:
     return rule.model_copy(update={"enabled": True, "dry_run": False})
 
 
+def reminder_frequency(rules: Iterable[Rule]) -> float | None:
+    """The 7-day frequency at which ``rules``' refresh-reminder fires (None: they have none)."""
+    rule = next((r for r in rules if r.name == "refresh-reminder"), None)
+    return None if rule is None else float(rule.model_dump(by_alias=True)["conditions"]["all"][0]["value"])
+
+
 def refresh_reminder(frequency: float | None = None) -> Rule:
     """The shipped notify-only `refresh-reminder` (an ad's own 7-day frequency past 2.5: time for a new creative),
     or the same at another ``frequency``. The simulated operator heeds it (`operator_heeds_reminders`)."""
