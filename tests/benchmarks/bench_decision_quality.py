@@ -53,6 +53,7 @@ HELD_OUT_SEED_BASE = 4_000_000  # 3,000,000+ were seen once, in the run that led
 # The shipped set's refresh-reminder thresholds among which the validation seeds choose: the one knob of the shipped
 # set that was proposed before it was measured.
 REMINDER_AT = (2.0, 2.5, 3.0)
+SHIPPED_CAPI = "shipped default rules + CAPI"
 MIN_SPEND_SHARE = 0.95
 GOAL_VS_CPL = -0.15
 
@@ -116,7 +117,7 @@ def shipped_family(shipped: list[Rule]) -> dict[str, list[Rule]]:
     """The shipped set as its files have it, and with its refresh-reminder at each other threshold of REMINDER_AT,
     all with Conversions API feedback."""
     own = P.reminder_frequency(shipped)
-    family = {"shipped default rules + CAPI": shipped}
+    family = {SHIPPED_CAPI: shipped}
     for frequency in REMINDER_AT:
         if own is not None and frequency != own:
             family[f"shipped rules, reminder at {frequency:g} + CAPI"] = P.replace_rule(
@@ -124,9 +125,19 @@ def shipped_family(shipped: list[Rule]) -> dict[str, list[Rule]]:
     return family
 
 
-def evaluate_budget(
-    params: SimParams, seeds: int, train_seeds: int, validation_seeds: int, log: Callable[[str], None]
-) -> list[Row]:
+@dataclass
+class Selection:
+    """One budget's choices, made on training and validation seeds only (never on the held-out ones)."""
+
+    cpl: Tuned
+    acting: Tuned  # the best CPL configuration whose kill rule is on, whatever it spends
+    cpql: Tuned
+    cps: Tuned
+    finalists: dict[str, list[Rule]]
+    validation: dict[str, float]  # finalist -> its cost per signed case on the validation seeds
+
+
+def select(params: SimParams, train_seeds: int, validation_seeds: int, log: Callable[[str], None]) -> Selection:
     train = [TRAIN_SEED_BASE + k for k in range(train_seeds)]
     started = time.monotonic()
     static_train = cost_per_signed(run_many(params, train, [Policy("static")])["static"])
@@ -137,26 +148,48 @@ def evaluate_budget(
         *((k.label(), P.crm_rules(k)) for k in P.crm_grid("cost_per_qualified_lead")),
         *((k.label(), P.rebalance_rules(k)) for k in P.rebalance_grid("cost_per_qualified_lead"))])
     cps_ranked, _ = tune(params, train, ((k.label(), P.crm_rules(k)) for k in P.crm_grid("cost_per_signed_case")))
-    cpl, cpql, cps = cpl_ranked[0], cpql_ranked[0], cps_ranked[0]
-    # The best CPL configuration whose kill rule is on, whatever it spends (ranked at full spend): with the kill
-    # off, nothing frees budget under the account's ceiling, so a scale rule alone never acts and the rules are
-    # static budgets in effect.
-    acting = next(t for t in cpl_every if not t.label.startswith("kill off"))
     log(f"  tuned on {train_seeds} training seeds in {time.monotonic() - started:.0f} s "
         f"(static there: ${static_train:,.0f})")
     for name, ranked in (("CPL", cpl_ranked), ("CPQL", cpql_ranked), ("CPS", cps_ranked)):
         log(f"    {name} best: {_top(ranked)}")
+    shipped = P.shipped_rules()
+    # The finalists: the tuned CRM-truth families and the shipped set (which adds alarm rules, rebalancing and the
+    # refresh reminder to CRM-truth rules), each with Conversions API feedback.
+    finalists = {"CPQL rules + CAPI": cpql_ranked[0].rules, "CPS rules + CAPI": cps_ranked[0].rules,
+                 **({} if P.behaviour(shipped) == P.behaviour(P.guide_cpl_rules()) else shipped_family(shipped))}
+    validation = recommend(params, [VALIDATION_SEED_BASE + k for k in range(validation_seeds)], finalists)
+    log(f"  on {validation_seeds} validation seeds: "
+        + "; ".join(f"{name}: ${v:,.0f}" for name, v in sorted(validation.items(), key=lambda kv: kv[1])))
+    # with the kill off, nothing frees budget under the account's ceiling, so a scale rule alone never acts and the
+    # rules are static budgets in effect
+    acting = next(t for t in cpl_every if not t.label.startswith("kill off"))
+    return Selection(cpl_ranked[0], acting, cpql_ranked[0], cps_ranked[0], finalists, validation)
+
+
+def shipped_choice(selections: Sequence[Selection]) -> str | None:
+    """The shipped family's member for every budget (one set of rule files serves them all): the lowest cost per
+    signed case on the validation seeds relative to each budget's cheapest finalist, averaged over the budgets."""
+    names = set.intersection(*({n for n in s.validation if n.startswith("shipped")} for s in selections))
+    if not names:
+        return None
+    return min(sorted(names), key=lambda n: sum(s.validation[n] / min(s.validation.values()) for s in selections))
+
+
+def recommended_of(selection: Selection, shipped: str | None) -> str:
+    """leadwire's recommendation at one budget: the cheaper tuned CRM-truth family or the shipped set's chosen
+    member, on the validation seeds."""
+    return min((n for n in selection.validation if not n.startswith("shipped") or n == shipped),
+               key=selection.validation.__getitem__)
+
+
+def evaluate_budget(params: SimParams, selection: Selection, shipped_member: str | None, seeds: int,
+                    log: Callable[[str], None]) -> list[Row]:
+    """Every policy on the held-out seeds, with its paired differences; the recommended one marked."""
+    recommended = recommended_of(selection, shipped_member)
+    cpl, acting, cpql, cps = selection.cpl, selection.acting, selection.cpql, selection.cps
     guide = P.guide_cpl_rules()
     shipped = P.shipped_rules()
     same_as_guide = P.behaviour(shipped) == P.behaviour(guide)
-    # leadwire's recommendation: the better tuned CRM-truth family or the shipped set (which adds alarm rules,
-    # rebalancing and the refresh reminder to CRM-truth rules), whichever is cheapest on the validation seeds
-    finalists = {"CPQL rules + CAPI": cpql.rules, "CPS rules + CAPI": cps.rules,
-                 **({} if same_as_guide else shipped_family(shipped))}
-    validation = recommend(params, [VALIDATION_SEED_BASE + k for k in range(validation_seeds)], finalists)
-    recommended = min(validation, key=validation.__getitem__)
-    log(f"  on {validation_seeds} validation seeds: "
-        + "; ".join(f"{name}: ${v:,.0f}" for name, v in sorted(validation.items(), key=lambda kv: kv[1])))
     policies = [
         Policy("static"),
         Policy("static + CAPI", capi=True),
@@ -175,10 +208,9 @@ def evaluate_budget(
         Policy("CPS rules", cps.rules),
         Policy("CPS rules + CAPI", cps.rules, capi=True),
     ]
-    if recommended not in {p.name for p in policies}:  # a shipped variant: the rule files should change to it
-        log(f"  the shipped set's files should change: {recommended.removesuffix(' + CAPI')}")
-        policies += [Policy(recommended.removesuffix(" + CAPI"), finalists[recommended]),
-                     Policy(recommended, finalists[recommended], capi=True)]
+    if shipped_member is not None and shipped_member not in {p.name for p in policies}:  # a variant of the files
+        rules = selection.finalists[shipped_member]
+        policies += [Policy(shipped_member.removesuffix(" + CAPI"), rules), Policy(shipped_member, rules, capi=True)]
     started = time.monotonic()
     results = run_many(params, held_out(seeds), policies)
     log(f"  {len(policies)} policies x {seeds} held-out seeds in {time.monotonic() - started:.0f} s")
@@ -317,12 +349,19 @@ def main(argv: list[str] | None = None) -> int:
     sections = []
     met = True
     started = time.monotonic()
+    chosen = []
     for budget in (float(b) for b in args.budgets.split(",")):
         params = base.with_(monthly_budget=budget)
-        title = f"${budget:,.0f}/month (${params.daily_budget:,.0f}/day), {args.seeds} held-out seeds"
+        print(f"== ${budget:,.0f}/month: choosing on training and validation seeds", flush=True)
+        chosen.append((params, select(params, args.train_seeds, args.validation_seeds, lambda s: print(s, flush=True))))
+    shipped = shipped_choice([s for _, s in chosen])
+    if shipped is not None:
+        print(f"== the shipped set for every budget: {shipped.removesuffix(' + CAPI')}"
+              + ("" if shipped == SHIPPED_CAPI else " (the rule files should change to it)"), flush=True)
+    for params, selection in chosen:
+        title = f"${params.monthly_budget:,.0f}/month (${params.daily_budget:,.0f}/day), {args.seeds} held-out seeds"
         print(f"== {title}", flush=True)
-        rows = evaluate_budget(params, args.seeds, args.train_seeds, args.validation_seeds,
-                              lambda s: print(s, flush=True))
+        rows = evaluate_budget(params, selection, shipped, args.seeds, lambda s: print(s, flush=True))
         print(render([HEADER, *table_rows(params, rows)]))
         print("\ncost per signed case:\n" + bars(rows))
         ok, text = goal(rows)

@@ -430,7 +430,7 @@ async def test_the_shipped_defaults_on_the_sandbox_pause_only_broken_and_fatigue
     assert {c["kind"] for c in sent} == {"pause"}
     acted = [d for d in decisions if d["outcome"] == "acted"]
     assert {d["entity_id"] for d in acted if d["rule"] != "refresh-reminder"} == pause
-    # the reminder names ads seen more than 2.5 times in a week and changes nothing (no command, below)
+    # the reminder names ads seen more than twice in a week and changes nothing (no command, below)
     reminded = [d["entity_id"] for d in acted if d["rule"] == "refresh-reminder"]
     assert not set(reminded) & set(names.values())
     assert not [d for d in decisions if d["rule"] in ("kill-underperformers", "scale-winners")]

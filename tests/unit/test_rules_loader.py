@@ -44,7 +44,7 @@ def test_default_rules_are_the_set_the_benchmark_supports() -> None:
     assert {name for name, r in rules.items() if r.notify_only} == {"refresh-reminder"}
     assert reminder.scope.level == "ad"  # an ad's own frequency restarts with a new ad; its ad set's does not
     assert [(c.metric, c.window, c.op, c.value) for c in reminder.conditions.leaves()] == [
-        ("frequency", "last_7_days", ">", 2.5)]
+        ("frequency", "last_7_days", ">", 2)]
     assert {r.currency for r in rules.values()} == {"USD"}
     # every rule's actions reach the operator's channels (none is log-only)
     for rule in rules.values():

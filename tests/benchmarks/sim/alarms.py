@@ -43,7 +43,8 @@ def variants() -> list[tuple[str, dict[str, Rule | None]]]:
         (f"with {ROTATE}", {ROTATE: P.rotate_creatives()}),
         (f"without {REBALANCE}", {REBALANCE: None}),
         (f"without {REMINDER}", {REMINDER: None}),
-        *((f"{REMINDER} at {f:g}", {REMINDER: P.refresh_reminder(f)}) for f in (2.0, 3.0)),
+        *((f"{REMINDER} at {f:g}", {REMINDER: P.refresh_reminder(f)}) for f in (2.0, 2.5, 3.0)
+          if f != P.reminder_frequency(P.shipped_rules())),
     ]
 
 

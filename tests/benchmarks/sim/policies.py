@@ -285,7 +285,7 @@ def reminder_frequency(rules: Iterable[Rule]) -> float | None:
 
 
 def refresh_reminder(frequency: float | None = None) -> Rule:
-    """The shipped notify-only `refresh-reminder` (an ad's own 7-day frequency past 2.5: time for a new creative),
+    """The shipped notify-only `refresh-reminder` (an ad's own 7-day frequency past 2: time for a new creative),
     or the same at another ``frequency``. The simulated operator heeds it (`operator_heeds_reminders`)."""
     rule = next(r for r in load_rules(DEFAULT_RULES_DIR) if r.name == "refresh-reminder")
     if frequency is None:
