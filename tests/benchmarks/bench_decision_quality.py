@@ -102,10 +102,6 @@ class Row:
     vs_static_capi: Paired | None = None
 
 
-def held_out(seeds: int) -> list[int]:
-    return [HELD_OUT_SEED_BASE + k for k in range(seeds)]
-
-
 def recommend(params: SimParams, seeds: Sequence[int], finalists: dict[str, list[Rule]]) -> dict[str, float]:
     """The finalists with Conversions API feedback (the recommended policy runs with it) on the validation seeds:
     cost per signed case of those that spend at least MIN_SPEND_SHARE of the budget."""
@@ -182,7 +178,7 @@ def recommended_of(selection: Selection, shipped: str | None) -> str:
                key=selection.validation.__getitem__)
 
 
-def evaluate_budget(params: SimParams, selection: Selection, shipped_member: str | None, seeds: int,
+def evaluate_budget(params: SimParams, selection: Selection, shipped_member: str | None, seeds: Sequence[int],
                     log: Callable[[str], None]) -> list[Row]:
     """Every policy on the held-out seeds, with its paired differences; the recommended one marked."""
     recommended = recommended_of(selection, shipped_member)
@@ -212,13 +208,13 @@ def evaluate_budget(params: SimParams, selection: Selection, shipped_member: str
         rules = selection.finalists[shipped_member]
         policies += [Policy(shipped_member.removesuffix(" + CAPI"), rules), Policy(shipped_member, rules, capi=True)]
     started = time.monotonic()
-    results = run_many(params, held_out(seeds), policies)
-    log(f"  {len(policies)} policies x {seeds} held-out seeds in {time.monotonic() - started:.0f} s")
+    results = run_many(params, seeds, policies)
+    log(f"  {len(policies)} policies x {len(seeds)} held-out seeds in {time.monotonic() - started:.0f} s")
     notes = {"tuned CPL rules": cpl.label, "best acting CPL rules": f"{acting.label} (spend not held)",
              "CPQL rules": cpql.label, "CPS rules": cps.label,
              "guide CPL rules": "the guide's four as written" + (" (= the shipped defaults)" if same_as_guide else ""),
              recommended: "recommended (chosen on validation seeds)"}
-    draws = resamples(seeds)
+    draws = resamples(len(seeds))
     rows = []
     for policy in policies:
         row = Row(policy.name, results[policy.name], notes.get(policy.name, ""))
@@ -336,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=200, help="held-out seeds per budget (issue 19: 200+)")
     parser.add_argument("--train-seeds", type=int, default=40, help="training seeds for the grid searches")
+    parser.add_argument("--held-out-base", type=int, default=HELD_OUT_SEED_BASE,
+                        help="the first held-out seed (another base: the same choices scored on other accounts)")
     parser.add_argument("--validation-seeds", type=int, default=100,
                         help="validation seeds on which the recommended policy is chosen among the finalists")
     parser.add_argument("--budgets", default="7000,30000", help="monthly budgets in USD, comma-separated")
@@ -361,14 +359,15 @@ def main(argv: list[str] | None = None) -> int:
     for params, selection in chosen:
         title = f"${params.monthly_budget:,.0f}/month (${params.daily_budget:,.0f}/day), {args.seeds} held-out seeds"
         print(f"== {title}", flush=True)
-        rows = evaluate_budget(params, selection, shipped, args.seeds, lambda s: print(s, flush=True))
+        seeds = [args.held_out_base + k for k in range(args.seeds)]
+        rows = evaluate_budget(params, selection, shipped, seeds, lambda s: print(s, flush=True))
         print(render([HEADER, *table_rows(params, rows)]))
         print("\ncost per signed case:\n" + bars(rows))
         ok, text = goal(rows)
         met = met and ok
         print(f"\ngoal: {text}\n", flush=True)
         started_alarms = time.monotonic()
-        alarm_tables = alarms.run(params, held_out(args.seeds))
+        alarm_tables = alarms.run(params, seeds)
         for operator, alarm_rows in alarm_tables:
             print(f"the alarm rules, {operator}:")
             print(render([alarms.HEADER, *alarm_rows]) + "\n", flush=True)
