@@ -164,7 +164,7 @@ def select(params: SimParams, train_seeds: int, validation_seeds: int, log: Call
 
 def shipped_choice(selections: Sequence[Selection]) -> str | None:
     """The shipped family's member for every budget (one set of rule files serves them all): the lowest cost per
-    signed case on the validation seeds relative to each budget's cheapest finalist, averaged over the budgets."""
+    signed case on the validation seeds relative to each budget's cheapest finalist, summed over the budgets."""
     names = set.intersection(*({n for n in s.validation if n.startswith("shipped")} for s in selections))
     if not names:
         return None
@@ -356,10 +356,10 @@ def main(argv: list[str] | None = None) -> int:
     if shipped is not None:
         print(f"== the shipped set for every budget: {shipped.removesuffix(' + CAPI')}"
               + ("" if shipped == SHIPPED_CAPI else " (the rule files should change to it)"), flush=True)
+    seeds = [args.held_out_base + k for k in range(args.seeds)]
     for params, selection in chosen:
         title = f"${params.monthly_budget:,.0f}/month (${params.daily_budget:,.0f}/day), {args.seeds} held-out seeds"
         print(f"== {title}", flush=True)
-        seeds = [args.held_out_base + k for k in range(args.seeds)]
         rows = evaluate_budget(params, selection, shipped, seeds, lambda s: print(s, flush=True))
         print(render([HEADER, *table_rows(params, rows)]))
         print("\ncost per signed case:\n" + bars(rows))
