@@ -9,6 +9,11 @@ lead or signed case with its CRM outcomes). Then prints, for each rule set, the 
 worker calls it (median, best and worst of R runs on one pooled connection; the first run is a warm-up, not
 counted), the entities and rows it read, its peak Python memory (tracemalloc), and the CPU time of `evaluate` on
 what it read, which is checked against `bench_rules`' `segment_snapshot` of the same data (same decisions).
+Then it times writing those decisions as the worker does (`record_run` + `record_decisions` in one transaction,
+commit included, through the migrated schema's triggers: `rule_decisions.status`, `rule_decision_hours`), a fresh run
+id each time (median of R runs after one warm-up; the decisions tables are emptied first), and prints rows/s, the
+growth of `rule_decisions` (pg_total_relation_size, indexes and TOAST included) per run, and both projected per
+day at the engine's default run interval (RULES_INTERVAL_SECONDS).
 `--no-seed` measures the database an earlier run seeded.
 """
 
@@ -20,6 +25,7 @@ import statistics
 import time
 import tracemalloc
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -29,11 +35,11 @@ from zoneinfo import ZoneInfo
 import asyncpg
 
 from services.rules_engine.logic import evaluate
-from services.rules_engine.model import EngineSettings, EngineState, Snapshot
+from services.rules_engine.model import Decision, EngineSettings, EngineState, Snapshot
 from services.rules_engine.rule_terms import window_bounds
 from services.rules_engine.rules import Rule
 from services.rules_engine.settings import RulesSettings
-from services.rules_engine.store import load_snapshot
+from services.rules_engine.store import load_snapshot, record_decisions, record_run
 from shared.db.pool import create_pool
 from shared.settings import DatabaseSettings
 from tests.benchmarks.bench_rules import (
@@ -207,8 +213,11 @@ async def seed(snapshot: Snapshot) -> None:
         await conn.close()
 
 
-async def measure(label: str, rules: list[Rule], accounts: list[str], repeat: int, expected: Snapshot) -> float:
-    """Print the load figures of ``rules``' snapshot; check what it read against ``expected``; the median load."""
+async def measure(
+    label: str, rules: list[Rule], accounts: list[str], repeat: int, expected: Snapshot
+) -> tuple[float, list[Decision], int]:
+    """Print the load figures of ``rules``' snapshot; check what it read against ``expected``; the median load,
+    the decisions evaluated on it and the number of entities."""
     settings = RulesSettings()
     pool = await create_pool(DatabaseSettings(database_url=DSN, db_pool_min=1, db_pool_max=1))
 
@@ -263,7 +272,70 @@ async def measure(label: str, rules: list[Rule], accounts: list[str], repeat: in
         f"[{label}] evaluate on it: CPU {evaluate_cpu:.3f} s, {len(decisions):,} decisions; load + evaluate "
         f"{median + evaluate_cpu:.3f} s; same decisions as bench_rules' segment_snapshot of the data: {same}"
     )
-    return median
+    return median, decisions, len(snapshot.entities)
+
+
+async def measure_record(
+    label: str, rules: list[Rule], accounts: list[str], decisions: list[Decision], entities: int, repeat: int
+) -> tuple[float, int]:
+    """Print the cost of recording ``decisions`` as the worker does; the median seconds and bytes per run.
+
+    The worker writes them in its run's transaction: `record_run`, then `record_decisions` (the shadow decisions it
+    announces one by one, for their ids; none here: every rule acts, as `bench_rules` evaluates them)."""
+    pool = await create_pool(DatabaseSettings(database_url=DSN, db_pool_min=1, db_pool_max=1))
+
+    async def size(conn: asyncpg.Connection) -> int:
+        return await conn.fetchval("select pg_total_relation_size('rule_decisions')")
+
+    async def record() -> tuple[float, int]:
+        run_id = uuid.uuid4()
+        async with pool.acquire() as conn:
+            before = await size(conn)
+            start = time.perf_counter()
+            async with conn.transaction():
+                await record_run(
+                    conn,
+                    run_id=run_id,
+                    trigger="schedule",
+                    trigger_message_id=None,
+                    accounts=accounts,
+                    started_at=NOW,
+                    rules=rules,
+                    rule_problems=0,
+                    entities=entities,
+                    decisions=decisions,
+                )
+                await record_decisions(conn, run_id, decisions, announced=())
+            elapsed = time.perf_counter() - start
+            return elapsed, await size(conn) - before
+
+    try:
+        async with pool.acquire() as conn:  # each rule set from the same empty tables (rule_decision_hours: by trigger)
+            await conn.execute("truncate rule_decisions, rule_runs cascade")
+        await record()  # warm-up: the statements prepared, the first pages of the tables and indexes allocated
+        timings, growth = [], []
+        for _ in range(repeat):
+            elapsed, grown = await record()
+            timings.append(elapsed)
+            growth.append(grown)
+    finally:
+        await pool.close()
+    median, per_run = statistics.median(timings), int(statistics.median(growth))
+    runs_per_day = 86_400 / RulesSettings().interval_seconds
+    outcomes = Counter(d.outcome if d.reason is None else f"{d.outcome}:{d.reason}" for d in decisions)
+    print(
+        f"[{label}] record_run + record_decisions of {len(decisions):,} decisions in one transaction: median "
+        f"{median:.3f} s, best {min(timings):.3f} s, worst {max(timings):.3f} s over {repeat} runs "
+        f"({len(decisions) / median:,.0f} rows/s); rule_decisions grows {per_run / 2**20:.1f} MiB a run "
+        f"({per_run / len(decisions):,.0f} bytes a decision, indexes included)"
+    )
+    print(f"[{label}] decisions: {dict(outcomes.most_common())}")
+    print(
+        f"[{label}] at the default run interval ({RulesSettings().interval_seconds:.0f} s: {runs_per_day:.0f} "
+        f"scheduled runs a day): {len(decisions) * runs_per_day:,.0f} rows, "
+        f"{per_run * runs_per_day / 2**30:.2f} GiB and {median * runs_per_day:.0f} s of writing a day"
+    )
+    return median, per_run
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -273,13 +345,22 @@ async def main_async(args: argparse.Namespace) -> None:
         await seed(daily)
     shipped, without_ad = shipped_rules()
     accounts = _accounts(daily)
-    loads = {}
+    loads, writes = {}, {}
     for label, rules in (("shipped defaults", shipped), ("shipped defaults without ad-level rules", without_ad)):
-        loads[label] = await measure(label, rules, accounts, args.repeat, segment_snapshot(daily, rules, NOW))
+        loads[label], decisions, entities = await measure(
+            label, rules, accounts, args.repeat, segment_snapshot(daily, rules, NOW)
+        )
+        writes[label] = await measure_record(label, rules, accounts, decisions, entities, args.repeat)
     with_ad, without = loads.values()
     print(
         f"[shipped defaults] the ad-level rules make the snapshot load {with_ad - without:+.3f} s "
         f"({with_ad / without:.1f}x)"
+    )
+    (write_with, size_with), (write_without, size_without) = writes.values()
+    print(
+        f"[shipped defaults] the ad-level rules make recording a run's decisions {write_with - write_without:+.3f} s "
+        f"({write_with / write_without:.1f}x) and rule_decisions grow {(size_with - size_without) / 2**20:+.1f} MiB "
+        "a run"
     )
 
 

@@ -15,6 +15,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
+from services.rules_engine.model import Action, Decision
+from services.rules_engine.store import record_decisions
+
 pytestmark = pytest.mark.timeout(60)
 
 _SKIPPED = {"not_matched", "insufficient_data", "no_change"}
@@ -152,3 +155,35 @@ async def test_stored_status_and_hourly_counts_follow_every_write(console_db: as
     await db.execute("truncate rule_decision_reviews, rule_actions, rule_decisions, rule_runs cascade")
     assert await check(db) == Counter()
     assert await db.fetchval("select count(*) from rule_decision_hours") == 0
+
+
+async def test_engine_writes_a_run_in_one_statement_counted_and_decoded(console_db: asyncpg.Pool) -> None:
+    """`record_decisions` as the worker calls it: the decisions in one statement (0160 counts them per statement),
+    in their order, their JSON as the pool's codec reads it; announced shadow decisions one by one, with their ids."""
+    db = console_db
+    run_id = uuid.uuid4()
+    now = await db.fetchval("select now()")
+    await db.execute("insert into rule_runs (run_id, trigger, accounts, started_at, rules, entities, decisions, acted, "
+                     "counts) values ($1, 'schedule', '{act_1}', $2, '{a,b}', 3, 40, 0, '{}')", run_id, now)
+    action = Action(kind="pause", rule="a", entity_id="e1", entity_level="adset", account_id="act_1", reason="r",
+                    idempotency_key="k")
+    decisions = [
+        Decision(rule="ab"[i % 2], entity_id=f"e{i % 3}", entity_level="adset", entity_name=f"Ad set 'é{i}'",
+                 account_id="act_1", currency="USD", outcome=outcome, reason=reason, shadow=outcome == "would_act",
+                 metrics={"last_7_days": {"spend": 100 * i, "cpl": None if i % 2 else 12.5}},
+                 actions=(action,) if outcome == "would_act" else (), explanation=f"because {i}",
+                 evaluated_at=now - timedelta(minutes=50 * (i % 2)))
+        for i, (outcome, reason) in enumerate([("skipped", "insufficient_data")] * 30 + [("skipped", None)] * 8
+                                               + [("would_act", None)] * 2)
+    ]
+    async with db.acquire() as conn, conn.transaction():
+        ids = await record_decisions(conn, run_id, decisions, announced={39})
+    stored = await db.fetch("select * from rule_decisions where run_id = $1 order by id", run_id)
+    assert list(ids) == [39]
+    assert stored[-1]["id"] == ids[39]
+    for row, d in zip(stored, decisions, strict=True):
+        assert (row["rule"], row["entity_id"], row["entity_name"], row["outcome"], row["reason"], row["shadow"],
+                row["evaluated_at"], row["metrics"], row["actions"], row["explanation"], row["announced"]) == (
+            d.rule, d.entity_id, d.entity_name, d.outcome, d.reason, d.shadow, d.evaluated_at, d.metrics,
+            [a.model_dump(mode="json") for a in d.actions], d.explanation, d is decisions[39])
+    assert await check(db) == Counter(skipped=30, held=8, shadow=2)

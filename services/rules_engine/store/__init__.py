@@ -22,6 +22,7 @@ the rules fall back to summed daily reach.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -252,6 +253,20 @@ _INSERT_DECISION = """
     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
 """
 
+# A run's decisions in one statement (migration 0160 counts them in `rule_decision_hours` once per statement), in
+# their order (ids ascending as they were decided). JSON as text (`json.dumps`, as the pool's jsonb codec encodes).
+_INSERT_DECISIONS = """
+    insert into rule_decisions (run_id, evaluated_at, rule, entity_id, entity_level, entity_name, account_id,
+                                currency, outcome, reason, capped, metrics, actions, explanation, shadow, announced)
+    select $1, evaluated_at, rule, entity_id, entity_level, entity_name, account_id, currency, outcome, reason,
+           capped, metrics::jsonb, actions::jsonb, explanation, shadow, false
+    from unnest($2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                $9::text[], $10::text[], $11::boolean[], $12::text[], $13::text[], $14::text[], $15::boolean[])
+         with ordinality as d(evaluated_at, rule, entity_id, entity_level, entity_name, account_id, currency, outcome,
+                              reason, capped, metrics, actions, explanation, shadow, position)
+    order by position
+"""
+
 
 async def record_decisions(
     conn: asyncpg.Connection, run_id: uuid.UUID, decisions: Sequence[Decision], *, announced: Iterable[int] = ()
@@ -260,14 +275,22 @@ async def record_decisions(
     stored one by one for their ids: returns ``{position: decision id}`` for them."""
     announce = set(announced)
 
+    def actions(d: Decision) -> list[dict[str, object]]:
+        return [a.model_dump(mode="json") for a in d.actions]
+
     def values(d: Decision, flag: bool) -> tuple[object, ...]:
         return (run_id, d.evaluated_at, d.rule, d.entity_id, d.entity_level, d.entity_name, d.account_id,
-                d.currency, d.outcome, d.reason, d.capped, d.metrics, [a.model_dump(mode="json") for a in d.actions],
-                d.explanation, d.shadow, flag)
+                d.currency, d.outcome, d.reason, d.capped, d.metrics, actions(d), d.explanation, d.shadow, flag)
 
-    rest = [values(d, False) for i, d in enumerate(decisions) if i not in announce]
+    rest = [d for i, d in enumerate(decisions) if i not in announce]
     if rest:
-        await conn.executemany(_INSERT_DECISION, rest)
+        await conn.execute(
+            _INSERT_DECISIONS, run_id, [d.evaluated_at for d in rest], [d.rule for d in rest],
+            [d.entity_id for d in rest], [d.entity_level for d in rest], [d.entity_name for d in rest],
+            [d.account_id for d in rest], [d.currency for d in rest], [d.outcome for d in rest],
+            [d.reason for d in rest], [d.capped for d in rest], [json.dumps(d.metrics) for d in rest],
+            [json.dumps(actions(d)) for d in rest], [d.explanation for d in rest], [d.shadow for d in rest],
+        )
     ids: dict[int, int] = {}
     for i in sorted(announce):
         ids[i] = await conn.fetchval(_INSERT_DECISION + " returning id", *values(decisions[i], True))
