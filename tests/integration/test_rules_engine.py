@@ -69,7 +69,8 @@ DEFAULT_RULE_NAMES = [r.name for r in load_rules(DEFAULT_RULES_DIR)]
 @pytest.fixture
 async def clean(db: asyncpg.Pool, amqp: aio_pika.abc.AbstractChannel) -> AsyncIterator[None]:
     """Forget what earlier tests stored for the sandbox's fixed accounts and the default rules' history and left
-    unsent in the outbox, and empty this service's queues (other suites' messages wait there while the service is not running)."""
+    unsent in the outbox, and empty this service's queues (other suites' messages wait there while the service is
+    not running)."""
     async with db.acquire() as conn, conn.transaction():
         for table in ("insights_daily", "ads", "adsets", "campaigns", "ad_accounts"):
             await conn.execute(f"delete from {table} where account_id = any($1::text[])", [MAIN, JPY])  # noqa: S608
