@@ -4,8 +4,9 @@ Consumers: `InsightsUpdated` (evaluate that account), `ConversionRequested` (CRM
 `CommandResult` (announce the result, circuit breaker), `AlertRaised` (notifications: log, Slack, e-mail),
 `RuleConsentChanged` (enable a rule or put it back in shadow mode) and `RuleDecisionReviewed` (approve or reject a
 shadow decision). Background jobs: the scheduled
-evaluation of every account (RULES_INTERVAL_SECONDS; also wakes for pause-for-today resumes) and the outbox relay
-that publishes the `CampaignCommand`s and notifications after their audit rows committed.
+evaluation of every account (RULES_INTERVAL_SECONDS; also wakes for pause-for-today resumes), the outbox relay
+that publishes the `CampaignCommand`s and notifications after their audit rows committed, and the hourly pruning of
+skipped decisions older than RULES_SKIPPED_RETENTION_DAYS.
 """
 
 from __future__ import annotations

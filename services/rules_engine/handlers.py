@@ -1,4 +1,5 @@
-"""The rules engine's consumers and its scheduled evaluation: thin; the work is in `worker.py`."""
+"""The rules engine's consumers, its scheduled evaluation and the hourly pruning of old skipped decisions: thin;
+the work is in `worker.py`."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ COMMAND_RESULTS = consumer("rules_engine", "command_results")
 ALERTS = consumer("rules_engine", "alerts")
 RULE_CONSENT = consumer("rules_engine", "rule_consent")
 DECISION_REVIEWS = consumer("rules_engine", "decision_reviews")
+
+# How often the rules engine deletes old skipped decisions (RULES_SKIPPED_RETENTION_DAYS).
+PRUNE_INTERVAL_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,11 @@ def register(service: Service, deps: Started[Deps], *, interval_seconds: float) 
     if interval_seconds > 0:
         service.background("scheduled_evaluation", scheduled_evaluation)
 
+    async def prune_decisions() -> None:
+        await prune_periodically(deps, PRUNE_INTERVAL_SECONDS)
+
+    service.background("prune_skipped_decisions", prune_decisions)
+
 
 async def evaluate_periodically(deps: Started[Deps], interval_seconds: float) -> None:
     """The scheduled evaluation: every account, then sleep until the next interval or pause-for-today resume."""
@@ -87,3 +96,14 @@ async def evaluate_periodically(deps: Started[Deps], interval_seconds: float) ->
         worker = deps().worker
         await worker.run(trigger="schedule")
         await asyncio.sleep(await worker.next_wake(interval_seconds))
+
+
+async def prune_periodically(deps: Started[Deps], interval_seconds: float) -> None:
+    """Delete old skipped decisions now and every ``interval_seconds``; a failure (the database down) is logged and
+    tried again at the next interval, never ending the job."""
+    while True:
+        try:
+            await deps().worker.prune_decisions()
+        except Exception:
+            logger.exception("pruning skipped rule decisions failed; trying again in %.0f s", interval_seconds)
+        await asyncio.sleep(interval_seconds)

@@ -38,6 +38,10 @@ class RulesSettings(CrmOutcomeSettings):
         currency_rates: `FROM/TO=RATE` entries (comma-separated), e.g. `USD/JPY=150`: a rule's amounts (in its
             `currency`) are converted at these rates for accounts in another currency; inverse and cross rates
             through one common currency are derived. Without a rate such accounts are not judged by that rule.
+        skipped_retention_days: days a skipped decision (did not match, too little data, nothing to change) is
+            kept; older ones are deleted hourly (`store.prune_skipped_decisions`). Every other decision is the audit
+            trail and kept. At least 8: the Automation page counts the last 7 days' decisions per rule and status
+            (`console_rule_decision_counts`), which stay exact only while no decision of those 7 days is pruned.
     """
 
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore",
@@ -51,6 +55,7 @@ class RulesSettings(CrmOutcomeSettings):
         default_factory=lambda: ["log", "slack", "email"]
     )
     currency_rates: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    skipped_retention_days: int = Field(default=14, ge=8)
 
     @field_validator("currency_rates", mode="before")
     @classmethod

@@ -315,6 +315,10 @@ class Worker:
             return interval
         return min(interval, max(1.0, (resume - datetime.now(UTC)).total_seconds() + 1.0))
 
+    async def prune_decisions(self) -> int:
+        """Delete skipped decisions older than RULES_SKIPPED_RETENTION_DAYS (the audit trail is kept); how many."""
+        return await store.prune_skipped_decisions(self.pool, older_than_days=self.settings.skipped_retention_days)
+
     async def record_crm_outcome(self, message: ConversionRequestedMessage, *, claim_as: str) -> None:
         """Keep a CRM outcome attributable to an ad (qualified lead, signed case) for the CRM metrics."""
         event = message.payload

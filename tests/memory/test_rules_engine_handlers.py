@@ -43,6 +43,7 @@ class FakeWorker:
         self.consent_changed = True  # what change_consent answers: False for a change applied before
         self.wake_after = 0.0
         self.ran = asyncio.Event()
+        self.pruned = asyncio.Event()
 
     def _call(self, method: str, message: Envelope[Any] | None, **kwargs: Any) -> None:
         self.calls.append((method, message, kwargs))
@@ -68,6 +69,11 @@ class FakeWorker:
 
     async def review_decision(self, message: m.RuleDecisionReviewedMessage, *, claim_as: str) -> None:
         self._call("review_decision", message, claim_as=claim_as)
+
+    async def prune_decisions(self) -> int:
+        self.pruned.set()
+        self._call("prune_decisions", None)
+        return 0
 
     async def next_wake(self, interval: float) -> float:
         self._call("next_wake", None, interval=interval)
@@ -212,3 +218,29 @@ async def test_the_scheduled_evaluation_runs_every_account_and_sleeps_as_long_as
     finally:
         job.cancel()
     assert fake.calls[:4] == [("run", None, {"trigger": "schedule"}), ("next_wake", None, {"interval": 300.0})] * 2
+
+
+def test_the_pruning_of_skipped_decisions_is_a_background_job_even_without_scheduled_evaluation() -> None:
+    svc = service("rules_engine")
+    handlers.register(svc, lambda: handlers.Deps(worker=FakeWorker()), interval_seconds=0)  # type: ignore[arg-type]
+    assert [name for name, _ in svc._background] == ["prune_skipped_decisions"]
+    svc = service("rules_engine")
+    handlers.register(svc, lambda: handlers.Deps(worker=FakeWorker()), interval_seconds=900)  # type: ignore[arg-type]
+    assert [name for name, _ in svc._background] == ["scheduled_evaluation", "prune_skipped_decisions"]
+
+
+async def test_the_pruning_goes_on_after_a_database_error() -> None:
+    fake = FakeWorker()
+    fake.fail["prune_decisions"] = ConnectionRefusedError("database down")
+    svc = service("rules_engine")
+    deps = await started(svc, handlers.Deps(worker=fake))  # type: ignore[arg-type]
+    job = asyncio.create_task(handlers.prune_periodically(deps, 0.01))
+    try:
+        await asyncio.wait_for(fake.pruned.wait(), 5)  # the first attempt fails (logged) ...
+        fake.pruned.clear()
+        del fake.fail["prune_decisions"]
+        await asyncio.wait_for(fake.pruned.wait(), 5)  # ... and the job tries again at the next interval
+        assert not job.done()
+    finally:
+        job.cancel()
+    assert fake.methods()[:2] == ["prune_decisions", "prune_decisions"]

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from contracts.commands import PauseCommand, SetBudgetCommand, UnpauseCommand
 from contracts.messages import CampaignCommandMessage
@@ -92,6 +93,9 @@ def test_settings_defaults_and_lists() -> None:
     assert defaults.dir == DEFAULT_RULES_DIR
     assert defaults.interval_seconds == 900
     assert defaults.signed_events == ["SignedCase", "Signed Case", "Purchase"]
+    assert defaults.skipped_retention_days == 14
+    with pytest.raises(ValidationError):  # the Automation page's 7-day counts must not lose a decision
+        RulesSettings(skipped_retention_days=7)
 
 
 def test_snapshot_reads_only_the_days_and_levels_the_rules_need() -> None:

@@ -23,6 +23,7 @@ the rules fall back to summed daily reach.
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -42,6 +43,8 @@ from services.rules_engine.rules import Rule
 from services.rules_engine.store.snapshot import load_snapshot as load_snapshot
 from services.rules_engine.store.snapshot import load_window_reach as load_window_reach
 from shared.budget_guardrails import daily_ceiling_minor, max_daily_budget
+
+logger = logging.getLogger(__name__)
 
 # History kept in the engine state: longer than any sensible cooldown, and the backtest's default.
 HISTORY = timedelta(days=8)
@@ -295,6 +298,44 @@ async def record_decisions(
     for i in sorted(announce):
         ids[i] = await conn.fetchval(_INSERT_DECISION + " returning id", *values(decisions[i], True))
     return ids
+
+
+# Skipped decisions one pruning statement deletes at most.
+PRUNE_CHUNK = 5000
+
+# One chunk of skipped decisions evaluated before the cutoff, through `rule_decisions_status_time` (status,
+# evaluated_at desc, id desc; 0140). A reviewed decision is never deleted (its review would go with it: `on delete
+# cascade`, 0060); only shadow decisions are reviewed, so none is skipped, but the guard keeps the audit safe.
+# `rule_actions` has no foreign key to decisions and counts only for acted ones (`rule_decision_action`).
+_PRUNE_SKIPPED = """
+    delete from rule_decisions where id in (
+        select d.id from rule_decisions d
+        where d.status = 'skipped' and d.evaluated_at < $1
+          and not exists (select 1 from rule_decision_reviews v where v.decision_id = d.id)
+        limit $2)
+"""
+
+
+async def prune_skipped_decisions(pool: asyncpg.Pool, *, older_than_days: int, chunk: int = PRUNE_CHUNK) -> int:
+    """Delete skipped decisions (did not match, too little data, nothing to change) evaluated more than
+    ``older_than_days`` days ago, ``chunk`` at a time, each chunk its own transaction (no statement holds locks for
+    long); every other decision is the audit trail and kept. Returns how many were deleted.
+
+    The delete trigger (0140) takes the pruned decisions out of `rule_decision_hours`: the summary counts the stored
+    decisions, and those of the last 7 days (the Automation page's counts) stay exact while ``older_than_days`` is
+    at least 8 (`RULES_SKIPPED_RETENTION_DAYS`).
+    """
+    cutoff: datetime = await pool.fetchval("select now() - make_interval(days => $1)", older_than_days)
+    deleted = 0
+    while True:
+        status = await pool.execute(_PRUNE_SKIPPED, cutoff, chunk)
+        count = int(status.split()[-1])
+        deleted += count
+        if count < chunk:
+            break
+    if deleted:
+        logger.info("pruned %s skipped rule decisions older than %s days", deleted, older_than_days)
+    return deleted
 
 
 async def record_action(
