@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from services.rules_engine.model import Action, Decision
-from services.rules_engine.store import record_decisions
+from services.rules_engine.store import prune_skipped_decisions, record_decisions
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -187,3 +187,60 @@ async def test_engine_writes_a_run_in_one_statement_counted_and_decoded(console_
             d.rule, d.entity_id, d.entity_name, d.outcome, d.reason, d.shadow, d.evaluated_at, d.metrics,
             [a.model_dump(mode="json") for a in d.actions], d.explanation, d is decisions[39])
     assert await check(db) == Counter(skipped=30, held=8, shadow=2)
+
+
+async def test_pruning_deletes_only_old_skipped_decisions_and_keeps_the_7_day_counts(
+    console_db: asyncpg.Pool,
+) -> None:
+    """`prune_skipped_decisions` at the least retention the setting allows (8 days): skipped decisions older than
+    that go, in chunks; recent skipped ones and every other old decision (the audit trail) stay; a reviewed decision
+    is never deleted; `rule_decision_hours` still equals the stored decisions and the Automation page's 7-day counts
+    are what they were."""
+    db = console_db
+    await db.execute("truncate rule_decision_reviews, rule_actions, rule_decisions, rule_runs cascade")
+    run_id = uuid.uuid4()
+    now = await db.fetchval("select now()")
+    await db.execute("insert into rule_runs (run_id, trigger, accounts, started_at, rules, entities, decisions, acted, "
+                     "counts) values ($1, 'schedule', '{act_1}', $2, '{a,b}', 9, 9, 2, '{}')", run_id, now)
+
+    async def decision(entity: str, age: timedelta, outcome: str, reason: str | None, shadow: bool = False) -> int:
+        decision_id: int = await db.fetchval(_DECISION, run_id, now - age, "ab"[len(entity) % 2], entity, outcome,
+                                             reason, shadow)
+        return decision_id
+
+    old, edge, recent = timedelta(days=30), timedelta(days=8, minutes=1), timedelta(days=7, minutes=10)
+    skipped_reasons = ("not_matched", "insufficient_data", "no_change")
+    pruned = {await decision(f"old{i}", old - timedelta(hours=i), "skipped", skipped_reasons[i % 3])
+              for i in range(12)}
+    pruned.add(await decision("edge", edge, "skipped", "no_change"))
+    kept = {await decision("recent", recent, "skipped", "not_matched"),   # outside the 7 days, inside the 8
+            await decision("today", timedelta(minutes=5), "skipped", "insufficient_data"),
+            await decision("acted", old, "acted", None),
+            await decision("sent", old, "acted", None),
+            await decision("failed", old, "acted", None),
+            await decision("shadow", old, "would_act", None, True),
+            await decision("dry_run", old, "would_act", None),
+            await decision("held", old, "skipped", "cooldown")}
+    for entity, result in (("sent", None), ("failed", "failed")):
+        await db.execute(_ACTION, uuid.uuid4(), run_id, "ab"[len(entity) % 2], entity, "pause", now - old,
+                         uuid.uuid4(), result)
+    # A skipped decision with a verdict (the console reviews shadow decisions only; an import might not): kept, so
+    # its review is not deleted with it (`on delete cascade`).
+    reviewed = await decision("reviewed", old, "skipped", "not_matched")
+    await db.execute("insert into rule_decision_reviews (decision_id, verdict, reviewed_by, message_id) "
+                     "values ($1, 'reject', 'alice', $2)", reviewed, uuid.uuid4())
+    kept.add(reviewed)
+    before = await check(db)
+    assert before == Counter(skipped=16, acted=1, sent=1, failed=1, shadow=1, dry_run=1, held=1)
+    counts = "select * from console_rule_decision_counts(now() - interval '7 days') order by rule, status"
+    week = [dict(r) for r in await db.fetch(counts)]
+    assert sum(r["decisions"] for r in week) == 1  # only `today`
+
+    assert await prune_skipped_decisions(db, older_than_days=8, chunk=5) == len(pruned)  # 13 rows: three chunks
+
+    stored = {r["id"] for r in await db.fetch("select id from rule_decisions")}
+    assert stored == kept
+    assert await check(db) == before - Counter(skipped=len(pruned))  # the hourly summary follows the deletes
+    assert [dict(r) for r in await db.fetch(counts)] == week
+    assert await db.fetchval("select count(*) from rule_decision_reviews") == 1
+    assert await prune_skipped_decisions(db, older_than_days=8, chunk=5) == 0

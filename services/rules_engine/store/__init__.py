@@ -303,16 +303,20 @@ async def record_decisions(
 # Skipped decisions one pruning statement deletes at most.
 PRUNE_CHUNK = 5000
 
-# One chunk of skipped decisions evaluated before the cutoff, through `rule_decisions_status_time` (status,
-# evaluated_at desc, id desc; 0140). A reviewed decision is never deleted (its review would go with it: `on delete
+# One chunk of skipped decisions evaluated before the cutoff, newest first: the order of the indexes of 0140
+# (`rule_decisions_status_time`, `rule_decisions_time_id`), so a chunk reads index entries from the cutoff on, never
+# a scan of the table (whose old rows are spread over it once new decisions reuse the space pruned ones left). The
+# ids as an array: the delete finds them through the primary key (`id in (select ...)` may hash-join a scan of the
+# whole table, once per chunk). A reviewed decision is never deleted (its review would go with it: `on delete
 # cascade`, 0060); only shadow decisions are reviewed, so none is skipped, but the guard keeps the audit safe.
 # `rule_actions` has no foreign key to decisions and counts only for acted ones (`rule_decision_action`).
 _PRUNE_SKIPPED = """
-    delete from rule_decisions where id in (
+    delete from rule_decisions where id = any(array(
         select d.id from rule_decisions d
         where d.status = 'skipped' and d.evaluated_at < $1
           and not exists (select 1 from rule_decision_reviews v where v.decision_id = d.id)
-        limit $2)
+        order by d.evaluated_at desc, d.id desc
+        limit $2))
 """
 
 
