@@ -38,13 +38,21 @@ NAME_KEYS = ("ad_name", "adset_name", "campaign_name", "form_name")
 EMAIL_QUESTIONS = ("email", "work_email")
 PHONE_QUESTIONS = ("phone_number", "work_phone_number")
 
-_BY_CRM_REFERENCE = (
-    f"select {LEAD_COLUMNS} from stored_leads where leadgen_id = "  # noqa: S608 - constant
-    "(select leadgen_id from stored_crm_contacts where crm_reference = $1 order by leadgen_id limit 1)"
+# Each key's lead, for many keys in one query (`key` beside the lead's columns): a CRM contact id's lowest lead id
+# (as crm_sync recorded it); for an e-mail or phone key the newest lead, when one person left several.
+_BY_CRM_REFERENCES = (
+    f"select key, {LEAD_COLUMNS} from stored_leads join (select distinct on (crm_reference) "  # noqa: S608 - constant
+    "crm_reference as key, leadgen_id from stored_crm_contacts where crm_reference = any($1::text[]) "
+    "order by crm_reference, leadgen_id) contacts using (leadgen_id)"
 )
-# The newest lead wins when one person left several.
-_BY_EMAIL_KEY = f"select {LEAD_COLUMNS} from stored_leads where email_key = $1 order by created_time desc limit 1"  # noqa: S608
-_BY_PHONE_KEY = f"select {LEAD_COLUMNS} from stored_leads where phone_key = $1 order by created_time desc limit 1"  # noqa: S608
+_BY_EMAIL_KEYS = (
+    f"select distinct on (email_key) email_key as key, {LEAD_COLUMNS} from stored_leads "  # noqa: S608 - constant
+    "where email_key = any($1::text[]) order by email_key, created_time desc"
+)
+_BY_PHONE_KEYS = (
+    f"select distinct on (phone_key) phone_key as key, {LEAD_COLUMNS} from stored_leads "  # noqa: S608 - constant
+    "where phone_key = any($1::text[]) order by phone_key, created_time desc"
+)
 
 
 @dataclass(frozen=True)
@@ -194,11 +202,26 @@ async def match_lead(
     e-mail, then the phone (normalized and hashed as Meta matches them); the first that finds a lead wins."""
     if who.lead_id and (lead := await load_lead(db, who.lead_id)) is not None:
         return lead, MatchedBy.LEAD_ID
-    if who.crm_reference and (row := await db.fetchrow(_BY_CRM_REFERENCE, who.crm_reference)) is not None:
-        return StoredLead.from_row(row), MatchedBy.CRM_REFERENCE
-    if (key := email_key(who.email)) and (row := await db.fetchrow(_BY_EMAIL_KEY, key)) is not None:
-        return StoredLead.from_row(row), MatchedBy.EMAIL
-    key = phone_key(who.phone, region_code(who.country, default_region))
-    if key and (row := await db.fetchrow(_BY_PHONE_KEY, key)) is not None:
-        return StoredLead.from_row(row), MatchedBy.PHONE
-    return None, MatchedBy.UNMATCHED
+    return (await match_leads(db, [who], default_region=default_region))[0]
+
+
+async def match_leads(
+    db: asyncpg.Pool | asyncpg.Connection, whos: Sequence[OutcomeIdentifiers], *, default_region: str = "US"
+) -> list[tuple[StoredLead | None, MatchedBy]]:
+    """`match_lead` for many outcomes at once, without their Meta lead ids (look those up with `load_leads`): by
+    the CRM's contact id, then the e-mail, then the phone, each step one query for the outcomes still unmatched."""
+    found: list[tuple[StoredLead | None, MatchedBy]] = [(None, MatchedBy.UNMATCHED)] * len(whos)
+    steps = (
+        (MatchedBy.CRM_REFERENCE, _BY_CRM_REFERENCES, lambda who: who.crm_reference or None),
+        (MatchedBy.EMAIL, _BY_EMAIL_KEYS, lambda who: email_key(who.email)),
+        (MatchedBy.PHONE, _BY_PHONE_KEYS, lambda who: phone_key(who.phone, region_code(who.country, default_region))),
+    )
+    for by, query, key_of in steps:
+        keys = {i: key for i, who in enumerate(whos) if found[i][0] is None and (key := key_of(who))}
+        if not keys:
+            continue
+        leads = {row["key"]: StoredLead.from_row(row) for row in await db.fetch(query, list(set(keys.values())))}
+        for i, key in keys.items():
+            if key in leads:
+                found[i] = (leads[key], by)
+    return found

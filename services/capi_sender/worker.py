@@ -4,7 +4,7 @@ The path of one `ConversionRequested`:
 
 1. `Worker.process_many` (a consumer batch of up to 1,000 messages; `process` for one) finds each conversion's
    stored lead (by Meta lead id, one lookup per batch; else by the CRM's contact id, e-mail or phone,
-   `shared.leads.match_lead`, counted in `leadwire_capi_outcomes_matched_total{by}`, `unmatched` included), fills
+   `shared.leads.match_leads`, counted in `leadwire_capi_outcomes_matched_total{by}`, `unmatched` included), fills
    in what the CRM left out from it (`lead_id` and the lead's answers), builds each server event
    (`events.prepare_event`) or parks it with a reason, and hands it to the batcher. The batch handler awaits the
    outcomes: a message is acked only after Meta accepted the request that carried its event.
@@ -58,7 +58,7 @@ from services.capi_sender.logic import (
 )
 from services.capi_sender.settings import CapiSettings
 from shared.graph.errors import GraphError, InvalidRequestError, NotFoundError, ThrottledError, TransientError
-from shared.leads import MatchedBy, OutcomeIdentifiers, load_leads, match_lead
+from shared.leads import MatchedBy, OutcomeIdentifiers, load_leads, match_leads
 from shared.messaging import PermanentError, RetryLater
 from shared.poison import PoisonError, describe, isolate
 from shared.retries import CircuitBreaker, DependencyUnavailable
@@ -238,7 +238,7 @@ class Worker:
         """
         request = message.payload
         lead = await self.leads.load(request.user.lead_id) if request.user.lead_id else None
-        lead = await self.find_lead(request, lead)
+        lead = (await self.find_leads([request], {request.user.lead_id or "": lead} if lead else {}))[0]
         prepared = prepare_event(
             request,
             now=int(self._clock()),
@@ -258,43 +258,43 @@ class Worker:
         page = lead.page_id if lead is not None else None
         return self.pixels_by_page.get(page, self.default_pixel_id) if page else self.default_pixel_id
 
-    async def find_lead(self, request: ConversionRequested, by_id: LeadContact | None) -> LeadContact | None:
-        """The stored lead of a conversion: `by_id` (already looked up by its Meta lead id) or else matched by the
-        CRM's contact id, e-mail or phone (`shared.leads.match_lead`). Counted by how it matched, or `unmatched`:
-        an unmatched conversion is still sent, with what the CRM gave."""
-        if by_id is not None:
-            metrics.OUTCOMES_MATCHED.labels(MatchedBy.LEAD_ID.value).inc()
-            return by_id
-        lead, by = await match_lead(self._pool, outcome_identifiers(request, with_lead_id=False),
-                                    default_region=self.settings.default_country or "US")
-        metrics.OUTCOMES_MATCHED.labels(by.value).inc()
-        if lead is None:
-            logger.info("conversion matches no stored lead: sent with what the CRM gave",
-                        extra={"event_name": request.event_name})
-            return None
-        return lead_contact(lead)
+    async def find_leads(
+        self, requests: Sequence[ConversionRequested], by_id: Mapping[str, LeadContact]
+    ) -> list[LeadContact | None]:
+        """Each conversion's stored lead: the one ``by_id`` has for its Meta lead id, or else matched by the CRM's
+        contact id, e-mail or phone (`shared.leads.match_leads`, one query per step for all of them). Counted by
+        how it matched, or `unmatched`: an unmatched conversion is still sent, with what the CRM gave."""
+        leads: list[LeadContact | None] = [by_id.get(r.user.lead_id or "") for r in requests]
+        rest = [i for i, lead in enumerate(leads) if lead is None]
+        matched = await match_leads(self._pool, [outcome_identifiers(requests[i], with_lead_id=False) for i in rest],
+                                    default_region=self.settings.default_country or "US") if rest else []
+        for i, (lead, by) in zip(rest, matched, strict=True):
+            metrics.OUTCOMES_MATCHED.labels(by.value).inc()
+            if lead is None:
+                logger.info("conversion matches no stored lead: sent with what the CRM gave",
+                            extra={"event_name": requests[i].event_name})
+            else:
+                leads[i] = lead_contact(lead)
+        if len(rest) < len(requests):
+            metrics.OUTCOMES_MATCHED.labels(MatchedBy.LEAD_ID.value).inc(len(requests) - len(rest))
+        return leads
 
     async def process_many(self, messages: Sequence[ConversionRequestedMessage]) -> list[SendOutcome | BaseException]:
         """Prepare a batch of conversions and wait until each was sent; one outcome or exception per message.
 
-        What `process` does for one message, for many at once: one lookup of their stored leads, and every event
+        What `process` does for one message, for many at once: one lookup of their stored leads (a query per way of
+        matching, for all of them), and every event
         in the batcher before the first flush, so a full batch of messages fills a full request.
         """
         lead_ids = list({m.payload.user.lead_id for m in messages if m.payload.user.lead_id})
         by_id = await fetch_contacts(self._pool, lead_ids) if lead_ids else {}
-        found = await asyncio.gather(
-            *(self.find_lead(m.payload, by_id.get(m.payload.user.lead_id or "")) for m in messages),
-            return_exceptions=True,
-        )
+        found = await self.find_leads([m.payload for m in messages], by_id)
         now = int(self._clock())
         results: list[SendOutcome | BaseException] = [FlushIncompleteError("no outcome")] * len(messages)
         waiting: list[tuple[int, asyncio.Future[Any]]] = []
         for index, message in enumerate(messages):
             request = message.payload
             lead = found[index]
-            if isinstance(lead, BaseException):  # the lookup failed: this message retries
-                results[index] = lead
-                continue
             try:
                 prepared = prepare_event(
                     request,

@@ -31,6 +31,7 @@ from services.lead_fetcher import store as lead_store
 from services.lead_fetcher.logic import parse_lead
 from services.rules_engine.app import create_app as create_rules
 from services.rules_engine.settings import NotifySettings, RulesSettings
+from shared.leads import MatchedBy, OutcomeIdentifiers, match_lead, match_leads
 from shared.service import Service
 from shared.settings import BrokerSettings, MetaSettings, Settings
 from tests.fixtures.infra import eventually, unique
@@ -199,3 +200,33 @@ async def test_an_outcome_with_the_crm_contact_id_finds_its_lead(loop: Loop) -> 
     assert {"em", "ph", "fn", "ln"} <= set(sent["user_data"])
     assert await eventually(lambda: _outcomes_of(loop.db, lead_id), what="outcome counted") == ["SignedCase"]
     assert _matched("crm_reference") - before == 1
+
+
+async def test_a_batch_of_outcomes_is_matched_in_one_query_per_way_each_by_the_first_way_that_finds(
+    db: asyncpg.Pool,
+) -> None:
+    """`match_leads`, as the capi_sender's batch path calls it: each outcome gets the lead of the first way that
+    finds one (the CRM's contact id, then the e-mail, then the phone), as `match_lead` gives it for that outcome
+    alone; outcomes sharing a key share its lead; one matching nothing stays unmatched."""
+    emails = [f"{unique('m.')}@example.com" for _ in range(3)]
+    phones = [_phone() for _ in range(3)]
+    leads = [await _store_lead(db, email=e, phone=p[0]) for e, p in zip(emails, phones, strict=True)]
+    reference = unique("ghl-contact-")
+    await db.execute("insert into crm_deliveries (leadgen_id, adapter, status, crm_reference, delivered_at) "
+                     "values ($1, 'gohighlevel', 'delivered', $2, now())", leads[0], reference)
+    whos = [
+        OutcomeIdentifiers(crm_reference=reference, email=emails[1]),  # the contact id wins over the e-mail
+        OutcomeIdentifiers(crm_reference=unique("unknown-"), email=emails[1].upper()),  # then the e-mail
+        OutcomeIdentifiers(email=f"{unique('nobody.')}@example.com", phone=phones[2][1]),  # then the phone
+        OutcomeIdentifiers(phone=phones[2][0]),  # the same phone as Meta wrote it: the same lead
+        OutcomeIdentifiers(email=f"{unique('nobody.')}@example.com"),  # nothing
+        OutcomeIdentifiers(),  # no identifier at all
+    ]
+    found = await match_leads(db, whos)
+    assert [(lead.leadgen_id if lead else None, by) for lead, by in found] == [
+        (leads[0], MatchedBy.CRM_REFERENCE), (leads[1], MatchedBy.EMAIL), (leads[2], MatchedBy.PHONE),
+        (leads[2], MatchedBy.PHONE), (None, MatchedBy.UNMATCHED), (None, MatchedBy.UNMATCHED),
+    ]
+    for who, (lead, by) in zip(whos, found, strict=True):
+        alone = await match_lead(db, who)
+        assert (alone[0].leadgen_id if alone[0] else None, alone[1]) == (lead.leadgen_id if lead else None, by)
